@@ -1,0 +1,212 @@
+package balancer
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// State is a node's lifecycle state as shown by the admin API.
+type State uint32
+
+const (
+	StateActive   State = iota // receives new requests
+	StateDraining              // no new requests; in-flight ones finish
+	StateDrained               // drain complete; kept listed, no traffic
+	StateFailed                // recent connect failure; skipped until its backoff ends
+	StateBackup                // healthy but held in reserve (backup level > lowest usable)
+)
+
+var stateNames = [...]string{"active", "draining", "drained", "failed", "backup"}
+
+func (s State) String() string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return "unknown"
+}
+
+// Network says how a node is reached.
+type Network uint8
+
+const (
+	NetTCP  Network = iota // uwsgi over TCP, address "ip:port" or "[ip6]:port"
+	NetUnix                // uwsgi over a unix stream socket ("@name" = abstract)
+)
+
+// ErrBadAddress is returned for a node address that names neither an IP
+// endpoint nor a unix socket path.
+var ErrBadAddress = errors.New("balancer: node address must be ip:port, [ip6]:port or a unix socket path")
+
+// ErrHTTPNode is returned for http:// node addresses, which this version
+// cannot forward to yet.
+var ErrHTTPNode = errors.New("balancer: http:// nodes are not supported by this version")
+
+// Endpoint is a parsed node address.
+type Endpoint struct {
+	Network Network
+	// Dial is the string handed to net.Dial: "ip:port" or a socket path.
+	Dial string
+	// AddrPort is set for NetTCP.
+	AddrPort netip.AddrPort
+}
+
+// ParseEndpoint interprets a node address the way uWSGI does, minus DNS:
+// "ip:port" and "[ip6]:port" are TCP, anything else without a colon (or starting with '/', '.', '@') is a unix
+// socket path. Host names are refused: a router that resolves names on every
+// announce can be steered by whoever controls DNS, and uWSGI never did it.
+func ParseEndpoint(addr string) (Endpoint, error) {
+	if addr == "" || len(addr) > 255 {
+		return Endpoint{}, ErrBadAddress
+	}
+	if strings.HasPrefix(addr, "http://") {
+		// HTTP backends are reached through a different client; until the
+		// router has one, refuse them rather than speak uwsgi to them.
+		return Endpoint{}, ErrHTTPNode
+	}
+	switch addr[0] {
+	case '/', '.', '@':
+		return Endpoint{Network: NetUnix, Dial: addr}, nil
+	}
+	if !strings.Contains(addr, ":") {
+		return Endpoint{Network: NetUnix, Dial: addr}, nil
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || ap.Port() == 0 {
+		return Endpoint{}, ErrBadAddress
+	}
+	return Endpoint{Network: NetTCP, Dial: ap.String(), AddrPort: ap}, nil
+}
+
+// Node is one backend in a pool.
+//
+// Immutable after creation: Address, Endpoint, Static, Modifier1, Modifier2
+// (uWSGI does not change modifiers on refresh either). Everything else is an
+// atomic that any goroutine may read; writers are the Table (announce, expiry)
+// and the router (in-flight, failures). A Node outlives its removal from a
+// pool for as long as requests in flight hold it.
+type Node struct {
+	Address   string
+	Endpoint  Endpoint
+	Static    bool
+	Modifier1 uint8
+	Modifier2 uint8
+
+	weight   atomic.Int64 // >= 1
+	cores    atomic.Uint64
+	load     atomic.Uint64
+	lastSeen atomic.Int64 // unix nanoseconds of the last announce
+	notify   atomic.Pointer[string]
+
+	state    atomic.Uint32 // State
+	inflight atomic.Int64
+	requests atomic.Uint64
+	failures atomic.Uint64
+
+	// Passive health: consecutive connect failures and the time (unix ns)
+	// before which the node is not picked.
+	consecFails atomic.Int32
+	retryAt     atomic.Int64
+
+	// removed is set once the node left its pool (unsubscribe, expiry,
+	// delete); in-flight requests may still hold it.
+	removed atomic.Bool
+
+	// cw is the smooth-WRR current weight. Guarded by the owning Pool's mu.
+	cw int64
+}
+
+// NodeInfo is a consistent-enough copy of a node's public state.
+type NodeInfo struct {
+	Address   string
+	Weight    int64
+	Cores     uint64
+	Load      uint64
+	State     State
+	Inflight  int64
+	Requests  uint64
+	Failures  uint64
+	LastSeen  time.Time
+	Static    bool
+	Modifier1 uint8
+	Modifier2 uint8
+}
+
+// Info snapshots the node.
+func (n *Node) Info() NodeInfo {
+	return NodeInfo{
+		Address:   n.Address,
+		Weight:    n.weight.Load(),
+		Cores:     n.cores.Load(),
+		Load:      n.load.Load(),
+		State:     n.State(),
+		Inflight:  n.inflight.Load(),
+		Requests:  n.requests.Load(),
+		Failures:  n.failures.Load(),
+		LastSeen:  time.Unix(0, n.lastSeen.Load()),
+		Static:    n.Static,
+		Modifier1: n.Modifier1,
+		Modifier2: n.Modifier2,
+	}
+}
+
+// State returns the node's current state.
+func (n *Node) State() State { return State(n.state.Load()) }
+
+// Weight returns the node's configured weight (>= 1).
+func (n *Node) Weight() int64 { return n.weight.Load() }
+
+// Inflight returns the number of requests currently holding the node.
+func (n *Node) Inflight() int64 { return n.inflight.Load() }
+
+// Notify returns the notify address the node announced, or "".
+func (n *Node) Notify() string {
+	if p := n.notify.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// Done releases a node obtained from Pool.Pick.
+func (n *Node) Done() { n.inflight.Add(-1) }
+
+// ReportSuccess clears the node's failure streak after a successful connect.
+func (n *Node) ReportSuccess() {
+	if n.consecFails.Load() != 0 {
+		n.consecFails.Store(0)
+		n.retryAt.Store(0)
+		n.state.CompareAndSwap(uint32(StateFailed), uint32(StateActive))
+	}
+}
+
+// ReportFailure marks the node failed after a connect failure. It is skipped
+// by Pick until now+backoff, where backoff doubles with consecutive failures
+// from minBackoff up to maxBackoff; after that one request probes it.
+func (n *Node) ReportFailure(now time.Time) {
+	n.failures.Add(1)
+	c := n.consecFails.Add(1)
+	backoff := minBackoff << min(c-1, 16)
+	if backoff > maxBackoff || backoff <= 0 {
+		backoff = maxBackoff
+	}
+	n.retryAt.Store(now.Add(backoff).UnixNano())
+	n.state.CompareAndSwap(uint32(StateActive), uint32(StateFailed))
+}
+
+const (
+	minBackoff = 500 * time.Millisecond
+	maxBackoff = 30 * time.Second
+)
+
+// usable reports whether Pick may choose the node at time now (unix ns).
+func (n *Node) usable(now int64) bool {
+	switch n.State() {
+	case StateActive:
+		return true
+	case StateFailed:
+		return now >= n.retryAt.Load()
+	}
+	return false
+}

@@ -1,0 +1,16 @@
+//go:build !race
+
+package router
+
+import "testing"
+
+func TestAppendVarsAllocatesNothing(t *testing.T) {
+	r := sampleRequest()
+	buf := make([]byte, 0, 4096)
+	n := testing.AllocsPerRun(100, func() {
+		buf, _ = appendVars(buf[:0], r, 0, 0)
+	})
+	if n != 0 {
+		t.Fatalf("appendVars: %v allocs/op; want 0", n)
+	}
+}

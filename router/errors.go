@@ -1,0 +1,70 @@
+package router
+
+import (
+	"errors"
+	"os"
+)
+
+// Errors of the forwarding path. They are preallocated sentinels: the hot
+// path never formats an error. statusOf maps each to the client's status in
+// one place.
+var (
+	errBadRequest     = errors.New("router: malformed request")
+	errBadHost        = errors.New("router: bad host")
+	errAmbiguousBody  = errors.New("router: both Content-Length and Transfer-Encoding")
+	errVarsTooLarge   = errors.New("router: uwsgi vars larger than 64 KiB")
+	errBodyTooLarge   = errors.New("router: request body too large")
+	errNoPool         = errors.New("router: no pool for host")
+	errNoNode         = errors.New("router: pool has no usable node")
+	errAllFailed      = errors.New("router: every node refused the connection")
+	errConnectTimeout = errors.New("router: backend connect timed out")
+	errBackendTimeout = errors.New("router: backend response timed out")
+	errBadResponse    = errors.New("router: backend sent an invalid response")
+	errBackendWrite   = errors.New("router: backend write failed")
+	errClientBody     = errors.New("router: reading the client body failed")
+)
+
+// statusOf is the single mapping from forwarding errors to HTTP status codes
+// (SPEC §5).
+func statusOf(err error) int {
+	switch err {
+	case errBadRequest, errBadHost, errAmbiguousBody, errClientBody:
+		return 400
+	case errVarsTooLarge:
+		return 431
+	case errBodyTooLarge:
+		return 413
+	case errNoPool:
+		return 404
+	case errNoNode:
+		return 503
+	case errConnectTimeout, errBackendTimeout:
+		return 504
+	default:
+		return 502
+	}
+}
+
+// backendReason is the `reason` label of fastrouter_backend_errors_total.
+func backendReason(err error) string {
+	switch err {
+	case errAllFailed:
+		return "connect"
+	case errConnectTimeout:
+		return "connect_timeout"
+	case errBackendTimeout:
+		return "timeout"
+	case errBadResponse:
+		return "bad_response"
+	case errBackendWrite:
+		return "write"
+	}
+	return "other"
+}
+
+// isTimeout reports a deadline expiry from net, os or fasthttp (whose
+// ErrTimeout has Timeout() but is not a net.Error).
+func isTimeout(err error) bool {
+	var te interface{ Timeout() bool }
+	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &te) && te.Timeout())
+}

@@ -1,0 +1,183 @@
+package router
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/fastrouter/fastrouter/balancer"
+)
+
+// maxAttempts bounds how many nodes one request tries before giving up
+// (uWSGI tries 3). Only connect failures are retried: nothing has been sent.
+const maxAttempts = 4
+
+// connect picks a node of pool and dials it, retrying on other nodes when a
+// connect fails. packet is the encoded uwsgi request; its header bytes 0 and 3
+// are set to the chosen node's modifiers. The returned node is held in flight;
+// the caller must call node.Done.
+//
+// Errors: errNoNode when the pool had nothing usable to begin with,
+// errConnectTimeout or errAllFailed when every tried node failed.
+func (rt *Router) connect(pool *balancer.Pool, packet []byte) (*balancer.Node, net.Conn, error) {
+	var triedBuf [maxAttempts]*balancer.Node
+	tried := triedBuf[:0]
+	err := errNoNode
+	for len(tried) < maxAttempts {
+		now := rt.now()
+		n := pool.Pick(now.UnixNano(), tried)
+		if n == nil {
+			break
+		}
+		packet[0], packet[3] = n.Modifier1, n.Modifier2
+		c, derr := rt.dial(n)
+		if derr == nil {
+			n.ReportSuccess()
+			return n, c, nil
+		}
+		n.ReportFailure(now)
+		n.Done()
+		tried = append(tried, n)
+		if isTimeout(derr) {
+			err = errConnectTimeout
+		} else {
+			err = errAllFailed
+		}
+		rt.log.Debug("backend connect failed", "pool", pool.Key, "node", n.Address, "err", derr)
+	}
+	return nil, nil, err
+}
+
+func (rt *Router) dial(n *balancer.Node) (net.Conn, error) {
+	network := "tcp"
+	if n.Endpoint.Network == balancer.NetUnix {
+		network = "unix"
+	}
+	return rt.dialer.Dial(network, n.Endpoint.Dial)
+}
+
+// writeFull writes b to c under the inactivity deadline.
+func (rt *Router) writeFull(c net.Conn, b []byte) error {
+	if err := c.SetWriteDeadline(rt.now().Add(rt.cfg.Timeout)); err != nil {
+		return err
+	}
+	_, err := c.Write(b)
+	return err
+}
+
+// copyBody streams exactly n bytes of body to the backend with inactivity
+// deadlines on both sides. A short client body is errClientBody, a backend
+// write failure errBackendWrite, a stall errBackendTimeout.
+func (rt *Router) copyBody(dst net.Conn, src io.Reader, client net.Conn, n int64, buf []byte) error {
+	for n > 0 {
+		chunk := buf
+		if int64(len(chunk)) > n {
+			chunk = chunk[:n]
+		}
+		if client != nil {
+			_ = client.SetReadDeadline(rt.now().Add(rt.cfg.Timeout))
+		}
+		r, err := io.ReadFull(src, chunk)
+		if r > 0 {
+			if werr := rt.writeFull(dst, chunk[:r]); werr != nil {
+				if isTimeout(werr) {
+					return errBackendTimeout
+				}
+				return errBackendWrite
+			}
+			n -= int64(r)
+		}
+		if err != nil && n > 0 {
+			return errClientBody
+		}
+	}
+	return nil
+}
+
+// bufPool recycles 32 KiB copy buffers and vars buffers.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// readerPool recycles bufio.Readers over backend connections.
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+
+// backendBody streams a backend response body to the client. It is the
+// body stream handed to the front and is closed by it when the response is
+// written (or abandoned). Every Read renews the inactivity deadlines of the
+// backend read and the client write, so a large download never hits a total
+// deadline, but a stalled peer is cut after Config.Timeout.
+//
+// Owned by one request at a time; recycled through backendBodyPool.
+type backendBody struct {
+	rt     *Router
+	conn   net.Conn
+	br     *bufio.Reader
+	src    io.Reader // br, limited or de-chunked
+	limit  int64     // bytes left when the length is known, else -1
+	client net.Conn
+	node   *balancer.Node
+	pm     *poolMetrics
+	start  time.Time
+	closed bool
+}
+
+var backendBodyPool = sync.Pool{New: func() any { return new(backendBody) }}
+
+func (b *backendBody) Read(p []byte) (int, error) {
+	if b.limit == 0 {
+		return 0, io.EOF
+	}
+	if b.limit > 0 && int64(len(p)) > b.limit {
+		p = p[:b.limit]
+	}
+	now := b.rt.now()
+	_ = b.conn.SetReadDeadline(now.Add(b.rt.cfg.Timeout))
+	if b.client != nil {
+		_ = b.client.SetWriteDeadline(now.Add(b.rt.cfg.Timeout))
+	}
+	n, err := b.src.Read(p)
+	if b.limit > 0 {
+		b.limit -= int64(n)
+		if b.limit == 0 && err == nil {
+			err = io.EOF
+		}
+		if err == io.EOF && b.limit > 0 {
+			err = io.ErrUnexpectedEOF // backend closed before Content-Length
+		}
+	}
+	return n, err
+}
+
+// Close releases the backend connection and the node and records the
+// request's duration. Safe to call more than once.
+func (b *backendBody) Close() error {
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	b.rt.finish(b.conn, b.br, b.node, b.pm, b.start)
+	*b = backendBody{}
+	backendBodyPool.Put(b)
+	return nil
+}
+
+// finish ends a forwarded request: closes the backend connection (uwsgi
+// backends close after every response anyway), releases the node and the
+// reader, and records metrics.
+func (rt *Router) finish(conn net.Conn, br *bufio.Reader, node *balancer.Node, pm *poolMetrics, start time.Time) {
+	if conn != nil {
+		conn.Close()
+	}
+	if br != nil {
+		br.Reset(nil)
+		readerPool.Put(br)
+	}
+	if node != nil {
+		node.Done()
+	}
+	if pm != nil {
+		pm.inflight.Dec()
+		pm.duration.Observe(rt.now().Sub(start).Seconds())
+	}
+}

@@ -1,0 +1,186 @@
+// Package router is the HTTP front of fastrouter: it accepts client
+// requests, maps each request's host to a balancer pool, and forwards it to
+// one node over the uwsgi protocol, streaming bodies both ways.
+//
+// The forwarding core (vars encoding, node selection with retries, response
+// parsing and re-framing) is protocol-neutral; fronts fill a request view and
+// hand the core a place to write the response. The HTTP/1.1 front is
+// valyala/fasthttp.
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+)
+
+// Pools is what the router needs from the routing table.
+type Pools interface {
+	Lookup(host []byte) *balancer.Pool
+}
+
+// Config configures a Router. Zero durations and sizes take the defaults
+// documented on each field.
+type Config struct {
+	// Pools maps hosts to pools. Required.
+	Pools Pools
+	// ConnectTimeout bounds a backend connect. Default 3s.
+	ConnectTimeout time.Duration
+	// Timeout is the inactivity timeout for backend and client I/O once a
+	// request is being forwarded, and the idle keep-alive timeout. Default 60s.
+	Timeout time.Duration
+	// HeaderTimeout bounds how long a client may take to send its request
+	// headers. Default 10s.
+	HeaderTimeout time.Duration
+	// MaxHeaderBytes is the largest request head accepted; larger → 431.
+	// Default 65536.
+	MaxHeaderBytes int
+	// MaxHeaderCount is the most header lines accepted; more → 431. Default 100.
+	MaxHeaderCount int
+	// MaxBufferedBody bounds a chunked request body, which is buffered to
+	// learn the CONTENT_LENGTH uwsgi apps need. Larger → 413. Default 8 MiB.
+	MaxBufferedBody int
+	// TrustedProxies are peers whose X-Forwarded-For/-Proto are kept and
+	// appended to. Default: loopback.
+	TrustedProxies []netip.Prefix
+	// Logger receives operational logs. Default slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the router's metrics. Default: a private registry.
+	Registerer prometheus.Registerer
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// Router forwards HTTP requests to uwsgi nodes. Its methods are safe for
+// concurrent use.
+type Router struct {
+	cfg     Config
+	log     *slog.Logger
+	dialer  net.Dialer
+	metrics *metrics
+	now     func() time.Time
+
+	mu      sync.Mutex // guards servers, closing
+	servers []*fasthttp.Server
+	closing bool
+}
+
+// New validates cfg and returns a Router.
+func New(cfg Config) (*Router, error) {
+	if cfg.Pools == nil {
+		return nil, errors.New("router: Config.Pools is required")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&cfg.ConnectTimeout, 3*time.Second)
+	def(&cfg.Timeout, 60*time.Second)
+	def(&cfg.HeaderTimeout, 10*time.Second)
+	if cfg.ConnectTimeout < 0 || cfg.Timeout < 0 || cfg.HeaderTimeout < 0 {
+		return nil, errors.New("router: timeouts must be positive")
+	}
+	if cfg.MaxHeaderBytes == 0 {
+		cfg.MaxHeaderBytes = 65536
+	}
+	if cfg.MaxHeaderBytes < 1024 || cfg.MaxHeaderBytes > 1<<20 {
+		return nil, fmt.Errorf("router: max header bytes %d out of range [1024, 1048576]", cfg.MaxHeaderBytes)
+	}
+	if cfg.MaxHeaderCount == 0 {
+		cfg.MaxHeaderCount = 100
+	}
+	if cfg.MaxBufferedBody == 0 {
+		cfg.MaxBufferedBody = 8 << 20
+	}
+	if cfg.TrustedProxies == nil {
+		cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("router: metrics: %w", err)
+	}
+	return &Router{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		dialer:  net.Dialer{Timeout: cfg.ConnectTimeout},
+		metrics: m,
+		now:     cfg.Now,
+	}, nil
+}
+
+func (rt *Router) trusted(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range rt.cfg.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// ServeHTTP1 serves HTTP/1.1 on ln until Shutdown. name labels the
+// listener in metrics and logs. It returns nil after a Shutdown.
+func (rt *Router) ServeHTTP1(ln net.Listener, name string) error {
+	port := "0"
+	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil {
+		port = strconv.Itoa(int(ap.Port()))
+	}
+	f := &h1Front{rt: rt, serverPort: []byte(port), scheme: "http", conns: rt.metrics.clientConns.WithLabelValues(name, "http/1.1")}
+	s := f.server()
+	rt.mu.Lock()
+	if rt.closing {
+		rt.mu.Unlock()
+		return nil
+	}
+	rt.servers = append(rt.servers, s)
+	rt.mu.Unlock()
+	err := s.Serve(ln)
+	rt.mu.Lock()
+	closing := rt.closing
+	rt.mu.Unlock()
+	if closing {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting, lets requests in flight finish, closes idle
+// keep-alive connections (responses in progress get "Connection: close"), and
+// returns when every connection is gone or ctx ends.
+func (rt *Router) Shutdown(ctx context.Context) error {
+	rt.mu.Lock()
+	rt.closing = true
+	servers := rt.servers
+	rt.mu.Unlock()
+	var wg sync.WaitGroup
+	errs := make([]error, len(servers))
+	for i, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.ShutdownWithContext(ctx)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}

@@ -1,0 +1,253 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/fastrouter/fastrouter/balancer"
+)
+
+// options are the resolved settings of one run, from flags and --config.
+type options struct {
+	config              string
+	http                []string
+	subscriptionServers []string
+	admin               string
+	to                  []string
+	algo                string
+	tolerance           time.Duration
+	connectTimeout      time.Duration
+	timeout             time.Duration
+	headerTimeout       time.Duration
+	shutdownTimeout     time.Duration
+	maxHeaderBytes      int
+	fallbackKey         string
+	trustedProxies      []string
+	logLevel            string
+	version             bool
+}
+
+// listFlag is a repeatable string flag. The first Set after a default
+// replaces the default.
+type listFlag struct {
+	vals    *[]string
+	changed bool
+}
+
+func (l *listFlag) String() string {
+	if l.vals == nil {
+		return ""
+	}
+	return strings.Join(*l.vals, ",")
+}
+
+func (l *listFlag) Set(v string) error {
+	if !l.changed {
+		*l.vals = nil
+		l.changed = true
+	}
+	*l.vals = append(*l.vals, v)
+	return nil
+}
+
+// newFlagSet defines every flag on o with its default.
+func newFlagSet(o *options) *flag.FlagSet {
+	fs := flag.NewFlagSet("fastrouter", flag.ContinueOnError)
+	*o = options{
+		subscriptionServers: []string{"127.0.0.1:2626"},
+		trustedProxies:      []string{"127.0.0.0/8", "::1/128"},
+	}
+	fs.StringVar(&o.config, "config", "", "YAML `file` with the same settings (keys = flag names); flags override it")
+	fs.Var(&listFlag{vals: &o.http}, "http", "HTTP/1.1 listener `addr` (repeatable; default 127.0.0.1:8080 when no listener is given)")
+	fs.Var(&listFlag{vals: &o.subscriptionServers}, "subscription-server", "UDP subscription listener `addr`, or a unix datagram socket path (repeatable)")
+	fs.StringVar(&o.admin, "admin", "127.0.0.1:9191", "admin API, /metrics and /healthz listener `addr`")
+	fs.Var(&listFlag{vals: &o.to}, "to", "static node `KEY=NODEADDR` that never expires (repeatable)")
+	fs.StringVar(&o.algo, "algo", "wrr", "default balancing `algorithm` for new pools: wrr or lrc")
+	fs.DurationVar(&o.tolerance, "subscription-tolerance", 30*time.Second, "remove a node that has not re-announced for this `duration`")
+	fs.DurationVar(&o.connectTimeout, "connect-timeout", 3*time.Second, "backend connect timeout")
+	fs.DurationVar(&o.timeout, "timeout", 60*time.Second, "backend and client inactivity timeout (also the keep-alive idle timeout)")
+	fs.DurationVar(&o.headerTimeout, "header-timeout", 10*time.Second, "a client must send its request headers within this `duration`")
+	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "graceful shutdown deadline on SIGTERM/SIGINT")
+	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", 65536, "largest request head in `bytes`; larger is answered 431")
+	fs.StringVar(&o.fallbackKey, "fallback-key", "", "pool `key` used when no pool matches the host")
+	fs.Var(&listFlag{vals: &o.trustedProxies}, "trusted-proxy", "`CIDR` of peers whose X-Forwarded-For/-Proto are believed (repeatable)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	return fs
+}
+
+// parseArgs parses the command line and the --config file. Errors are
+// usage errors (exit 2).
+func parseArgs(args []string) (*options, *flag.FlagSet, error) {
+	o := new(options)
+	fs := newFlagSet(o)
+	fs.SetOutput(discard{})
+	fs.Usage = func() {}
+	if err := fs.Parse(args); err != nil {
+		return nil, fs, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fs, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if o.config != "" {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if err := loadConfig(fs, o.config, set); err != nil {
+			return nil, fs, err
+		}
+	}
+	return o, fs, o.validate()
+}
+
+// loadConfig applies a YAML file: each key is a flag name; lists set
+// repeatable flags. Keys already given on the command line are skipped.
+func loadConfig(fs *flag.FlagSet, path string, set map[string]bool) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return fmt.Errorf("config %s: %w", path, oneLine(err))
+	}
+	keys := make([]string, 0, len(doc))
+	for k := range doc {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		f := fs.Lookup(k)
+		if f == nil || k == "config" || k == "version" {
+			return fmt.Errorf("config %s: unknown setting %q", path, k)
+		}
+		if set[k] {
+			continue
+		}
+		vals, err := yamlValues(doc[k])
+		if err != nil {
+			return fmt.Errorf("config %s: %s: %w", path, k, err)
+		}
+		if _, isList := f.Value.(*listFlag); !isList && len(vals) != 1 {
+			return fmt.Errorf("config %s: %s takes one value", path, k)
+		}
+		for _, v := range vals {
+			if err := fs.Set(k, v); err != nil {
+				return fmt.Errorf("config %s: %s: %w", path, k, err)
+			}
+		}
+	}
+	return nil
+}
+
+func yamlValues(v any) ([]string, error) {
+	switch x := v.(type) {
+	case []any:
+		out := make([]string, 0, len(x))
+		for _, e := range x {
+			s, err := yamlScalar(e)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, s)
+		}
+		return out, nil
+	default:
+		s, err := yamlScalar(v)
+		if err != nil {
+			return nil, err
+		}
+		return []string{s}, nil
+	}
+}
+
+func yamlScalar(v any) (string, error) {
+	switch x := v.(type) {
+	case string:
+		return x, nil
+	case int, int64, uint64, float64, bool:
+		return fmt.Sprint(x), nil
+	case nil:
+		return "", errors.New("empty value")
+	}
+	return "", fmt.Errorf("unsupported value %v", v)
+}
+
+func oneLine(err error) error {
+	return errors.New(strings.ReplaceAll(err.Error(), "\n", "; "))
+}
+
+// staticNode is one parsed --to.
+type staticNode struct{ key, addr string }
+
+func (o *options) validate() error {
+	if len(o.http) == 0 {
+		o.http = []string{"127.0.0.1:8080"}
+	}
+	if _, err := balancer.ParseAlgo(o.algo); err != nil {
+		return fmt.Errorf("--algo: unknown algorithm %q (want wrr or lrc)", o.algo)
+	}
+	for name, d := range map[string]time.Duration{
+		"--subscription-tolerance": o.tolerance, "--connect-timeout": o.connectTimeout,
+		"--timeout": o.timeout, "--header-timeout": o.headerTimeout, "--shutdown-timeout": o.shutdownTimeout,
+	} {
+		if d <= 0 {
+			return fmt.Errorf("%s must be positive, got %s", name, d)
+		}
+	}
+	if o.maxHeaderBytes < 1024 || o.maxHeaderBytes > 1<<20 {
+		return fmt.Errorf("--max-header-bytes must be between 1024 and 1048576, got %d", o.maxHeaderBytes)
+	}
+	for _, t := range o.to {
+		k, a, ok := strings.Cut(t, "=")
+		if !ok || k == "" || a == "" {
+			return fmt.Errorf("--to %q: want KEY=NODEADDR", t)
+		}
+		if len(k) > 255 {
+			return fmt.Errorf("--to %q: key longer than 255 bytes", t)
+		}
+		if _, err := balancer.ParseEndpoint(a); err != nil {
+			return fmt.Errorf("--to %q: %w", t, err)
+		}
+	}
+	if len(o.fallbackKey) > 255 {
+		return errors.New("--fallback-key: longer than 255 bytes")
+	}
+	for _, c := range o.trustedProxies {
+		if _, err := netip.ParsePrefix(c); err != nil {
+			return fmt.Errorf("--trusted-proxy %q: %w", c, err)
+		}
+	}
+	if _, err := parseLevel(o.logLevel); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (o *options) staticNodes() []staticNode {
+	out := make([]staticNode, 0, len(o.to))
+	for _, t := range o.to {
+		k, a, _ := strings.Cut(t, "=")
+		out = append(out, staticNode{k, a})
+	}
+	return out
+}
+
+func (o *options) trusted() []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(o.trustedProxies))
+	for _, c := range o.trustedProxies {
+		out = append(out, netip.MustParsePrefix(c))
+	}
+	return out
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }

@@ -1,0 +1,217 @@
+// Command fastrouter is a load-balancing front router: it terminates HTTP,
+// maps each request's Host to a pool of uwsgi nodes that join by subscription
+// datagrams (as uWSGI's --subscribe-to sends them), and forwards over uwsgi.
+//
+// This file only wires packages together: flags, config, listeners, signals.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/fastrouter/fastrouter/admin"
+	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/router"
+	"github.com/fastrouter/fastrouter/subscription"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = ""
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// run is main with its environment passed in; it returns the exit code:
+// 0 after a clean shutdown, 1 for a runtime failure (e.g. a listener that
+// cannot bind), 2 for bad flags or config.
+func run(args []string, stdout, stderr io.Writer) int {
+	o, fs, err := parseArgs(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintf(stdout, "Usage: fastrouter [flags]\n\nfastrouter %s: HTTP front router for uwsgi nodes that join by subscription.\n\nFlags:\n", versionString())
+		printFlags(stdout, fs)
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "fastrouter: %v\n", err)
+		return 2
+	}
+	if o.version {
+		fmt.Fprintf(stdout, "fastrouter %s\n", versionString())
+		return 0
+	}
+	level, _ := parseLevel(o.logLevel)
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := serve(ctx, o, log); err != nil {
+		log.Error("fatal", "err", err)
+		fmt.Fprintf(stderr, "fastrouter: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// serve runs the router until ctx ends, then shuts down gracefully.
+func serve(ctx context.Context, o *options, log *slog.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	table, err := balancer.New(balancer.Config{DefaultAlgo: balancer.Algo(o.algo), FallbackKey: o.fallbackKey})
+	if err != nil {
+		return err
+	}
+	for _, s := range o.staticNodes() {
+		if err := table.AddStatic(s.key, s.addr, 1); err != nil {
+			return err
+		}
+	}
+	rt, err := router.New(router.Config{
+		Pools:          table,
+		ConnectTimeout: o.connectTimeout,
+		Timeout:        o.timeout,
+		HeaderTimeout:  o.headerTimeout,
+		MaxHeaderBytes: o.maxHeaderBytes,
+		TrustedProxies: o.trusted(),
+		Logger:         log,
+		Registerer:     reg,
+	})
+	if err != nil {
+		return err
+	}
+	subs, err := subscription.New(subscription.Config{
+		Addrs:      o.subscriptionServers,
+		Tolerance:  o.tolerance,
+		Logger:     log,
+		Registerer: reg,
+	}, table)
+	if err != nil {
+		return err
+	}
+	adm, err := admin.New(admin.Config{Table: table, Gatherer: reg, Logger: log})
+	if err != nil {
+		return err
+	}
+
+	// Bind everything before serving anything, so a port conflict fails the
+	// start cleanly instead of leaving a half-up router.
+	var lns []net.Listener
+	closeAll := func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}
+	for _, a := range o.http {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("http listener %s: %w", a, err)
+		}
+		lns = append(lns, ln)
+	}
+	adminLn, err := net.Listen("tcp", o.admin)
+	if err != nil {
+		closeAll()
+		return fmt.Errorf("admin listener %s: %w", o.admin, err)
+	}
+	if err := subs.Start(); err != nil {
+		closeAll()
+		adminLn.Close()
+		return err
+	}
+
+	var wg sync.WaitGroup
+	errc := make(chan error, len(lns)+1)
+	for i, ln := range lns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := rt.ServeHTTP1(ln, o.http[i]); err != nil {
+				errc <- fmt.Errorf("http listener %s: %w", o.http[i], err)
+			}
+		}()
+	}
+	adminSrv := &http.Server{Handler: adm, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("admin listener %s: %w", o.admin, err)
+		}
+	}()
+	log.Info("fastrouter started", "version", versionString(), "http", o.http,
+		"subscription_server", subs.Addrs(), "admin", o.admin, "static_nodes", len(o.to))
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "deadline", o.shutdownTimeout)
+	case runErr = <-errc:
+	}
+
+	sctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
+	defer cancel()
+	if err := rt.Shutdown(sctx); err != nil {
+		log.Warn("shutdown: requests still in flight at the deadline", "err", err)
+	}
+	if err := subs.Close(); err != nil {
+		log.Warn("shutdown: subscription server", "err", err)
+	}
+	_ = adminSrv.Shutdown(sctx)
+	wg.Wait()
+	log.Info("stopped")
+	return runErr
+}
+
+// printFlags lists every flag in the --name form operators use.
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		arg, usage := flag.UnquoteUsage(f)
+		if _, isBool := f.Value.(interface{ IsBoolFlag() bool }); isBool {
+			arg = ""
+		}
+		line := "  --" + f.Name
+		if arg != "" {
+			line += " " + arg
+		}
+		fmt.Fprintf(w, "%s\n      %s", line, usage)
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "[]" {
+			fmt.Fprintf(w, " (default %s)", f.DefValue)
+		}
+		fmt.Fprintln(w)
+	})
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}

@@ -25,9 +25,9 @@ type Table interface {
 
 // Config configures the admin handler.
 type Config struct {
-	Table    Table                // required
-	Gatherer prometheus.Gatherer  // metrics source; nil disables /metrics
-	Logger   *slog.Logger         // default slog.Default()
+	Table    Table               // required
+	Gatherer prometheus.Gatherer // metrics source; nil disables /metrics
+	Logger   *slog.Logger        // default slog.Default()
 }
 
 // Handler is the admin API's http.Handler.

@@ -1,0 +1,62 @@
+"""WSGI app for fastrouter's integration tests (python3 stdlib only).
+
+/            -> "node=<NODE_ID>"
+/env         -> JSON of the string vars the app received
+/upload      -> reads the body, returns "<bytes> <sha256>"
+/download    -> ?size=N streams N pattern bytes; &cl=1 sends Content-Length
+/slow        -> ?ms=N sleeps, then "slow node=<NODE_ID>"
+/status      -> ?code=N answers that status
+"""
+import hashlib
+import json
+import os
+import time
+from urllib.parse import parse_qs
+
+NODE = os.environ.get("NODE_ID", "?")
+CHUNK = bytes(range(256)) * 256  # 64 KiB
+
+
+def pattern(n):
+    while n > 0:
+        part = CHUNK[: min(n, len(CHUNK))]
+        n -= len(part)
+        yield part
+
+
+def application(env, start):
+    path = env.get("PATH_INFO", "")
+    q = parse_qs(env.get("QUERY_STRING", ""))
+    if path.startswith("/env"):
+        body = json.dumps({k: v for k, v in env.items() if isinstance(v, str)}).encode()
+        start("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+    if path == "/upload":
+        h = hashlib.sha256()
+        total = 0
+        inp = env["wsgi.input"]
+        while True:
+            b = inp.read(65536)
+            if not b:
+                break
+            total += len(b)
+            h.update(b)
+        start("200 OK", [("Content-Type", "text/plain")])
+        return [("%d %s" % (total, h.hexdigest())).encode()]
+    if path == "/download":
+        n = int(q.get("size", ["0"])[0])
+        headers = [("Content-Type", "application/octet-stream")]
+        if q.get("cl"):
+            headers.append(("Content-Length", str(n)))
+        start("200 OK", headers)
+        return pattern(n)
+    if path == "/slow":
+        time.sleep(int(q.get("ms", ["1000"])[0]) / 1000.0)
+        start("200 OK", [("Content-Type", "text/plain")])
+        return [("slow node=%s" % NODE).encode()]
+    if path == "/status":
+        code = int(q.get("code", ["200"])[0])
+        start("%d X" % code, [("Content-Type", "text/plain")])
+        return [b"status"]
+    start("200 OK", [("Content-Type", "text/plain")])
+    return [("node=%s" % NODE).encode()]

@@ -1,0 +1,113 @@
+package integration
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func runBinary(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode(), o.String(), e.String()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return 0, o.String(), e.String()
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("fastrouter %v did not exit", args)
+		return
+	}
+}
+
+func TestHelpListsFlags(t *testing.T) {
+	t.Parallel()
+	code, out, _ := runBinary(t, "--help")
+	if code != 0 {
+		t.Fatalf("--help exit %d", code)
+	}
+	for _, f := range []string{"--http", "--subscription-server", "--admin", "--to", "--algo",
+		"--subscription-tolerance", "--connect-timeout", "--timeout", "--header-timeout",
+		"--max-header-bytes", "--config", "--log-level", "--version", "--shutdown-timeout",
+		"--fallback-key", "--trusted-proxy"} {
+		if !strings.Contains(out, "  "+f+" ") && !strings.Contains(out, "  "+f+"\n") {
+			t.Errorf("--help does not list %s", f)
+		}
+	}
+	if code, out, _ := runBinary(t, "--version"); code != 0 || !strings.HasPrefix(out, "fastrouter ") {
+		t.Errorf("--version: exit %d, %q", code, out)
+	}
+}
+
+func TestBadFlagsAndConfigExit2(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	badYAML := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(badYAML, []byte("http: [unclosed\n"), 0o644)
+	unknownKey := filepath.Join(dir, "unknown.yaml")
+	os.WriteFile(unknownKey, []byte("no-such-setting: 1\n"), 0o644)
+	for _, args := range [][]string{
+		{"--no-such-flag"},
+		{"--timeout", "soon"},
+		{"--algo", "random"},
+		{"--to", "missing-equals"},
+		{"--to", "k=localhost:3031"},
+		{"--config", badYAML},
+		{"--config", unknownKey},
+		{"--config", filepath.Join(dir, "absent.yaml")},
+	} {
+		code, _, stderr := runBinary(t, args...)
+		lines := strings.Split(strings.TrimSpace(stderr), "\n")
+		if code != 2 || len(lines) != 1 || !strings.HasPrefix(lines[0], "fastrouter: ") {
+			t.Errorf("%v: exit %d, stderr %q; want exit 2 and one line", args, code, stderr)
+		}
+	}
+}
+
+func TestConfigFileAndFlagOverride(t *testing.T) {
+	requireUWSGI(t)
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "fr.yaml")
+	deadPort := freePort(t)
+	os.WriteFile(cfg, []byte("to:\n  - cfg.test=127.0.0.1:1\nheader-timeout: 3s\n"), 0o644)
+	// --to on the command line replaces the file's list.
+	r := startRouter(t, "--config", cfg, "--to", "flag.test=127.0.0.1:"+strconv.Itoa(deadPort))
+	if r.pool(t, "cfg.test") != nil {
+		t.Error("pool from the config file present although --to overrides it")
+	}
+	if r.pool(t, "flag.test") == nil {
+		t.Error("pool from --to missing")
+	}
+}
+
+func TestBindFailureExit1(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	addr := ln.Addr().String()
+	code, _, stderr := runBinary(t, "--http", addr, "--admin", "127.0.0.1:0", "--subscription-server", "127.0.0.1:0")
+	if code != 1 || !strings.Contains(stderr, addr) {
+		t.Fatalf("exit %d, stderr %q; want exit 1 naming %s", code, stderr, addr)
+	}
+}

@@ -1,0 +1,320 @@
+// Package integration drives the real fastrouter binary against real uWSGI
+// 2.0 nodes (Debian's uwsgi-core + uwsgi-plugin-python3) that join by
+// --subscribe-to. Everything listens on loopback; every process is killed
+// in cleanup; every wait is bounded.
+package integration
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	binary  string // the fastrouter binary built by TestMain
+	appPath string // test/apps/app.py
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	appPath = filepath.Join(root, "test", "apps", "app.py")
+	dir, err := os.MkdirTemp("", "fastrouter-it-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binary = filepath.Join(dir, "fastrouter")
+	cmd := exec.Command("go", "build", "-o", binary, "./cmd/fastrouter")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building fastrouter: %v\n%s", err, out)
+		return 1
+	}
+	return m.Run()
+}
+
+// requireUWSGI fails the test when uWSGI is missing: CI installs it, so a
+// missing uWSGI is a broken setup, not a reason to skip.
+func requireUWSGI(t *testing.T) {
+	t.Helper()
+	if os.Getenv("FASTROUTER_SKIP_INTEGRATION") == "1" {
+		t.Skip("FASTROUTER_SKIP_INTEGRATION=1")
+	}
+	if _, err := exec.LookPath("uwsgi"); err != nil {
+		t.Fatal("uwsgi not installed (scripts/test.sh installs uwsgi-core and uwsgi-plugin-python3)")
+	}
+	if _, err := os.Stat("/usr/lib/uwsgi/plugins/python3_plugin.so"); err != nil {
+		t.Fatal("uwsgi python3 plugin not installed (uwsgi-plugin-python3)")
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func freeUDPPort(t *testing.T) int {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+// proc is a started process whose output goes to a log file that is printed
+// when the test fails.
+type proc struct {
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	err  error // valid after done
+}
+
+func startProc(t *testing.T, name string, args ...string) *proc {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), filepath.Base(name)+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); f.Close(); close(p.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-p.done
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("--- %s log (%s):\n%s", filepath.Base(name), strings.Join(args, " "), tail(b, 4000))
+		}
+	})
+	return p
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// wait waits for the process to exit and returns its exit code.
+func (p *proc) wait(t *testing.T, d time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(d):
+		t.Fatalf("process %d did not exit within %s", p.pid(), d)
+	}
+	if p.err == nil {
+		return 0
+	}
+	if ee, ok := p.err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	t.Fatalf("wait: %v", p.err)
+	return -1
+}
+
+type router struct {
+	*proc
+	http, admin, sub string
+}
+
+func startRouter(t *testing.T, extra ...string) *router {
+	t.Helper()
+	r := &router{
+		http:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		sub:   fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t)),
+	}
+	args := append([]string{"--http", r.http, "--admin", r.admin, "--subscription-server", r.sub, "--log-level", "debug"}, extra...)
+	r.proc = startProc(t, binary, args...)
+	eventually(t, 5*time.Second, "router /healthz", func() bool {
+		resp, err := http.Get("http://" + r.admin + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return r
+}
+
+// peakRSS is the router's VmHWM in bytes.
+func (r *router) peakRSS(t *testing.T) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", r.pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM")
+	return 0
+}
+
+type poolJSON struct {
+	Key   string `json:"key"`
+	Algo  string `json:"algo"`
+	Nodes []struct {
+		Address  string `json:"address"`
+		Weight   int    `json:"weight"`
+		State    string `json:"state"`
+		Requests int    `json:"requests"`
+	} `json:"nodes"`
+}
+
+// pool fetches one pool from the admin API; nil when it does not exist.
+func (r *router) pool(t *testing.T, key string) *poolJSON {
+	t.Helper()
+	resp, err := http.Get("http://" + r.admin + "/api/pools/" + key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == 404 {
+		return nil
+	}
+	var p poolJSON
+	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
+		t.Fatal(err)
+	}
+	return &p
+}
+
+func (r *router) waitNodes(t *testing.T, key string, n int) {
+	t.Helper()
+	eventually(t, 10*time.Second, fmt.Sprintf("%d nodes in pool %s", n, key), func() bool {
+		p := r.pool(t, key)
+		return (p == nil && n == 0) || (p != nil && len(p.Nodes) == n)
+	})
+}
+
+type node struct {
+	*proc
+	addr string
+}
+
+type nodeOpts struct {
+	id      string
+	weight  int
+	socket  string // default 127.0.0.1:<free port>
+	workers int
+}
+
+// startNode starts a uWSGI node that subscribes to r under key.
+func startNode(t *testing.T, r *router, key string, o nodeOpts) *node {
+	t.Helper()
+	if o.socket == "" {
+		o.socket = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	}
+	if o.workers == 0 {
+		o.workers = 2
+	}
+	args := []string{
+		"--plugin", "python3", "--master", "--socket", o.socket, "--wsgi-file", appPath,
+		"--subscribe-to", r.sub + ":" + key, "--subscribe-freq", "1",
+		"--processes", strconv.Itoa(o.workers), "--die-on-term", "--env", "NODE_ID=" + o.id,
+		"--buffer-size", "32768", "--disable-logging",
+	}
+	if o.weight > 0 {
+		args = append(args, "--weight", strconv.Itoa(o.weight))
+	}
+	return &node{proc: startProc(t, "uwsgi", args...), addr: o.socket}
+}
+
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// client does not reuse connections unless asked, and never hangs.
+func client() *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+}
+
+// get sends GET path with the given Host and returns status and body.
+func get(t *testing.T, c *http.Client, addr, host, path string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
+	req.Host = host
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s%s: %v", host, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s%s body: %v", host, path, err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// rawRequest writes req on a new connection and reads one response; it fails
+// on an empty reply.
+func rawRequest(t *testing.T, addr, req string) (*http.Response, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("response to %.60q: %v (empty reply?)", req, err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b)
+}

@@ -6,8 +6,10 @@
 package admin
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -17,10 +19,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Table is what the admin API reads from the routing table.
+// Table is what the admin API reads and changes in the routing table.
 type Table interface {
 	Pools() []*balancer.Pool
 	Pool(key string) *balancer.Pool
+	Drain(key, address string, timeout time.Duration, force bool) (*balancer.Node, error)
+	Undrain(key, address string) (*balancer.Node, error)
+	RemoveNode(key, address string) bool
+	AddStatic(key, address string, weight uint64) error
 }
 
 // Config configures the admin handler.
@@ -28,6 +34,11 @@ type Config struct {
 	Table    Table               // required
 	Gatherer prometheus.Gatherer // metrics source; nil disables /metrics
 	Logger   *slog.Logger        // default slog.Default()
+	// Token, when non-empty, must be presented as "Authorization: Bearer
+	// <token>" on every mutating call (POST, DELETE).
+	Token string
+	// DrainTimeout is the deadline of a drain that names none. Default 30s.
+	DrainTimeout time.Duration
 }
 
 // Handler is the admin API's http.Handler.
@@ -44,6 +55,9 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 30 * time.Second
+	}
 	h := &Handler{cfg: cfg, mux: http.NewServeMux()}
 	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -52,6 +66,10 @@ func New(cfg Config) (*Handler, error) {
 	h.mux.HandleFunc("GET /api/pools", h.listPools)
 	h.mux.HandleFunc("GET /api/pools/{key}", h.getPool)
 	h.mux.HandleFunc("GET /api/pools/{key}/nodes/{address}", h.getNode)
+	h.mux.HandleFunc("POST /api/pools/{key}/nodes/{address}/drain", h.auth(h.drain))
+	h.mux.HandleFunc("POST /api/pools/{key}/nodes/{address}/undrain", h.auth(h.undrain))
+	h.mux.HandleFunc("DELETE /api/pools/{key}/nodes/{address}", h.auth(h.deleteNode))
+	h.mux.HandleFunc("POST /api/pools/{key}/nodes", h.auth(h.addNode))
 	if cfg.Gatherer != nil {
 		h.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{ErrorLog: slogAdapter{cfg.Logger}}))
 	}
@@ -69,18 +87,28 @@ type PoolJSON struct {
 
 // NodeJSON is the stable JSON shape of a node (SPEC §6).
 type NodeJSON struct {
-	Address   string    `json:"address"`
-	Weight    int64     `json:"weight"`
-	State     string    `json:"state"`
-	Inflight  int64     `json:"inflight"`
-	Requests  uint64    `json:"requests"`
-	Failures  uint64    `json:"failures"`
-	LastSeen  time.Time `json:"last_seen"`
-	Static    bool      `json:"static"`
-	Cores     uint64    `json:"cores"`
-	Load      uint64    `json:"load"`
-	Modifier1 uint8     `json:"modifier1"`
-	Modifier2 uint8     `json:"modifier2"`
+	Address   string     `json:"address"`
+	Weight    int64      `json:"weight"`
+	State     string     `json:"state"`
+	Inflight  int64      `json:"inflight"`
+	Requests  uint64     `json:"requests"`
+	Failures  uint64     `json:"failures"`
+	LastSeen  time.Time  `json:"last_seen"`
+	Static    bool       `json:"static"`
+	Cores     uint64     `json:"cores"`
+	Load      uint64     `json:"load"`
+	Modifier1 uint8      `json:"modifier1"`
+	Modifier2 uint8      `json:"modifier2"`
+	Drain     *DrainJSON `json:"drain,omitempty"`
+}
+
+// DrainJSON is a node's drain progress.
+type DrainJSON struct {
+	Started  time.Time `json:"started"`
+	Deadline time.Time `json:"deadline"`
+	Served   uint64    `json:"served"`
+	Forced   uint64    `json:"forced"`
+	Inflight int64     `json:"inflight"`
 }
 
 func poolJSON(p *balancer.Pool) PoolJSON {
@@ -93,11 +121,15 @@ func poolJSON(p *balancer.Pool) PoolJSON {
 
 func nodeJSON(n *balancer.Node) NodeJSON {
 	i := n.Info()
-	return NodeJSON{
+	out := NodeJSON{
 		Address: i.Address, Weight: i.Weight, State: i.State.String(), Inflight: i.Inflight,
 		Requests: i.Requests, Failures: i.Failures, LastSeen: i.LastSeen.UTC(), Static: i.Static,
 		Cores: i.Cores, Load: i.Load, Modifier1: i.Modifier1, Modifier2: i.Modifier2,
 	}
+	if d := n.Drain(); !d.Started.IsZero() {
+		out.Drain = &DrainJSON{Started: d.Started.UTC(), Deadline: d.Deadline.UTC(), Served: d.Served, Forced: d.Forced, Inflight: i.Inflight}
+	}
+	return out
 }
 
 func (h *Handler) listPools(w http.ResponseWriter, _ *http.Request) {
@@ -130,6 +162,98 @@ func (h *Handler) getNode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.writeJSON(w, http.StatusOK, nodeJSON(n))
+}
+
+// auth guards a mutating handler with the bearer token, when one is set.
+func (h *Handler) auth(next http.HandlerFunc) http.HandlerFunc {
+	if h.cfg.Token == "" {
+		return next
+	}
+	want := []byte("Bearer " + h.cfg.Token)
+	return func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="fastrouter"`)
+			h.writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
+			return
+		}
+		next(w, r)
+	}
+}
+
+// tableError maps balancer errors to statuses, in one place.
+func (h *Handler) tableError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, balancer.ErrNoPool), errors.Is(err, balancer.ErrNoNode):
+		h.writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, balancer.ErrLastActive):
+		h.writeError(w, http.StatusConflict, err.Error()+" (add ?force=1 to drain anyway)")
+	default:
+		h.writeError(w, http.StatusBadRequest, err.Error())
+	}
+}
+
+func (h *Handler) drain(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Timeout string `json:"timeout"`
+	}
+	timeout := h.cfg.DrainTimeout
+	if r.ContentLength != 0 {
+		if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&body); err != nil && !errors.Is(err, io.EOF) {
+			h.writeError(w, http.StatusBadRequest, "body: "+err.Error())
+			return
+		}
+		if body.Timeout != "" {
+			d, err := time.ParseDuration(body.Timeout)
+			if err != nil || d <= 0 {
+				h.writeError(w, http.StatusBadRequest, "timeout: want a positive Go duration such as \"30s\"")
+				return
+			}
+			timeout = d
+		}
+	}
+	force := r.URL.Query().Get("force") == "1"
+	n, err := h.cfg.Table.Drain(r.PathValue("key"), r.PathValue("address"), timeout, force)
+	if err != nil {
+		h.tableError(w, err)
+		return
+	}
+	h.cfg.Logger.Info("drain started", "pool", r.PathValue("key"), "node", n.Address, "timeout", timeout, "via", "admin")
+	h.writeJSON(w, http.StatusAccepted, nodeJSON(n))
+}
+
+func (h *Handler) undrain(w http.ResponseWriter, r *http.Request) {
+	n, err := h.cfg.Table.Undrain(r.PathValue("key"), r.PathValue("address"))
+	if err != nil {
+		h.tableError(w, err)
+		return
+	}
+	h.writeJSON(w, http.StatusOK, nodeJSON(n))
+}
+
+func (h *Handler) deleteNode(w http.ResponseWriter, r *http.Request) {
+	if !h.cfg.Table.RemoveNode(r.PathValue("key"), r.PathValue("address")) {
+		h.writeError(w, http.StatusNotFound, "no such node")
+		return
+	}
+	h.writeJSON(w, http.StatusOK, map[string]string{"removed": r.PathValue("address")})
+}
+
+func (h *Handler) addNode(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Address string `json:"address"`
+		Weight  uint64 `json:"weight"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&body); err != nil || body.Address == "" {
+		h.writeError(w, http.StatusBadRequest, `body: want {"address":"ip:port","weight":N}`)
+		return
+	}
+	key := r.PathValue("key")
+	if err := h.cfg.Table.AddStatic(key, body.Address, body.Weight); err != nil {
+		h.tableError(w, err)
+		return
+	}
+	n := h.cfg.Table.Pool(key).Node(body.Address)
+	h.writeJSON(w, http.StatusCreated, nodeJSON(n))
 }
 
 func (h *Handler) writeJSON(w http.ResponseWriter, code int, v any) {

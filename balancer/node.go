@@ -2,8 +2,10 @@ package balancer
 
 import (
 	"errors"
+	"io"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -113,6 +115,22 @@ type Node struct {
 	// removed is set once the node left its pool (unsubscribe, expiry,
 	// delete); in-flight requests may still hold it.
 	removed atomic.Bool
+
+	// Lifecycle (drain.go). joined is when the node (re)joined, for slow
+	// start. drainDeadline is the unix-ns deadline of a drain in progress.
+	// drainReqs is the request count when the drain began. unsubscribed marks
+	// a node draining because it unsubscribed: it is removed once drained.
+	joined        atomic.Int64
+	drainDeadline atomic.Int64
+	drainStarted  atomic.Int64
+	drainReqs     atomic.Uint64
+	forced        atomic.Uint64
+	unsubscribed  atomic.Bool
+
+	// conns are the backend connections of requests in flight, so a drain
+	// deadline can cut them. Guarded by connMu.
+	connMu sync.Mutex
+	conns  map[io.Closer]struct{}
 
 	// cw is the smooth-WRR current weight. Guarded by the owning Pool's mu.
 	cw int64

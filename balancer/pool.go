@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Algo names a balancing algorithm.
@@ -34,8 +35,12 @@ type Pool struct {
 	Key  string
 	algo Algo
 
-	mu    sync.Mutex
-	nodes atomic.Pointer[[]*Node]
+	mu        sync.Mutex
+	nodes     atomic.Pointer[[]*Node]
+	slowStart int64 // ns; immutable
+
+	// emptySince is when the last node left (unix ns), 0 while it has nodes.
+	emptySince atomic.Int64
 
 	// Ext is a slot where a consumer caches per-pool data of its own (the
 	// router keeps resolved metric children here), so the request path needs
@@ -43,8 +48,8 @@ type Pool struct {
 	Ext atomic.Value
 }
 
-func newPool(key string, algo Algo) *Pool {
-	p := &Pool{Key: key, algo: algo}
+func newPool(key string, algo Algo, slowStart time.Duration) *Pool {
+	p := &Pool{Key: key, algo: algo, slowStart: int64(slowStart)}
 	p.nodes.Store(&[]*Node{})
 	return p
 }
@@ -77,7 +82,7 @@ func (p *Pool) Pick(now int64, tried []*Node) *Node {
 		best = pickLRC(nodes, now, tried)
 	default:
 		p.mu.Lock()
-		best = pickSWRR(nodes, now, tried)
+		best = pickSWRR(nodes, now, tried, p.slowStart)
 		p.mu.Unlock()
 	}
 	if best != nil {
@@ -91,14 +96,19 @@ func (p *Pool) Pick(now int64, tried []*Node) *Node {
 // its weight, the richest is chosen and pays the total. Over any window of
 // sum(weights) picks each node is chosen exactly weight times, and the picks
 // are interleaved rather than bunched. Caller holds the pool mutex.
-func pickSWRR(nodes []*Node, now int64, tried []*Node) *Node {
+func pickSWRR(nodes []*Node, now int64, tried []*Node, slowStart int64) *Node {
 	var best *Node
 	var total int64
 	for _, n := range nodes {
 		if !n.usable(now) || slices.Contains(tried, n) {
 			continue
 		}
-		w := n.weight.Load()
+		w := n.weight.Load() << 4 // scaled so slow start can ramp weight-1 nodes
+		if slowStart > 0 {
+			if age := now - n.joined.Load(); age < slowStart {
+				w = max(w>>4, w*max(age, 0)/slowStart)
+			}
+		}
 		n.cw += w
 		total += w
 		if best == nil || n.cw > best.cw {

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 // shardCount splits the key space so that creating a pool copies 1/64 of the
@@ -40,6 +41,12 @@ type Config struct {
 	FallbackKey string
 	// Now is the clock; nil means time.Now. Tests inject a fake.
 	Now func() time.Time
+	// DrainTimeout is the deadline of drains started by a subscription
+	// (unsubscribe, drain=1) without one of their own. Default 30s.
+	DrainTimeout time.Duration
+	// SlowStart ramps a (re)joined node's weight from 1/16 to full over this
+	// duration. Zero disables it.
+	SlowStart time.Duration
 	// OnChange, if set, is called after every structural change (pool or node
 	// added or removed) with the pool key. It runs with the table lock held
 	// and must not call back into the Table.
@@ -66,8 +73,17 @@ func New(cfg Config) (*Table, error) {
 	if len(cfg.FallbackKey) > maxKeyLen {
 		return nil, ErrKeyTooLong
 	}
+	if !validKey([]byte(cfg.FallbackKey)) {
+		return nil, ErrBadKey
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = 30 * time.Second
+	}
+	if cfg.DrainTimeout < 0 || cfg.SlowStart < 0 {
+		return nil, errors.New("balancer: negative drain timeout or slow start")
 	}
 	t := &Table{cfg: cfg}
 	for i := range t.shards {
@@ -85,7 +101,34 @@ const maxKeyLen = 255
 var (
 	ErrKeyTooLong = errors.New("balancer: key longer than 255 bytes")
 	ErrEmptyKey   = errors.New("balancer: empty key")
+	ErrBadKey     = errors.New("balancer: key has bytes outside printable ASCII")
 )
+
+// validKey reports whether a key is printable ASCII without spaces: host
+// names, ports, wildcards and paths all are, and keys become metric labels
+// and JSON, which must not carry control bytes or invalid UTF-8.
+func validKey(k []byte) bool {
+	for _, c := range k {
+		if c <= ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// validAddress: node addresses (unix paths may be UTF-8) must be valid
+// UTF-8 without control characters.
+func validAddress(a []byte) bool {
+	if !utf8.Valid(a) {
+		return false
+	}
+	for _, c := range a {
+		if c < ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
 
 // lowerInto lower-cases ASCII b into buf and returns the filled prefix; ok is
 // false when b does not fit.
@@ -118,11 +161,34 @@ func shardOf(lower []byte) int {
 // first), then the fallback key. It returns nil when nothing matches.
 // Lookup allocates nothing.
 func (t *Table) Lookup(host []byte) *Pool {
-	if p := t.lookupHost(host); p != nil {
+	// A host longer than any key matches nothing. Without this check the
+	// port stripping below would let "example.com:" + 300 digits reach
+	// "example.com".
+	//
+	// A matching pool whose nodes all left (kept to answer 503 until it
+	// expires) does not shadow a later rule that finds a pool with nodes.
+	var empty *Pool
+	if len(host) <= maxKeyLen {
+		if p := t.lookupKey(host, &empty); p != nil {
+			return p
+		}
+	}
+	if t.cfg.FallbackKey != "" {
+		if p := t.Pool(t.cfg.FallbackKey); p != nil && (empty == nil || p.HasNodes()) {
+			return p
+		}
+	}
+	return empty
+}
+
+// lookupKey runs every rule of Lookup except the fallback, returning the
+// first match with nodes and noting the first empty match in *empty.
+func (t *Table) lookupKey(host []byte, empty **Pool) *Pool {
+	if p := t.lookupHost(host); p != nil && keep(p, empty) {
 		return p
 	}
 	if h := stripPort(host); len(h) != len(host) {
-		if p := t.lookupHost(h); p != nil {
+		if p := t.lookupHost(h); p != nil && keep(p, empty) {
 			return p
 		}
 	}
@@ -133,15 +199,23 @@ func (t *Table) Lookup(host []byte) *Pool {
 				continue
 			}
 			suffix := l[i:]
-			if p := t.shards[shardOf(suffix)].Load().wild[string(suffix)]; p != nil {
+			if p := t.shards[shardOf(suffix)].Load().wild[string(suffix)]; p != nil && keep(p, empty) {
 				return p
 			}
 		}
 	}
-	if t.cfg.FallbackKey != "" {
-		return t.Pool(t.cfg.FallbackKey)
-	}
 	return nil
+}
+
+// keep reports whether p has nodes; an empty p is remembered in *empty.
+func keep(p *Pool, empty **Pool) bool {
+	if p.HasNodes() {
+		return true
+	}
+	if *empty == nil {
+		*empty = p
+	}
+	return false
 }
 
 func (t *Table) lookupHost(host []byte) *Pool {
@@ -151,10 +225,13 @@ func (t *Table) lookupHost(host []byte) *Pool {
 		return nil
 	}
 	s := t.shards[shardOf(l)].Load()
-	if p := s.exact[string(host)]; p != nil {
+	if p := s.exact[string(host)]; p != nil && p.HasNodes() {
+		return p
+	} else if q := s.lower[string(l)]; q != nil && (p == nil || q.HasNodes()) {
+		return q
+	} else {
 		return p
 	}
-	return s.lower[string(l)]
 }
 
 // stripPort removes a trailing ":port" (digits only) from host, keeping
@@ -197,6 +274,17 @@ func (t *Table) Pool(key string) *Pool {
 	return t.shards[shardOf(l)].Load().exact[key]
 }
 
+// poolBytes is Pool for a []byte key. Converting the key to a string first
+// would allocate for keys longer than 32 bytes on the refresh path.
+func (t *Table) poolBytes(key []byte) *Pool {
+	var buf [maxKeyLen]byte
+	l, ok := lowerInto(&buf, key)
+	if !ok {
+		return nil
+	}
+	return t.shards[shardOf(l)].Load().exact[string(key)]
+}
+
 // Pools returns every pool, sorted by key.
 func (t *Table) Pools() []*Pool {
 	out := make([]*Pool, 0, t.count.Load())
@@ -222,6 +310,10 @@ type Announce struct {
 	Notify               []byte
 	Algo                 []byte // algorithm of the pool if this creates it
 	Static               bool
+	// Drain asks for the node to be drained (the drain=1 extension);
+	// DrainTimeout overrides Config.DrainTimeout when non-zero.
+	Drain        bool
+	DrainTimeout time.Duration
 }
 
 // Result says what an Announce did.
@@ -244,13 +336,24 @@ func (t *Table) Announce(a *Announce) (Result, error) {
 		return 0, ErrKeyTooLong
 	}
 	now := t.cfg.Now().UnixNano()
-	if p := t.Pool(string(a.Key)); p != nil {
+	if p := t.poolBytes(a.Key); p != nil {
 		for _, n := range p.Nodes() {
 			if n.Address == string(a.Address) {
+				if t.refreshLifecycle(n, a) {
+					t.mu.Lock()
+					t.changed(p.Key)
+					t.mu.Unlock()
+				}
 				refresh(n, a, now)
 				return Refreshed, nil
 			}
 		}
+	}
+	if !validKey(a.Key) {
+		return 0, ErrBadKey
+	}
+	if !validAddress(a.Address) {
+		return 0, ErrBadAddress
 	}
 	ep, err := ParseEndpoint(string(a.Address))
 	if err != nil {
@@ -269,9 +372,12 @@ func (t *Table) Announce(a *Announce) (Result, error) {
 	p := t.Pool(key)
 	res := CreatedNode
 	if p == nil {
-		p = newPool(key, algo)
+		p = newPool(key, algo, t.cfg.SlowStart)
 		res = CreatedPool
 	} else if n := p.Node(string(a.Address)); n != nil { // raced with another writer
+		if t.refreshLifecycle(n, a) {
+			t.changed(key)
+		}
 		refresh(n, a, now)
 		return Refreshed, nil
 	}
@@ -283,13 +389,42 @@ func (t *Table) Announce(a *Announce) (Result, error) {
 		Modifier2: a.Modifier2,
 	}
 	refresh(n, a, now)
+	n.joined.Store(now)
+	if a.Drain {
+		n.startDrain(t.cfg.Now(), t.drainTimeout(a))
+	}
 	nodes := append(cloneNodes(p.Nodes()), n)
 	p.nodes.Store(&nodes)
+	wasEmpty := p.emptySince.Swap(0) != 0
 	if res == CreatedPool {
 		t.putPool(p)
+	} else if wasEmpty {
+		t.index(p)
 	}
 	t.changed(key)
 	return res, nil
+}
+
+// refreshLifecycle applies what an announce means for a known node's drain:
+// the node announcing again after it unsubscribed is a new process and comes
+// back; drain=1 starts a drain; otherwise a drain stays (it is sticky).
+// It only touches atomics and reports whether the node's state changed.
+func (t *Table) refreshLifecycle(n *Node, a *Announce) bool {
+	switch {
+	case a.Drain:
+		return n.startDrain(t.cfg.Now(), t.drainTimeout(a))
+	case n.unsubscribed.Load():
+		n.revive(t.cfg.Now())
+		return true
+	}
+	return false
+}
+
+func (t *Table) drainTimeout(a *Announce) time.Duration {
+	if a.DrainTimeout > 0 {
+		return a.DrainTimeout
+	}
+	return t.cfg.DrainTimeout
 }
 
 func refresh(n *Node, a *Announce, now int64) {
@@ -318,19 +453,8 @@ func cloneNodes(s []*Node) []*Node { return append(make([]*Node, 0, len(s)+1), s
 func (t *Table) putPool(p *Pool) {
 	var buf [maxKeyLen]byte
 	l, _ := lowerInto(&buf, []byte(p.Key))
-	t.updateShard(shardOf(l), func(s *shard) {
-		s.exact[p.Key] = p
-		if _, ok := s.lower[string(l)]; !ok {
-			s.lower[string(l)] = p
-		}
-	})
-	if w := wildSuffix(string(l)); w != "" {
-		t.updateShard(shardOf([]byte(w)), func(s *shard) {
-			if _, ok := s.wild[w]; !ok {
-				s.wild[w] = p
-			}
-		})
-	}
+	t.updateShard(shardOf(l), func(s *shard) { s.exact[p.Key] = p })
+	t.index(p)
 	t.count.Add(1)
 }
 
@@ -338,37 +462,104 @@ func (t *Table) putPool(p *Pool) {
 func (t *Table) dropPool(p *Pool) {
 	var buf [maxKeyLen]byte
 	l, _ := lowerInto(&buf, []byte(p.Key))
+	t.updateShard(shardOf(l), func(s *shard) { delete(s.exact, p.Key) })
+	t.reindex(p, true)
+	t.count.Add(-1)
+}
+
+// index makes p the holder of its case-folded and wildcard slots when the
+// slot is free or held by a pool without nodes. Caller holds t.mu.
+func (t *Table) index(p *Pool) {
+	var buf [maxKeyLen]byte
+	l, _ := lowerInto(&buf, []byte(p.Key))
 	t.updateShard(shardOf(l), func(s *shard) {
-		delete(s.exact, p.Key)
-		if s.lower[string(l)] == p {
-			delete(s.lower, string(l))
-			for k, q := range s.exact { // another key folding to the same name takes over
-				if len(k) == len(l) && equalFold(k, string(l)) {
-					s.lower[string(l)] = q
-					break
-				}
-			}
+		if q := s.lower[string(l)]; q == nil || (q != p && !q.HasNodes()) {
+			s.lower[string(l)] = p
 		}
 	})
 	if w := wildSuffix(string(l)); w != "" {
 		t.updateShard(shardOf([]byte(w)), func(s *shard) {
-			if s.wild[w] == p {
-				delete(s.wild, w)
+			if q := s.wild[w]; q == nil || (q != p && !q.HasNodes()) {
+				s.wild[w] = p
 			}
 		})
-		// Another spelling of the same wildcard ("*.x" vs ".x") takes over.
+	}
+}
+
+// reindex hands p's slots to another pool of the same folded key or
+// wildcard, preferring one with nodes. When p is gone (dropped) a slot goes
+// to any other pool or is freed; when p merely emptied, it keeps the slot
+// unless a pool with nodes can take it. Caller holds t.mu.
+func (t *Table) reindex(p *Pool, gone bool) {
+	var buf [maxKeyLen]byte
+	l, _ := lowerInto(&buf, []byte(p.Key))
+	lk := string(l)
+	t.updateShard(shardOf(l), func(s *shard) {
+		if s.lower[lk] != p {
+			return
+		}
+		if q := bestOf(p, gone, func(yield func(*Pool)) {
+			for k, q := range s.exact {
+				if len(k) == len(lk) && equalFold(k, lk) {
+					yield(q)
+				}
+			}
+		}); q != nil {
+			s.lower[lk] = q
+		} else {
+			delete(s.lower, lk)
+		}
+	})
+	w := wildSuffix(lk)
+	if w == "" {
+		return
+	}
+	ws := shardOf([]byte(w))
+	if t.shards[ws].Load().wild[w] != p {
+		return
+	}
+	// Another spelling of the same wildcard ("*.x" vs ".x") takes over.
+	q := bestOf(p, gone, func(yield func(*Pool)) {
 		for i := range t.shards {
 			for _, q := range t.shards[i].Load().exact {
 				var qb [maxKeyLen]byte
 				ql, _ := lowerInto(&qb, []byte(q.Key))
 				if wildSuffix(string(ql)) == w {
-					t.updateShard(shardOf([]byte(w)), func(s *shard) { s.wild[w] = q })
-					break
+					yield(q)
 				}
 			}
 		}
+	})
+	t.updateShard(ws, func(s *shard) {
+		if q != nil {
+			s.wild[w] = q
+		} else {
+			delete(s.wild, w)
+		}
+	})
+}
+
+// bestOf picks p's successor among cands: a pool with nodes first; when p
+// is gone, any other pool; otherwise p itself.
+func bestOf(p *Pool, gone bool, cands func(func(*Pool))) *Pool {
+	var withNodes, other *Pool
+	cands(func(q *Pool) {
+		if q == p {
+			return
+		}
+		if q.HasNodes() && withNodes == nil {
+			withNodes = q
+		} else if other == nil {
+			other = q
+		}
+	})
+	switch {
+	case withNodes != nil:
+		return withNodes
+	case gone:
+		return other
 	}
-	t.count.Add(-1)
+	return p
 }
 
 func equalFold(a, b string) bool {
@@ -444,8 +635,30 @@ func (t *Table) removeLocked(key, address string) bool {
 	nodes = append(append(nodes, old[:i]...), old[i+1:]...)
 	p.nodes.Store(&nodes)
 	if len(nodes) == 0 {
-		t.dropPool(p)
+		// The pool stays, answering 503 + Retry-After rather than 404, so a
+		// deploy gap looks like what it is; Expire deletes it after the
+		// tolerance unless a node joins again.
+		p.emptySince.Store(t.cfg.Now().UnixNano())
+		t.reindex(p, false)
 	}
+	t.changed(key)
+	return true
+}
+
+// DeletePool removes a pool and all its nodes at once.
+func (t *Table) DeletePool(key string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.Pool(key)
+	if p == nil {
+		return false
+	}
+	for _, n := range p.Nodes() {
+		n.removed.Store(true)
+	}
+	empty := []*Node{}
+	p.nodes.Store(&empty)
+	t.dropPool(p)
 	t.changed(key)
 	return true
 }
@@ -458,8 +671,12 @@ func (t *Table) Expire(tolerance time.Duration) int {
 	cutoff := t.cfg.Now().Add(-tolerance).UnixNano()
 	type victim struct{ key, addr string }
 	var victims []victim
+	var emptied []*Pool
 	for i := range t.shards {
 		for _, p := range t.shards[i].Load().exact {
+			if es := p.emptySince.Load(); es != 0 && es < cutoff && len(p.Nodes()) == 0 {
+				emptied = append(emptied, p)
+			}
 			for _, n := range p.Nodes() {
 				if !n.Static && n.lastSeen.Load() < cutoff {
 					victims = append(victims, victim{p.Key, n.Address})
@@ -467,11 +684,17 @@ func (t *Table) Expire(tolerance time.Duration) int {
 			}
 		}
 	}
-	if len(victims) == 0 {
+	if len(victims) == 0 && len(emptied) == 0 {
 		return 0
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	for _, p := range emptied {
+		if t.Pool(p.Key) == p && len(p.Nodes()) == 0 && p.emptySince.Load() < cutoff {
+			t.dropPool(p)
+			t.changed(p.Key)
+		}
+	}
 	removed := 0
 	for _, v := range victims {
 		// Re-check under the lock: a refresh may have raced the scan.

@@ -35,6 +35,7 @@ func (rt *Router) connect(pool *balancer.Pool, packet []byte) (*balancer.Node, n
 		c, derr := rt.dial(n)
 		if derr == nil {
 			n.ReportSuccess()
+			n.Track(c) // a drain deadline may need to cut it
 			return n, c, nil
 		}
 		n.ReportFailure(now)
@@ -167,6 +168,9 @@ func (b *backendBody) Close() error {
 // reader, and records metrics.
 func (rt *Router) finish(conn net.Conn, br *bufio.Reader, node *balancer.Node, pm *poolMetrics, start time.Time) {
 	if conn != nil {
+		if node != nil {
+			node.Untrack(conn)
+		}
 		conn.Close()
 	}
 	if br != nil {

@@ -138,6 +138,16 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 
 	r := &st.req
 	h := &ctx.Request.Header
+
+	// A body left unread must never be parsed as the next request on this
+	// connection (HTTP desync): unless the body was consumed to its end, the
+	// response closes the connection.
+	bodyPending := h.ContentLength() > 0 || h.ContentLength() == -1
+	defer func() {
+		if bodyPending {
+			ctx.SetConnectionClose()
+		}
+	}()
 	r.method = h.Method()
 	r.uri = h.RequestURI()
 	r.proto = h.Protocol()
@@ -186,6 +196,7 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		r.bodyLen = int64(len(st.body))
+		bodyPending = false
 	}
 
 	st.buf, err = appendVars(st.buf[:0], r, 0, 0)
@@ -206,6 +217,7 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 				return
 			}
 			packet = packet[:n+m]
+			bodyPending = false
 		} else {
 			packet = append(packet, st.body...)
 		}
@@ -243,6 +255,9 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 		cb := bufPool.Get().(*[]byte)
 		err := rt.copyBody(conn, src, ctx.Conn(), rest, *cb)
 		bufPool.Put(cb)
+		if err == nil {
+			bodyPending = false
+		}
 		if err != nil {
 			if err != errClientBody {
 				pm.backendError(err)

@@ -1,355 +1,502 @@
 // Package subscription is the subscription server: it receives the
-// datagrams uWSGI nodes send with --subscribe-to (UDP or unix datagram
-// sockets), applies them to the routing table, and expires nodes that stop
-// announcing.
+// datagrams uWSGI 2.0 nodes send with --subscribe-to (over UDP or unix
+// datagram sockets), applies them to the routing table, and expires nodes
+// that stop announcing.
 //
-// Flow: one reader goroutine per socket copies each datagram into a pooled
-// buffer and hands it to a bounded queue; when the queue is full the datagram
-// is dropped and counted, so a flood can never block a socket read loop, and
-// nothing here ever takes a lock the request path waits on. One applier
-// goroutine parses and applies datagrams in arrival order. An expiry
-// goroutine removes silent nodes on a timer (uWSGI only expires lazily, when
-// a request happens to look the key up).
+// Flow of one Server:
+//
+//	socket ─▶ reader ─▶ bounded queue ─▶ applier ─▶ Table.Announce / Unsubscribe
+//	          (one per   (full: drop      (one; parses, resolves ":port",
+//	           socket)    and count)       counts the result)
+//	ticker ─▶ expiry ─▶ Table.Expire(tolerance)
+//
+// A reader never blocks on anything but its socket: it copies the datagram
+// into a pooled buffer and offers it to the queue without waiting, so a flood
+// of datagrams costs drops, never a stalled read loop, and nothing here holds
+// a lock the request path waits on. The applier handles datagrams in arrival
+// order. The expiry goroutine removes silent nodes on a timer, whereas uWSGI
+// only expires them lazily, when a request happens to look the key up.
+//
+// The wire format is decoded by internal/uwsgi (ParseSubscription); see
+// SPEC §3 and uwsgi-compat.md §2 for the protocol.
 package subscription
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fastrouter/fastrouter/balancer"
-	"github.com/fastrouter/fastrouter/internal/uwsgi"
 )
 
-// Table is what the subscription server changes in the routing table.
+// Table is the part of the routing table the subscription server changes.
+// *balancer.Table implements it. Implementations must be safe for concurrent
+// use: Announce and Unsubscribe are called from the applier goroutine while
+// Expire runs on the expiry goroutine. Byte slices in an Announce are only
+// valid during the call.
 type Table interface {
 	Announce(*balancer.Announce) (balancer.Result, error)
-	RemoveNode(key, address string) bool
+	// Unsubscribe drains the node (timeout 0 = the table's default
+	// deadline) and removes it once drained; it reports whether it existed.
+	Unsubscribe(key, address []byte, timeout time.Duration) bool
 	Expire(tolerance time.Duration) int
 }
 
-// Config configures a Server. Zero values take the documented defaults.
-type Config struct {
-	// Addrs are the sockets to listen on: "host:port" for UDP, or a path
-	// (containing '/', or starting with '@' for the abstract namespace) for a
-	// unix datagram socket. Required.
-	Addrs []string
-	// Tolerance removes a node that has not announced for this long.
-	// Default 30s.
-	Tolerance time.Duration
-	// QueueDepth bounds the datagrams waiting to be applied. Default 4096.
-	QueueDepth int
-	// Logger receives logs; per-datagram problems are logged at debug level
-	// only. Default slog.Default().
-	Logger *slog.Logger
-	// Registerer receives the metrics. Default: a private registry.
-	Registerer prometheus.Registerer
-}
+// Defaults for zero Config fields.
+const (
+	DefaultTolerance  = 30 * time.Second
+	DefaultQueueDepth = 4096
+	DefaultQueueBytes = 16 << 20
+)
 
-// MaxDatagram is the largest datagram read whole (uWSGI reads 4096 bytes and
-// truncates; we accept anything a UDP datagram can carry).
+// MaxDatagram is the largest datagram accepted. uWSGI reads 4096 bytes and
+// silently truncates; we take anything a UDP datagram can carry and count a
+// longer unix datagram as invalid rather than parse a truncated one.
 const MaxDatagram = 64 << 10
 
-// Server is a running subscription server. Start it once, Close it once.
+// Limits that keep a configuration from asking for absurd memory.
+const (
+	maxQueueDepth = 1 << 20
+	minTick       = 50 * time.Millisecond
+	maxTick       = time.Second
+)
+
+// Config configures a Server. Zero values take the documented defaults.
+type Config struct {
+	// Addrs are the sockets to listen on. An address that contains '/' or
+	// starts with '@' is a unix datagram socket path ('@' = Linux abstract
+	// namespace); anything else is UDP "ip:port", "[ip6]:port" or ":port"
+	// (all interfaces). Hosts must be numeric, as in uWSGI. Port 0 picks a
+	// free port; Server.Addrs reports it. Empty: no socket, only the expiry
+	// timer runs.
+	Addrs []string
+	// Tolerance removes a node that has not announced for this long.
+	// Default DefaultTolerance (uWSGI's --subscription-tolerance is 17s).
+	Tolerance time.Duration
+	// QueueDepth bounds the datagrams received but not yet applied.
+	// Default DefaultQueueDepth.
+	QueueDepth int
+	// QueueBytes bounds the buffer memory those datagrams hold, so a flood
+	// of 64 KiB datagrams cannot pin QueueDepth×64 KiB. At least
+	// MaxDatagram. Default DefaultQueueBytes.
+	QueueBytes int
+	// Logger receives logs. Anything that can happen once per datagram is
+	// logged at debug level only. Default: discard.
+	Logger *slog.Logger
+	// Registerer receives the metrics (see metrics.go). Default: a private
+	// registry, i.e. metrics are not exported.
+	Registerer prometheus.Registerer
+	// Now is the clock used to rate-limit warnings. Default time.Now. Node
+	// expiry uses the Table's clock.
+	Now func() time.Time
+}
+
+// DefaultConfig returns the defaults, listening on uWSGI's customary
+// subscription port on loopback.
+func DefaultConfig() Config {
+	return Config{
+		Addrs:      []string{"127.0.0.1:2626"},
+		Tolerance:  DefaultTolerance,
+		QueueDepth: DefaultQueueDepth,
+		QueueBytes: DefaultQueueBytes,
+	}
+}
+
+// ErrClosed is returned by Start after Close.
+var ErrClosed = errors.New("subscription: server closed")
+
+var errStarted = errors.New("subscription: server already started")
+
+// listenAddr is one validated Config.Addrs entry. Immutable.
+type listenAddr struct {
+	addr    string         // as configured
+	unix    bool           // unix datagram socket at addr
+	network string         // UDP: "udp", "udp4" or "udp6"
+	udp     netip.AddrPort // UDP: address to bind; invalid Addr = all interfaces
+}
+
+func parseListenAddr(a string) (listenAddr, error) {
+	if strings.Contains(a, "/") || strings.HasPrefix(a, "@") {
+		if a == "@" || strings.IndexByte(a, 0) >= 0 {
+			return listenAddr{}, errors.New("bad unix socket name")
+		}
+		return listenAddr{addr: a, unix: true}, nil
+	}
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return listenAddr{}, err
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return listenAddr{}, fmt.Errorf("bad port %q", port)
+	}
+	la := listenAddr{addr: a, network: "udp"}
+	if host == "" {
+		la.udp = netip.AddrPortFrom(netip.Addr{}, uint16(p))
+		return la, nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return listenAddr{}, fmt.Errorf("host %q is not an IP address", host)
+	}
+	la.network = "udp6"
+	if ip.Is4() {
+		la.network = "udp4"
+	}
+	la.udp = netip.AddrPortFrom(ip, uint16(p))
+	return la, nil
+}
+
+// Server receives subscription datagrams and applies them to a Table.
+// Its methods are safe for concurrent use. Start it once; Close it when done.
 type Server struct {
-	cfg   Config
-	table Table
-	log   *slog.Logger
-	m     *metrics
+	// Immutable after New.
+	table      Table
+	listen     []listenAddr
+	tolerance  time.Duration
+	tick       time.Duration
+	queueBytes int64
+	log        *slog.Logger
+	now        func() time.Time
+	m          *metrics
+	queue      chan packet // readers send without blocking; the applier receives
 
-	queue chan packet   // reader goroutines → applier; never closed
-	stop  chan struct{} // closed by Close
-	wg    sync.WaitGroup
+	queued atomic.Int64 // buffer bytes held by queued packets; readers add, the applier subtracts
+	bufs   sync.Pool    // *[]byte of capacity smallBuf; readers Get, the applier Puts
 
-	// Set by Start, read-only afterwards.
-	conns []net.PacketConn
-	paths []string // unix socket files to remove on Close
-	addrs []string
+	dropLog  logLimiter // warning about a full queue
+	errLog   logLimiter // read errors and recovered panics
+	applying applier    // owned by the applier goroutine (tests drive it directly on an unstarted server)
+
+	mu     sync.Mutex // guards state, socks, cancel
+	state  serverState
+	socks  []*socket
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // one count per goroutine Start starts; Close waits for all
 }
 
-// packet is one received datagram. data is a pooled buffer owned by the
-// queue until the applier returns it.
-type packet struct {
-	data *[]byte
-	from netip.AddrPort // zero for unix sockets
-}
+type serverState uint8
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+const (
+	stateNew serverState = iota
+	stateStarted
+	stateClosed
+)
 
-// New validates cfg.
+// New validates cfg once and returns a server that is not yet listening. It
+// registers the metrics on cfg.Registerer.
 func New(cfg Config, table Table) (*Server, error) {
 	if table == nil {
 		return nil, errors.New("subscription: nil table")
 	}
-	if len(cfg.Addrs) == 0 {
-		return nil, errors.New("subscription: no listen address")
-	}
+	seen := make(map[string]bool, len(cfg.Addrs))
+	listen := make([]listenAddr, 0, len(cfg.Addrs))
 	for _, a := range cfg.Addrs {
-		if !isUnixPath(a) {
-			if _, err := net.ResolveUDPAddr("udp", a); err != nil {
-				return nil, fmt.Errorf("subscription server %s: %w", a, err)
-			}
+		la, err := parseListenAddr(a)
+		if err != nil {
+			return nil, fmt.Errorf("subscription server %s: %w", a, err)
 		}
+		if seen[a] {
+			return nil, fmt.Errorf("subscription server %s: listed twice", a)
+		}
+		seen[a] = true
+		listen = append(listen, la)
 	}
-	if cfg.Tolerance == 0 {
-		cfg.Tolerance = 30 * time.Second
+	switch {
+	case cfg.Tolerance < 0:
+		return nil, fmt.Errorf("subscription: negative tolerance %s", cfg.Tolerance)
+	case cfg.Tolerance == 0:
+		cfg.Tolerance = DefaultTolerance
 	}
-	if cfg.Tolerance < 0 {
-		return nil, errors.New("subscription: negative tolerance")
+	switch {
+	case cfg.QueueDepth < 0 || cfg.QueueDepth > maxQueueDepth:
+		return nil, fmt.Errorf("subscription: queue depth %d out of range 1..%d", cfg.QueueDepth, maxQueueDepth)
+	case cfg.QueueDepth == 0:
+		cfg.QueueDepth = DefaultQueueDepth
 	}
-	if cfg.QueueDepth <= 0 {
-		cfg.QueueDepth = 4096
+	switch {
+	case cfg.QueueBytes == 0:
+		cfg.QueueBytes = DefaultQueueBytes
+	case cfg.QueueBytes < MaxDatagram:
+		return nil, fmt.Errorf("subscription: queue bytes %d below %d", cfg.QueueBytes, MaxDatagram)
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err
 	}
-	return &Server{
-		cfg:   cfg,
-		table: table,
-		log:   cfg.Logger,
-		m:     m,
-		queue: make(chan packet, cfg.QueueDepth),
-		stop:  make(chan struct{}),
-	}, nil
+	s := &Server{
+		table:      table,
+		listen:     listen,
+		tolerance:  cfg.Tolerance,
+		tick:       min(max(cfg.Tolerance/4, minTick), maxTick),
+		queueBytes: int64(cfg.QueueBytes),
+		log:        cfg.Logger,
+		now:        cfg.Now,
+		m:          m,
+		queue:      make(chan packet, cfg.QueueDepth),
+	}
+	s.bufs.New = func() any { b := make([]byte, 0, smallBuf); return &b }
+	return s, nil
 }
 
-func isUnixPath(a string) bool { return strings.HasPrefix(a, "@") || strings.Contains(a, "/") }
-
-// Start binds every socket, then starts the goroutines. On a bind error
-// nothing is left open and the error names the address.
+// Start binds every socket, then starts the reader, applier and expiry
+// goroutines. If a bind fails, the sockets already bound are closed, no
+// goroutine is left running, and the error names the address
+// ("subscription server 127.0.0.1:2626: bind: address already in use").
 func (s *Server) Start() error {
-	for _, a := range s.cfg.Addrs {
-		var c net.PacketConn
-		var err error
-		if isUnixPath(a) {
-			if !strings.HasPrefix(a, "@") {
-				// A socket file left by a crashed run would make bind fail.
-				if fi, serr := os.Lstat(a); serr == nil && fi.Mode()&os.ModeSocket != 0 {
-					_ = os.Remove(a)
-				}
-				s.paths = append(s.paths, a)
-			}
-			c, err = net.ListenUnixgram("unixgram", &net.UnixAddr{Name: a, Net: "unixgram"})
-		} else {
-			c, err = net.ListenPacket("udp", a)
-		}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch s.state {
+	case stateStarted:
+		return errStarted
+	case stateClosed:
+		return ErrClosed
+	}
+	socks := make([]*socket, 0, len(s.listen))
+	for _, la := range s.listen {
+		sk, err := bind(la)
 		if err != nil {
-			s.closeConns()
-			return fmt.Errorf("subscription server %s: %w", a, err)
+			for _, o := range socks {
+				_ = o.close()
+			}
+			return fmt.Errorf("subscription server %s: %w", la.addr, err)
 		}
-		if uc, ok := c.(*net.UDPConn); ok {
-			_ = uc.SetReadBuffer(4 << 20) // absorb bursts (all nodes announcing at once)
-		}
-		s.conns = append(s.conns, c)
-		s.addrs = append(s.addrs, c.LocalAddr().String())
+		socks = append(socks, sk)
 	}
-	for _, c := range s.conns {
-		s.wg.Add(1)
-		go s.readLoop(c)
+	ctx, cancel := context.WithCancel(context.Background())
+	s.socks, s.cancel, s.state = socks, cancel, stateStarted
+	for _, sk := range socks {
+		s.goSafe(ctx, "reader "+sk.addr, func() { s.readLoop(ctx, sk) })
 	}
-	s.wg.Add(2)
-	go s.applyLoop()
-	go s.expireLoop()
+	s.goSafe(ctx, "applier", func() { s.applyLoop(ctx) })
+	s.goSafe(ctx, "expiry", func() { s.expireLoop(ctx) })
 	return nil
 }
 
-// Addrs returns the bound addresses (useful with port 0).
-func (s *Server) Addrs() []string { return s.addrs }
+// Addrs returns the addresses the server listens on: after Start the bound
+// ones (with the real port when 0 was asked for), before it the configured
+// ones.
+func (s *Server) Addrs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.listen))
+	if s.socks != nil {
+		for _, sk := range s.socks {
+			out = append(out, sk.addr)
+		}
+		return out
+	}
+	for _, la := range s.listen {
+		out = append(out, la.addr)
+	}
+	return out
+}
 
-// Close stops every goroutine, waits for them and removes unix socket files.
+// Close stops every goroutine, waits for them, closes the sockets and removes
+// the unix socket files it created. Datagrams still queued are discarded. It
+// may be called more than once and before Start; every call returns only
+// once the goroutines are gone.
 func (s *Server) Close() error {
-	close(s.stop)
-	s.closeConns()
+	s.mu.Lock()
+	if s.state != stateStarted {
+		s.state = stateClosed
+		s.mu.Unlock()
+		s.wg.Wait()
+		return nil
+	}
+	s.state = stateClosed
+	s.cancel()
+	// Closing a conn is what unblocks its reader's read.
+	var errs []error
+	for _, sk := range s.socks {
+		if err := sk.conn.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("subscription server %s: %w", sk.addr, err))
+		}
+	}
+	socks := s.socks
+	s.mu.Unlock()
 	s.wg.Wait()
+	for _, sk := range socks {
+		if err := sk.removeFile(); err != nil {
+			errs = append(errs, fmt.Errorf("subscription server %s: %w", sk.addr, err))
+		}
+	}
+	for {
+		select {
+		case p := <-s.queue:
+			s.release(p.buf)
+		default:
+			return errors.Join(errs...)
+		}
+	}
+}
+
+// goSafe runs f on a goroutine owned by s.wg. A panic (a bug: input never
+// panics) is logged and f is restarted after a second, so one bad path
+// cannot silently stop subscriptions or expiry for the life of the process.
+func (s *Server) goSafe(ctx context.Context, name string, f func()) {
+	s.wg.Go(func() {
+		for {
+			if !s.runRecovered(name, f) || ctx.Err() != nil {
+				return
+			}
+			t := time.NewTimer(time.Second)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+	})
+}
+
+// runRecovered calls f and reports whether it panicked.
+func (s *Server) runRecovered(name string, f func()) (panicked bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			panicked = true
+			s.log.Error("subscription: BUG: goroutine panicked; restarting it", "goroutine", name,
+				"panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	f()
+	return false
+}
+
+// socket is one bound listener. Immutable after bind; conn is closed by
+// Server.Close.
+type socket struct {
+	addr string       // bound address (UDP: with the real port) or unix path
+	conn net.Conn     // *net.UDPConn or *net.UnixConn
+	udp  *net.UDPConn // set for UDP sockets
+	file os.FileInfo  // unix path sockets: the file bind created; nil otherwise
+}
+
+func bind(la listenAddr) (*socket, error) {
+	if la.unix {
+		return bindUnix(la.addr)
+	}
+	laddr := &net.UDPAddr{Port: int(la.udp.Port())}
+	if la.udp.Addr().IsValid() {
+		laddr = net.UDPAddrFromAddrPort(la.udp)
+	}
+	c, err := net.ListenUDP(la.network, laddr)
+	if err != nil {
+		return nil, unwrapOpError(err)
+	}
+	// Absorb bursts (every node announcing at once after a router restart);
+	// the kernel caps it at net.core.rmem_max, which is fine.
+	_ = c.SetReadBuffer(4 << 20)
+	return &socket{addr: c.LocalAddr().String(), conn: c, udp: c}, nil
+}
+
+func bindUnix(path string) (*socket, error) {
+	abstract := path[0] == '@'
+	if !abstract {
+		if err := removeStale(path); err != nil {
+			return nil, err
+		}
+	}
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		return nil, unwrapOpError(err)
+	}
+	sk := &socket{addr: path, conn: c}
+	if !abstract {
+		if sk.file, err = os.Lstat(path); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return sk, nil
+}
+
+// removeStale removes a socket file left behind by a previous run, which
+// would make bind fail. It refuses to remove anything that is not a socket
+// or that a live process is still bound to.
+func removeStale(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&fs.ModeSocket == 0 {
+		return fmt.Errorf("bind: %w (not a socket; not removing it)", syscall.EADDRINUSE)
+	}
+	if c, err := net.Dial("unixgram", path); err == nil {
+		c.Close()
+		return fmt.Errorf("bind: %w (a live socket is bound there)", syscall.EADDRINUSE)
+	}
+	return os.Remove(path)
+}
+
+// unwrapOpError drops net's "listen udp ADDR:" prefix, since the caller
+// names the address itself: the result reads "bind: address already in use".
+func unwrapOpError(err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		return oe.Err
+	}
+	return err
+}
+
+func (sk *socket) close() error {
+	err := sk.conn.Close()
+	return errors.Join(err, sk.removeFile())
+}
+
+// removeFile removes the unix socket file if it is still the one bind
+// created (another process may have replaced it since).
+func (sk *socket) removeFile() error {
+	if sk.file == nil {
+		return nil
+	}
+	fi, err := os.Lstat(sk.addr)
+	if err != nil || !os.SameFile(fi, sk.file) {
+		return nil
+	}
+	if err := os.Remove(sk.addr); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
 	return nil
 }
 
-func (s *Server) closeConns() {
-	for _, c := range s.conns {
-		c.Close()
-	}
-	for _, p := range s.paths {
-		_ = os.Remove(p)
-	}
+// logLimiter lets one log line through per interval; the rest are dropped.
+// Safe for concurrent use.
+type logLimiter struct {
+	next atomic.Int64 // unix ns before which nothing is logged
 }
 
-// readLoop owns conn's reads until conn is closed.
-func (s *Server) readLoop(c net.PacketConn) {
-	defer s.wg.Done()
-	buf := make([]byte, MaxDatagram)
-	udp, _ := c.(*net.UDPConn)
-	for {
-		var n int
-		var from netip.AddrPort
-		var err error
-		if udp != nil {
-			n, from, err = udp.ReadFromUDPAddrPort(buf)
-		} else {
-			n, _, err = c.ReadFrom(buf)
-		}
-		if err != nil {
-			select {
-			case <-s.stop:
-				return
-			default:
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			s.log.Debug("subscription read", "err", err)
-			continue
-		}
-		bp := bufPool.Get().(*[]byte)
-		*bp = append((*bp)[:0], buf[:n]...)
-		select {
-		case s.queue <- packet{data: bp, from: from}:
-		default:
-			bufPool.Put(bp)
-			s.m.dropped.Inc()
-		}
-	}
-}
+const logInterval = 10 * time.Second
 
-// applyLoop owns the parse state and is the only writer of announces.
-func (s *Server) applyLoop() {
-	defer s.wg.Done()
-	var sub uwsgi.Subscription
-	var addrBuf []byte
-	for {
-		select {
-		case <-s.stop:
-			return
-		case p := <-s.queue:
-			addrBuf = s.apply(*p.data, p.from, &sub, addrBuf[:0])
-			if cap(*p.data) <= 4096 {
-				bufPool.Put(p.data)
-			}
-		}
-	}
-}
-
-// apply parses and applies one datagram, counting the outcome. scratch is
-// reused for address resolution; the extended slice is returned.
-func (s *Server) apply(data []byte, from netip.AddrPort, sub *uwsgi.Subscription, scratch []byte) []byte {
-	if err := uwsgi.ParseSubscription(data, sub); err != nil {
-		s.invalid(from, err)
-		return scratch
-	}
-	addr := sub.Address
-	if addr[0] == ':' {
-		// ":port" means "the host this datagram came from".
-		if !from.IsValid() {
-			s.invalid(from, errPortNeedsIP)
-			return scratch
-		}
-		port, err := strconv.ParseUint(string(addr[1:]), 10, 16)
-		if err != nil || port == 0 {
-			s.invalid(from, errBadPort)
-			return scratch
-		}
-		scratch = netip.AddrPortFrom(from.Addr().Unmap(), uint16(port)).AppendTo(scratch)
-		addr = scratch
-	}
-	if sub.Unsubscribe {
-		if s.table.RemoveNode(string(sub.Key), string(addr)) {
-			s.log.Info("node unsubscribed", "key", string(sub.Key), "node", string(addr))
-		}
-		s.m.unsubscribe.Inc()
-		return scratch
-	}
-	res, err := s.table.Announce(&balancer.Announce{
-		Key: sub.Key, Address: addr,
-		Modifier1: sub.Modifier1, Modifier2: sub.Modifier2,
-		Weight: sub.Weight, Cores: sub.Cores, Load: sub.Load,
-		Notify: sub.Notify, Algo: sub.Algo,
-	})
-	switch {
-	case err != nil:
-		s.invalid(from, err)
-	case res == balancer.Refreshed:
-		s.m.refresh.Inc()
-	default:
-		s.m.subscribe.Inc()
-		s.log.Info("node subscribed", "key", string(sub.Key), "node", string(addr), "weight", max(sub.Weight, 1))
-	}
-	return scratch
-}
-
-var (
-	errPortNeedsIP = errors.New("subscription: \":port\" address from a unix socket")
-	errBadPort     = errors.New("subscription: bad port in \":port\" address")
-)
-
-func (s *Server) invalid(from netip.AddrPort, err error) {
-	s.m.invalid.Inc()
-	if s.log.Enabled(context.Background(), slog.LevelDebug) {
-		s.log.Debug("invalid subscription datagram", "from", from, "err", err)
-	}
-}
-
-// expireLoop removes silent nodes on a timer.
-func (s *Server) expireLoop() {
-	defer s.wg.Done()
-	every := min(s.cfg.Tolerance/4, time.Second)
-	every = max(every, 50*time.Millisecond)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-			if n := s.table.Expire(s.cfg.Tolerance); n > 0 {
-				s.m.expired.Add(float64(n))
-				s.log.Info("expired silent nodes", "count", n, "tolerance", s.cfg.Tolerance)
-			}
-		}
-	}
-}
-
-// metrics are the server's counters, children resolved once.
-type metrics struct {
-	subscribe, refresh, unsubscribe, invalid, dropped prometheus.Counter
-	expired                                           prometheus.Counter
-}
-
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
-	packets := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "fastrouter_subscription_packets_total",
-		Help: "Subscription datagrams received, by result: subscribe (new node), refresh, unsubscribe, invalid (dropped as malformed or refused), dropped (queue full).",
-	}, []string{"result"})
-	expired := prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "fastrouter_subscription_expired_total",
-		Help: "Nodes removed because they stopped announcing for --subscription-tolerance.",
-	})
-	for _, c := range []prometheus.Collector{packets, expired} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("subscription: metrics: %w", err)
-		}
-	}
-	return &metrics{
-		subscribe:   packets.WithLabelValues("subscribe"),
-		refresh:     packets.WithLabelValues("refresh"),
-		unsubscribe: packets.WithLabelValues("unsubscribe"),
-		invalid:     packets.WithLabelValues("invalid"),
-		dropped:     packets.WithLabelValues("dropped"),
-		expired:     expired,
-	}, nil
+func (l *logLimiter) allow(now time.Time) bool {
+	n := now.UnixNano()
+	next := l.next.Load()
+	return n >= next && l.next.CompareAndSwap(next, n+int64(logInterval))
 }

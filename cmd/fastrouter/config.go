@@ -33,6 +33,10 @@ type options struct {
 	trustedProxies      []string
 	logLevel            string
 	version             bool
+	drainTimeout        time.Duration
+	slowStart           time.Duration
+	stateFile           string
+	adminTokenFile      string
 }
 
 // listFlag is a repeatable string flag. The first Set after a default
@@ -79,6 +83,10 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", 65536, "largest request head in `bytes`; larger is answered 431")
 	fs.StringVar(&o.fallbackKey, "fallback-key", "", "pool `key` used when no pool matches the host")
 	fs.Var(&listFlag{vals: &o.trustedProxies}, "trusted-proxy", "`CIDR` of peers whose X-Forwarded-For/-Proto are believed (repeatable)")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "default deadline of a node drain (admin API, unsubscribe, drain=1)")
+	fs.DurationVar(&o.slowStart, "slow-start", 0, "ramp a (re)joined node's weight from 1/16 to full over this `duration` (0 = off)")
+	fs.StringVar(&o.stateFile, "state-file", "", "persist the pool table to this `file` and load it at start, so a restart routes at once")
+	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "`file` holding the bearer token required by mutating admin calls")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	return fs
@@ -197,6 +205,7 @@ func (o *options) validate() error {
 	for name, d := range map[string]time.Duration{
 		"--subscription-tolerance": o.tolerance, "--connect-timeout": o.connectTimeout,
 		"--timeout": o.timeout, "--header-timeout": o.headerTimeout, "--shutdown-timeout": o.shutdownTimeout,
+		"--drain-timeout": o.drainTimeout,
 	} {
 		if d <= 0 {
 			return fmt.Errorf("%s must be positive, got %s", name, d)
@@ -225,10 +234,34 @@ func (o *options) validate() error {
 			return fmt.Errorf("--trusted-proxy %q: %w", c, err)
 		}
 	}
+	if o.slowStart < 0 {
+		return fmt.Errorf("--slow-start must not be negative, got %s", o.slowStart)
+	}
 	if _, err := parseLevel(o.logLevel); err != nil {
 		return err
 	}
+	if o.adminTokenFile != "" {
+		if _, err := o.adminToken(); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// adminToken reads --admin-token-file: one line, surrounding space trimmed.
+func (o *options) adminToken() (string, error) {
+	if o.adminTokenFile == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(o.adminTokenFile)
+	if err != nil {
+		return "", fmt.Errorf("--admin-token-file: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" || strings.ContainsAny(tok, "\r\n") {
+		return "", fmt.Errorf("--admin-token-file %s: want one non-empty line", o.adminTokenFile)
+	}
+	return tok, nil
 }
 
 func (o *options) staticNodes() []staticNode {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/fastrouter/fastrouter/admin"
 	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/lifecycle"
 	"github.com/fastrouter/fastrouter/router"
 	"github.com/fastrouter/fastrouter/subscription"
 )
@@ -65,12 +66,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "fastrouter %s\n", versionString())
 		return 0
 	}
-	level, _ := parseLevel(o.logLevel)
+	level := new(slog.LevelVar)
+	l, _ := parseLevel(o.logLevel)
+	level.Set(l)
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := serve(ctx, o, log); err != nil {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := func() (*options, error) {
+		o, _, err := parseArgs(args)
+		return o, err
+	}
+	if err := serve(ctx, o, log, level, hup, reload); err != nil {
 		log.Error("fatal", "err", err)
 		fmt.Fprintf(stderr, "fastrouter: %v\n", err)
 		return 1
@@ -78,19 +88,40 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// serve runs the router until ctx ends, then shuts down gracefully.
-func serve(ctx context.Context, o *options, log *slog.Logger) error {
+// serve runs the router until ctx ends, then shuts down gracefully. A
+// value on hup reloads the configuration through reload.
+func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelVar,
+	hup <-chan os.Signal, reload func() (*options, error)) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	table, err := balancer.New(balancer.Config{DefaultAlgo: balancer.Algo(o.algo), FallbackKey: o.fallbackKey})
+	var life *lifecycle.Manager // set below; OnChange only fires once serving
+	table, err := balancer.New(balancer.Config{
+		DefaultAlgo:  balancer.Algo(o.algo),
+		FallbackKey:  o.fallbackKey,
+		DrainTimeout: o.drainTimeout,
+		SlowStart:    o.slowStart,
+		OnChange: func(string) {
+			if life != nil {
+				life.Changed()
+			}
+		},
+	})
 	if err != nil {
 		return err
 	}
-	for _, s := range o.staticNodes() {
-		if err := table.AddStatic(s.key, s.addr, 1); err != nil {
-			return err
-		}
+	life, err = lifecycle.New(lifecycle.Config{StateFile: o.stateFile, Logger: log, Registerer: reg}, table)
+	if err != nil {
+		return err
+	}
+	if n, err := life.Load(); err != nil {
+		log.Warn("state file not loaded; starting empty", "err", err)
+	} else if n > 0 {
+		log.Info("restored nodes from the state file", "nodes", n, "file", o.stateFile)
+	}
+	statics := newStaticSet(table, log)
+	if err := statics.apply(o.staticNodes()); err != nil {
+		return err
 	}
 	rt, err := router.New(router.Config{
 		Pools:          table,
@@ -114,7 +145,11 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	adm, err := admin.New(admin.Config{Table: table, Gatherer: reg, Logger: log})
+	token, err := o.adminToken()
+	if err != nil {
+		return err
+	}
+	adm, err := admin.New(admin.Config{Table: table, Gatherer: reg, Logger: log, Token: token, DrainTimeout: o.drainTimeout})
 	if err != nil {
 		return err
 	}
@@ -145,6 +180,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 		adminLn.Close()
 		return err
 	}
+	life.Start()
 
 	var wg sync.WaitGroup
 	errc := make(chan error, len(lns)+1)
@@ -169,10 +205,30 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 		"subscription_server", subs.Addrs(), "admin", o.admin, "static_nodes", len(o.to))
 
 	var runErr error
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down", "deadline", o.shutdownTimeout)
-	case runErr = <-errc:
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down", "deadline", o.shutdownTimeout)
+			break wait
+		case runErr = <-errc:
+			break wait
+		case <-hup:
+			// Reload what can change without rebinding: static nodes and the
+			// log level. Listener settings need a restart.
+			no, err := reload()
+			if err != nil {
+				log.Error("reload refused; the running configuration stays", "err", err)
+				continue
+			}
+			if err := statics.apply(no.staticNodes()); err != nil {
+				log.Error("reload: static nodes", "err", err)
+				continue
+			}
+			l, _ := parseLevel(no.logLevel)
+			level.Set(l)
+			log.Info("configuration reloaded", "static_nodes", len(no.to), "log_level", no.logLevel)
+		}
 	}
 
 	sctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
@@ -182,6 +238,9 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	}
 	if err := subs.Close(); err != nil {
 		log.Warn("shutdown: subscription server", "err", err)
+	}
+	if err := life.Close(); err != nil {
+		log.Warn("shutdown: state file", "err", err)
 	}
 	_ = adminSrv.Shutdown(sctx)
 	wg.Wait()
@@ -206,6 +265,39 @@ func printFlags(w io.Writer, fs *flag.FlagSet) {
 		}
 		fmt.Fprintln(w)
 	})
+}
+
+// staticSet keeps the table's static nodes in step with the configuration:
+// apply adds the listed ones and removes those no longer listed. Owned by
+// the serve goroutine.
+type staticSet struct {
+	table   *balancer.Table
+	log     *slog.Logger
+	current map[staticNode]bool
+}
+
+func newStaticSet(t *balancer.Table, log *slog.Logger) *staticSet {
+	return &staticSet{table: t, log: log, current: map[staticNode]bool{}}
+}
+
+func (s *staticSet) apply(want []staticNode) error {
+	next := map[staticNode]bool{}
+	for _, n := range want {
+		if !s.current[n] {
+			if err := s.table.AddStatic(n.key, n.addr, 1); err != nil {
+				return err
+			}
+		}
+		next[n] = true
+	}
+	for n := range s.current {
+		if !next[n] {
+			s.table.RemoveNode(n.key, n.addr)
+			s.log.Info("static node removed by reload", "pool", n.key, "node", n.addr)
+		}
+	}
+	s.current = next
+	return nil
 }
 
 func parseLevel(s string) (slog.Level, error) {

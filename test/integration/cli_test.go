@@ -82,7 +82,7 @@ func TestBadFlagsAndConfigExit2(t *testing.T) {
 }
 
 func TestConfigFileAndFlagOverride(t *testing.T) {
-	requireUWSGI(t)
+	skipIfDisabled(t)
 	t.Parallel()
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "fr.yaml")

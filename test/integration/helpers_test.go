@@ -11,10 +11,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,8 +32,19 @@ func TestMain(m *testing.M) {
 }
 
 func testMain(m *testing.M) int {
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
+	// go test runs a package's tests in its directory: the module root is
+	// two levels up (test/integration). runtime.Caller would break under
+	// -trimpath.
+	wd, err := os.Getwd()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	root := filepath.Join(wd, "..", "..")
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		fmt.Fprintf(os.Stderr, "module root not found from %s: %v\n", wd, err)
+		return 1
+	}
 	appPath = filepath.Join(root, "test", "apps", "app.py")
 	dir, err := os.MkdirTemp("", "fastrouter-it-")
 	if err != nil {
@@ -51,13 +62,21 @@ func testMain(m *testing.M) int {
 	return m.Run()
 }
 
-// requireUWSGI fails the test when uWSGI is missing: CI installs it, so a
-// missing uWSGI is a broken setup, not a reason to skip.
-func requireUWSGI(t *testing.T) {
+// skipIfDisabled skips a test that starts processes when
+// FASTROUTER_SKIP_INTEGRATION=1.
+func skipIfDisabled(t *testing.T) {
 	t.Helper()
 	if os.Getenv("FASTROUTER_SKIP_INTEGRATION") == "1" {
 		t.Skip("FASTROUTER_SKIP_INTEGRATION=1")
 	}
+}
+
+// requireUWSGI fails the test when uWSGI is missing: CI installs it, so a
+// missing uWSGI is a broken setup, not a reason to skip (unless
+// FASTROUTER_SKIP_INTEGRATION=1).
+func requireUWSGI(t *testing.T) {
+	t.Helper()
+	skipIfDisabled(t)
 	if _, err := exec.LookPath("uwsgi"); err != nil {
 		t.Fatal("uwsgi not installed (scripts/test.sh installs uwsgi-core and uwsgi-plugin-python3)")
 	}
@@ -134,6 +153,16 @@ func tail(b []byte, n int) []byte {
 
 func (p *proc) pid() int { return p.cmd.Process.Pid }
 
+// exited reports whether the process has exited.
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // wait waits for the process to exit and returns its exit code.
 func (p *proc) wait(t *testing.T, d time.Duration) int {
 	t.Helper()
@@ -194,27 +223,50 @@ func (r *router) peakRSS(t *testing.T) int64 {
 	return 0
 }
 
+type nodeJSON struct {
+	Address  string    `json:"address"`
+	Weight   int       `json:"weight"`
+	State    string    `json:"state"`
+	Inflight int       `json:"inflight"`
+	Requests int       `json:"requests"`
+	Failures int       `json:"failures"`
+	LastSeen time.Time `json:"last_seen"`
+}
+
 type poolJSON struct {
-	Key   string `json:"key"`
-	Algo  string `json:"algo"`
-	Nodes []struct {
-		Address  string `json:"address"`
-		Weight   int    `json:"weight"`
-		State    string `json:"state"`
-		Requests int    `json:"requests"`
-	} `json:"nodes"`
+	Key   string     `json:"key"`
+	Algo  string     `json:"algo"`
+	Nodes []nodeJSON `json:"nodes"`
+}
+
+// node returns the node with address addr, or nil.
+func (p *poolJSON) node(addr string) *nodeJSON {
+	if p == nil {
+		return nil
+	}
+	for i := range p.Nodes {
+		if p.Nodes[i].Address == addr {
+			return &p.Nodes[i]
+		}
+	}
+	return nil
 }
 
 // pool fetches one pool from the admin API; nil when it does not exist.
 func (r *router) pool(t *testing.T, key string) *poolJSON {
 	t.Helper()
-	resp, err := http.Get("http://" + r.admin + "/api/pools/" + key)
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + r.admin + "/api/pools/" + url.PathEscape(key))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == 404 {
 		return nil
+	}
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("GET /api/pools/%s: %d %q", key, resp.StatusCode, b)
 	}
 	var p poolJSON
 	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
@@ -223,7 +275,9 @@ func (r *router) pool(t *testing.T, key string) *poolJSON {
 	return &p
 }
 
-func (r *router) waitNodes(t *testing.T, key string, n int) {
+// waitForNodes polls the admin API until pool key has exactly n nodes (n = 0:
+// the pool is gone or empty).
+func waitForNodes(t *testing.T, r *router, key string, n int) {
 	t.Helper()
 	eventually(t, 10*time.Second, fmt.Sprintf("%d nodes in pool %s", n, key), func() bool {
 		p := r.pool(t, key)
@@ -233,35 +287,79 @@ func (r *router) waitNodes(t *testing.T, key string, n int) {
 
 type node struct {
 	*proc
-	addr string
+	addr string // the address the node announces (its --socket)
 }
 
 type nodeOpts struct {
-	id      string
-	weight  int
-	socket  string // default 127.0.0.1:<free port>
-	workers int
+	id         string
+	weight     int    // --weight; 0 = not given
+	unix       bool   // listen on a unix socket in a temp dir instead of TCP
+	processes  int    // --processes; default 2
+	threads    int    // --threads; default 2
+	bufferSize int    // --buffer-size; default 32768
+	socket     string // explicit --socket; default 127.0.0.1:<free port>
 }
 
-// startNode starts a uWSGI node that subscribes to r under key.
+// startNode starts a uWSGI 2.0 node (master + workers) that subscribes to r
+// under key, announcing every second.
+//
+// Signals (uWSGI 2.0 as packaged by Debian, see uwsgi-compat.md §2.3): with
+// --die-on-term, SIGTERM and SIGINT both shut down and send the unsubscribe;
+// without it SIGTERM is a brutal reload. SIGKILL of the process group sends
+// nothing, SIGSTOP of the group silences the announces.
 func startNode(t *testing.T, r *router, key string, o nodeOpts) *node {
 	t.Helper()
-	if o.socket == "" {
+	switch {
+	case o.socket != "":
+	case o.unix:
+		o.socket = filepath.Join(t.TempDir(), "node.sock")
+	default:
 		o.socket = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	}
-	if o.workers == 0 {
-		o.workers = 2
+	if o.processes == 0 {
+		o.processes = 2
+	}
+	if o.threads == 0 {
+		o.threads = 2
+	}
+	if o.bufferSize == 0 {
+		o.bufferSize = 32768
 	}
 	args := []string{
 		"--plugin", "python3", "--master", "--socket", o.socket, "--wsgi-file", appPath,
 		"--subscribe-to", r.sub + ":" + key, "--subscribe-freq", "1",
-		"--processes", strconv.Itoa(o.workers), "--die-on-term", "--env", "NODE_ID=" + o.id,
-		"--buffer-size", "32768", "--disable-logging",
+		"--processes", strconv.Itoa(o.processes), "--threads", strconv.Itoa(o.threads),
+		"--die-on-term", "--env", "NODE_ID=" + o.id,
+		"--buffer-size", strconv.Itoa(o.bufferSize), "--disable-logging",
 	}
 	if o.weight > 0 {
 		args = append(args, "--weight", strconv.Itoa(o.weight))
 	}
 	return &node{proc: startProc(t, "uwsgi", args...), addr: o.socket}
+}
+
+// kill SIGKILLs the node's whole process group (no unsubscribe) and waits
+// until its socket refuses connections, so that what follows does not race
+// the kernel tearing the listener down.
+func (n *node) kill(t *testing.T) {
+	t.Helper()
+	_ = syscall.Kill(-n.pid(), syscall.SIGKILL)
+	n.wait(t, 5*time.Second)
+	eventually(t, 5*time.Second, "node process group to be gone", func() bool {
+		return syscall.Kill(-n.pid(), 0) == syscall.ESRCH
+	})
+	network := "tcp"
+	if strings.HasPrefix(n.addr, "/") {
+		network = "unix"
+	}
+	eventually(t, 5*time.Second, "node socket to refuse connections", func() bool {
+		c, err := net.DialTimeout(network, n.addr, time.Second)
+		if err != nil {
+			return true
+		}
+		c.Close()
+		return false
+	})
 }
 
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {

@@ -1,0 +1,319 @@
+// Package lifecycle runs the routing table's background duties that are not
+// tied to a socket: finishing drains (and telling nodes they are drained),
+// exporting node states as metrics, and persisting the table to a state file
+// so a restarted router routes at once instead of answering 404 until every
+// node re-announces.
+package lifecycle
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fastrouter/fastrouter/balancer"
+)
+
+// Table is what lifecycle needs from the routing table.
+type Table interface {
+	Tick() []balancer.DrainEvent
+	Pools() []*balancer.Pool
+	Announce(*balancer.Announce) (balancer.Result, error)
+	Drain(key, address string, timeout time.Duration, force bool) (*balancer.Node, error)
+}
+
+// Config configures a Manager.
+type Config struct {
+	// Interval between drain checks. Default 100ms.
+	Interval time.Duration
+	// StateFile, when set, is loaded by Load and written on changes (at most
+	// every SaveEvery) and by Close.
+	StateFile string
+	// SaveEvery bounds how often the state file is rewritten. Default 1s.
+	SaveEvery time.Duration
+	// Logger, default slog.Default(). Registerer, default a private registry.
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Manager owns the lifecycle goroutine. Start once, Close once.
+type Manager struct {
+	cfg   Config
+	table Table
+	log   *slog.Logger
+
+	drains *prometheus.CounterVec
+
+	dirty chan struct{} // a change to persist; buffered 1, never closed
+	stop  chan struct{}
+	wg    sync.WaitGroup
+}
+
+// New validates cfg and registers the metrics.
+func New(cfg Config, table Table) (*Manager, error) {
+	if table == nil {
+		return nil, errors.New("lifecycle: nil table")
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = 100 * time.Millisecond
+	}
+	if cfg.SaveEvery <= 0 {
+		cfg.SaveEvery = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+	}
+	m := &Manager{
+		cfg: cfg, table: table, log: cfg.Logger,
+		drains: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fastrouter_drains_total",
+			Help: "Node drains that ended, by result: completed (nothing left in flight) or forced (deadline reached, connections closed).",
+		}, []string{"result"}),
+		dirty: make(chan struct{}, 1),
+		stop:  make(chan struct{}),
+	}
+	m.drains.WithLabelValues("completed")
+	m.drains.WithLabelValues("forced")
+	for _, c := range []prometheus.Collector{m.drains, &poolCollector{table: table}} {
+		if err := cfg.Registerer.Register(c); err != nil {
+			return nil, fmt.Errorf("lifecycle: metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// Changed marks the table as changed; the state file is rewritten soon.
+// Safe to call from any goroutine, including balancer.Config.OnChange.
+func (m *Manager) Changed() {
+	select {
+	case m.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// Start launches the lifecycle goroutine.
+func (m *Manager) Start() {
+	m.wg.Add(1)
+	go m.loop()
+}
+
+// Close stops the goroutine and writes the state file a last time.
+func (m *Manager) Close() error {
+	close(m.stop)
+	m.wg.Wait()
+	return m.Save()
+}
+
+func (m *Manager) loop() {
+	defer m.wg.Done()
+	tick := time.NewTicker(m.cfg.Interval)
+	defer tick.Stop()
+	var lastSave time.Time
+	pending := false
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-m.dirty:
+			pending = true
+		case <-tick.C:
+			for _, e := range m.table.Tick() {
+				m.finished(e)
+			}
+		}
+		if pending && m.cfg.StateFile != "" && time.Since(lastSave) >= m.cfg.SaveEvery {
+			if err := m.Save(); err != nil {
+				m.log.Warn("state file", "err", err)
+			}
+			lastSave, pending = time.Now(), false
+		}
+	}
+}
+
+func (m *Manager) finished(e balancer.DrainEvent) {
+	result := "completed"
+	if e.Forced {
+		result = "forced"
+	}
+	m.drains.WithLabelValues(result).Inc()
+	m.log.Info("node drained", "pool", e.Key, "node", e.Node.Address, "result", result,
+		"served", e.Info.Served, "forced", e.Info.Forced, "took", time.Since(e.Info.Started).Round(time.Millisecond))
+	if addr := e.Node.Notify(); addr != "" {
+		if err := Notify(addr, e); err != nil {
+			m.log.Warn("drain notify failed", "pool", e.Key, "node", e.Node.Address, "notify", addr, "err", err)
+		}
+	}
+}
+
+// Notify sends the drain-complete datagram to a node's notify address: a
+// unix datagram socket path (as uWSGI's --subscription-notify-socket) or
+// udp://host:port. The payload is one line of JSON:
+//
+//	{"event":"drained","key":…,"address":…,"served":N,"forced":N,"result":"completed"|"forced"}
+func Notify(addr string, e balancer.DrainEvent) error {
+	result := "completed"
+	if e.Forced {
+		result = "forced"
+	}
+	msg, _ := json.Marshal(map[string]any{
+		"event": "drained", "key": e.Key, "address": e.Node.Address,
+		"served": e.Info.Served, "forced": e.Info.Forced, "result": result,
+	})
+	network, target := "unixgram", addr
+	if rest, ok := strings.CutPrefix(addr, "udp://"); ok {
+		network, target = "udp", rest
+	}
+	c, err := net.DialTimeout(network, target, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+	_, err = c.Write(append(msg, '\n'))
+	return err
+}
+
+// poolCollector exports fastrouter_pool_nodes{pool,state} computed at
+// scrape time from the table, so no gauge has to be kept in step by hand.
+type poolCollector struct{ table Table }
+
+var poolNodesDesc = prometheus.NewDesc("fastrouter_pool_nodes",
+	"Nodes per pool and state (active, draining, drained, failed, backup).", []string{"pool", "state"}, nil)
+
+func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) { ch <- poolNodesDesc }
+
+func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	states := []balancer.State{balancer.StateActive, balancer.StateDraining, balancer.StateDrained, balancer.StateFailed, balancer.StateBackup}
+	for _, p := range c.table.Pools() {
+		var counts [8]int
+		for _, n := range p.Nodes() {
+			if s := n.State(); int(s) < len(counts) {
+				counts[s]++
+			}
+		}
+		for _, s := range states {
+			ch <- prometheus.MustNewConstMetric(poolNodesDesc, prometheus.GaugeValue, float64(counts[s]), p.Key, s.String())
+		}
+	}
+}
+
+// stateFile is the persisted table. Version 1.
+type stateFile struct {
+	Version int         `json:"version"`
+	Saved   time.Time   `json:"saved"`
+	Pools   []statePool `json:"pools"`
+}
+
+type statePool struct {
+	Key   string      `json:"key"`
+	Algo  string      `json:"algo"`
+	Nodes []stateNode `json:"nodes"`
+}
+
+type stateNode struct {
+	Address   string `json:"address"`
+	Weight    int64  `json:"weight"`
+	Cores     uint64 `json:"cores"`
+	Load      uint64 `json:"load"`
+	Modifier1 uint8  `json:"modifier1"`
+	Modifier2 uint8  `json:"modifier2"`
+	Static    bool   `json:"static"`
+	Notify    string `json:"notify,omitempty"`
+	State     string `json:"state"`
+}
+
+// Save writes the state file atomically (write to a temp file, rename).
+func (m *Manager) Save() error {
+	if m.cfg.StateFile == "" {
+		return nil
+	}
+	st := stateFile{Version: 1, Saved: time.Now().UTC()}
+	for _, p := range m.table.Pools() {
+		sp := statePool{Key: p.Key, Algo: string(p.Algo())}
+		for _, n := range p.Nodes() {
+			i := n.Info()
+			sp.Nodes = append(sp.Nodes, stateNode{
+				Address: i.Address, Weight: i.Weight, Cores: i.Cores, Load: i.Load,
+				Modifier1: i.Modifier1, Modifier2: i.Modifier2, Static: i.Static,
+				Notify: n.Notify(), State: i.State.String(),
+			})
+		}
+		if len(sp.Nodes) > 0 {
+			st.Pools = append(st.Pools, sp)
+		}
+	}
+	data, err := json.MarshalIndent(st, "", " ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(m.cfg.StateFile), ".fastrouter-state-*")
+	if err != nil {
+		return fmt.Errorf("state file: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("state file: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("state file: %w", err)
+	}
+	return os.Rename(tmp.Name(), m.cfg.StateFile)
+}
+
+// Load restores the table from the state file. Nodes come back with their
+// last-seen time set to now, so each has a full tolerance to re-announce
+// before it expires; draining or drained nodes stay drained. A missing file
+// is not an error.
+func (m *Manager) Load() (int, error) {
+	if m.cfg.StateFile == "" {
+		return 0, nil
+	}
+	data, err := os.ReadFile(m.cfg.StateFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("state file: %w", err)
+	}
+	var st stateFile
+	if err := json.Unmarshal(data, &st); err != nil {
+		return 0, fmt.Errorf("state file %s: %w", m.cfg.StateFile, err)
+	}
+	if st.Version != 1 {
+		return 0, fmt.Errorf("state file %s: unknown version %d", m.cfg.StateFile, st.Version)
+	}
+	n := 0
+	for _, p := range st.Pools {
+		for _, sn := range p.Nodes {
+			if sn.Static {
+				continue // static nodes come from the configuration, not the file
+			}
+			_, err := m.table.Announce(&balancer.Announce{
+				Key: []byte(p.Key), Address: []byte(sn.Address), Algo: []byte(p.Algo),
+				Modifier1: sn.Modifier1, Modifier2: sn.Modifier2, Weight: uint64(max(sn.Weight, 1)),
+				Cores: sn.Cores, Load: sn.Load, Notify: []byte(sn.Notify),
+			})
+			if err != nil {
+				m.log.Warn("state file: node skipped", "pool", p.Key, "node", sn.Address, "err", err)
+				continue
+			}
+			if sn.State == "draining" || sn.State == "drained" {
+				_, _ = m.table.Drain(p.Key, sn.Address, 0, true)
+			}
+			n++
+		}
+	}
+	return n, nil
+}

@@ -11,6 +11,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3} SECS=${2:-10} CONNS=${3:-64} BODY=${4:-512}
 command -v wrk >/dev/null || { echo "compare.sh: wrk is not installed (apt-get install wrk)" >&2; exit 1; }
+for port in 13031 18080 18081 18082 19191; do
+  if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+    echo "compare.sh: port $port is already in use; stop what listens there first" >&2; exit 1
+  fi
+done
 tmp=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
@@ -45,7 +50,7 @@ CONF
   targets+=("nginx http://127.0.0.1:18081/")
 fi
 if command -v uwsgi >/dev/null; then
-  uwsgi --master --http-socket 127.0.0.1:0 --http 127.0.0.1:18082 --http-to 127.0.0.1:13031 \
+  uwsgi --plugin http --master --http 127.0.0.1:18082 --http-to 127.0.0.1:13031 \
     --http-keepalive --http-auto-chunked --disable-logging >"$tmp/uwsgi.log" 2>&1 & pids+=($!)
   targets+=("uwsgi-http http://127.0.0.1:18082/")
 fi

@@ -1,0 +1,151 @@
+package lifecycle
+
+import (
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/fastrouter/fastrouter/balancer"
+)
+
+func newTable(t *testing.T) *balancer.Table {
+	t.Helper()
+	tb, err := balancer.New(balancer.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tb
+}
+
+func TestDrainCompletesNotifiesAndCounts(t *testing.T) {
+	tb := newTable(t)
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	tb.Announce(&balancer.Announce{Key: []byte("k"), Address: []byte("10.0.0.1:1"), Notify: []byte(sock)})
+	tb.Announce(&balancer.Announce{Key: []byte("k"), Address: []byte("10.0.0.2:1")})
+	reg := prometheus.NewPedanticRegistry()
+	m, err := New(Config{Interval: 10 * time.Millisecond, Registerer: reg}, tb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Start()
+	defer m.Close()
+
+	n := tb.Pool("k").Pick(time.Now().UnixNano(), nil) // first pick: a request in flight
+	for n.Address != "10.0.0.1:1" {
+		n.Done()
+		n = tb.Pool("k").Pick(time.Now().UnixNano(), nil)
+	}
+	if _, err := tb.Drain("k", "10.0.0.1:1", time.Minute, false); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if s := n.State(); s != balancer.StateDraining {
+		t.Fatalf("with a request in flight: %s; want draining", s)
+	}
+	n.Done()
+	_ = ln.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 512)
+	k, err := ln.Read(buf)
+	if err != nil {
+		t.Fatalf("no drain notification: %v", err)
+	}
+	var msg map[string]any
+	if err := json.Unmarshal(buf[:k], &msg); err != nil || msg["event"] != "drained" || msg["key"] != "k" ||
+		msg["address"] != "10.0.0.1:1" || msg["result"] != "completed" {
+		t.Fatalf("notification %q (%v)", buf[:k], err)
+	}
+	if n.State() != balancer.StateDrained {
+		t.Fatalf("state %s; want drained", n.State())
+	}
+	if got := testutil.ToFloat64(m.drains.WithLabelValues("completed")); got != 1 {
+		t.Fatalf("drains_total{completed} = %v", got)
+	}
+	want := `
+# HELP fastrouter_pool_nodes Nodes per pool and state (active, draining, drained, failed, backup).
+# TYPE fastrouter_pool_nodes gauge
+fastrouter_pool_nodes{pool="k",state="active"} 1
+fastrouter_pool_nodes{pool="k",state="backup"} 0
+fastrouter_pool_nodes{pool="k",state="drained"} 1
+fastrouter_pool_nodes{pool="k",state="draining"} 0
+fastrouter_pool_nodes{pool="k",state="failed"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "fastrouter_pool_nodes"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fakeConn records Close, standing in for a backend connection.
+type fakeConn struct{ closed bool }
+
+func (c *fakeConn) Close() error { c.closed = true; return nil }
+
+func TestDrainDeadlineForcesConnections(t *testing.T) {
+	tb := newTable(t)
+	tb.Announce(&balancer.Announce{Key: []byte("k"), Address: []byte("10.0.0.1:1")})
+	n := tb.Pool("k").Pick(time.Now().UnixNano(), nil)
+	c := &fakeConn{}
+	n.Track(c)
+	if _, err := tb.Drain("k", "10.0.0.1:1", time.Millisecond, true); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond)
+	evs := tb.Tick()
+	if len(evs) != 1 || !evs[0].Forced || !c.closed || evs[0].Info.Forced != 1 {
+		t.Fatalf("events %+v, conn closed %v", evs, c.closed)
+	}
+	n.Untrack(c)
+	n.Done()
+}
+
+func TestStateFileRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	tb := newTable(t)
+	tb.Announce(&balancer.Announce{Key: []byte("a.test"), Address: []byte("10.0.0.1:1"), Weight: 3, Modifier1: 5})
+	tb.Announce(&balancer.Announce{Key: []byte("a.test"), Address: []byte("10.0.0.2:1")})
+	tb.AddStatic("a.test", "10.0.0.3:1", 1)
+	tb.Drain("a.test", "10.0.0.2:1", time.Minute, false)
+	m, _ := New(Config{StateFile: path}, tb)
+	if err := m.Save(); err != nil {
+		t.Fatal(err)
+	}
+
+	tb2 := newTable(t)
+	m2, _ := New(Config{StateFile: path}, tb2)
+	n, err := m2.Load()
+	if err != nil || n != 2 {
+		t.Fatalf("Load = %d, %v; want 2 subscribed nodes (static ones come from config)", n, err)
+	}
+	p := tb2.Pool("a.test")
+	if a := p.Node("10.0.0.1:1"); a == nil || a.Weight() != 3 || a.Modifier1 != 5 || a.State() != balancer.StateActive {
+		t.Fatalf("restored node 1: %+v", a)
+	}
+	if b := p.Node("10.0.0.2:1"); b == nil || b.State() != balancer.StateDraining {
+		t.Fatal("restored drain lost")
+	}
+	if p.Node("10.0.0.3:1") != nil {
+		t.Fatal("static node restored from the state file")
+	}
+
+	for name, data := range map[string]string{"garbage": "{", "version": `{"version":9}`} {
+		os.WriteFile(path, []byte(data), 0o644)
+		if _, err := m2.Load(); err == nil {
+			t.Errorf("%s state file accepted", name)
+		}
+	}
+	m3, _ := New(Config{StateFile: filepath.Join(t.TempDir(), "absent.json")}, newTable(t))
+	if n, err := m3.Load(); n != 0 || err != nil {
+		t.Fatalf("missing file: %d %v", n, err)
+	}
+}

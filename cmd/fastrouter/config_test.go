@@ -75,3 +75,10 @@ func TestHelpIsNotAnError(t *testing.T) {
 		t.Fatalf("--help: %v", err)
 	}
 }
+
+// The example configuration shipped in configs/ must stay valid.
+func TestExampleConfigParses(t *testing.T) {
+	if _, _, err := parseArgs([]string{"--config", "../../configs/fastrouter.yaml"}); err != nil {
+		t.Fatal(err)
+	}
+}

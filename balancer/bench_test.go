@@ -3,35 +3,52 @@ package balancer
 import (
 	"fmt"
 	"testing"
+	"time"
 )
 
+// BenchmarkLookup shows that lookup cost does not depend on the number of
+// pools. The large tables are built with bulkLoad: building them through
+// Announce is quadratic (BenchmarkCreatePools).
 func BenchmarkLookup(b *testing.B) {
 	for _, pools := range []int{10, 10_000, 100_000} {
-		b.Run(fmt.Sprintf("pools=%d", pools), func(b *testing.B) {
-			tb, _ := newTable(b, Config{})
-			for i := 0; i < pools; i++ {
-				announce(b, tb, fmt.Sprintf("host%d.example.com", i), "10.0.0.1:1", 1)
-			}
-			host := []byte(fmt.Sprintf("host%d.example.com", pools/2))
-			b.ReportAllocs()
-			for b.Loop() {
-				if tb.Lookup(host) == nil {
-					b.Fatal("miss")
+		tb, _ := newTable(b, Config{})
+		keys := make([]string, 0, pools+1)
+		for i := range pools {
+			keys = append(keys, fmt.Sprintf("host%d.example.com", i))
+		}
+		keys = append(keys, "*.wild.example.net")
+		bulkLoad(b, tb, keys, "10.0.0.1:3031")
+		mid := pools / 2
+		for _, bc := range []struct{ name, host, want string }{
+			{"exact", fmt.Sprintf("host%d.example.com", mid), fmt.Sprintf("host%d.example.com", mid)},
+			{"folded+port", fmt.Sprintf("HOST%d.example.com:8080", mid), fmt.Sprintf("host%d.example.com", mid)},
+			{"wildcard", "api.eu.wild.example.net:443", "*.wild.example.net"},
+			{"miss", "nothing.example.org:443", "<nil>"},
+		} {
+			b.Run(fmt.Sprintf("pools=%d/%s", pools, bc.name), func(b *testing.B) {
+				host := []byte(bc.host)
+				if got := keyOf(tb.Lookup(host)); got != bc.want {
+					b.Fatalf("Lookup(%s) = %s; want %s", bc.host, got, bc.want)
 				}
-			}
-		})
+				b.ReportAllocs()
+				for b.Loop() {
+					tb.Lookup(host)
+				}
+			})
+		}
 	}
 }
 
-func benchPick(b *testing.B, algo string) {
+func benchPick(b *testing.B, algo Algo) {
 	for _, nodes := range []int{2, 16, 256} {
 		b.Run(fmt.Sprintf("nodes=%d", nodes), func(b *testing.B) {
-			tb, clk := newTable(b, Config{DefaultAlgo: Algo(algo)})
-			for i := 0; i < nodes; i++ {
-				announce(b, tb, "k", fmt.Sprintf("10.0.%d.%d:1", i/250, i%250+1), uint64(i%4+1))
+			tb, clk := newTable(b, Config{})
+			weights := make([]uint64, nodes)
+			for i := range weights {
+				weights[i] = uint64(i%4 + 1)
 			}
-			p := tb.Pool("k")
-			now := clk.Now().UnixNano()
+			p := poolWith(b, tb, "k", algo, weights...)
+			now := clk.Nano()
 			b.ReportAllocs()
 			for b.Loop() {
 				p.Pick(now, nil).Done()
@@ -40,40 +57,87 @@ func benchPick(b *testing.B, algo string) {
 	}
 }
 
-func BenchmarkPickWRR(b *testing.B) { benchPick(b, "wrr") }
-func BenchmarkPickLRC(b *testing.B) { benchPick(b, "lrc") }
+func BenchmarkPickWRR(b *testing.B) { benchPick(b, AlgoWRR) }
+func BenchmarkPickLRC(b *testing.B) { benchPick(b, AlgoLRC) }
 
+// BenchmarkPickParallel is Lookup+Pick+Done from every P on one 16-node
+// pool: WRR serialises on the pool mutex, LRC only on the node counters.
 func BenchmarkPickParallel(b *testing.B) {
-	tb, clk := newTable(b, Config{})
-	for i := 0; i < 16; i++ {
-		announce(b, tb, "k", fmt.Sprintf("10.0.0.%d:1", i+1), 1)
+	for _, algo := range []Algo{AlgoWRR, AlgoLRC} {
+		b.Run(string(algo), func(b *testing.B) {
+			tb, clk := newTable(b, Config{})
+			poolWith(b, tb, "example.com", algo, 1, 1, 2, 2, 3, 3, 4, 4, 1, 1, 2, 2, 3, 3, 4, 4)
+			now := clk.Nano()
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				host := []byte("example.com")
+				for pb.Next() {
+					tb.Lookup(host).Pick(now, nil).Done()
+				}
+			})
+		})
 	}
-	now := clk.Now().UnixNano()
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		host := []byte("k")
-		for pb.Next() {
-			tb.Lookup(host).Pick(now, nil).Done()
-		}
-	})
 }
 
 func BenchmarkAnnounceRefresh(b *testing.B) {
-	tb, _ := newTable(b, Config{})
-	announce(b, tb, "example.com", "10.0.0.1:1", 1)
-	a := &Announce{Key: []byte("example.com"), Address: []byte("10.0.0.1:1"), Weight: 2}
-	b.ReportAllocs()
-	for b.Loop() {
-		tb.Announce(a)
+	for _, bc := range []struct{ name, key, addr string }{
+		{"short", "example.com", "10.0.0.1:3031"},
+		{"long", "some-service.staging.internal.example.com", "/var/run/uwsgi/some-service-staging-01.sock"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			tb, _ := newTable(b, Config{})
+			for i := range 8 {
+				announce(b, tb, bc.key, addr(i), 1)
+			}
+			announce(b, tb, bc.key, bc.addr, 1)
+			a := &Announce{Key: []byte(bc.key), Address: []byte(bc.addr), Weight: 2, Cores: 4}
+			b.ReportAllocs()
+			for b.Loop() {
+				tb.Announce(a)
+			}
+		})
 	}
 }
 
+// BenchmarkCreate10kPools is the bulk creation of 10k pools through
+// Announce (a state-file restore or a mass subscribe).
 func BenchmarkCreate10kPools(b *testing.B) {
+	keys := make([]string, 10_000)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("h%d.example.com", i)
+	}
 	b.ReportAllocs()
 	for b.Loop() {
 		tb, _ := newTable(b, Config{})
-		for i := 0; i < 10_000; i++ {
-			announce(b, tb, fmt.Sprintf("h%d.example.com", i), "10.0.0.1:1", 1)
+		for _, k := range keys {
+			announce(b, tb, k, "10.0.0.1:3031", 1)
 		}
+	}
+}
+
+// BenchmarkCreatePools reports the cost per created pool at growing table
+// sizes. Every new pool copies its copy-on-write shard (1/64 of the table),
+// so ns/pool grows linearly with the size and the total is quadratic.
+func BenchmarkCreatePools(b *testing.B) {
+	for _, n := range []int{1_000, 5_000, 10_000, 20_000} {
+		b.Run(fmt.Sprintf("pools=%d", n), func(b *testing.B) {
+			keys := make([]string, n)
+			for i := range keys {
+				keys[i] = fmt.Sprintf("h%d.example.com", i)
+			}
+			b.ReportAllocs()
+			var total time.Duration
+			runs := 0
+			for b.Loop() {
+				tb, _ := newTable(b, Config{})
+				start := time.Now()
+				for _, k := range keys {
+					announce(b, tb, k, "10.0.0.1:3031", 1)
+				}
+				total += time.Since(start)
+				runs++
+			}
+			b.ReportMetric(float64(total.Nanoseconds())/float64(runs*n), "ns/pool")
+		})
 	}
 }

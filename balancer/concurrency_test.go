@@ -10,7 +10,8 @@ import (
 )
 
 // TestConcurrentPickAndChurn runs lookups and picks against announces,
-// removals, expiry and failure reports (run it with -race). No node's
+// removals, unsubscribes, drains, pool deletion, expiry, Tick and failure
+// reports (run it with -race). No node's
 // in-flight count may go negative, a picked node holds at least its own
 // request, and every count returns to 0 once the pickers are done.
 func TestConcurrentPickAndChurn(t *testing.T) {
@@ -89,12 +90,26 @@ func TestConcurrentPickAndChurn(t *testing.T) {
 		go func() {
 			defer writers.Done()
 			rng := rand.New(rand.NewPCG(uint64(100+g), 2))
-			for range 3000 {
+			for range 20000 {
 				k, a := keys[rng.IntN(len(keys))], addr(rng.IntN(addrs))
-				if rng.IntN(3) == 0 {
+				switch rng.IntN(12) {
+				case 0, 1:
 					tb.RemoveNode(k, a)
-				} else if _, err := tb.Announce(&Announce{Key: []byte(k), Address: []byte(a), Weight: uint64(rng.IntN(5))}); err != nil {
-					t.Errorf("Announce: %v", err)
+				case 2:
+					tb.Unsubscribe([]byte(k), []byte(a), time.Second)
+				case 3:
+					tb.Drain(k, a, time.Second, rng.IntN(2) == 0)
+				case 4:
+					tb.Undrain(k, a)
+				case 5:
+					if rng.IntN(20) == 0 {
+						tb.DeletePool(k)
+					}
+				default:
+					a := &Announce{Key: []byte(k), Address: []byte(a), Weight: uint64(rng.IntN(5)), Drain: rng.IntN(30) == 0}
+					if _, err := tb.Announce(a); err != nil {
+						t.Errorf("Announce: %v", err)
+					}
 				}
 			}
 		}()
@@ -102,9 +117,10 @@ func TestConcurrentPickAndChurn(t *testing.T) {
 	writers.Add(1)
 	go func() {
 		defer writers.Done()
-		for range 300 {
-			clk.Add(100 * time.Millisecond)
+		for range 2000 {
+			clk.Add(20 * time.Millisecond)
 			tb.Expire(2 * time.Second)
+			tb.Tick()
 			for _, p := range tb.Pools() { // readers of the admin API
 				for _, n := range p.Nodes() {
 					if in := n.Inflight(); in < 0 {

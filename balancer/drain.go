@@ -107,19 +107,29 @@ func (n *Node) revive(now time.Time) {
 	n.joined.Store(now.UnixNano())
 }
 
+// findNode returns the pool and node for key and address, or ErrNoPool /
+// ErrNoNode.
+func (t *Table) findNode(key, address string) (*Pool, *Node, error) {
+	p := t.Pool(key)
+	if p == nil {
+		return nil, nil, ErrNoPool
+	}
+	n := p.Node(address)
+	if n == nil {
+		return p, nil, ErrNoNode
+	}
+	return p, n, nil
+}
+
 // Drain starts draining a node. Unless force is set, it refuses with
 // ErrLastActive when no other node of the pool would stay active. Draining a
 // node that already drains is not an error (its deadline stays).
 func (t *Table) Drain(key, address string, timeout time.Duration, force bool) (*Node, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	p := t.Pool(key)
-	if p == nil {
-		return nil, ErrNoPool
-	}
-	n := p.Node(address)
-	if n == nil {
-		return nil, ErrNoNode
+	p, n, err := t.findNode(key, address)
+	if err != nil {
+		return nil, err
 	}
 	if !force && n.State() != StateDraining && n.State() != StateDrained {
 		others := 0
@@ -141,13 +151,9 @@ func (t *Table) Drain(key, address string, timeout time.Duration, force bool) (*
 func (t *Table) Undrain(key, address string) (*Node, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	p := t.Pool(key)
-	if p == nil {
-		return nil, ErrNoPool
-	}
-	n := p.Node(address)
-	if n == nil {
-		return nil, ErrNoNode
+	_, n, err := t.findNode(key, address)
+	if err != nil {
+		return nil, err
 	}
 	if s := n.State(); s == StateDraining || s == StateDrained {
 		n.revive(t.cfg.Now())
@@ -171,7 +177,7 @@ func (t *Table) Unsubscribe(key, address []byte, timeout time.Duration) bool {
 		return false
 	}
 	n := p.Node(string(address))
-	if n == nil {
+	if n == nil || n.Static { // a datagram cannot remove a configured node
 		return false
 	}
 	if n.State() == StateDrained || n.inflight.Load() == 0 && n.State() != StateDraining {

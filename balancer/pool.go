@@ -1,7 +1,7 @@
 package balancer
 
 import (
-	"fmt"
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -22,8 +22,12 @@ func ParseAlgo(s string) (Algo, error) {
 	case AlgoWRR, AlgoLRC:
 		return a, nil
 	}
-	return "", fmt.Errorf("balancer: unknown algorithm %q (want wrr or lrc)", s)
+	return "", ErrUnknownAlgo
 }
+
+// ErrUnknownAlgo is returned by ParseAlgo. A sentinel, because datagrams
+// reach ParseAlgo and a bad one must not cost an allocation.
+var ErrUnknownAlgo = errors.New("balancer: unknown algorithm (want wrr or lrc)")
 
 // Pool is the set of nodes serving one routing key.
 //

@@ -102,6 +102,9 @@ var (
 	ErrKeyTooLong = errors.New("balancer: key longer than 255 bytes")
 	ErrEmptyKey   = errors.New("balancer: empty key")
 	ErrBadKey     = errors.New("balancer: key has bytes outside printable ASCII")
+	// ErrStaticNode refuses a subscription that names a static node: only
+	// the configuration and the admin API may change those.
+	ErrStaticNode = errors.New("balancer: a subscription cannot change a static node")
 )
 
 // validKey reports whether a key is printable ASCII without spaces: host
@@ -339,6 +342,9 @@ func (t *Table) Announce(a *Announce) (Result, error) {
 	if p := t.poolBytes(a.Key); p != nil {
 		for _, n := range p.Nodes() {
 			if n.Address == string(a.Address) {
+				if n.Static && !a.Static {
+					return 0, ErrStaticNode
+				}
 				if t.refreshLifecycle(n, a) {
 					t.mu.Lock()
 					t.changed(p.Key)
@@ -375,6 +381,9 @@ func (t *Table) Announce(a *Announce) (Result, error) {
 		p = newPool(key, algo, t.cfg.SlowStart)
 		res = CreatedPool
 	} else if n := p.Node(string(a.Address)); n != nil { // raced with another writer
+		if n.Static && !a.Static {
+			return 0, ErrStaticNode
+		}
 		if t.refreshLifecycle(n, a) {
 			t.changed(key)
 		}

@@ -102,18 +102,8 @@ func TestDrainFinishesInFlightAndStopsNewRequests(t *testing.T) {
 	m, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if !strings.Contains(string(m), `fastrouter_drains_total{result="completed"} 1`) {
-		t.Fatalf("drain not counted:\n%s", grepLines(string(m), "drains_total"))
+		t.Fatalf("drain not counted:\n%s", grep(string(m), "drains_total"))
 	}
-}
-
-func grepLines(s, sub string) string {
-	var out []string
-	for _, l := range strings.Split(s, "\n") {
-		if strings.Contains(l, sub) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
 }
 
 // A restarted router with --state-file routes at once, before any node

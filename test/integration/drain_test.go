@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -127,5 +128,100 @@ func TestRestartRoutesFromStateFile(t *testing.T) {
 	code, body := get(t, client(), r2.http, "state.test", "/")
 	if code != 200 || body != "node=s" {
 		t.Fatalf("first request after restart: %d %q; want 200 node=s from the state file", code, body)
+	}
+}
+
+// A rolling deploy of three nodes under constant concurrent load: for each
+// node, drain it, wait for drained, stop it, start the new version on the
+// same address, wait for it to be active. Not one request may fail.
+func TestRollingDeployUnderLoadLosesNothing(t *testing.T) {
+	requireUWSGI(t)
+	t.Parallel()
+	r := startRouter(t, "--drain-timeout", "20s")
+	nodes := make([]*node, 3)
+	for i := range nodes {
+		nodes[i] = startNode(t, r, "roll.test", nodeOpts{id: fmt.Sprintf("v1-%d", i)})
+	}
+	waitForNodes(t, r, "roll.test", 3)
+
+	var (
+		mu       sync.Mutex
+		total    int
+		failures []string
+		versions = map[string]int{}
+	)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < 6; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &http.Client{Timeout: 10 * time.Second}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req, _ := http.NewRequest("GET", "http://"+r.http+"/slow?ms=20", nil)
+				req.Host = "roll.test"
+				resp, err := c.Do(req)
+				var code int
+				var body []byte
+				if err == nil {
+					body, err = io.ReadAll(resp.Body)
+					resp.Body.Close()
+					code = resp.StatusCode
+				}
+				mu.Lock()
+				total++
+				if err != nil || code != 200 {
+					failures = append(failures, fmt.Sprintf("%d %v %.60q", code, err, body))
+				} else {
+					versions[strings.TrimPrefix(string(body), "slow node=")]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+
+	start := time.Now()
+	for i, old := range nodes {
+		path := "/api/pools/roll.test/nodes/" + url.PathEscape(old.addr)
+		began := time.Now()
+		if code, body := adminPost(t, r, path+"/drain", ""); code != 202 {
+			t.Fatalf("drain node %d: %d %s", i, code, body)
+		}
+		eventually(t, 20*time.Second, fmt.Sprintf("node %d drained", i), func() bool {
+			n := r.pool(t, "roll.test").node(old.addr)
+			return n != nil && n.State == "drained"
+		})
+		t.Logf("node %d drained in %s", i, time.Since(began).Round(time.Millisecond))
+		old.cmd.Process.Signal(syscall.SIGINT) // uWSGI unsubscribes: the drained node is removed
+		old.wait(t, 30*time.Second)
+		nodes[i] = startNode(t, r, "roll.test", nodeOpts{id: fmt.Sprintf("v2-%d", i), socket: old.addr})
+		eventually(t, 10*time.Second, fmt.Sprintf("new node %d active", i), func() bool {
+			n := r.pool(t, "roll.test").node(old.addr)
+			return n != nil && n.State == "active"
+		})
+	}
+	time.Sleep(300 * time.Millisecond) // traffic on the new version only
+	close(stop)
+	wg.Wait()
+
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("rolling deploy of 3 nodes took %s: %d requests, %d failed, served by %v",
+		time.Since(start).Round(time.Millisecond), total, len(failures), versions)
+	if len(failures) > 0 {
+		t.Fatalf("%d of %d requests failed, first: %s", len(failures), total, failures[0])
+	}
+	if total < 200 {
+		t.Fatalf("only %d requests during the deploy; the test proved little", total)
+	}
+	for i := 0; i < 3; i++ {
+		if versions[fmt.Sprintf("v2-%d", i)] == 0 {
+			t.Errorf("new version v2-%d served nothing", i)
+		}
 	}
 }

@@ -76,17 +76,17 @@ func TestBackendStatusPassthrough(t *testing.T) {
 func TestBackendTimeout504(t *testing.T) {
 	requireUWSGI(t)
 	t.Parallel()
-	r := startRouter(t, "--timeout", "700ms")
+	r := startRouter(t, "--timeout", "1500ms")
 	startNode(t, r, "timeout.test", nodeOpts{id: "t"})
 	waitForNodes(t, r, "timeout.test", 1)
 	start := time.Now()
-	resp, body := rawRequest(t, r.http, "GET /slow?ms=3000 HTTP/1.1\r\nHost: timeout.test\r\n\r\n")
+	resp, body := rawRequest(t, r.http, "GET /slow?ms=6000 HTTP/1.1\r\nHost: timeout.test\r\n\r\n")
 	d := time.Since(start)
 	if resp.StatusCode != 504 || body == "" {
 		t.Fatalf("slow backend: %d %q; want 504 with a body", resp.StatusCode, body)
 	}
-	if d > 2500*time.Millisecond {
-		t.Fatalf("504 after %s; --timeout is 700ms", d)
+	if d > 4500*time.Millisecond {
+		t.Fatalf("504 after %s; --timeout is 1.5s", d)
 	}
 	// The router still serves the pool afterwards.
 	if code, body := get(t, client(), r.http, "timeout.test", "/"); code != 200 || !strings.HasPrefix(body, "node=") {

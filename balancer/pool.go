@@ -110,7 +110,9 @@ func pickSWRR(nodes []*Node, now int64, tried []*Node, slowStart int64) *Node {
 		w := n.weight.Load() << 4 // scaled so slow start can ramp weight-1 nodes
 		if slowStart > 0 {
 			if age := now - n.joined.Load(); age < slowStart {
-				w = max(w>>4, w*max(age, 0)/slowStart)
+				// In float: w (up to 2^24) times age in ns overflows int64
+				// once the ramp passes ~9 minutes at the maximum weight.
+				w = max(w>>4, int64(float64(w)*float64(max(age, 0))/float64(slowStart)))
 			}
 		}
 		n.cw += w

@@ -312,3 +312,41 @@ func TestParseAlgo(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowStartRamp: a joining node's share grows with its age over
+// Config.SlowStart, also for the largest weight and a long ramp (where the
+// integer product weight×age overflowed int64).
+func TestSlowStartRamp(t *testing.T) {
+	cases := []struct {
+		name   string
+		weight uint64
+		ramp   time.Duration
+	}{
+		{"weight 1, 1m", 1, time.Minute},
+		{"weight 100, 10m", 100, 10 * time.Minute},
+		{"max weight, 1h", 1 << 20, time.Hour},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tb, clk := newTable(t, Config{SlowStart: tc.ramp})
+			announce(t, tb, "k", addr(0), tc.weight)
+			announce(t, tb, "k", addr(1), tc.weight)
+			clk.Add(tc.ramp) // both fully ramped
+			announce(t, tb, "k", addr(2), tc.weight)
+			p := tb.Pool("k")
+			for _, step := range []struct {
+				age        time.Duration
+				share, tol float64
+			}{
+				{tc.ramp / 2, 0.5 / 2.5, 0.02}, // half weight against two full ones
+				{tc.ramp / 2, 1.0 / 3, 0.02},   // ramp over: equal shares
+			} {
+				clk.Add(step.age)
+				c := count(picks(p, 3000, clk.Nano(), nil))
+				if got := float64(c[addr(2)]) / 3000; got < step.share-step.tol || got > step.share+step.tol {
+					t.Fatalf("after %v the new node got %.3f of picks; want %.3f (%v)", step.age, got, step.share, c)
+				}
+			}
+		})
+	}
+}

@@ -23,7 +23,10 @@ import (
 )
 
 // shardCount splits the key space so that creating a pool copies 1/64 of the
-// table, which keeps bulk loads (state files, cluster sync) near-linear.
+// table rather than all of it. Creation is still O(pools/64) per pool, so
+// bulk loads are quadratic: 10k pools take ~0.6 s, 100k ~80 s (measured).
+// A batch insert (one copy per shard per batch) is the planned fix for
+// state-file restore and cluster sync.
 const shardCount = 64
 
 // shard is an immutable snapshot; writers build a new one and swap it in.

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -173,6 +174,9 @@ func Notify(addr string, e balancer.DrainEvent) error {
 	network, target := "unixgram", addr
 	if rest, ok := strings.CutPrefix(addr, "udp://"); ok {
 		network, target = "udp", rest
+		if err := notifyAllowed(rest, e.Node.Endpoint); err != nil {
+			return err
+		}
 	}
 	c, err := net.DialTimeout(network, target, time.Second)
 	if err != nil {
@@ -182,6 +186,30 @@ func Notify(addr string, e balancer.DrainEvent) error {
 	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
 	_, err = c.Write(append(msg, '\n'))
 	return err
+}
+
+// errNotifyTarget refuses a udp:// notify address that points away from the
+// node: otherwise anyone able to send a datagram (subscribe with drain=1 and
+// notify=udp://victim) could make the router send UDP to any host.
+var errNotifyTarget = errors.New("lifecycle: udp notify target must be the node's own IP (loopback for unix-socket nodes)")
+
+func notifyAllowed(target string, ep balancer.Endpoint) error {
+	ap, err := netip.ParseAddrPort(target)
+	if err != nil {
+		return errNotifyTarget
+	}
+	ip := ap.Addr().Unmap()
+	switch ep.Network {
+	case balancer.NetTCP:
+		if ip == ep.AddrPort.Addr().Unmap() {
+			return nil
+		}
+	case balancer.NetUnix:
+		if ip.IsLoopback() {
+			return nil
+		}
+	}
+	return errNotifyTarget
 }
 
 // poolCollector exports fastrouter_pool_nodes{pool,state} computed at

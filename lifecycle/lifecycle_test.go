@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -147,5 +148,34 @@ func TestStateFileRoundTrip(t *testing.T) {
 	m3, _ := New(Config{StateFile: filepath.Join(t.TempDir(), "absent.json")}, newTable(t))
 	if n, err := m3.Load(); n != 0 || err != nil {
 		t.Fatalf("missing file: %d %v", n, err)
+	}
+}
+
+func TestUDPNotifyOnlyToTheNodesOwnIP(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	tb := newTable(t)
+	tb.Announce(&balancer.Announce{Key: []byte("k"), Address: []byte("127.0.0.1:3031")})
+	tb.Announce(&balancer.Announce{Key: []byte("k"), Address: []byte("10.1.2.3:3031")})
+	ev := func(addr string) balancer.DrainEvent {
+		return balancer.DrainEvent{Key: "k", Node: tb.Pool("k").Node(addr)}
+	}
+	target := "udp://127.0.0.1:" + strconv.Itoa(port)
+	if err := Notify(target, ev("127.0.0.1:3031")); err != nil {
+		t.Fatalf("notify to the node's own IP: %v", err)
+	}
+	_ = pc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 512)
+	if n, _, err := pc.ReadFrom(buf); err != nil || !strings.Contains(string(buf[:n]), `"event":"drained"`) {
+		t.Fatalf("notify datagram: %q %v", buf[:n], err)
+	}
+	for _, bad := range []string{target, "udp://169.254.169.254:80", "udp://nonsense"} {
+		if err := Notify(bad, ev("10.1.2.3:3031")); err == nil {
+			t.Errorf("notify %s for node 10.1.2.3 accepted", bad)
+		}
 	}
 }

@@ -50,7 +50,7 @@ CONF
   targets+=("nginx http://127.0.0.1:18081/")
 fi
 if command -v uwsgi >/dev/null; then
-  uwsgi --plugin http --master --http 127.0.0.1:18082 --http-to 127.0.0.1:13031 \
+  uwsgi --plugin http --master --die-on-term --http 127.0.0.1:18082 --http-to 127.0.0.1:13031 \
     --http-keepalive --http-auto-chunked --disable-logging >"$tmp/uwsgi.log" 2>&1 & pids+=($!)
   targets+=("uwsgi-http http://127.0.0.1:18082/")
 fi

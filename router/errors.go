@@ -22,6 +22,7 @@ var (
 	errBadResponse    = errors.New("router: backend sent an invalid response")
 	errBackendWrite   = errors.New("router: backend write failed")
 	errClientBody     = errors.New("router: reading the client body failed")
+	errClientGone     = errors.New("router: the client abandoned the request")
 )
 
 // statusOf is the single mapping from forwarding errors to HTTP status codes
@@ -40,6 +41,10 @@ func statusOf(err error) int {
 		return 503
 	case errConnectTimeout, errBackendTimeout:
 		return 504
+	case errClientGone:
+		// Never seen by the client; counted like nginx's 499 so an
+		// abandoned request is not mistaken for a backend failure.
+		return 499
 	default:
 		return 502
 	}

@@ -71,7 +71,7 @@ func (rt *Router) writeFull(c net.Conn, b []byte) error {
 // copyBody streams exactly n bytes of body to the backend with inactivity
 // deadlines on both sides. A short client body is errClientBody, a backend
 // write failure errBackendWrite, a stall errBackendTimeout.
-func (rt *Router) copyBody(dst net.Conn, src io.Reader, client net.Conn, n int64, buf []byte) error {
+func (rt *Router) copyBody(dst net.Conn, src io.Reader, client deadliner, n int64, buf []byte) error {
 	for n > 0 {
 		chunk := buf
 		if int64(len(chunk)) > n {
@@ -116,10 +116,11 @@ type backendBody struct {
 	br     *bufio.Reader
 	src    io.Reader // br, limited or de-chunked
 	limit  int64     // bytes left when the length is known, else -1
-	client net.Conn
+	client deadliner
 	node   *balancer.Node
 	pm     *poolMetrics
 	start  time.Time
+	stop   func() bool // unhooks the client-abort cut; nil when none
 	closed bool
 }
 
@@ -157,6 +158,9 @@ func (b *backendBody) Close() error {
 		return nil
 	}
 	b.closed = true
+	if b.stop != nil {
+		b.stop()
+	}
 	b.rt.finish(b.conn, b.br, b.node, b.pm, b.start)
 	*b = backendBody{}
 	backendBodyPool.Put(b)

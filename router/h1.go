@@ -1,14 +1,10 @@
 package router
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"io"
 	"net"
-	"net/http/httputil"
-	"slices"
-	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
@@ -21,6 +17,9 @@ type h1Front struct {
 	serverPort []byte
 	scheme     string
 	conns      prometheus.Gauge
+	// clientCerts: the listener asks for client certificates; their subject
+	// goes to the node as HTTPS_DN.
+	clientCerts bool
 }
 
 // bodyPrefetch is how much of a request body fasthttp reads before the
@@ -90,17 +89,6 @@ func (f *h1Front) handleError(ctx *fasthttp.RequestCtx, err error) {
 	f.rt.metrics.none.count(code)
 }
 
-// h1State is per-request scratch, recycled across requests.
-type h1State struct {
-	req  request
-	buf  []byte // vars packet, then small bodies
-	body []byte // a buffered chunked body
-}
-
-var h1StatePool = sync.Pool{New: func() any {
-	return &h1State{req: request{headers: make([]hdr, 0, 32)}, buf: make([]byte, 0, 8<<10)}
-}}
-
 func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 	rt := f.rt
 	defer func() {
@@ -111,20 +99,8 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 			ctx.SetConnectionClose()
 		}
 	}()
-	st := h1StatePool.Get().(*h1State)
-	defer func() {
-		st.req.reset()
-		if cap(st.buf) <= 64<<10 {
-			st.buf = st.buf[:0]
-		} else {
-			st.buf = make([]byte, 0, 8<<10)
-		}
-		st.body = st.body[:0]
-		if cap(st.body) > 1<<20 {
-			st.body = nil
-		}
-		h1StatePool.Put(st)
-	}()
+	x := getExchange()
+	defer putExchange(x)
 
 	// Arm the client write deadline when the handler returns and fasthttp
 	// starts writing: a deadline left by a previous response must not fire on
@@ -136,18 +112,8 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 		}
 	}()
 
-	r := &st.req
+	r := &x.req
 	h := &ctx.Request.Header
-
-	// A body left unread must never be parsed as the next request on this
-	// connection (HTTP desync): unless the body was consumed to its end, the
-	// response closes the connection.
-	bodyPending := h.ContentLength() > 0 || h.ContentLength() == -1
-	defer func() {
-		if bodyPending {
-			ctx.SetConnectionClose()
-		}
-	}()
 	r.method = h.Method()
 	r.uri = h.RequestURI()
 	r.proto = h.Protocol()
@@ -159,149 +125,58 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 	}
 	r.trusted = rt.trusted(r.remote.Addr())
 	r.contentType = h.ContentType()
+	if f.clientCerts {
+		r.clientDN = clientDN(ctx.Conn(), x)
+	}
 
 	var hasCL, hasTE bool
 	var err error
 	r.headers, hasCL, hasTE, err = parseRawHeaders(h.RawHeaders(), r.headers[:0], rt.cfg.MaxHeaderCount)
 	switch {
 	case err != nil:
-		rt.fail(ctx, rt.metrics.none, err)
+		f.fail(ctx, rt.metrics.none, err)
 		return
 	case hasCL && hasTE:
-		rt.fail(ctx, rt.metrics.none, errAmbiguousBody)
+		f.fail(ctx, rt.metrics.none, errAmbiguousBody)
 		return
-	case len(r.host) == 0 && h.IsHTTP11(), len(r.host) > 0 && !validHost(r.host):
-		rt.fail(ctx, rt.metrics.none, errBadHost)
-		return
-	}
-
-	pool := rt.cfg.Pools.Lookup(r.host)
-	if pool == nil {
-		rt.fail(ctx, rt.metrics.none, errNoPool)
+	case len(r.host) == 0 && h.IsHTTP11():
+		f.fail(ctx, rt.metrics.none, errBadHost)
 		return
 	}
-	pm := rt.metrics.forPool(pool)
+	if cl := h.ContentLength(); cl > 0 || cl == -1 {
+		x.bodySrc, x.bodyLen = ctx.RequestBodyStream(), int64(cl)
+	}
+	if c := ctx.Conn(); c != nil {
+		x.client = c
+	}
+	x.isHead = ctx.IsHead()
+	x.consumed = x.bodySrc == nil
 
-	// Body: a known length streams; a chunked body is buffered (bounded) so
-	// the node gets the CONTENT_LENGTH a WSGI app reads by.
-	var bodySrc io.Reader
-	switch cl := h.ContentLength(); {
-	case cl > 0:
-		r.bodyLen = int64(cl)
-		bodySrc = ctx.RequestBodyStream()
-	case cl == -1:
-		st.body, err = readAllLimited(ctx.RequestBodyStream(), st.body[:0], rt.cfg.MaxBufferedBody)
-		if err != nil {
-			rt.fail(ctx, pm, err)
-			return
+	_, b, err := rt.forward(x, &ctx.Response.Header)
+	// A body left unread must never be parsed as the next request on this
+	// connection (HTTP desync): unless the body was consumed to its end, the
+	// response closes the connection. Deferred: writeError resets the
+	// response, flag included.
+	defer func(consumed bool) {
+		if !consumed {
+			ctx.SetConnectionClose()
 		}
-		r.bodyLen = int64(len(st.body))
-		bodyPending = false
-	}
-
-	st.buf, err = appendVars(st.buf[:0], r, 0, 0)
+	}(x.consumed)
 	if err != nil {
-		rt.fail(ctx, pm, err)
+		code := statusOf(err)
+		writeError(ctx, code)
+		if code == 400 || code == 413 || code == 431 {
+			ctx.SetConnectionClose() // the rest of the stream cannot be trusted
+		}
 		return
 	}
-	packet := st.buf
-	// Small bodies ride in the same write as the vars.
-	inline := int64(0)
-	if r.bodyLen > 0 && r.bodyLen <= bodyPrefetch {
-		if bodySrc != nil {
-			n := len(packet)
-			packet = slices.Grow(packet, int(r.bodyLen))
-			m, rerr := io.ReadFull(bodySrc, packet[n:n+int(r.bodyLen)])
-			if rerr != nil {
-				rt.fail(ctx, pm, errClientBody)
-				return
-			}
-			packet = packet[:n+m]
-			bodyPending = false
-		} else {
-			packet = append(packet, st.body...)
-		}
-		inline = r.bodyLen
-		st.buf = packet
-	}
-
-	pm.inflight.Inc()
-	start := rt.now()
-	node, conn, err := rt.connect(pool, packet)
-	if err != nil {
-		pm.inflight.Dec()
-		pm.backendError(err)
-		rt.fail(ctx, pm, err)
+	if b == nil {
 		return
 	}
-	ok := false
-	var br *bufio.Reader
-	defer func() {
-		if !ok {
-			rt.finish(conn, br, node, pm, start)
-		}
-	}()
-
-	if err := rt.writeFull(conn, packet); err != nil {
-		pm.backendError(errBackendWrite)
-		rt.fail(ctx, pm, errBackendWrite)
-		return
-	}
-	if rest := r.bodyLen - inline; rest > 0 {
-		var src io.Reader = bytes.NewReader(st.body[inline:])
-		if bodySrc != nil {
-			src = bodySrc
-		}
-		cb := bufPool.Get().(*[]byte)
-		err := rt.copyBody(conn, src, ctx.Conn(), rest, *cb)
-		bufPool.Put(cb)
-		if err == nil {
-			bodyPending = false
-		}
-		if err != nil {
-			if err != errClientBody {
-				pm.backendError(err)
-			}
-			rt.fail(ctx, pm, err)
-			return
-		}
-	}
-
-	br = readerPool.Get().(*bufio.Reader)
-	br.Reset(conn)
-	_ = conn.SetReadDeadline(rt.now().Add(rt.cfg.Timeout))
-	resp := &ctx.Response
-	if err := resp.Header.Read(br); err != nil {
-		resp.Reset()
-		e := errBadResponse
-		if isTimeout(err) {
-			e = errBackendTimeout
-		}
-		pm.backendError(e)
-		rt.fail(ctx, pm, e)
-		return
-	}
-	// The backend closing its connection is uwsgi framing, not a request
-	// to close the client's.
-	resp.Header.ResetConnectionClose()
-	code := resp.StatusCode()
-	pm.count(code)
-
-	cl := resp.Header.ContentLength()
-	if ctx.IsHead() || code < 200 || code == 204 || code == 304 || cl == 0 {
-		return // deferred finish releases everything
-	}
-	b := backendBodyPool.Get().(*backendBody)
-	*b = backendBody{rt: rt, conn: conn, br: br, src: br, limit: -1, client: ctx.Conn(), node: node, pm: pm, start: start}
-	ok = true
-	switch {
+	switch cl := ctx.Response.Header.ContentLength(); {
 	case cl > 0:
-		b.limit = int64(cl)
 		ctx.SetBodyStream(b, cl)
-	case cl == -1: // chunked from the backend: de-chunk, the front re-chunks
-		b.src = httputil.NewChunkedReader(br)
-		ctx.SetBodyStream(b, -1)
-	case h.IsHTTP11(): // length unknown until EOF: chunk it for the client
+	case h.IsHTTP11(): // chunked or unknown until EOF: chunk it for the client
 		ctx.SetBodyStream(b, -1)
 	default: // HTTP/1.0 client: the body ends when we close the connection
 		f.streamUntilClose(ctx, b)
@@ -327,26 +202,11 @@ func (f *h1Front) streamUntilClose(ctx *fasthttp.RequestCtx, b *backendBody) {
 }
 
 // fail writes the error page for err and counts it.
-func (rt *Router) fail(ctx *fasthttp.RequestCtx, pm *poolMetrics, err error) {
+func (f *h1Front) fail(ctx *fasthttp.RequestCtx, pm *poolMetrics, err error) {
 	code := statusOf(err)
 	writeError(ctx, code)
-	if code == 400 || code == 413 || code == 431 {
-		ctx.SetConnectionClose() // the rest of the stream cannot be trusted
-	}
+	ctx.SetConnectionClose() // the rest of the stream cannot be trusted
 	pm.count(code)
-}
-
-// errorBodies are preformatted so error pages allocate nothing.
-var errorBodies = map[int][]byte{
-	400: []byte("400 Bad Request\n"),
-	404: []byte("404 Not Found: no pool serves this host\n"),
-	408: []byte("408 Request Timeout\n"),
-	413: []byte("413 Content Too Large\n"),
-	431: []byte("431 Request Header Fields Too Large\n"),
-	500: []byte("500 Internal Server Error\n"),
-	502: []byte("502 Bad Gateway\n"),
-	503: []byte("503 Service Unavailable: no usable node\n"),
-	504: []byte("504 Gateway Timeout\n"),
 }
 
 func writeError(ctx *fasthttp.RequestCtx, code int) {
@@ -364,30 +224,6 @@ var (
 	retryAfter = []byte("Retry-After")
 	one        = []byte("1")
 )
-
-// readAllLimited reads src into dst up to limit bytes; more is
-// errBodyTooLarge, a read error errClientBody.
-func readAllLimited(src io.Reader, dst []byte, limit int) ([]byte, error) {
-	if src == nil {
-		return dst, nil
-	}
-	for {
-		if len(dst) == cap(dst) {
-			dst = append(dst, 0)[:len(dst)]
-		}
-		n, err := src.Read(dst[len(dst):cap(dst)])
-		dst = dst[:len(dst)+n]
-		if len(dst) > limit {
-			return dst, errBodyTooLarge
-		}
-		if err == io.EOF {
-			return dst, nil
-		}
-		if err != nil {
-			return dst, errClientBody
-		}
-	}
-}
 
 // parseRawHeaders splits a raw header block into dst and reports whether
 // Content-Length and Transfer-Encoding were present. obs-fold (a line

@@ -18,6 +18,9 @@ type metrics struct {
 	backendErrs *prometheus.CounterVec
 	inflight    *prometheus.GaugeVec
 	clientConns *prometheus.GaugeVec
+	// tlsHandshakeErrors counts failed TLS handshakes (scanners, clients
+	// asking for a name with no certificate, timeouts).
+	tlsHandshakeErrors prometheus.Counter
 
 	mu    sync.Mutex              // guards pools
 	pools map[string]*poolMetrics // by pool key; kept when a pool is re-created
@@ -47,9 +50,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "fastrouter_client_connections",
 			Help: "Open client connections, by listener and protocol.",
 		}, []string{"listener", "proto"}),
+		tlsHandshakeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fastrouter_tls_handshake_errors_total",
+			Help: "TLS handshakes that failed or timed out.",
+		}),
 		pools: map[string]*poolMetrics{},
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.backendErrs, m.inflight, m.clientConns} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.backendErrs, m.inflight, m.clientConns, m.tlsHandshakeErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

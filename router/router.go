@@ -5,7 +5,8 @@
 // The forwarding core (vars encoding, node selection with retries, response
 // parsing and re-framing) is protocol-neutral; fronts fill a request view and
 // hand the core a place to write the response. The HTTP/1.1 front is
-// valyala/fasthttp.
+// valyala/fasthttp, the HTTP/2 front golang.org/x/net/http2; a listener
+// splits connections between them (serve.go).
 package router
 
 import (
@@ -15,7 +16,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strconv"
 	"sync"
 	"time"
 
@@ -70,9 +70,10 @@ type Router struct {
 	metrics *metrics
 	now     func() time.Time
 
-	mu      sync.Mutex // guards servers, closing
-	servers []*fasthttp.Server
-	closing bool
+	mu        sync.Mutex // guards listeners, closing
+	listeners []*frontListener
+	redirects []*fasthttp.Server
+	closing   bool
 }
 
 // New validates cfg and returns a Router.
@@ -138,47 +139,29 @@ func (rt *Router) trusted(a netip.Addr) bool {
 	return false
 }
 
-// ServeHTTP1 serves HTTP/1.1 on ln until Shutdown. name labels the
-// listener in metrics and logs. It returns nil after a Shutdown.
-func (rt *Router) ServeHTTP1(ln net.Listener, name string) error {
-	port := "0"
-	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil {
-		port = strconv.Itoa(int(ap.Port()))
-	}
-	f := &h1Front{rt: rt, serverPort: []byte(port), scheme: "http", conns: rt.metrics.clientConns.WithLabelValues(name, "http/1.1")}
-	s := f.server()
-	rt.mu.Lock()
-	if rt.closing {
-		rt.mu.Unlock()
-		return nil
-	}
-	rt.servers = append(rt.servers, s)
-	rt.mu.Unlock()
-	err := s.Serve(ln)
-	rt.mu.Lock()
-	closing := rt.closing
-	rt.mu.Unlock()
-	if closing {
-		return nil
-	}
-	return err
-}
-
 // Shutdown stops accepting, lets requests in flight finish, closes idle
 // keep-alive connections (responses in progress get "Connection: close"), and
 // returns when every connection is gone or ctx ends.
 func (rt *Router) Shutdown(ctx context.Context) error {
 	rt.mu.Lock()
 	rt.closing = true
-	servers := rt.servers
+	lns := rt.listeners
+	redirects := rt.redirects
 	rt.mu.Unlock()
 	var wg sync.WaitGroup
-	errs := make([]error, len(servers))
-	for i, s := range servers {
+	errs := make([]error, len(lns)+len(redirects))
+	for i, s := range redirects {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = s.ShutdownWithContext(ctx)
+			errs[len(lns)+i] = s.ShutdownWithContext(ctx)
+		}()
+	}
+	for i, l := range lns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = l.shutdown(ctx)
 		}()
 	}
 	wg.Wait()

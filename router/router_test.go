@@ -126,7 +126,7 @@ func startRouter(t *testing.T, cfg Config) *testRouter {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
-	go func() { defer close(done); rt.ServeHTTP1(ln, "test") }()
+	go func() { defer close(done); rt.Serve(ln, "test") }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

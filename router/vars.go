@@ -27,6 +27,8 @@ type request struct {
 	headers     []hdr
 	// trusted reports whether the peer may set X-Forwarded-*.
 	trusted bool
+	// clientDN is the subject of a verified TLS client certificate.
+	clientDN []byte
 }
 
 // reset clears r for reuse, keeping the headers slice's capacity.
@@ -61,6 +63,9 @@ func appendVars(dst []byte, r *request, m1, m2 uint8) ([]byte, error) {
 	dst = uwsgi.AppendVarString(dst, "REQUEST_SCHEME", r.scheme)
 	if r.scheme == "https" {
 		dst = uwsgi.AppendVarString(dst, "HTTPS", "on")
+		if len(r.clientDN) > 0 {
+			dst = uwsgi.AppendVar(dst, sHTTPS_DN, r.clientDN)
+		}
 	}
 	if r.bodyLen > 0 {
 		dst = uwsgi.AppendVarUint(dst, "CONTENT_LENGTH", uint64(r.bodyLen))
@@ -137,6 +142,7 @@ var (
 	sREMOTE_ADDR            = []byte("REMOTE_ADDR")
 	sCONTENT_TYPE           = []byte("CONTENT_TYPE")
 	sHTTP_X_FORWARDED_PROTO = []byte("HTTP_X_FORWARDED_PROTO")
+	sHTTPS_DN               = []byte("HTTPS_DN")
 )
 
 func putU16(b []byte, n int) { b[0], b[1] = byte(n), byte(n>>8) }

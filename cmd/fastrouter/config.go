@@ -19,6 +19,12 @@ import (
 type options struct {
 	config              string
 	http                []string
+	https               []string
+	httpToHTTPS         []string
+	tlsCert, tlsKey     string
+	tlsDir              string
+	tlsClientCA         string
+	pidFile             string
 	subscriptionServers []string
 	admin               string
 	to                  []string
@@ -71,6 +77,12 @@ func newFlagSet(o *options) *flag.FlagSet {
 	}
 	fs.StringVar(&o.config, "config", "", "YAML `file` with the same settings (keys = flag names); flags override it")
 	fs.Var(&listFlag{vals: &o.http}, "http", "HTTP/1.1 listener `addr` (repeatable; default 127.0.0.1:8080 when no listener is given)")
+	fs.Var(&listFlag{vals: &o.https}, "https", "TLS listener `addr` with ALPN h2 and http/1.1 (repeatable; needs --tls-cert/--tls-key or --tls-dir)")
+	fs.Var(&listFlag{vals: &o.httpToHTTPS}, "http-to-https", "listener `addr` that answers 301 to the same URL over https (repeatable)")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "default certificate `file` (PEM chain) for --https")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "private key `file` (PEM) of --tls-cert")
+	fs.StringVar(&o.tlsDir, "tls-dir", "", "SNI certificates `dir`: NAME.crt + NAME.key, _wildcard.DOMAIN.* for *.DOMAIN; re-read when files change")
+	fs.StringVar(&o.tlsClientCA, "tls-client-ca", "", "PEM `file` of CAs for optional client certificates; a verified subject reaches the node as HTTPS_DN")
 	fs.Var(&listFlag{vals: &o.subscriptionServers}, "subscription-server", "UDP subscription listener `addr`, or a unix datagram socket path (repeatable)")
 	fs.StringVar(&o.admin, "admin", "127.0.0.1:9191", "admin API, /metrics and /healthz listener `addr`")
 	fs.Var(&listFlag{vals: &o.to}, "to", "static node `KEY=NODEADDR` that never expires (repeatable)")
@@ -87,6 +99,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.slowStart, "slow-start", 0, "ramp a (re)joined node's weight from 1/16 to full over this `duration` (0 = off)")
 	fs.StringVar(&o.stateFile, "state-file", "", "persist the pool table to this `file` and load it at start, so a restart routes at once")
 	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "`file` holding the bearer token required by mutating admin calls")
+	fs.StringVar(&o.pidFile, "pid-file", "", "write the process id to this `file` (rewritten by the new process after a SIGUSR2 binary upgrade)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	return fs
@@ -196,8 +209,17 @@ func oneLine(err error) error {
 type staticNode struct{ key, addr string }
 
 func (o *options) validate() error {
-	if len(o.http) == 0 {
+	if len(o.http) == 0 && len(o.https) == 0 && len(o.httpToHTTPS) == 0 {
 		o.http = []string{"127.0.0.1:8080"}
+	}
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if len(o.https) > 0 && o.tlsCert == "" && o.tlsDir == "" {
+		return errors.New("--https needs a certificate: --tls-cert/--tls-key or --tls-dir")
+	}
+	if len(o.https) == 0 && (o.tlsCert != "" || o.tlsDir != "" || o.tlsClientCA != "") {
+		return errors.New("--tls-cert, --tls-dir and --tls-client-ca need an --https listener")
 	}
 	if _, err := balancer.ParseAlgo(o.algo); err != nil {
 		return fmt.Errorf("--algo: unknown algorithm %q (want wrr or lrc)", o.algo)

@@ -29,6 +29,7 @@ import (
 	"github.com/fastrouter/fastrouter/lifecycle"
 	"github.com/fastrouter/fastrouter/router"
 	"github.com/fastrouter/fastrouter/subscription"
+	frtls "github.com/fastrouter/fastrouter/tls"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -154,21 +155,52 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 		return err
 	}
 
-	// Bind everything before serving anything, so a port conflict fails the
-	// start cleanly instead of leaving a half-up router.
-	var lns []net.Listener
-	closeAll := func() {
-		for _, ln := range lns {
-			ln.Close()
+	var certs *frtls.Store
+	if len(o.https) > 0 {
+		certs, err = frtls.New(frtls.Config{
+			CertFile: o.tlsCert, KeyFile: o.tlsKey, Dir: o.tlsDir, ClientCAFile: o.tlsClientCA,
+			Logger: log, Registerer: reg,
+		})
+		if err != nil {
+			return err
 		}
 	}
-	for _, a := range o.http {
-		ln, err := net.Listen("tcp", a)
-		if err != nil {
-			closeAll()
-			return fmt.Errorf("http listener %s: %w", a, err)
+
+	// Bind everything before serving anything, so a port conflict fails the
+	// start cleanly instead of leaving a half-up router.
+	type front struct {
+		kind, addr string // kind: http, https or redirect
+		ln         net.Listener
+	}
+	var fronts []front
+	closeAll := func() {
+		for _, f := range fronts {
+			f.ln.Close()
 		}
-		lns = append(lns, ln)
+	}
+	for _, l := range []struct {
+		kind  string
+		addrs []string
+	}{{"http", o.http}, {"https", o.https}, {"redirect", o.httpToHTTPS}} {
+		for _, a := range l.addrs {
+			ln, err := net.Listen("tcp", a)
+			if err != nil {
+				closeAll()
+				name := "--" + l.kind
+				if l.kind == "redirect" {
+					name = "--http-to-https"
+				}
+				return fmt.Errorf("%s listener %s: %w", name, a, err)
+			}
+			fronts = append(fronts, front{l.kind, a, ln})
+		}
+	}
+	httpsPort := 443
+	for _, f := range fronts {
+		if f.kind == "https" {
+			httpsPort = f.ln.Addr().(*net.TCPAddr).Port
+			break
+		}
 	}
 	adminLn, err := net.Listen("tcp", o.admin)
 	if err != nil {
@@ -181,15 +213,28 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 		return err
 	}
 	life.Start()
+	if certs != nil {
+		certs.Start()
+		defer certs.Close()
+	}
 
 	var wg sync.WaitGroup
-	errc := make(chan error, len(lns)+1)
-	for i, ln := range lns {
+	errc := make(chan error, len(fronts)+1)
+	for _, f := range fronts {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := rt.ServeHTTP1(ln, o.http[i]); err != nil {
-				errc <- fmt.Errorf("http listener %s: %w", o.http[i], err)
+			var err error
+			switch f.kind {
+			case "http":
+				err = rt.Serve(f.ln, f.addr)
+			case "https":
+				err = rt.ServeTLS(f.ln, f.addr, certs.TLSConfig([]string{"h2", "http/1.1"}))
+			case "redirect":
+				err = rt.ServeRedirect(f.ln, f.addr, httpsPort)
+			}
+			if err != nil {
+				errc <- fmt.Errorf("%s listener %s: %w", f.kind, f.addr, err)
 			}
 		}()
 	}
@@ -201,7 +246,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 			errc <- fmt.Errorf("admin listener %s: %w", o.admin, err)
 		}
 	}()
-	log.Info("fastrouter started", "version", versionString(), "http", o.http,
+	log.Info("fastrouter started", "version", versionString(), "http", o.http, "https", o.https,
 		"subscription_server", subs.Addrs(), "admin", o.admin, "static_nodes", len(o.to))
 
 	var runErr error
@@ -227,6 +272,11 @@ wait:
 			}
 			l, _ := parseLevel(no.logLevel)
 			level.Set(l)
+			if certs != nil {
+				if err := certs.Reload(); err != nil {
+					log.Error("reload: certificates; the previous ones stay", "err", err)
+				}
+			}
 			log.Info("configuration reloaded", "static_nodes", len(no.to), "log_level", no.logLevel)
 		}
 	}

@@ -1,0 +1,260 @@
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"net/http/httputil"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// deadliner is what the core needs of the client side to renew inactivity
+// deadlines while bodies stream: a net.Conn for HTTP/1.1, an
+// http.ResponseController (one stream) for h2.
+type deadliner interface {
+	SetReadDeadline(time.Time) error
+	SetWriteDeadline(time.Time) error
+}
+
+// exchange is one request as every front hands it to the forwarding core:
+// the protocol-neutral request view plus the scratch buffers the core
+// encodes into. A front fills req, bodySrc, bodyLen and client, calls
+// forward, and writes what forward returns in its own protocol.
+//
+// Owned by one request at a time; recycled through exchangePool.
+type exchange struct {
+	req request
+
+	// bodySrc is the client body; nil means no body. bodyLen is its length:
+	// > 0 known (streamed), -1 unknown (buffered up to MaxBufferedBody to
+	// learn the CONTENT_LENGTH WSGI apps read by).
+	bodySrc io.Reader
+	bodyLen int64
+	// client renews the client's deadlines while bodies stream. May be nil.
+	client deadliner
+	// isHead: the response to a HEAD request has no body whatever it says.
+	isHead bool
+	// ctx, when set, ends with the client's interest in the response (an
+	// h2 stream reset, a connection gone): the backend exchange is cut at
+	// once instead of running to its end for nobody. A rapid-reset flood
+	// thus cannot keep backends busy.
+	ctx context.Context
+
+	// consumed is set by forward when the client body was read to its end,
+	// so the next request on the connection can be parsed safely.
+	consumed bool
+
+	buf     []byte // the uwsgi packet: header, vars, small bodies
+	body    []byte // a buffered body of unknown length
+	scratch []byte // front-owned: bytes the request view points into (h2)
+}
+
+var exchangePool = sync.Pool{New: func() any {
+	return &exchange{req: request{headers: make([]hdr, 0, 32)}, buf: make([]byte, 0, 8<<10)}
+}}
+
+func getExchange() *exchange { return exchangePool.Get().(*exchange) }
+
+// putExchange recycles x; buffers grown by an unusual request are dropped
+// so one large request does not pin memory in the pool.
+func putExchange(x *exchange) {
+	x.req.reset()
+	x.bodySrc, x.bodyLen, x.client, x.isHead, x.consumed, x.ctx = nil, 0, nil, false, false, nil
+	x.buf = x.buf[:0]
+	if cap(x.buf) > 64<<10 {
+		x.buf = make([]byte, 0, 8<<10)
+	}
+	x.body = x.body[:0]
+	if cap(x.body) > 1<<20 {
+		x.body = nil
+	}
+	x.scratch = x.scratch[:0]
+	if cap(x.scratch) > 64<<10 {
+		x.scratch = nil
+	}
+	exchangePool.Put(x)
+}
+
+// forward routes x by host, sends it to a node of the pool over uwsgi, and
+// reads the response head into head. It returns the pool's metrics (never
+// nil) and, when the response has a body, the body stream, which the caller
+// now owns and must Close. HEAD, 1xx, 204, 304 and empty responses return a
+// nil body; the backend is already released.
+//
+// On failure the error maps to the client's status through statusOf; the
+// status has been counted and nothing is held. The caller writes the error
+// page in its protocol.
+func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetrics, *backendBody, error) {
+	r := &x.req
+	if len(r.host) > 0 && !validHost(r.host) {
+		return rt.failed(rt.metrics.none, errBadHost)
+	}
+	pool := rt.cfg.Pools.Lookup(r.host)
+	if pool == nil {
+		return rt.failed(rt.metrics.none, errNoPool)
+	}
+	pm := rt.metrics.forPool(pool)
+
+	switch {
+	case x.bodySrc == nil:
+	case x.bodyLen > 0:
+		r.bodyLen = x.bodyLen
+	default: // unknown length: buffer, bounded
+		var err error
+		x.body, err = readAllLimited(x.bodySrc, x.body[:0], rt.cfg.MaxBufferedBody)
+		if err != nil {
+			return rt.failed(pm, err)
+		}
+		r.bodyLen = int64(len(x.body))
+		x.bodySrc = nil
+		x.consumed = true
+	}
+
+	var err error
+	x.buf, err = appendVars(x.buf[:0], r, 0, 0)
+	if err != nil {
+		return rt.failed(pm, err)
+	}
+	packet := x.buf
+	// Small bodies ride in the same write as the vars.
+	inline := int64(0)
+	if r.bodyLen > 0 && r.bodyLen <= bodyPrefetch {
+		n := len(packet)
+		packet = slices.Grow(packet, int(r.bodyLen))
+		if x.bodySrc != nil {
+			m, rerr := io.ReadFull(x.bodySrc, packet[n:n+int(r.bodyLen)])
+			if rerr != nil {
+				return rt.failed(pm, errClientBody)
+			}
+			packet = packet[:n+m]
+			x.consumed = true
+		} else {
+			packet = append(packet, x.body...)
+		}
+		inline = r.bodyLen
+		x.buf = packet
+	}
+
+	pm.inflight.Inc()
+	start := rt.now()
+	node, conn, err := rt.connect(pool, packet)
+	if err != nil {
+		pm.inflight.Dec()
+		pm.backendError(err)
+		return rt.failed(pm, err)
+	}
+	var stop func() bool
+	if x.ctx != nil {
+		stop = context.AfterFunc(x.ctx, func() { conn.Close() })
+	}
+	var br *bufio.Reader
+	fail := func(err error) (*poolMetrics, *backendBody, error) {
+		if stop != nil && !stop() {
+			err = errClientGone // the cut, not the backend, failed the exchange
+		}
+		rt.finish(conn, br, node, pm, start)
+		if err != errClientBody && err != errClientGone {
+			pm.backendError(err)
+		}
+		return rt.failed(pm, err)
+	}
+
+	if err := rt.writeFull(conn, packet); err != nil {
+		return fail(errBackendWrite)
+	}
+	if rest := r.bodyLen - inline; rest > 0 {
+		var src io.Reader = bytes.NewReader(x.body[inline:])
+		if x.bodySrc != nil {
+			src = x.bodySrc
+		}
+		cb := bufPool.Get().(*[]byte)
+		err := rt.copyBody(conn, src, x.client, rest, *cb)
+		bufPool.Put(cb)
+		if err != nil {
+			return fail(err)
+		}
+		x.consumed = true
+	}
+
+	br = readerPool.Get().(*bufio.Reader)
+	br.Reset(conn)
+	_ = conn.SetReadDeadline(rt.now().Add(rt.cfg.Timeout))
+	if err := head.Read(br); err != nil {
+		head.Reset()
+		if isTimeout(err) {
+			return fail(errBackendTimeout)
+		}
+		return fail(errBadResponse)
+	}
+	// The backend closing its connection is uwsgi framing, not a request
+	// to close the client's.
+	head.ResetConnectionClose()
+	code := head.StatusCode()
+	pm.count(code)
+
+	cl := head.ContentLength()
+	if x.isHead || code < 200 || code == 204 || code == 304 || cl == 0 {
+		if stop != nil {
+			stop()
+		}
+		rt.finish(conn, br, node, pm, start)
+		return pm, nil, nil
+	}
+	b := backendBodyPool.Get().(*backendBody)
+	*b = backendBody{rt: rt, conn: conn, br: br, src: br, limit: -1, client: x.client, node: node, pm: pm, start: start, stop: stop}
+	switch {
+	case cl > 0:
+		b.limit = int64(cl)
+	case cl == -1: // chunked from the backend: de-chunk; the front re-frames
+		b.src = httputil.NewChunkedReader(br)
+	}
+	return pm, b, nil
+}
+
+// failed counts err's status for pm and returns it in forward's shape.
+func (rt *Router) failed(pm *poolMetrics, err error) (*poolMetrics, *backendBody, error) {
+	pm.count(statusOf(err))
+	return pm, nil, err
+}
+
+// errorBodies are preformatted so error pages allocate nothing.
+var errorBodies = map[int][]byte{
+	400: []byte("400 Bad Request\n"),
+	404: []byte("404 Not Found: no pool serves this host\n"),
+	408: []byte("408 Request Timeout\n"),
+	413: []byte("413 Content Too Large\n"),
+	431: []byte("431 Request Header Fields Too Large\n"),
+	500: []byte("500 Internal Server Error\n"),
+	502: []byte("502 Bad Gateway\n"),
+	503: []byte("503 Service Unavailable: no usable node\n"),
+	504: []byte("504 Gateway Timeout\n"),
+}
+
+// readAllLimited reads src into dst up to limit bytes; more is
+// errBodyTooLarge, a read error errClientBody.
+func readAllLimited(src io.Reader, dst []byte, limit int) ([]byte, error) {
+	if src == nil {
+		return dst, nil
+	}
+	for {
+		if len(dst) == cap(dst) {
+			dst = append(dst, 0)[:len(dst)]
+		}
+		n, err := src.Read(dst[len(dst):cap(dst)])
+		dst = dst[:len(dst)+n]
+		if len(dst) > limit {
+			return dst, errBodyTooLarge
+		}
+		if err == io.EOF {
+			return dst, nil
+		}
+		if err != nil {
+			return dst, errClientBody
+		}
+	}
+}

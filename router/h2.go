@@ -1,0 +1,269 @@
+package router
+
+import (
+	"context"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+	"golang.org/x/net/http2"
+)
+
+// h2Front serves HTTP/2 connections (TLS with ALPN h2, or h2c with prior
+// knowledge) with golang.org/x/net/http2 and forwards each stream through
+// the same core as the HTTP/1.1 front. Immutable after creation except the
+// connection set, which mu guards.
+type h2Front struct {
+	rt          *Router
+	serverPort  []byte
+	scheme      string
+	clientCerts bool
+	conns       prometheus.Gauge
+
+	srv *http2.Server
+	// base is never served; it carries MaxHeaderBytes and the error log to
+	// http2, and its Shutdown is what makes http2 send GOAWAY on every
+	// connection (ConfigureServer registers that hook).
+	base *http.Server
+
+	mu   sync.Mutex
+	open map[net.Conn]struct{}
+}
+
+// h2MaxConcurrentStreams bounds the streams (and handler goroutines) one
+// client connection may have open; x/net/http2 also uses it to bound the
+// handlers a rapid-reset flood can queue before the connection is closed.
+const h2MaxConcurrentStreams = 250
+
+func newH2Front(rt *Router, port []byte, scheme string, clientCerts bool, conns prometheus.Gauge) *h2Front {
+	f := &h2Front{rt: rt, serverPort: port, scheme: scheme, clientCerts: clientCerts, conns: conns,
+		open: map[net.Conn]struct{}{}}
+	f.srv = &http2.Server{
+		MaxConcurrentStreams: h2MaxConcurrentStreams,
+		IdleTimeout:          rt.cfg.Timeout,
+		// A connection whose writes make no progress for this long is cut,
+		// so a client that stops reading cannot pin buffers.
+		WriteByteTimeout: rt.cfg.Timeout,
+		// Flow control windows: what one client can make us buffer.
+		MaxUploadBufferPerConnection: 1 << 20,
+		MaxUploadBufferPerStream:     256 << 10,
+	}
+	f.base = &http.Server{
+		// http2 advertises and enforces this as SETTINGS_MAX_HEADER_LIST_SIZE.
+		MaxHeaderBytes: rt.cfg.MaxHeaderBytes,
+		ErrorLog:       log.New(debugWriter{rt}, "", 0),
+	}
+	// ConfigureServer cannot fail here: base has no TLS config to check.
+	_ = http2.ConfigureServer(f.base, f.srv)
+	return f
+}
+
+// debugWriter sends http2's own log lines (per-connection client errors) to
+// debug level.
+type debugWriter struct{ rt *Router }
+
+func (w debugWriter) Write(p []byte) (int, error) {
+	w.rt.log.Debug("h2 front", "msg", string(p))
+	return len(p), nil
+}
+
+// serveConn serves one HTTP/2 connection until it ends.
+func (f *h2Front) serveConn(c net.Conn) {
+	f.mu.Lock()
+	f.open[c] = struct{}{}
+	f.mu.Unlock()
+	f.conns.Inc()
+	defer func() {
+		f.conns.Dec()
+		f.mu.Lock()
+		delete(f.open, c)
+		f.mu.Unlock()
+		c.Close()
+	}()
+	f.srv.ServeConn(c, &http2.ServeConnOpts{Handler: f, BaseConfig: f.base})
+}
+
+// startShutdown sends GOAWAY on every connection; each closes once its
+// streams finish.
+func (f *h2Front) startShutdown() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // only the hooks matter: base serves no listener of its own
+	_ = f.base.Shutdown(ctx)
+}
+
+// closeAll cuts the connections still open at the shutdown deadline.
+func (f *h2Front) closeAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for c := range f.open {
+		c.Close()
+	}
+}
+
+// hopByHop reports response headers that must not cross into HTTP/2
+// (RFC 9113 §8.2.2).
+func hopByHop(k []byte) bool {
+	return asciiEqualFold(k, "connection") || asciiEqualFold(k, "keep-alive") ||
+		asciiEqualFold(k, "transfer-encoding") || asciiEqualFold(k, "upgrade") ||
+		asciiEqualFold(k, "proxy-connection") || asciiEqualFold(k, "content-length")
+}
+
+var hostKey = []byte("Host")
+
+var responseHeaderPool = sync.Pool{New: func() any {
+	h := new(fasthttp.ResponseHeader)
+	h.DisableNormalizing()
+	return h
+}}
+
+// ServeHTTP forwards one stream.
+func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	rt := f.rt
+	x := getExchange()
+	defer putExchange(x)
+	head := responseHeaderPool.Get().(*fasthttp.ResponseHeader)
+	defer func() {
+		head.Reset()
+		responseHeaderPool.Put(head)
+	}()
+
+	r := &x.req
+	// Copy the request into the exchange's scratch, which the request view
+	// then points into. Growing scratch leaves earlier slices valid.
+	str := func(s string) []byte {
+		n := len(x.scratch)
+		x.scratch = append(x.scratch, s...)
+		return x.scratch[n:len(x.scratch):len(x.scratch)]
+	}
+	r.method = str(req.Method)
+	r.uri = str(req.RequestURI)
+	r.proto = str(req.Proto)
+	r.host = str(req.Host)
+	r.scheme = f.scheme
+	r.serverPort = f.serverPort
+	if ap, err := netip.ParseAddrPort(req.RemoteAddr); err == nil {
+		r.remote = ap
+	}
+	r.trusted = rt.trusted(r.remote.Addr())
+	if f.clientCerts && req.TLS != nil {
+		r.clientDN = appendPeerDN(x, *req.TLS)
+	}
+	// net/http moves Host (or :authority) out of the header map; apps
+	// expect it as HTTP_HOST.
+	if len(r.host) > 0 {
+		r.headers = append(r.headers, hdr{hostKey, r.host})
+	}
+	nh := 0
+	for k, vs := range req.Header {
+		nh += len(vs)
+		if nh > rt.cfg.MaxHeaderCount {
+			f.fail(w, rt.metrics.none, errVarsTooLarge)
+			return
+		}
+		// net/http keeps Host apart; Content-Type goes out as CONTENT_TYPE.
+		kb := str(k)
+		for _, v := range vs {
+			if asciiEqualFold(kb, "content-type") && r.contentType == nil {
+				r.contentType = str(v)
+				continue
+			}
+			r.headers = append(r.headers, hdr{kb, str(v)})
+		}
+	}
+	// An h2 request without :authority and Host has no routing key.
+	if len(r.host) == 0 {
+		f.fail(w, rt.metrics.none, errBadHost)
+		return
+	}
+	if req.Body != nil && req.Body != http.NoBody && req.ContentLength != 0 {
+		x.bodySrc, x.bodyLen = req.Body, req.ContentLength
+		if x.bodyLen < 0 {
+			x.bodyLen = -1
+		}
+	}
+	rc := http.NewResponseController(w)
+	x.client = rc
+	x.isHead = req.Method == http.MethodHead
+	x.ctx = req.Context()
+
+	pm, b, err := rt.forward(x, head)
+	if err == errClientGone {
+		return
+	}
+	if err != nil {
+		f.writeError(w, statusOf(err))
+		return
+	}
+	hdrs := w.Header()
+	for k, v := range head.All() {
+		if hopByHop(k) {
+			continue
+		}
+		hdrs.Add(string(k), string(v))
+	}
+	cl := head.ContentLength()
+	if b != nil && cl > 0 {
+		hdrs.Set("Content-Length", string(head.Peek("Content-Length")))
+	}
+	if b == nil {
+		if cl > 0 && x.isHead {
+			hdrs.Set("Content-Length", string(head.Peek("Content-Length")))
+		}
+		w.WriteHeader(head.StatusCode())
+		return
+	}
+	defer b.Close()
+	w.WriteHeader(head.StatusCode())
+	cb := bufPool.Get().(*[]byte)
+	defer bufPool.Put(cb)
+	for {
+		n, rerr := b.Read(*cb)
+		if n > 0 {
+			if _, werr := w.Write((*cb)[:n]); werr != nil {
+				return // client gone; the stream is already reset
+			}
+			if cl <= 0 {
+				// Unknown length: the app may be streaming (SSE, long
+				// poll); do not sit on what it sent.
+				_ = rc.Flush()
+			}
+		}
+		if rerr == io.EOF {
+			return
+		}
+		if rerr != nil && req.Context().Err() != nil {
+			return // the client reset the stream; nobody to tell
+		}
+		if rerr != nil {
+			// The body is cut short: reset the stream so the client cannot
+			// mistake it for a complete response.
+			if isTimeout(rerr) {
+				pm.backendError(errBackendTimeout)
+			} else {
+				pm.backendError(errBadResponse)
+			}
+			panic(http.ErrAbortHandler)
+		}
+	}
+}
+
+func (f *h2Front) fail(w http.ResponseWriter, pm *poolMetrics, err error) {
+	code := statusOf(err)
+	pm.count(code)
+	f.writeError(w, code)
+}
+
+func (f *h2Front) writeError(w http.ResponseWriter, code int) {
+	h := w.Header()
+	h.Set("Content-Type", string(textPlain))
+	if code == 503 {
+		h.Set("Retry-After", "1")
+	}
+	w.WriteHeader(code)
+	_, _ = w.Write(errorBodies[code])
+}

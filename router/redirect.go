@@ -1,0 +1,85 @@
+package router
+
+import (
+	"net"
+	"strconv"
+
+	"github.com/valyala/fasthttp"
+)
+
+var slash = []byte("/")
+
+// ServeRedirect answers every request on ln with 301 to the same host and
+// URI over https (--http-to-https). httpsPort is the port of the HTTPS
+// listener clients should reach; 443 (or 0) is left out of the URL. It
+// returns nil after Shutdown.
+func (rt *Router) ServeRedirect(ln net.Listener, name string, httpsPort int) error {
+	suffix := ""
+	if httpsPort != 0 && httpsPort != 443 {
+		suffix = ":" + strconv.Itoa(httpsPort)
+	}
+	conns := rt.metrics.clientConns.WithLabelValues(name, "http/1.1")
+	s := &fasthttp.Server{
+		Handler: func(ctx *fasthttp.RequestCtx) {
+			host := ctx.Request.Header.Host()
+			if len(host) == 0 || !validHost(host) {
+				writeError(ctx, 400)
+				ctx.SetConnectionClose()
+				return
+			}
+			uri := ctx.Request.Header.RequestURI()
+			if len(uri) == 0 || uri[0] != '/' {
+				// Absolute-form or asterisk targets: send the client to the
+				// root rather than echo them.
+				uri = slash
+			}
+			var buf [512]byte
+			u := append(buf[:0], "https://"...)
+			u = append(u, serverName(host)...)
+			u = append(u, suffix...)
+			u = append(u, uri...)
+			ctx.Response.Header.SetBytesV("Location", u)
+			ctx.Response.Header.SetContentTypeBytes(textPlain)
+			ctx.SetStatusCode(fasthttp.StatusMovedPermanently)
+			ctx.SetBodyString("301 Moved Permanently\n")
+		},
+		ErrorHandler: func(ctx *fasthttp.RequestCtx, _ error) {
+			writeError(ctx, 400)
+			ctx.SetConnectionClose()
+		},
+		ReadTimeout:                   rt.cfg.HeaderTimeout,
+		WriteTimeout:                  rt.cfg.Timeout,
+		IdleTimeout:                   rt.cfg.Timeout,
+		ReadBufferSize:                rt.cfg.MaxHeaderBytes,
+		MaxRequestBodySize:            bodyPrefetch,
+		DisableHeaderNamesNormalizing: true,
+		NoDefaultServerHeader:         true,
+		NoDefaultContentType:          true,
+		SecureErrorLogMessage:         true,
+		CloseOnShutdown:               true,
+		Logger:                        fasthttpLogger{rt},
+		ConnState: func(_ net.Conn, s fasthttp.ConnState) {
+			switch s {
+			case fasthttp.StateNew:
+				conns.Inc()
+			case fasthttp.StateClosed, fasthttp.StateHijacked:
+				conns.Dec()
+			}
+		},
+	}
+	rt.mu.Lock()
+	if rt.closing {
+		rt.mu.Unlock()
+		return nil
+	}
+	rt.redirects = append(rt.redirects, s)
+	rt.mu.Unlock()
+	err := s.Serve(ln)
+	rt.mu.Lock()
+	closing := rt.closing
+	rt.mu.Unlock()
+	if closing {
+		return nil
+	}
+	return err
+}

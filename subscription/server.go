@@ -103,6 +103,22 @@ type Config struct {
 	// Now is the clock used to rate-limit warnings. Default time.Now. Node
 	// expiry uses the Table's clock.
 	Now func() time.Time
+	// ListenPacket, if set, opens each socket instead of net.ListenUDP or
+	// net.ListenUnixgram. The router passes (*upgrade.Upgrader).ListenPacket,
+	// so that the sockets survive a binary upgrade. It is called with the
+	// address exactly as configured: ("udp", ":2626"), ("udp4",
+	// "127.0.0.1:2626"), ("udp6", "[::1]:2626"), or ("unixgram", a path or
+	// "@name"), and must return a *net.UDPConn for udp networks and a
+	// *net.UnixConn for unixgram; Start calls it once per address.
+	//
+	// For a unix path it may hand back a socket inherited from the previous
+	// process, already bound there, or bind afresh. The server therefore
+	// does not clear a stale socket file up front (it would find the
+	// inherited socket live and refuse): only when the hook's fresh bind
+	// fails with "address already in use" does it remove a stale socket
+	// file (never a live socket, never a non-socket) and call the hook once
+	// more.
+	ListenPacket func(network, addr string) (net.PacketConn, error)
 }
 
 // DefaultConfig returns the defaults, listening on uWSGI's customary
@@ -172,6 +188,7 @@ type Server struct {
 	queueBytes int64
 	log        *slog.Logger
 	now        func() time.Time
+	listenPkt  func(network, addr string) (net.PacketConn, error) // nil: bind directly
 	m          *metrics
 	queue      chan packet // readers send without blocking; the applier receives
 
@@ -182,11 +199,12 @@ type Server struct {
 	errLog   logLimiter // read errors and recovered panics
 	applying applier    // owned by the applier goroutine (tests drive it directly on an unstarted server)
 
-	mu     sync.Mutex // guards state, socks, cancel
-	state  serverState
-	socks  []*socket
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // one count per goroutine Start starts; Close waits for all
+	mu        sync.Mutex // guards state, socks, cancel, handedOff
+	state     serverState
+	socks     []*socket
+	cancel    context.CancelFunc
+	handedOff bool           // Close leaves unix socket files to the successor process
+	wg        sync.WaitGroup // one count per goroutine Start starts; Close waits for all
 }
 
 type serverState uint8
@@ -255,6 +273,7 @@ func New(cfg Config, table Table) (*Server, error) {
 		queueBytes: int64(cfg.QueueBytes),
 		log:        cfg.Logger,
 		now:        cfg.Now,
+		listenPkt:  cfg.ListenPacket,
 		m:          m,
 		queue:      make(chan packet, cfg.QueueDepth),
 	}
@@ -277,7 +296,7 @@ func (s *Server) Start() error {
 	}
 	socks := make([]*socket, 0, len(s.listen))
 	for _, la := range s.listen {
-		sk, err := bind(la)
+		sk, err := bind(la, s.listenPkt)
 		if err != nil {
 			for _, o := range socks {
 				_ = o.close()
@@ -315,10 +334,19 @@ func (s *Server) Addrs() []string {
 	return out
 }
 
+// Handoff makes Close leave the unix socket files in place: a successor
+// process (see internal/upgrade) inherited the sockets and serves those
+// paths now. Call it after a successful upgrade and before Close.
+func (s *Server) Handoff() {
+	s.mu.Lock()
+	s.handedOff = true
+	s.mu.Unlock()
+}
+
 // Close stops every goroutine, waits for them, closes the sockets and removes
-// the unix socket files it created. Datagrams still queued are discarded. It
-// may be called more than once and before Start; every call returns only
-// once the goroutines are gone.
+// the unix socket files it created (unless Handoff was called). Datagrams
+// still queued are discarded. It may be called more than once and before
+// Start; every call returns only once the goroutines are gone.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.state != stateStarted {
@@ -337,6 +365,9 @@ func (s *Server) Close() error {
 		}
 	}
 	socks := s.socks
+	if s.handedOff {
+		socks = nil // the files belong to the successor now
+	}
 	s.mu.Unlock()
 	s.wg.Wait()
 	for _, sk := range socks {
@@ -396,17 +427,36 @@ type socket struct {
 	file os.FileInfo  // unix path sockets: the file bind created; nil otherwise
 }
 
-func bind(la listenAddr) (*socket, error) {
+// listenFunc is Config.ListenPacket.
+type listenFunc = func(network, addr string) (net.PacketConn, error)
+
+// bind opens one socket, through listen if it is not nil.
+func bind(la listenAddr, listen listenFunc) (*socket, error) {
 	if la.unix {
-		return bindUnix(la.addr)
+		return bindUnix(la.addr, listen)
 	}
-	laddr := &net.UDPAddr{Port: int(la.udp.Port())}
-	if la.udp.Addr().IsValid() {
-		laddr = net.UDPAddrFromAddrPort(la.udp)
-	}
-	c, err := net.ListenUDP(la.network, laddr)
-	if err != nil {
-		return nil, unwrapOpError(err)
+	var c *net.UDPConn
+	if listen != nil {
+		pc, err := listen(la.network, la.addr)
+		if err != nil {
+			return nil, unwrapOpError(err)
+		}
+		var ok bool
+		if c, ok = pc.(*net.UDPConn); !ok {
+			if pc != nil {
+				pc.Close()
+			}
+			return nil, fmt.Errorf("listen hook returned a %T; want *net.UDPConn", pc)
+		}
+	} else {
+		laddr := &net.UDPAddr{Port: int(la.udp.Port())}
+		if la.udp.Addr().IsValid() {
+			laddr = net.UDPAddrFromAddrPort(la.udp)
+		}
+		var err error
+		if c, err = net.ListenUDP(la.network, laddr); err != nil {
+			return nil, unwrapOpError(err)
+		}
 	}
 	// Absorb bursts (every node announcing at once after a router restart);
 	// the kernel caps it at net.core.rmem_max, which is fine.
@@ -414,17 +464,26 @@ func bind(la listenAddr) (*socket, error) {
 	return &socket{addr: c.LocalAddr().String(), conn: c, udp: c}, nil
 }
 
-func bindUnix(path string) (*socket, error) {
+func bindUnix(path string, listen listenFunc) (*socket, error) {
 	abstract := path[0] == '@'
-	if !abstract {
-		if err := removeStale(path); err != nil {
+	var c *net.UnixConn
+	var err error
+	if listen != nil {
+		if c, err = listenUnixHook(path, abstract, listen); err != nil {
 			return nil, err
 		}
+	} else {
+		if !abstract {
+			if err := removeStale(path); err != nil {
+				return nil, err
+			}
+		}
+		if c, err = net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"}); err != nil {
+			return nil, unwrapOpError(err)
+		}
 	}
-	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		return nil, unwrapOpError(err)
-	}
+	// For an inherited socket the file is the one the previous process
+	// bound: the same socket, so "still ours" at Close all the same.
 	sk := &socket{addr: path, conn: c}
 	if !abstract {
 		if sk.file, err = os.Lstat(path); err != nil {
@@ -433,6 +492,31 @@ func bindUnix(path string) (*socket, error) {
 		}
 	}
 	return sk, nil
+}
+
+// listenUnixHook opens a unix datagram socket through the Config hook. It
+// calls removeStale only after a fresh bind failed on an existing file, so
+// an inherited socket (bound by the previous process, hence live) is never
+// taken for someone else's.
+func listenUnixHook(path string, abstract bool, listen listenFunc) (*net.UnixConn, error) {
+	pc, err := listen("unixgram", path)
+	if err != nil && !abstract && errors.Is(err, syscall.EADDRINUSE) {
+		if rerr := removeStale(path); rerr != nil {
+			return nil, rerr
+		}
+		pc, err = listen("unixgram", path)
+	}
+	if err != nil {
+		return nil, unwrapOpError(err)
+	}
+	c, ok := pc.(*net.UnixConn)
+	if !ok {
+		if pc != nil {
+			pc.Close()
+		}
+		return nil, fmt.Errorf("listen hook returned a %T; want *net.UnixConn", pc)
+	}
+	return c, nil
 }
 
 // removeStale removes a socket file left behind by a previous run, which

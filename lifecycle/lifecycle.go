@@ -53,9 +53,10 @@ type Manager struct {
 
 	drains *prometheus.CounterVec
 
-	dirty chan struct{} // a change to persist; buffered 1, never closed
-	stop  chan struct{}
-	wg    sync.WaitGroup
+	dirty    chan struct{} // a change to persist; buffered 1, never closed
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
 }
 
 // New validates cfg and registers the metrics.
@@ -111,9 +112,16 @@ func (m *Manager) Start() {
 
 // Close stops the goroutine and writes the state file a last time.
 func (m *Manager) Close() error {
-	close(m.stop)
-	m.wg.Wait()
+	m.Stop()
 	return m.Save()
+}
+
+// Stop stops the goroutine without writing the state file: after a binary
+// upgrade the new process owns the file, and this one's view is stale.
+// Safe to call more than once.
+func (m *Manager) Stop() {
+	m.stopOnce.Do(func() { close(m.stop) })
+	m.wg.Wait()
 }
 
 func (m *Manager) loop() {
@@ -261,11 +269,9 @@ type stateNode struct {
 	State     string `json:"state"`
 }
 
-// Save writes the state file atomically (write to a temp file, rename).
-func (m *Manager) Save() error {
-	if m.cfg.StateFile == "" {
-		return nil
-	}
+// Snapshot encodes the pool table in the state file's format. A binary
+// upgrade hands it to the new process, which Restores it.
+func (m *Manager) Snapshot() ([]byte, error) {
 	st := stateFile{Version: 1, Saved: time.Now().UTC()}
 	for _, p := range m.table.Pools() {
 		sp := statePool{Key: p.Key, Algo: string(p.Algo())}
@@ -281,7 +287,15 @@ func (m *Manager) Save() error {
 			st.Pools = append(st.Pools, sp)
 		}
 	}
-	data, err := json.MarshalIndent(st, "", " ")
+	return json.MarshalIndent(st, "", " ")
+}
+
+// Save writes the state file atomically (write to a temp file, rename).
+func (m *Manager) Save() error {
+	if m.cfg.StateFile == "" {
+		return nil
+	}
+	data, err := m.Snapshot()
 	if err != nil {
 		return err
 	}
@@ -315,12 +329,22 @@ func (m *Manager) Load() (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("state file: %w", err)
 	}
-	var st stateFile
-	if err := json.Unmarshal(data, &st); err != nil {
+	n, err := m.Restore(data)
+	if err != nil {
 		return 0, fmt.Errorf("state file %s: %w", m.cfg.StateFile, err)
 	}
+	return n, nil
+}
+
+// Restore loads an encoded table (a state file's content or a Snapshot)
+// into the table and returns how many nodes it restored.
+func (m *Manager) Restore(data []byte) (int, error) {
+	var st stateFile
+	if err := json.Unmarshal(data, &st); err != nil {
+		return 0, err
+	}
 	if st.Version != 1 {
-		return 0, fmt.Errorf("state file %s: unknown version %d", m.cfg.StateFile, st.Version)
+		return 0, fmt.Errorf("unknown version %d", st.Version)
 	}
 	n := 0
 	for _, p := range st.Pools {

@@ -57,8 +57,10 @@ func (f *h1Front) server() *fasthttp.Server {
 			switch s {
 			case fasthttp.StateNew:
 				f.conns.Inc()
+				rt.h1Open.Add(1)
 			case fasthttp.StateClosed, fasthttp.StateHijacked:
 				f.conns.Dec()
+				rt.h1Open.Add(-1)
 			}
 		},
 	}
@@ -91,6 +93,13 @@ func (f *h1Front) handleError(ctx *fasthttp.RequestCtx, err error) {
 
 func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 	rt := f.rt
+	// Deferred first so it runs last, after anything that resets the
+	// response: while the router drains, each response ends its connection.
+	defer func() {
+		if rt.draining.Load() {
+			ctx.SetConnectionClose()
+		}
+	}()
 	defer func() {
 		if p := recover(); p != nil {
 			rt.log.Error("panic serving request", "panic", p, "uri", string(ctx.RequestURI()))

@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fastrouter/fastrouter/balancer"
@@ -74,6 +75,11 @@ type Router struct {
 	listeners []*frontListener
 	redirects []*fasthttp.Server
 	closing   bool
+
+	// draining is set by Shutdown: every HTTP/1.1 response closes its
+	// connection. h1Open counts open HTTP/1.1 client connections.
+	draining atomic.Bool
+	h1Open   atomic.Int64
 }
 
 // New validates cfg and returns a Router.
@@ -139,15 +145,43 @@ func (rt *Router) trusted(a netip.Addr) bool {
 	return false
 }
 
-// Shutdown stops accepting, lets requests in flight finish, closes idle
-// keep-alive connections (responses in progress get "Connection: close"), and
-// returns when every connection is gone or ctx ends.
+// drainGrace is how long Shutdown lets open HTTP/1.1 keep-alive
+// connections send one more request, answered with "Connection: close",
+// before it closes the idle ones. Closing an idle connection races with a
+// client that is sending on it at that moment (the client sees a reset and,
+// unlike with h2's GOAWAY, cannot tell whether its request was processed);
+// a connection the router closes after a response that said so never races.
+const drainGrace = time.Second
+
+// Shutdown stops accepting, answers every further HTTP/1.1 response with
+// "Connection: close" and sends HTTP/2 GOAWAY, lets requests in flight
+// finish, closes connections still idle after a short grace, and returns
+// when every connection is gone or ctx ends.
 func (rt *Router) Shutdown(ctx context.Context) error {
 	rt.mu.Lock()
 	rt.closing = true
 	lns := rt.listeners
 	redirects := rt.redirects
 	rt.mu.Unlock()
+	rt.draining.Store(true)
+	for _, l := range lns {
+		l.ln.Close()
+		l.h2.startShutdown()
+	}
+	grace := time.NewTimer(drainGrace)
+	defer grace.Stop()
+	poll := time.NewTicker(10 * time.Millisecond)
+	defer poll.Stop()
+graceLoop:
+	for rt.h1Open.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			break graceLoop
+		case <-grace.C:
+			break graceLoop
+		case <-poll.C:
+		}
+	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(lns)+len(redirects))
 	for i, s := range redirects {

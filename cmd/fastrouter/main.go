@@ -17,6 +17,8 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -26,10 +28,11 @@ import (
 
 	"github.com/fastrouter/fastrouter/admin"
 	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/internal/upgrade"
 	"github.com/fastrouter/fastrouter/lifecycle"
 	"github.com/fastrouter/fastrouter/router"
 	"github.com/fastrouter/fastrouter/subscription"
-	frtls "github.com/fastrouter/fastrouter/tls"
+	routertls "github.com/fastrouter/fastrouter/tls"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -77,11 +80,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer signal.Stop(usr2)
 	reload := func() (*options, error) {
 		o, _, err := parseArgs(args)
 		return o, err
 	}
-	if err := serve(ctx, o, log, level, hup, reload); err != nil {
+	up, err := upgrade.New(upgrade.Config{Logger: log})
+	if err != nil {
+		fmt.Fprintf(stderr, "fastrouter: %v\n", err)
+		return 1
+	}
+	defer up.Close()
+	sig := signals{hup: hup, usr2: usr2}
+	if err := serve(ctx, o, log, level, sig, reload, up); err != nil {
 		log.Error("fatal", "err", err)
 		fmt.Fprintf(stderr, "fastrouter: %v\n", err)
 		return 1
@@ -89,10 +102,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// signals are the operator's requests besides stop (ctx): hup reloads the
+// configuration, usr2 upgrades the binary.
+type signals struct {
+	hup, usr2 <-chan os.Signal
+}
+
 // serve runs the router until ctx ends, then shuts down gracefully. A
-// value on hup reloads the configuration through reload.
+// value on sig.hup reloads the configuration through reload; one on sig.usr2
+// hands the sockets to a fresh exec of the binary (up) and then drains.
 func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelVar,
-	hup <-chan os.Signal, reload func() (*options, error)) error {
+	sig signals, reload func() (*options, error), up *upgrade.Upgrader) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -115,7 +135,19 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 	if err != nil {
 		return err
 	}
-	if n, err := life.Load(); err != nil {
+	if st := up.State(); st != nil {
+		// A binary upgrade: the previous process's table, current to the
+		// moment it handed over (fresher than any state file).
+		data, err := io.ReadAll(st)
+		if err == nil {
+			var n int
+			n, err = life.Restore(data)
+			log.Info("restored nodes from the previous process", "nodes", n)
+		}
+		if err != nil {
+			log.Warn("upgrade state not restored; nodes re-announce", "err", err)
+		}
+	} else if n, err := life.Load(); err != nil {
 		log.Warn("state file not loaded; starting empty", "err", err)
 	} else if n > 0 {
 		log.Info("restored nodes from the state file", "nodes", n, "file", o.stateFile)
@@ -138,10 +170,11 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 		return err
 	}
 	subs, err := subscription.New(subscription.Config{
-		Addrs:      o.subscriptionServers,
-		Tolerance:  o.tolerance,
-		Logger:     log,
-		Registerer: reg,
+		Addrs:        o.subscriptionServers,
+		Tolerance:    o.tolerance,
+		ListenPacket: up.ListenPacket,
+		Logger:       log,
+		Registerer:   reg,
 	}, table)
 	if err != nil {
 		return err
@@ -155,9 +188,9 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 		return err
 	}
 
-	var certs *frtls.Store
+	var certs *routertls.Store
 	if len(o.https) > 0 {
-		certs, err = frtls.New(frtls.Config{
+		certs, err = routertls.New(routertls.Config{
 			CertFile: o.tlsCert, KeyFile: o.tlsKey, Dir: o.tlsDir, ClientCAFile: o.tlsClientCA,
 			Logger: log, Registerer: reg,
 		})
@@ -183,7 +216,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 		addrs []string
 	}{{"http", o.http}, {"https", o.https}, {"redirect", o.httpToHTTPS}} {
 		for _, a := range l.addrs {
-			ln, err := net.Listen("tcp", a)
+			ln, err := up.Listen("tcp", a)
 			if err != nil {
 				closeAll()
 				name := "--" + l.kind
@@ -202,7 +235,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 			break
 		}
 	}
-	adminLn, err := net.Listen("tcp", o.admin)
+	adminLn, err := up.Listen("tcp", o.admin)
 	if err != nil {
 		closeAll()
 		return fmt.Errorf("admin listener %s: %w", o.admin, err)
@@ -249,7 +282,19 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 	log.Info("fastrouter started", "version", versionString(), "http", o.http, "https", o.https,
 		"subscription_server", subs.Addrs(), "admin", o.admin, "static_nodes", len(o.to))
 
+	if err := up.Ready(); err != nil {
+		log.Warn("upgrade: could not tell the previous process we are ready", "err", err)
+	}
+	if o.pidFile != "" {
+		if err := writePIDFile(o.pidFile); err != nil {
+			log.Warn("pid file", "err", err)
+		} else {
+			defer removePIDFile(o.pidFile)
+		}
+	}
+
 	var runErr error
+	handedOff := false
 wait:
 	for {
 		select {
@@ -258,7 +303,22 @@ wait:
 			break wait
 		case runErr = <-errc:
 			break wait
-		case <-hup:
+		case <-sig.usr2:
+			snap, err := life.Snapshot()
+			if err != nil {
+				log.Error("upgrade refused: pool table snapshot", "err", err)
+				continue
+			}
+			log.Info("upgrade: starting the new binary")
+			pid, err := up.Upgrade(ctx, snap)
+			if err != nil {
+				log.Error("upgrade failed; this process keeps serving", "err", err)
+				continue
+			}
+			log.Info("upgrade: new process ready; draining this one", "pid", pid, "deadline", o.shutdownTimeout)
+			handedOff = true
+			break wait
+		case <-sig.hup:
 			// Reload what can change without rebinding: static nodes and the
 			// log level. Listener settings need a restart.
 			no, err := reload()
@@ -283,13 +343,25 @@ wait:
 
 	sctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
 	defer cancel()
+	if handedOff {
+		// The new process serves subscriptions and the admin API from the
+		// same sockets now: stop reading them here first, or this process
+		// would keep taking datagrams and admin calls while it drains.
+		subs.Handoff()
+		if err := subs.Close(); err != nil {
+			log.Warn("shutdown: subscription server", "err", err)
+		}
+		_ = adminSrv.Shutdown(sctx)
+	}
 	if err := rt.Shutdown(sctx); err != nil {
 		log.Warn("shutdown: requests still in flight at the deadline", "err", err)
 	}
 	if err := subs.Close(); err != nil {
 		log.Warn("shutdown: subscription server", "err", err)
 	}
-	if err := life.Close(); err != nil {
+	if handedOff {
+		life.Stop() // the new process owns the state file
+	} else if err := life.Close(); err != nil {
 		log.Warn("shutdown: state file", "err", err)
 	}
 	_ = adminSrv.Shutdown(sctx)
@@ -356,4 +428,23 @@ func parseLevel(s string) (slog.Level, error) {
 		return 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
 	}
 	return l, nil
+}
+
+// writePIDFile writes this process's id, atomically: a supervisor reading it
+// during an upgrade sees the old pid or the new one, never a torn write.
+func writePIDFile(path string) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// removePIDFile removes the pid file if it still names this process (after
+// an upgrade it names the new one).
+func removePIDFile(path string) {
+	b, err := os.ReadFile(path)
+	if err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
+		os.Remove(path)
+	}
 }

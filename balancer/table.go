@@ -95,6 +95,18 @@ func New(cfg Config) (*Table, error) {
 	return t, nil
 }
 
+// SetDefaultAlgo changes the algorithm of pools created from now on without
+// one (a configuration reload); existing pools keep theirs.
+func (t *Table) SetDefaultAlgo(a Algo) error {
+	if _, err := ParseAlgo(string(a)); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	t.cfg.DefaultAlgo = a
+	t.mu.Unlock()
+	return nil
+}
+
 // Now returns the table's clock reading.
 func (t *Table) Now() time.Time { return t.cfg.Now() }
 
@@ -368,7 +380,7 @@ func (t *Table) Announce(a *Announce) (Result, error) {
 	if err != nil {
 		return 0, err
 	}
-	algo := t.cfg.DefaultAlgo
+	var algo Algo
 	if len(a.Algo) > 0 {
 		if algo, err = ParseAlgo(string(a.Algo)); err != nil {
 			return 0, err
@@ -377,6 +389,9 @@ func (t *Table) Announce(a *Announce) (Result, error) {
 
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if algo == "" {
+		algo = t.cfg.DefaultAlgo // under mu: SetDefaultAlgo may change it
+	}
 	key := string(a.Key)
 	p := t.Pool(key)
 	res := CreatedNode

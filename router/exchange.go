@@ -183,7 +183,7 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 
 	br = readerPool.Get().(*bufio.Reader)
 	br.Reset(conn)
-	_ = conn.SetReadDeadline(rt.now().Add(rt.cfg.Timeout))
+	_ = conn.SetReadDeadline(rt.now().Add(rt.timeouts().Timeout))
 	if err := head.Read(br); err != nil {
 		head.Reset()
 		if isTimeout(err) {

@@ -56,12 +56,13 @@ func (rt *Router) dial(n *balancer.Node) (net.Conn, error) {
 	if n.Endpoint.Network == balancer.NetUnix {
 		network = "unix"
 	}
-	return rt.dialer.Dial(network, n.Endpoint.Dial)
+	d := net.Dialer{Timeout: rt.timeouts().Connect}
+	return d.Dial(network, n.Endpoint.Dial)
 }
 
 // writeFull writes b to c under the inactivity deadline.
 func (rt *Router) writeFull(c net.Conn, b []byte) error {
-	if err := c.SetWriteDeadline(rt.now().Add(rt.cfg.Timeout)); err != nil {
+	if err := c.SetWriteDeadline(rt.now().Add(rt.timeouts().Timeout)); err != nil {
 		return err
 	}
 	_, err := c.Write(b)
@@ -78,7 +79,7 @@ func (rt *Router) copyBody(dst net.Conn, src io.Reader, client deadliner, n int6
 			chunk = chunk[:n]
 		}
 		if client != nil {
-			_ = client.SetReadDeadline(rt.now().Add(rt.cfg.Timeout))
+			_ = client.SetReadDeadline(rt.now().Add(rt.timeouts().Timeout))
 		}
 		r, err := io.ReadFull(src, chunk)
 		if r > 0 {
@@ -134,9 +135,10 @@ func (b *backendBody) Read(p []byte) (int, error) {
 		p = p[:b.limit]
 	}
 	now := b.rt.now()
-	_ = b.conn.SetReadDeadline(now.Add(b.rt.cfg.Timeout))
+	d := b.rt.timeouts().Timeout
+	_ = b.conn.SetReadDeadline(now.Add(d))
 	if b.client != nil {
-		_ = b.client.SetWriteDeadline(now.Add(b.rt.cfg.Timeout))
+		_ = b.client.SetWriteDeadline(now.Add(d))
 	}
 	n, err := b.src.Read(p)
 	if b.limit > 0 {

@@ -27,7 +27,9 @@ type h1Front struct {
 // as the vars.
 const bodyPrefetch = 16 << 10
 
-func (f *h1Front) server() *fasthttp.Server {
+// server builds the fasthttp server for one generation of a listener (see
+// frontGen), with the timeouts t.
+func (f *h1Front) server(t *Timeouts) *fasthttp.Server {
 	rt := f.rt
 	return &fasthttp.Server{
 		Handler:      f.handle,
@@ -37,11 +39,11 @@ func (f *h1Front) server() *fasthttp.Server {
 		// ReadTimeout covers the request head (first byte to end of headers);
 		// HeaderReceived then extends the deadline for the body, which the
 		// core renews on every read.
-		ReadTimeout: rt.cfg.HeaderTimeout,
+		ReadTimeout: t.Header,
 		HeaderReceived: func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
-			return fasthttp.RequestConfig{ReadTimeout: rt.cfg.Timeout}
+			return fasthttp.RequestConfig{ReadTimeout: t.Timeout}
 		},
-		IdleTimeout:                   rt.cfg.Timeout,
+		IdleTimeout:                   t.Timeout,
 		StreamRequestBody:             true,
 		MaxRequestBodySize:            bodyPrefetch,
 		DisablePreParseMultipartForm:  true,
@@ -117,7 +119,7 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 	// Body streams renew it on every read.
 	defer func() {
 		if c := ctx.Conn(); c != nil {
-			_ = c.SetWriteDeadline(rt.now().Add(rt.cfg.Timeout))
+			_ = c.SetWriteDeadline(rt.now().Add(rt.timeouts().Timeout))
 		}
 	}()
 

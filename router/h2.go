@@ -40,15 +40,15 @@ type h2Front struct {
 // handlers a rapid-reset flood can queue before the connection is closed.
 const h2MaxConcurrentStreams = 250
 
-func newH2Front(rt *Router, port []byte, scheme string, clientCerts bool, conns prometheus.Gauge) *h2Front {
+func newH2Front(rt *Router, t *Timeouts, port []byte, scheme string, clientCerts bool, conns prometheus.Gauge) *h2Front {
 	f := &h2Front{rt: rt, serverPort: port, scheme: scheme, clientCerts: clientCerts, conns: conns,
 		open: map[net.Conn]struct{}{}}
 	f.srv = &http2.Server{
 		MaxConcurrentStreams: h2MaxConcurrentStreams,
-		IdleTimeout:          rt.cfg.Timeout,
+		IdleTimeout:          t.Timeout,
 		// A connection whose writes make no progress for this long is cut,
 		// so a client that stops reading cannot pin buffers.
-		WriteByteTimeout: rt.cfg.Timeout,
+		WriteByteTimeout: t.Timeout,
 		// Flow control windows: what one client can make us buffer.
 		MaxUploadBufferPerConnection: 1 << 20,
 		MaxUploadBufferPerStream:     256 << 10,

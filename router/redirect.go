@@ -14,6 +14,7 @@ var slash = []byte("/")
 // listener clients should reach; 443 (or 0) is left out of the URL. It
 // returns nil after Shutdown.
 func (rt *Router) ServeRedirect(ln net.Listener, name string, httpsPort int) error {
+	t := rt.timeouts()
 	suffix := ""
 	if httpsPort != 0 && httpsPort != 443 {
 		suffix = ":" + strconv.Itoa(httpsPort)
@@ -47,9 +48,9 @@ func (rt *Router) ServeRedirect(ln net.Listener, name string, httpsPort int) err
 			writeError(ctx, 400)
 			ctx.SetConnectionClose()
 		},
-		ReadTimeout:                   rt.cfg.HeaderTimeout,
-		WriteTimeout:                  rt.cfg.Timeout,
-		IdleTimeout:                   rt.cfg.Timeout,
+		ReadTimeout:                   t.Header,
+		WriteTimeout:                  t.Timeout,
+		IdleTimeout:                   t.Timeout,
 		ReadBufferSize:                rt.cfg.MaxHeaderBytes,
 		MaxRequestBodySize:            bodyPrefetch,
 		DisableHeaderNamesNormalizing: true,

@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -62,12 +61,26 @@ type Config struct {
 	Now func() time.Time
 }
 
+// Timeouts are the router's timeouts that a configuration reload may
+// change (see Config for their meaning). New connections get the new values;
+// connections already open keep the ones they started with.
+type Timeouts struct {
+	Connect, Timeout, Header time.Duration
+}
+
+func (t Timeouts) validate() error {
+	if t.Connect <= 0 || t.Timeout <= 0 || t.Header <= 0 {
+		return errors.New("router: timeouts must be positive")
+	}
+	return nil
+}
+
 // Router forwards HTTP requests to uwsgi nodes. Its methods are safe for
 // concurrent use.
 type Router struct {
-	cfg     Config
+	cfg     Config // immutable after New; timeouts live in tm
 	log     *slog.Logger
-	dialer  net.Dialer
+	tm      atomic.Pointer[Timeouts]
 	metrics *metrics
 	now     func() time.Time
 
@@ -95,8 +108,9 @@ func New(cfg Config) (*Router, error) {
 	def(&cfg.ConnectTimeout, 3*time.Second)
 	def(&cfg.Timeout, 60*time.Second)
 	def(&cfg.HeaderTimeout, 10*time.Second)
-	if cfg.ConnectTimeout < 0 || cfg.Timeout < 0 || cfg.HeaderTimeout < 0 {
-		return nil, errors.New("router: timeouts must be positive")
+	tm := &Timeouts{Connect: cfg.ConnectTimeout, Timeout: cfg.Timeout, Header: cfg.HeaderTimeout}
+	if err := tm.validate(); err != nil {
+		return nil, err
 	}
 	if cfg.MaxHeaderBytes == 0 {
 		cfg.MaxHeaderBytes = 65536
@@ -126,13 +140,42 @@ func New(cfg Config) (*Router, error) {
 	if err != nil {
 		return nil, fmt.Errorf("router: metrics: %w", err)
 	}
-	return &Router{
+	rt := &Router{
 		cfg:     cfg,
 		log:     cfg.Logger,
-		dialer:  net.Dialer{Timeout: cfg.ConnectTimeout},
 		metrics: m,
 		now:     cfg.Now,
-	}, nil
+	}
+	rt.tm.Store(tm)
+	return rt, nil
+}
+
+// timeouts returns the current timeouts. The hot path loads them once per
+// use; a reload swaps the pointer.
+func (rt *Router) timeouts() *Timeouts { return rt.tm.Load() }
+
+// SetTimeouts replaces the timeouts (SIGHUP reload). Backend I/O uses the
+// new values from the next request on; each listener starts serving new
+// connections with servers built from them, while connections already open
+// finish with the values they started with, so no connection is dropped.
+// --http-to-https listeners keep their start-up timeouts.
+func (rt *Router) SetTimeouts(t Timeouts) error {
+	if err := t.validate(); err != nil {
+		return err
+	}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if *rt.tm.Load() == t {
+		return nil
+	}
+	rt.tm.Store(&t)
+	if rt.closing {
+		return nil
+	}
+	for _, l := range rt.listeners {
+		l.renew(&t)
+	}
+	return nil
 }
 
 func (rt *Router) trusted(a netip.Addr) bool {
@@ -166,7 +209,9 @@ func (rt *Router) Shutdown(ctx context.Context) error {
 	rt.draining.Store(true)
 	for _, l := range lns {
 		l.ln.Close()
-		l.h2.startShutdown()
+		for _, g := range l.generations() {
+			g.h2.startShutdown()
+		}
 	}
 	grace := time.NewTimer(drainGrace)
 	defer grace.Stop()

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -27,19 +28,66 @@ import (
 const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 // frontListener is one --http or --https listener. Its goroutines (accept
-// loop, per-connection split, h2 connections) are owned by wg; close stops
-// them.
+// loop, per-connection split, h2 connections, fasthttp servers) are owned by
+// wg and servers; shutdown stops them.
 type frontListener struct {
-	rt   *Router
-	ln   net.Listener
-	name string
-	tls  *tls.Config // nil: clear text
+	rt          *Router
+	ln          net.Listener
+	name        string
+	tls         *tls.Config // nil: clear text
+	port        []byte
+	scheme      string
+	clientCerts bool
 
+	// gen serves new connections. A reload (renew) makes a new generation;
+	// older ones keep serving the connections they have until those end.
+	gen atomic.Pointer[frontGen]
+
+	mu   sync.Mutex  // guards gens
+	gens []*frontGen // every generation, for shutdown
+
+	wg      sync.WaitGroup // accept loop's per-connection goroutines
+	servers sync.WaitGroup // fasthttp Serve goroutines
+}
+
+// frontGen is one generation of a listener's protocol servers, built with
+// the timeouts current when it was made. Immutable.
+type frontGen struct {
 	h1   *fasthttp.Server
 	h1ln *chanListener
 	h2   *h2Front
+}
 
-	wg sync.WaitGroup
+// renew starts a generation with timeouts t for new connections and retires
+// the current one: it accepts nothing more but serves its connections on.
+func (l *frontListener) renew(t *Timeouts) {
+	rt := l.rt
+	h1 := &h1Front{rt: rt, serverPort: l.port, scheme: l.scheme, clientCerts: l.clientCerts,
+		conns: rt.metrics.clientConns.WithLabelValues(l.name, "http/1.1")}
+	g := &frontGen{
+		h1:   h1.server(t),
+		h1ln: newChanListener(l.ln.Addr()),
+		h2:   newH2Front(rt, t, l.port, l.scheme, l.clientCerts, rt.metrics.clientConns.WithLabelValues(l.name, "h2")),
+	}
+	l.servers.Add(1)
+	go func() {
+		defer l.servers.Done()
+		// Serve returns when h1ln closes; fasthttp keeps serving the
+		// connections it has (its busy workers finish them).
+		_ = g.h1.Serve(g.h1ln)
+	}()
+	l.mu.Lock()
+	l.gens = append(l.gens, g)
+	l.mu.Unlock()
+	if old := l.gen.Swap(g); old != nil {
+		old.h1ln.Close()
+	}
+}
+
+func (l *frontListener) generations() []*frontGen {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]*frontGen(nil), l.gens...)
 }
 
 // Serve serves HTTP/1.1 and h2c (prior knowledge) on ln until Shutdown.
@@ -64,32 +112,24 @@ func (rt *Router) serve(ln net.Listener, name string, cfg *tls.Config) error {
 	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil {
 		port = strconv.Itoa(int(ap.Port()))
 	}
-	scheme := "http"
+	l := &frontListener{rt: rt, ln: ln, name: name, tls: cfg, port: []byte(port), scheme: "http"}
 	if cfg != nil {
-		scheme = "https"
+		l.scheme = "https"
+		l.clientCerts = cfg.ClientAuth != tls.NoClientCert
 	}
-	clientCerts := cfg != nil && cfg.ClientAuth != tls.NoClientCert
-	l := &frontListener{rt: rt, ln: ln, name: name, tls: cfg, h1ln: newChanListener(ln.Addr())}
-	h1 := &h1Front{rt: rt, serverPort: []byte(port), scheme: scheme, clientCerts: clientCerts,
-		conns: rt.metrics.clientConns.WithLabelValues(name, "http/1.1")}
-	l.h1 = h1.server()
-	l.h2 = newH2Front(rt, []byte(port), scheme, clientCerts, rt.metrics.clientConns.WithLabelValues(name, "h2"))
 
 	rt.mu.Lock()
 	if rt.closing {
 		rt.mu.Unlock()
 		return nil
 	}
+	l.renew(rt.timeouts()) // under rt.mu: SetTimeouts cannot interleave
 	rt.listeners = append(rt.listeners, l)
 	rt.mu.Unlock()
 
-	h1done := make(chan error, 1)
-	go func() { h1done <- l.h1.Serve(l.h1ln) }()
 	err := l.acceptLoop()
-	l.h1ln.Close()
-	if herr := <-h1done; err == nil && herr != nil && !errors.Is(herr, net.ErrClosed) {
-		err = herr
-	}
+	l.gen.Load().h1ln.Close()
+	l.servers.Wait()
 	rt.mu.Lock()
 	closing := rt.closing
 	rt.mu.Unlock()
@@ -136,7 +176,8 @@ func isTemporary(err error) bool {
 // the connection to the h2 or HTTP/1.1 front.
 func (l *frontListener) split(c net.Conn) {
 	rt := l.rt
-	_ = c.SetDeadline(rt.now().Add(rt.cfg.HeaderTimeout))
+	g := l.gen.Load()
+	_ = c.SetDeadline(rt.now().Add(rt.timeouts().Header))
 	if l.tls != nil {
 		tc := tls.Server(c, l.tls)
 		if err := tc.Handshake(); err != nil {
@@ -147,10 +188,10 @@ func (l *frontListener) split(c net.Conn) {
 		}
 		_ = c.SetDeadline(time.Time{})
 		if tc.ConnectionState().NegotiatedProtocol == "h2" {
-			l.h2.serveConn(tc)
+			g.h2.serveConn(tc)
 			return
 		}
-		l.h1ln.push(tc)
+		l.pushH1(g, tc)
 		return
 	}
 	pc, isH2, err := sniffPreface(c)
@@ -162,10 +203,24 @@ func (l *frontListener) split(c net.Conn) {
 	}
 	_ = c.SetDeadline(time.Time{})
 	if isH2 {
-		l.h2.serveConn(pc)
+		g.h2.serveConn(pc)
 		return
 	}
-	l.h1ln.push(pc)
+	l.pushH1(g, pc)
+}
+
+// pushH1 hands c to the HTTP/1.1 server of generation g, or of the newer
+// generation a reload put in its place meanwhile; it closes c only when the
+// listener is shutting down.
+func (l *frontListener) pushH1(g *frontGen, c net.Conn) {
+	for !g.h1ln.push(c) {
+		next := l.gen.Load()
+		if next == g {
+			c.Close() // shutdown: no generation will take it
+			return
+		}
+		g = next
+	}
 }
 
 // sniffPreface reads just enough of c to tell an HTTP/2 prior-knowledge
@@ -226,12 +281,13 @@ func newChanListener(addr net.Addr) *chanListener {
 	return &chanListener{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
 }
 
-// push hands c to the server, or closes it if the server is gone.
-func (l *chanListener) push(c net.Conn) {
+// push hands c to the server; false if the listener is closed.
+func (l *chanListener) push(c net.Conn) bool {
 	select {
 	case l.ch <- c:
+		return true
 	case <-l.done:
-		c.Close()
+		return false
 	}
 }
 
@@ -257,29 +313,33 @@ func (l *chanListener) Addr() net.Addr { return l.addr }
 // connection until ctx ends; then the rest are closed.
 func (l *frontListener) shutdown(ctx context.Context) error {
 	l.ln.Close()
+	gens := l.generations()
 	var wg sync.WaitGroup
-	var h1err error
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		h1err = l.h1.ShutdownWithContext(ctx)
-	}()
-	l.h2.startShutdown()
+	errs := make([]error, len(gens)+1)
+	for i, g := range gens {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = g.h1.ShutdownWithContext(ctx)
+		}()
+		g.h2.startShutdown()
+	}
 	done := make(chan struct{})
 	go func() {
 		l.wg.Wait()
 		close(done)
 	}()
-	var err error
 	select {
 	case <-done:
 	case <-ctx.Done():
-		err = ctx.Err()
-		l.h2.closeAll()
+		errs[len(gens)] = ctx.Err()
+		for _, g := range gens {
+			g.h2.closeAll()
+		}
 		<-done
 	}
 	wg.Wait()
-	return errors.Join(h1err, err)
+	return errors.Join(errs...)
 }
 
 // clientDN returns the subject of the verified client certificate on c, if

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -306,3 +307,33 @@ func (o *options) trusted() []netip.Prefix {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// needsRestart names the settings that differ between o (running) and n
+// (reloaded) but cannot change in a running process: sockets and what is
+// fixed when a component starts.
+func (o *options) needsRestart(n *options) []string {
+	var out []string
+	diff := func(name string, changed bool) {
+		if changed {
+			out = append(out, "--"+name)
+		}
+	}
+	diff("http", !slices.Equal(o.http, n.http))
+	diff("https", !slices.Equal(o.https, n.https))
+	diff("http-to-https", !slices.Equal(o.httpToHTTPS, n.httpToHTTPS))
+	diff("subscription-server", !slices.Equal(o.subscriptionServers, n.subscriptionServers))
+	diff("admin", o.admin != n.admin)
+	diff("tls-cert", o.tlsCert != n.tlsCert || o.tlsKey != n.tlsKey)
+	diff("tls-dir", o.tlsDir != n.tlsDir)
+	diff("tls-client-ca", o.tlsClientCA != n.tlsClientCA)
+	diff("trusted-proxy", !slices.Equal(o.trustedProxies, n.trustedProxies))
+	diff("max-header-bytes", o.maxHeaderBytes != n.maxHeaderBytes)
+	diff("subscription-tolerance", o.tolerance != n.tolerance)
+	diff("drain-timeout", o.drainTimeout != n.drainTimeout)
+	diff("slow-start", o.slowStart != n.slowStart)
+	diff("fallback-key", o.fallbackKey != n.fallbackKey)
+	diff("state-file", o.stateFile != n.stateFile)
+	diff("admin-token-file", o.adminTokenFile != n.adminTokenFile)
+	diff("pid-file", o.pidFile != n.pidFile)
+	return out
+}

@@ -319,17 +319,24 @@ wait:
 			handedOff = true
 			break wait
 		case <-sig.hup:
-			// Reload what can change without rebinding: static nodes and the
-			// log level. Listener settings need a restart.
+			// Reload what can change without rebinding; the rest is named
+			// in a warning and applies at the next restart or SIGUSR2.
 			no, err := reload()
 			if err != nil {
 				log.Error("reload refused; the running configuration stays", "err", err)
 				continue
 			}
+			if err := rt.SetTimeouts(router.Timeouts{Connect: no.connectTimeout, Timeout: no.timeout, Header: no.headerTimeout}); err != nil {
+				log.Error("reload: timeouts", "err", err)
+			}
+			if err := table.SetDefaultAlgo(balancer.Algo(no.algo)); err != nil {
+				log.Error("reload: algorithm", "err", err)
+			}
 			if err := statics.apply(no.staticNodes()); err != nil {
 				log.Error("reload: static nodes", "err", err)
-				continue
+				// the rest of the reload still applies
 			}
+			o.shutdownTimeout = no.shutdownTimeout
 			l, _ := parseLevel(no.logLevel)
 			level.Set(l)
 			if certs != nil {
@@ -337,7 +344,11 @@ wait:
 					log.Error("reload: certificates; the previous ones stay", "err", err)
 				}
 			}
-			log.Info("configuration reloaded", "static_nodes", len(no.to), "log_level", no.logLevel)
+			if pending := o.needsRestart(no); len(pending) > 0 {
+				log.Warn("reload: these settings changed but apply only after a restart or a SIGUSR2 upgrade", "settings", pending)
+			}
+			log.Info("configuration reloaded", "static_nodes", len(no.to), "log_level", no.logLevel,
+				"algo", no.algo, "timeout", no.timeout, "connect_timeout", no.connectTimeout, "header_timeout", no.headerTimeout)
 		}
 	}
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -49,6 +50,23 @@ func TestHelpListsFlags(t *testing.T) {
 		"--fallback-key", "--trusted-proxy"} {
 		if !strings.Contains(out, "  "+f+" ") && !strings.Contains(out, "  "+f+"\n") {
 			t.Errorf("--help does not list %s", f)
+		}
+	}
+	// --help and the README's flag table list the same flags.
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inHelp := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^  (--[a-z0-9-]+)`).FindAllStringSubmatch(out, -1) {
+		inHelp[m[1]] = true
+		if !strings.Contains(string(readme), "`"+m[1]) {
+			t.Errorf("README does not document %s", m[1])
+		}
+	}
+	for _, m := range regexp.MustCompile("(?m)^\\| `(--[a-z0-9-]+)").FindAllStringSubmatch(string(readme), -1) {
+		if !inHelp[m[1]] {
+			t.Errorf("README documents %s, which --help does not list", m[1])
 		}
 	}
 	if code, out, _ := runBinary(t, "--version"); code != 0 || !strings.HasPrefix(out, "fastrouter ") {

@@ -11,8 +11,12 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/fastrouter /usr/local/bin/fastrouter
 COPY configs/fastrouter.yaml /etc/fastrouter/fastrouter.yaml
 USER nonroot:nonroot
-# HTTP, subscriptions (UDP), admin.
+# HTTP (and h2c), subscriptions (UDP), admin. For HTTPS add --https
+# 0.0.0.0:8443 with --tls-cert/--tls-key or --tls-dir mounted from a secret.
 EXPOSE 8080 2626/udp 9191
+# The router is PID 1 here: SIGTERM drains and exits (roll replicas to
+# deploy); SIGUSR2's in-place binary upgrade is for hosts (systemd), since
+# the old process's exit would end the container.
 # In a container, listen on all interfaces; restrict who may subscribe with
 # your network policy (see SECURITY notes in README).
 ENTRYPOINT ["/usr/local/bin/fastrouter"]

@@ -49,7 +49,7 @@ func TestLookupAllocatesNothing(t *testing.T) {
 }
 
 func TestPickAllocatesNothing(t *testing.T) {
-	for _, algo := range []Algo{AlgoWRR, AlgoLRC} {
+	for _, algo := range allAlgos {
 		t.Run(string(algo), func(t *testing.T) {
 			tb, clk := newTable(t, Config{})
 			weights := make([]uint64, 16)
@@ -65,6 +65,24 @@ func TestPickAllocatesNothing(t *testing.T) {
 			if n := testing.AllocsPerRun(1000, func() { p.Pick(now, tried).Done() }); n != 0 {
 				t.Errorf("Pick+Done with a tried list: %v allocs/op; want 0", n)
 			}
+			ip := []byte{10, 1, 2, 3}
+			cookie := []byte("session=" + longKey)
+			for _, key := range [][]byte{ip, cookie} {
+				if n := testing.AllocsPerRun(1000, func() { p.PickKey(now, tried, key).Done() }); n != 0 {
+					t.Errorf("PickKey(%d-byte key)+Done: %v allocs/op; want 0", len(key), n)
+				}
+			}
+			// Held load: wlrc ties end, hash bounds bite, p2c compares.
+			held := make([]*Node, 0, 64)
+			for range 64 {
+				held = append(held, p.PickKey(now, nil, cookie))
+			}
+			if n := testing.AllocsPerRun(1000, func() { p.PickKey(now, nil, cookie).Done() }); n != 0 {
+				t.Errorf("PickKey+Done under load: %v allocs/op; want 0", n)
+			}
+			for _, h := range held {
+				h.Done()
+			}
 			host := []byte("Example.com:443")
 			if n := testing.AllocsPerRun(1000, func() { tb.Lookup(host).Pick(now, nil).Done() }); n != 0 {
 				t.Errorf("Lookup+Pick+Done: %v allocs/op; want 0", n)
@@ -72,6 +90,27 @@ func TestPickAllocatesNothing(t *testing.T) {
 			node := p.Nodes()[0]
 			if n := testing.AllocsPerRun(1000, func() { node.ReportFailure(tb.Now()); node.ReportSuccess() }); n != 0 {
 				t.Errorf("ReportFailure+ReportSuccess: %v allocs/op; want 0", n)
+			}
+		})
+	}
+}
+
+// TestPickBackupAllocatesNothing: serving a backup level and computing
+// StateBackup allocate nothing either.
+func TestPickBackupAllocatesNothing(t *testing.T) {
+	for _, algo := range allAlgos {
+		t.Run(string(algo), func(t *testing.T) {
+			tb, clk := newTable(t, Config{})
+			p := backupPool(t, tb, algo, 0, 0, 1, 1, 2)
+			now := clk.Nano()
+			primaries := p.Nodes()[:2]
+			key := []byte{10, 1, 2, 3}
+			if n := testing.AllocsPerRun(1000, func() { p.PickKey(now, primaries, key).Done() }); n != 0 {
+				t.Errorf("PickKey on level 1: %v allocs/op; want 0", n)
+			}
+			b := p.Nodes()[4]
+			if n := testing.AllocsPerRun(1000, func() { b.State() }); n != 0 {
+				t.Errorf("State of a backup node: %v allocs/op; want 0", n)
 			}
 		})
 	}

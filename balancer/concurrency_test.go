@@ -16,15 +16,12 @@ import (
 // request, and every count returns to 0 once the pickers are done.
 func TestConcurrentPickAndChurn(t *testing.T) {
 	tb, clk := newTable(t, Config{FallbackKey: "fb"})
-	keys := []string{"wrr.test", "lrc.test", "*.wild.test", "churn.test", "fb"}
-	hosts := []string{"wrr.test", "LRC.test:8080", "a.wild.test", "churn.test", "nothing.test"}
+	keys := []string{"wrr.test", "lrc.test", "*.wild.test", "churn.test", "fb", "wlrc.test", "ip.test", "p2c.test", "hash.test"}
+	hosts := []string{"wrr.test", "LRC.test:8080", "a.wild.test", "churn.test", "nothing.test", "wlrc.test", "ip.test", "p2c.test", "hash.test"}
+	algos := []Algo{AlgoWRR, AlgoLRC, AlgoP2C, AlgoHash, AlgoWRR, AlgoWLRC, AlgoIPHash, AlgoP2C, AlgoHash}
 	const addrs = 12
 	for i, k := range keys {
-		algo := AlgoWRR
-		if i == 1 {
-			algo = AlgoLRC
-		}
-		poolWith(t, tb, k, algo, 1, 2, 3)
+		poolWith(t, tb, k, algos[i], 1, 2, 3)
 	}
 
 	var (
@@ -48,8 +45,12 @@ func TestConcurrentPickAndChurn(t *testing.T) {
 					continue
 				}
 				tried = tried[:0]
+				var key []byte
+				if rng.IntN(4) != 0 {
+					key = ipKey(rng.IntN(50))
+				}
 				for range 2 { // a retry after a "failed connect"
-					n := p.Pick(clk.Nano(), tried)
+					n := p.PickKey(clk.Nano(), tried, key)
 					if n == nil {
 						break
 					}
@@ -106,7 +107,8 @@ func TestConcurrentPickAndChurn(t *testing.T) {
 						tb.DeletePool(k)
 					}
 				default:
-					a := &Announce{Key: []byte(k), Address: []byte(a), Weight: uint64(rng.IntN(5)), Drain: rng.IntN(30) == 0}
+					a := &Announce{Key: []byte(k), Address: []byte(a), Weight: uint64(rng.IntN(5)), Drain: rng.IntN(30) == 0,
+						Backup: uint64(rng.IntN(6) / 4)} // a third at level 1
 					if _, err := tb.Announce(a); err != nil {
 						t.Errorf("Announce: %v", err)
 					}
@@ -123,6 +125,7 @@ func TestConcurrentPickAndChurn(t *testing.T) {
 			tb.Tick()
 			for _, p := range tb.Pools() { // readers of the admin API
 				for _, n := range p.Nodes() {
+					n.Info() // computes StateBackup against pickers and writers
 					if in := n.Inflight(); in < 0 {
 						t.Errorf("%s inflight %d", n.Address, in)
 					}

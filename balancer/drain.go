@@ -131,10 +131,10 @@ func (t *Table) Drain(key, address string, timeout time.Duration, force bool) (*
 	if err != nil {
 		return nil, err
 	}
-	if !force && n.State() != StateDraining && n.State() != StateDrained {
+	if !force && n.stored() != StateDraining && n.stored() != StateDrained {
 		others := 0
 		for _, o := range p.Nodes() {
-			if o != n && (o.State() == StateActive || o.State() == StateFailed) {
+			if o != n && (o.stored() == StateActive || o.stored() == StateFailed) {
 				others++
 			}
 		}
@@ -155,7 +155,7 @@ func (t *Table) Undrain(key, address string) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s := n.State(); s == StateDraining || s == StateDrained {
+	if s := n.stored(); s == StateDraining || s == StateDrained {
 		n.revive(t.cfg.Now())
 		t.changed(key)
 	}
@@ -180,7 +180,7 @@ func (t *Table) Unsubscribe(key, address []byte, timeout time.Duration) bool {
 	if n == nil || n.Static { // a datagram cannot remove a configured node
 		return false
 	}
-	if n.State() == StateDrained || n.inflight.Load() == 0 && n.State() != StateDraining {
+	if n.stored() == StateDrained || n.inflight.Load() == 0 && n.stored() != StateDraining {
 		return t.removeLocked(p.Key, n.Address)
 	}
 	n.unsubscribed.Store(true)
@@ -209,7 +209,7 @@ func (t *Table) Tick() []DrainEvent {
 	for i := range t.shards {
 		for _, p := range t.shards[i].Load().exact {
 			for _, n := range p.Nodes() {
-				if n.State() != StateDraining {
+				if n.stored() != StateDraining {
 					continue
 				}
 				forced := false
@@ -234,7 +234,7 @@ func (t *Table) Tick() []DrainEvent {
 	if len(victims) > 0 {
 		t.mu.Lock()
 		for i, n := range victims {
-			if n.State() == StateDrained {
+			if n.stored() == StateDrained {
 				t.removeLocked(keys[i], n.Address)
 			}
 		}

@@ -85,10 +85,10 @@ func ParseEndpoint(addr string) (Endpoint, error) {
 // Node is one backend in a pool.
 //
 // Immutable after creation: Address, Endpoint, Static, Modifier1, Modifier2
-// (uWSGI does not change modifiers on refresh either). Everything else is an
-// atomic that any goroutine may read; writers are the Table (announce, expiry)
-// and the router (in-flight, failures). A Node outlives its removal from a
-// pool for as long as requests in flight hold it.
+// (uWSGI does not change modifiers on refresh either), pool and hash.
+// Everything else is an atomic that any goroutine may read; writers are the
+// Table (announce, expiry) and the router (in-flight, failures). A Node
+// outlives its removal from a pool for as long as requests in flight hold it.
 type Node struct {
 	Address   string
 	Endpoint  Endpoint
@@ -96,7 +96,14 @@ type Node struct {
 	Modifier1 uint8
 	Modifier2 uint8
 
-	weight   atomic.Int64 // >= 1
+	// pool is the pool the node was created in (nil for nodes built by
+	// hand in tests); State asks it which backup level is serving.
+	pool *Pool
+	// hash is hashBytes(Address), the node's identity in rendezvous hashing.
+	hash uint64
+
+	weight   atomic.Int64  // >= 1
+	level    atomic.Uint64 // backup level, 0 = primary (the backup=N key)
 	cores    atomic.Uint64
 	load     atomic.Uint64
 	lastSeen atomic.Int64 // unix nanoseconds of the last announce
@@ -143,6 +150,7 @@ type NodeInfo struct {
 	Cores     uint64
 	Load      uint64
 	State     State
+	Backup    uint64 // backup level, 0 = primary
 	Inflight  int64
 	Requests  uint64
 	Failures  uint64
@@ -160,6 +168,7 @@ func (n *Node) Info() NodeInfo {
 		Cores:     n.cores.Load(),
 		Load:      n.load.Load(),
 		State:     n.State(),
+		Backup:    n.level.Load(),
 		Inflight:  n.inflight.Load(),
 		Requests:  n.requests.Load(),
 		Failures:  n.failures.Load(),
@@ -170,8 +179,30 @@ func (n *Node) Info() NodeInfo {
 	}
 }
 
-// State returns the node's current state.
-func (n *Node) State() State { return State(n.state.Load()) }
+// State returns the node's current state. StateBackup is not stored but
+// computed here: an active node whose backup level is above the lowest level
+// with a usable node is held in reserve, and says so. That costs a scan of
+// the pool for backup-level nodes only (primaries return at once), and no
+// writer has to revisit every node of a pool when one of them fails or
+// recovers. Like Pick, it counts a failed node whose backoff is over as
+// usable: it is about to be probed.
+func (n *Node) State() State {
+	s := n.stored()
+	if s == StateActive && n.pool != nil && !n.removed.Load() {
+		if l := n.level.Load(); l > 0 {
+			if serving, ok := serveLevel(n.pool.Nodes(), n.pool.now().UnixNano(), nil); ok && l > serving {
+				return StateBackup
+			}
+		}
+	}
+	return s
+}
+
+// stored is the state as written by the lifecycle; it is never StateBackup.
+func (n *Node) stored() State { return State(n.state.Load()) }
+
+// Backup returns the node's backup level (0 = primary).
+func (n *Node) Backup() uint64 { return n.level.Load() }
 
 // Weight returns the node's configured weight (>= 1).
 func (n *Node) Weight() int64 { return n.weight.Load() }
@@ -220,7 +251,7 @@ const (
 
 // usable reports whether Pick may choose the node at time now (unix ns).
 func (n *Node) usable(now int64) bool {
-	switch n.State() {
+	switch n.stored() {
 	case StateActive:
 		return true
 	case StateFailed:

@@ -2,7 +2,8 @@ package balancer
 
 import (
 	"errors"
-	"slices"
+	"hash/maphash"
+	"math/bits"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,36 +13,78 @@ import (
 type Algo string
 
 const (
-	AlgoWRR Algo = "wrr" // smooth weighted round robin (nginx's), exact ratios
-	AlgoLRC Algo = "lrc" // least in-flight requests
+	AlgoWRR    Algo = "wrr"    // smooth weighted round robin (nginx's), exact ratios
+	AlgoLRC    Algo = "lrc"    // least in-flight requests, ties rotate
+	AlgoWLRC   Algo = "wlrc"   // least in-flight ÷ weight, ties by smooth WRR
+	AlgoIPHash Algo = "iphash" // rendezvous hashing of the client address
+	AlgoP2C    Algo = "p2c"    // power of two random choices, failure penalty
+	AlgoHash   Algo = "hash"   // rendezvous hashing of a header or cookie, bounded load
 )
 
 // ParseAlgo validates an algorithm name.
 func ParseAlgo(s string) (Algo, error) {
 	switch a := Algo(s); a {
-	case AlgoWRR, AlgoLRC:
+	case AlgoWRR, AlgoLRC, AlgoWLRC, AlgoIPHash, AlgoP2C, AlgoHash:
 		return a, nil
 	}
 	return "", ErrUnknownAlgo
 }
 
+type algoKind uint8
+
+const (
+	kindWRR algoKind = iota
+	kindLRC
+	kindWLRC
+	kindIPHash
+	kindP2C
+	kindHash
+)
+
+func kindOf(a Algo) algoKind {
+	switch a {
+	case AlgoLRC:
+		return kindLRC
+	case AlgoWLRC:
+		return kindWLRC
+	case AlgoIPHash:
+		return kindIPHash
+	case AlgoP2C:
+		return kindP2C
+	case AlgoHash:
+		return kindHash
+	}
+	return kindWRR
+}
+
 // ErrUnknownAlgo is returned by ParseAlgo. A sentinel, because datagrams
 // reach ParseAlgo and a bad one must not cost an allocation.
-var ErrUnknownAlgo = errors.New("balancer: unknown algorithm (want wrr or lrc)")
+var ErrUnknownAlgo = errors.New("balancer: unknown algorithm (want wrr, lrc, wlrc, iphash, p2c or hash)")
 
 // Pool is the set of nodes serving one routing key.
 //
-// Key and algo are immutable. nodes is a copy-on-write slice: Pick reads it
-// with one atomic load; writers (the Table, under its mutex) replace it.
-// mu guards the smooth-WRR state (Node.cw) of the nodes, so picks in one pool
-// serialise on it while pools never contend with each other.
+// Key, algo, slowStart, now and rand are immutable. nodes is a copy-on-write
+// slice: Pick reads it with one atomic load; writers (the Table, under its
+// mutex) replace it. mu guards the smooth-WRR state (Node.cw) of the nodes,
+// taken by wrr on every pick and by wlrc on ties, so picks in one pool
+// serialise on it while pools never contend with each other. rot and rng are
+// lock-free counters any picker may advance.
 type Pool struct {
 	Key  string
 	algo Algo
+	kind algoKind // algo as a small integer: PickKey switches on it per request
 
 	mu        sync.Mutex
 	nodes     atomic.Pointer[[]*Node]
-	slowStart int64 // ns; immutable
+	slowStart int64 // ns
+
+	// now is the table's clock, for State (computed on read).
+	now func() time.Time
+	// rand is Config.Rand; nil means the pool's own wyrand stream in rng.
+	rand func() uint64
+	rng  atomic.Uint64
+	// rot rotates lrc's starting node so that ties share load.
+	rot atomic.Uint64
 
 	// emptySince is when the last node left (unix ns), 0 while it has nodes.
 	emptySince atomic.Int64
@@ -52,8 +95,16 @@ type Pool struct {
 	Ext atomic.Value
 }
 
-func newPool(key string, algo Algo, slowStart time.Duration) *Pool {
-	p := &Pool{Key: key, algo: algo, slowStart: int64(slowStart)}
+func newPool(key string, algo Algo, cfg *Config) *Pool {
+	p := &Pool{Key: key, algo: algo, kind: kindOf(algo), slowStart: int64(cfg.SlowStart), now: cfg.Now, rand: cfg.Rand}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	if p.rand == nil {
+		// A random seed per pool: pools must not walk in lockstep, and a
+		// process-wide generator would be a global the pick path contends on.
+		p.rng.Store(maphash.String(maphash.MakeSeed(), key))
+	}
 	p.nodes.Store(&[]*Node{})
 	return p
 }
@@ -74,19 +125,49 @@ func (p *Pool) Node(address string) *Node {
 	return nil
 }
 
-// Pick chooses a node for a new request and counts it in flight; the caller
-// must call Node.Done when the request ends. Nodes in tried are skipped (a
-// retry after a failed connect). It returns nil when no node is usable.
-// now is the current time in unix nanoseconds. Pick allocates nothing.
-func (p *Pool) Pick(now int64, tried []*Node) *Node {
+// HasNodes reports whether the pool lists any node at all (usable or not).
+func (p *Pool) HasNodes() bool { return len(p.Nodes()) > 0 }
+
+// Pick is PickKey without a key: iphash and hash pools fall back to wrr.
+func (p *Pool) Pick(now int64, tried []*Node) *Node { return p.PickKey(now, tried, nil) }
+
+// PickKey chooses a node for a new request and counts it in flight; the
+// caller must call Node.Done when the request ends. Nodes in tried are
+// skipped (a retry after a failed connect). It returns nil when no node is
+// usable. now is the current time in unix nanoseconds. PickKey allocates
+// nothing and does not retain key.
+//
+// Only nodes of the lowest backup level that has a usable, untried node are
+// considered: a backup level serves only while every lower one is down,
+// drained or already tried.
+//
+// key is what iphash and hash pools hash: the client address (iphash) or a
+// header or cookie value (hash). The same key maps to the same node for as
+// long as that node is usable; other algorithms ignore it. An empty key
+// makes iphash and hash pools pick by wrr, so requests without the header
+// still spread by weight rather than all landing on one node.
+func (p *Pool) PickKey(now int64, tried []*Node, key []byte) *Node {
 	nodes := p.Nodes()
+	lvl, ok := serveLevel(nodes, now, tried)
+	if !ok {
+		return nil
+	}
+	f := filter{now: now, tried: tried, level: lvl}
 	var best *Node
-	switch p.algo {
-	case AlgoLRC:
-		best = pickLRC(nodes, now, tried)
+	switch {
+	case p.kind == kindLRC:
+		best = p.pickLRC(nodes, f)
+	case p.kind == kindWLRC:
+		best = p.pickWLRC(nodes, f)
+	case p.kind == kindP2C:
+		best = p.pickP2C(nodes, f)
+	case p.kind == kindIPHash && len(key) > 0:
+		best = pickHRW(nodes, f, hashBytes(key))
+	case p.kind == kindHash && len(key) > 0:
+		best = pickBounded(nodes, f, hashBytes(key))
 	default:
 		p.mu.Lock()
-		best = pickSWRR(nodes, now, tried, p.slowStart)
+		best = pickSWRR(nodes, f, p.slowStart)
 		p.mu.Unlock()
 	}
 	if best != nil {
@@ -96,53 +177,14 @@ func (p *Pool) Pick(now int64, tried []*Node) *Node {
 	return best
 }
 
-// pickSWRR is nginx's smooth weighted round robin: every usable node gains
-// its weight, the richest is chosen and pays the total. Over any window of
-// sum(weights) picks each node is chosen exactly weight times, and the picks
-// are interleaved rather than bunched. Caller holds the pool mutex.
-func pickSWRR(nodes []*Node, now int64, tried []*Node, slowStart int64) *Node {
-	var best *Node
-	var total int64
-	for _, n := range nodes {
-		if !n.usable(now) || slices.Contains(tried, n) {
-			continue
-		}
-		w := n.weight.Load() << 4 // scaled so slow start can ramp weight-1 nodes
-		if slowStart > 0 {
-			if age := now - n.joined.Load(); age < slowStart {
-				// In float: w (up to 2^24) times age in ns overflows int64
-				// once the ramp passes ~9 minutes at the maximum weight.
-				w = max(w>>4, int64(float64(w)*float64(max(age, 0))/float64(slowStart)))
-			}
-		}
-		n.cw += w
-		total += w
-		if best == nil || n.cw > best.cw {
-			best = n
-		}
+// random returns the next value of Config.Rand or of the pool's wyrand
+// stream (Wang Yi's wyrand: one atomic add and a 64×64→128 multiply, so
+// concurrent pickers each get a distinct state without a lock).
+func (p *Pool) random() uint64 {
+	if p.rand != nil {
+		return p.rand()
 	}
-	if best != nil {
-		best.cw -= total
-	}
-	return best
+	s := p.rng.Add(0xa0761d6478bd642f)
+	hi, lo := bits.Mul64(s, s^0xe7037ed1a0b428db)
+	return hi ^ lo
 }
-
-// pickLRC chooses the usable node with the fewest requests in flight,
-// breaking ties by list order.
-func pickLRC(nodes []*Node, now int64, tried []*Node) *Node {
-	var best *Node
-	var bestIn int64
-	for _, n := range nodes {
-		if !n.usable(now) || slices.Contains(tried, n) {
-			continue
-		}
-		in := n.inflight.Load()
-		if best == nil || in < bestIn {
-			best, bestIn = n, in
-		}
-	}
-	return best
-}
-
-// HasNodes reports whether the pool lists any node at all (usable or not).
-func (p *Pool) HasNodes() bool { return len(p.Nodes()) > 0 }

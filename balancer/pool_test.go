@@ -120,10 +120,10 @@ func TestLRCPicksLeastInflight(t *testing.T) {
 		do   func() *Node
 		want *Node
 	}{
-		{"all idle: list order", func() *Node { return p.Pick(now, nil) }, n0},
+		{"all idle: scan starts at n0", func() *Node { return p.Pick(now, nil) }, n0},
 		{"n0 busy", func() *Node { return p.Pick(now, nil) }, n1},
 		{"n0, n1 busy", func() *Node { return p.Pick(now, nil) }, n2},
-		{"all at 1: list order", func() *Node { return p.Pick(now, nil) }, n0},
+		{"all at 1: scan rotated back to n0", func() *Node { return p.Pick(now, nil) }, n0},
 		{"n1 done", func() *Node { n1.Done(); return p.Pick(now, nil) }, n1},
 		{"n2 done", func() *Node { n2.Done(); return p.Pick(now, nil) }, n2},
 	}
@@ -302,8 +302,12 @@ func TestParseAlgo(t *testing.T) {
 		{"lrc", AlgoLRC, true},
 		{"", "", false},
 		{"WRR", "", false},
-		{"wlrc", "", false},
-		{"iphash", "", false},
+		{"wlrc", AlgoWLRC, true},
+		{"iphash", AlgoIPHash, true},
+		{"p2c", AlgoP2C, true},
+		{"hash", AlgoHash, true},
+		{"P2C", "", false},
+		{"rr", "", false},
 	}
 	for _, tc := range cases {
 		got, err := ParseAlgo(tc.in)

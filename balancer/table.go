@@ -44,6 +44,10 @@ type Config struct {
 	FallbackKey string
 	// Now is the clock; nil means time.Now. Tests inject a fake.
 	Now func() time.Time
+	// Rand is the random source of p2c, shared by every pool; it must be
+	// safe for concurrent use and must not allocate. Nil gives each pool its
+	// own lock-free generator seeded at random. Tests inject a fixed sequence.
+	Rand func() uint64
 	// DrainTimeout is the deadline of drains started by a subscription
 	// (unsubscribe, drain=1) without one of their own. Default 30s.
 	DrainTimeout time.Duration
@@ -332,6 +336,9 @@ type Announce struct {
 	// DrainTimeout overrides Config.DrainTimeout when non-zero.
 	Drain        bool
 	DrainTimeout time.Duration
+	// Backup is the node's backup level (the backup=N extension): level N
+	// serves only while no lower level has a usable node. 0 = primary.
+	Backup uint64
 }
 
 // Result says what an Announce did.
@@ -360,7 +367,7 @@ func (t *Table) Announce(a *Announce) (Result, error) {
 				if n.Static && !a.Static {
 					return 0, ErrStaticNode
 				}
-				if t.refreshLifecycle(n, a) {
+				if t.refreshLifecycle(n, a) || n.level.Load() != a.Backup {
 					t.mu.Lock()
 					t.changed(p.Key)
 					t.mu.Unlock()
@@ -396,13 +403,13 @@ func (t *Table) Announce(a *Announce) (Result, error) {
 	p := t.Pool(key)
 	res := CreatedNode
 	if p == nil {
-		p = newPool(key, algo, t.cfg.SlowStart)
+		p = newPool(key, algo, &t.cfg)
 		res = CreatedPool
 	} else if n := p.Node(string(a.Address)); n != nil { // raced with another writer
 		if n.Static && !a.Static {
 			return 0, ErrStaticNode
 		}
-		if t.refreshLifecycle(n, a) {
+		if t.refreshLifecycle(n, a) || n.level.Load() != a.Backup {
 			t.changed(key)
 		}
 		refresh(n, a, now)
@@ -414,6 +421,8 @@ func (t *Table) Announce(a *Announce) (Result, error) {
 		Static:    a.Static,
 		Modifier1: a.Modifier1,
 		Modifier2: a.Modifier2,
+		pool:      p,
+		hash:      hashBytes(a.Address),
 	}
 	refresh(n, a, now)
 	n.joined.Store(now)
@@ -466,6 +475,7 @@ func refresh(n *Node, a *Announce, now int64) {
 	n.cores.Store(a.Cores)
 	n.load.Store(a.Load)
 	n.lastSeen.Store(now)
+	n.level.Store(a.Backup)
 	if len(a.Notify) > 0 {
 		if cur := n.notify.Load(); cur == nil || *cur != string(a.Notify) {
 			s := string(a.Notify)
@@ -736,7 +746,13 @@ func (t *Table) Expire(tolerance time.Duration) int {
 
 // AddStatic adds a node that never expires (--to KEY=ADDR, admin API).
 func (t *Table) AddStatic(key, address string, weight uint64) error {
-	_, err := t.Announce(&Announce{Key: []byte(key), Address: []byte(address), Weight: weight, Static: true})
+	return t.AddStaticBackup(key, address, weight, 0)
+}
+
+// AddStaticBackup is AddStatic for a node at a backup level (0 = primary).
+// Adding a known static node again sets its weight and level.
+func (t *Table) AddStaticBackup(key, address string, weight, backup uint64) error {
+	_, err := t.Announce(&Announce{Key: []byte(key), Address: []byte(address), Weight: weight, Static: true, Backup: backup})
 	if err != nil {
 		return fmt.Errorf("static node %s=%s: %w", key, address, err)
 	}

@@ -131,7 +131,7 @@ func TestNew(t *testing.T) {
 	}{
 		{"zero", Config{}, nil},
 		{"lrc", Config{DefaultAlgo: AlgoLRC}, nil},
-		{"bad algo", Config{DefaultAlgo: "iphash"}, errAny},
+		{"bad algo", Config{DefaultAlgo: "rr"}, errAny},
 		{"fallback 255", Config{FallbackKey: strings.Repeat("f", 255)}, nil},
 		{"fallback 256", Config{FallbackKey: strings.Repeat("f", 256)}, ErrKeyTooLong},
 		{"fallback with a space", Config{FallbackKey: "a b"}, ErrBadKey},
@@ -179,7 +179,7 @@ func TestAnnounceErrors(t *testing.T) {
 		{"host name", Announce{Key: []byte("k"), Address: []byte("localhost:3031")}, ErrBadAddress},
 		{"port only", Announce{Key: []byte("k"), Address: []byte(":3031")}, ErrBadAddress},
 		{"http node", Announce{Key: []byte("k"), Address: []byte("http://127.0.0.1:8000")}, ErrHTTPNode},
-		{"bad algo", Announce{Key: []byte("k"), Address: []byte("/s"), Algo: []byte("iphash")}, errAny},
+		{"bad algo", Announce{Key: []byte("k"), Address: []byte("/s"), Algo: []byte("random")}, errAny},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

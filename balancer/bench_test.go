@@ -39,31 +39,51 @@ func BenchmarkLookup(b *testing.B) {
 	}
 }
 
-func benchPick(b *testing.B, algo Algo) {
-	for _, nodes := range []int{2, 16, 256} {
-		b.Run(fmt.Sprintf("nodes=%d", nodes), func(b *testing.B) {
-			tb, clk := newTable(b, Config{})
-			weights := make([]uint64, nodes)
-			for i := range weights {
-				weights[i] = uint64(i%4 + 1)
-			}
-			p := poolWith(b, tb, "k", algo, weights...)
-			now := clk.Nano()
-			b.ReportAllocs()
-			for b.Loop() {
-				p.Pick(now, nil).Done()
-			}
-		})
+// BenchmarkPick is one PickKey+Done per algorithm and pool size, weights
+// 1..4. iphash hashes a 4-byte client address, hash a 36-byte cookie; both
+// cycle through 64 keys. The others pick without a key.
+func BenchmarkPick(b *testing.B) {
+	var ips, cookies [64][]byte
+	for i := range ips {
+		ips[i] = ipKey(i * 7919)
+		cookies[i] = []byte(fmt.Sprintf("sessionid=%026d", i*7919))
+	}
+	for _, algo := range allAlgos {
+		var keys *[64][]byte
+		switch algo {
+		case AlgoIPHash:
+			keys = &ips
+		case AlgoHash:
+			keys = &cookies
+		}
+		for _, nodes := range []int{2, 16, 256} {
+			b.Run(fmt.Sprintf("algo=%s/nodes=%d", algo, nodes), func(b *testing.B) {
+				tb, clk := newTable(b, Config{})
+				weights := make([]uint64, nodes)
+				for i := range weights {
+					weights[i] = uint64(i%4 + 1)
+				}
+				p := poolWith(b, tb, "k", algo, weights...)
+				now := clk.Nano()
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					var key []byte
+					if keys != nil {
+						key = keys[i&63]
+						i++
+					}
+					p.PickKey(now, nil, key).Done()
+				}
+			})
+		}
 	}
 }
 
-func BenchmarkPickWRR(b *testing.B) { benchPick(b, AlgoWRR) }
-func BenchmarkPickLRC(b *testing.B) { benchPick(b, AlgoLRC) }
-
-// BenchmarkPickParallel is Lookup+Pick+Done from every P on one 16-node
-// pool: WRR serialises on the pool mutex, LRC only on the node counters.
-func BenchmarkPickParallel(b *testing.B) {
-	for _, algo := range []Algo{AlgoWRR, AlgoLRC} {
+// BenchmarkParallelPick is Lookup+PickKey+Done from every P on one 16-node
+// pool: wrr serialises on the pool mutex, the others only on node counters.
+func BenchmarkParallelPick(b *testing.B) {
+	for _, algo := range allAlgos {
 		b.Run(string(algo), func(b *testing.B) {
 			tb, clk := newTable(b, Config{})
 			poolWith(b, tb, "example.com", algo, 1, 1, 2, 2, 3, 3, 4, 4, 1, 1, 2, 2, 3, 3, 4, 4)
@@ -71,8 +91,10 @@ func BenchmarkPickParallel(b *testing.B) {
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				host := []byte("example.com")
+				key := []byte{10, 0, 0, 1}
 				for pb.Next() {
-					tb.Lookup(host).Pick(now, nil).Done()
+					key[3]++
+					tb.Lookup(host).PickKey(now, nil, key).Done()
 				}
 			})
 		})

@@ -142,10 +142,12 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 
 	pm.inflight.Inc()
 	start := rt.now()
-	node, conn, err := rt.connect(pool, packet)
+	node, conn, err := rt.connect(x.ctx, pool, packet)
 	if err != nil {
 		pm.inflight.Dec()
-		pm.backendError(err)
+		if err != errClientGone {
+			pm.backendError(err)
+		}
 		return rt.failed(pm, err)
 	}
 	var stop func() bool

@@ -2,6 +2,7 @@ package router
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"sync"
@@ -21,25 +22,35 @@ const maxAttempts = 4
 //
 // Errors: errNoNode when the pool had nothing usable to begin with,
 // errConnectTimeout or errAllFailed when every tried node failed.
-func (rt *Router) connect(pool *balancer.Pool, packet []byte) (*balancer.Node, net.Conn, error) {
+//
+// ctx, when not nil, is the client's interest in the request (h2 streams):
+// once it ends no new connect is attempted, a connect in progress is
+// abandoned, and neither counts against the node (errClientGone).
+func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, packet []byte) (*balancer.Node, net.Conn, error) {
 	var triedBuf [maxAttempts]*balancer.Node
 	tried := triedBuf[:0]
 	err := errNoNode
 	for len(tried) < maxAttempts {
+		if ctx != nil && ctx.Err() != nil {
+			return nil, nil, errClientGone
+		}
 		now := rt.now()
 		n := pool.Pick(now.UnixNano(), tried)
 		if n == nil {
 			break
 		}
 		packet[0], packet[3] = n.Modifier1, n.Modifier2
-		c, derr := rt.dial(n)
+		c, derr := rt.dial(ctx, n)
 		if derr == nil {
 			n.ReportSuccess()
 			n.Track(c) // a drain deadline may need to cut it
 			return n, c, nil
 		}
-		n.ReportFailure(now)
 		n.Done()
+		if ctx != nil && ctx.Err() != nil {
+			return nil, nil, errClientGone // the client left, not the node
+		}
+		n.ReportFailure(now)
 		tried = append(tried, n)
 		if isTimeout(derr) {
 			err = errConnectTimeout
@@ -51,13 +62,16 @@ func (rt *Router) connect(pool *balancer.Pool, packet []byte) (*balancer.Node, n
 	return nil, nil, err
 }
 
-func (rt *Router) dial(n *balancer.Node) (net.Conn, error) {
+func (rt *Router) dial(ctx context.Context, n *balancer.Node) (net.Conn, error) {
 	network := "tcp"
 	if n.Endpoint.Network == balancer.NetUnix {
 		network = "unix"
 	}
 	d := net.Dialer{Timeout: rt.timeouts().Connect}
-	return d.Dial(network, n.Endpoint.Dial)
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	return d.DialContext(ctx, network, n.Endpoint.Dial)
 }
 
 // writeFull writes b to c under the inactivity deadline.

@@ -826,6 +826,133 @@ func (h *h2Conn) writeGet(id uint32, authority, path string) error {
 	return h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: h.hb.Bytes(), EndStream: true, EndHeaders: true})
 }
 
+// A rapid-reset flood (CVE-2023-44487: HEADERS then RST_STREAM, 5000 times)
+// neither takes the router down nor costs the node its health: a stream
+// reset before its handler connects never connects, one reset during the
+// connect or the exchange is cut at once and not counted against the node,
+// and x/net/http2 runs at most MaxConcurrentStreams (250) handlers at a time
+// (GOAWAY ENHANCE_YOUR_CALM once more than 4×250 reset streams wait).
+func TestH2RapidResetFlood(t *testing.T) {
+	requireUWSGI(t)
+	t.Parallel()
+	p := newTestPKI(t)
+	r := startTLSRouter(t, p)
+	n := startNode(t, r.router, "flood.wild.test", nodeOpts{id: "f"})
+	startNode(t, r.router, "calm.wild.test", nodeOpts{id: "calm"})
+	waitForNodes(t, r.router, "flood.wild.test", 1)
+	waitForNodes(t, r.router, "calm.wild.test", 1)
+
+	h := dialH2(t, r)
+	_ = h.SetDeadline(time.Now().Add(30 * time.Second))
+	type outcome struct {
+		what   string
+		frames int
+	}
+	res := make(chan outcome, 1)
+	go func() {
+		frames := 0
+		for {
+			f, err := h.fr.ReadFrame()
+			if err != nil {
+				res <- outcome{"read error: " + err.Error(), frames}
+				return
+			}
+			frames++
+			switch f := f.(type) {
+			case *http2.GoAwayFrame:
+				res <- outcome{fmt.Sprintf("GOAWAY %v (last stream %d)", f.ErrCode, f.LastStreamID), frames}
+				return
+			case *http2.PingFrame:
+				if f.IsAck() && f.Data == [8]byte{'f', 'l', 'o', 'o', 'd', 'e', 'd'} {
+					res <- outcome{"PING ack after the flood", frames}
+					return
+				}
+			}
+		}
+	}()
+	start := time.Now()
+	sent := 0
+	var werr error
+	for i := 0; i < 5000 && werr == nil; i++ {
+		id := uint32(2*i + 1)
+		if werr = h.writeGet(id, "flood.wild.test", "/slow?ms=2000"); werr == nil {
+			werr = h.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+		}
+		if werr == nil {
+			sent++
+		}
+	}
+	if werr == nil {
+		// Frames are handled in order: the PING's ack means the server has
+		// processed the whole flood.
+		werr = h.fr.WritePing(false, [8]byte{'f', 'l', 'o', 'o', 'd', 'e', 'd'})
+	}
+	if werr == nil {
+		werr = h.bw.Flush()
+	}
+	var out outcome
+	select {
+	case out = <-res:
+	case <-time.After(35 * time.Second):
+		t.Fatal("no GOAWAY, close or PING ack within 35s of the flood")
+	}
+	t.Logf("flood: %d HEADERS+RST_STREAM pairs written in %s (write error: %v); connection outcome: %s after %d frames",
+		sent, time.Since(start).Round(time.Millisecond), werr, out.what, out.frames)
+	h.Close()
+
+	// The router is alive and serves.
+	if code, body := get(t, client(), r.admin, r.admin, "/healthz"); code != 200 {
+		t.Fatalf("/healthz after the flood: %d %q", code, body)
+	}
+	c := h2Client(r.https, &tls.Config{RootCAs: p.pool}, nil)
+	if resp, body := doReq(t, c, "GET", "https://calm.wild.test:"+r.port+"/", nil, 0); resp.StatusCode != 200 || body != "node=calm" {
+		t.Fatalf("another pool right after the flood: %d %q", resp.StatusCode, body)
+	}
+	// Nothing stays in flight: every cut exchange is released (a dial
+	// still under way ends by --connect-timeout, 3s).
+	eventually(t, 10*time.Second, "fastrouter_inflight_requests{pool=\"flood.wild.test\"} to return to 0", func() bool {
+		return metricValue(t, r.router, `fastrouter_inflight_requests{pool="flood.wild.test"}`) == 0
+	})
+	nd := r.pool(t, "flood.wild.test").node(n.addr)
+	if nd == nil || nd.Inflight != 0 {
+		t.Fatalf("flood.wild.test node after the flood: %+v; want inflight 0", nd)
+	}
+	t.Logf("flood: %d of %d reset streams reached the node (backend connects); node state %s, %d failures; requests_total %v; backend_errors %v",
+		nd.Requests, sent, nd.State, nd.Failures,
+		metricLines(t, r.router, "fastrouter_requests_total", `pool="flood.wild.test"`),
+		metricLines(t, r.router, "fastrouter_backend_errors_total", `pool="flood.wild.test"`))
+	// Streams whose reset the router had not yet read when their handler
+	// ran get as far as a backend connect, which the reset then cuts; none
+	// may hold the node: the flooded pool serves a normal request at once.
+	req, _ := http.NewRequest("GET", "https://flood.wild.test:"+r.port+"/", nil)
+	if resp, err := c.Do(req); err != nil {
+		t.Errorf("a normal request to the flooded pool right after the flood: %v", err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "node=f" {
+			t.Errorf("a normal request to the flooded pool right after the flood: %d %q; want 200 node=f", resp.StatusCode, b)
+		}
+	}
+	if v := metricValue(t, r.router, `fastrouter_requests_total{code="504",pool="flood.wild.test"}`); v > 0 {
+		t.Errorf("%v requests of the flood were answered 504: reset streams must not wait on the node", v)
+	}
+	// A client resetting its own streams says nothing about the node's
+	// health: it must not count failures against the node, which would
+	// take the node (here the whole pool) out of service for every client
+	// for up to 30s (the failure backoff).
+	if nd.State != "active" || nd.Failures != 0 {
+		t.Errorf("after a flood of reset streams the node is %q with %d failures; want active with 0", nd.State, nd.Failures)
+		req, _ := http.NewRequest("GET", "https://flood.wild.test:"+r.port+"/", nil)
+		if resp, err := c.Do(req); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			t.Logf("a normal request to the flooded pool now: %d %q", resp.StatusCode, b)
+		}
+	}
+	promtoolCheck(t, r.router)
+}
+
 // SIGTERM sends GOAWAY to an idle HTTP/2 connection, lets a request in
 // flight on another finish, and exits 0.
 func TestH2GoawayOnShutdown(t *testing.T) {

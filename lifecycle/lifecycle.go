@@ -265,6 +265,7 @@ type stateNode struct {
 	Modifier1 uint8  `json:"modifier1"`
 	Modifier2 uint8  `json:"modifier2"`
 	Static    bool   `json:"static"`
+	Backup    uint64 `json:"backup,omitempty"`
 	Notify    string `json:"notify,omitempty"`
 	State     string `json:"state"`
 }
@@ -280,7 +281,7 @@ func (m *Manager) Snapshot() ([]byte, error) {
 			sp.Nodes = append(sp.Nodes, stateNode{
 				Address: i.Address, Weight: i.Weight, Cores: i.Cores, Load: i.Load,
 				Modifier1: i.Modifier1, Modifier2: i.Modifier2, Static: i.Static,
-				Notify: n.Notify(), State: i.State.String(),
+				Backup: i.Backup, Notify: n.Notify(), State: i.State.String(),
 			})
 		}
 		if len(sp.Nodes) > 0 {
@@ -355,7 +356,7 @@ func (m *Manager) Restore(data []byte) (int, error) {
 			_, err := m.table.Announce(&balancer.Announce{
 				Key: []byte(p.Key), Address: []byte(sn.Address), Algo: []byte(p.Algo),
 				Modifier1: sn.Modifier1, Modifier2: sn.Modifier2, Weight: uint64(max(sn.Weight, 1)),
-				Cores: sn.Cores, Load: sn.Load, Notify: []byte(sn.Notify),
+				Cores: sn.Cores, Load: sn.Load, Notify: []byte(sn.Notify), Backup: sn.Backup,
 			})
 			if err != nil {
 				m.log.Warn("state file: node skipped", "pool", p.Key, "node", sn.Address, "err", err)

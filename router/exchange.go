@@ -49,9 +49,10 @@ type exchange struct {
 	// so the next request on the connection can be parsed safely.
 	consumed bool
 
-	buf     []byte // the uwsgi packet: header, vars, small bodies
-	body    []byte // a buffered body of unknown length
-	scratch []byte // front-owned: bytes the request view points into (h2)
+	keyBuf  [16]byte // iphash: the client address
+	buf     []byte   // the uwsgi packet: header, vars, small bodies
+	body    []byte   // a buffered body of unknown length
+	scratch []byte   // front-owned: bytes the request view points into (h2)
 }
 
 var exchangePool = sync.Pool{New: func() any {
@@ -142,7 +143,7 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 
 	pm.inflight.Inc()
 	start := rt.now()
-	node, conn, err := rt.connect(x.ctx, pool, packet)
+	node, conn, err := rt.connect(x.ctx, pool, packet, rt.affinityKey(x, pool.Algo()))
 	if err != nil {
 		pm.inflight.Dec()
 		if err != errClientGone {

@@ -23,10 +23,12 @@ const maxAttempts = 4
 // Errors: errNoNode when the pool had nothing usable to begin with,
 // errConnectTimeout or errAllFailed when every tried node failed.
 //
+// key is the affinity key of iphash and hash pools (nil otherwise).
+//
 // ctx, when not nil, is the client's interest in the request (h2 streams):
 // once it ends no new connect is attempted, a connect in progress is
 // abandoned, and neither counts against the node (errClientGone).
-func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, packet []byte) (*balancer.Node, net.Conn, error) {
+func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, packet, key []byte) (*balancer.Node, net.Conn, error) {
 	var triedBuf [maxAttempts]*balancer.Node
 	tried := triedBuf[:0]
 	err := errNoNode
@@ -35,7 +37,7 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, packet []byt
 			return nil, nil, errClientGone
 		}
 		now := rt.now()
-		n := pool.Pick(now.UnixNano(), tried)
+		n := pool.PickKey(now.UnixNano(), tried, key)
 		if n == nil {
 			break
 		}

@@ -53,6 +53,9 @@ type Config struct {
 	// TrustedProxies are peers whose X-Forwarded-For/-Proto are kept and
 	// appended to. Default: loopback.
 	TrustedProxies []netip.Prefix
+	// HashKey is where pools with the hash algorithm find their key:
+	// "header:NAME" or "cookie:NAME". Empty: hash pools balance as wrr.
+	HashKey string
 	// Logger receives operational logs. Default slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the router's metrics. Default: a private registry.
@@ -81,6 +84,7 @@ type Router struct {
 	cfg     Config // immutable after New; timeouts live in tm
 	log     *slog.Logger
 	tm      atomic.Pointer[Timeouts]
+	hash    hashSource
 	metrics *metrics
 	now     func() time.Time
 
@@ -136,11 +140,19 @@ func New(cfg Config) (*Router, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	var hash hashSource
+	if cfg.HashKey != "" {
+		var err error
+		if hash, err = parseHashKey(cfg.HashKey); err != nil {
+			return nil, err
+		}
+	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("router: metrics: %w", err)
 	}
 	rt := &Router{
+		hash:    hash,
 		cfg:     cfg,
 		log:     cfg.Logger,
 		metrics: m,

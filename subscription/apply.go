@@ -219,6 +219,7 @@ func (ap *applier) apply(s *Server, datagram []byte, src netip.AddrPort, sk *soc
 		Load:      sub.Load,
 		Notify:    sub.Notify,
 		Algo:      sub.Algo,
+		Backup:    sub.Backup, // backup=N: serves only when no lower level can
 		// drain=1 (our extension, ignored by uWSGI routers) starts a drain.
 		Drain:        sub.Drain,
 		DrainTimeout: time.Duration(sub.DrainTimeout) * time.Second,

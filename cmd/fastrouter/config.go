@@ -26,6 +26,7 @@ type options struct {
 	tlsDir              string
 	tlsClientCA         string
 	pidFile             string
+	hashKey             string
 	subscriptionServers []string
 	admin               string
 	to                  []string
@@ -87,7 +88,8 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.Var(&listFlag{vals: &o.subscriptionServers}, "subscription-server", "UDP subscription listener `addr`, or a unix datagram socket path (repeatable)")
 	fs.StringVar(&o.admin, "admin", "127.0.0.1:9191", "admin API, /metrics and /healthz listener `addr`")
 	fs.Var(&listFlag{vals: &o.to}, "to", "static node `KEY=NODEADDR` that never expires (repeatable)")
-	fs.StringVar(&o.algo, "algo", "wrr", "default balancing `algorithm` for new pools: wrr or lrc")
+	fs.StringVar(&o.algo, "algo", "wrr", "default balancing `algorithm` for new pools: wrr, lrc, wlrc, iphash, p2c or hash")
+	fs.StringVar(&o.hashKey, "hash-key", "", "where pools with algorithm hash find their key: header:NAME or cookie:NAME (unset: they balance as wrr)")
 	fs.DurationVar(&o.tolerance, "subscription-tolerance", 30*time.Second, "remove a node that has not re-announced for this `duration`")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", 3*time.Second, "backend connect timeout")
 	fs.DurationVar(&o.timeout, "timeout", 60*time.Second, "backend and client inactivity timeout (also the keep-alive idle timeout)")
@@ -223,7 +225,7 @@ func (o *options) validate() error {
 		return errors.New("--tls-cert, --tls-dir and --tls-client-ca need an --https listener")
 	}
 	if _, err := balancer.ParseAlgo(o.algo); err != nil {
-		return fmt.Errorf("--algo: unknown algorithm %q (want wrr or lrc)", o.algo)
+		return fmt.Errorf("--algo: unknown algorithm %q (want wrr, lrc, wlrc, iphash, p2c or hash)", o.algo)
 	}
 	for name, d := range map[string]time.Duration{
 		"--subscription-tolerance": o.tolerance, "--connect-timeout": o.connectTimeout,
@@ -255,6 +257,12 @@ func (o *options) validate() error {
 	for _, c := range o.trustedProxies {
 		if _, err := netip.ParsePrefix(c); err != nil {
 			return fmt.Errorf("--trusted-proxy %q: %w", c, err)
+		}
+	}
+	if o.hashKey != "" {
+		kind, name, ok := strings.Cut(o.hashKey, ":")
+		if !ok || (kind != "header" && kind != "cookie") || name == "" || strings.ContainsAny(name, " \t\r\n;,=") {
+			return fmt.Errorf("--hash-key %q: want header:NAME or cookie:NAME", o.hashKey)
 		}
 	}
 	if o.slowStart < 0 {
@@ -335,5 +343,6 @@ func (o *options) needsRestart(n *options) []string {
 	diff("state-file", o.stateFile != n.stateFile)
 	diff("admin-token-file", o.adminTokenFile != n.adminTokenFile)
 	diff("pid-file", o.pidFile != n.pidFile)
+	diff("hash-key", o.hashKey != n.hashKey)
 	return out
 }

@@ -162,6 +162,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 		Timeout:        o.timeout,
 		HeaderTimeout:  o.headerTimeout,
 		MaxHeaderBytes: o.maxHeaderBytes,
+		HashKey:        o.hashKey,
 		TrustedProxies: o.trusted(),
 		Logger:         log,
 		Registerer:     reg,

@@ -2,6 +2,7 @@ package router
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/fastrouter/fastrouter/balancer"
@@ -79,4 +80,18 @@ func TestAffinityKey(t *testing.T) {
 	}); n != 0 {
 		t.Errorf("affinityKey allocates %v times per run; want 0", n)
 	}
+}
+
+// FuzzCookieValue: any Cookie header and name yield nil or a value that is
+// a slice of the header, never a panic.
+func FuzzCookieValue(f *testing.F) {
+	for _, s := range []string{"a=1; sid=xyz; b=2", `sid="q"`, "sid", ";;=;", "sid=", `sid="`} {
+		f.Add(s, "sid")
+	}
+	f.Fuzz(func(t *testing.T, h, name string) {
+		v := cookieValue([]byte(h), []byte(name))
+		if v != nil && !strings.Contains(h, string(v)) {
+			t.Fatalf("cookieValue(%q, %q) = %q, not part of the header", h, name, v)
+		}
+	})
 }

@@ -80,26 +80,34 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.Serv
 
 // PoolJSON is the stable JSON shape of a pool (SPEC §6).
 type PoolJSON struct {
-	Key   string     `json:"key"`
-	Algo  string     `json:"algo"`
-	Nodes []NodeJSON `json:"nodes"`
+	Key  string `json:"key"`
+	Algo string `json:"algo"`
+	// MaxInflight is the per-node in-flight cap ("auto" = the node's
+	// cores), absent when uncapped; Queued the requests waiting for a node
+	// under it.
+	MaxInflight string     `json:"max_inflight,omitempty"`
+	Queued      int        `json:"queued"`
+	Nodes       []NodeJSON `json:"nodes"`
 }
 
 // NodeJSON is the stable JSON shape of a node (SPEC §6).
 type NodeJSON struct {
-	Address   string     `json:"address"`
-	Weight    int64      `json:"weight"`
-	State     string     `json:"state"`
-	Inflight  int64      `json:"inflight"`
-	Requests  uint64     `json:"requests"`
-	Failures  uint64     `json:"failures"`
-	LastSeen  time.Time  `json:"last_seen"`
-	Static    bool       `json:"static"`
-	Cores     uint64     `json:"cores"`
-	Load      uint64     `json:"load"`
-	Modifier1 uint8      `json:"modifier1"`
-	Modifier2 uint8      `json:"modifier2"`
-	Drain     *DrainJSON `json:"drain,omitempty"`
+	Address   string    `json:"address"`
+	Weight    int64     `json:"weight"`
+	State     string    `json:"state"`
+	Inflight  int64     `json:"inflight"`
+	Requests  uint64    `json:"requests"`
+	Failures  uint64    `json:"failures"`
+	LastSeen  time.Time `json:"last_seen"`
+	Static    bool      `json:"static"`
+	Cores     uint64    `json:"cores"`
+	Load      uint64    `json:"load"`
+	Modifier1 uint8     `json:"modifier1"`
+	Modifier2 uint8     `json:"modifier2"`
+	// Healthy is the last active health check verdict (true when the pool
+	// has no checks); a node that fails them shows state "failed".
+	Healthy bool       `json:"healthy"`
+	Drain   *DrainJSON `json:"drain,omitempty"`
 }
 
 // DrainJSON is a node's drain progress.
@@ -112,7 +120,10 @@ type DrainJSON struct {
 }
 
 func poolJSON(p *balancer.Pool) PoolJSON {
-	out := PoolJSON{Key: p.Key, Algo: string(p.Algo()), Nodes: []NodeJSON{}}
+	out := PoolJSON{Key: p.Key, Algo: string(p.Algo()), Queued: p.Waiting(), Nodes: []NodeJSON{}}
+	if c := p.Policy().MaxInflight; c != 0 {
+		out.MaxInflight = balancer.FormatLimit(c)
+	}
 	for _, n := range p.Nodes() {
 		out.Nodes = append(out.Nodes, nodeJSON(n))
 	}
@@ -124,7 +135,7 @@ func nodeJSON(n *balancer.Node) NodeJSON {
 	out := NodeJSON{
 		Address: i.Address, Weight: i.Weight, State: i.State.String(), Inflight: i.Inflight,
 		Requests: i.Requests, Failures: i.Failures, LastSeen: i.LastSeen.UTC(), Static: i.Static,
-		Cores: i.Cores, Load: i.Load, Modifier1: i.Modifier1, Modifier2: i.Modifier2,
+		Cores: i.Cores, Load: i.Load, Modifier1: i.Modifier1, Modifier2: i.Modifier2, Healthy: n.Healthy(),
 	}
 	if d := n.Drain(); !d.Started.IsZero() {
 		out.Drain = &DrainJSON{Started: d.Started.UTC(), Deadline: d.Deadline.UTC(), Served: d.Served, Forced: d.Forced, Inflight: i.Inflight}

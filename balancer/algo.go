@@ -16,6 +16,7 @@ type filter struct {
 	now   int64
 	tried []*Node
 	level uint64 // the backup level being served
+	limit int64  // the pool's in-flight cap: 0 none, LimitAuto, or a count
 }
 
 // ok admits the candidates of the pick. Loops call it as
@@ -24,11 +25,11 @@ type filter struct {
 // its call to slices.Contains is over the inlining budget and would cost a
 // call per node.
 func (f *filter) ok(n *Node) bool {
-	return n.level.Load() == f.level && n.usable(f.now) && !slices.Contains(f.tried, n)
+	return n.level.Load() == f.level && n.usable(f.now) && !slices.Contains(f.tried, n) && capOK(n, f.limit)
 }
 
 func (f *filter) quick(n *Node) bool {
-	return len(f.tried) == 0 && n.state.Load() == uint32(StateActive) && n.level.Load() == f.level
+	return len(f.tried) == 0 && f.limit == 0 && n.state.Load() == uint32(StateActive) && !n.down.Load() && n.level.Load() == f.level
 }
 
 // serveLevel returns the lowest backup level with a usable node not in

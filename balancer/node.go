@@ -119,6 +119,12 @@ type Node struct {
 	consecFails atomic.Int32
 	retryAt     atomic.Int64
 
+	// down is the verdict of an active health check (SetHealthy): a down
+	// node is not picked whatever its lifecycle state, and shows as failed.
+	// Kept apart from state so a drain or undrain never overrides it, nor
+	// it a drain.
+	down atomic.Bool
+
 	// removed is set once the node left its pool (unsubscribe, expiry,
 	// delete); in-flight requests may still hold it.
 	removed atomic.Bool
@@ -188,6 +194,9 @@ func (n *Node) Info() NodeInfo {
 // usable: it is about to be probed.
 func (n *Node) State() State {
 	s := n.stored()
+	if s == StateActive && n.down.Load() {
+		return StateFailed
+	}
 	if s == StateActive && n.pool != nil && !n.removed.Load() {
 		if l := n.level.Load(); l > 0 {
 			if serving, ok := serveLevel(n.pool.Nodes(), n.pool.now().UnixNano(), nil); ok && l > serving {
@@ -218,8 +227,29 @@ func (n *Node) Notify() string {
 	return ""
 }
 
-// Done releases a node obtained from Pool.Pick.
-func (n *Node) Done() { n.inflight.Add(-1) }
+// Done releases a node obtained from Pool.Pick or Acquire, and wakes a
+// request waiting in the pool's queue for a node under its cap.
+func (n *Node) Done() {
+	n.inflight.Add(-1)
+	if p := n.pool; p != nil && p.waiting.Load() > 0 {
+		p.signal(1)
+	}
+}
+
+// SetHealthy records an active health check's verdict. A node marked down
+// gets no request until it is marked up again; passive health (connect
+// failures) works on top of it either way.
+func (n *Node) SetHealthy(up bool) {
+	if n.down.Swap(!up) && up {
+		if p := n.pool; p != nil && p.waiting.Load() > 0 {
+			p.signal(int(p.waiting.Load()))
+		}
+	}
+}
+
+// Healthy reports the last active health check verdict (true when the pool
+// has no checks).
+func (n *Node) Healthy() bool { return !n.down.Load() }
 
 // ReportSuccess clears the node's failure streak after a successful connect.
 func (n *Node) ReportSuccess() {
@@ -251,6 +281,9 @@ const (
 
 // usable reports whether Pick may choose the node at time now (unix ns).
 func (n *Node) usable(now int64) bool {
+	if n.down.Load() {
+		return false
+	}
 	switch n.stored() {
 	case StateActive:
 		return true

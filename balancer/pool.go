@@ -89,14 +89,26 @@ type Pool struct {
 	// emptySince is when the last node left (unix ns), 0 while it has nodes.
 	emptySince atomic.Int64
 
+	// Overload protection (policy.go). policy is the effective Policy,
+	// replaced whole by the Table on reload; limit mirrors its MaxInflight
+	// for the pick path. waiting counts requests in Acquire's queue; wake
+	// carries wake-ups from Node.Done to them.
+	policy  atomic.Pointer[Policy]
+	limit   atomic.Int64
+	waiting atomic.Int32
+	wake    chan struct{}
+
 	// Ext is a slot where a consumer caches per-pool data of its own (the
 	// router keeps resolved metric children here), so the request path needs
 	// no second lookup by key. The balancer never reads it.
 	Ext atomic.Value
 }
 
-func newPool(key string, algo Algo, cfg *Config) *Pool {
-	p := &Pool{Key: key, algo: algo, kind: kindOf(algo), slowStart: int64(cfg.SlowStart), now: cfg.Now, rand: cfg.Rand}
+func newPool(key string, pol Policy, cfg *Config) *Pool {
+	algo := pol.Algo
+	p := &Pool{Key: key, algo: algo, kind: kindOf(algo), slowStart: int64(cfg.SlowStart), now: cfg.Now, rand: cfg.Rand,
+		wake: make(chan struct{}, 256)}
+	p.setPolicy(pol)
 	if p.now == nil {
 		p.now = time.Now
 	}
@@ -147,34 +159,57 @@ func (p *Pool) Pick(now int64, tried []*Node) *Node { return p.PickKey(now, trie
 // makes iphash and hash pools pick by wrr, so requests without the header
 // still spread by weight rather than all landing on one node.
 func (p *Pool) PickKey(now int64, tried []*Node, key []byte) *Node {
+	n, _ := p.pick(now, tried, key)
+	return n
+}
+
+// pick is PickKey; busy reports, when it returns nil, that candidates exist
+// but every one is at the pool's in-flight cap (Policy.MaxInflight).
+func (p *Pool) pick(now int64, tried []*Node, key []byte) (best *Node, busy bool) {
 	nodes := p.Nodes()
 	lvl, ok := serveLevel(nodes, now, tried)
 	if !ok {
-		return nil
+		return nil, false
 	}
-	f := filter{now: now, tried: tried, level: lvl}
-	var best *Node
-	switch {
-	case p.kind == kindLRC:
-		best = p.pickLRC(nodes, f)
-	case p.kind == kindWLRC:
-		best = p.pickWLRC(nodes, f)
-	case p.kind == kindP2C:
-		best = p.pickP2C(nodes, f)
-	case p.kind == kindIPHash && len(key) > 0:
-		best = pickHRW(nodes, f, hashBytes(key))
-	case p.kind == kindHash && len(key) > 0:
-		best = pickBounded(nodes, f, hashBytes(key))
-	default:
-		p.mu.Lock()
-		best = pickSWRR(nodes, f, p.slowStart)
-		p.mu.Unlock()
+	f := filter{now: now, tried: tried, level: lvl, limit: p.limit.Load()}
+	// With a cap, the chosen node's slot is taken by compare-and-swap; a
+	// picker that loses the race for a node's last slot picks again.
+	for range 3 {
+		switch {
+		case p.kind == kindLRC:
+			best = p.pickLRC(nodes, f)
+		case p.kind == kindWLRC:
+			best = p.pickWLRC(nodes, f)
+		case p.kind == kindP2C:
+			best = p.pickP2C(nodes, f)
+		case p.kind == kindIPHash && len(key) > 0:
+			best = pickHRW(nodes, f, hashBytes(key))
+		case p.kind == kindHash && len(key) > 0:
+			best = pickBounded(nodes, f, hashBytes(key))
+		default:
+			p.mu.Lock()
+			best = pickSWRR(nodes, f, p.slowStart)
+			p.mu.Unlock()
+		}
+		if best == nil {
+			// serveLevel found a candidate, so only caps can exclude
+			// them all.
+			return nil, f.limit != 0
+		}
+		if f.limit == 0 {
+			best.inflight.Add(1)
+			break
+		}
+		if acquireCapped(best, f.limit) {
+			break
+		}
+		best = nil
 	}
-	if best != nil {
-		best.inflight.Add(1)
-		best.requests.Add(1)
+	if best == nil {
+		return nil, true
 	}
-	return best
+	best.requests.Add(1)
+	return best, false
 }
 
 // random returns the next value of Config.Rand or of the pool's wyrand

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,6 +55,10 @@ type Config struct {
 	// SlowStart ramps a (re)joined node's weight from 1/16 to full over this
 	// duration. Zero disables it.
 	SlowStart time.Duration
+	// Policy is the default overload policy of every pool (its Algo field
+	// is ignored: DefaultAlgo is the default algorithm). Per-key policies
+	// are set with SetPolicies.
+	Policy Policy
 	// OnChange, if set, is called after every structural change (pool or node
 	// added or removed) with the pool key. It runs with the table lock held
 	// and must not call back into the Table.
@@ -64,9 +69,10 @@ type Config struct {
 type Table struct {
 	cfg Config
 
-	mu     sync.Mutex // serialises writers
-	shards [shardCount]atomic.Pointer[shard]
-	count  atomic.Int64 // number of pools
+	mu       sync.Mutex // serialises writers
+	policies policies   // per-key overrides; replaced under mu
+	shards   [shardCount]atomic.Pointer[shard]
+	count    atomic.Int64 // number of pools
 }
 
 // New returns an empty table.
@@ -91,6 +97,10 @@ func New(cfg Config) (*Table, error) {
 	}
 	if cfg.DrainTimeout < 0 || cfg.SlowStart < 0 {
 		return nil, errors.New("balancer: negative drain timeout or slow start")
+	}
+	cfg.Policy.Algo = ""
+	if err := cfg.Policy.Validate(); err != nil {
+		return nil, err
 	}
 	t := &Table{cfg: cfg}
 	for i := range t.shards {
@@ -396,14 +406,15 @@ func (t *Table) Announce(a *Announce) (Result, error) {
 
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if algo == "" {
-		algo = t.cfg.DefaultAlgo // under mu: SetDefaultAlgo may change it
-	}
 	key := string(a.Key)
 	p := t.Pool(key)
 	res := CreatedNode
 	if p == nil {
-		p = newPool(key, algo, &t.cfg)
+		// Algorithm: the file's per-pool setting, else the datagram's
+		// algo=, else the default (read under mu: reloads change it).
+		pol := t.policies[strings.ToLower(key)].over(Policy{Algo: algo})
+		pol = pol.over(t.policyFor(key))
+		p = newPool(key, pol, &t.cfg)
 		res = CreatedPool
 	} else if n := p.Node(string(a.Address)); n != nil { // raced with another writer
 		if n.Static && !a.Static {
@@ -431,6 +442,7 @@ func (t *Table) Announce(a *Announce) (Result, error) {
 	}
 	nodes := append(cloneNodes(p.Nodes()), n)
 	p.nodes.Store(&nodes)
+	p.signal(int(p.waiting.Load())) // queued requests may take the newcomer
 	wasEmpty := p.emptySince.Swap(0) != 0
 	if res == CreatedPool {
 		t.putPool(p)

@@ -23,6 +23,8 @@ var (
 	errBackendWrite   = errors.New("router: backend write failed")
 	errClientBody     = errors.New("router: reading the client body failed")
 	errClientGone     = errors.New("router: the client abandoned the request")
+	errQueueFull      = errors.New("router: every node at its in-flight cap, queue full")
+	errQueueTimeout   = errors.New("router: timed out waiting for a node under its in-flight cap")
 )
 
 // statusOf is the single mapping from forwarding errors to HTTP status codes
@@ -37,7 +39,7 @@ func statusOf(err error) int {
 		return 413
 	case errNoPool:
 		return 404
-	case errNoNode:
+	case errNoNode, errQueueFull, errQueueTimeout:
 		return 503
 	case errConnectTimeout, errBackendTimeout:
 		return 504

@@ -146,7 +146,11 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 	node, conn, err := rt.connect(x.ctx, pool, packet, rt.affinityKey(x, pool.Algo()))
 	if err != nil {
 		pm.inflight.Dec()
-		if err != errClientGone {
+		switch err {
+		case errClientGone:
+		case errQueueFull, errQueueTimeout:
+			pm.overloaded(err)
+		default:
 			pm.backendError(err)
 		}
 		return rt.failed(pm, err)

@@ -21,7 +21,9 @@ const maxAttempts = 4
 // the caller must call node.Done.
 //
 // Errors: errNoNode when the pool had nothing usable to begin with,
-// errConnectTimeout or errAllFailed when every tried node failed.
+// errConnectTimeout or errAllFailed when every tried node failed,
+// errQueueFull or errQueueTimeout when every node is at the pool's in-flight
+// cap and the request could not wait (balancer.Policy).
 //
 // key is the affinity key of iphash and hash pools (nil otherwise).
 //
@@ -37,9 +39,19 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, packet, key 
 			return nil, nil, errClientGone
 		}
 		now := rt.now()
-		n := pool.PickKey(now.UnixNano(), tried, key)
-		if n == nil {
-			break
+		var done <-chan struct{}
+		if ctx != nil {
+			done = ctx.Done()
+		}
+		n, perr := pool.Acquire(now.UnixNano(), tried, key, done)
+		switch perr {
+		case nil:
+		case balancer.ErrQueueFull, balancer.ErrQueueTimeout:
+			return nil, nil, overload(perr)
+		case balancer.ErrCanceled:
+			return nil, nil, errClientGone
+		default: // nothing usable (left): what failed so far decides
+			return nil, nil, err
 		}
 		packet[0], packet[3] = n.Modifier1, n.Modifier2
 		c, derr := rt.dial(ctx, n)
@@ -62,6 +74,14 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, packet, key 
 		rt.log.Debug("backend connect failed", "pool", pool.Key, "node", n.Address, "err", derr)
 	}
 	return nil, nil, err
+}
+
+// overload maps the balancer's queue verdicts to the router's errors.
+func overload(err error) error {
+	if err == balancer.ErrQueueFull {
+		return errQueueFull
+	}
+	return errQueueTimeout
 }
 
 func (rt *Router) dial(ctx context.Context, n *balancer.Node) (net.Conn, error) {

@@ -17,6 +17,7 @@ type metrics struct {
 	duration    *prometheus.HistogramVec
 	backendErrs *prometheus.CounterVec
 	inflight    *prometheus.GaugeVec
+	overloaded  *prometheus.CounterVec
 	clientConns *prometheus.GaugeVec
 	// tlsHandshakeErrors counts failed TLS handshakes (scanners, clients
 	// asking for a name with no certificate, timeouts).
@@ -46,6 +47,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "fastrouter_inflight_requests",
 			Help: "Requests currently being forwarded, by pool key.",
 		}, []string{"pool"}),
+		overloaded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fastrouter_overload_rejections_total",
+			Help: "Requests answered 503 because every node was at its in-flight cap, by pool key and reason (queue_full, queue_timeout).",
+		}, []string{"pool", "reason"}),
 		clientConns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "fastrouter_client_connections",
 			Help: "Open client connections, by listener and protocol.",
@@ -56,7 +61,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		pools: map[string]*poolMetrics{},
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.backendErrs, m.inflight, m.clientConns, m.tlsHandshakeErrors} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.backendErrs, m.inflight, m.overloaded, m.clientConns, m.tlsHandshakeErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -134,4 +139,14 @@ func (pm *poolMetrics) count(code int) {
 
 func (pm *poolMetrics) backendError(err error) {
 	pm.m.backendErrs.WithLabelValues(pm.key, backendReason(err)).Inc()
+}
+
+// overloaded counts a request refused by the pool's overload protection.
+// Not the hot path: only requests that found every node at its cap get here.
+func (pm *poolMetrics) overloaded(err error) {
+	reason := "queue_timeout"
+	if err == errQueueFull {
+		reason = "queue_full"
+	}
+	pm.m.overloaded.WithLabelValues(pm.key, reason).Inc()
 }

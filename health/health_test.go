@@ -1,0 +1,333 @@
+package health
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/internal/uwsgi"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// fakeNode is a uwsgi (or HTTP) server whose answer the test switches.
+type fakeNode struct {
+	ln     net.Listener
+	answer atomic.Value // string written back to every probe
+	mu     sync.Mutex
+	last   []byte // the last request received
+	hits   atomic.Int32
+	wg     sync.WaitGroup
+}
+
+func newFakeNode(t *testing.T, answer string) *fakeNode {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeNode{ln: ln}
+	f.answer.Store(answer)
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			f.wg.Add(1)
+			go func() {
+				defer f.wg.Done()
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				f.hits.Add(1)
+				buf := make([]byte, 4096)
+				n, _ := c.Read(buf)
+				f.mu.Lock()
+				f.last = append([]byte(nil), buf[:n]...)
+				f.mu.Unlock()
+				if a := f.answer.Load().(string); a == "hang" {
+					io.Copy(io.Discard, c) // never answers; the probe's timeout ends it
+				} else {
+					io.WriteString(c, a)
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); f.wg.Wait() })
+	return f
+}
+
+func (f *fakeNode) addr() string { return f.ln.Addr().String() }
+
+func (f *fakeNode) request() []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.last
+}
+
+const ok200 = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+func setup(t *testing.T, checks map[string]Check, nodes ...string) (*balancer.Table, *Checker, *prometheus.Registry) {
+	t.Helper()
+	tb, err := balancer.New(balancer.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range nodes {
+		key, addr, _ := strings.Cut(a, "=")
+		if err := tb.AddStatic(key, addr, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	c, err := New(Config{Pools: tb, Checks: checks, Registerer: reg, Tick: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Start()
+	t.Cleanup(c.Close)
+	return tb, c, reg
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestFallAndRise(t *testing.T) {
+	good, bad := newFakeNode(t, ok200), newFakeNode(t, "HTTP/1.1 500 Internal Server Error\r\n\r\n")
+	check := Check{Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond, Rise: 2, Fall: 3, Path: "/health?deep=1"}
+	tb, _, reg := setup(t, map[string]Check{"App.Test": check}, "app.test="+good.addr(), "app.test="+bad.addr(), "other.test="+bad.addr())
+	p := tb.Pool("app.test")
+	badNode, goodNode := p.Node(bad.addr()), p.Node(good.addr())
+
+	waitFor(t, "the 500 node to go down", func() bool { return !badNode.Healthy() })
+	if bad.hits.Load() < 3 {
+		t.Errorf("down after %d probes, want fall=3", bad.hits.Load())
+	}
+	if badNode.State() != balancer.StateFailed || !goodNode.Healthy() {
+		t.Fatalf("states: bad %s, good healthy=%v", badNode.State(), goodNode.Healthy())
+	}
+	// Nothing routes to it now.
+	for range 10 {
+		n := p.Pick(time.Now().UnixNano(), nil)
+		if n != goodNode {
+			t.Fatalf("picked %v while the other node is down", n)
+		}
+		n.Done()
+	}
+	// A pool without a check is never probed nor judged.
+	if n := tb.Pool("other.test").Nodes()[0]; !n.Healthy() {
+		t.Fatal("unchecked pool judged")
+	}
+
+	// The probe is a well-formed uwsgi GET for the pool's host.
+	req := bad.request()
+	vars := map[string]string{}
+	for off := uwsgi.HeaderLen; off < len(req); {
+		k, v, next, err := uwsgi.NextVar(req[uwsgi.HeaderLen:], off-uwsgi.HeaderLen)
+		if err != nil {
+			t.Fatalf("probe vars: %v (%q)", err, req)
+		}
+		vars[string(k)] = string(v)
+		off = next + uwsgi.HeaderLen
+	}
+	for k, want := range map[string]string{"REQUEST_METHOD": "GET", "PATH_INFO": "/health", "QUERY_STRING": "deep=1",
+		"HTTP_HOST": "app.test", "REQUEST_URI": "/health?deep=1", "HTTP_USER_AGENT": "fastrouter-health"} {
+		if vars[k] != want {
+			t.Errorf("probe var %s = %q, want %q", k, vars[k], want)
+		}
+	}
+
+	bad.answer.Store(ok200)
+	before := bad.hits.Load()
+	waitFor(t, "the node to rise", func() bool { return badNode.Healthy() })
+	if got := bad.hits.Load() - before; got < 2 {
+		t.Errorf("rose after %d passing probes, want rise=2", got)
+	}
+	if badNode.State() != balancer.StateActive {
+		t.Fatalf("risen node state %s", badNode.State())
+	}
+	if v := testutil.ToFloat64(mustCounter(t, reg, "app.test", "fail")); v < 3 {
+		t.Errorf("fail count %v", v)
+	}
+}
+
+func mustCounter(t *testing.T, reg *prometheus.Registry, pool, result string) prometheus.Collector {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if mf.GetName() == "fastrouter_health_checks_total" && labels["pool"] == pool && labels["result"] == result {
+				c := prometheus.NewCounter(prometheus.CounterOpts{Name: "x"})
+				c.Add(m.GetCounter().GetValue())
+				return c
+			}
+		}
+	}
+	t.Fatalf("no fastrouter_health_checks_total{pool=%q,result=%q}", pool, result)
+	return nil
+}
+
+func TestProbeFailures(t *testing.T) {
+	for name, answer := range map[string]string{
+		"garbage":  "SSH-2.0-OpenSSH\r\n",
+		"empty":    "",
+		"hang":     "hang",
+		"404":      "HTTP/1.1 404 Not Found\r\n\r\n",
+		"redirect": "HTTP/1.0 302 Found\r\n\r\n",
+		"503":      "HTTP/1.1 503 Busy\r\n\r\n",
+		"short":    "HTTP/1.1 2",
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFakeNode(t, answer)
+			tb, _, _ := setup(t, map[string]Check{"p": {Interval: 100 * time.Millisecond, Timeout: 50 * time.Millisecond, Fall: 1, Rise: 1}}, "p="+f.addr())
+			n := tb.Pool("p").Nodes()[0]
+			waitFor(t, "two probes", func() bool { return f.hits.Load() >= 2 })
+			time.Sleep(60 * time.Millisecond) // let the second verdict land
+			wantUp := name == "redirect"
+			if name == "404" {
+				wantUp = false // 4xx: the app does not serve the check path
+			}
+			if n.Healthy() != wantUp {
+				t.Fatalf("answer %q: healthy=%v, want %v", answer, n.Healthy(), wantUp)
+			}
+		})
+	}
+}
+
+func TestHTTPAndTCPProbes(t *testing.T) {
+	f := newFakeNode(t, "HTTP/1.1 500 x\r\n\r\n")
+	g := newFakeNode(t, ok200)
+	_, gp, _ := net.SplitHostPort(g.addr())
+	port := uint16(0)
+	for _, c := range gp {
+		port = port*10 + uint16(c-'0')
+	}
+	tb, _, _ := setup(t, map[string]Check{
+		"http.test": {Type: TypeHTTP, Port: port, Path: "/up", Interval: 100 * time.Millisecond, Fall: 1, Rise: 1},
+		"tcp.test":  {Type: TypeTCP, Interval: 100 * time.Millisecond, Fall: 1, Rise: 1},
+	}, "http.test="+f.addr(), "tcp.test="+f.addr())
+	waitFor(t, "an HTTP probe on the health port", func() bool { return g.hits.Load() >= 2 })
+	if r := string(g.request()); !strings.HasPrefix(r, "GET /up HTTP/1.1\r\nHost: http.test\r\n") {
+		t.Fatalf("http probe sent %q", r)
+	}
+	time.Sleep(150 * time.Millisecond)
+	if !tb.Pool("http.test").Nodes()[0].Healthy() {
+		t.Fatal("http probe on the health port did not keep the node up")
+	}
+	if !tb.Pool("tcp.test").Nodes()[0].Healthy() {
+		t.Fatal("tcp probe of a listening node marked it down")
+	}
+	// Close the node: the tcp probe fails.
+	f.ln.Close()
+	waitFor(t, "tcp probe to fail", func() bool { return !tb.Pool("tcp.test").Nodes()[0].Healthy() })
+}
+
+func TestSetChecksRemovalMarksUp(t *testing.T) {
+	bad := newFakeNode(t, "HTTP/1.1 500 x\r\n\r\n")
+	tb, c, _ := setup(t, map[string]Check{"p": {Interval: 100 * time.Millisecond, Fall: 1}}, "p="+bad.addr())
+	n := tb.Pool("p").Nodes()[0]
+	waitFor(t, "down", func() bool { return !n.Healthy() })
+	if err := c.SetChecks(nil); err != nil {
+		t.Fatal(err)
+	}
+	if !n.Healthy() {
+		t.Fatal("removing the check left the node down")
+	}
+	hits := bad.hits.Load()
+	time.Sleep(300 * time.Millisecond)
+	if bad.hits.Load() > hits+1 {
+		t.Fatal("still probing after the check was removed")
+	}
+}
+
+func TestNormalize(t *testing.T) {
+	c := Check{}
+	if err := c.Normalize(); err != nil || c.Type != TypeUWSGI || c.Path != "/" || c.Interval != 5*time.Second || c.Timeout != 2*time.Second || c.Rise != 2 || c.Fall != 3 {
+		t.Fatalf("defaults: %+v %v", c, err)
+	}
+	for _, bad := range []Check{
+		{Type: "icmp"}, {Path: "health"}, {Path: "/a b"}, {Path: "/\x00"}, {Host: "a\r\nb"},
+		{Interval: time.Millisecond}, {Interval: time.Second, Timeout: 2 * time.Second}, {Rise: -1}, {Fall: 101},
+	} {
+		if err := bad.Normalize(); err == nil {
+			t.Errorf("accepted %+v", bad)
+		}
+	}
+	if _, err := New(Config{Pools: nopPools{}, Checks: map[string]Check{"a": {}, "A": {}}}); err == nil {
+		t.Error("duplicate keys accepted")
+	}
+}
+
+type nopPools struct{}
+
+func (nopPools) Pools() []*balancer.Pool { return nil }
+
+func TestDefaultHost(t *testing.T) {
+	for in, want := range map[string]string{"a.test": "a.test", "a.test/api": "a.test", "*.a.test": "localhost", ".a.test": "localhost", "/x": "localhost"} {
+		if got := defaultHost(in); got != want {
+			t.Errorf("defaultHost(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestParseStatusLine(t *testing.T) {
+	for in, want := range map[string]int{"HTTP/1.1 200 OK\r\n": 200, "HTTP/1.0 503\r\n": 503, "HTTP/1.1 204": 204, "HTTP/1.1 302 Found": 302} {
+		if code, ok, err := ParseStatusLine([]byte(in)); !ok || err != nil || code != want {
+			t.Errorf("%q: %d %v %v", in, code, ok, err)
+		}
+	}
+	for _, in := range []string{"", "HTTP/1.1 2", "HTTP/1."} {
+		if _, ok, err := ParseStatusLine([]byte(in)); ok || err != nil {
+			t.Errorf("%q: want undecided", in)
+		}
+	}
+	for _, in := range []string{"X", "HTTP/2 200", "HTTP/1.1 2x0 ", "HTTP/1.1 099 ", "HTTP/1.1 2000", "http/1.1 200 "} {
+		if _, _, err := ParseStatusLine([]byte(in)); err == nil {
+			t.Errorf("%q accepted", in)
+		}
+	}
+}
+
+func FuzzParseStatusLine(f *testing.F) {
+	for _, s := range []string{"HTTP/1.1 200 OK\r\n", "HTTP/1.0 5", "", "HTTP/1.1 999 x", "\x00\xff"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		code, ok, err := ParseStatusLine(b)
+		if ok && (err != nil || code < 100 || code > 999) {
+			t.Fatalf("%q: code %d ok %v err %v", b, code, ok, err)
+		}
+		if ok && !bytes.HasPrefix(b, []byte("HTTP/1.")) {
+			t.Fatalf("%q accepted without the protocol", b)
+		}
+		// Deciding never depends on bytes past the status code.
+		if ok && len(b) > 13 {
+			if c2, ok2, _ := ParseStatusLine(b[:13]); !ok2 || c2 != code {
+				t.Fatalf("%q: prefix decided differently", b)
+			}
+		}
+	})
+}

@@ -141,3 +141,25 @@ func TestAnnounceRefreshAllocatesNothing(t *testing.T) {
 		})
 	}
 }
+
+// Acquire under a cap that is not reached takes the slot by CAS and
+// allocates nothing; only waiting does (its timer).
+func TestAcquireUnderCapAllocatesNothing(t *testing.T) {
+	tb, _ := newTable(t, Config{Policy: Policy{MaxInflight: LimitAuto}})
+	for i := range 4 {
+		if _, err := tb.Announce(&Announce{Key: []byte("cap.test"), Address: []byte(addr(i)), Cores: 8}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := tb.Pool("cap.test")
+	now := tb.Now().UnixNano()
+	if a := testing.AllocsPerRun(1000, func() {
+		n, err := p.Acquire(now, nil, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.Done()
+	}); a != 0 {
+		t.Fatalf("Acquire+Done under a cap: %v allocs", a)
+	}
+}

@@ -72,7 +72,8 @@ type Table struct {
 	mu       sync.Mutex // serialises writers
 	policies policies   // per-key overrides; replaced under mu
 	shards   [shardCount]atomic.Pointer[shard]
-	count    atomic.Int64 // number of pools
+	count    atomic.Int64               // number of pools
+	mounts   atomic.Pointer[mountIndex] // nil while no mount key exists
 }
 
 // New returns an empty table.
@@ -505,6 +506,7 @@ func (t *Table) putPool(p *Pool) {
 	t.updateShard(shardOf(l), func(s *shard) { s.exact[p.Key] = p })
 	t.index(p)
 	t.count.Add(1)
+	t.reindexMounts(p)
 }
 
 // dropPool unpublishes a pool. Caller holds t.mu.
@@ -514,6 +516,7 @@ func (t *Table) dropPool(p *Pool) {
 	t.updateShard(shardOf(l), func(s *shard) { delete(s.exact, p.Key) })
 	t.reindex(p, true)
 	t.count.Add(-1)
+	t.reindexMounts(p)
 }
 
 // index makes p the holder of its case-folded and wildcard slots when the

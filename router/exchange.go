@@ -50,6 +50,7 @@ type exchange struct {
 	consumed bool
 
 	keyBuf  [16]byte // iphash: the client address
+	path    []byte   // the decoded path, for mount points
 	buf     []byte   // the uwsgi packet: header, vars, small bodies
 	body    []byte   // a buffered body of unknown length
 	scratch []byte   // front-owned: bytes the request view points into (h2)
@@ -74,6 +75,10 @@ func putExchange(x *exchange) {
 	if cap(x.body) > 1<<20 {
 		x.body = nil
 	}
+	x.path = x.path[:0]
+	if cap(x.path) > 8<<10 {
+		x.path = nil
+	}
 	x.scratch = x.scratch[:0]
 	if cap(x.scratch) > 64<<10 {
 		x.scratch = nil
@@ -95,7 +100,13 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 	if len(r.host) > 0 && !validHost(r.host) {
 		return rt.failed(rt.metrics.none, errBadHost)
 	}
-	pool := rt.cfg.Pools.Lookup(r.host)
+	var path []byte
+	if rt.cfg.Pools.HasMounts() {
+		raw, _ := splitURI(r.uri)
+		x.path = appendDecodedPath(x.path[:0], raw)
+		path = x.path
+	}
+	pool := rt.cfg.Pools.LookupPath(r.host, path)
 	if pool == nil {
 		return rt.failed(rt.metrics.none, errNoPool)
 	}

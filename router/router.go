@@ -26,7 +26,12 @@ import (
 
 // Pools is what the router needs from the routing table.
 type Pools interface {
-	Lookup(host []byte) *balancer.Pool
+	// LookupPath finds the pool of a request by host and decoded path
+	// (mount points); path may be nil when HasMounts is false.
+	LookupPath(host, path []byte) *balancer.Pool
+	// HasMounts reports whether any pool key is a mount point, i.e.
+	// whether LookupPath needs the path at all.
+	HasMounts() bool
 }
 
 // Config configures a Router. Zero durations and sizes take the defaults

@@ -294,6 +294,15 @@ func splitURI(uri []byte) (path, query []byte) {
 func appendPathInfo(dst, path []byte) []byte {
 	dst = uwsgi.AppendVar(dst, sPATH_INFO, nil)
 	vStart := len(dst)
+	dst = appendDecodedPath(dst, path)
+	putU16(dst[vStart-2:], min(len(dst)-vStart, 0xffff))
+	return dst
+}
+
+// appendDecodedPath appends path percent-decoded with dot segments
+// resolved: PATH_INFO's value, and what mount points are matched against.
+func appendDecodedPath(dst, path []byte) []byte {
+	vStart := len(dst)
 	for i := 0; i < len(path); i++ {
 		c := path[i]
 		if c == '%' && i+2 < len(path) {
@@ -309,7 +318,6 @@ func appendPathInfo(dst, path []byte) []byte {
 	if len(dst) > vStart && dst[vStart] == '/' {
 		dst = dst[:vStart+len(removeDotSegments(dst[vStart:]))]
 	}
-	putU16(dst[vStart-2:], min(len(dst)-vStart, 0xffff))
 	return dst
 }
 

@@ -45,6 +45,12 @@ type options struct {
 	slowStart           time.Duration
 	stateFile           string
 	adminTokenFile      string
+	maxInflight         string
+	queueSize           int
+	queueTimeout        time.Duration
+	// pools is the pools: section of --config (no flag): per-pool
+	// algorithm, overload policy and health check, by pool key.
+	pools map[string]poolConfig
 }
 
 // listFlag is a repeatable string flag. The first Set after a default
@@ -89,6 +95,9 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.admin, "admin", "127.0.0.1:9191", "admin API, /metrics and /healthz listener `addr`")
 	fs.Var(&listFlag{vals: &o.to}, "to", "static node `KEY=NODEADDR` that never expires (repeatable)")
 	fs.StringVar(&o.algo, "algo", "wrr", "default balancing `algorithm` for new pools: wrr, lrc, wlrc, iphash, p2c or hash")
+	fs.StringVar(&o.maxInflight, "max-inflight", "0", "cap on requests in flight to each node: a `count`, auto (the cores the node announced) or 0 (off); more wait in the pool's queue")
+	fs.IntVar(&o.queueSize, "queue-size", balancer.DefaultQueueSize, "requests per pool that may wait for a node under --max-inflight; more get 503 + Retry-After")
+	fs.DurationVar(&o.queueTimeout, "queue-timeout", balancer.DefaultQueueTimeout, "longest wait for a node under --max-inflight before 503 + Retry-After")
 	fs.StringVar(&o.hashKey, "hash-key", "", "where pools with algorithm hash find their key: header:NAME or cookie:NAME (unset: they balance as wrr)")
 	fs.DurationVar(&o.tolerance, "subscription-tolerance", 30*time.Second, "remove a node that has not re-announced for this `duration`")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", 3*time.Second, "backend connect timeout")
@@ -124,7 +133,7 @@ func parseArgs(args []string) (*options, *flag.FlagSet, error) {
 	if o.config != "" {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		if err := loadConfig(fs, o.config, set); err != nil {
+		if err := loadConfig(fs, o, o.config, set); err != nil {
 			return nil, fs, err
 		}
 	}
@@ -133,7 +142,7 @@ func parseArgs(args []string) (*options, *flag.FlagSet, error) {
 
 // loadConfig applies a YAML file: each key is a flag name; lists set
 // repeatable flags. Keys already given on the command line are skipped.
-func loadConfig(fs *flag.FlagSet, path string, set map[string]bool) error {
+func loadConfig(fs *flag.FlagSet, o *options, path string, set map[string]bool) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
@@ -148,6 +157,14 @@ func loadConfig(fs *flag.FlagSet, path string, set map[string]bool) error {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
+		if k == "pools" {
+			pools, err := decodePools(data)
+			if err != nil {
+				return fmt.Errorf("config %s: pools: %w", path, err)
+			}
+			o.pools = pools
+			continue
+		}
 		f := fs.Lookup(k)
 		if f == nil || k == "config" || k == "version" {
 			return fmt.Errorf("config %s: unknown setting %q", path, k)
@@ -264,6 +281,18 @@ func (o *options) validate() error {
 		if !ok || (kind != "header" && kind != "cookie") || name == "" || strings.ContainsAny(name, " \t\r\n;,=") {
 			return fmt.Errorf("--hash-key %q: want header:NAME or cookie:NAME", o.hashKey)
 		}
+	}
+	if _, err := balancer.ParseLimit(o.maxInflight); err != nil {
+		return fmt.Errorf("--max-inflight: %w", err)
+	}
+	if o.queueSize < 0 || o.queueSize > 1<<20 {
+		return fmt.Errorf("--queue-size must be between 0 and 1048576, got %d", o.queueSize)
+	}
+	if o.queueTimeout <= 0 {
+		return fmt.Errorf("--queue-timeout must be positive, got %s", o.queueTimeout)
+	}
+	if _, _, err := o.poolPolicies(); err != nil {
+		return err
 	}
 	if o.slowStart < 0 {
 		return fmt.Errorf("--slow-start must not be negative, got %s", o.slowStart)

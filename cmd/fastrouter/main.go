@@ -28,6 +28,7 @@ import (
 
 	"github.com/fastrouter/fastrouter/admin"
 	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/health"
 	"github.com/fastrouter/fastrouter/internal/upgrade"
 	"github.com/fastrouter/fastrouter/lifecycle"
 	"github.com/fastrouter/fastrouter/router"
@@ -122,12 +123,24 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 		FallbackKey:  o.fallbackKey,
 		DrainTimeout: o.drainTimeout,
 		SlowStart:    o.slowStart,
+		Policy:       o.defaultPolicy(),
 		OnChange: func(string) {
 			if life != nil {
 				life.Changed()
 			}
 		},
 	})
+	if err != nil {
+		return err
+	}
+	policies, checks, err := o.poolPolicies()
+	if err != nil {
+		return err
+	}
+	if err := table.SetPolicies(o.defaultPolicy(), policies); err != nil {
+		return err
+	}
+	checker, err := health.New(health.Config{Pools: table, Checks: checks, Logger: log, Registerer: reg})
 	if err != nil {
 		return err
 	}
@@ -247,6 +260,8 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 		return err
 	}
 	life.Start()
+	checker.Start()
+	defer checker.Close()
 	if certs != nil {
 		certs.Start()
 		defer certs.Close()
@@ -332,6 +347,13 @@ wait:
 			}
 			if err := table.SetDefaultAlgo(balancer.Algo(no.algo)); err != nil {
 				log.Error("reload: algorithm", "err", err)
+			}
+			if pols, checks, err := no.poolPolicies(); err != nil {
+				log.Error("reload: pools", "err", err)
+			} else if err := table.SetPolicies(no.defaultPolicy(), pols); err != nil {
+				log.Error("reload: pools", "err", err)
+			} else if err := checker.SetChecks(checks); err != nil {
+				log.Error("reload: health checks", "err", err)
 			}
 			if err := statics.apply(no.staticNodes()); err != nil {
 				log.Error("reload: static nodes", "err", err)

@@ -1,11 +1,12 @@
 """WSGI app for fastrouter's integration tests (python3 stdlib only).
 
 /            -> "node=<NODE_ID>"
-/env         -> JSON of the string vars the app received
+/env, */env  -> JSON of the string vars the app received
 /upload      -> reads the body, returns "<bytes> <sha256>"
 /download    -> ?size=N streams N pattern bytes; &cl=1 sends Content-Length
 /slow        -> ?ms=N sleeps, then "slow node=<NODE_ID>"
 /status      -> ?code=N answers that status
+/health      -> 500 while the file named by $HEALTH_FAIL_FILE exists, else 200
 """
 import hashlib
 import json
@@ -27,7 +28,7 @@ def pattern(n):
 def application(env, start):
     path = env.get("PATH_INFO", "")
     q = parse_qs(env.get("QUERY_STRING", ""))
-    if path.startswith("/env"):
+    if path.startswith("/env") or path.endswith("/env"):
         body = json.dumps({k: v for k, v in env.items() if isinstance(v, str)}).encode()
         start("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
         return [body]
@@ -58,5 +59,12 @@ def application(env, start):
         code = int(q.get("code", ["200"])[0])
         start("%d X" % code, [("Content-Type", "text/plain")])
         return [b"status"]
+    if path == "/health":
+        fail = os.environ.get("HEALTH_FAIL_FILE")
+        if fail and os.path.exists(fail):
+            start("500 Internal Server Error", [("Content-Type", "text/plain")])
+            return [b"unhealthy"]
+        start("200 OK", [("Content-Type", "text/plain")])
+        return [b"healthy"]
     start("200 OK", [("Content-Type", "text/plain")])
     return [("node=%s" % NODE).encode()]

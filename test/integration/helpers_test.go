@@ -231,12 +231,16 @@ type nodeJSON struct {
 	Requests int       `json:"requests"`
 	Failures int       `json:"failures"`
 	LastSeen time.Time `json:"last_seen"`
+	Cores    int       `json:"cores"`
+	Healthy  bool      `json:"healthy"`
 }
 
 type poolJSON struct {
-	Key   string     `json:"key"`
-	Algo  string     `json:"algo"`
-	Nodes []nodeJSON `json:"nodes"`
+	Key         string     `json:"key"`
+	Algo        string     `json:"algo"`
+	MaxInflight string     `json:"max_inflight"`
+	Queued      int        `json:"queued"`
+	Nodes       []nodeJSON `json:"nodes"`
 }
 
 // node returns the node with address addr, or nil.
@@ -298,6 +302,7 @@ type nodeOpts struct {
 	threads    int    // --threads; default 2
 	bufferSize int    // --buffer-size; default 32768
 	socket     string // explicit --socket; default 127.0.0.1:<free port>
+	healthFail string // /health answers 500 while this file exists
 }
 
 // startNode starts a uWSGI 2.0 node (master + workers) that subscribes to r
@@ -334,6 +339,9 @@ func startNode(t *testing.T, r *router, key string, o nodeOpts) *node {
 	}
 	if o.weight > 0 {
 		args = append(args, "--weight", strconv.Itoa(o.weight))
+	}
+	if o.healthFail != "" {
+		args = append(args, "--env", "HEALTH_FAIL_FILE="+o.healthFail)
 	}
 	return &node{proc: startProc(t, "uwsgi", args...), addr: o.socket}
 }

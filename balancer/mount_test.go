@@ -25,7 +25,7 @@ func TestMountPoints(t *testing.T) {
 		{"EXAMPLE.com:8443", "/api/x", "example.com/api"},
 		{"example.com", "/static/a.css", "Example.com/static/"},
 		{"example.com", "/static", "example.com"}, // "/static/" needs the slash
-		{"example.com", "/API", "example.com"},     // paths are case-sensitive
+		{"example.com", "/API", "example.com"},    // paths are case-sensitive
 		{"other.test:8080", "/app/1", "other.test:8080/app"},
 		{"other.test", "/app/1", "fallback.test"}, // the mount names a port
 		{"a.wild.test", "/x", "fallback.test"},    // mounts are not wildcards

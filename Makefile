@@ -1,5 +1,5 @@
 # fastrouter — see README.md.
-.PHONY: build run test bench fuzz
+.PHONY: build run test bench bench-compare fuzz
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
@@ -16,3 +16,8 @@ test:
 
 bench:
 	go test -run=^$$ -bench=. -benchmem ./internal/... ./balancer/ ./router/ ./subscription/
+
+# Side-by-side comparison against nginx uwsgi_pass and uWSGI's http router
+# (wrk, h2load; writes bench/results/results.md and rps.png). ~10 minutes.
+bench-compare:
+	cd bench && go run ./harness

@@ -1,11 +1,13 @@
 // Command uwsgi-backend is the benchmark's app node: a minimal uwsgi-protocol
 // server that answers every request with a fixed body and closes the
 // connection, as a uWSGI worker does. It is fast enough that the routers in
-// front of it, not the app, are what a benchmark measures.
+// front of it, not the app, are what a benchmark measures. Self-contained
+// (the bench module does not import the router's internal packages).
 package main
 
 import (
 	"bufio"
+	"encoding/binary"
 	"flag"
 	"fmt"
 	"io"
@@ -15,8 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/fastrouter/fastrouter/internal/uwsgi"
 )
 
 func main() {
@@ -32,6 +32,10 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	if network == "unix" {
+		// nginx workers run as another user and need write permission.
+		_ = os.Chmod(*addr, 0o666)
+	}
 	body := strings.Repeat("x", *size)
 	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " + strconv.Itoa(*size) + "\r\n\r\n" + body)
 	fmt.Println("listening", ln.Addr())
@@ -44,6 +48,8 @@ func main() {
 	}
 }
 
+// serve reads one uwsgi request (4-byte header, vars, CONTENT_LENGTH body)
+// and writes the canned response.
 func serve(c net.Conn, resp []byte) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
@@ -52,21 +58,26 @@ func serve(c net.Conn, resp []byte) {
 	if _, err := io.ReadFull(br, hb[:]); err != nil {
 		return
 	}
-	h, _ := uwsgi.ParseHeader(hb[:])
-	vars := make([]byte, h.Size)
+	vars := make([]byte, binary.LittleEndian.Uint16(hb[1:3]))
 	if _, err := io.ReadFull(br, vars); err != nil {
 		return
 	}
 	var cl int64
-	for off := 0; off < len(vars); {
-		k, v, next, err := uwsgi.NextVar(vars, off)
-		if err != nil {
+	for off := 0; off+2 <= len(vars); {
+		kl := int(binary.LittleEndian.Uint16(vars[off:]))
+		if off+2+kl+2 > len(vars) {
+			return
+		}
+		k := vars[off+2 : off+2+kl]
+		vl := int(binary.LittleEndian.Uint16(vars[off+2+kl:]))
+		vs := off + 4 + kl
+		if vs+vl > len(vars) {
 			return
 		}
 		if string(k) == "CONTENT_LENGTH" {
-			cl, _ = strconv.ParseInt(string(v), 10, 64)
+			cl, _ = strconv.ParseInt(string(vars[vs:vs+vl]), 10, 64)
 		}
-		off = next
+		off = vs + vl
 	}
 	if cl > 0 {
 		io.CopyN(io.Discard, br, cl)

@@ -1,0 +1,549 @@
+// Command harness is fastrouter's side-by-side benchmark: it builds the
+// router and a Go uwsgi backend (one request per connection, as uWSGI
+// workers serve), starts nginx (uwsgi_pass) and uWSGI's http router in front
+// of the same backend when they are installed, drives them with wrk and
+// h2load, alternating routers within each round so drift hits all alike,
+// and writes the medians as a markdown table and a PNG chart to
+// bench/results/.
+//
+//	cd bench && go run ./harness [-rounds 3] [-duration 10s] [-scenarios h1-512,h2,...]
+//
+// Every process it starts listens on 127.0.0.1 and is killed at the end;
+// every load run is bounded in time or count.
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"flag"
+	"fmt"
+	"log"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+var httpClient = http.Client{Timeout: 10 * time.Second}
+
+type harness struct {
+	root, tmp, out string
+	rounds         int
+	dur            time.Duration
+	conns          int
+	bin            struct{ router, backend string }
+	procs          []*proc
+	rows           []row
+	cert, key      string
+	ports          int // next port to hand out
+}
+
+// row is one router's medians in one scenario.
+type row struct {
+	scenario, router  string
+	rps, p50, p99     float64
+	cpuPer10k, rssMiB float64
+	extra             string
+}
+
+// target is one router under test in a scenario.
+type target struct {
+	name string
+	url  string // what the load tool hits
+	pid  int    // process tree whose CPU and RSS are measured
+}
+
+func main() {
+	rounds := flag.Int("rounds", 3, "rounds per scenario (routers alternate within a round)")
+	dur := flag.Duration("duration", 10*time.Second, "length of each wrk run")
+	conns := flag.Int("connections", 64, "wrk connections")
+	scen := flag.String("scenarios", "h1-512,h1-64k,unix,https,h2,idle,pools,datagrams", "comma-separated scenarios to run")
+	pools := flag.Int("pools", 100000, "pools in the large-table scenario")
+	idle := flag.Int("idle", 5000, "connections in the idle scenario")
+	out := flag.String("out", "results", "directory for results.md and rps.png")
+	flag.Parse()
+
+	root, err := filepath.Abs("..")
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "cmd", "fastrouter")); err != nil {
+		log.Fatal("run from the bench directory: cd bench && go run ./harness")
+	}
+	for _, tool := range []string{"wrk"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			log.Fatalf("%s is required (apt-get install wrk)", tool)
+		}
+	}
+	raiseNoFile()
+	h := &harness{root: root, out: *out, rounds: *rounds, dur: *dur, conns: *conns, ports: 23000}
+	h.tmp, err = os.MkdirTemp("", "fastrouter-bench-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(h.tmp)
+	_ = os.Chmod(h.tmp, 0o755) // nginx workers (another user) reach the unix socket in it
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	defer h.stopFrom(0)
+	if err := h.build(); err != nil {
+		log.Fatal(err)
+	}
+	if err := h.selfSigned(); err != nil {
+		log.Fatal(err)
+	}
+	scenarios := map[string]func(context.Context) error{
+		"h1-512":    func(ctx context.Context) error { return h.throughput(ctx, "h1-512", 512, false) },
+		"h1-64k":    func(ctx context.Context) error { return h.throughput(ctx, "h1-64k", 64<<10, false) },
+		"unix":      func(ctx context.Context) error { return h.throughput(ctx, "unix", 512, true) },
+		"https":     h.https,
+		"h2":        h.h2,
+		"idle":      func(ctx context.Context) error { return h.idle(ctx, *idle) },
+		"pools":     func(ctx context.Context) error { return h.pools(ctx, *pools) },
+		"datagrams": h.datagrams,
+	}
+	for _, name := range strings.Split(*scen, ",") {
+		run := scenarios[name]
+		if run == nil {
+			log.Fatalf("unknown scenario %q", name)
+		}
+		log.Printf("scenario %s", name)
+		mark := len(h.procs)
+		err := run(ctx)
+		h.stopFrom(mark)
+		if err != nil {
+			log.Printf("scenario %s failed: %v", name, err)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if err := h.report(); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func (h *harness) port() string {
+	h.ports++
+	return fmt.Sprintf("127.0.0.1:%d", h.ports)
+}
+
+func (h *harness) build() error {
+	h.bin.router = filepath.Join(h.tmp, "fastrouter")
+	h.bin.backend = filepath.Join(h.tmp, "uwsgi-backend")
+	for _, b := range []struct{ dir, pkg, out string }{
+		{h.root, "./cmd/fastrouter", h.bin.router},
+		{filepath.Join(h.root, "bench"), "./uwsgi-backend", h.bin.backend},
+	} {
+		cmd := exec.Command("go", "build", "-o", b.out, b.pkg)
+		cmd.Dir = b.dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("build %s: %w: %s", b.pkg, err, out)
+		}
+	}
+	return nil
+}
+
+// selfSigned writes a P-256 certificate for bench.test.
+func (h *harness) selfSigned() error {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bench.test"}, DNSNames: []string{"bench.test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		return err
+	}
+	kd, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		return err
+	}
+	h.cert, h.key = filepath.Join(h.tmp, "cert.pem"), filepath.Join(h.tmp, "key.pem")
+	if err := os.WriteFile(h.cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(h.key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}), 0o600)
+}
+
+// backend starts the Go uwsgi node on a TCP port or a unix socket.
+func (h *harness) backend(size int, unix bool) (string, error) {
+	addr := h.port()
+	if unix {
+		addr = filepath.Join(h.tmp, fmt.Sprintf("backend-%d.sock", h.ports))
+	}
+	if _, err := h.start("backend", h.bin.backend, "-listen", addr, "-size", fmt.Sprint(size)); err != nil {
+		return "", err
+	}
+	return addr, waitListen(addr, 10*time.Second)
+}
+
+// router starts fastrouter with a static pool bench.test → node.
+func (h *harness) router(node string, extra ...string) (target, string, error) {
+	http, admin := h.port(), h.port()
+	args := append([]string{"--http", http, "--admin", admin, "--subscription-server", h.port(),
+		"--to", "bench.test=" + node, "--log-level", "warn"}, extra...)
+	p, err := h.start("fastrouter", h.bin.router, args...)
+	if err != nil {
+		return target{}, "", err
+	}
+	if err := waitListen(admin, 10*time.Second); err != nil {
+		return target{}, "", err
+	}
+	return target{name: "fastrouter", url: "http://" + http + "/", pid: p.cmd.Process.Pid}, admin, nil
+}
+
+// nginx starts nginx with uwsgi_pass to node, plain or TLS (+h2).
+func (h *harness) nginx(node string, tls bool) (target, bool, error) {
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		return target{}, false, nil
+	}
+	dir, err := os.MkdirTemp(h.tmp, "nginx-")
+	if err != nil {
+		return target{}, false, err
+	}
+	addr := h.port()
+	listen, scheme := addr, "http"
+	if tls {
+		listen = addr + " ssl http2;\n    ssl_certificate " + h.cert + "; ssl_certificate_key " + h.key + ";\n    ssl_protocols TLSv1.2 TLSv1.3"
+		scheme = "https"
+	}
+	pass := node
+	if strings.HasPrefix(node, "/") {
+		pass = "unix:" + node
+	}
+	conf := fmt.Sprintf(`worker_processes auto;
+worker_rlimit_nofile 65536;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 120s;
+  client_body_temp_path %[1]s; proxy_temp_path %[1]s; fastcgi_temp_path %[1]s; uwsgi_temp_path %[1]s; scgi_temp_path %[1]s;
+  server {
+    listen %[2]s;
+    location / { include /etc/nginx/uwsgi_params; uwsgi_pass %[3]s; }
+  }
+}
+`, dir, listen, pass)
+	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
+		return target{}, false, err
+	}
+	p, err := h.start("nginx", bin, "-c", filepath.Join(dir, "nginx.conf"), "-g", "daemon off;")
+	if err != nil {
+		return target{}, false, err
+	}
+	if err := waitListen(addr, 10*time.Second); err != nil {
+		return target{}, false, err
+	}
+	return target{name: "nginx", url: scheme + "://" + addr + "/", pid: p.cmd.Process.Pid}, true, nil
+}
+
+// uwsgiHTTP starts uWSGI's http router in front of node.
+func (h *harness) uwsgiHTTP(node string) (target, bool, error) {
+	bin, err := exec.LookPath("uwsgi")
+	if err != nil {
+		return target{}, false, nil
+	}
+	addr := h.port()
+	p, err := h.start("uwsgi-http", bin, "--plugin", "http", "--master", "--die-on-term", "--http", addr, "--http-to", node,
+		"--http-keepalive", "--http-auto-chunked", "--disable-logging")
+	if err != nil {
+		return target{}, false, err
+	}
+	if err := waitListen(addr, 10*time.Second); err != nil {
+		return target{}, false, err
+	}
+	return target{name: "uwsgi-http", url: "http://" + addr + "/", pid: p.cmd.Process.Pid}, true, nil
+}
+
+// measure runs load against each target per round, alternating, and adds
+// the medians as rows.
+func (h *harness) measure(ctx context.Context, scenario string, targets []target, load func(target) (result, error)) error {
+	per := map[string][]result{}
+	cpu := map[string][]float64{}
+	rss := map[string][]float64{}
+	for r := 1; r <= h.rounds; r++ {
+		for _, t := range targets {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			c0 := cpuSeconds(t.pid)
+			res, err := load(t)
+			if err != nil {
+				return err
+			}
+			c1 := cpuSeconds(t.pid)
+			per[t.name] = append(per[t.name], res)
+			if res.requests > 0 {
+				cpu[t.name] = append(cpu[t.name], (c1-c0)/res.requests*10000)
+			}
+			rss[t.name] = append(rss[t.name], float64(rssBytes(t.pid))/(1<<20))
+			log.Printf("  round %d %-10s %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  cpu %.2f s/10k  %s", r, t.name, res.rps, res.p50, res.p99,
+				(c1-c0)/max(res.requests, 1)*10000, res.errors)
+		}
+	}
+	for _, t := range targets {
+		rs := per[t.name]
+		pick := func(f func(result) float64) float64 {
+			v := make([]float64, len(rs))
+			for i, r := range rs {
+				v[i] = f(r)
+			}
+			return median(v)
+		}
+		var errs []string
+		for _, r := range rs {
+			if r.errors != "" {
+				errs = append(errs, r.errors)
+			}
+		}
+		h.rows = append(h.rows, row{scenario: scenario, router: t.name,
+			rps: pick(func(r result) float64 { return r.rps }), p50: pick(func(r result) float64 { return r.p50 }),
+			p99: pick(func(r result) float64 { return r.p99 }), cpuPer10k: median(cpu[t.name]), rssMiB: median(rss[t.name]),
+			extra: strings.Join(errs, "; ")})
+	}
+	return nil
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// throughput: HTTP/1.1 keep-alive at -connections, all three routers.
+func (h *harness) throughput(ctx context.Context, name string, size int, unix bool) error {
+	node, err := h.backend(size, unix)
+	if err != nil {
+		return err
+	}
+	fr, _, err := h.router(node)
+	if err != nil {
+		return err
+	}
+	targets := []target{fr}
+	if t, ok, err := h.nginx(node, false); err != nil {
+		return err
+	} else if ok {
+		targets = append(targets, t)
+	}
+	if t, ok, err := h.uwsgiHTTP(node); err != nil {
+		return err
+	} else if ok {
+		targets = append(targets, t)
+	}
+	return h.measure(ctx, name, targets, func(t target) (result, error) {
+		return runWrk(ctx, t.url, "bench.test", h.conns, h.dur)
+	})
+}
+
+// https: HTTP/1.1 over TLS 1.3 with wrk, fastrouter vs nginx.
+func (h *harness) https(ctx context.Context) error {
+	node, err := h.backend(512, false)
+	if err != nil {
+		return err
+	}
+	tlsAddr := h.port()
+	fr, _, err := h.router(node, "--https", tlsAddr, "--tls-cert", h.cert, "--tls-key", h.key)
+	if err != nil {
+		return err
+	}
+	fr.url = "https://" + tlsAddr + "/"
+	targets := []target{fr}
+	if t, ok, err := h.nginx(node, true); err != nil {
+		return err
+	} else if ok {
+		targets = append(targets, t)
+	}
+	return h.measure(ctx, "https", targets, func(t target) (result, error) {
+		return runWrk(ctx, t.url, "bench.test", h.conns, h.dur)
+	})
+}
+
+// h2: HTTP/2 over TLS with h2load (10 connections × 10 streams).
+func (h *harness) h2(ctx context.Context) error {
+	if _, err := exec.LookPath("h2load"); err != nil {
+		return fmt.Errorf("h2load is not installed (apt-get install nghttp2-client)")
+	}
+	node, err := h.backend(512, false)
+	if err != nil {
+		return err
+	}
+	tlsAddr := h.port()
+	fr, _, err := h.router(node, "--https", tlsAddr, "--tls-cert", h.cert, "--tls-key", h.key)
+	if err != nil {
+		return err
+	}
+	fr.url = "https://" + tlsAddr + "/"
+	targets := []target{fr}
+	if t, ok, err := h.nginx(node, true); err != nil {
+		return err
+	} else if ok {
+		targets = append(targets, t)
+	}
+	n := int(h.dur.Seconds()) * 3000
+	return h.measure(ctx, "h2", targets, func(t target) (result, error) {
+		return runH2load(ctx, h.tmp, t.url, "bench.test", n, 10, 10)
+	})
+}
+
+// idle: memory per idle keep-alive connection (RSS growth ÷ connections).
+func (h *harness) idle(ctx context.Context, n int) error {
+	node, err := h.backend(512, false)
+	if err != nil {
+		return err
+	}
+	fr, _, err := h.router(node)
+	if err != nil {
+		return err
+	}
+	targets := []target{fr}
+	if t, ok, err := h.nginx(node, false); err != nil {
+		return err
+	} else if ok {
+		targets = append(targets, t)
+	}
+	for _, t := range targets {
+		addr := strings.TrimSuffix(strings.TrimPrefix(t.url, "http://"), "/")
+		// Warm up (first requests grow pools and buffers), then measure.
+		if rel, _, err := holdIdle(addr, "bench.test", 100); err == nil {
+			rel()
+		}
+		time.Sleep(500 * time.Millisecond)
+		before := rssBytes(t.pid)
+		release, opened, err := holdIdle(addr, "bench.test", n)
+		if err != nil {
+			return fmt.Errorf("%s: %d of %d connections: %w", t.name, opened, n, err)
+		}
+		time.Sleep(time.Second)
+		after := rssBytes(t.pid)
+		release()
+		per := float64(after-before) / float64(opened) / 1024
+		log.Printf("  %-10s %d idle connections: RSS %.1f → %.1f MiB, %.1f KiB each", t.name, opened, float64(before)/(1<<20), float64(after)/(1<<20), per)
+		h.rows = append(h.rows, row{scenario: "idle", router: t.name, rssMiB: float64(after) / (1 << 20),
+			extra: fmt.Sprintf("%.1f KiB per idle keep-alive connection (%d connections)", per, opened)})
+	}
+	return nil
+}
+
+// pools: lookup cost with 10 vs many pools, fastrouter only.
+func (h *harness) pools(ctx context.Context, many int) error {
+	node, err := h.backend(512, false)
+	if err != nil {
+		return err
+	}
+	var targets []target
+	for _, count := range []int{10, many} {
+		sub := h.port()
+		fr, admin, err := h.router(node, "--subscription-server", sub, "--subscription-tolerance", "1h")
+		if err != nil {
+			return err
+		}
+		fr.name = fmt.Sprintf("fastrouter-%dpools", count)
+		if err := h.fill(ctx, sub, admin, node, count); err != nil {
+			return err
+		}
+		targets = append(targets, fr)
+	}
+	return h.measure(ctx, "pools", targets, func(t target) (result, error) {
+		return runWrk(ctx, t.url, "pool-7.bench.test", h.conns, h.dur)
+	})
+}
+
+// fill subscribes count pools pool-N.bench.test and waits until the router
+// counted them all.
+func (h *harness) fill(ctx context.Context, sub, admin, node string, count int) error {
+	c, err := net.Dial("udp", sub)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	start := time.Now()
+	for i := 0; i < count; i++ {
+		if _, err := c.Write(subscription(fmt.Sprintf("pool-%d.bench.test", i), node)); err != nil {
+			return err
+		}
+		if i%200 == 199 { // do not overrun the router's queue: it drops and counts, we want all
+			for applied(admin) < float64(i-2000) {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}
+	for applied(admin) < float64(count) {
+		if ctx.Err() != nil || time.Since(start) > 10*time.Minute {
+			return fmt.Errorf("only %.0f of %d subscriptions applied", applied(admin), count)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	log.Printf("  %d pools subscribed in %s", count, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// datagrams: refresh datagrams applied per second while serving wrk load.
+func (h *harness) datagrams(ctx context.Context) error {
+	node, err := h.backend(512, false)
+	if err != nil {
+		return err
+	}
+	sub := h.port()
+	fr, admin, err := h.router(node, "--subscription-server", sub)
+	if err != nil {
+		return err
+	}
+	var dgrams [][]byte
+	for i := range 1000 {
+		dgrams = append(dgrams, subscription(fmt.Sprintf("dg-%d.bench.test", i%100), fmt.Sprintf("127.0.0.1:%d", 40000+i)))
+	}
+	var done, sent float64
+	err = h.measure(ctx, "datagrams", []target{fr}, func(t target) (result, error) {
+		bctx, cancel := context.WithTimeout(ctx, h.dur)
+		defer cancel()
+		before := applied(admin)
+		ch := make(chan int, 1)
+		go func() { n, _ := blast(bctx, sub, dgrams, 0); ch <- n }()
+		res, err := runWrk(ctx, t.url, "bench.test", h.conns, h.dur)
+		s := <-ch
+		time.Sleep(200 * time.Millisecond)
+		done += (applied(admin) - before) / h.dur.Seconds()
+		sent += float64(s) / h.dur.Seconds()
+		return res, err
+	})
+	if err == nil && len(h.rows) > 0 {
+		last := &h.rows[len(h.rows)-1]
+		last.extra = fmt.Sprintf("%.0f datagrams/s applied of %.0f/s sent (mean over rounds), while serving", done/float64(h.rounds), sent/float64(h.rounds))
+	}
+	return err
+}
+
+// applied is the number of subscription datagrams the router applied
+// (new nodes and refreshes).
+func applied(admin string) float64 {
+	u := "http://" + admin + "/metrics"
+	return metric(u, `fastrouter_subscription_packets_total{result="subscribe"}`) + metric(u, `fastrouter_subscription_packets_total{result="refresh"}`)
+}

@@ -58,6 +58,10 @@ type Config struct {
 	// TrustedProxies are peers whose X-Forwarded-For/-Proto are kept and
 	// appended to. Default: loopback.
 	TrustedProxies []netip.Prefix
+	// ProxyProtocol lets connections from TrustedProxies start with a PROXY
+	// protocol v1 or v2 header (optional per connection) that sets the
+	// client address; see proxyproto.go.
+	ProxyProtocol bool
 	// HashKey is where pools with the hash algorithm find their key:
 	// "header:NAME" or "cookie:NAME". Empty: hash pools balance as wrr.
 	HashKey string

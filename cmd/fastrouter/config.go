@@ -39,6 +39,7 @@ type options struct {
 	maxHeaderBytes      int
 	fallbackKey         string
 	trustedProxies      []string
+	proxyProtocol       bool
 	logLevel            string
 	version             bool
 	drainTimeout        time.Duration
@@ -107,6 +108,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", 65536, "largest request head in `bytes`; larger is answered 431")
 	fs.StringVar(&o.fallbackKey, "fallback-key", "", "pool `key` used when no pool matches the host")
 	fs.Var(&listFlag{vals: &o.trustedProxies}, "trusted-proxy", "`CIDR` of peers whose X-Forwarded-For/-Proto are believed (repeatable)")
+	fs.BoolVar(&o.proxyProtocol, "proxy-protocol", false, "connections from --trusted-proxy peers to --http/--https may start with a PROXY v1/v2 header that sets the client address")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "default deadline of a node drain (admin API, unsubscribe, drain=1)")
 	fs.DurationVar(&o.slowStart, "slow-start", 0, "ramp a (re)joined node's weight from 1/16 to full over this `duration` (0 = off)")
 	fs.StringVar(&o.stateFile, "state-file", "", "persist the pool table to this `file` and load it at start, so a restart routes at once")
@@ -363,6 +365,7 @@ func (o *options) needsRestart(n *options) []string {
 	diff("tls-cert", o.tlsCert != n.tlsCert || o.tlsKey != n.tlsKey)
 	diff("tls-dir", o.tlsDir != n.tlsDir)
 	diff("tls-client-ca", o.tlsClientCA != n.tlsClientCA)
+	diff("proxy-protocol", o.proxyProtocol != n.proxyProtocol)
 	diff("trusted-proxy", !slices.Equal(o.trustedProxies, n.trustedProxies))
 	diff("max-header-bytes", o.maxHeaderBytes != n.maxHeaderBytes)
 	diff("subscription-tolerance", o.tolerance != n.tolerance)

@@ -177,6 +177,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 		MaxHeaderBytes: o.maxHeaderBytes,
 		HashKey:        o.hashKey,
 		TrustedProxies: o.trusted(),
+		ProxyProtocol:  o.proxyProtocol,
 		Logger:         log,
 		Registerer:     reg,
 	})

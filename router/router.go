@@ -100,6 +100,7 @@ type Router struct {
 	mu        sync.Mutex // guards listeners, closing
 	listeners []*frontListener
 	redirects []*fasthttp.Server
+	uwsgiLns  []*uwsgiListener // --uwsgi fronts (uwsgifront.go)
 	closing   bool
 
 	// draining is set by Shutdown: every HTTP/1.1 response closes its
@@ -226,7 +227,11 @@ func (rt *Router) Shutdown(ctx context.Context) error {
 	rt.closing = true
 	lns := rt.listeners
 	redirects := rt.redirects
+	uwsgiLns := rt.uwsgiLns
 	rt.mu.Unlock()
+	for _, l := range uwsgiLns {
+		l.ln.Close()
+	}
 	rt.draining.Store(true)
 	for _, l := range lns {
 		l.ln.Close()
@@ -250,6 +255,14 @@ graceLoop:
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(lns)+len(redirects))
+	uerrs := make([]error, len(uwsgiLns))
+	for i, l := range uwsgiLns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			uerrs[i] = l.shutdown(ctx)
+		}()
+	}
 	for i, s := range redirects {
 		wg.Add(1)
 		go func() {
@@ -265,5 +278,5 @@ graceLoop:
 		}()
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	return errors.Join(append(errs, uerrs...)...)
 }

@@ -22,6 +22,7 @@ type options struct {
 	http                []string
 	https               []string
 	httpToHTTPS         []string
+	uwsgi               []string
 	tlsCert, tlsKey     string
 	tlsDir              string
 	tlsClientCA         string
@@ -88,6 +89,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.Var(&listFlag{vals: &o.http}, "http", "HTTP/1.1 listener `addr` (repeatable; default 127.0.0.1:8080 when no listener is given)")
 	fs.Var(&listFlag{vals: &o.https}, "https", "TLS listener `addr` with ALPN h2 and http/1.1 (repeatable; needs --tls-cert/--tls-key or --tls-dir)")
 	fs.Var(&listFlag{vals: &o.httpToHTTPS}, "http-to-https", "listener `addr` that answers 301 to the same URL over https (repeatable)")
+	fs.Var(&listFlag{vals: &o.uwsgi}, "uwsgi", "uwsgi-protocol front listener `addr` (uWSGI fastrouter mode, for nginx uwsgi_pass; repeatable)")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "default certificate `file` (PEM chain) for --https")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "private key `file` (PEM) of --tls-cert")
 	fs.StringVar(&o.tlsDir, "tls-dir", "", "SNI certificates `dir`: NAME.crt + NAME.key, _wildcard.DOMAIN.* for *.DOMAIN; re-read when files change")
@@ -231,7 +233,7 @@ func oneLine(err error) error {
 type staticNode struct{ key, addr string }
 
 func (o *options) validate() error {
-	if len(o.http) == 0 && len(o.https) == 0 && len(o.httpToHTTPS) == 0 {
+	if len(o.http) == 0 && len(o.https) == 0 && len(o.httpToHTTPS) == 0 && len(o.uwsgi) == 0 {
 		o.http = []string{"127.0.0.1:8080"}
 	}
 	if (o.tlsCert == "") != (o.tlsKey == "") {
@@ -359,6 +361,7 @@ func (o *options) needsRestart(n *options) []string {
 	}
 	diff("http", !slices.Equal(o.http, n.http))
 	diff("https", !slices.Equal(o.https, n.https))
+	diff("uwsgi", !slices.Equal(o.uwsgi, n.uwsgi))
 	diff("http-to-https", !slices.Equal(o.httpToHTTPS, n.httpToHTTPS))
 	diff("subscription-server", !slices.Equal(o.subscriptionServers, n.subscriptionServers))
 	diff("admin", o.admin != n.admin)

@@ -45,6 +45,10 @@ type exchange struct {
 	// thus cannot keep backends busy.
 	ctx context.Context
 
+	// upgrade: the client asked to switch protocols (HTTP/1.1 front); a 101
+	// from the node then comes back as a tunnel (websocket.go).
+	upgrade bool
+
 	// consumed is set by forward when the client body was read to its end,
 	// so the next request on the connection can be parsed safely.
 	consumed bool
@@ -67,6 +71,7 @@ func getExchange() *exchange { return exchangePool.Get().(*exchange) }
 func putExchange(x *exchange) {
 	x.req.reset()
 	x.bodySrc, x.bodyLen, x.client, x.isHead, x.consumed, x.ctx = nil, 0, nil, false, false, nil
+	x.upgrade = false
 	x.buf = x.buf[:0]
 	if cap(x.buf) > 64<<10 {
 		x.buf = make([]byte, 0, 8<<10)
@@ -215,6 +220,11 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 	code := head.StatusCode()
 	pm.count(code)
 
+	if code == 101 && x.upgrade { // websocket.go: the front makes it a tunnel
+		b := backendBodyPool.Get().(*backendBody)
+		*b = backendBody{rt: rt, conn: conn, br: br, src: br, limit: -1, node: node, pm: pm, start: start, stop: stop, upgrade: true}
+		return pm, b, nil
+	}
 	cl := head.ContentLength()
 	if x.isHead || code < 200 || code == 204 || code == 304 || cl == 0 {
 		if stop != nil {

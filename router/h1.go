@@ -161,6 +161,7 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 		x.client = c
 	}
 	x.isHead = ctx.IsHead()
+	x.upgrade = isUpgrade(h)
 	x.consumed = x.bodySrc == nil
 
 	_, b, err := rt.forward(x, &ctx.Response.Header)
@@ -182,6 +183,10 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if b == nil {
+		return
+	}
+	if b.upgrade {
+		f.hijackUpgrade(ctx, b)
 		return
 	}
 	switch cl := ctx.Response.Header.ContentLength(); {

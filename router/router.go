@@ -101,6 +101,7 @@ type Router struct {
 	listeners []*frontListener
 	redirects []*fasthttp.Server
 	uwsgiLns  []*uwsgiListener // --uwsgi fronts (uwsgifront.go)
+	tunnels   tunnelSet        // upgraded connections (websocket.go)
 	closing   bool
 
 	// draining is set by Shutdown: every HTTP/1.1 response closes its
@@ -255,7 +256,12 @@ graceLoop:
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(lns)+len(redirects))
-	uerrs := make([]error, len(uwsgiLns))
+	uerrs := make([]error, len(uwsgiLns)+1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		uerrs[len(uwsgiLns)] = rt.tunnels.shutdown(ctx)
+	}()
 	for i, l := range uwsgiLns {
 		wg.Add(1)
 		go func() {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"io"
 	"net/http/httputil"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -57,6 +58,7 @@ type exchange struct {
 	path    []byte   // the decoded path, for mount points
 	buf     []byte   // the uwsgi packet: header, vars, small bodies
 	body    []byte   // a buffered body of unknown length
+	spill   *os.File // a body of unknown length too large for body (spill.go)
 	scratch []byte   // front-owned: bytes the request view points into (h2)
 }
 
@@ -72,6 +74,7 @@ func putExchange(x *exchange) {
 	x.req.reset()
 	x.bodySrc, x.bodyLen, x.client, x.isHead, x.consumed, x.ctx = nil, 0, nil, false, false, nil
 	x.upgrade = false
+	x.releaseSpill()
 	x.buf = x.buf[:0]
 	if cap(x.buf) > 64<<10 {
 		x.buf = make([]byte, 0, 8<<10)
@@ -120,15 +123,16 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 	switch {
 	case x.bodySrc == nil:
 	case x.bodyLen > 0:
+		if x.bodyLen > rt.cfg.MaxBodyBytes {
+			return rt.failed(pm, errBodyTooLarge)
+		}
 		r.bodyLen = x.bodyLen
-	default: // unknown length: buffer, bounded
-		var err error
-		x.body, err = readAllLimited(x.bodySrc, x.body[:0], rt.cfg.MaxBufferedBody)
+	default: // unknown length: buffer, bounded, spilling to disk (spill.go)
+		n, err := rt.bufferBody(x)
 		if err != nil {
 			return rt.failed(pm, err)
 		}
-		r.bodyLen = int64(len(x.body))
-		x.bodySrc = nil
+		r.bodyLen = n
 		x.consumed = true
 	}
 

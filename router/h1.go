@@ -34,6 +34,8 @@ func (f *h1Front) server(t *Timeouts) *fasthttp.Server {
 	return &fasthttp.Server{
 		Handler:      f.handle,
 		ErrorHandler: f.handleError,
+		// Expect: 100-continue (spill.go).
+		ExpectHandler: f.expect,
 		// The head must fit the read buffer; a larger one is ErrSmallBuffer → 431.
 		ReadBufferSize: rt.cfg.MaxHeaderBytes,
 		// ReadTimeout covers the request head (first byte to end of headers);

@@ -55,6 +55,13 @@ type Config struct {
 	// MaxBufferedBody bounds a chunked request body, which is buffered to
 	// learn the CONTENT_LENGTH uwsgi apps need. Larger → 413. Default 8 MiB.
 	MaxBufferedBody int
+	// MaxBodyBytes bounds every request body: a larger Content-Length, or a
+	// body of unknown length growing past it, is answered 413. Bodies of
+	// unknown length over MaxBufferedBody are spilled to a temporary file
+	// (spill.go). Default 1 GiB.
+	MaxBodyBytes int64
+	// TempDir holds spilled bodies. Default os.TempDir().
+	TempDir string
 	// TrustedProxies are peers whose X-Forwarded-For/-Proto are kept and
 	// appended to. Default: loopback.
 	TrustedProxies []netip.Prefix
@@ -138,6 +145,12 @@ func New(cfg Config) (*Router, error) {
 	}
 	if cfg.MaxBufferedBody == 0 {
 		cfg.MaxBufferedBody = 8 << 20
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = 1 << 30
+	}
+	if cfg.MaxBodyBytes < 0 || cfg.MaxBufferedBody < 0 {
+		return nil, errors.New("router: body limits must not be negative")
 	}
 	if cfg.TrustedProxies == nil {
 		cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}

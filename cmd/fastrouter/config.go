@@ -38,6 +38,7 @@ type options struct {
 	headerTimeout       time.Duration
 	shutdownTimeout     time.Duration
 	maxHeaderBytes      int
+	maxBodyBytes        int64
 	fallbackKey         string
 	trustedProxies      []string
 	proxyProtocol       bool
@@ -108,6 +109,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.headerTimeout, "header-timeout", 10*time.Second, "a client must send its request headers within this `duration`")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "graceful shutdown deadline on SIGTERM/SIGINT")
 	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", 65536, "largest request head in `bytes`; larger is answered 431")
+	fs.Int64Var(&o.maxBodyBytes, "max-body-bytes", 1<<30, "largest request body in `bytes` (413 beyond); chunked bodies over 8 MiB are buffered in a temporary file")
 	fs.StringVar(&o.fallbackKey, "fallback-key", "", "pool `key` used when no pool matches the host")
 	fs.Var(&listFlag{vals: &o.trustedProxies}, "trusted-proxy", "`CIDR` of peers whose X-Forwarded-For/-Proto are believed (repeatable)")
 	fs.BoolVar(&o.proxyProtocol, "proxy-protocol", false, "connections from --trusted-proxy peers to --http/--https may start with a PROXY v1/v2 header that sets the client address")
@@ -260,6 +262,9 @@ func (o *options) validate() error {
 	if o.maxHeaderBytes < 1024 || o.maxHeaderBytes > 1<<20 {
 		return fmt.Errorf("--max-header-bytes must be between 1024 and 1048576, got %d", o.maxHeaderBytes)
 	}
+	if o.maxBodyBytes <= 0 {
+		return fmt.Errorf("--max-body-bytes must be positive, got %d", o.maxBodyBytes)
+	}
 	for _, t := range o.to {
 		k, a, ok := strings.Cut(t, "=")
 		if !ok || k == "" || a == "" {
@@ -370,6 +375,7 @@ func (o *options) needsRestart(n *options) []string {
 	diff("tls-client-ca", o.tlsClientCA != n.tlsClientCA)
 	diff("proxy-protocol", o.proxyProtocol != n.proxyProtocol)
 	diff("trusted-proxy", !slices.Equal(o.trustedProxies, n.trustedProxies))
+	diff("max-body-bytes", o.maxBodyBytes != n.maxBodyBytes)
 	diff("max-header-bytes", o.maxHeaderBytes != n.maxHeaderBytes)
 	diff("subscription-tolerance", o.tolerance != n.tolerance)
 	diff("drain-timeout", o.drainTimeout != n.drainTimeout)

@@ -175,6 +175,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 		Timeout:        o.timeout,
 		HeaderTimeout:  o.headerTimeout,
 		MaxHeaderBytes: o.maxHeaderBytes,
+		MaxBodyBytes:   o.maxBodyBytes,
 		HashKey:        o.hashKey,
 		TrustedProxies: o.trusted(),
 		ProxyProtocol:  o.proxyProtocol,

@@ -37,6 +37,8 @@ func statusOf(err error) int {
 		return 431
 	case errBodyTooLarge:
 		return 413
+	case errSpill:
+		return 500
 	case errNoPool:
 		return 404
 	case errNoNode, errQueueFull, errQueueTimeout:

@@ -6,6 +6,7 @@ import (
 	"context"
 	"io"
 	"net/http/httputil"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -45,6 +46,10 @@ type exchange struct {
 	// thus cannot keep backends busy.
 	ctx context.Context
 
+	// upgrade: the client asked to switch protocols (HTTP/1.1 front); a 101
+	// from the node then comes back as a tunnel (websocket.go).
+	upgrade bool
+
 	// consumed is set by forward when the client body was read to its end,
 	// so the next request on the connection can be parsed safely.
 	consumed bool
@@ -53,6 +58,7 @@ type exchange struct {
 	path    []byte   // the decoded path, for mount points
 	buf     []byte   // the uwsgi packet: header, vars, small bodies
 	body    []byte   // a buffered body of unknown length
+	spill   *os.File // a body of unknown length too large for body (spill.go)
 	scratch []byte   // front-owned: bytes the request view points into (h2)
 }
 
@@ -67,6 +73,8 @@ func getExchange() *exchange { return exchangePool.Get().(*exchange) }
 func putExchange(x *exchange) {
 	x.req.reset()
 	x.bodySrc, x.bodyLen, x.client, x.isHead, x.consumed, x.ctx = nil, 0, nil, false, false, nil
+	x.upgrade = false
+	x.releaseSpill()
 	x.buf = x.buf[:0]
 	if cap(x.buf) > 64<<10 {
 		x.buf = make([]byte, 0, 8<<10)
@@ -115,15 +123,16 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 	switch {
 	case x.bodySrc == nil:
 	case x.bodyLen > 0:
+		if x.bodyLen > rt.cfg.MaxBodyBytes {
+			return rt.failed(pm, errBodyTooLarge)
+		}
 		r.bodyLen = x.bodyLen
-	default: // unknown length: buffer, bounded
-		var err error
-		x.body, err = readAllLimited(x.bodySrc, x.body[:0], rt.cfg.MaxBufferedBody)
+	default: // unknown length: buffer, bounded, spilling to disk (spill.go)
+		n, err := rt.bufferBody(x)
 		if err != nil {
 			return rt.failed(pm, err)
 		}
-		r.bodyLen = int64(len(x.body))
-		x.bodySrc = nil
+		r.bodyLen = n
 		x.consumed = true
 	}
 
@@ -215,6 +224,11 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 	code := head.StatusCode()
 	pm.count(code)
 
+	if code == 101 && x.upgrade { // websocket.go: the front makes it a tunnel
+		b := backendBodyPool.Get().(*backendBody)
+		*b = backendBody{rt: rt, conn: conn, br: br, src: br, limit: -1, node: node, pm: pm, start: start, stop: stop, upgrade: true}
+		return pm, b, nil
+	}
 	cl := head.ContentLength()
 	if x.isHead || code < 200 || code == 204 || code == 304 || cl == 0 {
 		if stop != nil {

@@ -158,7 +158,10 @@ type backendBody struct {
 	pm     *poolMetrics
 	start  time.Time
 	stop   func() bool // unhooks the client-abort cut; nil when none
-	closed bool
+	// upgrade: the node answered 101 to an upgrade request; the front
+	// tunnels conn (websocket.go) instead of reading a body.
+	upgrade bool
+	closed  bool
 }
 
 var backendBodyPool = sync.Pool{New: func() any { return new(backendBody) }}

@@ -34,6 +34,8 @@ func (f *h1Front) server(t *Timeouts) *fasthttp.Server {
 	return &fasthttp.Server{
 		Handler:      f.handle,
 		ErrorHandler: f.handleError,
+		// Expect: 100-continue (spill.go).
+		ExpectHandler: f.expect,
 		// The head must fit the read buffer; a larger one is ErrSmallBuffer → 431.
 		ReadBufferSize: rt.cfg.MaxHeaderBytes,
 		// ReadTimeout covers the request head (first byte to end of headers);
@@ -161,6 +163,7 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 		x.client = c
 	}
 	x.isHead = ctx.IsHead()
+	x.upgrade = isUpgrade(h)
 	x.consumed = x.bodySrc == nil
 
 	_, b, err := rt.forward(x, &ctx.Response.Header)
@@ -182,6 +185,10 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if b == nil {
+		return
+	}
+	if b.upgrade {
+		f.hijackUpgrade(ctx, b)
 		return
 	}
 	switch cl := ctx.Response.Header.ContentLength(); {

@@ -22,6 +22,7 @@ type metrics struct {
 	// tlsHandshakeErrors counts failed TLS handshakes (scanners, clients
 	// asking for a name with no certificate, timeouts).
 	tlsHandshakeErrors prometheus.Counter
+	ws                 *wsMetrics // upgraded tunnels (websocket.go)
 
 	mu    sync.Mutex              // guards pools
 	pools map[string]*poolMetrics // by pool key; kept when a pool is re-created
@@ -65,6 +66,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
+	}
+	var err error
+	if m.ws, err = newWSMetrics(reg); err != nil {
+		return nil, err
 	}
 	m.none = m.forKey("")
 	return m, nil

@@ -55,9 +55,20 @@ type Config struct {
 	// MaxBufferedBody bounds a chunked request body, which is buffered to
 	// learn the CONTENT_LENGTH uwsgi apps need. Larger → 413. Default 8 MiB.
 	MaxBufferedBody int
+	// MaxBodyBytes bounds every request body: a larger Content-Length, or a
+	// body of unknown length growing past it, is answered 413. Bodies of
+	// unknown length over MaxBufferedBody are spilled to a temporary file
+	// (spill.go). Default 1 GiB.
+	MaxBodyBytes int64
+	// TempDir holds spilled bodies. Default os.TempDir().
+	TempDir string
 	// TrustedProxies are peers whose X-Forwarded-For/-Proto are kept and
 	// appended to. Default: loopback.
 	TrustedProxies []netip.Prefix
+	// ProxyProtocol lets connections from TrustedProxies start with a PROXY
+	// protocol v1 or v2 header (optional per connection) that sets the
+	// client address; see proxyproto.go.
+	ProxyProtocol bool
 	// HashKey is where pools with the hash algorithm find their key:
 	// "header:NAME" or "cookie:NAME". Empty: hash pools balance as wrr.
 	HashKey string
@@ -96,6 +107,8 @@ type Router struct {
 	mu        sync.Mutex // guards listeners, closing
 	listeners []*frontListener
 	redirects []*fasthttp.Server
+	uwsgiLns  []*uwsgiListener // --uwsgi fronts (uwsgifront.go)
+	tunnels   tunnelSet        // upgraded connections (websocket.go)
 	closing   bool
 
 	// draining is set by Shutdown: every HTTP/1.1 response closes its
@@ -132,6 +145,12 @@ func New(cfg Config) (*Router, error) {
 	}
 	if cfg.MaxBufferedBody == 0 {
 		cfg.MaxBufferedBody = 8 << 20
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = 1 << 30
+	}
+	if cfg.MaxBodyBytes < 0 || cfg.MaxBufferedBody < 0 {
+		return nil, errors.New("router: body limits must not be negative")
 	}
 	if cfg.TrustedProxies == nil {
 		cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
@@ -222,7 +241,11 @@ func (rt *Router) Shutdown(ctx context.Context) error {
 	rt.closing = true
 	lns := rt.listeners
 	redirects := rt.redirects
+	uwsgiLns := rt.uwsgiLns
 	rt.mu.Unlock()
+	for _, l := range uwsgiLns {
+		l.ln.Close()
+	}
 	rt.draining.Store(true)
 	for _, l := range lns {
 		l.ln.Close()
@@ -246,6 +269,19 @@ graceLoop:
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(lns)+len(redirects))
+	uerrs := make([]error, len(uwsgiLns)+1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		uerrs[len(uwsgiLns)] = rt.tunnels.shutdown(ctx)
+	}()
+	for i, l := range uwsgiLns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			uerrs[i] = l.shutdown(ctx)
+		}()
+	}
 	for i, s := range redirects {
 		wg.Add(1)
 		go func() {
@@ -261,5 +297,5 @@ graceLoop:
 		}()
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	return errors.Join(append(errs, uerrs...)...)
 }

@@ -178,6 +178,12 @@ func (l *frontListener) split(c net.Conn) {
 	rt := l.rt
 	g := l.gen.Load()
 	_ = c.SetDeadline(rt.now().Add(rt.timeouts().Header))
+	if rt.cfg.ProxyProtocol { // proxyproto.go
+		var ok bool
+		if c, ok = l.acceptProxy(c); !ok {
+			return
+		}
+	}
 	if l.tls != nil {
 		tc := tls.Server(c, l.tls)
 		if err := tc.Handshake(); err != nil {

@@ -22,6 +22,7 @@ type options struct {
 	http                []string
 	https               []string
 	httpToHTTPS         []string
+	uwsgi               []string
 	tlsCert, tlsKey     string
 	tlsDir              string
 	tlsClientCA         string
@@ -37,8 +38,10 @@ type options struct {
 	headerTimeout       time.Duration
 	shutdownTimeout     time.Duration
 	maxHeaderBytes      int
+	maxBodyBytes        int64
 	fallbackKey         string
 	trustedProxies      []string
+	proxyProtocol       bool
 	logLevel            string
 	version             bool
 	drainTimeout        time.Duration
@@ -87,6 +90,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.Var(&listFlag{vals: &o.http}, "http", "HTTP/1.1 listener `addr` (repeatable; default 127.0.0.1:8080 when no listener is given)")
 	fs.Var(&listFlag{vals: &o.https}, "https", "TLS listener `addr` with ALPN h2 and http/1.1 (repeatable; needs --tls-cert/--tls-key or --tls-dir)")
 	fs.Var(&listFlag{vals: &o.httpToHTTPS}, "http-to-https", "listener `addr` that answers 301 to the same URL over https (repeatable)")
+	fs.Var(&listFlag{vals: &o.uwsgi}, "uwsgi", "uwsgi-protocol front listener `addr` (uWSGI fastrouter mode, for nginx uwsgi_pass; repeatable)")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "default certificate `file` (PEM chain) for --https")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "private key `file` (PEM) of --tls-cert")
 	fs.StringVar(&o.tlsDir, "tls-dir", "", "SNI certificates `dir`: NAME.crt + NAME.key, _wildcard.DOMAIN.* for *.DOMAIN; re-read when files change")
@@ -105,8 +109,10 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.headerTimeout, "header-timeout", 10*time.Second, "a client must send its request headers within this `duration`")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "graceful shutdown deadline on SIGTERM/SIGINT")
 	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", 65536, "largest request head in `bytes`; larger is answered 431")
+	fs.Int64Var(&o.maxBodyBytes, "max-body-bytes", 1<<30, "largest request body in `bytes` (413 beyond); chunked bodies over 8 MiB are buffered in a temporary file")
 	fs.StringVar(&o.fallbackKey, "fallback-key", "", "pool `key` used when no pool matches the host")
 	fs.Var(&listFlag{vals: &o.trustedProxies}, "trusted-proxy", "`CIDR` of peers whose X-Forwarded-For/-Proto are believed (repeatable)")
+	fs.BoolVar(&o.proxyProtocol, "proxy-protocol", false, "connections from --trusted-proxy peers to --http/--https may start with a PROXY v1/v2 header that sets the client address")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "default deadline of a node drain (admin API, unsubscribe, drain=1)")
 	fs.DurationVar(&o.slowStart, "slow-start", 0, "ramp a (re)joined node's weight from 1/16 to full over this `duration` (0 = off)")
 	fs.StringVar(&o.stateFile, "state-file", "", "persist the pool table to this `file` and load it at start, so a restart routes at once")
@@ -229,7 +235,7 @@ func oneLine(err error) error {
 type staticNode struct{ key, addr string }
 
 func (o *options) validate() error {
-	if len(o.http) == 0 && len(o.https) == 0 && len(o.httpToHTTPS) == 0 {
+	if len(o.http) == 0 && len(o.https) == 0 && len(o.httpToHTTPS) == 0 && len(o.uwsgi) == 0 {
 		o.http = []string{"127.0.0.1:8080"}
 	}
 	if (o.tlsCert == "") != (o.tlsKey == "") {
@@ -255,6 +261,9 @@ func (o *options) validate() error {
 	}
 	if o.maxHeaderBytes < 1024 || o.maxHeaderBytes > 1<<20 {
 		return fmt.Errorf("--max-header-bytes must be between 1024 and 1048576, got %d", o.maxHeaderBytes)
+	}
+	if o.maxBodyBytes <= 0 {
+		return fmt.Errorf("--max-body-bytes must be positive, got %d", o.maxBodyBytes)
 	}
 	for _, t := range o.to {
 		k, a, ok := strings.Cut(t, "=")
@@ -357,13 +366,16 @@ func (o *options) needsRestart(n *options) []string {
 	}
 	diff("http", !slices.Equal(o.http, n.http))
 	diff("https", !slices.Equal(o.https, n.https))
+	diff("uwsgi", !slices.Equal(o.uwsgi, n.uwsgi))
 	diff("http-to-https", !slices.Equal(o.httpToHTTPS, n.httpToHTTPS))
 	diff("subscription-server", !slices.Equal(o.subscriptionServers, n.subscriptionServers))
 	diff("admin", o.admin != n.admin)
 	diff("tls-cert", o.tlsCert != n.tlsCert || o.tlsKey != n.tlsKey)
 	diff("tls-dir", o.tlsDir != n.tlsDir)
 	diff("tls-client-ca", o.tlsClientCA != n.tlsClientCA)
+	diff("proxy-protocol", o.proxyProtocol != n.proxyProtocol)
 	diff("trusted-proxy", !slices.Equal(o.trustedProxies, n.trustedProxies))
+	diff("max-body-bytes", o.maxBodyBytes != n.maxBodyBytes)
 	diff("max-header-bytes", o.maxHeaderBytes != n.maxHeaderBytes)
 	diff("subscription-tolerance", o.tolerance != n.tolerance)
 	diff("drain-timeout", o.drainTimeout != n.drainTimeout)

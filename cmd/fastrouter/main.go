@@ -175,8 +175,10 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 		Timeout:        o.timeout,
 		HeaderTimeout:  o.headerTimeout,
 		MaxHeaderBytes: o.maxHeaderBytes,
+		MaxBodyBytes:   o.maxBodyBytes,
 		HashKey:        o.hashKey,
 		TrustedProxies: o.trusted(),
+		ProxyProtocol:  o.proxyProtocol,
 		Logger:         log,
 		Registerer:     reg,
 	})
@@ -228,7 +230,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 	for _, l := range []struct {
 		kind  string
 		addrs []string
-	}{{"http", o.http}, {"https", o.https}, {"redirect", o.httpToHTTPS}} {
+	}{{"http", o.http}, {"https", o.https}, {"redirect", o.httpToHTTPS}, {"uwsgi", o.uwsgi}} {
 		for _, a := range l.addrs {
 			ln, err := up.Listen("tcp", a)
 			if err != nil {
@@ -281,6 +283,8 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 				err = rt.ServeTLS(f.ln, f.addr, certs.TLSConfig([]string{"h2", "http/1.1"}))
 			case "redirect":
 				err = rt.ServeRedirect(f.ln, f.addr, httpsPort)
+			case "uwsgi":
+				err = rt.ServeUwsgi(f.ln, f.addr)
 			}
 			if err != nil {
 				errc <- fmt.Errorf("%s listener %s: %w", f.kind, f.addr, err)

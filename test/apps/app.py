@@ -7,6 +7,8 @@
 /slow        -> ?ms=N sleeps, then "slow node=<NODE_ID>"
 /status      -> ?code=N answers that status
 /health      -> 500 while the file named by $HEALTH_FAIL_FILE exists, else 200
+/ws          -> WebSocket echo (uWSGI's websocket API): each message comes back
+                prefixed with "<NODE_ID>:"
 """
 import hashlib
 import json
@@ -59,6 +61,16 @@ def application(env, start):
         code = int(q.get("code", ["200"])[0])
         start("%d X" % code, [("Content-Type", "text/plain")])
         return [b"status"]
+    if path == "/ws":
+        import uwsgi  # only inside uWSGI
+
+        uwsgi.websocket_handshake()
+        while True:
+            try:
+                msg = uwsgi.websocket_recv()
+            except IOError:
+                return []
+            uwsgi.websocket_send(NODE.encode() + b":" + msg)
     if path == "/health":
         fail = os.environ.get("HEALTH_FAIL_FILE")
         if fail and os.path.exists(fail):

@@ -1,0 +1,108 @@
+package router
+
+import (
+	"errors"
+	"io"
+	"os"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Request bodies of unknown length (HTTP/1.1 chunked, h2 without
+// content-length) must be buffered: uWSGI apps read exactly CONTENT_LENGTH
+// bytes, so the router de-chunks the body and sends its length. Up to
+// Config.MaxBufferedBody it stays in memory (exchange.body); beyond, the
+// whole body moves to an unlinked temporary file in Config.TempDir, up to
+// Config.MaxBodyBytes (then 413). The file is closed, and so freed, when
+// the request ends (putExchange).
+//
+// With "Expect: 100-continue", the HTTP/1.1 front answers a request it would
+// refuse anyway (a declared body over MaxBodyBytes, no pool for the host)
+// with its final status instead of "100 Continue", so the client never
+// sends the body (RFC 9110 §10.1.1).
+
+// errSpill is a failure writing a spilled body to disk.
+var errSpill = errors.New("router: buffering the request body on disk failed")
+
+// bufferBody reads x.bodySrc to its end, bounded, and leaves the body
+// either in x.body (x.bodySrc nil) or in x.spill (x.bodySrc reading it from
+// the start). It returns the body's length.
+func (rt *Router) bufferBody(x *exchange) (int64, error) {
+	var err error
+	x.body, err = readAllLimited(x.bodySrc, x.body[:0], rt.cfg.MaxBufferedBody)
+	if err != errBodyTooLarge {
+		x.bodySrc = nil
+		return int64(len(x.body)), err
+	}
+	if int64(len(x.body)) > rt.cfg.MaxBodyBytes {
+		return 0, errBodyTooLarge
+	}
+	f, ferr := os.CreateTemp(rt.cfg.TempDir, "fastrouter-body-*")
+	if ferr != nil {
+		rt.log.Warn("cannot spill a request body to disk", "err", ferr)
+		return 0, errSpill
+	}
+	_ = os.Remove(f.Name()) // unlinked: the space is freed when f closes, even after a crash
+	x.spill = f
+	if _, err := f.Write(x.body); err != nil {
+		return 0, errSpill
+	}
+	n := int64(len(x.body))
+	x.body = x.body[:0]
+	cb := bufPool.Get().(*[]byte)
+	defer bufPool.Put(cb)
+	buf := *cb
+	for {
+		if x.client != nil {
+			_ = x.client.SetReadDeadline(rt.now().Add(rt.timeouts().Timeout))
+		}
+		m, rerr := x.bodySrc.Read(buf)
+		if m > 0 {
+			n += int64(m)
+			if n > rt.cfg.MaxBodyBytes {
+				return 0, errBodyTooLarge
+			}
+			if _, werr := f.Write(buf[:m]); werr != nil {
+				return 0, errSpill
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return 0, errClientBody
+		}
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return 0, errSpill
+	}
+	x.bodySrc = f
+	return n, nil
+}
+
+// releaseSpill closes x's spill file, if any.
+func (x *exchange) releaseSpill() {
+	if x.spill != nil {
+		x.spill.Close()
+		x.spill = nil
+	}
+}
+
+// expect decides "Expect: 100-continue" for the HTTP/1.1 front
+// (fasthttp.Server.ExpectHandler): 100 to let the body come, or the final
+// status of a request that is refused whatever its body.
+func (f *h1Front) expect(ctx *fasthttp.RequestCtx) int {
+	rt := f.rt
+	h := &ctx.Request.Header
+	if cl := h.ContentLength(); cl > 0 && int64(cl) > rt.cfg.MaxBodyBytes {
+		rt.metrics.none.count(413)
+		return 413
+	}
+	if !rt.cfg.Pools.HasMounts() { // with mounts the decoded path decides; let it come
+		if host := h.Host(); validHost(host) && rt.cfg.Pools.LookupPath(host, nil) == nil {
+			rt.metrics.none.count(404)
+			return 404
+		}
+	}
+	return fasthttp.StatusContinue
+}

@@ -1,0 +1,114 @@
+package router
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// chunked encodes body in chunks of size n.
+func chunked(body string, n int) string {
+	var b strings.Builder
+	for len(body) > 0 {
+		c := body[:min(n, len(body))]
+		body = body[len(c):]
+		fmt.Fprintf(&b, "%x\r\n%s\r\n", len(c), c)
+	}
+	b.WriteString("0\r\n\r\n")
+	return b.String()
+}
+
+// TestChunkedBodySpill: a chunked body within MaxBufferedBody stays in
+// memory, a larger one is spilled to a file (and the file is gone after the
+// request), both reach the node whole with CONTENT_LENGTH; past MaxBodyBytes
+// the answer is 413.
+func TestChunkedBodySpill(t *testing.T) {
+	n := startFakeNode(t, func(v map[string]string, body []byte) string {
+		return fmt.Sprintf("HTTP/1.1 200 OK\r\n\r\ncl=%s sum=%x", v["CONTENT_LENGTH"], sha256.Sum256(body))
+	})
+	dir := t.TempDir()
+	r := startRouter(t, Config{MaxBufferedBody: 4096, MaxBodyBytes: 300000, TempDir: dir})
+	r.table.AddStatic("k.test", n.addr(), 1)
+	for _, size := range []int{100, 4096, 4097, 100000, 300000} {
+		body := strings.Repeat("0123456789abcdefghij", size/20+1)[:size]
+		resp, got := raw(t, r.addr, "POST / HTTP/1.1\r\nHost: k.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"+chunked(body, 7000))
+		want := fmt.Sprintf("cl=%d sum=%x", size, sha256.Sum256([]byte(body)))
+		if resp.StatusCode != 200 || got != want {
+			t.Errorf("size %d: %d %q; want 200 %q", size, resp.StatusCode, got, want)
+		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("spill files left behind: %v", ents)
+	}
+	body := strings.Repeat("x", 300001)
+	resp, _ := raw(t, r.addr, "POST / HTTP/1.1\r\nHost: k.test\r\nTransfer-Encoding: chunked\r\n\r\n"+chunked(body, 9000))
+	if resp.StatusCode != 413 {
+		t.Errorf("chunked body over MaxBodyBytes: %d; want 413", resp.StatusCode)
+	}
+	resp, _ = raw(t, r.addr, "POST / HTTP/1.1\r\nHost: k.test\r\nContent-Length: 300001\r\n\r\n"+strings.Repeat("x", bodyPrefetch))
+	if resp.StatusCode != 413 {
+		t.Errorf("Content-Length over MaxBodyBytes: %d; want 413", resp.StatusCode)
+	}
+}
+
+// TestExpectContinue: a request that will be refused gets its final status
+// instead of 100 Continue; an acceptable one gets 100 Continue, then the
+// node's answer.
+func TestExpectContinue(t *testing.T) {
+	n := startFakeNode(t, func(v map[string]string, body []byte) string {
+		return fmt.Sprintf("HTTP/1.1 200 OK\r\n\r\nlen=%d", len(body))
+	})
+	r := startRouter(t, Config{MaxBodyBytes: 1000})
+	r.table.AddStatic("k.test", n.addr(), 1)
+
+	send := func(head string) (*bufio.Reader, net.Conn) {
+		c, err := net.Dial("tcp", r.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, head)
+		return bufio.NewReader(c), c
+	}
+	for _, tc := range []struct {
+		head string
+		code int
+	}{
+		{"POST / HTTP/1.1\r\nHost: k.test\r\nContent-Length: 1001\r\nExpect: 100-continue\r\n\r\n", 413},
+		{"POST / HTTP/1.1\r\nHost: nowhere.test\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n", 404},
+	} {
+		br, _ := send(tc.head)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != tc.code {
+			t.Errorf("%q: %d; want %d without 100 Continue", tc.head, resp.StatusCode, tc.code)
+		}
+	}
+	br, c := send("POST / HTTP/1.1\r\nHost: k.test\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n")
+	line, err := br.ReadString('\n')
+	if err != nil || line != "HTTP/1.1 100 Continue\r\n" {
+		t.Fatalf("interim: %q, %v; want 100 Continue", line, err)
+	}
+	if l, _ := br.ReadString('\n'); l != "\r\n" {
+		t.Fatalf("after 100 Continue: %q", l)
+	}
+	io.WriteString(c, "0123456789")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(b) != "len=10" {
+		t.Errorf("after 100 Continue: %d %q", resp.StatusCode, b)
+	}
+}

@@ -1,0 +1,406 @@
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/fastrouter/fastrouter/internal/uwsgi"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The uwsgi front (--uwsgi) is uWSGI's "fastrouter" mode: a web server in
+// front (nginx uwsgi_pass, Apache mod_proxy_uwsgi, a uWSGI --http router)
+// already speaks uwsgi, so the router only picks a pool and a node and
+// passes the packet through:
+//
+//	client → [modifier1][u16 LE size][modifier2] vars [body of CONTENT_LENGTH bytes]
+//	node   ← the same vars, verbatim, under the node's modifiers, then the body
+//	client ← the node's response bytes, verbatim, until the node closes
+//
+// One request per connection, as in uWSGI: the response ends at EOF.
+// The routing key is UWSGI_FASTROUTER_KEY, else HTTP_HOST, else SERVER_NAME
+// (uWSGI's order); PATH_INFO serves mount points. Errors before the node
+// answered are HTTP responses the web server in front can parse.
+//
+// Vars arrive from the network and are hostile input: they are validated
+// (parseUwsgiFront, fuzzed) before anything is looked up.
+
+// uwsgiFrontReq is what the front reads from a request's vars. Slices alias
+// the vars block.
+type uwsgiFrontReq struct {
+	key     []byte // routing key
+	path    []byte // PATH_INFO (decoded), for mount points
+	bodyLen int64  // CONTENT_LENGTH, 0 when absent
+	remote  netip.AddrPort
+}
+
+// parseUwsgiFront validates the vars block b and extracts what routing
+// needs. errBadRequest: malformed block, or a CONTENT_LENGTH that is not a
+// single decimal number (two of them could make the router and the node
+// disagree on where the body ends); errBadHost: a key over 255 bytes or an
+// invalid HTTP_HOST used as the key.
+func parseUwsgiFront(b []byte, r *uwsgiFrontReq) error {
+	*r = uwsgiFrontReq{}
+	var fkey, host, sname, addr, port []byte
+	seenCL := false
+	for off := 0; off < len(b); {
+		k, v, next, err := uwsgi.NextVar(b, off)
+		if err != nil {
+			return errBadRequest
+		}
+		off = next
+		switch string(k) {
+		case "UWSGI_FASTROUTER_KEY":
+			fkey = v
+		case "HTTP_HOST":
+			host = v
+		case "SERVER_NAME":
+			sname = v
+		case "PATH_INFO":
+			r.path = v
+		case "REMOTE_ADDR":
+			addr = v
+		case "REMOTE_PORT":
+			port = v
+		case "CONTENT_LENGTH":
+			if seenCL {
+				return errBadRequest
+			}
+			seenCL = true
+			if len(v) == 0 {
+				continue // nginx sends an empty CONTENT_LENGTH for no body
+			}
+			if len(v) > 18 {
+				return errBadRequest
+			}
+			for _, c := range v {
+				if c < '0' || c > '9' {
+					return errBadRequest
+				}
+			}
+			n, _ := strconv.ParseInt(string(v), 10, 64)
+			r.bodyLen = n
+		}
+	}
+	switch {
+	case len(fkey) > 0:
+		r.key = fkey
+	case len(host) > 0:
+		if !validHost(host) {
+			return errBadHost
+		}
+		r.key = host
+	default:
+		r.key = sname
+	}
+	if len(r.key) > 255 {
+		return errBadHost
+	}
+	if a, err := netip.ParseAddr(string(addr)); err == nil {
+		p, _ := parsePort(port)
+		r.remote = netip.AddrPortFrom(a, p)
+	}
+	return nil
+}
+
+// uwsgiListener is one --uwsgi listener. Its goroutines (accept loop, one
+// per connection) are owned by it and stopped by shutdown.
+type uwsgiListener struct {
+	rt    *Router
+	ln    net.Listener
+	name  string
+	conns prometheus.Gauge
+
+	wg    sync.WaitGroup        // connection goroutines
+	mu    sync.Mutex            // guards open
+	open  map[net.Conn]struct{} // client connections, closed at the shutdown deadline
+	force bool                  // guarded by mu: shutdown deadline passed
+}
+
+// ServeUwsgi serves the uwsgi protocol on ln (uWSGI fastrouter mode, for
+// nginx uwsgi_pass) until Shutdown, which makes it return nil. name labels
+// the listener in metrics and logs.
+func (rt *Router) ServeUwsgi(ln net.Listener, name string) error {
+	l := &uwsgiListener{rt: rt, ln: ln, name: name, open: map[net.Conn]struct{}{},
+		conns: rt.metrics.clientConns.WithLabelValues(name, "uwsgi")}
+	rt.mu.Lock()
+	if rt.closing {
+		rt.mu.Unlock()
+		return nil
+	}
+	rt.uwsgiLns = append(rt.uwsgiLns, l)
+	rt.mu.Unlock()
+
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				time.Sleep(backoff)
+				continue
+			}
+			rt.mu.Lock()
+			closing := rt.closing
+			rt.mu.Unlock()
+			if closing {
+				return nil
+			}
+			return err
+		}
+		backoff = 0
+		if !l.track(c) {
+			c.Close()
+			continue
+		}
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			defer l.untrack(c)
+			l.serveConn(c)
+		}()
+	}
+}
+
+func (l *uwsgiListener) track(c net.Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.force {
+		return false
+	}
+	l.open[c] = struct{}{}
+	l.conns.Inc()
+	return true
+}
+
+func (l *uwsgiListener) untrack(c net.Conn) {
+	l.mu.Lock()
+	delete(l.open, c)
+	l.mu.Unlock()
+	l.conns.Dec()
+	c.Close()
+}
+
+// shutdown stops accepting and waits for the requests in flight until ctx
+// ends; then it closes the rest.
+func (l *uwsgiListener) shutdown(ctx context.Context) error {
+	l.ln.Close()
+	done := make(chan struct{})
+	go func() {
+		l.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	l.mu.Lock()
+	l.force = true
+	for c := range l.open {
+		c.Close()
+	}
+	l.mu.Unlock()
+	<-done
+	return ctx.Err()
+}
+
+// serveConn serves the one request of a uwsgi connection.
+func (l *uwsgiListener) serveConn(c net.Conn) {
+	rt := l.rt
+	defer func() {
+		if p := recover(); p != nil {
+			rt.log.Error("panic serving uwsgi request", "panic", p, "listener", l.name)
+		}
+	}()
+	x := getExchange()
+	defer putExchange(x)
+
+	_ = c.SetDeadline(rt.now().Add(rt.timeouts().Header))
+	x.buf = append(x.buf[:0], 0, 0, 0, 0)
+	if _, err := io.ReadFull(c, x.buf[:uwsgi.HeaderLen]); err != nil {
+		return // nothing (or not even a header) in time: nobody to answer
+	}
+	h, _ := uwsgi.ParseHeader(x.buf)
+	n := uwsgi.HeaderLen + int(h.Size)
+	if cap(x.buf) < n {
+		x.buf = append(x.buf, make([]byte, n-len(x.buf))...)
+	}
+	x.buf = x.buf[:n]
+	if _, err := io.ReadFull(c, x.buf[uwsgi.HeaderLen:]); err != nil {
+		l.answer(c, rt.metrics.none, errBadRequest)
+		return
+	}
+	_ = c.SetDeadline(time.Time{})
+
+	var req uwsgiFrontReq
+	if err := parseUwsgiFront(x.buf[uwsgi.HeaderLen:], &req); err != nil {
+		l.answer(c, rt.metrics.none, err)
+		return
+	}
+	var path []byte
+	if rt.cfg.Pools.HasMounts() {
+		path = req.path
+	}
+	pool := rt.cfg.Pools.LookupPath(req.key, path)
+	if pool == nil {
+		l.answer(c, rt.metrics.none, errNoPool)
+		return
+	}
+	pm := rt.metrics.forPool(pool)
+	x.req.remote = req.remote // iphash pools pick by REMOTE_ADDR
+
+	pm.inflight.Inc()
+	start := rt.now()
+	node, conn, err := rt.connect(nil, pool, x.buf, rt.affinityKey(x, pool.Algo()))
+	if err != nil {
+		pm.inflight.Dec()
+		switch err {
+		case errQueueFull, errQueueTimeout:
+			pm.overloaded(err)
+		default:
+			pm.backendError(err)
+		}
+		l.answer(c, pm, err)
+		return
+	}
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(conn)
+	defer rt.finish(conn, br, node, pm, start)
+	fail := func(err error) {
+		if err != errClientBody {
+			pm.backendError(err)
+		}
+		l.answer(c, pm, err)
+	}
+
+	if err := rt.writeFull(conn, x.buf); err != nil {
+		fail(errBackendWrite)
+		return
+	}
+	if req.bodyLen > 0 {
+		cb := bufPool.Get().(*[]byte)
+		err := rt.copyBody(conn, c, c, req.bodyLen, *cb)
+		bufPool.Put(cb)
+		if err != nil {
+			fail(err)
+			return
+		}
+	}
+
+	// The response is relayed as it comes; its status line is only read to
+	// count it.
+	_ = conn.SetReadDeadline(rt.now().Add(rt.timeouts().Timeout))
+	head, err := br.Peek(12) // "HTTP/1.1 200"
+	if err != nil && len(head) == 0 {
+		if isTimeout(err) {
+			fail(errBackendTimeout)
+		} else {
+			fail(errBadResponse)
+		}
+		return
+	}
+	code, ok := statusCode(head)
+	if !ok {
+		fail(errBadResponse)
+		return
+	}
+	pm.count(code)
+	cb := bufPool.Get().(*[]byte)
+	defer bufPool.Put(cb)
+	buf := *cb
+	for {
+		d := rt.timeouts().Timeout
+		_ = conn.SetReadDeadline(rt.now().Add(d))
+		m, rerr := br.Read(buf)
+		if m > 0 {
+			_ = c.SetWriteDeadline(rt.now().Add(d))
+			if _, werr := c.Write(buf[:m]); werr != nil {
+				return // the client (web server) went away
+			}
+		}
+		if rerr != nil {
+			if rerr != io.EOF {
+				pm.backendError(errBackendTimeout)
+			}
+			return
+		}
+	}
+}
+
+// statusCode reads the status of an HTTP response head ("HTTP/1.x NNN"),
+// or uWSGI's CGI-style "Status: NNN".
+func statusCode(b []byte) (int, bool) {
+	var d []byte
+	switch {
+	case len(b) >= 12 && bytes.HasPrefix(b, []byte("HTTP/")) && b[8] == ' ':
+		d = b[9:12]
+	case len(b) >= 11 && bytes.HasPrefix(b, []byte("Status: ")):
+		d = b[8:11]
+	default:
+		return 0, false
+	}
+	code := 0
+	for _, c := range d {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		code = code*10 + int(c-'0')
+	}
+	return code, code >= 100
+}
+
+// answer writes err's status as an HTTP response (the web server in front
+// parses it like any node's) and counts it.
+func (l *uwsgiListener) answer(c net.Conn, pm *poolMetrics, err error) {
+	code := statusOf(err)
+	pm.count(code)
+	if code == 499 {
+		return
+	}
+	body := errorBodies[code]
+	var b []byte
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, ' ')
+	b = append(b, statusText(code)...)
+	b = append(b, "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(len(body)), 10)
+	if code == 503 {
+		b = append(b, "\r\nRetry-After: 1"...)
+	}
+	b = append(b, "\r\n\r\n"...)
+	b = append(b, body...)
+	_ = c.SetWriteDeadline(l.rt.now().Add(l.rt.timeouts().Timeout))
+	_, _ = c.Write(b)
+}
+
+func statusText(code int) string {
+	switch code {
+	case 400:
+		return "Bad Request"
+	case 404:
+		return "Not Found"
+	case 413:
+		return "Content Too Large"
+	case 431:
+		return "Request Header Fields Too Large"
+	case 503:
+		return "Service Unavailable"
+	case 504:
+		return "Gateway Timeout"
+	}
+	return "Bad Gateway"
+}

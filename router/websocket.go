@@ -1,0 +1,218 @@
+package router
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+)
+
+// Upgraded connections (WebSockets and any other HTTP/1.1 Upgrade): a
+// request carrying "Connection: upgrade" is forwarded like any other (the
+// node sees HTTP_UPGRADE, HTTP_SEC_WEBSOCKET_KEY, …). When the node answers
+// 101 Switching Protocols, the HTTP exchange is over and the two
+// connections become a tunnel: the 101 head goes to the client, then bytes
+// are copied both ways, unparsed, until either side closes.
+//
+// Lifetime rules:
+//   - idle: a tunnel with no byte in either direction for Config.Timeout is
+//     closed (activity either way keeps both directions open);
+//   - drain: the backend connection stays tracked by its node (Node.Track),
+//     so a node drain lets the tunnel run until the drain deadline, then
+//     closes it and counts it as forced, like any other request;
+//   - shutdown: Router.Shutdown waits for tunnels until its deadline, then
+//     closes them.
+//
+// HTTP/2 clients cannot upgrade (RFC 8441 extended CONNECT is not offered),
+// so only the HTTP/1.1 front builds tunnels.
+
+// tunnelSet tracks open tunnels for shutdown. Safe for concurrent use.
+type tunnelSet struct {
+	mu     sync.Mutex
+	open   map[*tunnel]struct{} // guarded by mu
+	closed bool                 // guarded by mu: shutdown deadline passed
+	wg     sync.WaitGroup
+}
+
+func (s *tunnelSet) add(t *tunnel) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if s.open == nil {
+		s.open = map[*tunnel]struct{}{}
+	}
+	s.open[t] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *tunnelSet) remove(t *tunnel) {
+	s.mu.Lock()
+	delete(s.open, t)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// shutdown waits for every tunnel to end until ctx ends, then closes the
+// remaining ones and waits for their goroutines.
+func (s *tunnelSet) shutdown(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	s.closed = true
+	for t := range s.open {
+		t.close()
+	}
+	s.mu.Unlock()
+	<-done
+	return nil
+}
+
+// wsMetrics count tunnels.
+type wsMetrics struct {
+	open  prometheus.Gauge
+	total prometheus.Counter
+	bytes *prometheus.CounterVec
+	in    prometheus.Counter // client → node bytes
+	out   prometheus.Counter // node → client bytes
+}
+
+func newWSMetrics(reg prometheus.Registerer) (*wsMetrics, error) {
+	m := &wsMetrics{
+		open: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fastrouter_upgraded_connections",
+			Help: "Open upgraded (WebSocket) tunnels between a client and a node.",
+		}),
+		total: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fastrouter_upgraded_connections_total",
+			Help: "Upgraded (WebSocket) tunnels opened after a node answered 101.",
+		}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fastrouter_upgraded_bytes_total",
+			Help: "Bytes relayed through upgraded tunnels, by direction (in: client to node).",
+		}, []string{"direction"}),
+	}
+	for _, c := range []prometheus.Collector{m.open, m.total, m.bytes} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	m.in = m.bytes.WithLabelValues("in")
+	m.out = m.bytes.WithLabelValues("out")
+	return m, nil
+}
+
+// tunnel is one upgraded connection pair. Owned by the goroutine running
+// run; close may be called from anywhere.
+type tunnel struct {
+	rt      *Router
+	client  net.Conn // fasthttp's hijacked view (replays its read buffer)
+	raw     net.Conn // the client connection itself: the view's Close does nothing
+	backend net.Conn
+	br      *bufio.Reader // backend reader, holding bytes read past the 101 head
+	last    atomic.Int64  // unix nanos of the last byte either way
+	once    sync.Once
+}
+
+func (t *tunnel) close() {
+	t.once.Do(func() {
+		t.raw.Close()
+		t.backend.Close()
+	})
+}
+
+// isUpgrade reports whether an HTTP/1.1 request asks to switch protocols.
+func isUpgrade(h *fasthttp.RequestHeader) bool {
+	return h.ConnectionUpgrade() && len(h.Peek("Upgrade")) > 0
+}
+
+// hijackUpgrade answers the client with the node's 101 head and turns the
+// connection into a tunnel to the node. b is the backend side forward
+// returned; it is released when the tunnel ends.
+func (f *h1Front) hijackUpgrade(ctx *fasthttp.RequestCtx, b *backendBody) {
+	rt := f.rt
+	head := append([]byte(nil), ctx.Response.Header.Header()...)
+	raw := ctx.Conn()
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(c net.Conn) {
+		defer b.Close()
+		t := &tunnel{rt: rt, client: c, raw: raw, backend: b.conn, br: b.br}
+		if !rt.tunnels.add(t) {
+			return // shutting down
+		}
+		defer rt.tunnels.remove(t)
+		_ = c.SetWriteDeadline(rt.now().Add(rt.timeouts().Timeout))
+		if _, err := c.Write(head); err != nil {
+			return
+		}
+		rt.metrics.ws.total.Inc()
+		rt.metrics.ws.open.Inc()
+		defer rt.metrics.ws.open.Dec()
+		t.run()
+	})
+}
+
+// run copies both ways until one side ends, then closes both.
+func (t *tunnel) run() {
+	t.last.Store(t.rt.now().UnixNano())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer t.close()
+		t.pipe(t.backend, t.client, t.rt.metrics.ws.in)
+	}()
+	t.pipe(t.client, t.br, t.rt.metrics.ws.out)
+	t.close()
+	<-done
+}
+
+// pipe copies src to dst until src ends or the tunnel has been idle both
+// ways for the inactivity timeout. src is t.client or t.br (over
+// t.backend); the read deadline goes on the matching connection.
+func (t *tunnel) pipe(dst net.Conn, src io.Reader, n prometheus.Counter) {
+	rc := t.client
+	if src != io.Reader(t.client) {
+		rc = t.backend
+	}
+	cb := bufPool.Get().(*[]byte)
+	defer bufPool.Put(cb)
+	buf := *cb
+	for {
+		d := t.rt.timeouts().Timeout
+		_ = rc.SetReadDeadline(time.Unix(0, t.last.Load()).Add(d))
+		m, err := src.Read(buf)
+		if m > 0 {
+			now := t.rt.now()
+			t.last.Store(now.UnixNano())
+			_ = dst.SetWriteDeadline(now.Add(d))
+			if _, werr := dst.Write(buf[:m]); werr != nil {
+				return
+			}
+			n.Add(float64(m))
+		}
+		if err != nil {
+			// The other direction may have kept the tunnel busy: an idle
+			// deadline on this side alone is not the end.
+			if isTimeout(err) && t.rt.now().Sub(time.Unix(0, t.last.Load())) < d {
+				continue
+			}
+			return
+		}
+	}
+}

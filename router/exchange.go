@@ -49,6 +49,9 @@ type exchange struct {
 	// so the next request on the connection can be parsed safely.
 	consumed bool
 
+	// obs: request id, timings and node for the access log (accesslog.go).
+	obs obsInfo
+
 	keyBuf  [16]byte // iphash: the client address
 	buf     []byte   // the uwsgi packet: header, vars, small bodies
 	body    []byte   // a buffered body of unknown length
@@ -66,6 +69,7 @@ func getExchange() *exchange { return exchangePool.Get().(*exchange) }
 func putExchange(x *exchange) {
 	x.req.reset()
 	x.bodySrc, x.bodyLen, x.client, x.isHead, x.consumed, x.ctx = nil, 0, nil, false, false, nil
+	x.obs = obsInfo{}
 	x.buf = x.buf[:0]
 	if cap(x.buf) > 64<<10 {
 		x.buf = make([]byte, 0, 8<<10)
@@ -92,6 +96,7 @@ func putExchange(x *exchange) {
 // page in its protocol.
 func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetrics, *backendBody, error) {
 	r := &x.req
+	rt.observe(x)
 	if len(r.host) > 0 && !validHost(r.host) {
 		return rt.failed(rt.metrics.none, errBadHost)
 	}
@@ -99,7 +104,7 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 	if pool == nil {
 		return rt.failed(rt.metrics.none, errNoPool)
 	}
-	pm := rt.metrics.forPool(pool)
+	pm := rt.poolMetrics(x, pool)
 
 	switch {
 	case x.bodySrc == nil:
@@ -151,6 +156,7 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 		}
 		return rt.failed(pm, err)
 	}
+	rt.observeConnect(x, node, start)
 	var stop func() bool
 	if x.ctx != nil {
 		stop = context.AfterFunc(x.ctx, func() { conn.Close() })
@@ -194,6 +200,7 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 		}
 		return fail(errBadResponse)
 	}
+	rt.observeHead(x, node, start, int64(len(packet))+r.bodyLen-inline)
 	// The backend closing its connection is uwsgi framing, not a request
 	// to close the client's.
 	head.ResetConnectionClose()

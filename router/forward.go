@@ -139,6 +139,8 @@ type backendBody struct {
 	start  time.Time
 	stop   func() bool // unhooks the client-abort cut; nil when none
 	closed bool
+	n      int64         // body bytes read so far
+	rec    *accessRecord // access-log line to finish at Close; nil when none
 }
 
 var backendBodyPool = sync.Pool{New: func() any { return new(backendBody) }}
@@ -157,6 +159,7 @@ func (b *backendBody) Read(p []byte) (int, error) {
 		_ = b.client.SetWriteDeadline(now.Add(d))
 	}
 	n, err := b.src.Read(p)
+	b.n += int64(n)
 	if b.limit > 0 {
 		b.limit -= int64(n)
 		if b.limit == 0 && err == nil {
@@ -179,7 +182,11 @@ func (b *backendBody) Close() error {
 	if b.stop != nil {
 		b.stop()
 	}
+	b.node.AddTraffic(0, uint64(b.n))
 	b.rt.finish(b.conn, b.br, b.node, b.pm, b.start)
+	if b.rec != nil {
+		b.rt.finishAccess(b.rec, b.n)
+	}
 	*b = backendBody{}
 	backendBodyPool.Put(b)
 	return nil

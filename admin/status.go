@@ -68,7 +68,8 @@ td.addr { white-space: normal; overflow-wrap: anywhere; min-width: 9rem; }
 .empty, .drained { color: var(--muted); }
 .note { color: var(--muted); font-size: .9rem; }
 footer { margin-top: 2rem; color: var(--muted); font-size: .85rem; }
-@media (max-width: 600px) { body { padding: .6rem; font-size: 14px; } th, td { padding: .25rem .35rem; } }
+@media (max-width: 600px) { body { padding: .6rem; font-size: 14px; } th, td { padding: .25rem .35rem; }
+  .tiles { grid-template-columns: repeat(auto-fill, minmax(6.5rem, 1fr)); } .tile .v { font-size: 1.15rem; } }
 `
 
 // statusCSP allows the page's stylesheet (by hash) and a data: favicon,
@@ -115,7 +116,7 @@ var statusTmpl = template.Must(template.New("status").Parse(`<!doctype html>
 <h2>Pools</h2>
 {{range .PoolRows}}<article class="pool">
 <h3><a href="{{.Link}}">{{.Key}}</a> <span class="badge {{.Health}}">{{.Health}}</span></h3>
-<p class="meta">{{.Algo}} · {{.Rate}} req/s · <span class="{{if .ErrHigh}}num bad{{end}}">{{.ErrRate}} 5xx/s</span> · {{.Inflight}} in flight · {{len .Nodes}}{{if .MoreNodes}}+{{.MoreNodes}}{{end}} nodes</p>
+<p class="meta">{{.Algo}} · {{.Rate}} req/s · <span class="{{if .ErrHigh}}num bad{{end}}">{{.ErrRate}} 5xx/s</span> · {{.Inflight}} in flight · {{.NodeCount}}</p>
 {{if .Nodes}}<div class="scroll"><table>
 <thead><tr><th>node</th><th>state</th><th class="num">weight</th><th class="num">in flight</th><th class="num">requests</th><th class="num">failures</th><th>last seen</th></tr></thead>
 <tbody>{{range .Nodes}}
@@ -149,6 +150,7 @@ type (
 	poolView struct {
 		Key, Link, Algo, Health string
 		Rate, ErrRate           string
+		NodeCount               string // "1 node", "3 nodes"
 		ErrHigh                 bool
 		Inflight                int64
 		Nodes                   []nodeView
@@ -267,6 +269,10 @@ func (h *Handler) statusView(refresh int) *statusView {
 			pv.Health = "degraded"
 		default:
 			pv.Health = "ok"
+		}
+		pv.NodeCount = strconv.Itoa(len(nodes)) + " nodes"
+		if len(nodes) == 1 {
+			pv.NodeCount = "1 node"
 		}
 		if i < maxPoolsOnPage {
 			v.PoolRows = append(v.PoolRows, pv)

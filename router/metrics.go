@@ -27,7 +27,7 @@ type metrics struct {
 	none  *poolMetrics            // requests that matched no pool (label pool="")
 	// overflow takes the requests of pools created once maxPoolSeries pools
 	// have series, so a flood of subscribed keys cannot grow /metrics
-	// without bound.
+	// without bound. Created on first use; guarded by mu.
 	overflow *poolMetrics
 }
 
@@ -76,7 +76,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	m.none = m.newPoolMetrics("")
-	m.overflow = m.newPoolMetrics(overflowKey)
 	return m, nil
 }
 
@@ -122,6 +121,9 @@ func (m *metrics) forKey(key string) (pm *poolMetrics, ok bool) {
 		return pm, true
 	}
 	if len(m.pools) >= maxPoolSeries {
+		if m.overflow == nil {
+			m.overflow = m.newPoolMetrics(overflowKey)
+		}
 		return m.overflow, false
 	}
 	pm = m.newPoolMetrics(key)

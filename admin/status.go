@@ -68,8 +68,10 @@ td.addr { white-space: normal; overflow-wrap: anywhere; min-width: 9rem; }
 .empty, .drained { color: var(--muted); }
 .note { color: var(--muted); font-size: .9rem; }
 footer { margin-top: 2rem; color: var(--muted); font-size: .85rem; }
+@media (min-width: 601px) { table.nodes { table-layout: fixed; } table.nodes th:first-child { width: 34%; } }
 @media (max-width: 600px) { body { padding: .6rem; font-size: 14px; } th, td { padding: .25rem .35rem; }
-  .tiles { grid-template-columns: repeat(auto-fill, minmax(6.5rem, 1fr)); } .tile .v { font-size: 1.15rem; } }
+  .tiles { grid-template-columns: repeat(auto-fill, minmax(6.5rem, 1fr)); } .tile .v { font-size: 1.15rem; }
+  .opt { display: none; } .pool { padding: .5rem; } td.addr { min-width: 7rem; } }
 `
 
 // statusCSP allows the page's stylesheet (by hash) and a data: favicon,
@@ -107,9 +109,9 @@ var statusTmpl = template.Must(template.New("status").Parse(`<!doctype html>
 {{if .Drains}}<section>
 <h2>Drains in progress</h2>
 <div class="scroll"><table>
-<thead><tr><th>pool</th><th>node</th><th class="num">in flight</th><th class="num">served</th><th class="num">forced</th><th>started</th><th>deadline</th></tr></thead>
+<thead><tr><th>pool</th><th>node</th><th class="num">in flight</th><th class="num opt">served</th><th class="num opt">forced</th><th class="opt">started</th><th>deadline</th></tr></thead>
 <tbody>{{range .Drains}}
-<tr><td class="addr">{{.Pool}}</td><td class="addr">{{.Node}}</td><td class="num">{{.Inflight}}</td><td class="num">{{.Served}}</td><td class="num">{{.Forced}}</td><td>{{.Started}} ago</td><td>{{.Deadline}}</td></tr>{{end}}
+<tr><td class="addr">{{.Pool}}</td><td class="addr">{{.Node}}</td><td class="num">{{.Inflight}}</td><td class="num opt">{{.Served}}</td><td class="num opt">{{.Forced}}</td><td class="opt">{{.Started}} ago</td><td>{{.Deadline}}</td></tr>{{end}}
 </tbody></table></div>
 </section>{{end}}
 <section>
@@ -117,10 +119,10 @@ var statusTmpl = template.Must(template.New("status").Parse(`<!doctype html>
 {{range .PoolRows}}<article class="pool">
 <h3><a href="{{.Link}}">{{.Key}}</a> <span class="badge {{.Health}}">{{.Health}}</span></h3>
 <p class="meta">{{.Algo}} · {{.Rate}} req/s · <span class="{{if .ErrHigh}}num bad{{end}}">{{.ErrRate}} 5xx/s</span> · {{.Inflight}} in flight · {{.NodeCount}}</p>
-{{if .Nodes}}<div class="scroll"><table>
-<thead><tr><th>node</th><th>state</th><th class="num">weight</th><th class="num">in flight</th><th class="num">requests</th><th class="num">failures</th><th>last seen</th></tr></thead>
+{{if .Nodes}}<div class="scroll"><table class="nodes">
+<thead><tr><th>node</th><th>state</th><th class="num opt">weight</th><th class="num">in flight</th><th class="num opt">requests</th><th class="num">failures</th><th class="opt">last seen</th></tr></thead>
 <tbody>{{range .Nodes}}
-<tr><td class="addr"><a href="{{.Link}}">{{.Address}}</a></td><td><span class="state {{.State}}">{{.State}}</span></td><td class="num">{{.Weight}}</td><td class="num">{{.Inflight}}</td><td class="num">{{.Requests}}</td><td class="num">{{.Failures}}</td><td>{{.LastSeen}}</td></tr>{{end}}
+<tr><td class="addr"><a href="{{.Link}}">{{.Address}}</a></td><td><span class="state {{.State}}">{{.State}}</span></td><td class="num opt">{{.Weight}}</td><td class="num">{{.Inflight}}</td><td class="num opt">{{.Requests}}</td><td class="num">{{.Failures}}</td><td class="opt">{{.LastSeen}}</td></tr>{{end}}
 </tbody></table></div>{{end}}
 {{if .MoreNodes}}<p class="note">{{.MoreNodes}} more nodes: see <a href="{{.Link}}">the pool's JSON</a>.</p>{{end}}
 </article>

@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh machine: installs what the integration
 # tests drive (real uWSGI 2.0 with the python3 plugin, nginx, promtool, curl,
 # h2load, openssl, and chromium, run headless to check the status page),
-# downloads Go modules, then vets and runs every test with the race detector. Integration tests fail, never skip, when a tool is missing.
+# downloads Go modules, then vets and runs every test with the race detector.
+# Integration tests fail, never skip, when a tool is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -86,7 +86,7 @@ type poolMetrics struct {
 	duration prometheus.Observer
 	inflight prometheus.Gauge
 
-	mu    sync.Mutex                    // serialises adding a status code
+	mu    sync.Mutex                    // serialises creating children, and pruning
 	codes atomic.Pointer[[]codeCounter] // copy-on-write, a handful of entries
 	// errs are the backend_errors_total children by reason, resolved on
 	// first use so a pool without errors exports none.
@@ -156,6 +156,9 @@ func (m *metrics) prune(exists func(key string) bool) int {
 		if exists(key) {
 			continue
 		}
+		// Under pm.mu, which child creation also takes: no request can
+		// add a child for this key after its series are deleted.
+		pm.mu.Lock()
 		pm.dead.Store(true)
 		delete(m.pools, key)
 		l := prometheus.Labels{"pool": key}
@@ -163,6 +166,7 @@ func (m *metrics) prune(exists func(key string) bool) int {
 		m.duration.DeletePartialMatch(l)
 		m.inflight.DeletePartialMatch(l)
 		m.backendErrs.DeletePartialMatch(l)
+		pm.mu.Unlock()
 		n++
 	}
 	return n
@@ -187,6 +191,10 @@ func (pm *poolMetrics) count(code int) {
 		}
 	}
 	pm.mu.Lock()
+	if pm.dead.Load() {
+		pm.mu.Unlock()
+		return // pruned: a new child would be a series nobody deletes
+	}
 	cur := *pm.codes.Load()
 	for _, cc := range cur {
 		if cc.code == code {
@@ -209,10 +217,17 @@ func (pm *poolMetrics) backendError(err error) {
 	slot := &pm.errs[r]
 	c := slot.Load()
 	if c == nil {
-		nc := pm.m.backendErrs.WithLabelValues(pm.key, reasonNames[r])
-		// Racing resolvers get the same child from the vec; either store wins.
-		slot.CompareAndSwap(nil, &nc)
-		c = slot.Load()
+		pm.mu.Lock()
+		if pm.dead.Load() {
+			pm.mu.Unlock()
+			return // pruned, as in count
+		}
+		if c = slot.Load(); c == nil {
+			nc := pm.m.backendErrs.WithLabelValues(pm.key, reasonNames[r])
+			c = &nc
+			slot.Store(c)
+		}
+		pm.mu.Unlock()
 	}
 	(*c).Inc()
 }

@@ -116,3 +116,21 @@ func TestBackendErrorReasons(t *testing.T) {
 		}
 	}
 }
+
+// A request still holding a pruned pool's children never re-creates a
+// series for it: that series would never be pruned.
+func TestPrunedPoolGrowsNoSeries(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := newMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pm, _ := m.forKey("gone.test")
+	pm.count(200)
+	m.prune(func(string) bool { return false })
+	pm.count(502) // a code not seen before
+	pm.backendError(errBadResponse)
+	if got := poolLabels(t, reg); got["gone.test"] {
+		t.Fatalf("pruned pool has series again: %v", got)
+	}
+}

@@ -24,14 +24,16 @@ for ((i = 1; i <= rounds; i++)); do
   run 'BenchmarkProxy/metrics=on,accesslog=on$' 5000x >>"$out"
   run 'BenchmarkAccessLogLine/encoder=fixed$' 500000x >>"$out"
   run 'BenchmarkAccessLogLine/encoder=slog$' 500000x >>"$out"
+  run 'BenchmarkRequestID' 2000000x >>"$out"
 done
-# name → median ns/op, B/op, allocs/op
-awk '{ name=$1; sub(/-[0-9]+$/, "", name); ns[name]=ns[name] " " $3; b[name]=$5; a[name]=$7 }
+# name → median ns/op (mawk has no asort: sort by name, then ns/op).
+awk '{ name=$1; sub(/-[0-9]+$/, "", name); print name, $3, $5, $7 }' "$out" | sort -k1,1 -k2,2n |
+  awk '{ n[$1]++; v[$1, n[$1]] = $2; b[$1] = $3; a[$1] = $4 }
 END {
-  for (n in ns) {
-    k = split(substr(ns[n], 2), v, " "); asort(v)
-    med = (k % 2) ? v[(k+1)/2] : (v[k/2] + v[k/2+1]) / 2
-    printf "%-52s %10.1f ns/op (median of %d, min %.1f, max %.1f) %6s B/op %4s allocs/op\n", n, med, k, v[1], v[k], b[n], a[n]
+  for (k in n) {
+    c = n[k]
+    med = (c % 2) ? v[k, (c+1)/2] : (v[k, c/2] + v[k, c/2+1]) / 2
+    printf "%-46s %10.1f ns/op  (median of %d; min %.1f, max %.1f)  %s B/op  %s allocs/op\n", k, med, c, v[k, 1], v[k, c], b[k], a[k]
   }
-}' "$out" | sort
+}' | sort
 rm -f "$out"

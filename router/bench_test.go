@@ -266,3 +266,33 @@ func BenchmarkAccessLogLine(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkRequestID: finding, checking or generating a request's
+// X-Request-Id.
+func BenchmarkRequestID(b *testing.B) {
+	rt, err := New(Config{Pools: emptyPools{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	base := sampleRequest()
+	for _, v := range []struct {
+		name string
+		id   []byte
+	}{{"generated", nil}, {"client", []byte("7f9c2ba4e88f827d616045507605853e")}} {
+		b.Run(v.name, func(b *testing.B) {
+			x := getExchange()
+			defer putExchange(x)
+			hs := make([]hdr, 0, 16)
+			b.ReportAllocs()
+			for b.Loop() {
+				x.req = *base
+				x.req.headers = append(hs[:0], base.headers[:len(base.headers)-1]...)
+				if v.id != nil {
+					x.req.headers = append(x.req.headers, hdr{xRequestID, v.id})
+				}
+				x.obs = obsInfo{}
+				rt.assignRequestID(x)
+			}
+		})
+	}
+}

@@ -520,3 +520,26 @@ func TestGrafanaDashboard(t *testing.T) {
 		t.Fatalf("the dashboard's PromQL does not parse: %v\n%s", err, out)
 	}
 }
+
+// --access-log - writes the lines to stdout.
+func TestAccessLogToStdout(t *testing.T) {
+	skipIfDisabled(t)
+	t.Parallel()
+	r := startRouter(t, "--access-log", "-")
+	if code, _ := get(t, client(), r.http, "nowhere.test", "/stdout-check"); code != 404 {
+		t.Fatalf("no pool: %d", code)
+	}
+	eventually(t, 15*time.Second, "the access-log line on stdout", func() bool {
+		b, err := os.ReadFile(r.log) // stdout and stderr share the log file
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			var e accessEntry
+			if json.Unmarshal([]byte(l), &e) == nil && e.URI == "/stdout-check" && e.Status == 404 {
+				return true
+			}
+		}
+		return false
+	})
+}

@@ -1,5 +1,6 @@
 // Package admin serves fastrouter's operator API on the admin listener:
-// health, the pool table as JSON, and Prometheus metrics.
+// health, the pool table as JSON, Prometheus metrics, the HTML status page
+// (status.go) and, when enabled, pprof.
 //
 // It is plain net/http: the admin port carries a handful of requests, so
 // clarity beats the request path's zero-allocation rules here.
@@ -12,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/fastrouter/fastrouter/balancer"
@@ -39,12 +41,29 @@ type Config struct {
 	Token string
 	// DrainTimeout is the deadline of a drain that names none. Default 30s.
 	DrainTimeout time.Duration
+	// Version is shown on the status page.
+	Version string
+	// Started is when the process started, for the status page's uptime.
+	// Default: when New ran.
+	Started time.Time
+	// Pprof mounts net/http/pprof under /debug/pprof/. Profiles expose the
+	// process's internals and cost CPU while they run: enable it only on a
+	// trusted admin listener.
+	Pprof bool
+	// RateInterval is how often the status page's request and error rates
+	// are sampled from Gatherer; RateWindow is the span they average over.
+	// Defaults 5s and 30s.
+	RateInterval, RateWindow time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
 }
 
-// Handler is the admin API's http.Handler.
+// Handler is the admin API's http.Handler. With a Gatherer it runs a
+// goroutine that samples request rates for the status page: Close stops it.
 type Handler struct {
-	cfg Config
-	mux *http.ServeMux
+	cfg   Config
+	mux   *http.ServeMux
+	rates *rates // nil without a Gatherer
 }
 
 // New validates cfg and builds the handler.
@@ -58,7 +77,20 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 30 * time.Second
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Started.IsZero() {
+		cfg.Started = cfg.Now()
+	}
+	if cfg.RateInterval <= 0 {
+		cfg.RateInterval = 5 * time.Second
+	}
+	if cfg.RateWindow < cfg.RateInterval {
+		cfg.RateWindow = max(30*time.Second, cfg.RateInterval)
+	}
 	h := &Handler{cfg: cfg, mux: http.NewServeMux()}
+	h.mux.HandleFunc("GET /{$}", h.statusPage)
 	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok"))
@@ -70,13 +102,34 @@ func New(cfg Config) (*Handler, error) {
 	h.mux.HandleFunc("POST /api/pools/{key}/nodes/{address}/undrain", h.auth(h.undrain))
 	h.mux.HandleFunc("DELETE /api/pools/{key}/nodes/{address}", h.auth(h.deleteNode))
 	h.mux.HandleFunc("POST /api/pools/{key}/nodes", h.auth(h.addNode))
+	if cfg.Pprof {
+		// The handlers of net/http/pprof, on this mux only. (Importing the
+		// package also registers them on http.DefaultServeMux, which
+		// fastrouter never serves.)
+		h.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		h.mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		h.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		h.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		h.mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+		h.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	if cfg.Gatherer != nil {
 		h.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{ErrorLog: slogAdapter{cfg.Logger}}))
+		h.rates = newRates(cfg.Gatherer, cfg.RateInterval, cfg.RateWindow, cfg.Now)
+		h.rates.start()
 	}
 	return h, nil
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+// Close stops the rate sampler. The handler keeps serving (the status page
+// shows the last rates). Call it once.
+func (h *Handler) Close() {
+	if h.rates != nil {
+		h.rates.close()
+	}
+}
 
 // PoolJSON is the stable JSON shape of a pool (SPEC §6).
 type PoolJSON struct {

@@ -113,6 +113,10 @@ type Node struct {
 	inflight atomic.Int64
 	requests atomic.Uint64
 	failures atomic.Uint64
+	// rxBytes and txBytes count traffic as uWSGI's router stats do, from
+	// the node's side: rx to it, tx from it (traffic.go).
+	rxBytes atomic.Uint64
+	txBytes atomic.Uint64
 
 	// Passive health: consecutive connect failures and the time (unix ns)
 	// before which the node is not picked.
@@ -160,6 +164,8 @@ type NodeInfo struct {
 	Inflight  int64
 	Requests  uint64
 	Failures  uint64
+	RxBytes   uint64 // bytes sent to the node (uwsgi packets and request bodies)
+	TxBytes   uint64 // response body bytes received from the node
 	LastSeen  time.Time
 	Static    bool
 	Modifier1 uint8
@@ -178,6 +184,8 @@ func (n *Node) Info() NodeInfo {
 		Inflight:  n.inflight.Load(),
 		Requests:  n.requests.Load(),
 		Failures:  n.failures.Load(),
+		RxBytes:   n.rxBytes.Load(),
+		TxBytes:   n.txBytes.Load(),
 		LastSeen:  time.Unix(0, n.lastSeen.Load()),
 		Static:    n.Static,
 		Modifier1: n.Modifier1,

@@ -54,21 +54,36 @@ func statusOf(err error) int {
 	}
 }
 
-// backendReason is the `reason` label of fastrouter_backend_errors_total.
-func backendReason(err error) string {
+// Reasons of fastrouter_backend_errors_total, as small integers so a pool
+// can cache its children in an array.
+const (
+	reasonConnect = iota
+	reasonConnectTimeout
+	reasonTimeout
+	reasonBadResponse
+	reasonWrite
+	reasonOther
+	numReasons
+)
+
+// reasonNames are the `reason` label values, by reason.
+var reasonNames = [numReasons]string{"connect", "connect_timeout", "timeout", "bad_response", "write", "other"}
+
+// backendReason is the reason of fastrouter_backend_errors_total for err.
+func backendReason(err error) int {
 	switch err {
 	case errAllFailed:
-		return "connect"
+		return reasonConnect
 	case errConnectTimeout:
-		return "connect_timeout"
+		return reasonConnectTimeout
 	case errBackendTimeout:
-		return "timeout"
+		return reasonTimeout
 	case errBadResponse:
-		return "bad_response"
+		return reasonBadResponse
 	case errBackendWrite:
-		return "write"
+		return reasonWrite
 	}
-	return "other"
+	return reasonOther
 }
 
 // isTimeout reports a deadline expiry from net, os or fasthttp (whose

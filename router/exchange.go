@@ -54,6 +54,9 @@ type exchange struct {
 	// so the next request on the connection can be parsed safely.
 	consumed bool
 
+	// obs: request id, timings and node for the access log (accesslog.go).
+	obs obsInfo
+
 	keyBuf  [16]byte // iphash: the client address
 	path    []byte   // the decoded path, for mount points
 	buf     []byte   // the uwsgi packet: header, vars, small bodies
@@ -75,6 +78,7 @@ func putExchange(x *exchange) {
 	x.bodySrc, x.bodyLen, x.client, x.isHead, x.consumed, x.ctx = nil, 0, nil, false, false, nil
 	x.upgrade = false
 	x.releaseSpill()
+	x.obs = obsInfo{}
 	x.buf = x.buf[:0]
 	if cap(x.buf) > 64<<10 {
 		x.buf = make([]byte, 0, 8<<10)
@@ -105,6 +109,7 @@ func putExchange(x *exchange) {
 // page in its protocol.
 func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetrics, *backendBody, error) {
 	r := &x.req
+	rt.observe(x)
 	if len(r.host) > 0 && !validHost(r.host) {
 		return rt.failed(rt.metrics.none, errBadHost)
 	}
@@ -118,7 +123,7 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 	if pool == nil {
 		return rt.failed(rt.metrics.none, errNoPool)
 	}
-	pm := rt.metrics.forPool(pool)
+	pm := rt.poolMetrics(x, pool)
 
 	switch {
 	case x.bodySrc == nil:
@@ -175,6 +180,7 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 		}
 		return rt.failed(pm, err)
 	}
+	rt.observeConnect(x, node, start)
 	var stop func() bool
 	if x.ctx != nil {
 		stop = context.AfterFunc(x.ctx, func() { conn.Close() })
@@ -218,6 +224,7 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 		}
 		return fail(errBadResponse)
 	}
+	rt.observeHead(x, node, start, int64(len(packet))+r.bodyLen-inline)
 	// The backend closing its connection is uwsgi framing, not a request
 	// to close the client's.
 	head.ResetConnectionClose()

@@ -162,6 +162,8 @@ type backendBody struct {
 	// tunnels conn (websocket.go) instead of reading a body.
 	upgrade bool
 	closed  bool
+	n       int64         // body bytes read so far
+	rec     *accessRecord // access-log line to finish at Close; nil when none
 }
 
 var backendBodyPool = sync.Pool{New: func() any { return new(backendBody) }}
@@ -180,6 +182,7 @@ func (b *backendBody) Read(p []byte) (int, error) {
 		_ = b.client.SetWriteDeadline(now.Add(d))
 	}
 	n, err := b.src.Read(p)
+	b.n += int64(n)
 	if b.limit > 0 {
 		b.limit -= int64(n)
 		if b.limit == 0 && err == nil {
@@ -202,7 +205,11 @@ func (b *backendBody) Close() error {
 	if b.stop != nil {
 		b.stop()
 	}
+	b.node.AddTraffic(0, uint64(b.n))
 	b.rt.finish(b.conn, b.br, b.node, b.pm, b.start)
+	if b.rec != nil {
+		b.rt.finishAccess(b.rec, b.n)
+	}
 	*b = backendBody{}
 	backendBodyPool.Put(b)
 	return nil

@@ -93,6 +93,7 @@ func (f *h1Front) handleError(ctx *fasthttp.RequestCtx, err error) {
 	writeError(ctx, code)
 	ctx.SetConnectionClose()
 	f.rt.metrics.none.count(code)
+	f.rt.logUnparsed(ctx, code)
 }
 
 func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
@@ -147,13 +148,13 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 	r.headers, hasCL, hasTE, err = parseRawHeaders(h.RawHeaders(), r.headers[:0], rt.cfg.MaxHeaderCount)
 	switch {
 	case err != nil:
-		f.fail(ctx, rt.metrics.none, err)
+		f.fail(ctx, x, rt.metrics.none, err)
 		return
 	case hasCL && hasTE:
-		f.fail(ctx, rt.metrics.none, errAmbiguousBody)
+		f.fail(ctx, x, rt.metrics.none, errAmbiguousBody)
 		return
 	case len(r.host) == 0 && h.IsHTTP11():
-		f.fail(ctx, rt.metrics.none, errBadHost)
+		f.fail(ctx, x, rt.metrics.none, errBadHost)
 		return
 	}
 	if cl := h.ContentLength(); cl > 0 || cl == -1 {
@@ -167,6 +168,7 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 	x.consumed = x.bodySrc == nil
 
 	_, b, err := rt.forward(x, &ctx.Response.Header)
+	rt.logResponse(x, b, err, &ctx.Response.Header)
 	// A body left unread must never be parsed as the next request on this
 	// connection (HTTP desync): unless the body was consumed to its end, the
 	// response closes the connection. Deferred: writeError resets the
@@ -219,12 +221,13 @@ func (f *h1Front) streamUntilClose(ctx *fasthttp.RequestCtx, b *backendBody) {
 	})
 }
 
-// fail writes the error page for err and counts it.
-func (f *h1Front) fail(ctx *fasthttp.RequestCtx, pm *poolMetrics, err error) {
+// fail writes the error page for err, counts and logs it.
+func (f *h1Front) fail(ctx *fasthttp.RequestCtx, x *exchange, pm *poolMetrics, err error) {
 	code := statusOf(err)
 	writeError(ctx, code)
 	ctx.SetConnectionClose() // the rest of the stream cannot be trusted
 	pm.count(code)
+	f.rt.logResponse(x, nil, err, nil)
 }
 
 func writeError(ctx *fasthttp.RequestCtx, code int) {

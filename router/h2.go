@@ -162,7 +162,7 @@ func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	for k, vs := range req.Header {
 		nh += len(vs)
 		if nh > rt.cfg.MaxHeaderCount {
-			f.fail(w, rt.metrics.none, errVarsTooLarge)
+			f.fail(w, x, rt.metrics.none, errVarsTooLarge)
 			return
 		}
 		// net/http keeps Host apart; Content-Type goes out as CONTENT_TYPE.
@@ -177,7 +177,7 @@ func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	// An h2 request without :authority and Host has no routing key.
 	if len(r.host) == 0 {
-		f.fail(w, rt.metrics.none, errBadHost)
+		f.fail(w, x, rt.metrics.none, errBadHost)
 		return
 	}
 	if req.Body != nil && req.Body != http.NoBody && req.ContentLength != 0 {
@@ -192,6 +192,7 @@ func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	x.ctx = req.Context()
 
 	pm, b, err := rt.forward(x, head)
+	rt.logResponse(x, b, err, head)
 	if err == errClientGone {
 		return
 	}
@@ -252,10 +253,11 @@ func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 }
 
-func (f *h2Front) fail(w http.ResponseWriter, pm *poolMetrics, err error) {
+func (f *h2Front) fail(w http.ResponseWriter, x *exchange, pm *poolMetrics, err error) {
 	code := statusOf(err)
 	pm.count(code)
 	f.writeError(w, code)
+	f.rt.logResponse(x, nil, err, nil)
 }
 
 func (f *h2Front) writeError(w http.ResponseWriter, code int) {

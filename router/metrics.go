@@ -25,9 +25,23 @@ type metrics struct {
 	ws                 *wsMetrics // upgraded tunnels (websocket.go)
 
 	mu    sync.Mutex              // guards pools
-	pools map[string]*poolMetrics // by pool key; kept when a pool is re-created
-	none  *poolMetrics            // requests that matched no pool
+	pools map[string]*poolMetrics // by pool key; kept when a pool is re-created, until pruned
+	none  *poolMetrics            // requests that matched no pool (label pool="")
+	// overflow takes the requests of pools created once maxPoolSeries pools
+	// have series, so a flood of subscribed keys cannot grow /metrics
+	// without bound. Created on first use; guarded by mu.
+	overflow *poolMetrics
 }
+
+// maxPoolSeries bounds the pool label values the router's families carry.
+// A pool beyond it is counted under pool="(overflow)" until pruning (of
+// pools that left the table) makes room. Keys cannot contain a space, but
+// they can contain parentheses: the name was chosen to be unlikely, not
+// impossible.
+const maxPoolSeries = 10000
+
+// overflowKey labels the requests of pools beyond maxPoolSeries.
+const overflowKey = "(overflow)"
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
@@ -71,7 +85,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if m.ws, err = newWSMetrics(reg); err != nil {
 		return nil, err
 	}
-	m.none = m.forKey("")
+	m.none = m.newPoolMetrics("")
 	return m, nil
 }
 
@@ -82,8 +96,14 @@ type poolMetrics struct {
 	duration prometheus.Observer
 	inflight prometheus.Gauge
 
-	mu    sync.Mutex                    // serialises adding a status code
+	mu    sync.Mutex                    // serialises creating children, and pruning
 	codes atomic.Pointer[[]codeCounter] // copy-on-write, a handful of entries
+	// errs are the backend_errors_total children by reason, resolved on
+	// first use so a pool without errors exports none.
+	errs [numReasons]atomic.Pointer[prometheus.Counter]
+	// dead is set when pruning deleted this pool's series: a pool that
+	// still caches it (in Pool.Ext) resolves fresh children.
+	dead atomic.Bool
 }
 
 type codeCounter struct {
@@ -91,12 +111,7 @@ type codeCounter struct {
 	c    prometheus.Counter
 }
 
-func (m *metrics) forKey(key string) *poolMetrics {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if pm := m.pools[key]; pm != nil {
-		return pm
-	}
+func (m *metrics) newPoolMetrics(key string) *poolMetrics {
 	pm := &poolMetrics{
 		m:        m,
 		key:      key,
@@ -104,17 +119,77 @@ func (m *metrics) forKey(key string) *poolMetrics {
 		inflight: m.inflight.WithLabelValues(key),
 	}
 	pm.codes.Store(&[]codeCounter{})
-	m.pools[key] = pm
 	return pm
 }
 
+// forKey returns the children of pool key, creating them unless
+// maxPoolSeries pools have some (then: the overflow children, and ok false).
+func (m *metrics) forKey(key string) (pm *poolMetrics, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if pm := m.pools[key]; pm != nil {
+		return pm, true
+	}
+	if len(m.pools) >= maxPoolSeries {
+		if m.overflow == nil {
+			m.overflow = m.newPoolMetrics(overflowKey)
+		}
+		return m.overflow, false
+	}
+	pm = m.newPoolMetrics(key)
+	m.pools[key] = pm
+	return pm, true
+}
+
 func (m *metrics) forPool(p *balancer.Pool) *poolMetrics {
-	if pm, ok := p.Ext.Load().(*poolMetrics); ok {
+	if pm, ok := p.Ext.Load().(*poolMetrics); ok && !pm.dead.Load() {
 		return pm
 	}
-	pm := m.forKey(p.Key)
-	p.Ext.Store(pm)
+	pm, ok := m.forKey(p.Key)
+	if ok {
+		// Not cached when overflowing: the pool gets its own series as
+		// soon as pruning makes room.
+		p.Ext.Store(pm)
+	}
 	return pm
+}
+
+// prune deletes the series of every pool for which exists reports false,
+// and returns how many pools it pruned. A request in flight for a pruned
+// pool finishes on detached children (its counts are lost); a pool created
+// again under the same key gets fresh series.
+func (m *metrics) prune(exists func(key string) bool) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for key, pm := range m.pools {
+		if exists(key) {
+			continue
+		}
+		// Under pm.mu, which child creation also takes: no request can
+		// add a child for this key after its series are deleted.
+		pm.mu.Lock()
+		pm.dead.Store(true)
+		delete(m.pools, key)
+		l := prometheus.Labels{"pool": key}
+		m.requests.DeletePartialMatch(l)
+		m.duration.DeletePartialMatch(l)
+		m.inflight.DeletePartialMatch(l)
+		m.backendErrs.DeletePartialMatch(l)
+		m.overloaded.DeletePartialMatch(l)
+		pm.mu.Unlock()
+		n++
+	}
+	return n
+}
+
+// PruneMetrics deletes the per-pool series of pools that no longer exist:
+// exists reports whether a pool key is still in the routing table. Pools
+// come and go with subscriptions, so without pruning the pool label would
+// grow with every key ever announced. Safe for concurrent use; run it from
+// a timer (cmd/fastrouter does, every 30s).
+func (rt *Router) PruneMetrics(exists func(key string) bool) int {
+	return rt.metrics.prune(exists)
 }
 
 // count increments requests_total{pool, code}. Allocation-free once the code
@@ -127,6 +202,10 @@ func (pm *poolMetrics) count(code int) {
 		}
 	}
 	pm.mu.Lock()
+	if pm.dead.Load() {
+		pm.mu.Unlock()
+		return // pruned: a new child would be a series nobody deletes
+	}
 	cur := *pm.codes.Load()
 	for _, cc := range cur {
 		if cc.code == code {
@@ -142,8 +221,26 @@ func (pm *poolMetrics) count(code int) {
 	next[len(next)-1].c.Inc()
 }
 
+// backendError increments backend_errors_total{pool, reason}.
+// Allocation-free once the reason has been seen for the pool.
 func (pm *poolMetrics) backendError(err error) {
-	pm.m.backendErrs.WithLabelValues(pm.key, backendReason(err)).Inc()
+	r := backendReason(err)
+	slot := &pm.errs[r]
+	c := slot.Load()
+	if c == nil {
+		pm.mu.Lock()
+		if pm.dead.Load() {
+			pm.mu.Unlock()
+			return // pruned, as in count
+		}
+		if c = slot.Load(); c == nil {
+			nc := pm.m.backendErrs.WithLabelValues(pm.key, reasonNames[r])
+			c = &nc
+			slot.Store(c)
+		}
+		pm.mu.Unlock()
+	}
+	(*c).Inc()
 }
 
 // overloaded counts a request refused by the pool's overload protection.

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -76,6 +77,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the router's metrics. Default: a private registry.
 	Registerer prometheus.Registerer
+	// AccessLog, when set, receives one JSON line per request (format in
+	// accesslog.go). Each Write is one complete line that must not be
+	// retained, and Write must not block on I/O: a slow disk must not stall
+	// requests (package accesslog buffers and flushes on its own goroutine).
+	AccessLog io.Writer
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
@@ -103,6 +109,8 @@ type Router struct {
 	hash    hashSource
 	metrics *metrics
 	now     func() time.Time
+	ids     *idGen    // X-Request-Id generator
+	alog    io.Writer // Config.AccessLog; nil: no access log
 
 	mu        sync.Mutex // guards listeners, closing
 	listeners []*frontListener
@@ -181,6 +189,8 @@ func New(cfg Config) (*Router, error) {
 		log:     cfg.Logger,
 		metrics: m,
 		now:     cfg.Now,
+		ids:     newIDGen(),
+		alog:    cfg.AccessLog,
 	}
 	rt.tm.Store(tm)
 	return rt, nil

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the integration
 # tests drive (real uWSGI 2.0 with the python3 plugin, nginx, promtool, curl,
-# h2load, openssl), downloads Go modules, then vets and runs every test with
-# the race detector. Integration tests fail, never skip, when a tool is missing.
+# h2load, openssl, and chromium, run headless to check the status page),
+# downloads Go modules, then vets and runs every test with the race detector.
+# Integration tests fail, never skip, when a tool is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,7 @@ command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 command -v h2load >/dev/null 2>&1 || need_pkgs+=(nghttp2-client)
 command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
+command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: missing ${need_pkgs[*]}; run as root or install them" >&2

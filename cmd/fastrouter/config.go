@@ -48,6 +48,10 @@ type options struct {
 	slowStart           time.Duration
 	stateFile           string
 	adminTokenFile      string
+	accessLog           string
+	stats               string
+	pprof               bool
+	metricsPerNode      bool
 	maxInflight         string
 	queueSize           int
 	queueTimeout        time.Duration
@@ -119,6 +123,10 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "`file` holding the bearer token required by mutating admin calls")
 	fs.StringVar(&o.pidFile, "pid-file", "", "write the process id to this `file` (rewritten by the new process after a SIGUSR2 binary upgrade)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fs.StringVar(&o.accessLog, "access-log", "", "append one JSON line per request to this `file` (- = stdout); reopened on SIGHUP")
+	fs.StringVar(&o.stats, "stats", "", "uWSGI-compatible router stats server `addr` (host:port, or a unix socket path): one JSON document per connection")
+	fs.BoolVar(&o.pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on the admin listener")
+	fs.BoolVar(&o.metricsPerNode, "metrics-per-node", false, "export per-node series (fastrouter_node_*{pool,node}) on /metrics")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	return fs
 }
@@ -385,5 +393,9 @@ func (o *options) needsRestart(n *options) []string {
 	diff("admin-token-file", o.adminTokenFile != n.adminTokenFile)
 	diff("pid-file", o.pidFile != n.pidFile)
 	diff("hash-key", o.hashKey != n.hashKey)
+	diff("access-log", o.accessLog != n.accessLog)
+	diff("stats", o.stats != n.stats)
+	diff("pprof", o.pprof != n.pprof)
+	diff("metrics-per-node", o.metricsPerNode != n.metricsPerNode)
 	return out
 }

@@ -26,12 +26,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/fastrouter/fastrouter/accesslog"
 	"github.com/fastrouter/fastrouter/admin"
 	"github.com/fastrouter/fastrouter/balancer"
 	"github.com/fastrouter/fastrouter/health"
 	"github.com/fastrouter/fastrouter/internal/upgrade"
 	"github.com/fastrouter/fastrouter/lifecycle"
 	"github.com/fastrouter/fastrouter/router"
+	"github.com/fastrouter/fastrouter/stats"
 	"github.com/fastrouter/fastrouter/subscription"
 	routertls "github.com/fastrouter/fastrouter/tls"
 )
@@ -114,6 +116,7 @@ type signals struct {
 // hands the sockets to a fresh exec of the binary (up) and then drains.
 func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelVar,
 	sig signals, reload func() (*options, error), up *upgrade.Upgrader) error {
+	started := time.Now()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -169,6 +172,26 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 	if err := statics.apply(o.staticNodes()); err != nil {
 		return err
 	}
+	if o.metricsPerNode {
+		if err := reg.Register(stats.NewNodeCollector(table)); err != nil {
+			return err
+		}
+	}
+	// The access log's file is written by its own goroutine; requests only
+	// copy their line into its buffer. Closed after the router drained.
+	var alog *accesslog.Writer
+	var accessOut io.Writer // nil unless alog: a typed nil would be "set"
+	if o.accessLog != "" {
+		if alog, err = accesslog.New(accesslog.Config{Path: o.accessLog, Logger: log, Registerer: reg}); err != nil {
+			return err
+		}
+		defer func() {
+			if err := alog.Close(); err != nil {
+				log.Warn("shutdown: access log", "err", err)
+			}
+		}()
+		accessOut = alog
+	}
 	rt, err := router.New(router.Config{
 		Pools:          table,
 		ConnectTimeout: o.connectTimeout,
@@ -181,6 +204,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 		ProxyProtocol:  o.proxyProtocol,
 		Logger:         log,
 		Registerer:     reg,
+		AccessLog:      accessOut,
 	})
 	if err != nil {
 		return err
@@ -199,10 +223,14 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 	if err != nil {
 		return err
 	}
-	adm, err := admin.New(admin.Config{Table: table, Gatherer: reg, Logger: log, Token: token, DrainTimeout: o.drainTimeout})
+	adm, err := admin.New(admin.Config{
+		Table: table, Gatherer: reg, Logger: log, Token: token, DrainTimeout: o.drainTimeout,
+		Version: "fastrouter " + versionString(), Started: started, Pprof: o.pprof,
+	})
 	if err != nil {
 		return err
 	}
+	defer adm.Close()
 
 	var certs *routertls.Store
 	if len(o.https) > 0 {
@@ -256,9 +284,20 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 		closeAll()
 		return fmt.Errorf("admin listener %s: %w", o.admin, err)
 	}
+	var statsLn net.Listener
+	if o.stats != "" {
+		if statsLn, err = listenStats(up, o.stats); err != nil {
+			closeAll()
+			adminLn.Close()
+			return fmt.Errorf("--stats listener %s: %w", o.stats, err)
+		}
+	}
 	if err := subs.Start(); err != nil {
 		closeAll()
 		adminLn.Close()
+		if statsLn != nil {
+			statsLn.Close()
+		}
 		return err
 	}
 	life.Start()
@@ -270,7 +309,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 	}
 
 	var wg sync.WaitGroup
-	errc := make(chan error, len(fronts)+1)
+	errc := make(chan error, len(fronts)+2)
 	for _, f := range fronts {
 		wg.Add(1)
 		go func() {
@@ -299,8 +338,42 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 			errc <- fmt.Errorf("admin listener %s: %w", o.admin, err)
 		}
 	}()
+	var statsSrv *stats.Server
+	if statsLn != nil {
+		// uWSGI lists a router's gateway sockets, subscription ones included.
+		socks := append(append(append([]string(nil), o.http...), o.https...), subs.Addrs()...)
+		statsSrv, err = stats.New(stats.Config{Table: table, Name: "http", Sockets: socks, Version: "fastrouter " + versionString(), Logger: log})
+		if err != nil {
+			statsLn.Close()
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := statsSrv.Serve(statsLn); err != nil {
+				errc <- fmt.Errorf("--stats listener %s: %w", o.stats, err)
+			}
+		}()
+	}
+	// Pools come and go with subscriptions: forget the series of those gone.
+	stopPrune := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(metricsPruneInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopPrune:
+				return
+			case <-t.C:
+				rt.PruneMetrics(func(key string) bool { return table.Pool(key) != nil })
+			}
+		}
+	}()
 	log.Info("fastrouter started", "version", versionString(), "http", o.http, "https", o.https,
-		"subscription_server", subs.Addrs(), "admin", o.admin, "static_nodes", len(o.to))
+		"subscription_server", subs.Addrs(), "admin", o.admin, "static_nodes", len(o.to),
+		"stats", o.stats, "access_log", o.accessLog)
 
 	if err := up.Ready(); err != nil {
 		log.Warn("upgrade: could not tell the previous process we are ready", "err", err)
@@ -364,6 +437,12 @@ wait:
 				// the rest of the reload still applies
 			}
 			o.shutdownTimeout = no.shutdownTimeout
+			if alog != nil {
+				// logrotate moved the file away: write to a new one.
+				if err := alog.Reopen(); err != nil {
+					log.Error("reload: access log not reopened; lines still go to the old file", "err", err)
+				}
+			}
 			l, _ := parseLevel(no.logLevel)
 			level.Set(l)
 			if certs != nil {
@@ -390,6 +469,9 @@ wait:
 			log.Warn("shutdown: subscription server", "err", err)
 		}
 		_ = adminSrv.Shutdown(sctx)
+		if statsSrv != nil {
+			_ = statsSrv.Close()
+		}
 	}
 	if err := rt.Shutdown(sctx); err != nil {
 		log.Warn("shutdown: requests still in flight at the deadline", "err", err)
@@ -403,9 +485,33 @@ wait:
 		log.Warn("shutdown: state file", "err", err)
 	}
 	_ = adminSrv.Shutdown(sctx)
+	if statsSrv != nil {
+		if err := statsSrv.Close(); err != nil {
+			log.Warn("shutdown: stats server", "err", err)
+		}
+	}
+	close(stopPrune)
 	wg.Wait()
 	log.Info("stopped")
 	return runErr
+}
+
+// metricsPruneInterval is how often the series of pools that left the table
+// are deleted.
+const metricsPruneInterval = 30 * time.Second
+
+// listenStats binds the --stats address: TCP when it has a colon, else a
+// unix socket, replacing a stale socket file a crashed run left behind.
+func listenStats(up *upgrade.Upgrader, addr string) (net.Listener, error) {
+	network := stats.Network(addr)
+	ln, err := up.Listen(network, addr)
+	if err != nil && network == "unix" && errors.Is(err, syscall.EADDRINUSE) {
+		if rerr := stats.RemoveStale(addr); rerr != nil {
+			return nil, rerr
+		}
+		ln, err = up.Listen(network, addr)
+	}
+	return ln, err
 }
 
 // printFlags lists every flag in the --name form operators use.

@@ -1,0 +1,274 @@
+package router
+
+import (
+	"net"
+	"strconv"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/valyala/fasthttp"
+)
+
+// The access log: one JSON object per line and request, written when the
+// response ends (for a streamed body, when its last byte has been handed to
+// the client):
+//
+//	{"time":"2026-01-02T15:04:05.123456Z","id":"…","client":"192.0.2.7:51234",
+//	 "method":"GET","host":"example.com","uri":"/a?b","proto":"HTTP/1.1",
+//	 "scheme":"http","status":200,"pool":"example.com","node":"10.0.0.5:3031",
+//	 "upstream_connect":0.000181,"upstream_header":0.012337,"bytes":5120,
+//	 "duration":0.013012}
+//
+// time is when the request reached the forwarding core (UTC, µs); durations
+// are seconds. upstream_connect and upstream_header run from the first
+// connect attempt to the established connection and to the parsed response
+// head (nginx's $upstream_connect_time and $upstream_header_time); they,
+// pool and node are null when the request never got that far. bytes is the
+// response body sent to the client. Client-controlled strings are escaped;
+// invalid UTF-8 becomes U+FFFD.
+//
+// The line is written with a fixed encoder rather than log/slog: it
+// allocates nothing and costs a fraction of slog's JSON handler (see
+// BenchmarkAccessLogLine). The writer (Config.AccessLog) must not block on
+// I/O: package accesslog buffers and flushes from its own goroutine.
+
+// obsInfo is what the request id and the access log need of one exchange.
+// Owned by the exchange's request; zeroed by putExchange.
+type obsInfo struct {
+	id    []byte // X-Request-Id sent to the node: the client's, or idBuf
+	idBuf [requestIDLen]byte
+	// The rest is filled only while an access log is configured.
+	began   time.Time      // when forward began
+	pool    string         // the pool's key, "" for none
+	node    *balancer.Node // the node that served; nil when none did
+	connect time.Duration  // first connect attempt → connection established
+	header  time.Duration  // first connect attempt → response head parsed
+}
+
+// observe starts a request's observability: its id and, with an access
+// log, its start time. forward calls it first.
+func (rt *Router) observe(x *exchange) {
+	rt.assignRequestID(x)
+	if rt.alog != nil {
+		x.obs.began = rt.now()
+	}
+}
+
+// poolMetrics returns pool's metric children and remembers the pool's key
+// for the access log.
+func (rt *Router) poolMetrics(x *exchange, pool *balancer.Pool) *poolMetrics {
+	x.obs.pool = pool.Key
+	return rt.metrics.forPool(pool)
+}
+
+// observeConnect records the node a request got and when (start: the first
+// connect attempt).
+func (rt *Router) observeConnect(x *exchange, n *balancer.Node, start time.Time) {
+	if rt.alog != nil {
+		x.obs.node = n
+		x.obs.connect = rt.now().Sub(start)
+	}
+}
+
+// observeHead records when the response head arrived and counts what was
+// sent to the node (sent bytes: packet and body).
+func (rt *Router) observeHead(x *exchange, n *balancer.Node, start time.Time, sent int64) {
+	n.AddTraffic(uint64(max(sent, 0)), 0)
+	if rt.alog != nil {
+		x.obs.header = rt.now().Sub(start)
+	}
+}
+
+// accessRecord is an access-log line under construction: every field but
+// bytes and duration is formatted while the request view is still valid
+// (the fasthttp front streams a body after its handler returned). Owned by
+// one request; recycled through recordPool.
+type accessRecord struct {
+	buf   []byte
+	began time.Time
+}
+
+var recordPool = sync.Pool{New: func() any { return &accessRecord{buf: make([]byte, 0, 1024)} }}
+
+// logResponse writes x's access-log line once the front knows how forward
+// went: at once for an error or a response without body, at b.Close for a
+// streamed body. head is the response head (nil on an error).
+func (rt *Router) logResponse(x *exchange, b *backendBody, err error, head *fasthttp.ResponseHeader) {
+	if rt.alog == nil {
+		return
+	}
+	if err != nil {
+		code := statusOf(err)
+		n := len(errorBodies[code])
+		if err == errClientGone {
+			n = 0 // nobody to send it to
+		}
+		rt.logAccess(x, code, nil, n)
+		return
+	}
+	rt.logAccess(x, head.StatusCode(), b, 0)
+}
+
+// logAccess formats x's line with status; with b, the line is completed
+// and written by b.Close, else now with bytes.
+func (rt *Router) logAccess(x *exchange, status int, b *backendBody, bytes int) {
+	if rt.alog == nil {
+		return
+	}
+	if x.obs.id == nil { // failed before forward: still give it an id
+		rt.ids.next(&x.obs.idBuf)
+		x.obs.id = x.obs.idBuf[:]
+	}
+	if x.obs.began.IsZero() {
+		x.obs.began = rt.now()
+	}
+	rec := recordPool.Get().(*accessRecord)
+	rec.began = x.obs.began
+	rec.buf = appendAccessHead(rec.buf[:0], x, status)
+	if b != nil {
+		b.rec = rec
+		return
+	}
+	rt.finishAccess(rec, int64(bytes))
+}
+
+// logUnparsed logs a request the HTTP/1.1 front could not parse, with what
+// fasthttp made of it.
+func (rt *Router) logUnparsed(ctx *fasthttp.RequestCtx, code int) {
+	if rt.alog == nil {
+		return
+	}
+	x := getExchange()
+	defer putExchange(x)
+	h := &ctx.Request.Header
+	x.req.method, x.req.uri, x.req.proto, x.req.host = h.Method(), h.RequestURI(), h.Protocol(), h.Host()
+	x.req.scheme = "http"
+	if ctx.IsTLS() {
+		x.req.scheme = "https"
+	}
+	if ta, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+		x.req.remote = ta.AddrPort()
+	}
+	rt.logAccess(x, code, nil, len(errorBodies[code]))
+}
+
+// finishAccess completes rec with the body size and the duration, writes
+// it and recycles it.
+func (rt *Router) finishAccess(rec *accessRecord, bytes int64) {
+	buf := append(rec.buf, `,"bytes":`...)
+	buf = strconv.AppendInt(buf, bytes, 10)
+	buf = append(buf, `,"duration":`...)
+	buf = appendSeconds(buf, rt.now().Sub(rec.began))
+	buf = append(buf, "}\n"...)
+	_, _ = rt.alog.Write(buf)
+	rec.buf = buf[:0]
+	if cap(rec.buf) > 16<<10 {
+		rec.buf = make([]byte, 0, 1024)
+	}
+	recordPool.Put(rec)
+}
+
+// appendAccessHead appends every field of x's line up to and excluding
+// bytes and duration.
+func appendAccessHead(dst []byte, x *exchange, status int) []byte {
+	r := &x.req
+	o := &x.obs
+	dst = append(dst, `{"time":"`...)
+	dst = o.began.UTC().AppendFormat(dst, "2006-01-02T15:04:05.000000Z07:00")
+	dst = append(dst, `","id":`...)
+	dst = appendJSONString(dst, o.id)
+	dst = append(dst, `,"client":"`...)
+	if r.remote.IsValid() {
+		dst = r.remote.AppendTo(dst)
+	}
+	dst = append(dst, `","method":`...)
+	dst = appendJSONString(dst, r.method)
+	dst = append(dst, `,"host":`...)
+	dst = appendJSONString(dst, r.host)
+	dst = append(dst, `,"uri":`...)
+	dst = appendJSONString(dst, r.uri)
+	dst = append(dst, `,"proto":`...)
+	dst = appendJSONString(dst, r.proto)
+	dst = append(dst, `,"scheme":"`...)
+	dst = append(dst, r.scheme...) // "http" or "https", set by the front
+	dst = append(dst, `","status":`...)
+	dst = strconv.AppendInt(dst, int64(status), 10)
+	dst = append(dst, `,"pool":`...)
+	if o.pool == "" {
+		dst = append(dst, "null"...)
+	} else {
+		dst = appendJSONString(dst, o.pool)
+	}
+	dst = append(dst, `,"node":`...)
+	if o.node == nil {
+		dst = append(dst, `null,"upstream_connect":null`...)
+	} else {
+		dst = appendJSONString(dst, o.node.Address)
+		dst = append(dst, `,"upstream_connect":`...)
+		dst = appendSeconds(dst, o.connect)
+	}
+	dst = append(dst, `,"upstream_header":`...)
+	if o.header == 0 {
+		dst = append(dst, "null"...)
+	} else {
+		dst = appendSeconds(dst, o.header)
+	}
+	return dst
+}
+
+// appendSeconds appends d in seconds with microsecond precision.
+func appendSeconds(dst []byte, d time.Duration) []byte {
+	return strconv.AppendFloat(dst, d.Seconds(), 'f', 6, 64)
+}
+
+// appendJSONString appends s as a JSON string. Quotes, backslashes and
+// control bytes are escaped; every byte of an invalid UTF-8 sequence becomes
+// U+FFFD, as encoding/json does, so a line always parses. Pool keys and node
+// addresses are validated printable text, but they came from datagrams, so
+// they are escaped like everything else.
+func appendJSONString[S ~string | ~[]byte](dst []byte, s S) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != 0x7f {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		// Decode from a copy of at most 4 bytes: one code path for string
+		// and []byte, and no conversion that could allocate.
+		var rb [utf8.UTFMax]byte
+		n := copy(rb[:], s[i:min(i+utf8.UTFMax, len(s))])
+		r, size := utf8.DecodeRune(rb[:n])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}

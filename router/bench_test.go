@@ -1,0 +1,298 @@
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/internal/uwsgi"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// What do metrics cost a request? Two benchmarks answer at two scales:
+//
+//   - BenchmarkRequestMetrics: the metric operations one request performs
+//     (children lookup, in-flight gauge up and down, status counter,
+//     duration histogram), with the real children and with no-ops.
+//   - BenchmarkProxy: whole requests through the HTTP/1.1 front to an
+//     in-process uwsgi node over a unix socket, keep-alive client, with the
+//     router's metrics, with no-op metrics, and with metrics plus the access
+//     log.
+//
+// Run: go test -run '^$' -bench 'RequestMetrics|Proxy|AccessLogLine' -count 6 ./router/
+
+// The no-op metric children: only the methods the request path calls.
+type (
+	nopGauge    struct{ prometheus.Gauge }
+	nopCounter  struct{ prometheus.Counter }
+	nopObserver struct{}
+)
+
+func (nopGauge) Inc()                 {}
+func (nopGauge) Dec()                 {}
+func (nopCounter) Inc()               {}
+func (nopObserver) Observe(_ float64) {}
+
+// nopPoolMetrics returns pool metrics whose children do nothing, with the
+// given status codes pre-resolved (so count never creates a real child).
+func nopPoolMetrics(m *metrics, key string, codes ...int) *poolMetrics {
+	pm := &poolMetrics{m: m, key: key, duration: nopObserver{}, inflight: nopGauge{}}
+	ccs := make([]codeCounter, 0, len(codes))
+	for _, c := range codes {
+		ccs = append(ccs, codeCounter{c, nopCounter{}})
+	}
+	pm.codes.Store(&ccs)
+	return pm
+}
+
+// disableMetrics swaps the router's per-pool metrics for no-ops: the
+// "without metrics" variant of the benchmarks.
+func disableMetrics(rt *Router, keys ...string) {
+	m := rt.metrics
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, k := range keys {
+		m.pools[k] = nopPoolMetrics(m, k, 200, 404, 502, 503, 504)
+	}
+	m.none = nopPoolMetrics(m, "", 200, 400, 404, 431)
+}
+
+func BenchmarkRequestMetrics(b *testing.B) {
+	for _, on := range []bool{true, false} {
+		name := "metrics=on"
+		if !on {
+			name = "metrics=off"
+		}
+		b.Run(name, func(b *testing.B) {
+			table, err := balancer.New(balancer.Config{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			table.AddStatic("shop.example.com", "10.0.0.1:3031", 1)
+			pool := table.Pool("shop.example.com")
+			rt, err := New(Config{Pools: table, Registerer: prometheus.NewRegistry()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if !on {
+				disableMetrics(rt, pool.Key)
+			}
+			x := getExchange()
+			defer putExchange(x)
+			b.ReportAllocs()
+			for b.Loop() {
+				// What forward and finish do for metrics, in order.
+				pm := rt.poolMetrics(x, pool)
+				pm.inflight.Inc()
+				start := rt.now()
+				pm.count(200)
+				pm.inflight.Dec()
+				pm.duration.Observe(rt.now().Sub(start).Seconds())
+			}
+		})
+	}
+}
+
+// benchNode is an in-process uwsgi node on a unix socket: per connection
+// it reads the packet and answers a fixed 200 with a 13-byte body.
+func benchNode(b *testing.B) string {
+	b.Helper()
+	path := filepath.Join(b.TempDir(), "node.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nhello, world\n")
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				var buf [8 << 10]byte
+				if _, err := io.ReadFull(c, buf[:uwsgi.HeaderLen]); err != nil {
+					return
+				}
+				h, _ := uwsgi.ParseHeader(buf[:uwsgi.HeaderLen])
+				if _, err := io.ReadFull(c, buf[:h.Size]); err != nil {
+					return
+				}
+				c.Write(resp)
+			}()
+		}
+	}()
+	return path
+}
+
+func BenchmarkProxy(b *testing.B) {
+	node := benchNode(b)
+	for _, v := range []struct {
+		name      string
+		metrics   bool
+		accessLog bool
+	}{
+		{"metrics=on", true, false},
+		{"metrics=off", false, false},
+		{"metrics=on,accesslog=on", true, true},
+	} {
+		b.Run(v.name, func(b *testing.B) {
+			table, err := balancer.New(balancer.Config{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			table.AddStatic("bench.test", node, 1)
+			cfg := Config{Pools: table, Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry()}
+			if v.accessLog {
+				cfg.AccessLog = io.Discard
+			}
+			rt, err := New(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if !v.metrics {
+				disableMetrics(rt, "bench.test")
+			}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			done := make(chan struct{})
+			go func() { defer close(done); rt.Serve(ln, "bench") }()
+			defer func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				rt.Shutdown(ctx)
+				<-done
+			}()
+
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			br := bufio.NewReader(c)
+			req := []byte("GET /items?id=42 HTTP/1.1\r\nHost: bench.test\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.Write(req); err != nil {
+					b.Fatal(err)
+				}
+				if err := readResponse(br); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// readResponse reads one response with a Content-Length body and fails on
+// anything but 200.
+func readResponse(br *bufio.Reader) error {
+	cl := -1
+	first := true
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		if first {
+			if !bytes.HasPrefix(line, []byte("HTTP/1.1 200 ")) {
+				return errStatus(line)
+			}
+			first = false
+			continue
+		}
+		if len(line) <= 2 {
+			break
+		}
+		if k, v, ok := bytes.Cut(line, []byte(":")); ok && asciiEqualFold(k, "content-length") {
+			cl, _ = strconv.Atoi(string(bytes.TrimSpace(v)))
+		}
+	}
+	_, err := br.Discard(cl)
+	return err
+}
+
+type errStatus []byte
+
+func (e errStatus) Error() string { return "unexpected response " + strconv.Quote(string(e)) }
+
+// BenchmarkAccessLogLine compares the fixed JSON encoder of access-log lines
+// with log/slog's JSON handler writing the same fields.
+func BenchmarkAccessLogLine(b *testing.B) {
+	node := &balancer.Node{Address: "10.0.0.5:3031"}
+	b.Run("encoder=fixed", func(b *testing.B) {
+		rt, err := New(Config{Pools: emptyPools{}, AccessLog: io.Discard})
+		if err != nil {
+			b.Fatal(err)
+		}
+		x := getExchange()
+		defer putExchange(x)
+		x.req = *sampleRequest()
+		rt.observe(x)
+		x.obs.pool, x.obs.node = "shop.example.com", node
+		x.obs.connect, x.obs.header = 180*time.Microsecond, 12*time.Millisecond
+		b.ReportAllocs()
+		for b.Loop() {
+			rt.logAccess(x, 200, nil, 5120)
+		}
+	})
+	b.Run("encoder=slog", func(b *testing.B) {
+		l := slog.New(slog.NewJSONHandler(io.Discard, nil))
+		r := sampleRequest()
+		id := "7f9c2ba4e88f827d616045507605853e"
+		began := time.Now()
+		b.ReportAllocs()
+		for b.Loop() {
+			l.LogAttrs(context.Background(), slog.LevelInfo, "",
+				slog.Time("began", began), slog.String("id", id), slog.String("client", r.remote.String()),
+				slog.String("method", string(r.method)), slog.String("host", string(r.host)),
+				slog.String("uri", string(r.uri)), slog.String("proto", string(r.proto)),
+				slog.String("scheme", r.scheme), slog.Int("status", 200),
+				slog.String("pool", "shop.example.com"), slog.String("node", node.Address),
+				slog.Float64("upstream_connect", 0.000180), slog.Float64("upstream_header", 0.012),
+				slog.Int64("bytes", 5120), slog.Float64("duration", time.Since(began).Seconds()))
+		}
+	})
+}
+
+// BenchmarkRequestID: finding, checking or generating a request's
+// X-Request-Id.
+func BenchmarkRequestID(b *testing.B) {
+	rt, err := New(Config{Pools: emptyPools{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	base := sampleRequest()
+	for _, v := range []struct {
+		name string
+		id   []byte
+	}{{"generated", nil}, {"client", []byte("7f9c2ba4e88f827d616045507605853e")}} {
+		b.Run(v.name, func(b *testing.B) {
+			x := getExchange()
+			defer putExchange(x)
+			hs := make([]hdr, 0, 16)
+			b.ReportAllocs()
+			for b.Loop() {
+				x.req = *base
+				x.req.headers = append(hs[:0], base.headers[:len(base.headers)-1]...)
+				if v.id != nil {
+					x.req.headers = append(x.req.headers, hdr{xRequestID, v.id})
+				}
+				x.obs = obsInfo{}
+				rt.assignRequestID(x)
+			}
+		})
+	}
+}

@@ -67,6 +67,7 @@ type Table struct {
 	mu     sync.Mutex // serialises writers
 	shards [shardCount]atomic.Pointer[shard]
 	count  atomic.Int64 // number of pools
+	hooks  hooks        // replicator hooks (events.go)
 }
 
 // New returns an empty table.

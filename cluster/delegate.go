@@ -172,6 +172,9 @@ func (ev *events) NotifyLeave(n *memberlist.Node) {
 	}
 	count := len(c.members)
 	c.mu.Unlock()
+	if n.Name == c.cfg.Name {
+		return // our own shutdown
+	}
 	how := "failed"
 	if left {
 		how = "left"

@@ -45,6 +45,7 @@ type options struct {
 	slowStart           time.Duration
 	stateFile           string
 	adminTokenFile      string
+	cluster             clusterOptions // cluster_flags.go
 }
 
 // listFlag is a repeatable string flag. The first Set after a default
@@ -105,6 +106,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.pidFile, "pid-file", "", "write the process id to this `file` (rewritten by the new process after a SIGUSR2 binary upgrade)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	o.cluster.define(fs)
 	return fs
 }
 
@@ -276,7 +278,7 @@ func (o *options) validate() error {
 			return err
 		}
 	}
-	return nil
+	return o.cluster.validate()
 }
 
 // adminToken reads --admin-token-file: one line, surrounding space trimmed.
@@ -344,5 +346,5 @@ func (o *options) needsRestart(n *options) []string {
 	diff("admin-token-file", o.adminTokenFile != n.adminTokenFile)
 	diff("pid-file", o.pidFile != n.pidFile)
 	diff("hash-key", o.hashKey != n.hashKey)
-	return out
+	return append(out, o.cluster.needsRestart(&n.cluster)...)
 }

@@ -131,8 +131,16 @@ func (c *clock) tick() int64 {
 	return n
 }
 
+// maxAhead bounds how far ahead of our wall clock an observed stamp may
+// move the clock: a peer with a wild clock (or a forged message) must not
+// push ours to the end of int64, where it would wrap.
+const maxAhead = int64(24 * time.Hour)
+
 // observe moves the clock past a stamp seen from another router.
 func (c *clock) observe(v int64) {
+	if v > c.now().UnixNano()+maxAhead {
+		return
+	}
 	c.mu.Lock()
 	if v > c.last {
 		c.last = v

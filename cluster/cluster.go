@@ -162,6 +162,8 @@ type Cluster struct {
 
 	wake chan struct{} // applier wake-up; buffered 1, never closed
 
+	memberCount atomic.Int32 // len(members), readable without mu
+
 	startMu  sync.Mutex // orders Start's publication of ml against Shutdown
 	ml       atomic.Pointer[memberlist.Memberlist]
 	stopped  atomic.Bool // Leave or Shutdown began: the drain gate opens
@@ -259,7 +261,6 @@ func New(cfg Config) (*Cluster, error) {
 	c.clock.now = cfg.Now
 	c.queue = &memberlist.TransmitLimitedQueue{NumNodes: c.numMembers, RetransmitMult: 4}
 	if c.m, err = newMetrics(cfg.Registerer, c); err != nil {
-		z.close()
 		return nil, err
 	}
 	return c, nil
@@ -389,16 +390,13 @@ func (c *Cluster) Shutdown() {
 			_ = ml.Shutdown()
 		}
 		c.wg.Wait()
-		c.z.close()
 	})
 }
 
 // numMembers is the live member count (self included; 1 before Start).
-func (c *Cluster) numMembers() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return max(len(c.members), 1)
-}
+// It takes no lock: the broadcast queue calls it holding its own lock,
+// while Origin queues broadcasts holding mu.
+func (c *Cluster) numMembers() int { return max(int(c.memberCount.Load()), 1) }
 
 // --- background loops ---
 

@@ -222,7 +222,10 @@ func appendReportMsg(dst []byte, base int64, key, addr string, router uint64, r 
 }
 
 // compressor compresses and decompresses full states. Safe for concurrent
-// use (zstd's EncodeAll and DecodeAll are).
+// use (zstd's EncodeAll and DecodeAll are). It is never closed: with
+// concurrency 1 and only EncodeAll/DecodeAll in use, zstd starts no
+// goroutine, and memberlist may still be inside LocalState or
+// MergeRemoteState after Shutdown returns, so closing could race.
 type compressor struct {
 	enc *zstd.Encoder
 	dec *zstd.Decoder
@@ -239,11 +242,6 @@ func newCompressor() (*compressor, error) {
 		return nil, err
 	}
 	return &compressor{enc: enc, dec: dec}, nil
-}
-
-func (z *compressor) close() {
-	z.enc.Close()
-	z.dec.Close()
 }
 
 // sealState wraps raw (the uncompressed body of a kind-3 message) into a

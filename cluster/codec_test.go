@@ -120,7 +120,6 @@ func TestStateRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer z.close()
 	c := &Cluster{pools: map[string]map[string]*entry{}, z: z, now: nowFunc(1700000005000000000)}
 	for _, e := range sampleEntries() {
 		if c.pools[e.key] == nil {

@@ -158,6 +158,7 @@ func (ev *events) NotifyJoin(n *memberlist.Node) {
 	c.members[routerID(n.Name)] = memberInfo{name: n.Name, addr: n.Address()}
 	delete(c.failed, n.Address())
 	count := len(c.members)
+	c.memberCount.Store(int32(count))
 	c.mu.Unlock()
 	c.log.Info("cluster: member joined", "member", n.Name, "addr", n.Address(), "members", count)
 }
@@ -171,6 +172,7 @@ func (ev *events) NotifyLeave(n *memberlist.Node) {
 		c.failed[n.Address()] = c.now()
 	}
 	count := len(c.members)
+	c.memberCount.Store(int32(count))
 	c.mu.Unlock()
 	if n.Name == c.cfg.Name {
 		return // our own shutdown

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,19 +43,38 @@ func fastMemberlist(mc *memberlist.Config) {
 	mc.RetransmitMult = 3
 }
 
-// testLogger logs warnings and errors through t.Log.
+// testLogger logs warnings and errors through t.Log until the test ends
+// (memberlist's goroutines may still log after Shutdown returns).
 func testLogger(t testing.TB, name string) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tLogWriter{t, name}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	w := testLogWriter(t, name) // its cleanup is registered first: runs after Shutdown
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
 type tLogWriter struct {
 	t    testing.TB
 	name string
+	mu   sync.Mutex
+	done bool
 }
 
-func (w tLogWriter) Write(p []byte) (int, error) {
-	w.t.Logf("[%s] %s", w.name, strings.TrimRight(string(p), "\n"))
+func (w *tLogWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Logf("[%s] %s", w.name, strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
+}
+
+// testLogWriter is the writer under testLogger, for memberlist's own loggers.
+func testLogWriter(t testing.TB, name string) *tLogWriter {
+	w := &tLogWriter{t: t, name: name}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return w
 }
 
 func newTestRouter(t testing.TB, name string, o routerOpts) *testRouter {

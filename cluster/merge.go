@@ -91,13 +91,11 @@ func (c *Cluster) lifeChangedLocked(e *entry) {
 // mergeLocked merges an entry from another router. It reports whether the
 // entry changed; a changed entry is queued for the applier.
 func (c *Cluster) mergeLocked(w *wireEntry, now int64) bool {
+	// An entry silent for longer than the tolerance is stored like any
+	// other (skipping it would make the result depend on arrival order);
+	// the applier does not create it and collect drops it again.
 	e := c.lookupLocked(w.key, w.addr)
 	if e == nil {
-		if !w.life.drains() && w.life != lifeGone && !w.static && now-w.lastSeen > int64(c.cfg.Tolerance) {
-			// Silent everywhere for longer than the tolerance: expired on
-			// every router already. Storing it would resurrect it.
-			return false
-		}
 		e = c.addLocked(string(w.key), string(w.addr), now)
 	}
 	if w.lifeAt.ver > 0 {
@@ -195,8 +193,9 @@ func (c *Cluster) flushRefreshes() {
 }
 
 // collect forgets entries nobody needs: nodes silent for longer than the
-// tolerance (every router has expired them; mergeLocked refuses stale
-// copies) and tombstones old enough that no stale live copy can remain.
+// tolerance (every router has expired them, and the applier never creates
+// them from a stale copy) and tombstones old enough that no stale live copy
+// can remain.
 func (c *Cluster) collect() {
 	now := c.now().UnixNano()
 	tol := int64(c.cfg.Tolerance)

@@ -118,3 +118,21 @@ func BenchmarkState(b *testing.B) {
 	})
 	b.ReportMetric(float64(len(msg)), "state-bytes")
 }
+
+// BenchmarkOriginRefresh is the subscription server's common case on a
+// clustered router: a known node re-announces (the table refresh plus the
+// replicated state's bookkeeping; the gossip itself is batched per
+// RefreshInterval).
+func BenchmarkOriginRefresh(b *testing.B) {
+	r := newTestRouter(b, "r", routerOpts{noStart: true})
+	a := &balancer.Announce{Key: []byte("www.example.com"), Address: []byte("10.0.0.1:3031"), Weight: 1, Cores: 4}
+	if _, err := r.o.Announce(a); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := r.o.Announce(a); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

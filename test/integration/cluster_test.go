@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -174,6 +175,10 @@ func stats(t *testing.T, what string, samples []time.Duration) {
 	t.Logf("CONVERGENCE %s: n=%d median=%s max=%s", what, len(s), s[len(s)/2].Round(time.Millisecond), s[len(s)-1].Round(time.Millisecond))
 }
 
+// jitter sleeps 0-150ms, so that samples do not all start at the same
+// phase of the gossip ticker.
+func jitter() { time.Sleep(time.Duration(rand.IntN(150)) * time.Millisecond) }
+
 // sendSub sends one subscription datagram to r.
 func sendSub(t *testing.T, r *crouter, s uwsgi.Subscription) {
 	t.Helper()
@@ -221,6 +226,7 @@ func TestClusterSubscribeAtOneRouteEverywhere(t *testing.T) {
 	var samples []time.Duration
 	for i := 0; i < 15; i++ {
 		key, addr := fmt.Sprintf("conv%d.cl-sub.test", i), fmt.Sprintf("127.0.0.1:%d", 20000+i)
+		jitter()
 		t0 := time.Now()
 		sendSub(t, a, sub(key, addr))
 		samples = append(samples, converge(t, t0, 10*time.Second, key, rs[1:], func(r *crouter) bool {
@@ -307,6 +313,7 @@ func TestClusterDrainThroughOneRouter(t *testing.T) {
 		converge(t, time.Now(), 10*time.Second, "active everywhere", rs, func(r *crouter) bool {
 			return r.nodeState(t, key, n1.addr) == "active"
 		})
+		jitter()
 		t0 := time.Now()
 		if code, body := adminPost(t, b.router, path+"/drain", ""); code != 202 {
 			t.Fatalf("drain: %d %s", code, body)
@@ -394,6 +401,7 @@ func TestClusterUnsubscribePropagates(t *testing.T) {
 		converge(t, time.Now(), 10*time.Second, "subscribed everywhere", rs, func(r *crouter) bool {
 			return r.nodeState(t, k, addr) == "active"
 		})
+		jitter()
 		t0 := time.Now()
 		sendSub(t, a, unsub(k, addr))
 		samples = append(samples, converge(t, t0, 10*time.Second, "unsubscribed at b and c", rs[1:], func(r *crouter) bool {

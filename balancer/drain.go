@@ -219,6 +219,8 @@ func (t *Table) Tick() []DrainEvent {
 					}
 					n.forced.Add(uint64(n.closeTracked()))
 					forced = true
+				} else if !t.drainGateOpen(p.Key, n, now.UnixNano()) {
+					continue // other routers still have requests in flight
 				}
 				if !n.state.CompareAndSwap(uint32(StateDraining), uint32(StateDrained)) {
 					continue

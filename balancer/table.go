@@ -74,6 +74,7 @@ type Table struct {
 	shards   [shardCount]atomic.Pointer[shard]
 	count    atomic.Int64               // number of pools
 	mounts   atomic.Pointer[mountIndex] // nil while no mount key exists
+	hooks    hooks                      // replicator hooks (events.go)
 }
 
 // New returns an empty table.

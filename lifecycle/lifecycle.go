@@ -43,6 +43,10 @@ type Config struct {
 	// Logger, default slog.Default(). Registerer, default a private registry.
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
+	// ShouldNotify, if set, decides whether this router sends the drain
+	// notice of a finished drain. A cluster sets it so that exactly one
+	// router notifies the node. Nil: always.
+	ShouldNotify func(balancer.DrainEvent) bool
 }
 
 // Manager owns the lifecycle goroutine. Start once, Close once.
@@ -158,7 +162,7 @@ func (m *Manager) finished(e balancer.DrainEvent) {
 	m.drains.WithLabelValues(result).Inc()
 	m.log.Info("node drained", "pool", e.Key, "node", e.Node.Address, "result", result,
 		"served", e.Info.Served, "forced", e.Info.Forced, "took", time.Since(e.Info.Started).Round(time.Millisecond))
-	if addr := e.Node.Notify(); addr != "" {
+	if addr := e.Node.Notify(); addr != "" && (m.cfg.ShouldNotify == nil || m.cfg.ShouldNotify(e)) {
 		if err := Notify(addr, e); err != nil {
 			m.log.Warn("drain notify failed", "pool", e.Key, "node", e.Node.Address, "notify", addr, "err", err)
 		}

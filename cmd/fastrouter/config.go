@@ -57,7 +57,8 @@ type options struct {
 	queueTimeout        time.Duration
 	// pools is the pools: section of --config (no flag): per-pool
 	// algorithm, overload policy and health check, by pool key.
-	pools map[string]poolConfig
+	pools   map[string]poolConfig
+	cluster clusterOptions // cluster_flags.go
 }
 
 // listFlag is a repeatable string flag. The first Set after a default
@@ -128,6 +129,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.BoolVar(&o.pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on the admin listener")
 	fs.BoolVar(&o.metricsPerNode, "metrics-per-node", false, "export per-node series (fastrouter_node_*{pool,node}) on /metrics")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	o.cluster.define(fs)
 	return fs
 }
 
@@ -322,7 +324,7 @@ func (o *options) validate() error {
 			return err
 		}
 	}
-	return nil
+	return o.cluster.validate()
 }
 
 // adminToken reads --admin-token-file: one line, surrounding space trimmed.
@@ -397,5 +399,5 @@ func (o *options) needsRestart(n *options) []string {
 	diff("stats", o.stats != n.stats)
 	diff("pprof", o.pprof != n.pprof)
 	diff("metrics-per-node", o.metricsPerNode != n.metricsPerNode)
-	return out
+	return append(out, o.cluster.needsRestart(&n.cluster)...)
 }

@@ -147,7 +147,18 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 	if err != nil {
 		return err
 	}
-	life, err = lifecycle.New(lifecycle.Config{StateFile: o.stateFile, Logger: log, Registerer: reg}, table)
+	cl, err := newCluster(o, table, log, reg, up.IsChild()) // nil without --cluster-bind
+	if err != nil {
+		return err
+	}
+	var subTable subscription.Table = table
+	var admTable admin.Table = table
+	var notify func(balancer.DrainEvent) bool
+	if cl != nil {
+		// Changes made here go through the cluster, which shares them.
+		subTable, admTable, notify = cl.Origin(), cl.Origin(), cl.ShouldNotify
+	}
+	life, err = lifecycle.New(lifecycle.Config{StateFile: o.stateFile, Logger: log, Registerer: reg, ShouldNotify: notify}, table)
 	if err != nil {
 		return err
 	}
@@ -215,7 +226,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 		ListenPacket: up.ListenPacket,
 		Logger:       log,
 		Registerer:   reg,
-	}, table)
+	}, subTable)
 	if err != nil {
 		return err
 	}
@@ -224,7 +235,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 		return err
 	}
 	adm, err := admin.New(admin.Config{
-		Table: table, Gatherer: reg, Logger: log, Token: token, DrainTimeout: o.drainTimeout,
+		Table: admTable, Gatherer: reg, Logger: log, Token: token, DrainTimeout: o.drainTimeout,
 		Version: "fastrouter " + versionString(), Started: started, Pprof: o.pprof,
 	})
 	if err != nil {
@@ -303,6 +314,16 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 	life.Start()
 	checker.Start()
 	defer checker.Close()
+	clusterStarted := func() {}
+	if cl != nil {
+		if clusterStarted, err = startCluster(ctx, cl, up.IsChild(), log); err != nil {
+			closeAll()
+			adminLn.Close()
+			subs.Close()
+			life.Stop()
+			return err
+		}
+	}
 	if certs != nil {
 		certs.Start()
 		defer certs.Close()
@@ -330,7 +351,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 			}
 		}()
 	}
-	adminSrv := &http.Server{Handler: adm, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
+	adminSrv := &http.Server{Handler: withCluster(adm, cl), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -410,6 +431,11 @@ wait:
 			}
 			log.Info("upgrade: new process ready; draining this one", "pid", pid, "deadline", o.shutdownTimeout)
 			handedOff = true
+			if cl != nil {
+				// Free the cluster port for the new process, which
+				// answers peers under the same name (no Leave).
+				cl.Shutdown()
+			}
 			break wait
 		case <-sig.hup:
 			// Reload what can change without rebinding; the rest is named
@@ -478,6 +504,14 @@ wait:
 	}
 	if err := subs.Close(); err != nil {
 		log.Warn("shutdown: subscription server", "err", err)
+	}
+	if cl != nil {
+		// Last, so that drains elsewhere counted this router's requests
+		// until they finished; then peers drop it at once.
+		if err := cl.Leave(2 * time.Second); err != nil {
+			log.Warn("shutdown: cluster leave", "err", err)
+		}
+		clusterStarted()
 	}
 	if handedOff {
 		life.Stop() // the new process owns the state file

@@ -1,0 +1,262 @@
+package cluster
+
+import (
+	"bytes"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+)
+
+// entryFrom builds an entry holding w's replicated fields.
+func entryFrom(w *wireEntry) *entry {
+	e := &entry{
+		key: string(w.key), addr: string(w.addr), static: w.static, life: w.life, lifeAt: w.lifeAt,
+		drainStart: w.drainStart, drainDeadline: w.drainDeadline, attrAt: w.attrAt, lastSeen: w.lastSeen,
+		attrs: attrs{mod1: w.mod1, mod2: w.mod2, weight: w.weight, cores: w.cores, load: w.load, backup: w.backup,
+			notify: string(w.notify), algo: string(w.algo)},
+	}
+	for _, r := range w.reports {
+		if e.reports == nil {
+			e.reports = map[uint64]report{}
+		}
+		e.reports[r.router] = r.report
+	}
+	return e
+}
+
+// canon copies w with owned slices, reports sorted and deduplicated by
+// router (a map on the encoding side), and nil for empty.
+func canon(w *wireEntry) wireEntry {
+	c := *w
+	c.key, c.addr = bytes.Clone(w.key), bytes.Clone(w.addr)
+	c.notify, c.algo = bytes.Clone(w.notify), bytes.Clone(w.algo)
+	if len(w.notify) == 0 {
+		c.notify = nil
+	}
+	if len(w.algo) == 0 {
+		c.algo = nil
+	}
+	c.reports = nil
+	for _, r := range w.reports {
+		if i := slices.IndexFunc(c.reports, func(x wireReport) bool { return x.router == r.router }); i >= 0 {
+			c.reports[i] = r // the last one wins, as in a map
+			continue
+		}
+		c.reports = append(c.reports, r)
+	}
+	slices.SortFunc(c.reports, func(a, b wireReport) int {
+		switch {
+		case a.router < b.router:
+			return -1
+		case a.router > b.router:
+			return 1
+		}
+		return 0
+	})
+	return c
+}
+
+func sampleEntries() []*entry {
+	return []*entry{
+		{key: "a.test", addr: "127.0.0.1:3031", life: lifeAlive, lifeAt: stamp{0, 7}, attrAt: stamp{1700000000000000000, 7},
+			attrs: attrs{weight: 1}, lastSeen: 1700000001000000000},
+		{key: "*.wild.example.com", addr: "/run/app.sock", static: true, life: lifeDraining,
+			lifeAt: stamp{1700000002000000000, 9}, drainStart: 1700000002000000000, drainDeadline: 1700000032000000000,
+			attrAt: stamp{1700000000500000000, 9}, attrs: attrs{mod1: 5, mod2: 1, weight: 300, cores: 8, load: 3, backup: 2,
+				notify: "udp://127.0.0.1:9000", algo: "lrc"}, lastSeen: 1700000002000000000,
+			reports: map[uint64]report{9: {epoch: stamp{1700000002000000000, 9}, at: 1700000002100000000, inflight: 3},
+				11: {epoch: stamp{1700000002000000000, 9}, at: 1700000002200000000, inflight: 0},
+				12: {epoch: stamp{1600000000000000000, 9}, at: 1, inflight: 4}}}, // stale: not encoded
+		{key: "gone.test", addr: "[::1]:3031", life: lifeGone, lifeAt: stamp{1700000003000000000, 1}},
+		{key: "u.test", addr: "@abstract", life: lifeUnsub, lifeAt: stamp{1700000004000000000, 2},
+			drainStart: 1700000004000000000, drainDeadline: 1700000034000000000, lastSeen: -5},
+	}
+}
+
+func TestEntryMessageRoundTrip(t *testing.T) {
+	for _, e := range sampleEntries() {
+		msg := appendEntryMsg(nil, 1700000000000000000, e)
+		var m message
+		if err := decodeMessage(msg, &m); err != nil {
+			t.Fatalf("decode(%s %s): %v", e.key, e.addr, err)
+		}
+		got := entryFrom(&m.entry)
+		want := *e
+		// Only reports of the current drain travel.
+		want.reports = nil
+		for id, r := range e.reports {
+			if r.epoch == e.lifeAt && e.life.drains() {
+				if want.reports == nil {
+					want.reports = map[uint64]report{}
+				}
+				want.reports[id] = r
+			}
+		}
+		if !e.life.drains() {
+			want.drainStart, want.drainDeadline = 0, 0
+		}
+		if !reflect.DeepEqual(*got, want) {
+			t.Errorf("round trip of %s %s:\n got %+v\nwant %+v", e.key, e.addr, *got, want)
+		}
+	}
+}
+
+func TestReportMessageRoundTrip(t *testing.T) {
+	r := report{epoch: stamp{1700000002000000000, 9}, at: 1700000002100000000, inflight: 42}
+	msg := appendReportMsg(nil, 1700000002000000000, "k.test", "10.0.0.1:1", 77, r)
+	var m message
+	if err := decodeMessage(msg, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.kind != kindReport || string(m.report.key) != "k.test" || string(m.report.addr) != "10.0.0.1:1" ||
+		m.report.router != 77 || m.report.report != r {
+		t.Fatalf("decoded %+v", m.report)
+	}
+}
+
+func TestStateRoundTrip(t *testing.T) {
+	z, err := newCompressor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Cluster{pools: map[string]map[string]*entry{}, z: z, now: nowFunc(1700000005000000000)}
+	for _, e := range sampleEntries() {
+		if c.pools[e.key] == nil {
+			c.pools[e.key] = map[string]*entry{}
+		}
+		c.pools[e.key][e.addr] = e
+	}
+	msg := c.encodeState()
+	raw, base, err := z.decompressState(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	n, err := decodeRawState(raw, base, func(w *wireEntry) {
+		e := c.pools[string(w.key)][string(w.addr)]
+		if e == nil {
+			t.Fatalf("decoded unknown entry %s %s", w.key, w.addr)
+		}
+		var m message
+		if err := decodeMessage(appendEntryMsg(nil, base, e), &m); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := canon(w), canon(&m.entry); !reflect.DeepEqual(got, want) {
+			t.Errorf("state entry %s %s:\n got %+v\nwant %+v", w.key, w.addr, got, want)
+		}
+		seen[string(w.key)+" "+string(w.addr)] = true
+	})
+	if err != nil || n != 4 || len(seen) != 4 {
+		t.Fatalf("decoded %d entries (%d distinct): %v", n, len(seen), err)
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	good := appendEntryMsg(nil, 1700000000000000000, sampleEntries()[1])
+	cases := map[string][]byte{
+		"empty":         {},
+		"magic":         append([]byte{0x00}, good[1:]...),
+		"version":       append([]byte{wireMagic, 9}, good[2:]...),
+		"kind":          append([]byte{wireMagic, wireVersion, 9}, good[3:]...),
+		"truncated":     good[:len(good)-1],
+		"trailing":      append(bytes.Clone(good), 0),
+		"control key":   appendEntryMsg(nil, 0, &entry{key: "a\nb", addr: "1.2.3.4:5"}),
+		"empty address": appendEntryMsg(nil, 0, &entry{key: "a", addr: ""}),
+		"key too long":  appendEntryMsg(nil, 0, &entry{key: string(bytes.Repeat([]byte("k"), 256)), addr: "x"}),
+		"huge count":    append(appendHeader(nil, kindEntry, 0), 0x01, 'k', 0x01, 'a', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f),
+		"flags":         append(appendHeader(nil, kindEntry, 0), 0x01, 'k', 0x01, 'a', 0x80),
+	}
+	for name, b := range cases {
+		var m message
+		if err := decodeMessage(b, &m); err == nil {
+			t.Errorf("%s: decoded without error", name)
+		}
+	}
+}
+
+func nowFunc(ns int64) func() time.Time { return func() time.Time { return time.Unix(0, ns) } }
+
+// FuzzDecodeMessage: decoding never panics, and what decodes re-encodes to
+// something that decodes to the same entry.
+func FuzzDecodeMessage(f *testing.F) {
+	for _, e := range sampleEntries() {
+		f.Add(appendEntryMsg(nil, 1700000000000000000, e))
+	}
+	f.Add(appendReportMsg(nil, 5, "k", "a", 1, report{epoch: stamp{1, 2}, at: 3, inflight: 4}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var m message
+		if err := decodeMessage(b, &m); err != nil || m.kind != kindEntry {
+			return
+		}
+		first := canon(&m.entry)
+		var m2 message
+		if err := decodeMessage(appendEntryMsg(nil, 0, entryFrom(&m.entry)), &m2); err != nil {
+			t.Fatalf("re-encoded entry does not decode: %v", err)
+		}
+		second := canon(&m2.entry)
+		// Only reports of the current drain are encoded.
+		first.reports = slices.DeleteFunc(first.reports, func(r wireReport) bool {
+			return !first.life.drains() || r.epoch != first.lifeAt
+		})
+		if len(first.reports) == 0 {
+			first.reports = nil
+		}
+		if !reflect.DeepEqual(first, second) {
+			t.Fatalf("decode(encode(decode(b))) != decode(b):\n%+v\n%+v", first, second)
+		}
+	})
+}
+
+// FuzzDecodeRawState: the uncompressed body of a push/pull state never
+// panics the decoder, whatever the counts and lengths claim.
+func FuzzDecodeRawState(f *testing.F) {
+	var raw []byte
+	raw = appendUvarint(raw, 2)
+	raw = appendStr(raw, "a.test")
+	raw = appendUvarint(raw, 1)
+	raw = appendEntry(raw, 0, sampleEntries()[0])
+	raw = appendStr(raw, "b.test")
+	raw = appendUvarint(raw, 1)
+	raw = appendEntry(raw, 0, sampleEntries()[1])
+	f.Add(raw)
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		n := 0
+		_, _ = decodeRawState(b, 0, func(w *wireEntry) {
+			n++
+			if len(w.key) == 0 || len(w.addr) == 0 {
+				t.Fatal("empty key or address passed to the merge")
+			}
+		})
+		if n > len(b)/minEntryBytes {
+			t.Fatalf("%d entries from %d bytes", n, len(b))
+		}
+	})
+}
+
+// FuzzDecodeState: a whole kind-3 message, zstd frame included.
+func FuzzDecodeState(f *testing.F) {
+	z, err := newCompressor()
+	if err != nil {
+		f.Fatal(err)
+	}
+	c := &Cluster{pools: map[string]map[string]*entry{}, z: z, now: nowFunc(1700000005000000000)}
+	for _, e := range sampleEntries() {
+		if c.pools[e.key] == nil {
+			c.pools[e.key] = map[string]*entry{}
+		}
+		c.pools[e.key][e.addr] = e
+	}
+	f.Add(c.encodeState())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		raw, base, err := z.decompressState(b)
+		if err != nil {
+			return
+		}
+		if len(raw) > maxStateBytes {
+			t.Fatalf("decompressed %d bytes", len(raw))
+		}
+		_, _ = decodeRawState(raw, base, func(*wireEntry) {})
+	})
+}

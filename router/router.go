@@ -47,6 +47,10 @@ type Config struct {
 	MaxHeaderBytes int
 	// MaxHeaderCount is the most header lines accepted; more → 431. Default 100.
 	MaxHeaderCount int
+	// MaxConns bounds the open client connections of each listener; over
+	// it a new connection is answered 503 (TLS: closed) without reading a
+	// request. 0: no limit.
+	MaxConns int
 	// MaxBufferedBody bounds a chunked request body, which is buffered to
 	// learn the CONTENT_LENGTH uwsgi apps need. Larger → 413. Default 8 MiB.
 	MaxBufferedBody int
@@ -87,6 +91,10 @@ type Router struct {
 	hash    hashSource
 	metrics *metrics
 	now     func() time.Time
+	// headRejects and connsRefused count the strict-HTTP and --max-conns
+	// refusals (strict.go, limit.go).
+	headRejects  [numHeadRejects]prometheus.Counter
+	connsRefused *prometheus.CounterVec
 
 	mu        sync.Mutex // guards listeners, closing
 	listeners []*frontListener
@@ -125,6 +133,9 @@ func New(cfg Config) (*Router, error) {
 	if cfg.MaxHeaderCount == 0 {
 		cfg.MaxHeaderCount = 100
 	}
+	if cfg.MaxConns < 0 {
+		return nil, fmt.Errorf("router: negative MaxConns %d", cfg.MaxConns)
+	}
 	if cfg.MaxBufferedBody == 0 {
 		cfg.MaxBufferedBody = 8 << 20
 	}
@@ -157,6 +168,9 @@ func New(cfg Config) (*Router, error) {
 		log:     cfg.Logger,
 		metrics: m,
 		now:     cfg.Now,
+	}
+	if rt.headRejects, rt.connsRefused, err = newSecurityMetrics(cfg.Registerer); err != nil {
+		return nil, fmt.Errorf("router: metrics: %w", err)
 	}
 	rt.tm.Store(tm)
 	return rt, nil

@@ -45,6 +45,11 @@ type options struct {
 	slowStart           time.Duration
 	stateFile           string
 	adminTokenFile      string
+	signCheck           string
+	signTolerance       time.Duration
+	subscriptionAllow   []string
+	nodeAllow           []string
+	maxConns            int
 }
 
 // listFlag is a repeatable string flag. The first Set after a default
@@ -101,6 +106,11 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "default deadline of a node drain (admin API, unsubscribe, drain=1)")
 	fs.DurationVar(&o.slowStart, "slow-start", 0, "ramp a (re)joined node's weight from 1/16 to full over this `duration` (0 = off)")
 	fs.StringVar(&o.stateFile, "state-file", "", "persist the pool table to this `file` and load it at start, so a restart routes at once")
+	fs.StringVar(&o.signCheck, "subscriptions-sign-check", "", "require uWSGI-compatible signed subscriptions: `DIGEST:DIR` (SHA1, SHA256, SHA384 or SHA512; public keys DIR/<key>.pem, RSA or Ed25519)")
+	fs.DurationVar(&o.signTolerance, "subscriptions-sign-tolerance", 60*time.Second, "max distance between a signed datagram's unix time and now")
+	fs.Var(&listFlag{vals: &o.subscriptionAllow}, "subscription-allow", "`CIDR` allowed to send subscription datagrams (repeatable; default all)")
+	fs.Var(&listFlag{vals: &o.nodeAllow}, "node-allow", "`CIDR` a subscribed node address may point into (repeatable; default anywhere; when set, unix socket nodes are refused)")
+	fs.IntVar(&o.maxConns, "max-conns", 0, "most open client connections per `listener`; beyond it a new connection gets 503 and is closed (0 = no limit)")
 	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "`file` holding the bearer token required by mutating admin calls")
 	fs.StringVar(&o.pidFile, "pid-file", "", "write the process id to this `file` (rewritten by the new process after a SIGUSR2 binary upgrade)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
@@ -265,6 +275,9 @@ func (o *options) validate() error {
 			return fmt.Errorf("--hash-key %q: want header:NAME or cookie:NAME", o.hashKey)
 		}
 	}
+	if err := o.validateSecurity(); err != nil {
+		return err
+	}
 	if o.slowStart < 0 {
 		return fmt.Errorf("--slow-start must not be negative, got %s", o.slowStart)
 	}
@@ -344,5 +357,10 @@ func (o *options) needsRestart(n *options) []string {
 	diff("admin-token-file", o.adminTokenFile != n.adminTokenFile)
 	diff("pid-file", o.pidFile != n.pidFile)
 	diff("hash-key", o.hashKey != n.hashKey)
+	diff("subscriptions-sign-check", o.signCheck != n.signCheck)
+	diff("subscriptions-sign-tolerance", o.signTolerance != n.signTolerance)
+	diff("subscription-allow", !slices.Equal(o.subscriptionAllow, n.subscriptionAllow))
+	diff("node-allow", !slices.Equal(o.nodeAllow, n.nodeAllow))
+	diff("max-conns", o.maxConns != n.maxConns)
 	return out
 }

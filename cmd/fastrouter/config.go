@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"net/netip"
-	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -144,7 +143,7 @@ func parseArgs(args []string) (*options, *flag.FlagSet, error) {
 // loadConfig applies a YAML file: each key is a flag name; lists set
 // repeatable flags. Keys already given on the command line are skipped.
 func loadConfig(fs *flag.FlagSet, path string, set map[string]bool) error {
-	data, err := os.ReadFile(path)
+	data, err := readLimited(path, 1<<20)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
@@ -297,7 +296,7 @@ func (o *options) adminToken() (string, error) {
 	if o.adminTokenFile == "" {
 		return "", nil
 	}
-	b, err := os.ReadFile(o.adminTokenFile)
+	b, err := readLimited(o.adminTokenFile, 4<<10)
 	if err != nil {
 		return "", fmt.Errorf("--admin-token-file: %w", err)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -108,4 +109,23 @@ func warnIfExposed(log *slog.Logger, o *options) {
 		"--subscriptions-sign-check or --subscription-allow: any host that can send it a UDP datagram "+
 		"can route any domain to any address. Set one of them (see SECURITY.md).",
 		"subscription_server", exposed)
+}
+
+// readLimited reads a file named in the configuration, refusing one larger
+// than max bytes: "/dev/zero" or a huge file by mistake must fail the start
+// with a message, not exhaust memory.
+func readLimited(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, max)
+	}
+	return b, nil
 }

@@ -94,18 +94,36 @@ func (s *Signer) Sign(msg []byte) ([]byte, error) {
 // node lays it out: the vars, then "unix" = now + the command (so an
 // unsubscribe sent in the same second as a subscribe is still newer), then
 // "sign" over everything from the vars' first byte up to the sign record.
+//
+// One addition, which uWSGI routers ignore: a "cmd" var (0 subscribe, 1
+// unsubscribe) just before "unix". uWSGI's signature does not cover the
+// header, where the command is, so a captured subscribe could be turned
+// into an unsubscribe by flipping one byte; a Guard checks a signed "cmd"
+// against the header.
+//
 // sub's HasUnix, Unix and Sign are overwritten.
 func AppendSigned(dst []byte, sub *uwsgi.Subscription, s *Signer, now time.Time) ([]byte, error) {
-	sub.HasUnix = true
-	sub.Unix = uint64(now.Unix())
+	var cmd uint8
 	if sub.Unsubscribe {
-		sub.Unix++
+		cmd = 1
 	}
-	sub.Sign = nil
-	sig, err := s.Sign(uwsgi.AppendSubscriptionVars(nil, sub))
+	sub.HasUnix, sub.Unix, sub.Sign = false, uint64(now.Unix())+uint64(cmd), nil
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0)
+	dst = uwsgi.AppendSubscriptionVars(dst, sub)
+	dst = uwsgi.AppendVarUint(dst, "cmd", uint64(cmd))
+	dst = uwsgi.AppendVarUint(dst, "unix", sub.Unix)
+	sub.HasUnix = true
+	sig, err := s.Sign(dst[start+uwsgi.HeaderLen:])
 	if err != nil {
-		return dst, err
+		return dst[:start], err
 	}
 	sub.Sign = sig
-	return uwsgi.AppendSubscription(dst, sub), nil
+	dst = uwsgi.AppendVar(dst, []byte("sign"), sig)
+	size := len(dst) - start - uwsgi.HeaderLen
+	if size > uwsgi.MaxVarsSize {
+		return dst[:start], errors.New("subauth: datagram larger than 64 KiB")
+	}
+	uwsgi.PutHeader(dst[start:], uwsgi.Header{Modifier1: uwsgi.ModSubscription, Size: uint16(size), Modifier2: cmd})
+	return dst, nil
 }

@@ -18,7 +18,10 @@
 //     accepted for the same key and node address. That memory outlives the
 //     node, so neither a captured subscribe nor a captured unsubscribe can
 //     be replayed, whereas uWSGI 2.0 lets both be replayed
-//     (uwsgi-compat.md §2.7).
+//     (uwsgi-compat.md §2.7);
+//   - command binding: uWSGI's signature does not cover the header byte
+//     that says subscribe or unsubscribe; datagrams signed by this package
+//     (fastrouter subscribe) carry a signed "cmd" var, checked against it.
 //
 // Denied datagrams are counted by reason in
 // fastrouter_subscription_denied_total{reason}.
@@ -61,6 +64,7 @@ var (
 	ErrStale       = errors.New("subauth: unix time outside --subscriptions-sign-tolerance")
 	ErrReplay      = errors.New("subauth: unix time not newer than the last accepted for this key and address")
 	ErrFull        = errors.New("subauth: replay memory full")
+	ErrCommand     = errors.New("subauth: signed cmd differs from the header's command")
 )
 
 // reasons maps each denial error to its metric label, in a fixed order.
@@ -76,6 +80,7 @@ var reasons = []struct {
 	{ErrStale, "stale"},
 	{ErrReplay, "replay"},
 	{ErrFull, "replay_full"},
+	{ErrCommand, "command"},
 }
 
 // Config configures a Guard. The zero Config admits everything.
@@ -175,7 +180,7 @@ func New(cfg Config) (*Guard, error) {
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fastrouter_subscription_denied_total",
 		Help: "Subscription datagrams denied by the allow-lists or the signature check, by reason: " +
-			"source, node_address, unsigned, no_key, signature, stale, replay, replay_full.",
+			"source, node_address, unsigned, no_key, signature, stale, replay, replay_full, command.",
 	}, []string{"reason"})
 	if err := cfg.Registerer.Register(vec); err != nil {
 		return nil, fmt.Errorf("subauth: metrics: %w", err)
@@ -292,6 +297,9 @@ func (g *Guard) admit(sub *uwsgi.Subscription, datagram, address []byte) error {
 	if !pk.verify(g.hash, signed, sub.Sign) {
 		return ErrSignature
 	}
+	if !commandMatches(signed, sub.Unsubscribe) {
+		return ErrCommand
+	}
 	if !g.seen.record(id, unix, sec, g.tolerance) {
 		return ErrFull
 	}
@@ -309,4 +317,21 @@ func (g *Guard) nodeAllowed(address []byte) bool {
 		return false
 	}
 	return contains(g.nodes, ap.Addr())
+}
+
+// commandMatches checks a signed "cmd" var (sent by AppendSigned; uWSGI
+// nodes send none) against the header's command, which the signature does
+// not cover. Without the var there is nothing to check.
+func commandMatches(signed []byte, unsubscribe bool) bool {
+	for off := 0; off < len(signed); {
+		k, v, next, err := uwsgi.NextVar(signed, off)
+		if err != nil {
+			return false // cannot happen: the datagram parsed
+		}
+		if string(k) == "cmd" {
+			return (string(v) != "0") == unsubscribe
+		}
+		off = next
+	}
+	return true
 }

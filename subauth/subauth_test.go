@@ -422,3 +422,33 @@ func TestReasonsCoverEveryError(t *testing.T) {
 		}
 	}
 }
+
+// uWSGI's signature leaves the header (and so the command) unsigned; a
+// datagram from AppendSigned also signs a "cmd" var, so flipping the header
+// byte of a captured subscribe cannot make it an unsubscribe.
+func TestSignedCommand(t *testing.T) {
+	g := newGuard(t, Config{Hash: crypto.SHA256, KeyDir: keyDir(t, "rsa2048.pub", "app.test")})
+	s := signer(t, crypto.SHA256, "rsa2048.key")
+	d := signed(t, sub("app.test", "127.0.0.1:3031"), s, g.clk.Now())
+	flipped := bytes.Clone(d)
+	flipped[3] = 1
+	if err := g.admit(t, flipped); err != ErrCommand {
+		t.Fatalf("subscribe with its command byte flipped: %v; want ErrCommand", err)
+	}
+	if err := g.admit(t, d); err != nil {
+		t.Fatalf("the genuine datagram after the forgery: %v", err)
+	}
+	// A uWSGI-style signed datagram (no cmd var) still passes either way:
+	// there is nothing to check it against.
+	x := sub("app.test", "127.0.0.1:3032")
+	x.HasUnix, x.Unix = true, uint64(g.clk.Now().Unix())
+	base := uwsgi.AppendSubscriptionVars(nil, &x)
+	sig, _ := s.Sign(base)
+	x.Sign = sig
+	if err := g.admit(t, uwsgi.AppendSubscription(nil, &x)); err != nil {
+		t.Fatalf("uWSGI layout: %v", err)
+	}
+	if got := g.denied(ErrCommand); got != 1 {
+		t.Fatalf("denied{command} = %v", got)
+	}
+}

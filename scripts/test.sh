@@ -34,5 +34,11 @@ if [ -n "$unformatted" ]; then
 fi
 echo "== go vet"
 go vet ./...
+if [ "${FASTROUTER_VULNCHECK:-0}" = 1 ]; then
+  # Opt-in: govulncheck needs https://vuln.go.dev, which not every build
+  # machine reaches.
+  echo "== govulncheck"
+  make vulncheck
+fi
 echo "== go test -race"
 go test -race -count=1 -timeout 20m ./... "$@"

@@ -173,8 +173,8 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 	if b == nil {
 		return
 	}
-	// The head goes out first unless the body is all here (partial.go).
-	ctx.Response.ImmediateHeaderFlush = !b.bodyBuffered()
+	// The head goes first when the body could still fail (partial.go).
+	ctx.Response.ImmediateHeaderFlush = b.flushHeadFirst()
 	switch cl := ctx.Response.Header.ContentLength(); {
 	case cl > 0:
 		ctx.SetBodyStream(b, cl)

@@ -62,7 +62,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	o, fs, err := parseArgs(args)
 	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintf(stdout, "Usage: fastrouter [flags]\n\nfastrouter %s: HTTP front router for uwsgi nodes that join by subscription.\n\nFlags:\n", versionString())
+		fmt.Fprintf(stdout, "Usage: fastrouter [flags]\n       fastrouter subscribe [flags]   (announce a node; see fastrouter subscribe --help)\n\n"+
+			"fastrouter %s: HTTP front router for uwsgi nodes that join by subscription.\n\nFlags:\n", versionString())
 		printFlags(stdout, fs)
 		return 0
 	}

@@ -1,5 +1,5 @@
 # fastrouter — see README.md.
-.PHONY: build run test bench bench-compare fuzz
+.PHONY: build run test bench bench-compare fuzz vulncheck
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
@@ -21,3 +21,25 @@ bench:
 # (wrk, h2load; writes bench/results/results.md and rps.png). ~10 minutes.
 bench-compare:
 	cd bench && go run ./harness
+
+# Every fuzz target for FUZZTIME each (go test also runs their seeds and
+# testdata/fuzz corpora on every test run). New crashers land in the
+# package's testdata/fuzz: commit them as regression seeds.
+FUZZTIME ?= 1m
+FUZZ_TARGETS = internal/uwsgi:FuzzNextVar internal/uwsgi:FuzzVars internal/uwsgi:FuzzParseSubscription \
+	subscription:FuzzApply subauth:FuzzAdmit router:FuzzCheckHead router:FuzzBackendResponse \
+	router:FuzzCookieValue router:FuzzParseProxyHeader router:FuzzParseUwsgiFront router:FuzzRequestID \
+	router:FuzzAppendJSONString cmd/fastrouter:FuzzConfigFile balancer:FuzzLookup tls:FuzzLoadPair tls:FuzzLookup \
+	health:FuzzParseStatusLine cluster:FuzzDecodeMessage cluster:FuzzDecodeRawState cluster:FuzzDecodeState
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; echo "== $$pkg $$name ($(FUZZTIME))"; \
+		go test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) ./$$pkg; \
+	done
+
+# Known vulnerabilities in the dependencies and the standard library. Needs
+# https://vuln.go.dev (not reachable from every build machine, so not part
+# of `make test`).
+GOVULNCHECK ?= golang.org/x/vuln/cmd/govulncheck@v1.8.0
+vulncheck:
+	go run $(GOVULNCHECK) ./...

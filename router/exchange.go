@@ -229,6 +229,10 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 	// to close the client's.
 	head.ResetConnectionClose()
 	code := head.StatusCode()
+	if code < 100 { // "000".."099" parse as 3 digits but are no status (net/http panics on them)
+		head.Reset()
+		return fail(errBadResponse)
+	}
 	pm.count(code)
 
 	if code == 101 && x.upgrade { // websocket.go: the front makes it a tunnel

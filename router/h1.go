@@ -1,7 +1,6 @@
 package router
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -143,18 +142,8 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 		r.clientDN = clientDN(ctx.Conn(), x)
 	}
 
-	var hasCL, hasTE bool
-	var err error
-	r.headers, hasCL, hasTE, err = parseRawHeaders(h.RawHeaders(), r.headers[:0], rt.cfg.MaxHeaderCount)
-	switch {
-	case err != nil:
-		f.fail(ctx, x, rt.metrics.none, err)
-		return
-	case hasCL && hasTE:
-		f.fail(ctx, x, rt.metrics.none, errAmbiguousBody)
-		return
-	case len(r.host) == 0 && h.IsHTTP11():
-		f.fail(ctx, x, rt.metrics.none, errBadHost)
+	if why := parseHead(h, r, rt.cfg.MaxHeaderCount); why != rejNone {
+		f.rejectHead(ctx, why) // strict.go
 		return
 	}
 	if cl := h.ContentLength(); cl > 0 || cl == -1 {
@@ -193,6 +182,8 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 		f.hijackUpgrade(ctx, b)
 		return
 	}
+	// The head goes first when the body could still fail (partial.go).
+	ctx.Response.ImmediateHeaderFlush = b.flushHeadFirst()
 	switch cl := ctx.Response.Header.ContentLength(); {
 	case cl > 0:
 		ctx.SetBodyStream(b, cl)
@@ -245,46 +236,6 @@ var (
 	retryAfter = []byte("Retry-After")
 	one        = []byte("1")
 )
-
-// parseRawHeaders splits a raw header block into dst and reports whether
-// Content-Length and Transfer-Encoding were present. obs-fold (a line
-// starting with whitespace) and lines without a colon are errBadRequest;
-// more than max headers is errVarsTooLarge (431).
-func parseRawHeaders(raw []byte, dst []hdr, max int) (_ []hdr, hasCL, hasTE bool, _ error) {
-	for len(raw) > 0 {
-		var line []byte
-		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
-			line, raw = raw[:i], raw[i+1:]
-		} else {
-			line, raw = raw, nil
-		}
-		if n := len(line); n > 0 && line[n-1] == '\r' {
-			line = line[:n-1]
-		}
-		if len(line) == 0 {
-			continue
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			return dst, false, false, errBadRequest
-		}
-		c := bytes.IndexByte(line, ':')
-		if c <= 0 {
-			return dst, false, false, errBadRequest
-		}
-		k, v := line[:c], trimOWS(line[c+1:])
-		if len(dst) >= max {
-			return dst, false, false, errVarsTooLarge
-		}
-		switch {
-		case asciiEqualFold(k, "content-length"):
-			hasCL = true
-		case asciiEqualFold(k, "transfer-encoding"):
-			hasTE = true
-		}
-		dst = append(dst, hdr{k, v})
-	}
-	return dst, hasCL, hasTE, nil
-}
 
 func trimOWS(b []byte) []byte {
 	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {

@@ -53,6 +53,10 @@ type Config struct {
 	MaxHeaderBytes int
 	// MaxHeaderCount is the most header lines accepted; more → 431. Default 100.
 	MaxHeaderCount int
+	// MaxConns bounds the open client connections of each listener; over
+	// it a new connection is answered 503 (TLS: closed) without reading a
+	// request. 0: no limit.
+	MaxConns int
 	// MaxBufferedBody bounds a chunked request body, which is buffered to
 	// learn the CONTENT_LENGTH uwsgi apps need. Larger → 413. Default 8 MiB.
 	MaxBufferedBody int
@@ -111,6 +115,10 @@ type Router struct {
 	now     func() time.Time
 	ids     *idGen    // X-Request-Id generator
 	alog    io.Writer // Config.AccessLog; nil: no access log
+	// headRejects and connsRefused count the strict-HTTP and --max-conns
+	// refusals (strict.go, limit.go).
+	headRejects  [numHeadRejects]prometheus.Counter
+	connsRefused *prometheus.CounterVec
 
 	mu        sync.Mutex // guards listeners, closing
 	listeners []*frontListener
@@ -150,6 +158,9 @@ func New(cfg Config) (*Router, error) {
 	}
 	if cfg.MaxHeaderCount == 0 {
 		cfg.MaxHeaderCount = 100
+	}
+	if cfg.MaxConns < 0 {
+		return nil, fmt.Errorf("router: negative MaxConns %d", cfg.MaxConns)
 	}
 	if cfg.MaxBufferedBody == 0 {
 		cfg.MaxBufferedBody = 8 << 20
@@ -191,6 +202,9 @@ func New(cfg Config) (*Router, error) {
 		now:     cfg.Now,
 		ids:     newIDGen(),
 		alog:    cfg.AccessLog,
+	}
+	if rt.headRejects, rt.connsRefused, err = newSecurityMetrics(cfg.Registerer); err != nil {
+		return nil, fmt.Errorf("router: metrics: %w", err)
 	}
 	rt.tm.Store(tm)
 	return rt, nil

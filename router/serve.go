@@ -38,6 +38,7 @@ type frontListener struct {
 	port        []byte
 	scheme      string
 	clientCerts bool
+	limit       *connLimit // nil: no --max-conns
 
 	// gen serves new connections. A reload (renew) makes a new generation;
 	// older ones keep serving the connections they have until those end.
@@ -117,6 +118,9 @@ func (rt *Router) serve(ln net.Listener, name string, cfg *tls.Config) error {
 		l.scheme = "https"
 		l.clientCerts = cfg.ClientAuth != tls.NoClientCert
 	}
+	if rt.cfg.MaxConns > 0 {
+		l.limit = &connLimit{max: int64(rt.cfg.MaxConns)}
+	}
 
 	rt.mu.Lock()
 	if rt.closing {
@@ -159,6 +163,15 @@ func (l *frontListener) acceptLoop() error {
 			return err
 		}
 		backoff = 0
+		if l.limit != nil {
+			lc, ok := l.limit.admit(c)
+			if !ok {
+				l.rt.connsRefused.WithLabelValues(l.name).Inc()
+				l.limit.refuse(c, l.tls != nil, l.rt.now())
+				continue
+			}
+			c = lc
+		}
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()

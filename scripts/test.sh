@@ -40,5 +40,11 @@ go vet ./...
 # The benchmark harness is its own module (its plotting library stays out of
 # the router's dependencies): vet it so it keeps building.
 (cd bench && go mod download && go vet ./...)
+if [ "${FASTROUTER_VULNCHECK:-0}" = 1 ]; then
+  # Opt-in: govulncheck needs https://vuln.go.dev, which not every build
+  # machine reaches.
+  echo "== govulncheck"
+  make vulncheck
+fi
 echo "== go test -race"
 go test -race -count=1 -timeout 20m ./... "$@"

@@ -36,10 +36,11 @@ const (
 	resUnsubscribe               // cmd != 0, whether or not the node existed
 	resInvalid                   // malformed, or refused by the table
 	resDropped                   // queue full
+	resDenied                    // refused by the Gate (allow-lists, signature, replay)
 	numResults
 )
 
-var resultNames = [numResults]string{"subscribe", "refresh", "unsubscribe", "invalid", "dropped"}
+var resultNames = [numResults]string{"subscribe", "refresh", "unsubscribe", "invalid", "dropped", "denied"}
 
 func (r result) String() string { return resultNames[r] }
 
@@ -70,6 +71,10 @@ func (s *Server) readLoop(ctx context.Context, sk *socket) {
 				return
 			}
 			s.readError(ctx, sk, err)
+			continue
+		}
+		if s.gate != nil && !s.gate.AllowSource(src) {
+			s.m.packets[resDenied].Inc()
 			continue
 		}
 		if n > MaxDatagram {
@@ -197,6 +202,12 @@ func (ap *applier) apply(s *Server, datagram []byte, src netip.AddrPort, sk *soc
 	if !ok {
 		s.logInvalid(errPortFromUnix, src, sk)
 		return resInvalid
+	}
+	if s.gate != nil {
+		if err := s.gate.Admit(sub, datagram, addr); err != nil {
+			s.logInvalid(err, src, sk)
+			return resDenied
+		}
 	}
 	if sub.Unsubscribe {
 		// An unsubscribe is a drain with the default deadline: requests in

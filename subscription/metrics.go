@@ -11,7 +11,7 @@ import (
 // Immutable after newMetrics; the counters themselves are safe for
 // concurrent use.
 //
-//	fastrouter_subscription_packets_total{result}  subscribe|refresh|unsubscribe|invalid|dropped
+//	fastrouter_subscription_packets_total{result}  subscribe|refresh|unsubscribe|invalid|dropped|denied
 //	fastrouter_subscription_expired_total          nodes removed by the expiry timer
 type metrics struct {
 	packets [numResults]prometheus.Counter // indexed by result
@@ -22,7 +22,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	packets := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fastrouter_subscription_packets_total",
 		Help: "Subscription datagrams received, by result: subscribe (new node), refresh, " +
-			"unsubscribe, invalid (malformed or refused), dropped (queue full).",
+			"unsubscribe, invalid (malformed or refused), dropped (queue full), " +
+			"denied (allow-list, signature or replay check; see fastrouter_subscription_denied_total).",
 	}, []string{"result"})
 	expired := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "fastrouter_subscription_expired_total",

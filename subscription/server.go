@@ -41,6 +41,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/internal/uwsgi"
 )
 
 // Table is the part of the routing table the subscription server changes.
@@ -119,6 +120,23 @@ type Config struct {
 	// file (never a live socket, never a non-socket) and call the hook once
 	// more.
 	ListenPacket func(network, addr string) (net.PacketConn, error)
+	// Gate, if set, decides which datagrams may change the table (source
+	// allow-list, signatures, replay, node allow-list; see package
+	// subauth). Denied datagrams count as result "denied".
+	Gate Gate
+}
+
+// Gate admits or denies datagrams. *subauth.Guard implements it.
+type Gate interface {
+	// AllowSource is called by every reader before a datagram is queued,
+	// with the UDP source (the zero AddrPort for unix sockets). It must be
+	// cheap, allocation-free and safe for concurrent use.
+	AllowSource(src netip.AddrPort) bool
+	// Admit is called by the applier for every datagram that parsed, with
+	// the whole datagram and the node address after ":port" resolution.
+	// A non-nil error denies the datagram. sub and the slices are only
+	// valid during the call.
+	Admit(sub *uwsgi.Subscription, datagram, address []byte) error
 }
 
 // DefaultConfig returns the defaults, listening on uWSGI's customary
@@ -189,6 +207,7 @@ type Server struct {
 	log        *slog.Logger
 	now        func() time.Time
 	listenPkt  func(network, addr string) (net.PacketConn, error) // nil: bind directly
+	gate       Gate                                               // nil: everything that parses is applied
 	m          *metrics
 	queue      chan packet // readers send without blocking; the applier receives
 
@@ -274,6 +293,7 @@ func New(cfg Config, table Table) (*Server, error) {
 		log:        cfg.Logger,
 		now:        cfg.Now,
 		listenPkt:  cfg.ListenPacket,
+		gate:       cfg.Gate,
 		m:          m,
 		queue:      make(chan packet, cfg.QueueDepth),
 	}

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"net/netip"
-	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -57,8 +56,13 @@ type options struct {
 	queueTimeout        time.Duration
 	// pools is the pools: section of --config (no flag): per-pool
 	// algorithm, overload policy and health check, by pool key.
-	pools   map[string]poolConfig
-	cluster clusterOptions // cluster_flags.go
+	pools             map[string]poolConfig
+	cluster           clusterOptions // cluster_flags.go
+	signCheck         string
+	signTolerance     time.Duration
+	subscriptionAllow []string
+	nodeAllow         []string
+	maxConns          int
 }
 
 // listFlag is a repeatable string flag. The first Set after a default
@@ -121,6 +125,11 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "default deadline of a node drain (admin API, unsubscribe, drain=1)")
 	fs.DurationVar(&o.slowStart, "slow-start", 0, "ramp a (re)joined node's weight from 1/16 to full over this `duration` (0 = off)")
 	fs.StringVar(&o.stateFile, "state-file", "", "persist the pool table to this `file` and load it at start, so a restart routes at once")
+	fs.StringVar(&o.signCheck, "subscriptions-sign-check", "", "require uWSGI-compatible signed subscriptions: `DIGEST:DIR` (SHA1, SHA256, SHA384 or SHA512; public keys DIR/<key>.pem, RSA or Ed25519)")
+	fs.DurationVar(&o.signTolerance, "subscriptions-sign-tolerance", 60*time.Second, "max distance between a signed datagram's unix time and now")
+	fs.Var(&listFlag{vals: &o.subscriptionAllow}, "subscription-allow", "`CIDR` allowed to send subscription datagrams (repeatable; default all)")
+	fs.Var(&listFlag{vals: &o.nodeAllow}, "node-allow", "`CIDR` a subscribed node address may point into (repeatable; default anywhere; when set, unix socket nodes are refused)")
+	fs.IntVar(&o.maxConns, "max-conns", 0, "most open client connections per `listener`; beyond it a new connection gets 503 and is closed (0 = no limit)")
 	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "`file` holding the bearer token required by mutating admin calls")
 	fs.StringVar(&o.pidFile, "pid-file", "", "write the process id to this `file` (rewritten by the new process after a SIGUSR2 binary upgrade)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
@@ -159,7 +168,7 @@ func parseArgs(args []string) (*options, *flag.FlagSet, error) {
 // loadConfig applies a YAML file: each key is a flag name; lists set
 // repeatable flags. Keys already given on the command line are skipped.
 func loadConfig(fs *flag.FlagSet, o *options, path string, set map[string]bool) error {
-	data, err := os.ReadFile(path)
+	data, err := readLimited(path, 1<<20)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
@@ -313,6 +322,9 @@ func (o *options) validate() error {
 	if _, _, err := o.poolPolicies(); err != nil {
 		return err
 	}
+	if err := o.validateSecurity(); err != nil {
+		return err
+	}
 	if o.slowStart < 0 {
 		return fmt.Errorf("--slow-start must not be negative, got %s", o.slowStart)
 	}
@@ -332,7 +344,7 @@ func (o *options) adminToken() (string, error) {
 	if o.adminTokenFile == "" {
 		return "", nil
 	}
-	b, err := os.ReadFile(o.adminTokenFile)
+	b, err := readLimited(o.adminTokenFile, 4<<10)
 	if err != nil {
 		return "", fmt.Errorf("--admin-token-file: %w", err)
 	}
@@ -399,5 +411,10 @@ func (o *options) needsRestart(n *options) []string {
 	diff("stats", o.stats != n.stats)
 	diff("pprof", o.pprof != n.pprof)
 	diff("metrics-per-node", o.metricsPerNode != n.metricsPerNode)
+	diff("subscriptions-sign-check", o.signCheck != n.signCheck)
+	diff("subscriptions-sign-tolerance", o.signTolerance != n.signTolerance)
+	diff("subscription-allow", !slices.Equal(o.subscriptionAllow, n.subscriptionAllow))
+	diff("node-allow", !slices.Equal(o.nodeAllow, n.nodeAllow))
+	diff("max-conns", o.maxConns != n.maxConns)
 	return append(out, o.cluster.needsRestart(&n.cluster)...)
 }

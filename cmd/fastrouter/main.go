@@ -34,6 +34,7 @@ import (
 	"github.com/fastrouter/fastrouter/lifecycle"
 	"github.com/fastrouter/fastrouter/router"
 	"github.com/fastrouter/fastrouter/stats"
+	"github.com/fastrouter/fastrouter/subauth"
 	"github.com/fastrouter/fastrouter/subscription"
 	routertls "github.com/fastrouter/fastrouter/tls"
 )
@@ -59,9 +60,13 @@ func versionString() string {
 // 0 after a clean shutdown, 1 for a runtime failure (e.g. a listener that
 // cannot bind), 2 for bad flags or config.
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "subscribe" {
+		return runSubscribe(args[1:], stdout, stderr)
+	}
 	o, fs, err := parseArgs(args)
 	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintf(stdout, "Usage: fastrouter [flags]\n\nfastrouter %s: HTTP front router for uwsgi nodes that join by subscription.\n\nFlags:\n", versionString())
+		fmt.Fprintf(stdout, "Usage: fastrouter [flags]\n       fastrouter subscribe [flags]   (announce a node; see fastrouter subscribe --help)\n\n"+
+			"fastrouter %s: HTTP front router for uwsgi nodes that join by subscription.\n\nFlags:\n", versionString())
 		printFlags(stdout, fs)
 		return 0
 	}
@@ -211,6 +216,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 		MaxHeaderBytes: o.maxHeaderBytes,
 		MaxBodyBytes:   o.maxBodyBytes,
 		HashKey:        o.hashKey,
+		MaxConns:       o.maxConns,
 		TrustedProxies: o.trusted(),
 		ProxyProtocol:  o.proxyProtocol,
 		Logger:         log,
@@ -220,10 +226,15 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 	if err != nil {
 		return err
 	}
+	gate, err := subauth.New(o.guardConfig(log, reg))
+	if err != nil {
+		return err
+	}
 	subs, err := subscription.New(subscription.Config{
 		Addrs:        o.subscriptionServers,
 		Tolerance:    o.tolerance,
 		ListenPacket: up.ListenPacket,
+		Gate:         gate,
 		Logger:       log,
 		Registerer:   reg,
 	}, subTable)
@@ -392,6 +403,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 			}
 		}
 	}()
+	warnIfExposed(log, o)
 	log.Info("fastrouter started", "version", versionString(), "http", o.http, "https", o.https,
 		"subscription_server", subs.Addrs(), "admin", o.admin, "static_nodes", len(o.to),
 		"stats", o.stats, "access_log", o.accessLog)

@@ -1,0 +1,153 @@
+package router
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/internal/uwsgi"
+)
+
+// FuzzBackendResponse makes a node answer with arbitrary bytes and sends a
+// real request through the HTTP/1.1 front. Properties: the router never
+// panics (a recovered panic would be a 500) and never leaves the client
+// without an answer: the client always reads a well-formed status line;
+// when the bytes are not a response head fasthttp can parse, the answer is
+// 502; when they are, the client gets the backend's status.
+func FuzzBackendResponse(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhi\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort",
+		"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx",
+		"HTTP/1.0 204 No Content\r\nContent-Length: 10\r\n\r\n0123456789",
+		"HTTP/1.1 304 Not Modified\r\n\r\n",
+		"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
+		"HTTP/1.1 999 Odd\r\n\r\nbody",
+		"HTTP/1.1 20 OK\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nX\x00: 1\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nSet-Cookie: a=b\r\nConnection: close\r\n\r\nbody until EOF",
+		"Status: 200 OK\r\nContent-Type: text/plain\r\n\r\ncgi style",
+		"HTTP/1.1 200 OK",
+		"HTTP/1.1 200 OK\r\n",
+		"\r\n\r\n",
+		"",
+		"garbage",
+		strings.Repeat("A", 20000),
+	} {
+		f.Add([]byte(s))
+	}
+	var reply atomic.Pointer[[]byte]
+	node := fuzzNode(f, &reply)
+	table, err := balancer.New(balancer.Config{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	if err := table.AddStatic("f.test", node, 1); err != nil {
+		f.Fatal(err)
+	}
+	rt, err := New(Config{Pools: table, ConnectTimeout: time.Second, Timeout: 2 * time.Second,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	// Unix sockets on both sides: thousands of connections a second over
+	// TCP would fill the machine's ephemeral ports with TIME_WAIT.
+	ln, err := net.Listen("unix", filepath.Join(f.TempDir(), "front.sock"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); rt.Serve(ln, "fuzz") }()
+	f.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		rt.Shutdown(ctx)
+		<-done
+	})
+	addr := ln.Addr().String()
+
+	f.Fuzz(func(t *testing.T, resp []byte) {
+		if len(resp) > 32<<10 {
+			return
+		}
+		reply.Store(&resp)
+		var want fasthttp.ResponseHeader
+		parsed := want.Read(bufio.NewReader(strings.NewReader(string(resp)))) == nil
+
+		c, err := net.Dial("unix", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: f.test\r\nConnection: close\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		got, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("client could not read an answer: %v (backend sent %q)", err, resp)
+		}
+		// The body may be cut short (the backend lied about its length after
+		// the head was sent); reading it must end, not hang.
+		_, _ = io.Copy(io.Discard, got.Body)
+		got.Body.Close()
+		switch {
+		case got.StatusCode == 500:
+			t.Fatalf("500: the router panicked on %q", resp)
+		case !parsed && got.StatusCode != 502:
+			t.Fatalf("unparsable head %q answered %d; want 502", resp, got.StatusCode)
+		case parsed && got.StatusCode != want.StatusCode() && got.StatusCode != 502:
+			t.Fatalf("head %q: client got %d; want %d", resp, got.StatusCode, want.StatusCode())
+		}
+	})
+}
+
+// fuzzNode is a uwsgi node on a unix socket that answers every request with *reply and
+// closes. It lives until the fuzz target's cleanup.
+func fuzzNode(tb testing.TB, reply *atomic.Pointer[[]byte]) string {
+	tb.Helper()
+	ln, err := net.Listen("unix", filepath.Join(tb.TempDir(), "node.sock"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				var hb [uwsgi.HeaderLen]byte
+				if _, err := io.ReadFull(c, hb[:]); err != nil {
+					return
+				}
+				h, _ := uwsgi.ParseHeader(hb[:])
+				if _, err := io.CopyN(io.Discard, c, int64(h.Size)); err != nil {
+					return
+				}
+				if r := reply.Load(); r != nil {
+					c.Write(*r)
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}

@@ -360,23 +360,33 @@ func (h *harness) throughput(ctx context.Context, name string, size int, unix bo
 	})
 }
 
-// https: HTTP/1.1 over TLS 1.3 with wrk, fastrouter vs nginx.
-func (h *harness) https(ctx context.Context) error {
+// tlsTargets starts a backend, fastrouter with --https and nginx with TLS
+// and h2 in front of it.
+func (h *harness) tlsTargets() ([]target, error) {
 	node, err := h.backend(512, false)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	tlsAddr := h.port()
 	fr, _, err := h.router(node, "--https", tlsAddr, "--tls-cert", h.cert, "--tls-key", h.key)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	fr.url = "https://" + tlsAddr + "/"
 	targets := []target{fr}
 	if t, ok, err := h.nginx(node, true); err != nil {
-		return err
+		return nil, err
 	} else if ok {
 		targets = append(targets, t)
+	}
+	return targets, nil
+}
+
+// https: HTTP/1.1 over TLS 1.3 with wrk, fastrouter vs nginx.
+func (h *harness) https(ctx context.Context) error {
+	targets, err := h.tlsTargets()
+	if err != nil {
+		return err
 	}
 	return h.measure(ctx, "https", targets, func(t target) (result, error) {
 		return runWrk(ctx, t.url, "bench.test", h.conns, h.dur)
@@ -388,21 +398,9 @@ func (h *harness) h2(ctx context.Context) error {
 	if _, err := exec.LookPath("h2load"); err != nil {
 		return fmt.Errorf("h2load is not installed (apt-get install nghttp2-client)")
 	}
-	node, err := h.backend(512, false)
+	targets, err := h.tlsTargets()
 	if err != nil {
 		return err
-	}
-	tlsAddr := h.port()
-	fr, _, err := h.router(node, "--https", tlsAddr, "--tls-cert", h.cert, "--tls-key", h.key)
-	if err != nil {
-		return err
-	}
-	fr.url = "https://" + tlsAddr + "/"
-	targets := []target{fr}
-	if t, ok, err := h.nginx(node, true); err != nil {
-		return err
-	} else if ok {
-		targets = append(targets, t)
 	}
 	n := int(h.dur.Seconds()) * 3000
 	return h.measure(ctx, "h2", targets, func(t target) (result, error) {

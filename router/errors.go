@@ -11,7 +11,6 @@ import (
 var (
 	errBadRequest     = errors.New("router: malformed request")
 	errBadHost        = errors.New("router: bad host")
-	errAmbiguousBody  = errors.New("router: both Content-Length and Transfer-Encoding")
 	errVarsTooLarge   = errors.New("router: uwsgi vars larger than 64 KiB")
 	errBodyTooLarge   = errors.New("router: request body too large")
 	errNoPool         = errors.New("router: no pool for host")
@@ -31,7 +30,7 @@ var (
 // (SPEC §5).
 func statusOf(err error) int {
 	switch err {
-	case errBadRequest, errBadHost, errAmbiguousBody, errClientBody:
+	case errBadRequest, errBadHost, errClientBody:
 		return 400
 	case errVarsTooLarge:
 		return 431

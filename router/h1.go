@@ -212,15 +212,6 @@ func (f *h1Front) streamUntilClose(ctx *fasthttp.RequestCtx, b *backendBody) {
 	})
 }
 
-// fail writes the error page for err, counts and logs it.
-func (f *h1Front) fail(ctx *fasthttp.RequestCtx, x *exchange, pm *poolMetrics, err error) {
-	code := statusOf(err)
-	writeError(ctx, code)
-	ctx.SetConnectionClose() // the rest of the stream cannot be trusted
-	pm.count(code)
-	f.rt.logResponse(x, nil, err, nil)
-}
-
 func writeError(ctx *fasthttp.RequestCtx, code int) {
 	ctx.Response.Reset()
 	ctx.SetStatusCode(code)

@@ -84,12 +84,15 @@ func overload(err error) error {
 	return errQueueTimeout
 }
 
-func (rt *Router) dial(ctx context.Context, n *balancer.Node) (net.Conn, error) {
+// dialNet dials n with net.Dialer: the portable path (dial_other.go) and
+// the one for what dial_linux.go does not handle.
+func (rt *Router) dialNet(ctx context.Context, n *balancer.Node) (net.Conn, error) {
 	network := "tcp"
 	if n.Endpoint.Network == balancer.NetUnix {
 		network = "unix"
 	}
-	d := net.Dialer{Timeout: rt.timeouts().Connect}
+	// KeepAlive -1: a connection that lives for one request needs no probes.
+	d := net.Dialer{Timeout: rt.timeouts().Connect, KeepAlive: -1}
 	if ctx == nil {
 		ctx = context.Background()
 	}

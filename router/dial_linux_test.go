@@ -1,0 +1,203 @@
+//go:build linux
+
+package router
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fastrouter/fastrouter/balancer"
+)
+
+// dialRouter is a Router with a table holding one static node at addr.
+func dialRouter(t *testing.T, addr string, connect time.Duration) (*Router, *balancer.Node) {
+	t.Helper()
+	table, err := balancer.New(balancer.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := table.AddStatic("d.test", addr, 1); err != nil {
+		t.Fatal(err)
+	}
+	rt, err := New(Config{Pools: table, ConnectTimeout: connect, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := table.Lookup([]byte("d.test")).Node(addr)
+	if n == nil {
+		t.Fatal("node not in table")
+	}
+	return rt, n
+}
+
+// echoOnce accepts connections on ln and echoes one read back on each.
+func echoOnce(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			var b [64]byte
+			n, _ := c.Read(b[:])
+			_, _ = c.Write(b[:n])
+		}()
+	}
+}
+
+// TestDial: the raw dialer reaches IPv4, IPv6 and unix nodes, its
+// connections read, write and time out like net.Conns, and failures are
+// errors of the right kind.
+func TestDial(t *testing.T) {
+	ln4, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln4.Close()
+	go echoOnce(ln4)
+	addrs := []string{ln4.Addr().String()}
+	if ln6, err := net.Listen("tcp", "[::1]:0"); err == nil {
+		defer ln6.Close()
+		go echoOnce(ln6)
+		addrs = append(addrs, ln6.Addr().String())
+	}
+	sock := filepath.Join(t.TempDir(), "n.sock")
+	lnu, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lnu.Close()
+	go echoOnce(lnu)
+	addrs = append(addrs, sock)
+
+	for _, addr := range addrs {
+		rt, n := dialRouter(t, addr, time.Second)
+		c, err := rt.dial(nil, n)
+		if err != nil {
+			t.Fatalf("%s: %v", addr, err)
+		}
+		if c.RemoteAddr().String() != addr {
+			t.Errorf("%s: RemoteAddr %q", addr, c.RemoteAddr())
+		}
+		if _, err := c.Write([]byte("ping")); err != nil {
+			t.Fatalf("%s: write: %v", addr, err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var b [4]byte
+		if _, err := io.ReadFull(c, b[:]); err != nil || string(b[:]) != "ping" {
+			t.Fatalf("%s: read %q, %v", addr, b, err)
+		}
+		// The node closes after its echo: EOF, as on a net.Conn.
+		if _, err := c.Read(b[:]); err != io.EOF {
+			t.Errorf("%s: read after close: %v; want io.EOF", addr, err)
+		}
+		c.Close()
+	}
+
+	// A read deadline on a silent node is a timeout.
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	rt, n := dialRouter(t, silent.Addr().String(), time.Second)
+	c, err := rt.dial(nil, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := c.Read(make([]byte, 1)); !isTimeout(err) {
+		t.Errorf("read from a silent node: %v; want a timeout", err)
+	}
+	c.Close()
+
+	// Refused and missing: errors, not timeouts.
+	closed, _ := net.Listen("tcp", "127.0.0.1:0")
+	refused := closed.Addr().String()
+	closed.Close()
+	for _, addr := range []string{refused, filepath.Join(t.TempDir(), "none.sock")} {
+		rt, n := dialRouter(t, addr, time.Second)
+		if c, err := rt.dial(nil, n); err == nil || isTimeout(err) {
+			if c != nil {
+				c.Close()
+			}
+			t.Errorf("%s: %v; want a refusal", addr, err)
+		}
+	}
+}
+
+// fullListener is a TCP listener whose accept queue is full, so a further
+// connect gets no answer to its SYN and waits.
+func fullListener(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := (&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: sa.(*syscall.SockaddrInet4).Port}).String()
+	// Fill the queue: connects complete until it is full, then one hangs.
+	for i := 0; i < 8; i++ {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			return addr
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Fatal("accept queue never filled (kernel answers SYNs past the backlog)")
+	return ""
+}
+
+// TestDialTimeout: a node that never answers the SYN costs the connect
+// timeout, reported as a timeout; an h2 client going away ends the wait at
+// once.
+func TestDialTimeout(t *testing.T) {
+	addr := fullListener(t)
+	rt, n := dialRouter(t, addr, 300*time.Millisecond)
+	start := time.Now()
+	c, err := rt.dial(nil, n)
+	if err == nil {
+		c.Close()
+		t.Fatal("connect to a full listener succeeded")
+	}
+	if !isTimeout(err) {
+		t.Errorf("error %v; want a timeout", err)
+	}
+	if d := time.Since(start); d < 250*time.Millisecond || d > 5*time.Second {
+		t.Errorf("gave up after %v; want the 300ms connect timeout", d)
+	}
+
+	rt, n = dialRouter(t, addr, 10*time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start = time.Now()
+	c, err = rt.dial(ctx, n)
+	if err == nil {
+		c.Close()
+		t.Fatal("connect to a full listener succeeded")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("client gone, yet the connect waited %v", d)
+	}
+	if !errors.Is(ctx.Err(), context.Canceled) {
+		t.Fatal("context not canceled")
+	}
+}

@@ -11,12 +11,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 )
 
 // result is one measured run against one router.
@@ -248,6 +252,40 @@ func blast(ctx context.Context, addr string, dgrams [][]byte, perSec int) (int, 
 				}
 			}
 		}
+	}
+	return sent, nil
+}
+
+// blastBatch sends dgrams round-robin to addr with sendmmsg (64 per call)
+// until ctx ends, from an OS thread pinned to CPU cpu, and returns how many
+// the kernel took.
+func blastBatch(ctx context.Context, addr string, dgrams [][]byte, cpu int) (int, error) {
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var set unix.CPUSet
+	set.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		return 0, fmt.Errorf("pin the sender to CPU %d: %w", cpu, err)
+	}
+	pc := ipv4.NewPacketConn(c.(*net.UDPConn))
+	msgs := make([]ipv4.Message, 64)
+	bufs := make([][1][]byte, len(msgs))
+	sent := 0
+	for ctx.Err() == nil {
+		for i := range msgs {
+			bufs[i][0] = dgrams[(sent+i)%len(dgrams)]
+			msgs[i].Buffers = bufs[i][:]
+		}
+		n, err := pc.WriteBatch(msgs, 0)
+		if err != nil {
+			continue // ECONNREFUSED after an ICMP error, ENOBUFS: keep going
+		}
+		sent += n
 	}
 	return sent, nil
 }

@@ -20,6 +20,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -30,6 +31,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"syscall"
@@ -69,7 +71,7 @@ func main() {
 	rounds := flag.Int("rounds", 3, "rounds per scenario (routers alternate within a round)")
 	dur := flag.Duration("duration", 10*time.Second, "length of each wrk run")
 	conns := flag.Int("connections", 64, "wrk connections")
-	scen := flag.String("scenarios", "h1-512,h1-64k,unix,https,h2,idle,pools,datagrams", "comma-separated scenarios to run")
+	scen := flag.String("scenarios", "h1-512,h1-64k,unix,https,h2,idle,pools,datagrams,datagrams-1core", "comma-separated scenarios to run")
 	pools := flag.Int("pools", 100000, "pools in the large-table scenario")
 	idle := flag.Int("idle", 5000, "connections in the idle scenario")
 	out := flag.String("out", "results", "directory for results.md and rps.png")
@@ -105,14 +107,15 @@ func main() {
 		log.Fatal(err)
 	}
 	scenarios := map[string]func(context.Context) error{
-		"h1-512":    func(ctx context.Context) error { return h.throughput(ctx, "h1-512", 512, false) },
-		"h1-64k":    func(ctx context.Context) error { return h.throughput(ctx, "h1-64k", 64<<10, false) },
-		"unix":      func(ctx context.Context) error { return h.throughput(ctx, "unix", 512, true) },
-		"https":     h.https,
-		"h2":        h.h2,
-		"idle":      func(ctx context.Context) error { return h.idle(ctx, *idle) },
-		"pools":     func(ctx context.Context) error { return h.pools(ctx, *pools) },
-		"datagrams": h.datagrams,
+		"h1-512":          func(ctx context.Context) error { return h.throughput(ctx, "h1-512", 512, false) },
+		"h1-64k":          func(ctx context.Context) error { return h.throughput(ctx, "h1-64k", 64<<10, false) },
+		"unix":            func(ctx context.Context) error { return h.throughput(ctx, "unix", 512, true) },
+		"https":           h.https,
+		"h2":              h.h2,
+		"idle":            func(ctx context.Context) error { return h.idle(ctx, *idle) },
+		"pools":           func(ctx context.Context) error { return h.pools(ctx, *pools) },
+		"datagrams":       h.datagrams,
+		"datagrams-1core": h.datagramsOneCore,
 	}
 	for _, name := range strings.Split(*scen, ",") {
 		run := scenarios[name]
@@ -537,6 +540,64 @@ func (h *harness) datagrams(ctx context.Context) error {
 		last.extra = fmt.Sprintf("%.0f datagrams/s applied of %.0f/s sent (mean over rounds), while serving", done/float64(h.rounds), sent/float64(h.rounds))
 	}
 	return err
+}
+
+// datagramsOneCore: how many subscription datagrams the router applies on
+// one core. The router runs alone on CPU 0 (taskset, GOMAXPROCS=1); a sender
+// on CPU 1 sends refreshes for 1000 nodes with sendmmsg as fast as it can.
+// No HTTP load. The router's CPU share says whether the sender or the router
+// was the limit.
+func (h *harness) datagramsOneCore(ctx context.Context) error {
+	if runtime.NumCPU() < 2 {
+		return errors.New("needs 2 CPUs (router on one, sender on the other)")
+	}
+	taskset, err := exec.LookPath("taskset")
+	if err != nil {
+		return errors.New("taskset (util-linux) is required")
+	}
+	node, err := h.backend(512, false)
+	if err != nil {
+		return err
+	}
+	sub, http, admin := h.port(), h.port(), h.port()
+	p, err := h.start("fastrouter", "/usr/bin/env", "GOMAXPROCS=1", taskset, "-c", "0", h.bin.router,
+		"--http", http, "--admin", admin, "--subscription-server", sub, "--to", "bench.test="+node, "--log-level", "warn")
+	if err != nil {
+		return err
+	}
+	if err := waitListen(admin, 10*time.Second); err != nil {
+		return err
+	}
+	var dgrams [][]byte
+	for i := range 1000 {
+		dgrams = append(dgrams, subscription(fmt.Sprintf("dg-%d.bench.test", i%100), fmt.Sprintf("127.0.0.1:%d", 40000+i)))
+	}
+	var rates, shares, drops []float64
+	for r := 1; r <= h.rounds && ctx.Err() == nil; r++ {
+		u := "http://" + admin + "/metrics"
+		a0, d0, c0 := applied(admin), metric(u, `fastrouter_subscription_packets_total{result="dropped"}`), cpuSeconds(p.cmd.Process.Pid)
+		bctx, cancel := context.WithTimeout(ctx, h.dur)
+		start := time.Now()
+		sent, err := blastBatch(bctx, sub, dgrams, 1)
+		cancel()
+		if err != nil {
+			return err
+		}
+		el := time.Since(start).Seconds()
+		time.Sleep(300 * time.Millisecond) // let the queue drain
+		a1, d1, c1 := applied(admin), metric(u, `fastrouter_subscription_packets_total{result="dropped"}`), cpuSeconds(p.cmd.Process.Pid)
+		rate, share := (a1-a0)/el, (c1-c0)/el
+		rates, shares, drops = append(rates, rate), append(shares, share), append(drops, (d1-d0)/max(float64(sent), 1))
+		log.Printf("  round %d fastrouter %9.0f datagrams/s applied of %.0f/s sent, router CPU %.0f%% of one core, %.2f%% dropped",
+			r, rate, float64(sent)/el, 100*share, 100*(d1-d0)/max(float64(sent), 1))
+	}
+	if len(rates) == 0 {
+		return ctx.Err()
+	}
+	h.rows = append(h.rows, row{scenario: "datagrams-1core", router: "fastrouter", rssMiB: float64(rssBytes(p.cmd.Process.Pid)) / (1 << 20),
+		extra: fmt.Sprintf("%.0f datagrams/s applied on one core (router CPU %.0f%% of it, %.2f%% dropped when its queue was full); no HTTP load",
+			median(rates), 100*median(shares), 100*median(drops))})
+	return nil
 }
 
 // applied is the number of subscription datagrams the router applied

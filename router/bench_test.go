@@ -15,6 +15,7 @@ import (
 	"github.com/fastrouter/fastrouter/balancer"
 	"github.com/fastrouter/fastrouter/internal/uwsgi"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 )
 
 // What do metrics cost a request? Two benchmarks answer at two scales:
@@ -295,4 +296,73 @@ func BenchmarkRequestID(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkReframe: a node's raw HTTP response (uwsgi framing: the head, a
+// body ended by Content-Length or by EOF) read with the pooled backend
+// reader and written to an HTTP/1.1 client by fasthttp, as forward and the
+// h1 front do: Content-Length kept, EOF framing turned into chunked. Must
+// report 0 allocs/op.
+func BenchmarkReframe(b *testing.B) {
+	body := bytes.Repeat([]byte("x"), 512)
+	for _, v := range []struct {
+		name string
+		raw  []byte
+	}{
+		{"content-length", append([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 512\r\n\r\n"), body...)},
+		{"eof-to-chunked", append([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n"), body...)},
+	} {
+		b.Run(v.name, func(b *testing.B) {
+			src := bytes.NewReader(nil)
+			out := bufio.NewWriterSize(io.Discard, 4096)
+			var resp fasthttp.Response
+			body := &reframeBody{}
+			b.ReportAllocs()
+			for b.Loop() {
+				src.Reset(v.raw)
+				br := readerPool.Get().(*bufio.Reader)
+				br.Reset(src)
+				if err := resp.Header.Read(br); err != nil {
+					b.Fatal(err)
+				}
+				resp.Header.ResetConnectionClose()
+				cl := resp.Header.ContentLength()
+				body.r, body.n = br, int64(cl)
+				if cl < 0 {
+					cl = -1
+				}
+				resp.SetBodyStream(body, cl)
+				if err := resp.Write(out); err != nil {
+					b.Fatal(err)
+				}
+				if err := out.Flush(); err != nil {
+					b.Fatal(err)
+				}
+				resp.Reset()
+				br.Reset(nil)
+				readerPool.Put(br)
+			}
+		})
+	}
+}
+
+// reframeBody is backendBody's framing without its connection: n bytes
+// (n < 0: to EOF) from r.
+type reframeBody struct {
+	r *bufio.Reader
+	n int64
+}
+
+func (b *reframeBody) Read(p []byte) (int, error) {
+	if b.n == 0 {
+		return 0, io.EOF
+	}
+	if b.n > 0 && int64(len(p)) > b.n {
+		p = p[:b.n]
+	}
+	n, err := b.r.Read(p)
+	if b.n > 0 {
+		b.n -= int64(n)
+	}
+	return n, err
 }

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -77,6 +79,14 @@ func TestDial(t *testing.T) {
 	defer lnu.Close()
 	go echoOnce(lnu)
 	addrs = append(addrs, sock)
+	abstract := "@fastrouter-dial-test-" + strconv.Itoa(os.Getpid())
+	lna, err := net.Listen("unix", abstract)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lna.Close()
+	go echoOnce(lna)
+	addrs = append(addrs, abstract)
 
 	for _, addr := range addrs {
 		rt, n := dialRouter(t, addr, time.Second)

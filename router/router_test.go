@@ -361,3 +361,41 @@ func TestHTTP10UnknownLengthClosesConnection(t *testing.T) {
 		t.Errorf("body %d bytes; want 100000", len(body))
 	}
 }
+
+// TestLargeBodies: Content-Length bodies larger than the copy buffer arrive
+// whole (backendBody.WriteTo), through HTTP/1.1 and HTTP/1.0 clients; a node
+// that closes short of its Content-Length leaves the client with a short
+// body and a closed connection, never a hang or a padded body.
+func TestLargeBodies(t *testing.T) {
+	big := strings.Repeat("0123456789abcdef", 300<<10/16) // 300 KiB
+	whole := startFakeNode(t, func(map[string]string, []byte) string {
+		return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(big), big)
+	})
+	short := startFakeNode(t, func(map[string]string, []byte) string {
+		return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(big)+100, big)
+	})
+	r := startRouter(t, Config{})
+	r.table.AddStatic("whole.test", whole.addr(), 1)
+	r.table.AddStatic("short.test", short.addr(), 1)
+	for _, proto := range []string{"HTTP/1.1", "HTTP/1.0"} {
+		resp, body := raw(t, r.addr, "GET / "+proto+"\r\nHost: whole.test\r\n\r\n")
+		if resp.StatusCode != 200 || body != big || resp.ContentLength != int64(len(big)) {
+			t.Errorf("%s: %d, %d bytes (CL %d); want 200 and %d bytes", proto, resp.StatusCode, len(body), resp.ContentLength, len(big))
+		}
+	}
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: short.test\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	if err == nil || len(got) > len(big) {
+		t.Errorf("short node body: %d bytes, err %v; want at most %d bytes and an unexpected EOF", len(got), err, len(big))
+	}
+}

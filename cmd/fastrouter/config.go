@@ -99,7 +99,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.Var(&listFlag{vals: &o.http}, "http", "HTTP/1.1 listener `addr` (repeatable; default 127.0.0.1:8080 when no listener is given)")
 	fs.Var(&listFlag{vals: &o.https}, "https", "TLS listener `addr` with ALPN h2 and http/1.1 (repeatable; needs --tls-cert/--tls-key or --tls-dir)")
 	fs.Var(&listFlag{vals: &o.httpToHTTPS}, "http-to-https", "listener `addr` that answers 301 to the same URL over https (repeatable)")
-	fs.Var(&listFlag{vals: &o.uwsgi}, "uwsgi", "uwsgi-protocol front listener `addr` (uWSGI fastrouter mode, for nginx uwsgi_pass; repeatable)")
+	fs.Var(&listFlag{vals: &o.uwsgi}, "uwsgi", "uwsgi-protocol front listener `addr`: ip:port, or a unix socket path or @name, made 0666 (uWSGI fastrouter mode, for nginx uwsgi_pass; repeatable)")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "default certificate `file` (PEM chain) for --https")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "private key `file` (PEM) of --tls-cert")
 	fs.StringVar(&o.tlsDir, "tls-dir", "", "SNI certificates `dir`: NAME.crt + NAME.key, _wildcard.DOMAIN.* for *.DOMAIN; re-read when files change")

@@ -282,7 +282,13 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 		addrs []string
 	}{{"http", o.http}, {"https", o.https}, {"redirect", o.httpToHTTPS}, {"uwsgi", o.uwsgi}} {
 		for _, a := range l.addrs {
-			ln, err := up.Listen("tcp", a)
+			var ln net.Listener
+			var err error
+			if l.kind == "uwsgi" && stats.Network(a) == "unix" {
+				ln, err = listenUwsgiUnix(up, a)
+			} else {
+				ln, err = up.Listen("tcp", a)
+			}
 			if err != nil {
 				closeAll()
 				name := "--" + l.kind
@@ -546,7 +552,7 @@ wait:
 // are deleted.
 const metricsPruneInterval = 30 * time.Second
 
-// listenStats binds the --stats address: TCP when it has a colon, else a
+// listenStats binds the --stats address (and a unix --uwsgi front): TCP when it has a colon, else a
 // unix socket, replacing a stale socket file a crashed run left behind.
 func listenStats(up *upgrade.Upgrader, addr string) (net.Listener, error) {
 	network := stats.Network(addr)
@@ -558,6 +564,22 @@ func listenStats(up *upgrade.Upgrader, addr string) (net.Listener, error) {
 		ln, err = up.Listen(network, addr)
 	}
 	return ln, err
+}
+
+// listenUwsgiUnix binds a unix-socket --uwsgi front (a path, or @name for
+// the abstract namespace) as --stats does, then opens a path to every local
+// user: nginx workers run as another user and uwsgi_pass needs write access
+// to connect. That exposes no more than a --uwsgi port on loopback does.
+func listenUwsgiUnix(up *upgrade.Upgrader, addr string) (net.Listener, error) {
+	ln, err := listenStats(up, addr)
+	if err != nil || strings.HasPrefix(addr, "@") {
+		return ln, err
+	}
+	if err := os.Chmod(addr, 0o666); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
 }
 
 // printFlags lists every flag in the --name form operators use.

@@ -100,13 +100,32 @@ http {
 func TestUwsgiFrontBehindNginx(t *testing.T) {
 	requireUWSGI(t)
 	uw := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	r := startRouter(t, "--uwsgi", uw)
+	sock := filepath.Join(t.TempDir(), "fr-uwsgi.sock")
+	r := startRouter(t, "--uwsgi", uw, "--uwsgi", sock)
 	startNode(t, r, "app.test", nodeOpts{id: "a"})
 	startNode(t, r, "other", nodeOpts{id: "o"})
 	waitForNodes(t, r, "app.test", 1)
 	waitForNodes(t, r, "other", 1)
-	ngx := startNginx(t, uw)
 	c := client()
+
+	// The unix-socket front: made for nginx workers of another user, and
+	// serving like the TCP one.
+	if fi, err := os.Stat(sock); err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o666 {
+		t.Fatalf("--uwsgi %s: %v, mode %v; want a socket with mode 0666", sock, err, fi.Mode())
+	}
+	ngxUnix := startNginx(t, "unix:"+sock)
+	if code, body := get(t, c, ngxUnix, "app.test", "/"); code != 200 || body != "node=a" {
+		t.Fatalf("GET app.test/ via the unix --uwsgi: %d %q; want 200 node=a", code, body)
+	}
+	payload100k := bytes.Repeat([]byte("0123456789abcdef"), 6400)
+	sum100k := sha256.Sum256(payload100k)
+	req, _ := http.NewRequest("POST", "http://"+ngxUnix+"/upload", bytes.NewReader(payload100k))
+	req.Host = "app.test"
+	if resp, b := doReqRaw(t, c, req); resp.StatusCode != 200 || b != fmt.Sprintf("%d %s", len(payload100k), hex.EncodeToString(sum100k[:])) {
+		t.Errorf("upload via the unix --uwsgi: %d %q", resp.StatusCode, b)
+	}
+
+	ngx := startNginx(t, uw)
 
 	if code, body := get(t, c, ngx, "app.test", "/"); code != 200 || body != "node=a" {
 		t.Fatalf("GET app.test/: %d %q; want 200 node=a", code, body)

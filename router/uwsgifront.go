@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -40,6 +41,10 @@ type uwsgiFrontReq struct {
 	path    []byte // PATH_INFO (decoded), for mount points
 	bodyLen int64  // CONTENT_LENGTH, 0 when absent
 	remote  netip.AddrPort
+	// For the access log and the request id.
+	method, uri, proto, host []byte
+	https                    bool   // REQUEST_SCHEME https or HTTPS=on
+	reqID                    []byte // HTTP_X_REQUEST_ID; nil when absent
 }
 
 // parseUwsgiFront validates the vars block b and extracts what routing
@@ -64,6 +69,18 @@ func parseUwsgiFront(b []byte, r *uwsgiFrontReq) error {
 			host = v
 		case "SERVER_NAME":
 			sname = v
+		case "REQUEST_METHOD":
+			r.method = v
+		case "REQUEST_URI":
+			r.uri = v
+		case "SERVER_PROTOCOL":
+			r.proto = v
+		case "REQUEST_SCHEME":
+			r.https = r.https || string(v) == "https"
+		case "HTTPS":
+			r.https = r.https || string(v) == "on"
+		case "HTTP_X_REQUEST_ID":
+			r.reqID = v
 		case "PATH_INFO":
 			r.path = v
 		case "REMOTE_ADDR":
@@ -103,6 +120,10 @@ func parseUwsgiFront(b []byte, r *uwsgiFrontReq) error {
 	}
 	if len(r.key) > 255 {
 		return errBadHost
+	}
+	r.host = host
+	if len(host) == 0 {
+		r.host = sname
 	}
 	if a, err := netip.ParseAddr(string(addr)); err == nil {
 		p, _ := parsePort(port)
@@ -233,6 +254,10 @@ func (l *uwsgiListener) serveConn(c net.Conn) {
 	if _, err := io.ReadFull(c, x.buf[:uwsgi.HeaderLen]); err != nil {
 		return // nothing (or not even a header) in time: nobody to answer
 	}
+	if rt.alog != nil {
+		x.obs.began = rt.now()
+	}
+	x.req.scheme = "http"
 	h, _ := uwsgi.ParseHeader(x.buf)
 	n := uwsgi.HeaderLen + int(h.Size)
 	if cap(x.buf) < n {
@@ -240,15 +265,33 @@ func (l *uwsgiListener) serveConn(c net.Conn) {
 	}
 	x.buf = x.buf[:n]
 	if _, err := io.ReadFull(c, x.buf[uwsgi.HeaderLen:]); err != nil {
-		l.answer(c, rt.metrics.none, errBadRequest)
+		l.answer(c, x, rt.metrics.none, errBadRequest)
 		return
 	}
 	_ = c.SetDeadline(time.Time{})
 
 	var req uwsgiFrontReq
 	if err := parseUwsgiFront(x.buf[uwsgi.HeaderLen:], &req); err != nil {
-		l.answer(c, rt.metrics.none, err)
+		l.answer(c, x, rt.metrics.none, err)
 		return
+	}
+	x.req.method, x.req.uri, x.req.proto, x.req.host, x.req.remote = req.method, req.uri, req.proto, req.host, req.remote
+	if req.https {
+		x.req.scheme = "https"
+	}
+	// X-Request-Id as the other fronts keep or make it. A missing or
+	// malformed one gets a generated id appended as a var: the vars stay
+	// verbatim otherwise, and uWSGI builds the environ in order, so the
+	// appended var is the one the app sees.
+	if validRequestID(req.reqID) {
+		x.obs.id = req.reqID
+	} else {
+		rt.ids.next(&x.obs.idBuf)
+		x.obs.id = x.obs.idBuf[:]
+		if size := len(x.buf) - uwsgi.HeaderLen + 4 + len("HTTP_X_REQUEST_ID") + len(x.obs.id); size <= 0xffff {
+			x.buf = uwsgi.AppendVar(x.buf, []byte("HTTP_X_REQUEST_ID"), x.obs.id)
+			binary.LittleEndian.PutUint16(x.buf[1:3], uint16(size))
+		}
 	}
 	var path []byte
 	if rt.cfg.Pools.HasMounts() {
@@ -256,11 +299,10 @@ func (l *uwsgiListener) serveConn(c net.Conn) {
 	}
 	pool := rt.cfg.Pools.LookupPath(req.key, path)
 	if pool == nil {
-		l.answer(c, rt.metrics.none, errNoPool)
+		l.answer(c, x, rt.metrics.none, errNoPool)
 		return
 	}
-	pm := rt.metrics.forPool(pool)
-	x.req.remote = req.remote // iphash pools pick by REMOTE_ADDR
+	pm := rt.poolMetrics(x, pool) // x.req.remote: iphash pools pick by REMOTE_ADDR
 
 	pm.inflight.Inc()
 	start := rt.now()
@@ -273,9 +315,10 @@ func (l *uwsgiListener) serveConn(c net.Conn) {
 		default:
 			pm.backendError(err)
 		}
-		l.answer(c, pm, err)
+		l.answer(c, x, pm, err)
 		return
 	}
+	rt.observeConnect(x, node, start)
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(conn)
 	defer rt.finish(conn, br, node, pm, start)
@@ -283,7 +326,7 @@ func (l *uwsgiListener) serveConn(c net.Conn) {
 		if err != errClientBody {
 			pm.backendError(err)
 		}
-		l.answer(c, pm, err)
+		l.answer(c, x, pm, err)
 	}
 
 	if err := rt.writeFull(conn, x.buf); err != nil {
@@ -318,16 +361,23 @@ func (l *uwsgiListener) serveConn(c net.Conn) {
 		return
 	}
 	pm.count(code)
+	rt.observeHead(x, node, start, int64(len(x.buf))+req.bodyLen)
 	cb := bufPool.Get().(*[]byte)
 	defer bufPool.Put(cb)
 	buf := *cb
+	var relayed int64
+	// bytes is the whole response relayed (head included): this front does
+	// not parse the head it passes on.
+	defer func() { rt.logAccess(x, code, nil, int(relayed)) }()
 	for {
 		d := rt.timeouts().Timeout
 		_ = conn.SetReadDeadline(rt.now().Add(d))
 		m, rerr := br.Read(buf)
 		if m > 0 {
 			_ = c.SetWriteDeadline(rt.now().Add(d))
-			if _, werr := c.Write(buf[:m]); werr != nil {
+			w, werr := c.Write(buf[:m])
+			relayed += int64(w)
+			if werr != nil {
 				return // the client (web server) went away
 			}
 		}
@@ -364,13 +414,15 @@ func statusCode(b []byte) (int, bool) {
 
 // answer writes err's status as an HTTP response (the web server in front
 // parses it like any node's) and counts it.
-func (l *uwsgiListener) answer(c net.Conn, pm *poolMetrics, err error) {
+func (l *uwsgiListener) answer(c net.Conn, x *exchange, pm *poolMetrics, err error) {
 	code := statusOf(err)
 	pm.count(code)
 	if code == 499 {
+		l.rt.logAccess(x, code, nil, 0)
 		return
 	}
 	body := errorBodies[code]
+	defer l.rt.logAccess(x, code, nil, len(body))
 	var b []byte
 	b = append(b, "HTTP/1.1 "...)
 	b = strconv.AppendInt(b, int64(code), 10)

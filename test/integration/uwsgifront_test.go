@@ -101,7 +101,8 @@ func TestUwsgiFrontBehindNginx(t *testing.T) {
 	requireUWSGI(t)
 	uw := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	sock := filepath.Join(t.TempDir(), "fr-uwsgi.sock")
-	r := startRouter(t, "--uwsgi", uw, "--uwsgi", sock)
+	logPath := filepath.Join(t.TempDir(), "access.log")
+	r := startRouter(t, "--uwsgi", uw, "--uwsgi", sock, "--access-log", logPath)
 	startNode(t, r, "app.test", nodeOpts{id: "a"})
 	startNode(t, r, "other", nodeOpts{id: "o"})
 	waitForNodes(t, r, "app.test", 1)
@@ -145,6 +146,31 @@ func TestUwsgiFrontBehindNginx(t *testing.T) {
 	}
 	if _, ok := env["DOCUMENT_ROOT"]; !ok {
 		t.Error("nginx's DOCUMENT_ROOT var did not reach the node: vars are not forwarded verbatim")
+	}
+	// No X-Request-Id from nginx: the router made one, the app sees it and
+	// the access log has it; a well-formed one from the client is kept.
+	genID := env["HTTP_X_REQUEST_ID"]
+	if len(genID) != 32 {
+		t.Errorf("HTTP_X_REQUEST_ID = %q; want a generated 32-character id", genID)
+	}
+	req, _ = http.NewRequest("GET", "http://"+ngx+"/kept/env", nil)
+	req.Host = "app.test"
+	req.Header.Set("X-Request-Id", "client-id-42")
+	if resp, b := doReqRaw(t, c, req); resp.StatusCode != 200 || decodeEnv(t, b)["HTTP_X_REQUEST_ID"] != "client-id-42" {
+		t.Errorf("client X-Request-Id through nginx and --uwsgi: %d, app saw %q", resp.StatusCode, decodeEnv(t, b)["HTTP_X_REQUEST_ID"])
+	}
+	var logged bool
+	for _, e := range waitAccessLog(t, logPath, 3) {
+		if e.URI == "/some/env?x=1" {
+			logged = true
+			if e.ID != genID || e.Method != "GET" || e.Host != "app.test" || e.Status != 200 || e.Pool == nil || *e.Pool != "app.test" ||
+				e.Node == nil || e.UpstreamHeader == nil || e.Bytes <= 0 || e.Client != "127.0.0.1" && !strings.HasPrefix(e.Client, "127.0.0.1:") {
+				t.Errorf("access-log line of the uwsgi front: %+v", e)
+			}
+		}
+	}
+	if !logged {
+		t.Error("no access-log line for GET /some/env?x=1 through the uwsgi front")
 	}
 
 	// UWSGI_FASTROUTER_KEY wins over the host.

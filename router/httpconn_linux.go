@@ -34,7 +34,7 @@ func (a *aliveCheck) init(c net.Conn) {
 func (a *aliveCheck) peek(fd uintptr) bool {
 	_, _, err := syscall.Recvfrom(int(fd), a.buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 	a.live = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK // nothing to read: open and quiet
-	return true // never wait for readability
+	return true                                                  // never wait for readability
 }
 
 func (a *aliveCheck) ok() bool {

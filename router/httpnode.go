@@ -100,7 +100,7 @@ func (x *exchange) encode(w wire) error {
 	n := len(body)
 	need := len(head) + n
 	buf := slices.Grow(x.buf, max(0, need-len(x.buf)))[:max(need, len(x.buf))] // keeps the body bytes
-	copy(buf[len(head):], buf[x.headLen:x.headLen+n])                              // memmove: body may overlap its new place
+	copy(buf[len(head):], buf[x.headLen:x.headLen+n])                          // memmove: body may overlap its new place
 	buf = buf[:need]
 	copy(buf, head)
 	x.buf, x.wire, x.headLen = buf, w, len(head)

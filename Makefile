@@ -29,7 +29,7 @@ FUZZTIME ?= 1m
 FUZZ_TARGETS = internal/uwsgi:FuzzNextVar internal/uwsgi:FuzzVars internal/uwsgi:FuzzParseSubscription \
 	subscription:FuzzApply subauth:FuzzAdmit router:FuzzCheckHead router:FuzzBackendResponse \
 	router:FuzzCookieValue router:FuzzParseProxyHeader router:FuzzParseUwsgiFront router:FuzzRequestID \
-	router:FuzzAppendJSONString cmd/fastrouter:FuzzConfigFile balancer:FuzzLookup tls:FuzzLoadPair tls:FuzzLookup \
+	router:FuzzAppendJSONString cmd/fastrouter:FuzzConfigFile balancer:FuzzLookup balancer:FuzzParseEndpoint tls:FuzzLoadPair tls:FuzzLookup \
 	health:FuzzParseStatusLine cluster:FuzzDecodeMessage cluster:FuzzDecodeRawState cluster:FuzzDecodeState
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -93,6 +93,7 @@ func (n *Node) startDrain(now time.Time, timeout time.Duration) bool {
 	n.forced.Store(0)
 	n.drainDeadline.Store(now.Add(timeout).UnixNano())
 	n.drainStarted.Store(now.UnixNano())
+	n.CloseIdle() // no request will use them (idle.go)
 	return true
 }
 
@@ -197,7 +198,8 @@ type DrainEvent struct {
 	Info   DrainInfo
 }
 
-// Tick finishes drains: a draining node with nothing in flight becomes
+// Tick finishes drains and closes idle keep-alive connections past their
+// deadline (idle.go): a draining node with nothing in flight becomes
 // drained; one past its deadline has its connections closed (counted as
 // forced) and becomes drained. Nodes drained because they unsubscribed are
 // removed. Call it periodically; it returns the drains that ended.
@@ -209,6 +211,7 @@ func (t *Table) Tick() []DrainEvent {
 	for i := range t.shards {
 		for _, p := range t.shards[i].Load().exact {
 			for _, n := range p.Nodes() {
+				n.closeIdle(now.UnixNano()) // keep-alive connections past their idle deadline
 				if n.stored() != StateDraining {
 					continue
 				}

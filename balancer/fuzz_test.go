@@ -102,3 +102,38 @@ func asciiLower(s string) string {
 	}
 	return string(b)
 }
+
+// FuzzParseEndpoint: node addresses come from datagrams and the admin API.
+// Properties: no panic; an accepted http:// address has an IP literal and a
+// port that round-trip through Dial; an address ParseEndpoint accepts as
+// http is accepted the same way after re-formatting from its AddrPort.
+func FuzzParseEndpoint(f *testing.F) {
+	for _, s := range []string{"http://127.0.0.1:8000", "http://[::1]:80/", "http://10.0.0.1", "HTTP://1.2.3.4:5",
+		"http://[fe80::1%eth0]:1", "http://a@1.2.3.4", "http://1.2.3.4:99999", "127.0.0.1:3031", "/tmp/s", "@a", "http://"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, addr string) {
+		ep, err := ParseEndpoint(addr)
+		if err != nil {
+			return
+		}
+		switch ep.Network {
+		case NetHTTP:
+			if !ep.AddrPort.IsValid() || ep.AddrPort.Port() == 0 || ep.Dial != ep.AddrPort.String() {
+				t.Fatalf("ParseEndpoint(%q) = %+v", addr, ep)
+			}
+			again, err := ParseEndpoint("http://" + ep.Dial)
+			if err != nil || again != ep {
+				t.Fatalf("re-parse of %q: %+v, %v; want %+v", "http://"+ep.Dial, again, err, ep)
+			}
+		case NetTCP:
+			if !ep.AddrPort.IsValid() {
+				t.Fatalf("ParseEndpoint(%q) = %+v", addr, ep)
+			}
+		case NetUnix:
+			if ep.Dial != addr {
+				t.Fatalf("unix ParseEndpoint(%q) dials %q", addr, ep.Dial)
+			}
+		}
+	})
+}

@@ -36,37 +36,42 @@ type Network uint8
 const (
 	NetTCP  Network = iota // uwsgi over TCP, address "ip:port" or "[ip6]:port"
 	NetUnix                // uwsgi over a unix stream socket ("@name" = abstract)
+	NetHTTP                // HTTP/1.1 over TCP with keep-alive, address "http://ip:port" (idle.go)
 )
 
 // ErrBadAddress is returned for a node address that names neither an IP
 // endpoint nor a unix socket path.
-var ErrBadAddress = errors.New("balancer: node address must be ip:port, [ip6]:port or a unix socket path")
+var ErrBadAddress = errors.New("balancer: node address must be ip:port, [ip6]:port, http://ip:port or a unix socket path")
 
-// ErrHTTPNode is returned for http:// node addresses, which this version
-// cannot forward to yet.
-var ErrHTTPNode = errors.New("balancer: http:// nodes are not supported by this version")
+// ErrBadHTTPAddress is returned for an http:// node address that is not
+// "http://ip[:port][/]" with an IP literal.
+var ErrBadHTTPAddress = errors.New("balancer: http node address must be http://ip[:port] or http://[ip6][:port] (no host name, path, user or query)")
 
 // Endpoint is a parsed node address.
 type Endpoint struct {
 	Network Network
 	// Dial is the string handed to net.Dial: "ip:port" or a socket path.
 	Dial string
-	// AddrPort is set for NetTCP.
+	// AddrPort is set for NetTCP and NetHTTP.
 	AddrPort netip.AddrPort
 }
 
 // ParseEndpoint interprets a node address the way uWSGI does, minus DNS:
 // "ip:port" and "[ip6]:port" are TCP, anything else without a colon (or starting with '/', '.', '@') is a unix
-// socket path. Host names are refused: a router that resolves names on every
-// announce can be steered by whoever controls DNS, and uWSGI never did it.
+// socket path, and "http://ip[:port]" is an HTTP/1.1 node (port 80 when
+// absent; one trailing "/" is allowed, nothing else after the authority).
+// Host names are refused: a router that resolves names on every announce
+// can be steered by whoever controls DNS, and uWSGI never did it.
+//
+// The node's identity stays the address as given, byte for byte:
+// "http://127.0.0.1" and "http://127.0.0.1:80/" are two nodes that dial the
+// same socket, as "127.0.0.1:3031" and a unix path to the same app would be.
 func ParseEndpoint(addr string) (Endpoint, error) {
 	if addr == "" || len(addr) > 255 {
 		return Endpoint{}, ErrBadAddress
 	}
-	if strings.HasPrefix(addr, "http://") {
-		// HTTP backends are reached through a different client; until the
-		// router has one, refuse them rather than speak uwsgi to them.
-		return Endpoint{}, ErrHTTPNode
+	if len(addr) >= 7 && strings.EqualFold(addr[:7], "http://") {
+		return parseHTTPEndpoint(addr[7:])
 	}
 	switch addr[0] {
 	case '/', '.', '@':
@@ -80,6 +85,62 @@ func ParseEndpoint(addr string) (Endpoint, error) {
 		return Endpoint{}, ErrBadAddress
 	}
 	return Endpoint{Network: NetTCP, Dial: ap.String(), AddrPort: ap}, nil
+}
+
+// parseHTTPEndpoint parses the authority of an http:// node address: an IP
+// literal ("[ip6]" bracketed, no zone), an optional port 1-65535, an
+// optional single trailing "/".
+func parseHTTPEndpoint(a string) (Endpoint, error) {
+	a = strings.TrimSuffix(a, "/")
+	if a == "" || strings.ContainsAny(a, "/?#@%\\ ") {
+		return Endpoint{}, ErrBadHTTPAddress
+	}
+	host, port := a, "80"
+	if a[0] == '[' {
+		end := strings.IndexByte(a, ']')
+		if end < 0 {
+			return Endpoint{}, ErrBadHTTPAddress
+		}
+		host = a[1:end]
+		switch rest := a[end+1:]; {
+		case rest == "":
+		case rest[0] == ':':
+			port = rest[1:]
+		default:
+			return Endpoint{}, ErrBadHTTPAddress
+		}
+	} else if i := strings.IndexByte(a, ':'); i >= 0 {
+		host, port = a[:i], a[i+1:]
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || ip.Zone() != "" || (a[0] == '[') != ip.Is6() || ip.Is4In6() {
+		return Endpoint{}, ErrBadHTTPAddress
+	}
+	p, ok := parsePort(port)
+	if !ok {
+		return Endpoint{}, ErrBadHTTPAddress
+	}
+	ap := netip.AddrPortFrom(ip, p)
+	return Endpoint{Network: NetHTTP, Dial: ap.String(), AddrPort: ap}, nil
+}
+
+// parsePort accepts 1 to 5 decimal digits naming a port in 1..65535.
+func parsePort(s string) (uint16, bool) {
+	if len(s) == 0 || len(s) > 5 {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	if n == 0 || n > 65535 {
+		return 0, false
+	}
+	return uint16(n), true
 }
 
 // Node is one backend in a pool.
@@ -148,6 +209,11 @@ type Node struct {
 	// deadline can cut them. Guarded by connMu.
 	connMu sync.Mutex
 	conns  map[io.Closer]struct{}
+	// idle are the keep-alive connections of an http node waiting for its
+	// next request (idle.go), oldest first. Guarded by connMu; nIdle
+	// mirrors len(idle) so Tick can skip nodes without any.
+	idle  []idleConn
+	nIdle atomic.Int32
 
 	// cw is the smooth-WRR current weight. Guarded by the owning Pool's mu.
 	cw int64
@@ -248,6 +314,9 @@ func (n *Node) Done() {
 // gets no request until it is marked up again; passive health (connect
 // failures) works on top of it either way.
 func (n *Node) SetHealthy(up bool) {
+	if !up {
+		defer n.CloseIdle() // after down is set: PutIdle refuses from then on
+	}
 	if n.down.Swap(!up) && up {
 		if p := n.pool; p != nil && p.waiting.Load() > 0 {
 			p.signal(int(p.waiting.Load()))

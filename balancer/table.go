@@ -684,6 +684,7 @@ func (t *Table) removeLocked(key, address string) bool {
 		return false
 	}
 	old[i].removed.Store(true)
+	old[i].CloseIdle()
 	nodes := make([]*Node, 0, len(old)-1)
 	nodes = append(append(nodes, old[:i]...), old[i+1:]...)
 	p.nodes.Store(&nodes)
@@ -708,6 +709,7 @@ func (t *Table) DeletePool(key string) bool {
 	}
 	for _, n := range p.Nodes() {
 		n.removed.Store(true)
+		n.CloseIdle()
 	}
 	empty := []*Node{}
 	p.nodes.Store(&empty)

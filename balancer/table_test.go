@@ -178,7 +178,7 @@ func TestAnnounceErrors(t *testing.T) {
 		{"empty address", Announce{Key: []byte("k")}, ErrBadAddress},
 		{"host name", Announce{Key: []byte("k"), Address: []byte("localhost:3031")}, ErrBadAddress},
 		{"port only", Announce{Key: []byte("k"), Address: []byte(":3031")}, ErrBadAddress},
-		{"http node", Announce{Key: []byte("k"), Address: []byte("http://127.0.0.1:8000")}, ErrHTTPNode},
+		{"http node with a path", Announce{Key: []byte("k"), Address: []byte("http://127.0.0.1:8000/x")}, ErrBadHTTPAddress},
 		{"bad algo", Announce{Key: []byte("k"), Address: []byte("/s"), Algo: []byte("random")}, errAny},
 	}
 	for _, tc := range cases {

@@ -28,8 +28,9 @@ import (
 // Check is one pool's health check.
 type Check struct {
 	// Type is the probe: "uwsgi" (default: a GET over the node's own uwsgi
-	// address), "http" (an HTTP/1.1 GET, for nodes that also serve HTTP,
-	// e.g. uWSGI's --http-socket on Port) or "tcp" (connect only).
+	// address; in HTTP for an http:// node), "http" (an HTTP/1.1 GET, for
+	// nodes that also serve HTTP, e.g. uWSGI's --http-socket on Port) or
+	// "tcp" (connect only).
 	Type string
 	// Path is the request path of uwsgi and http probes. Default "/".
 	Path string
@@ -37,7 +38,7 @@ type Check struct {
 	// without a path, or "localhost" for wildcard keys.
 	Host string
 	// Port, when set, probes that port on the node's IP instead of the
-	// node's own port (TCP nodes only).
+	// node's own port (TCP and http:// nodes only).
 	Port uint16
 	// Interval between probes of a node. Default 5s.
 	Interval time.Duration
@@ -358,7 +359,9 @@ func (c *Checker) run1(ctx context.Context, pool string, n *balancer.Node, ch *C
 		host = defaultHost(pool)
 	}
 	var req []byte
-	if ch.Type == TypeHTTP {
+	// An http:// node speaks HTTP on its own socket: a uwsgi check of it
+	// is the same GET in HTTP.
+	if ch.Type == TypeHTTP || n.Endpoint.Network == balancer.NetHTTP {
 		req = httpRequest(ch.Path, host)
 	} else {
 		req = uwsgiRequest(n.Modifier1, n.Modifier2, ch.Path, host)

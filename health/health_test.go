@@ -331,3 +331,21 @@ func FuzzParseStatusLine(f *testing.F) {
 		}
 	})
 }
+
+// A uwsgi check (the default type) of an http:// node probes it in HTTP on
+// its own port: a uwsgi packet would be garbage to it.
+func TestUwsgiCheckOfHTTPNodeSpeaksHTTP(t *testing.T) {
+	f := newFakeNode(t, ok200)
+	tb, _, _ := setup(t, map[string]Check{
+		"h.test": {Path: "/health", Interval: 100 * time.Millisecond, Fall: 1, Rise: 1},
+	}, "h.test=http://"+f.addr())
+	waitFor(t, "a probe", func() bool { return f.hits.Load() >= 2 })
+	if r := string(f.request()); !strings.HasPrefix(r, "GET /health HTTP/1.1\r\nHost: h.test\r\n") {
+		t.Fatalf("probe of an http node sent %q", r)
+	}
+	if !tb.Pool("h.test").Nodes()[0].Healthy() {
+		t.Fatal("a node answering 200 over HTTP was marked down")
+	}
+	f.answer.Store("HTTP/1.1 503 x\r\n\r\n")
+	waitFor(t, "the node to go down", func() bool { return !tb.Pool("h.test").Nodes()[0].Healthy() })
+}

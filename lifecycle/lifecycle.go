@@ -212,7 +212,7 @@ func notifyAllowed(target string, ep balancer.Endpoint) error {
 	}
 	ip := ap.Addr().Unmap()
 	switch ep.Network {
-	case balancer.NetTCP:
+	case balancer.NetTCP, balancer.NetHTTP:
 		if ip == ep.AddrPort.Addr().Unmap() {
 			return nil
 		}

@@ -13,7 +13,8 @@ import (
 	"github.com/fastrouter/fastrouter/balancer"
 )
 
-// dial connects to n with raw socket calls instead of net.Dialer.
+// dial connects to a uwsgi node n with raw socket calls instead of
+// net.Dialer.
 //
 // Why: every request opens a fresh uwsgi connection, so the dial is on the
 // hot path. net.Dialer spends 11 system calls on it (socket, connect,
@@ -29,6 +30,9 @@ import (
 // writes and deadlines behave as on a net.Conn. A node with an IPv6 zone
 // (rare; it needs an interface lookup) takes the net.Dialer path.
 func (rt *Router) dial(ctx context.Context, n *balancer.Node) (net.Conn, error) {
+	if n.Endpoint.Network == balancer.NetHTTP {
+		return rt.dialHTTP(ctx, n) // httpnode.go: keep-alive, its own dialer
+	}
 	c := &backendConn{addr: nodeAddr{n}}
 	var (
 		family int

@@ -10,5 +10,8 @@ import (
 )
 
 func (rt *Router) dial(ctx context.Context, n *balancer.Node) (net.Conn, error) {
+	if n.Endpoint.Network == balancer.NetHTTP {
+		return rt.dialHTTP(ctx, n) // httpnode.go
+	}
 	return rt.dialNet(ctx, n)
 }

@@ -24,6 +24,7 @@ var (
 	errClientGone     = errors.New("router: the client abandoned the request")
 	errQueueFull      = errors.New("router: every node at its in-flight cap, queue full")
 	errQueueTimeout   = errors.New("router: timed out waiting for a node under its in-flight cap")
+	errRawToHTTP      = errors.New("router: a uwsgi-front request cannot go to an http:// node")
 )
 
 // statusOf is the single mapping from forwarding errors to HTTP status codes

@@ -59,7 +59,10 @@ type exchange struct {
 
 	keyBuf  [16]byte // iphash: the client address
 	path    []byte   // the decoded path, for mount points
-	buf     []byte   // the uwsgi packet: header, vars, small bodies
+	buf     []byte   // the request head (uwsgi packet or HTTP head, see wire), small bodies
+	wire    wire     // what buf holds before the inline body (httpnode.go)
+	headLen int      // length of that head in buf
+	alt     []byte   // scratch for re-encoding the head of a mixed pool's other kind
 	body    []byte   // a buffered body of unknown length
 	spill   *os.File // a body of unknown length too large for body (spill.go)
 	scratch []byte   // front-owned: bytes the request view points into (h2)
@@ -77,6 +80,7 @@ func putExchange(x *exchange) {
 	x.req.reset()
 	x.bodySrc, x.bodyLen, x.client, x.isHead, x.consumed, x.ctx = nil, 0, nil, false, false, nil
 	x.upgrade = false
+	x.wire, x.headLen = wireNone, 0
 	x.releaseSpill()
 	x.obs = obsInfo{}
 	x.buf = x.buf[:0]
@@ -86,6 +90,9 @@ func putExchange(x *exchange) {
 	x.body = x.body[:0]
 	if cap(x.body) > 1<<20 {
 		x.body = nil
+	}
+	if cap(x.alt) > 64<<10 {
+		x.alt = nil
 	}
 	x.path = x.path[:0]
 	if cap(x.path) > 8<<10 {
@@ -141,9 +148,10 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 		x.consumed = true
 	}
 
-	var err error
-	x.buf, err = appendVars(x.buf[:0], r, 0, 0)
-	if err != nil {
+	// The head for the kind of node the pool most likely gives; connect
+	// re-encodes it if the node turns out to be of the other kind.
+	x.wire = wireNone
+	if err := x.encode(guessWire(pool)); err != nil {
 		return rt.failed(pm, err)
 	}
 	packet := x.buf
@@ -168,11 +176,11 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 
 	pm.inflight.Inc()
 	start := rt.now()
-	node, conn, err := rt.connect(x.ctx, pool, packet, rt.affinityKey(x, pool.Algo()))
+	node, conn, err := rt.connect(x.ctx, pool, x, rt.affinityKey(x, pool.Algo()))
 	if err != nil {
 		pm.inflight.Dec()
 		switch err {
-		case errClientGone:
+		case errClientGone, errVarsTooLarge:
 		case errQueueFull, errQueueTimeout:
 			pm.overloaded(err)
 		default:
@@ -181,6 +189,10 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 		return rt.failed(pm, err)
 	}
 	rt.observeConnect(x, node, start)
+	if hc, ok := conn.(*httpConn); ok { // httpnode.go
+		return rt.forwardHTTP(x, head, pm, node, hc, start, inline)
+	}
+	packet = x.buf // connect may have re-encoded the head for the node
 	var stop func() bool
 	if x.ctx != nil {
 		stop = context.AfterFunc(x.ctx, func() { conn.Close() })

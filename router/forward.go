@@ -16,21 +16,23 @@ import (
 const maxAttempts = 4
 
 // connect picks a node of pool and dials it, retrying on other nodes when a
-// connect fails. packet is the encoded uwsgi request; its header bytes 0 and 3
-// are set to the chosen node's modifiers. The returned node is held in flight;
-// the caller must call node.Done.
+// connect fails. x.buf is the encoded request; it is made to fit the chosen
+// node (x.fit: head kind, modifiers). An http node's connection may be an idle
+// keep-alive one. The returned node is held in flight; the caller must call
+// node.Done.
 //
 // Errors: errNoNode when the pool had nothing usable to begin with,
 // errConnectTimeout or errAllFailed when every tried node failed,
 // errQueueFull or errQueueTimeout when every node is at the pool's in-flight
-// cap and the request could not wait (balancer.Policy).
+// cap and the request could not wait (balancer.Policy), errRawToHTTP when
+// only http nodes could take a verbatim uwsgi packet (uwsgi front).
 //
 // key is the affinity key of iphash and hash pools (nil otherwise).
 //
 // ctx, when not nil, is the client's interest in the request (h2 streams):
 // once it ends no new connect is attempted, a connect in progress is
 // abandoned, and neither counts against the node (errClientGone).
-func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, packet, key []byte) (*balancer.Node, net.Conn, error) {
+func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange, key []byte) (*balancer.Node, net.Conn, error) {
 	var triedBuf [maxAttempts]*balancer.Node
 	tried := triedBuf[:0]
 	err := errNoNode
@@ -53,7 +55,17 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, packet, key 
 		default: // nothing usable (left): what failed so far decides
 			return nil, nil, err
 		}
-		packet[0], packet[3] = n.Modifier1, n.Modifier2
+		if ferr := x.fit(n); ferr != nil {
+			n.Done()
+			if ferr != errRawToHTTP {
+				return nil, nil, ferr
+			}
+			tried = append(tried, n) // not the node's fault: no failure counted
+			if err == errNoNode {
+				err = errRawToHTTP
+			}
+			continue
+		}
 		c, derr := rt.dial(ctx, n)
 		if derr == nil {
 			n.ReportSuccess()
@@ -165,6 +177,7 @@ type backendBody struct {
 	// tunnels conn (websocket.go) instead of reading a body.
 	upgrade bool
 	closed  bool
+	eof     bool          // src returned io.EOF (httpnode.go: a chunked body's end)
 	n       int64         // body bytes read so far
 	rec     *accessRecord // access-log line to finish at Close; nil when none
 }
@@ -185,6 +198,7 @@ func (b *backendBody) Read(p []byte) (int, error) {
 		_ = b.client.SetWriteDeadline(now.Add(d))
 	}
 	n, err := b.src.Read(p)
+	b.eof = err == io.EOF
 	b.n += int64(n)
 	if b.limit > 0 {
 		b.limit -= int64(n)
@@ -232,9 +246,10 @@ func (b *backendBody) Close() error {
 		return nil
 	}
 	b.closed = true
-	if b.stop != nil {
-		b.stop()
+	if b.stop != nil && !b.stop() {
+		b.eof, b.limit = false, -1 // cut by the client's leaving: the connection is closed
 	}
+	b.settleHTTP() // httpnode.go: may its connection be reused?
 	b.node.AddTraffic(0, uint64(b.n))
 	b.rt.finish(b.conn, b.br, b.node, b.pm, b.start)
 	if b.rec != nil {
@@ -246,14 +261,14 @@ func (b *backendBody) Close() error {
 }
 
 // finish ends a forwarded request: closes the backend connection (uwsgi
-// backends close after every response anyway), releases the node and the
-// reader, and records metrics.
+// backends close after every response anyway; an http node's may go back to
+// its idle list), releases the node and the reader, and records metrics.
 func (rt *Router) finish(conn net.Conn, br *bufio.Reader, node *balancer.Node, pm *poolMetrics, start time.Time) {
 	if conn != nil {
 		if node != nil {
 			node.Untrack(conn)
 		}
-		conn.Close()
+		rt.keepOrClose(conn, br, node)
 	}
 	if br != nil {
 		br.Reset(nil)

@@ -303,10 +303,14 @@ func (l *uwsgiListener) serveConn(c net.Conn) {
 		return
 	}
 	pm := rt.poolMetrics(x, pool) // x.req.remote: iphash pools pick by REMOTE_ADDR
+	// The packet goes verbatim: connect skips http:// nodes, which would
+	// need it rebuilt as HTTP and their keep-alive framing relayed
+	// (errRawToHTTP, 502, when a pool has nothing else).
+	x.wire, x.headLen = wireRaw, len(x.buf)
 
 	pm.inflight.Inc()
 	start := rt.now()
-	node, conn, err := rt.connect(nil, pool, x.buf, rt.affinityKey(x, pool.Algo()))
+	node, conn, err := rt.connect(nil, pool, x, rt.affinityKey(x, pool.Algo()))
 	if err != nil {
 		pm.inflight.Dec()
 		switch err {

@@ -105,11 +105,7 @@ func appendVars(dst []byte, r *request, m1, m2 uint8) ([]byte, error) {
 	putU16(dst[kStart:], len("HTTP_X_FORWARDED_FOR"))
 	vStart := len(dst)
 	dst = append(dst, 0, 0)
-	if len(xff) > 0 {
-		dst = append(dst, xff...)
-		dst = append(dst, ", "...)
-	}
-	dst = r.remote.Addr().Unmap().AppendTo(dst)
+	dst = appendForwardedFor(dst, xff, r.remote.Addr())
 	if len(dst)-vStart-2 > 0xffff {
 		return dst[:start], errVarsTooLarge
 	}
@@ -126,6 +122,16 @@ func appendVars(dst []byte, r *request, m1, m2 uint8) ([]byte, error) {
 	}
 	uwsgi.PutHeader(dst[start:], uwsgi.Header{Modifier1: m1, Size: uint16(size), Modifier2: m2})
 	return dst, nil
+}
+
+// appendForwardedFor appends the X-Forwarded-For value the node gets: the
+// trusted peer's list (xff, nil when untrusted or absent), then the peer.
+func appendForwardedFor(dst, xff []byte, peer netip.Addr) []byte {
+	if len(xff) > 0 {
+		dst = append(dst, xff...)
+		dst = append(dst, ", "...)
+	}
+	return peer.Unmap().AppendTo(dst)
 }
 
 // Pre-converted keys: AppendVar takes []byte, and converting a constant

@@ -1,6 +1,7 @@
 package subscription
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -183,6 +184,7 @@ type applier struct {
 	sub  uwsgi.Subscription // aliases the current datagram during apply
 	ann  balancer.Announce  // reused: a pointer passed through the Table interface escapes
 	addr []byte             // ":port" resolution scratch
+	http []byte             // "http://" + address for proto=h announces
 }
 
 // apply parses datagram and applies it to s.table. It does not count the
@@ -202,6 +204,13 @@ func (ap *applier) apply(s *Server, datagram []byte, src netip.AddrPort, sk *soc
 	if !ok {
 		s.logInvalid(errPortFromUnix, src, sk)
 		return resInvalid
+	}
+	if sub.IsHTTP() && !hasHTTPScheme(addr) {
+		// uWSGI master's proto=h: the node speaks HTTP at "ip:port". Its
+		// identity here is the http:// form, in subscribes and
+		// unsubscribes alike, so it is one node whichever way it is named.
+		ap.http = append(append(ap.http[:0], "http://"...), addr...)
+		addr = ap.http
 	}
 	if s.gate != nil {
 		if err := s.gate.Admit(sub, datagram, addr); err != nil {
@@ -322,4 +331,8 @@ func (s *Server) expireLoop(ctx context.Context) {
 			}
 		}
 	}
+}
+
+func hasHTTPScheme(a []byte) bool {
+	return len(a) >= 7 && bytes.EqualFold(a[:7], []byte("http://"))
 }

@@ -66,7 +66,13 @@ type Subscription struct {
 	DrainTimeout uint64 // seconds, 0 = router default
 	Backup       uint64
 	Algo         []byte
+	// Proto is uWSGI master's proto key; its first byte 'h' means the node
+	// speaks HTTP at Address (IsHTTP).
+	Proto []byte
 }
+
+// IsHTTP reports whether the datagram announces an HTTP node (proto=h...).
+func (s *Subscription) IsHTTP() bool { return len(s.Proto) > 0 && s.Proto[0] == 'h' }
 
 // ParseSubscription decodes datagram into s. It allocates nothing. Numbers
 // must be decimal digit strings (uWSGI parses "abc" as garbage silently; we
@@ -126,6 +132,8 @@ func ParseSubscription(datagram []byte, s *Subscription) error {
 			s.Backup, err = parseUint(v)
 		case "algo":
 			s.Algo = v
+		case "proto":
+			s.Proto = v
 		}
 		if err != nil {
 			return err
@@ -196,6 +204,9 @@ func AppendSubscriptionVars(dst []byte, s *Subscription) []byte {
 	}
 	if s.Algo != nil {
 		dst = AppendVar(dst, []byte("algo"), s.Algo)
+	}
+	if s.Proto != nil {
+		dst = AppendVar(dst, []byte("proto"), s.Proto)
 	}
 	if s.HasUnix {
 		dst = AppendVarUint(dst, "unix", s.Unix)

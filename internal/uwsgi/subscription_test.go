@@ -47,14 +47,14 @@ func subEqual(a, b *Subscription) bool {
 		a.Load == b.Load && a.Weight == b.Weight && eq(a.SNIKey, b.SNIKey) && eq(a.SNICrt, b.SNICrt) &&
 		eq(a.SNICA, b.SNICA) && eq(a.Notify, b.Notify) && a.HasUnix == b.HasUnix && a.Unix == b.Unix &&
 		eq(a.Sign, b.Sign) && a.SignedLen == b.SignedLen && a.Drain == b.Drain &&
-		a.DrainTimeout == b.DrainTimeout && a.Backup == b.Backup && eq(a.Algo, b.Algo)
+		a.DrainTimeout == b.DrainTimeout && a.Backup == b.Backup && eq(a.Algo, b.Algo) && eq(a.Proto, b.Proto)
 }
 
 func fmtSub(s *Subscription) string {
-	return fmt.Sprintf("{unsub:%v key:%q addr:%q m1:%d m2:%d cores:%d load:%d weight:%d sni:%q,%q,%q notify:%q unix:%v/%d sign:%q/%d drain:%v/%d backup:%d algo:%q}",
+	return fmt.Sprintf("{unsub:%v key:%q addr:%q m1:%d m2:%d cores:%d load:%d weight:%d sni:%q,%q,%q notify:%q unix:%v/%d sign:%q/%d drain:%v/%d backup:%d algo:%q proto:%q}",
 		s.Unsubscribe, s.Key, s.Address, s.Modifier1, s.Modifier2, s.Cores, s.Load, s.Weight,
 		s.SNIKey, s.SNICrt, s.SNICA, s.Notify, s.HasUnix, s.Unix, s.Sign, s.SignedLen,
-		s.Drain, s.DrainTimeout, s.Backup, s.Algo)
+		s.Drain, s.DrainTimeout, s.Backup, s.Algo, s.Proto)
 }
 
 func bs(s string) []byte { return []byte(s) }
@@ -143,8 +143,10 @@ func subCases() []subCase {
 		{"cmd 5 unsubscribes", datagram(224, 5, base...), nil, wantFields(m(func(s *Subscription) { s.Unsubscribe = true }))},
 		{"header size 0xffff ignored", sizeFFFF, nil, wantFields(minimal)},
 		{"header size 0 ignored", size0, nil, wantFields(minimal)},
-		{"unknown keys ignored", sub("zzz", "1", "key", "a", "KEY", "B", "vassal", "v", "address", "/s", "proto", "h", "clear", "1"),
+		{"unknown keys ignored", sub("zzz", "1", "key", "a", "KEY", "B", "vassal", "v", "address", "/s", "clear", "1"),
 			nil, wantFields(minimal)},
+		{"proto kept", sub("key", "a", "address", "/s", "proto", "http"),
+			nil, wantFields(m(func(s *Subscription) { s.Proto = bs("http") }))},
 		{"later duplicate wins", with("key", "b", "weight", "1", "weight", "2"),
 			nil, wantFields(m(func(s *Subscription) { s.Key, s.Weight = bs("b"), 2 }))},
 		{"all numbers", with("modifier1", "5", "modifier2", "255", "cores", "8", "load", "12", "weight", "0"),

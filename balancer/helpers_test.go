@@ -98,6 +98,11 @@ func bulkLoad(t testing.TB, tb *Table, keys []string, address string) {
 	if tb.Len() != 0 {
 		t.Fatal("bulkLoad needs an empty table")
 	}
+	// Shards start as one shared read-only empty snapshot: give each its
+	// own maps before writing into them in place.
+	for i := range tb.shards {
+		tb.shards[i].Store(&shard{exact: map[string]*Pool{}, lower: map[string]*Pool{}, wild: map[string]*Pool{}})
+	}
 	ep, err := ParseEndpoint(address)
 	if err != nil {
 		t.Fatal(err)

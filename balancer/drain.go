@@ -94,6 +94,7 @@ func (n *Node) startDrain(now time.Time, timeout time.Duration) bool {
 	n.drainDeadline.Store(now.Add(timeout).UnixNano())
 	n.drainStarted.Store(now.UnixNano())
 	n.CloseIdle() // no request will use them (idle.go)
+	n.watch()     // Tick completes the drain
 	return true
 }
 
@@ -208,32 +209,32 @@ func (t *Table) Tick() []DrainEvent {
 	var evs []DrainEvent
 	var victims []*Node
 	var keys []string
-	for i := range t.shards {
-		for _, p := range t.shards[i].Load().exact {
-			for _, n := range p.Nodes() {
-				n.closeIdle(now.UnixNano()) // keep-alive connections past their idle deadline
-				if n.stored() != StateDraining {
-					continue
-				}
-				forced := false
-				if n.inflight.Load() > 0 {
-					if now.UnixNano() < n.drainDeadline.Load() {
-						continue
-					}
-					n.forced.Add(uint64(n.closeTracked()))
-					forced = true
-				} else if !t.drainGateOpen(p.Key, n, now.UnixNano()) {
-					continue // other routers still have requests in flight
-				}
-				if !n.state.CompareAndSwap(uint32(StateDraining), uint32(StateDrained)) {
-					continue
-				}
-				evs = append(evs, DrainEvent{Key: p.Key, Node: n, Forced: forced, Info: n.Drain()})
-				if n.unsubscribed.Load() {
-					victims = append(victims, n)
-					keys = append(keys, p.Key)
-				}
+	var buf [64]*Node
+	for _, n := range t.watch.snapshot(buf[:0]) {
+		n.closeIdle(now.UnixNano()) // keep-alive connections past their idle deadline
+		if n.stored() != StateDraining {
+			t.watch.settle(n)
+			continue
+		}
+		p := n.pool
+		forced := false
+		if n.inflight.Load() > 0 {
+			if now.UnixNano() < n.drainDeadline.Load() {
+				continue
 			}
+			n.forced.Add(uint64(n.closeTracked()))
+			forced = true
+		} else if !t.drainGateOpen(p.Key, n, now.UnixNano()) {
+			continue // other routers still have requests in flight
+		}
+		if !n.state.CompareAndSwap(uint32(StateDraining), uint32(StateDrained)) {
+			continue
+		}
+		t.watch.settle(n)
+		evs = append(evs, DrainEvent{Key: p.Key, Node: n, Forced: forced, Info: n.Drain()})
+		if n.unsubscribed.Load() {
+			victims = append(victims, n)
+			keys = append(keys, p.Key)
 		}
 	}
 	if len(victims) > 0 {

@@ -109,7 +109,7 @@ func bulkLoad(t testing.TB, tb *Table, keys []string, address string) {
 	}
 	now := tb.Now().UnixNano()
 	for _, key := range keys {
-		p := newPool(key, Policy{Algo: tb.cfg.DefaultAlgo}, &tb.cfg)
+		p := newPool(key, Policy{Algo: tb.cfg.DefaultAlgo}, &tb.cfg, &tb.watch)
 		n := &Node{Address: address, Endpoint: ep, pool: p, hash: hashBytes([]byte(address))}
 		refresh(n, &Announce{Weight: 1}, now)
 		p.nodes.Store(&[]*Node{n})

@@ -35,6 +35,9 @@ func (n *Node) PutIdle(c io.Closer, until time.Time, max int) bool {
 	}
 	n.idle = append(n.idle, idleConn{c: c, until: until.UnixNano()})
 	n.nIdle.Store(int32(len(n.idle)))
+	if len(n.idle) == 1 {
+		n.watch() // Tick expires it (watch.go); lock order connMu → watch.mu
+	}
 	return true
 }
 

@@ -70,9 +70,12 @@ var ErrUnknownAlgo = errors.New("balancer: unknown algorithm (want wrr, lrc, wlr
 // serialise on it while pools never contend with each other. rot and rng are
 // lock-free counters any picker may advance.
 type Pool struct {
-	Key  string
-	algo Algo
-	kind algoKind // algo as a small integer: PickKey switches on it per request
+	Key string
+	// watch is the table's list of nodes Tick has work for (watch.go);
+	// nil for pools built outside a table.
+	watch *watchList
+	algo  Algo
+	kind  algoKind // algo as a small integer: PickKey switches on it per request
 
 	mu        sync.Mutex
 	nodes     atomic.Pointer[[]*Node]
@@ -104,10 +107,10 @@ type Pool struct {
 	Ext atomic.Value
 }
 
-func newPool(key string, pol Policy, cfg *Config) *Pool {
+func newPool(key string, pol Policy, cfg *Config, watch *watchList) *Pool {
 	algo := pol.Algo
 	p := &Pool{Key: key, algo: algo, kind: kindOf(algo), slowStart: int64(cfg.SlowStart), now: cfg.Now, rand: cfg.Rand,
-		wake: make(chan struct{}, 256)}
+		wake: make(chan struct{}, 256), watch: watch}
 	p.setPolicy(pol)
 	if p.now == nil {
 		p.now = time.Now

@@ -75,6 +75,7 @@ type Table struct {
 	count    atomic.Int64               // number of pools
 	mounts   atomic.Pointer[mountIndex] // nil while no mount key exists
 	hooks    hooks                      // replicator hooks (events.go)
+	watch    watchList                  // nodes Tick has work for (watch.go)
 }
 
 // New returns an empty table.
@@ -417,7 +418,7 @@ func (t *Table) Announce(a *Announce) (Result, error) {
 		// algo=, else the default (read under mu: reloads change it).
 		pol := t.policies[strings.ToLower(key)].over(Policy{Algo: algo})
 		pol = pol.over(t.policyFor(key))
-		p = newPool(key, pol, &t.cfg)
+		p = newPool(key, pol, &t.cfg, &t.watch)
 		res = CreatedPool
 	} else if n := p.Node(string(a.Address)); n != nil { // raced with another writer
 		if n.Static && !a.Static {

@@ -226,25 +226,55 @@ func notifyAllowed(target string, ep balancer.Endpoint) error {
 
 // poolCollector exports fastrouter_pool_nodes{pool,state} computed at
 // scrape time from the table, so no gauge has to be kept in step by hand.
+//
+// Like the router's per-pool series, it is bounded: the first maxPoolSeries
+// pools in key order get their own series, the nodes of the rest are summed
+// under pool="(overflow)". Unbounded, 100k pools made 500k series and a
+// two-second scrape.
 type poolCollector struct{ table Table }
+
+// maxPoolSeries and overflowKey match the router's bound on pool labels
+// (router/metrics.go), so every per-pool family has the same pools.
+const (
+	maxPoolSeries = 10000
+	overflowKey   = "(overflow)"
+)
 
 var poolNodesDesc = prometheus.NewDesc("fastrouter_pool_nodes",
 	"Nodes per pool and state (active, draining, drained, failed, backup).", []string{"pool", "state"}, nil)
 
 func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) { ch <- poolNodesDesc }
 
+var poolStates = []balancer.State{balancer.StateActive, balancer.StateDraining, balancer.StateDrained, balancer.StateFailed, balancer.StateBackup}
+
 func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
-	states := []balancer.State{balancer.StateActive, balancer.StateDraining, balancer.StateDrained, balancer.StateFailed, balancer.StateBackup}
-	for _, p := range c.table.Pools() {
+	var rest [8]int
+	pools := c.table.Pools()
+	for i, p := range pools {
 		var counts [8]int
-		for _, n := range p.Nodes() {
-			if s := n.State(); int(s) < len(counts) {
-				counts[s]++
-			}
+		if i >= maxPoolSeries {
+			countStates(&rest, p)
+			continue
 		}
-		for _, s := range states {
-			ch <- prometheus.MustNewConstMetric(poolNodesDesc, prometheus.GaugeValue, float64(counts[s]), p.Key, s.String())
+		countStates(&counts, p)
+		emitStates(ch, p.Key, &counts)
+	}
+	if len(pools) > maxPoolSeries {
+		emitStates(ch, overflowKey, &rest)
+	}
+}
+
+func countStates(counts *[8]int, p *balancer.Pool) {
+	for _, n := range p.Nodes() {
+		if s := n.State(); int(s) < len(counts) {
+			counts[s]++
 		}
+	}
+}
+
+func emitStates(ch chan<- prometheus.Metric, key string, counts *[8]int) {
+	for _, s := range poolStates {
+		ch <- prometheus.MustNewConstMetric(poolNodesDesc, prometheus.GaugeValue, float64(counts[s]), key, s.String())
 	}
 }
 

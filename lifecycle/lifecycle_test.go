@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -176,6 +177,50 @@ func TestUDPNotifyOnlyToTheNodesOwnIP(t *testing.T) {
 	for _, bad := range []string{target, "udp://169.254.169.254:80", "udp://nonsense"} {
 		if err := Notify(bad, ev("10.1.2.3:3031")); err == nil {
 			t.Errorf("notify %s for node 10.1.2.3 accepted", bad)
+		}
+	}
+}
+
+// TestPoolNodesBounded: past maxPoolSeries pools, the rest are summed under
+// pool="(overflow)", so a huge table cannot blow up the scrape.
+func TestPoolNodesBounded(t *testing.T) {
+	table, err := balancer.New(balancer.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxPoolSeries + 3 {
+		if err := table.AddStatic(fmt.Sprintf("p%05d", i), "10.0.0.1:1", 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(&poolCollector{table: table})
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mfs) != 1 {
+		t.Fatalf("%d families", len(mfs))
+	}
+	series := mfs[0].GetMetric()
+	if want := (maxPoolSeries + 1) * len(poolStates); len(series) != want {
+		t.Fatalf("%d series; want %d", len(series), want)
+	}
+	for _, m := range series {
+		var pool, state string
+		for _, l := range m.GetLabel() {
+			switch l.GetName() {
+			case "pool":
+				pool = l.GetValue()
+			case "state":
+				state = l.GetValue()
+			}
+		}
+		if pool == overflowKey && state == "active" && m.GetGauge().GetValue() != 3 {
+			t.Errorf("overflow active = %v; want the 3 pools past the bound", m.GetGauge().GetValue())
+		}
+		if pool == fmt.Sprintf("p%05d", maxPoolSeries) {
+			t.Errorf("pool %s is past the bound but has its own series", pool)
 		}
 	}
 }

@@ -2,7 +2,6 @@ package router
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"io"
 	"net/http/httputil"
@@ -212,18 +211,8 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 	if err := rt.writeFull(conn, packet); err != nil {
 		return fail(errBackendWrite)
 	}
-	if rest := r.bodyLen - inline; rest > 0 {
-		var src io.Reader = bytes.NewReader(x.body[inline:])
-		if x.bodySrc != nil {
-			src = x.bodySrc
-		}
-		cb := bufPool.Get().(*[]byte)
-		err := rt.copyBody(conn, src, x.client, rest, *cb)
-		bufPool.Put(cb)
-		if err != nil {
-			return fail(err)
-		}
-		x.consumed = true
+	if err := rt.sendRest(x, conn, inline); err != nil {
+		return fail(err)
 	}
 
 	br = readerPool.Get().(*bufio.Reader)

@@ -2,6 +2,7 @@ package router
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"io"
 	"net"
@@ -147,6 +148,27 @@ func (rt *Router) copyBody(dst net.Conn, src io.Reader, client deadliner, n int6
 		}
 	}
 	return nil
+}
+
+// sendRest streams the part of x's body that did not ride inline with the
+// head (its first inline bytes did) and marks the client body consumed.
+// Errors are copyBody's.
+func (rt *Router) sendRest(x *exchange, conn net.Conn, inline int64) error {
+	rest := x.req.bodyLen - inline
+	if rest <= 0 {
+		return nil
+	}
+	var src io.Reader = bytes.NewReader(x.body[inline:])
+	if x.bodySrc != nil {
+		src = x.bodySrc
+	}
+	cb := bufPool.Get().(*[]byte)
+	err := rt.copyBody(conn, src, x.client, rest, *cb)
+	bufPool.Put(cb)
+	if err == nil {
+		x.consumed = true
+	}
+	return err
 }
 
 // bufPool recycles 32 KiB copy buffers and vars buffers.

@@ -475,22 +475,11 @@ func (rt *Router) forwardHTTP(x *exchange, head *fasthttp.ResponseHeader, pm *po
 // response byte arrived that is not a timeout: the mark of a connection the
 // node had already closed.
 func (rt *Router) sendHTTP(x *exchange, conn net.Conn, br *bufio.Reader, head *fasthttp.ResponseHeader, packet []byte, inline int64) (stale bool, _ error) {
-	r := &x.req
 	if err := rt.writeFull(conn, packet); err != nil {
 		return !isTimeout(err), errBackendWrite
 	}
-	if rest := r.bodyLen - inline; rest > 0 {
-		var src io.Reader = bytes.NewReader(x.body[inline:])
-		if x.bodySrc != nil {
-			src = x.bodySrc
-		}
-		cb := bufPool.Get().(*[]byte)
-		err := rt.copyBody(conn, src, x.client, rest, *cb)
-		bufPool.Put(cb)
-		if err != nil {
-			return err == errBackendWrite, err
-		}
-		x.consumed = true
+	if err := rt.sendRest(x, conn, inline); err != nil {
+		return err == errBackendWrite, err
 	}
 	br.Reset(conn)
 	_ = conn.SetReadDeadline(rt.now().Add(rt.timeouts().Timeout))

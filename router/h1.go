@@ -53,20 +53,39 @@ func (f *h1Front) server(t *Timeouts) *fasthttp.Server {
 		NoDefaultContentType:          true,
 		SecureErrorLogMessage:         true,
 		CloseOnShutdown:               true,
-		// Idle keep-alive connections hold no buffers.
-		ReduceMemoryUsage: true,
+		// Idle TLS connections hold no write buffer. Clear-text ones leave
+		// fasthttp when idle (park.go), which frees everything, so they
+		// skip its cost: a 1-byte read before each connection's first
+		// request and a writer taken and given back per response.
+		ReduceMemoryUsage: f.scheme == "https" || !canPark,
 		Logger:            fasthttpLogger{rt},
-		ConnState: func(_ net.Conn, s fasthttp.ConnState) {
+		ConnState: func(c net.Conn, s fasthttp.ConnState) {
+			pc, _ := c.(*parkConn)
 			switch s {
-			case fasthttp.StateNew:
-				f.conns.Inc()
-				rt.h1Open.Add(1)
-			case fasthttp.StateClosed, fasthttp.StateHijacked:
-				f.conns.Dec()
-				rt.h1Open.Add(-1)
+			case fasthttp.StateNew: // from Serve only; serveH1 counts its own
+				f.connOpened()
+			case fasthttp.StateClosed:
+				if pc != nil && pc.closed() {
+					return // parked: still open (park.go)
+				}
+				f.connClosed()
+			case fasthttp.StateHijacked:
+				f.connClosed()
 			}
 		},
 	}
+}
+
+// connOpened counts an HTTP/1.1 connection open.
+func (f *h1Front) connOpened() {
+	f.conns.Inc()
+	f.rt.h1Open.Add(1)
+}
+
+// connClosed stops counting an HTTP/1.1 connection that has closed.
+func (f *h1Front) connClosed() {
+	f.conns.Dec()
+	f.rt.h1Open.Add(-1)
 }
 
 // fasthttpLogger routes fasthttp's own messages (connection-level errors) to
@@ -102,6 +121,11 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 	defer func() {
 		if rt.draining.Load() {
 			ctx.SetConnectionClose()
+		}
+		// At a request boundary the connection may park if it then idles
+		// (park.go). A hijacked one is the tunnel's now.
+		if pc, ok := ctx.Conn().(*parkConn); ok && !ctx.Hijacked() {
+			pc.arm()
 		}
 	}()
 	defer func() {

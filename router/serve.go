@@ -47,13 +47,16 @@ type frontListener struct {
 	mu   sync.Mutex  // guards gens
 	gens []*frontGen // every generation, for shutdown
 
-	wg      sync.WaitGroup // accept loop's per-connection goroutines
+	wg      sync.WaitGroup // accept loop's per-connection goroutines, park waiters
 	servers sync.WaitGroup // fasthttp Serve goroutines
+
+	parkState // idle connections parked outside fasthttp (park.go)
 }
 
 // frontGen is one generation of a listener's protocol servers, built with
 // the timeouts current when it was made. Immutable.
 type frontGen struct {
+	h1f  *h1Front
 	h1   *fasthttp.Server
 	h1ln *chanListener
 	h2   *h2Front
@@ -66,6 +69,7 @@ func (l *frontListener) renew(t *Timeouts) {
 	h1 := &h1Front{rt: rt, serverPort: l.port, scheme: l.scheme, clientCerts: l.clientCerts,
 		conns: rt.metrics.clientConns.WithLabelValues(l.name, "http/1.1")}
 	g := &frontGen{
+		h1f:  h1,
 		h1:   h1.server(t),
 		h1ln: newChanListener(l.ln.Addr()),
 		h2:   newH2Front(rt, t, l.port, l.scheme, l.clientCerts, rt.metrics.clientConns.WithLabelValues(l.name, "h2")),
@@ -225,7 +229,22 @@ func (l *frontListener) split(c net.Conn) {
 		g.h2.serveConn(pc)
 		return
 	}
-	l.pushH1(g, pc)
+	l.serveH1(g, pc)
+}
+
+// serveH1 serves a clear-text HTTP/1.x connection on this goroutine, in a
+// wrapper that can park it while idle (park.go); a connection that cannot
+// park goes to the fasthttp listener like a TLS one. Serving here rather
+// than on one of fasthttp's pooled workers means the goroutine, and its
+// grown stack, end when the connection parks or closes.
+func (l *frontListener) serveH1(g *frontGen, c net.Conn) {
+	p := newParkConn(c, l, g.h1f)
+	if p == nil {
+		l.pushH1(g, c)
+		return
+	}
+	g.h1f.connOpened()
+	_ = g.h1.ServeConn(p) // closes p, or parks it, before returning
 }
 
 // pushH1 hands c to the HTTP/1.1 server of generation g, or of the newer
@@ -343,6 +362,7 @@ func (l *frontListener) shutdown(ctx context.Context) error {
 		}()
 		g.h2.startShutdown()
 	}
+	l.closeParked()
 	done := make(chan struct{})
 	go func() {
 		l.wg.Wait()

@@ -1,0 +1,282 @@
+package router
+
+import (
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Parking idle HTTP/1.1 connections.
+//
+// fasthttp serves a connection on one goroutine for its whole life. Between
+// requests that goroutine sits in a read with a stack grown to 8 KiB or more
+// by the request path (the idle path alone uses over a quarter of it, so the
+// runtime never shrinks it), and with streamed request bodies fasthttp keeps
+// the connection's read buffer as well. That made an idle keep-alive
+// connection cost ~16 KiB, against nginx's ~0.6 KiB.
+//
+// A clear-text connection that stays idle for parkAfter after a response now
+// leaves fasthttp: its serve loop ends (buffers and request context go back to
+// fasthttp's pools, its goroutine ends), and a fresh goroutine, whose stack
+// starts small, waits for the socket to become readable. Then
+// the connection is served again, by that goroutine, through ServeConn. A busy
+// connection never parks, so the request path costs nothing extra: the only
+// change on it is that the keep-alive read deadline is the earlier of the
+// idle timeout and now+parkAfter.
+//
+// How the wrapper knows where fasthttp is. After the handler (h1.go) marks the
+// exchange complete (armed), fasthttp's next SetReadDeadline is the one it
+// sets before waiting for the next request (the idle timeout), and its next
+// Read, if any, is that wait. Any other call disarms. A pipelined request
+// already buffered is parsed without a Read, and fasthttp's following
+// SetReadDeadline (the head timeout) disarms. The Read is the only place that
+// may park, and only when the deadline that expired was ours, nothing was
+// read and no sniffed bytes are waiting in a wrapper.
+//
+// TLS connections are not parked: tls.Conn may hold decrypted bytes we cannot
+// see. h2 connections are not served by fasthttp.
+
+// parkAfter is how long a connection may stay idle inside fasthttp before it
+// is parked. Short enough that idle fleets of keep-alive connections shed
+// their memory at once, long enough that a loaded connection, whose next
+// request comes within a round trip, never leaves fasthttp.
+const parkAfter = 100 * time.Millisecond
+
+// errParked ends fasthttp's serve loop for a connection that is being parked;
+// fasthttp treats an error on the keep-alive wait as the connection ending
+// quietly, and closes it (Close below does not).
+var errParked = errors.New("router: idle connection parked")
+
+const (
+	parkNone  uint8 = iota
+	parkArmed       // the handler finished an exchange that keeps the connection
+	parkIdle        // fasthttp set its keep-alive deadline; the next Read is the wait
+)
+
+// parkConn is a clear-text HTTP/1.1 connection as fasthttp sees it.
+//
+// Ownership: state, idleDL and parked belong to the goroutine serving the
+// connection (serveH1's goroutine, or the waiter once parked); fasthttp and the
+// handler run on that goroutine. prev/next belong to l.parkMu.
+type parkConn struct {
+	net.Conn // the chain: maybe prefixConn → proxiedConn → limitedConn → socket
+	raw      syscall.RawConn
+	l        *frontListener
+	front    *h1Front              // counts the connection open until it really closes
+	readable func(fd uintptr) bool // p.peek, made once
+	buf      [1]byte               // peek's
+
+	state  uint8
+	idleDL time.Time // fasthttp's keep-alive deadline (zero: none)
+	// parked: the serve loop is ending because of a park, so Close is a
+	// no-op. Atomic: fasthttp's Shutdown closes idle connections from its
+	// own goroutine.
+	parked atomic.Bool
+
+	prev, next *parkConn
+}
+
+// newParkConn wraps c, served by front f, when the socket under it can be
+// waited on; nil otherwise.
+func newParkConn(c net.Conn, l *frontListener, f *h1Front) *parkConn {
+	if !canPark {
+		return nil
+	}
+	sc, ok := innermost(c).(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	p := &parkConn{Conn: c, raw: raw, l: l, front: f}
+	p.readable = p.peek
+	return p
+}
+
+// innermost unwraps the router's own connection wrappers.
+func innermost(c net.Conn) net.Conn {
+	for {
+		switch w := c.(type) {
+		case *prefixConn:
+			c = w.Conn
+		case *proxiedConn:
+			c = w.Conn
+		case *limitedConn:
+			c = w.Conn
+		default:
+			return c
+		}
+	}
+}
+
+// replaying reports whether a wrapper still holds bytes read from the
+// socket before fasthttp got the connection.
+func (p *parkConn) replaying() bool {
+	c := p.Conn
+	for {
+		switch w := c.(type) {
+		case *prefixConn:
+			if len(w.pre) > 0 {
+				return true
+			}
+			c = w.Conn
+		case *proxiedConn:
+			if len(w.pre) > 0 {
+				return true
+			}
+			c = w.Conn
+		case *limitedConn:
+			c = w.Conn
+		default:
+			return false
+		}
+	}
+}
+
+// arm is called by the handler when the exchange it served leaves the
+// connection at a request boundary (body consumed, no upgrade).
+func (p *parkConn) arm() { p.state = parkArmed }
+
+func (p *parkConn) SetReadDeadline(t time.Time) error {
+	if p.state != parkArmed {
+		p.state = parkNone
+		return p.Conn.SetReadDeadline(t)
+	}
+	p.idleDL = t
+	p.state = parkIdle
+	if soon := p.l.rt.now().Add(parkAfter); t.IsZero() || soon.Before(t) {
+		t = soon
+	}
+	return p.Conn.SetReadDeadline(t)
+}
+
+func (p *parkConn) Read(b []byte) (int, error) {
+	if p.state != parkIdle {
+		p.state = parkNone
+		return p.Conn.Read(b)
+	}
+	p.state = parkNone
+	n, err := p.Conn.Read(b)
+	if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) && !p.replaying() &&
+		(p.idleDL.IsZero() || p.l.rt.now().Before(p.idleDL)) {
+		p.parked.Store(true)
+		return 0, errParked
+	}
+	return n, err
+}
+
+// Close closes the connection, unless fasthttp is letting go of it to park.
+func (p *parkConn) Close() error {
+	if p.parked.Load() {
+		return nil
+	}
+	return p.Conn.Close()
+}
+
+// closed is the ConnState hook's StateClosed for p. It is fasthttp's last
+// touch of the connection, so only now may another goroutine take it: a
+// parked connection goes to a waiter; false means it really closed.
+func (p *parkConn) closed() (parked bool) {
+	if !p.parked.Load() {
+		return false
+	}
+	p.l.park(p)
+	return true
+}
+
+// park starts p's waiter, or closes p when the listener is shutting down.
+func (l *frontListener) park(p *parkConn) {
+	l.parkMu.Lock()
+	if l.parkClosed {
+		l.parkMu.Unlock()
+		p.parked.Store(false)
+		p.drop()
+		return
+	}
+	p.next = l.parkedHead
+	if p.next != nil {
+		p.next.prev = p
+	}
+	l.parkedHead = p
+	l.parks.Add(1)
+	l.wg.Add(1)
+	l.parkMu.Unlock()
+	go p.wait()
+}
+
+// unpark takes p off the parked list.
+func (l *frontListener) unpark(p *parkConn) {
+	l.parkMu.Lock()
+	if p.prev != nil {
+		p.prev.next = p.next
+	} else if l.parkedHead == p {
+		l.parkedHead = p.next
+	}
+	if p.next != nil {
+		p.next.prev = p.prev
+	}
+	p.prev, p.next = nil, nil
+	l.parkMu.Unlock()
+}
+
+// closeParked closes every parked connection (their waiters wake, account
+// and exit) and parks none from now on. Called at shutdown, after the grace
+// in which idle connections may still bring a request.
+func (l *frontListener) closeParked() {
+	l.parkMu.Lock()
+	l.parkClosed = true
+	for p := l.parkedHead; p != nil; p = p.next {
+		_ = p.Conn.Close() // the waiter's wait fails; it does the rest
+	}
+	l.parkMu.Unlock()
+}
+
+// wait runs on a fresh goroutine (small stack) while p is parked: it waits
+// for the client's next bytes, EOF, an error or fasthttp's idle deadline,
+// then serves the connection again or closes it.
+func (p *parkConn) wait() {
+	defer p.l.wg.Done()
+	p.parked.Store(false)
+	err := p.Conn.SetReadDeadline(p.idleDL) // fasthttp's own, in place of ours
+	if err == nil {
+		err = p.raw.Read(p.readable)
+	}
+	p.l.unpark(p)
+	if err != nil { // idle timeout, or closed by closeParked
+		p.drop()
+		return
+	}
+	// The current generation: a reload since the park applies at once.
+	_ = p.l.gen.Load().h1.ServeConn(p)
+}
+
+// drop closes a connection fasthttp no longer serves and stops counting it.
+func (p *parkConn) drop() {
+	_ = p.Conn.Close()
+	p.front.connClosed()
+}
+
+// parkState is what a listener keeps for its parked connections.
+type parkState struct {
+	parkMu     sync.Mutex
+	parkedHead *parkConn    // guarded by parkMu
+	parkClosed bool         // guarded by parkMu
+	parks      atomic.Int64 // connections parked so far
+}
+
+// parkedCount counts the connections parked now.
+func (s *parkState) parkedCount() int {
+	s.parkMu.Lock()
+	defer s.parkMu.Unlock()
+	n := 0
+	for p := s.parkedHead; p != nil; p = p.next {
+		n++
+	}
+	return n
+}

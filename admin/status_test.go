@@ -305,3 +305,39 @@ func TestPprofIsOptIn(t *testing.T) {
 		t.Errorf("goroutine profile: %d %.80q", code, body)
 	}
 }
+
+// With a RateGatherer the rates come from it alone, not from the (large)
+// Gatherer behind /metrics.
+func TestRatesUseRateGatherer(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	table, err := balancer.New(balancer.Config{Now: clock.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newReqs := func(reg *prometheus.Registry) *prometheus.CounterVec {
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fastrouter_requests_total", Help: "x"}, []string{"pool", "code"})
+		reg.MustRegister(c)
+		return c
+	}
+	all, small := prometheus.NewRegistry(), prometheus.NewRegistry()
+	allReqs, smallReqs := newReqs(all), newReqs(small)
+	h, err := New(Config{
+		Table: table, Gatherer: all, RateGatherer: small, Now: clock.now,
+		RateInterval: time.Hour, RateWindow: 2 * time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	allReqs.WithLabelValues("a.test", "200").Add(7200)   // must not be seen
+	smallReqs.WithLabelValues("b.test", "503").Add(3600) // 1/s over an hour
+	clock.add(time.Hour)
+	h.rates.sample()
+	pools, total, _ := h.rates.snapshot()
+	if !total.OK || total.Requests != 1 || total.Errors != 1 {
+		t.Fatalf("total = %+v; want 1 request/s, 1 error/s from RateGatherer", total)
+	}
+	if _, ok := pools["a.test"]; ok {
+		t.Errorf("rates sampled the /metrics Gatherer: %v", pools)
+	}
+}

@@ -245,9 +245,13 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 	if err != nil {
 		return err
 	}
+	rateReg := prometheus.NewRegistry()
+	if err := registerAll(rateReg, rt.RateCollectors()); err != nil {
+		return err
+	}
 	adm, err := admin.New(admin.Config{
-		Table: admTable, Gatherer: reg, Logger: log, Token: token, DrainTimeout: o.drainTimeout,
-		Version: "fastrouter " + versionString(), Started: started, Pprof: o.pprof,
+		Table: admTable, Gatherer: reg, RateGatherer: rateReg, Logger: log, Token: token,
+		DrainTimeout: o.drainTimeout, Version: "fastrouter " + versionString(), Started: started, Pprof: o.pprof,
 	})
 	if err != nil {
 		return err
@@ -659,4 +663,14 @@ func removePIDFile(path string) {
 	if err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
 		os.Remove(path)
 	}
+}
+
+// registerAll registers cs on reg.
+func registerAll(reg prometheus.Registerer, cs []prometheus.Collector) error {
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+	}
+	return nil
 }

@@ -283,6 +283,29 @@ func TestKeepAlive(t *testing.T) {
 			t.Fatalf("raw request %d: %d, %d bytes (%v)", i, resp.StatusCode, n, err)
 		}
 	}
+
+	// Idle between requests long enough to be parked outside the HTTP
+	// server (router/park.go, 100 ms): the connection stays open and
+	// counted, and the next request (an upload too) is served on it.
+	c.CloseIdleConnections()
+	open := `fastrouter_client_connections{listener="` + r.http + `",proto="http/1.1"}`
+	for i := 0; i < 3; i++ {
+		time.Sleep(300 * time.Millisecond)
+		if v := metricValue(t, r, open); v != 1 {
+			t.Fatalf("idle %d: %s = %v; want 1 (the idle connection)", i, open, v)
+		}
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(conn, "POST /upload HTTP/1.1\r\nHost: ka.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d after idling: %v", i, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || !strings.HasPrefix(string(b), "5 ") || resp.Close {
+			t.Fatalf("request %d after idling: %d %q close=%v (%v)", i, resp.StatusCode, b, resp.Close, err)
+		}
+	}
 }
 
 func TestErrorStatuses(t *testing.T) {

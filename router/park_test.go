@@ -227,3 +227,26 @@ func TestParkManyConnections(t *testing.T) {
 		t.Errorf("open = %d; want %d", got, n)
 	}
 }
+
+// A reload (SetTimeouts) while a connection is parked: its next request is
+// served by the newest generation's server, on the same connection.
+func TestParkedConnectionAfterReload(t *testing.T) {
+	r, l := parkRouter(t, Config{})
+	k := dialKeepAlive(t, r.addr)
+	k.get(getP, 1, "hi")
+	waitFor(t, "the connection to park", func() bool { return l.parkedCount() == 1 })
+	old := l.gen.Load()
+	if err := r.rt.SetTimeouts(Timeouts{Connect: time.Second, Timeout: 700 * time.Millisecond, Header: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	if l.gen.Load() == old {
+		t.Fatal("SetTimeouts made no new generation")
+	}
+	k.get(getP, 1, "hi")
+	// The new generation's 700ms idle timeout now applies to it.
+	start := time.Now()
+	k.expectEOF(5 * time.Second)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("closed after %v; want the reloaded 700ms idle timeout", d)
+	}
+}

@@ -53,16 +53,15 @@ func (f *h1Front) server(t *Timeouts) *fasthttp.Server {
 		NoDefaultContentType:          true,
 		SecureErrorLogMessage:         true,
 		CloseOnShutdown:               true,
-		// Idle TLS connections hold no write buffer. Clear-text ones leave
-		// fasthttp when idle (park.go), which frees everything, so they
-		// skip its cost: a 1-byte read before each connection's first
-		// request and a writer taken and given back per response.
-		ReduceMemoryUsage: f.scheme == "https" || !canPark,
+		// Idle TLS connections hold no write buffer (clear-text ones also
+		// leave fasthttp when idle: park.go). Without it fasthttp would
+		// also hold a pipelined response until the next one is done.
+		ReduceMemoryUsage: true,
 		Logger:            fasthttpLogger{rt},
 		ConnState: func(c net.Conn, s fasthttp.ConnState) {
 			pc, _ := c.(*parkConn)
 			switch s {
-			case fasthttp.StateNew: // from Serve only; serveH1 counts its own
+			case fasthttp.StateNew: // from Serve only; admitH1 counts its own
 				f.connOpened()
 			case fasthttp.StateClosed:
 				if pc != nil && pc.closed() {
@@ -70,6 +69,9 @@ func (f *h1Front) server(t *Timeouts) *fasthttp.Server {
 				}
 				f.connClosed()
 			case fasthttp.StateHijacked:
+				if pc != nil {
+					pc.l.untrack(pc)
+				}
 				f.connClosed()
 			}
 		},

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // Parking idle HTTP/1.1 connections.
@@ -59,9 +61,10 @@ const (
 
 // parkConn is a clear-text HTTP/1.1 connection as fasthttp sees it.
 //
-// Ownership: state, idleDL and parked belong to the goroutine serving the
-// connection (serveH1's goroutine, or the waiter once parked); fasthttp and the
-// handler run on that goroutine. prev/next belong to l.parkMu.
+// Ownership: state and idleDL belong to the goroutine serving the
+// connection (its accept goroutine, or the waiter once parked); fasthttp and
+// the handler run on that goroutine. waiting, prev and next belong to
+// l.parkMu.
 type parkConn struct {
 	net.Conn // the chain: maybe prefixConn → proxiedConn → limitedConn → socket
 	raw      syscall.RawConn
@@ -77,7 +80,8 @@ type parkConn struct {
 	// own goroutine.
 	parked atomic.Bool
 
-	prev, next *parkConn
+	waiting    bool      // a waiter holds it (parked)
+	prev, next *parkConn // l's list of live connections
 }
 
 // newParkConn wraps c, served by front f, when the socket under it can be
@@ -179,15 +183,51 @@ func (p *parkConn) Close() error {
 	return p.Conn.Close()
 }
 
-// closed is the ConnState hook's StateClosed for p. It is fasthttp's last
-// touch of the connection, so only now may another goroutine take it: a
-// parked connection goes to a waiter; false means it really closed.
+// closed is the ConnState hook's StateClosed (or StateHijacked) for p. It
+// is fasthttp's last touch of the connection, so only now may another
+// goroutine take it: a parked connection goes to a waiter; false means it
+// really closed (or now belongs to a tunnel) and is no longer tracked.
 func (p *parkConn) closed() (parked bool) {
 	if !p.parked.Load() {
+		p.l.untrack(p)
 		return false
 	}
 	p.l.park(p)
 	return true
+}
+
+// track adds p to the listener's live connections; false (p closed, not
+// counted) once the listener has closed them all.
+func (l *frontListener) track(p *parkConn) bool {
+	l.parkMu.Lock()
+	defer l.parkMu.Unlock()
+	if l.connsClosed {
+		_ = p.Conn.Close()
+		return false
+	}
+	p.next = l.connsHead
+	if p.next != nil {
+		p.next.prev = p
+	}
+	l.connsHead = p
+	return true
+}
+
+// untrack takes p off the live list (idempotent).
+func (l *frontListener) untrack(p *parkConn) {
+	l.parkMu.Lock()
+	defer l.parkMu.Unlock()
+	if p.prev != nil {
+		p.prev.next = p.next
+	} else if l.connsHead == p {
+		l.connsHead = p.next
+	} else {
+		return // not on the list
+	}
+	if p.next != nil {
+		p.next.prev = p.prev
+	}
+	p.prev, p.next = nil, nil
 }
 
 // park starts p's waiter, or closes p when the listener is shutting down.
@@ -199,30 +239,11 @@ func (l *frontListener) park(p *parkConn) {
 		p.drop()
 		return
 	}
-	p.next = l.parkedHead
-	if p.next != nil {
-		p.next.prev = p
-	}
-	l.parkedHead = p
+	p.waiting = true
 	l.parks.Add(1)
 	l.wg.Add(1)
 	l.parkMu.Unlock()
 	go p.wait()
-}
-
-// unpark takes p off the parked list.
-func (l *frontListener) unpark(p *parkConn) {
-	l.parkMu.Lock()
-	if p.prev != nil {
-		p.prev.next = p.next
-	} else if l.parkedHead == p {
-		l.parkedHead = p.next
-	}
-	if p.next != nil {
-		p.next.prev = p.prev
-	}
-	p.prev, p.next = nil, nil
-	l.parkMu.Unlock()
 }
 
 // closeParked closes every parked connection (their waiters wake, account
@@ -230,44 +251,80 @@ func (l *frontListener) unpark(p *parkConn) {
 // in which idle connections may still bring a request.
 func (l *frontListener) closeParked() {
 	l.parkMu.Lock()
+	defer l.parkMu.Unlock()
 	l.parkClosed = true
-	for p := l.parkedHead; p != nil; p = p.next {
-		_ = p.Conn.Close() // the waiter's wait fails; it does the rest
+	for p := l.connsHead; p != nil; p = p.next {
+		if p.waiting {
+			_ = p.Conn.Close() // the waiter's wait fails; it does the rest
+		}
 	}
-	l.parkMu.Unlock()
+}
+
+// closeConns closes every clear-text HTTP/1.1 connection, requests in
+// flight included, and admits none from now on: Shutdown's context ended.
+// Their goroutines see the close at their next client read or write (a
+// response stalled on its node ends with the node's inactivity timeout),
+// account and exit.
+func (l *frontListener) closeConns() {
+	l.parkMu.Lock()
+	defer l.parkMu.Unlock()
+	l.parkClosed, l.connsClosed = true, true
+	for p := l.connsHead; p != nil; p = p.next {
+		_ = p.Conn.Close()
+	}
 }
 
 // wait runs on a fresh goroutine (small stack) while p is parked: it waits
 // for the client's next bytes, EOF, an error or fasthttp's idle deadline,
 // then serves the connection again or closes it.
 func (p *parkConn) wait() {
-	defer p.l.wg.Done()
 	p.parked.Store(false)
 	err := p.Conn.SetReadDeadline(p.idleDL) // fasthttp's own, in place of ours
 	if err == nil {
 		err = p.raw.Read(p.readable)
 	}
-	p.l.unpark(p)
-	if err != nil { // idle timeout, or closed by closeParked
+	p.l.parkMu.Lock()
+	p.waiting = false
+	p.l.parkMu.Unlock()
+	if err != nil { // idle timeout, or closed at shutdown
 		p.drop()
+		p.l.wg.Done()
 		return
 	}
-	// The current generation: a reload since the park applies at once.
-	_ = p.l.gen.Load().h1.ServeConn(p)
+	// Served outside wg, as from the accept loop (serve.go).
+	p.l.wg.Done()
+	p.l.serveConn(p)
+}
+
+// serveConn serves p until it closes or parks, with the current
+// generation's server: after a park, a reload since applies at once.
+func (l *frontListener) serveConn(p *parkConn) {
+	err := l.gen.Load().h1.ServeConn(p)
+	switch {
+	case err == fasthttp.ErrConcurrencyLimit:
+		// Refused before serving: closed without the StateClosed hook.
+		l.untrack(p)
+		p.front.connClosed()
+	case err != nil:
+		l.rt.log.Debug("http front: connection ended", "listener", l.name, "remote", p.RemoteAddr(), "err", err)
+	}
 }
 
 // drop closes a connection fasthttp no longer serves and stops counting it.
 func (p *parkConn) drop() {
 	_ = p.Conn.Close()
+	p.l.untrack(p)
 	p.front.connClosed()
 }
 
-// parkState is what a listener keeps for its parked connections.
+// parkState is what a listener keeps for its clear-text HTTP/1.1
+// connections.
 type parkState struct {
-	parkMu     sync.Mutex
-	parkedHead *parkConn    // guarded by parkMu
-	parkClosed bool         // guarded by parkMu
-	parks      atomic.Int64 // connections parked so far
+	parkMu      sync.Mutex
+	connsHead   *parkConn    // every live one; guarded by parkMu
+	parkClosed  bool         // no more parking; guarded by parkMu
+	connsClosed bool         // no more connections; guarded by parkMu
+	parks       atomic.Int64 // connections parked so far
 }
 
 // parkedCount counts the connections parked now.
@@ -275,8 +332,10 @@ func (s *parkState) parkedCount() int {
 	s.parkMu.Lock()
 	defer s.parkMu.Unlock()
 	n := 0
-	for p := s.parkedHead; p != nil; p = p.next {
-		n++
+	for p := s.connsHead; p != nil; p = p.next {
+		if p.waiting {
+			n++
+		}
 	}
 	return n
 }

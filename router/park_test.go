@@ -6,9 +6,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fastrouter/fastrouter/internal/uwsgi"
 )
 
 // keepAlive is one client connection sending requests in turn.
@@ -249,4 +252,148 @@ func TestParkedConnectionAfterReload(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("closed after %v; want the reloaded 700ms idle timeout", d)
 	}
+}
+
+// trickleNode answers every request with a long Content-Length body sent
+// one byte per 50ms.
+func trickleNode(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				var hb [4]byte
+				if _, err := io.ReadFull(br, hb[:]); err != nil {
+					return
+				}
+				h, _ := uwsgi.ParseHeader(hb[:])
+				io.CopyN(io.Discard, br, int64(h.Size))
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+				for i := 0; i < 400; i++ {
+					if _, err := c.Write([]byte("x")); err != nil {
+						return
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// Shutdown returns when its ctx ends even with a clear-text HTTP/1.1
+// response still streaming, and the client's connection is closed then.
+// (The goroutine serving it ends at its next client write or when the node
+// stops: closing the client side does not interrupt the node read.)
+func TestShutdownBoundedByCtxWithStreamingResponse(t *testing.T) {
+	addr := trickleNode(t)
+	r := startRouter(t, Config{Timeout: 30 * time.Second})
+	r.table.AddStatic("p.test", addr, 1)
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: p.test\r\n\r\n")
+	clientDone := make(chan struct{})
+	go func() { io.Copy(io.Discard, c); close(clientDone) }()
+	time.Sleep(300 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- r.rt.Shutdown(ctx) }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Errorf("Shutdown = nil after %v with a response still streaming; want its context's error", time.Since(start))
+		}
+		select {
+		case <-clientDone:
+		case <-time.After(2 * time.Second):
+			t.Error("the client's connection is still open after Shutdown returned")
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("Shutdown still blocked %v after its 500ms ctx ended", time.Since(start))
+		c.Close()
+		<-done
+	}
+}
+
+// Response 1 of a pipelined pair must not wait for request 2's backend.
+func TestPipelinedResponseNotHeldBehindNext(t *testing.T) {
+	n := startFakeNode(t, func(vars map[string]string, _ []byte) string {
+		if vars["PATH_INFO"] == "/slow" {
+			time.Sleep(2 * time.Second)
+		}
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
+	})
+	r := startRouter(t, Config{})
+	r.table.AddStatic("p.test", n.addr(), 1)
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	io.WriteString(c, "GET /fast HTTP/1.1\r\nHost: p.test\r\n\r\nGET /slow HTTP/1.1\r\nHost: p.test\r\n\r\n")
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("response to the first pipelined request took %v (held behind the second)", d)
+	}
+}
+
+// Expect: 100-continue whose body comes 150ms after the 100; chunked upload
+// with a 150ms pause; both on a connection that parked before.
+func TestSlowBodiesAcrossPark(t *testing.T) {
+	n := startFakeNode(t, func(vars map[string]string, body []byte) string {
+		return "HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + string(body)
+	})
+	r := startRouter(t, Config{})
+	r.table.AddStatic("p.test", n.addr(), 1)
+	k := dialKeepAlive(t, r.addr)
+	k.get(getP, 1, "")
+	time.Sleep(200 * time.Millisecond) // parked
+	_ = k.c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(k.c, "POST / HTTP/1.1\r\nHost: p.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+	line, err := k.br.ReadString('\n')
+	if err != nil || !strings.Contains(line, "100") {
+		t.Fatalf("want 100 Continue, got %q %v", line, err)
+	}
+	k.br.ReadString('\n')
+	time.Sleep(150 * time.Millisecond)
+	k.get("hello", 1, "hello")
+	time.Sleep(200 * time.Millisecond) // parked
+	_ = k.c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(k.c, "POST / HTTP/1.1\r\nHost: p.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+	time.Sleep(150 * time.Millisecond)
+	io.WriteString(k.c, "2\r\nde\r\n")
+	time.Sleep(150 * time.Millisecond)
+	k.get("0\r\n\r\n", 1, "abcde")
+	// pipelined: second head split, its tail after 150ms
+	time.Sleep(200 * time.Millisecond)
+	_ = k.c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(k.c, getP+getP[:12])
+	time.Sleep(150 * time.Millisecond)
+	k.get(getP[12:], 2, "")
+	// HEAD
+	time.Sleep(200 * time.Millisecond)
+	k.get("HEAD / HTTP/1.1\r\nHost: p.test\r\n\r\n", 0, "")
+	time.Sleep(200 * time.Millisecond)
+	k.get(getP, 1, "")
 }

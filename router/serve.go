@@ -178,8 +178,14 @@ func (l *frontListener) acceptLoop() error {
 		}
 		l.wg.Add(1)
 		go func() {
-			defer l.wg.Done()
-			l.split(c)
+			p := l.split(c)
+			// A clear-text HTTP/1.1 connection is served here, outside
+			// wg: fasthttp's Shutdown waits for it, and one whose response
+			// outlives Shutdown's context is closed and left to end.
+			l.wg.Done()
+			if p != nil {
+				l.serveConn(p)
+			}
 		}()
 	}
 }
@@ -190,15 +196,16 @@ func isTemporary(err error) bool {
 }
 
 // split finishes the TLS handshake or sniffs for the h2c preface, then hands
-// the connection to the h2 or HTTP/1.1 front.
-func (l *frontListener) split(c net.Conn) {
+// the connection to the h2 or HTTP/1.1 front; a clear-text HTTP/1.1 one is
+// returned, counted and tracked, for the caller to serve (serveConn).
+func (l *frontListener) split(c net.Conn) *parkConn {
 	rt := l.rt
 	g := l.gen.Load()
 	_ = c.SetDeadline(rt.now().Add(rt.timeouts().Header))
 	if rt.cfg.ProxyProtocol { // proxyproto.go
 		var ok bool
 		if c, ok = l.acceptProxy(c); !ok {
-			return
+			return nil
 		}
 	}
 	if l.tls != nil {
@@ -207,44 +214,48 @@ func (l *frontListener) split(c net.Conn) {
 			rt.metrics.tlsHandshakeErrors.Inc()
 			rt.log.Debug("tls handshake failed", "listener", l.name, "remote", c.RemoteAddr(), "err", err)
 			c.Close()
-			return
+			return nil
 		}
 		_ = c.SetDeadline(time.Time{})
 		if tc.ConnectionState().NegotiatedProtocol == "h2" {
 			g.h2.serveConn(tc)
-			return
+			return nil
 		}
 		l.pushH1(g, tc)
-		return
+		return nil
 	}
 	pc, isH2, err := sniffPreface(c)
 	if err != nil {
 		// Nothing (or not even a request line) within the header timeout.
 		rt.log.Debug("connection closed before a request", "listener", l.name, "remote", c.RemoteAddr(), "err", err)
 		c.Close()
-		return
+		return nil
 	}
 	_ = c.SetDeadline(time.Time{})
 	if isH2 {
 		g.h2.serveConn(pc)
-		return
+		return nil
 	}
-	l.serveH1(g, pc)
+	return l.admitH1(g, pc)
 }
 
-// serveH1 serves a clear-text HTTP/1.x connection on this goroutine, in a
-// wrapper that can park it while idle (park.go); a connection that cannot
-// park goes to the fasthttp listener like a TLS one. Serving here rather
-// than on one of fasthttp's pooled workers means the goroutine, and its
-// grown stack, end when the connection parks or closes.
-func (l *frontListener) serveH1(g *frontGen, c net.Conn) {
+// admitH1 wraps a clear-text HTTP/1.x connection so that it can park while
+// idle (park.go), counts and tracks it; the caller serves it on its own
+// goroutine rather than one of fasthttp's pooled workers, so the goroutine,
+// and its grown stack, end when the connection parks or closes. A
+// connection that cannot park goes to the fasthttp listener like a TLS one
+// (nil).
+func (l *frontListener) admitH1(g *frontGen, c net.Conn) *parkConn {
 	p := newParkConn(c, l, g.h1f)
 	if p == nil {
 		l.pushH1(g, c)
-		return
+		return nil
+	}
+	if !l.track(p) {
+		return nil // Shutdown gave up waiting: closed
 	}
 	g.h1f.connOpened()
-	_ = g.h1.ServeConn(p) // closes p, or parks it, before returning
+	return p
 }
 
 // pushH1 hands c to the HTTP/1.1 server of generation g, or of the newer
@@ -375,6 +386,7 @@ func (l *frontListener) shutdown(ctx context.Context) error {
 		for _, g := range gens {
 			g.h2.closeAll()
 		}
+		l.closeConns()
 		<-done
 	}
 	wg.Wait()

@@ -103,44 +103,42 @@ func newParkConn(c net.Conn, l *frontListener, f *h1Front) *parkConn {
 	return p
 }
 
-// innermost unwraps the router's own connection wrappers.
+// unwrap returns the connection under one of the router's own wrappers and
+// the bytes that wrapper still replays; nil when c is not one of them.
+func unwrap(c net.Conn) (net.Conn, []byte) {
+	switch w := c.(type) {
+	case *prefixConn:
+		return w.Conn, w.pre
+	case *proxiedConn:
+		return w.Conn, w.pre
+	case *limitedConn:
+		return w.Conn, nil
+	}
+	return nil, nil
+}
+
+// innermost is the connection under all of the router's wrappers.
 func innermost(c net.Conn) net.Conn {
 	for {
-		switch w := c.(type) {
-		case *prefixConn:
-			c = w.Conn
-		case *proxiedConn:
-			c = w.Conn
-		case *limitedConn:
-			c = w.Conn
-		default:
+		in, _ := unwrap(c)
+		if in == nil {
 			return c
 		}
+		c = in
 	}
 }
 
 // replaying reports whether a wrapper still holds bytes read from the
 // socket before fasthttp got the connection.
 func (p *parkConn) replaying() bool {
-	c := p.Conn
-	for {
-		switch w := c.(type) {
-		case *prefixConn:
-			if len(w.pre) > 0 {
-				return true
-			}
-			c = w.Conn
-		case *proxiedConn:
-			if len(w.pre) > 0 {
-				return true
-			}
-			c = w.Conn
-		case *limitedConn:
-			c = w.Conn
-		default:
-			return false
+	for c := p.Conn; c != nil; {
+		in, pre := unwrap(c)
+		if len(pre) > 0 {
+			return true
 		}
+		c = in
 	}
+	return false
 }
 
 // arm is called by the handler when the exchange it served leaves the
@@ -241,6 +239,8 @@ func (l *frontListener) park(p *parkConn) {
 	}
 	p.waiting = true
 	l.parks.Add(1)
+	// Safe against shutdown's wg.Wait: that starts only after closeParked
+	// has set parkClosed under parkMu, and nothing parks after.
 	l.wg.Add(1)
 	l.parkMu.Unlock()
 	go p.wait()

@@ -245,10 +245,8 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 	if err != nil {
 		return err
 	}
-	rateReg := prometheus.NewRegistry()
-	if err := registerAll(rateReg, rt.RateCollectors()); err != nil {
-		return err
-	}
+	rateReg := prometheus.NewRegistry() // the status page's rates only (admin.Config.RateGatherer)
+	rateReg.MustRegister(rt.RateCollectors()...)
 	adm, err := admin.New(admin.Config{
 		Table: admTable, Gatherer: reg, RateGatherer: rateReg, Logger: log, Token: token,
 		DrainTimeout: o.drainTimeout, Version: "fastrouter " + versionString(), Started: started, Pprof: o.pprof,
@@ -663,14 +661,4 @@ func removePIDFile(path string) {
 	if err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
 		os.Remove(path)
 	}
-}
-
-// registerAll registers cs on reg.
-func registerAll(reg prometheus.Registerer, cs []prometheus.Collector) error {
-	for _, c := range cs {
-		if err := reg.Register(c); err != nil {
-			return fmt.Errorf("metrics: %w", err)
-		}
-	}
-	return nil
 }

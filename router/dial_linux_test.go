@@ -211,3 +211,37 @@ func TestDialTimeout(t *testing.T) {
 		t.Fatal("context not canceled")
 	}
 }
+
+// A TCP node connection closes with a reset (SO_LINGER 0): the node, which
+// closed first, keeps no TIME_WAIT socket, and one still reading learns at
+// once that the router is gone.
+func TestDialClosesWithReset(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	rt, n := dialRouter(t, ln.Addr().String(), time.Second)
+	c, err := rt.dial(context.Background(), n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	if _, err := c.Write([]byte("req")); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 8)
+	got, err := io.ReadAtLeast(peer, b, 3)
+	if got != 3 || string(b[:3]) != "req" {
+		t.Fatalf("node read %q, %v; want the request before the reset", b[:got], err)
+	}
+	if _, err := peer.Read(b); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("node's read after the router closed = %v; want ECONNRESET (a FIN would be io.EOF)", err)
+	}
+}

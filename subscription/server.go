@@ -10,10 +10,12 @@
 //	           socket)    and count)       counts the result)
 //	ticker ─▶ expiry ─▶ Table.Expire(tolerance)
 //
-// A reader never blocks on anything but its socket: it copies the datagram
-// into a pooled buffer and offers it to the queue without waiting, so a flood
-// of datagrams costs drops, never a stalled read loop, and nothing here holds
-// a lock the request path waits on. The applier handles datagrams in arrival
+// A reader never blocks on anything but its socket: it takes up to 16
+// datagrams per system call (recvmmsg on Linux), copies each into a pooled
+// buffer and offers it to the queue without waiting, so a flood of datagrams
+// costs drops, never a stalled read loop, and nothing here holds a lock the
+// request path waits on. Past a half-full queue it yields, so an applier
+// sharing its core drains the queue before the socket buffer would have to. The applier handles datagrams in arrival
 // order. The expiry goroutine removes silent nodes on a timer, whereas uWSGI
 // only expires them lazily, when a request happens to look the key up.
 //

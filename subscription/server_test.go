@@ -2,6 +2,7 @@ package subscription
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -472,5 +473,43 @@ func TestMetricsRegistered(t *testing.T) {
 	}
 	if _, err := New(Config{Registerer: reg}, tbl); err == nil {
 		t.Fatal("registering twice on one registry succeeded")
+	}
+}
+
+// A burst that the socket buffer holds is applied whole even when the
+// reader and the applier share one P: the reader gives the applier a turn
+// before the queue fills, instead of reading the burst in one time slice
+// and dropping most of it. Not parallel: it sets GOMAXPROCS.
+func TestBurstOnOneProcessorNotDropped(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	const burst, depth = 200, 16
+	tbl, _ := newTable(t)
+	hook := func(network, addr string) (net.PacketConn, error) {
+		c, err := net.ListenPacket(network, addr)
+		if err != nil {
+			return nil, err
+		}
+		// Fill the socket before the reader starts.
+		_ = c.(*net.UDPConn).SetReadBuffer(4 << 20)
+		snd, err := net.Dial("udp", c.LocalAddr().String())
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		defer snd.Close()
+		for i := range burst {
+			if _, err := snd.Write(encode(uwsgi.Subscription{Key: []byte("burst.test"), Address: fmt.Appendf(nil, "127.0.0.1:%d", 20000+i)})); err != nil {
+				c.Close()
+				return nil, err
+			}
+		}
+		return c, nil
+	}
+	s := startServer(t, Config{Addrs: []string{"127.0.0.1:0"}, QueueDepth: depth, ListenPacket: hook}, tbl)
+	eventually(t, "the burst applied or dropped", func() bool {
+		return count(s, resSubscribe)+count(s, resDropped) == burst
+	})
+	if d := count(s, resDropped); d != 0 {
+		t.Fatalf("%d of %d datagrams dropped with a queue of %d on one P; want none", d, burst, depth)
 	}
 }

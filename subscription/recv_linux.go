@@ -1,0 +1,130 @@
+//go:build linux
+
+package subscription
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"syscall"
+	"unsafe"
+)
+
+// batch is how many datagrams one recvmmsg may return. Past 16 the saving
+// per datagram is small; each slot is a full-size buffer (64 KiB + 1, of
+// which only the pages a datagram touches become resident).
+const batch = 16
+
+// mmsghdr is struct mmsghdr (linux/socket.h); the syscall package has no
+// recvmmsg.
+type mmsghdr struct {
+	hdr syscall.Msghdr
+	len uint32
+	_   [4]byte
+}
+
+// mmsgReader reads a UDP socket with recvmmsg: under a flood of
+// announcements one system call returns up to batch datagrams, which is
+// most of what a reader costs per datagram (see bench/ datagrams-1core).
+// Owned by the socket's reader goroutine.
+type mmsgReader struct {
+	rc    syscall.RawConn
+	recv  func(fd uintptr) bool // r.recvmmsg, made once
+	n     int
+	err   error
+	hdrs  [batch]mmsghdr
+	iovs  [batch]syscall.Iovec
+	names [batch]syscall.RawSockaddrInet6 // the larger of the two families
+	bufs  [batch][]byte
+	// Zone of the last scoped (link-local) IPv6 sender, by interface index:
+	// the name net.UDPConn would give, without a lookup per datagram.
+	zoneID   uint32
+	zoneName string
+}
+
+func newDatagramReader(sk *socket) datagramReader {
+	if sk.udp == nil {
+		return newSingleReader(sk)
+	}
+	rc, err := sk.udp.SyscallConn()
+	if err != nil {
+		return newSingleReader(sk)
+	}
+	r := &mmsgReader{rc: rc}
+	r.recv = r.recvmmsg
+	for i := range r.hdrs {
+		r.bufs[i] = make([]byte, MaxDatagram+1) // one spare byte detects truncation
+		r.iovs[i].Base = &r.bufs[i][0]
+		r.iovs[i].SetLen(len(r.bufs[i]))
+		h := &r.hdrs[i].hdr
+		h.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+		h.Iov = &r.iovs[i]
+		h.Iovlen = 1
+	}
+	return r
+}
+
+func (r *mmsgReader) read() (int, error) {
+	r.n, r.err = 0, nil
+	if err := r.rc.Read(r.recv); err != nil {
+		return 0, err // net.ErrClosed once the server closes the socket
+	}
+	return r.n, r.err
+}
+
+// recvmmsg is the RawConn.Read callback: false (EAGAIN) waits for the
+// poller.
+func (r *mmsgReader) recvmmsg(fd uintptr) bool {
+	for i := range r.hdrs {
+		r.hdrs[i].hdr.Namelen = uint32(unsafe.Sizeof(r.names[i]))
+	}
+	for {
+		n, _, e := syscall.Syscall6(syscall.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), batch,
+			syscall.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case 0:
+			r.n = int(n)
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		default:
+			r.err = os.NewSyscallError("recvmmsg", e)
+			return true
+		}
+	}
+}
+
+func (r *mmsgReader) datagram(i int) ([]byte, netip.AddrPort) {
+	b := r.bufs[i][:r.hdrs[i].len]
+	switch sa := &r.names[i]; sa.Family {
+	case syscall.AF_INET:
+		sa4 := (*syscall.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return b, netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), port(sa4.Port))
+	case syscall.AF_INET6:
+		ip := netip.AddrFrom16(sa.Addr)
+		if sa.Scope_id != 0 {
+			ip = ip.WithZone(r.zone(sa.Scope_id))
+		}
+		return b, netip.AddrPortFrom(ip, port(sa.Port))
+	}
+	return b, netip.AddrPort{}
+}
+
+// port converts a sockaddr port (network byte order in memory).
+func port(p uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(&p))
+	return uint16(b[0])<<8 | uint16(b[1])
+}
+
+func (r *mmsgReader) zone(id uint32) string {
+	if id != r.zoneID || r.zoneName == "" {
+		r.zoneID, r.zoneName = id, strconv.FormatUint(uint64(id), 10)
+		if ifi, err := net.InterfaceByIndex(int(id)); err == nil {
+			r.zoneName = ifi.Name
+		}
+	}
+	return r.zoneName
+}

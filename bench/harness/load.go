@@ -290,6 +290,32 @@ func blastBatch(ctx context.Context, addr string, dgrams [][]byte, cpu int) (int
 	return sent, nil
 }
 
+// blastCount sends n datagrams from dgrams to addr with sendmmsg, at once.
+func blastCount(addr string, dgrams [][]byte, n int) (int, error) {
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	pc := ipv4.NewPacketConn(c.(*net.UDPConn))
+	msgs := make([]ipv4.Message, 64)
+	bufs := make([][1][]byte, len(msgs))
+	sent := 0
+	for sent < n {
+		k := min(len(msgs), n-sent)
+		for i := range k {
+			bufs[i][0] = dgrams[(sent+i)%len(dgrams)]
+			msgs[i].Buffers = bufs[i][:]
+		}
+		m, err := pc.WriteBatch(msgs[:k], 0)
+		if err != nil {
+			return sent, nil // ENOBUFS or an ICMP error: the buffer is as full as it gets
+		}
+		sent += m
+	}
+	return sent, nil
+}
+
 // metric reads one sample (exact name with labels) from a Prometheus text
 // endpoint; -1 when absent.
 func metric(url, sample string) float64 {

@@ -130,6 +130,24 @@ func cpuSeconds(pid int) float64 {
 	return float64(t) / 100
 }
 
+// cpuNanos is the CPU time of every thread of pid, in nanoseconds
+// (schedstat: finer than stat's clock ticks, for short measurements).
+func cpuNanos(pid int) uint64 {
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	var t uint64
+	for _, e := range ents {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, e.Name()))
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			n, _ := strconv.ParseUint(f[0], 10, 64)
+			t += n
+		}
+	}
+	return t
+}
+
 // rssBytes is the resident memory of the process tree of pid.
 func rssBytes(pid int) int64 {
 	var total int64

@@ -59,6 +59,10 @@ func (s *Server) readLoop(ctx context.Context, sk *socket) {
 	r := newDatagramReader(sk)
 	for {
 		n, err := r.read()
+		if d := r.overflowed(); d > 0 {
+			s.m.packets[resDropped].Add(float64(d))
+			s.dropWarn()
+		}
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
@@ -136,8 +140,15 @@ func (s *Server) enqueue(b []byte, src netip.AddrPort, sk *socket) {
 
 func (s *Server) drop() {
 	s.m.packets[resDropped].Inc()
+	s.dropWarn()
+}
+
+// dropWarn logs, rate-limited, that datagrams are being dropped: the queue
+// or the socket buffer under it is full because they come faster than the
+// applier can apply them.
+func (s *Server) dropWarn() {
 	if s.dropLog.allow(s.now()) {
-		s.log.Warn("subscription: queue full, dropping datagrams", "queue_depth", cap(s.queue))
+		s.log.Warn("subscription: datagrams arrive faster than they are applied, dropping some", "queue_depth", cap(s.queue))
 	}
 }
 

@@ -22,7 +22,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	packets := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fastrouter_subscription_packets_total",
 		Help: "Subscription datagrams received, by result: subscribe (new node), refresh, " +
-			"unsubscribe, invalid (malformed or refused), dropped (queue full), " +
+			"unsubscribe, invalid (malformed or refused), dropped (queue or socket buffer full), " +
 			"denied (allow-list, signature or replay check; see fastrouter_subscription_denied_total).",
 	}, []string{"result"})
 	expired := prometheus.NewCounter(prometheus.CounterOpts{

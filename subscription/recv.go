@@ -7,10 +7,13 @@ import (
 
 // datagramReader is how a reader goroutine takes datagrams off its socket:
 // read fills a batch and returns how many datagrams are in it; datagram
-// returns one of them, valid until the next read. Owned by the reader.
+// returns one of them, valid until the next read; overflowed returns how
+// many datagrams the kernel dropped (socket buffer full) that read learnt
+// of since the last call. Owned by the reader.
 type datagramReader interface {
 	read() (int, error)
 	datagram(i int) ([]byte, netip.AddrPort)
+	overflowed() uint32
 }
 
 // singleReader reads one datagram per call: unix sockets, and UDP where
@@ -43,3 +46,5 @@ func (r *singleReader) read() (int, error) {
 }
 
 func (r *singleReader) datagram(int) ([]byte, netip.AddrPort) { return r.buf[:r.n], r.src }
+
+func (r *singleReader) overflowed() uint32 { return 0 } // not known here

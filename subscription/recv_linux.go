@@ -16,6 +16,10 @@ import (
 // which only the pages a datagram touches become resident).
 const batch = 16
 
+// ctlSpace holds one SO_RXQ_OVFL control message (a uint32): at least
+// syscall.CmsgSpace(4), 24 bytes on 64-bit Linux (a test checks).
+const ctlSpace = 32
+
 // mmsghdr is struct mmsghdr (linux/socket.h); the syscall package has no
 // recvmmsg.
 type mmsghdr struct {
@@ -27,6 +31,9 @@ type mmsghdr struct {
 // mmsgReader reads a UDP socket with recvmmsg: under a flood of
 // announcements one system call returns up to batch datagrams, which is
 // most of what a reader costs per datagram (see bench/ datagrams-1core).
+// With SO_RXQ_OVFL every datagram also carries the socket's running count
+// of datagrams the kernel dropped for want of buffer space, so those drops
+// are counted like the queue's.
 // Owned by the socket's reader goroutine.
 type mmsgReader struct {
 	rc    syscall.RawConn
@@ -36,7 +43,13 @@ type mmsgReader struct {
 	hdrs  [batch]mmsghdr
 	iovs  [batch]syscall.Iovec
 	names [batch]syscall.RawSockaddrInet6 // the larger of the two families
+	ctls  [batch][ctlSpace]byte           // SO_RXQ_OVFL control messages
 	bufs  [batch][]byte
+	// The kernel's drop count as last seen, and the drops not yet
+	// reported by overflowed. ovfl is false when the option is off.
+	ovfl     bool
+	drops    uint32
+	newDrops uint32
 	// Zone of the last scoped (link-local) IPv6 sender, by interface index:
 	// the name net.UDPConn would give, without a lookup per datagram.
 	zoneID   uint32
@@ -53,6 +66,9 @@ func newDatagramReader(sk *socket) datagramReader {
 	}
 	r := &mmsgReader{rc: rc}
 	r.recv = r.recvmmsg
+	_ = rc.Control(func(fd uintptr) {
+		r.ovfl = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RXQ_OVFL, 1) == nil
+	})
 	for i := range r.hdrs {
 		r.bufs[i] = make([]byte, MaxDatagram+1) // one spare byte detects truncation
 		r.iovs[i].Base = &r.bufs[i][0]
@@ -61,6 +77,9 @@ func newDatagramReader(sk *socket) datagramReader {
 		h.Name = (*byte)(unsafe.Pointer(&r.names[i]))
 		h.Iov = &r.iovs[i]
 		h.Iovlen = 1
+		if r.ovfl {
+			h.Control = &r.ctls[i][0]
+		}
 	}
 	return r
 }
@@ -77,7 +96,11 @@ func (r *mmsgReader) read() (int, error) {
 // poller.
 func (r *mmsgReader) recvmmsg(fd uintptr) bool {
 	for i := range r.hdrs {
-		r.hdrs[i].hdr.Namelen = uint32(unsafe.Sizeof(r.names[i]))
+		h := &r.hdrs[i].hdr
+		h.Namelen = uint32(unsafe.Sizeof(r.names[i]))
+		if r.ovfl {
+			h.SetControllen(ctlSpace)
+		}
 	}
 	for {
 		n, _, e := syscall.Syscall6(syscall.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), batch,
@@ -85,6 +108,9 @@ func (r *mmsgReader) recvmmsg(fd uintptr) bool {
 		switch e {
 		case 0:
 			r.n = int(n)
+			if r.ovfl && n > 0 {
+				r.countDrops(&r.hdrs[n-1].hdr, &r.ctls[n-1])
+			}
 			return true
 		case syscall.EINTR:
 			continue
@@ -111,6 +137,28 @@ func (r *mmsgReader) datagram(i int) ([]byte, netip.AddrPort) {
 		return b, netip.AddrPortFrom(ip, port(sa.Port))
 	}
 	return b, netip.AddrPort{}
+}
+
+// countDrops reads the kernel's drop count from the last datagram of a
+// batch: it is cumulative, so the last one holds the whole news.
+func (r *mmsgReader) countDrops(h *syscall.Msghdr, ctl *[ctlSpace]byte) {
+	hl := syscall.CmsgLen(0)
+	if int(h.Controllen) < hl+4 {
+		return // no drop since the socket opened: the kernel sends none
+	}
+	c := (*syscall.Cmsghdr)(unsafe.Pointer(&ctl[0]))
+	if c.Level != syscall.SOL_SOCKET || c.Type != syscall.SO_RXQ_OVFL || int(c.Len) < hl+4 {
+		return
+	}
+	d := *(*uint32)(unsafe.Pointer(&ctl[hl]))
+	r.newDrops += d - r.drops // wraps like the kernel's counter
+	r.drops = d
+}
+
+func (r *mmsgReader) overflowed() uint32 {
+	d := r.newDrops
+	r.newDrops = 0
+	return d
 }
 
 // port converts a sockaddr port (network byte order in memory).

@@ -6,7 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/fastrouter/fastrouter/internal/uwsgi"
 )
 
 // recvmmsg returns queued datagrams in batches, each with its own length
@@ -65,5 +69,51 @@ func TestMmsgReaderBatches(t *testing.T) {
 				t.Errorf("%d datagrams took %d reads; want batches", total, calls)
 			}
 		})
+	}
+}
+
+func TestCtlSpace(t *testing.T) {
+	if ctlSpace < syscall.CmsgSpace(4) {
+		t.Fatalf("ctlSpace = %d; SO_RXQ_OVFL needs %d", ctlSpace, syscall.CmsgSpace(4))
+	}
+}
+
+// Datagrams the kernel drops because the socket buffer is full are counted
+// as dropped, like those the queue refuses: the reader learns the count
+// from the next datagram it receives.
+func TestSocketOverflowCounted(t *testing.T) {
+	t.Parallel()
+	const flood = 300
+	tbl, _ := newTable(t)
+	var sender net.Conn
+	hook := func(network, addr string) (net.PacketConn, error) {
+		c, err := net.ListenPacket(network, addr)
+		if err != nil {
+			return nil, err
+		}
+		_ = c.(*net.UDPConn).SetReadBuffer(4096) // the kernel's minimum: a few datagrams
+		if sender, err = net.Dial("udp", c.LocalAddr().String()); err != nil {
+			c.Close()
+			return nil, err
+		}
+		for i := range flood {
+			if _, err := sender.Write(encode(uwsgi.Subscription{Key: []byte("flood.test"), Address: fmt.Appendf(nil, "127.0.0.1:%d", 20000+i)})); err != nil {
+				c.Close()
+				return nil, err
+			}
+		}
+		return c, nil
+	}
+	s := startServer(t, Config{Addrs: []string{"127.0.0.1:0"}, ListenPacket: hook}, tbl)
+	defer sender.Close()
+	eventually(t, "the datagrams that fitted applied", func() bool { return count(s, resSubscribe) > 0 })
+	time.Sleep(20 * time.Millisecond)
+	// The socket has room again; this one brings the final count.
+	send(t, sender, encode(uwsgi.Subscription{Key: []byte("flood.test"), Address: []byte("127.0.0.1:19999")}))
+	eventually(t, "every datagram applied or counted dropped", func() bool {
+		return count(s, resSubscribe)+count(s, resDropped) == flood+1
+	})
+	if count(s, resDropped) == 0 {
+		t.Fatal("no drops counted; the flood should have overflowed a 4 KiB socket buffer")
 	}
 }

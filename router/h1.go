@@ -53,13 +53,13 @@ func (f *h1Front) server(t *Timeouts) *fasthttp.Server {
 		NoDefaultContentType:          true,
 		SecureErrorLogMessage:         true,
 		CloseOnShutdown:               true,
-		// Idle TLS connections hold no write buffer (clear-text ones also
-		// leave fasthttp when idle: park.go). Without it fasthttp would
-		// also hold a pipelined response until the next one is done.
+		// A connection that cannot park (not on Linux) holds no write
+		// buffer while idle. Without it fasthttp would also hold a
+		// pipelined response until the next one is done.
 		ReduceMemoryUsage: true,
 		Logger:            fasthttpLogger{rt},
 		ConnState: func(c net.Conn, s fasthttp.ConnState) {
-			pc, _ := c.(*parkConn)
+			pc := parkOf(c)
 			switch s {
 			case fasthttp.StateNew: // from Serve only; admitH1 counts its own
 				f.connOpened()
@@ -126,7 +126,7 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 		}
 		// At a request boundary the connection may park if it then idles
 		// (park.go). A hijacked one is the tunnel's now.
-		if pc, ok := ctx.Conn().(*parkConn); ok && !ctx.Hijacked() {
+		if pc := parkOf(ctx.Conn()); pc != nil && !ctx.Hijacked() {
 			pc.arm()
 		}
 	}()

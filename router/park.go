@@ -1,6 +1,7 @@
 package router
 
 import (
+	"crypto/tls"
 	"errors"
 	"net"
 	"os"
@@ -21,8 +22,8 @@ import (
 // the connection's read buffer as well. That made an idle keep-alive
 // connection cost ~16 KiB, against nginx's ~0.6 KiB.
 //
-// A clear-text connection that stays idle for parkAfter after a response now
-// leaves fasthttp: its serve loop ends (buffers and request context go back to
+// A connection (clear text or TLS) that stays idle for parkAfter after a
+// response leaves fasthttp: its serve loop ends (buffers and request context go back to
 // fasthttp's pools, its goroutine ends), and a fresh goroutine, whose stack
 // starts small, waits for the socket to become readable. Then
 // the connection is served again, by that goroutine, through ServeConn. A busy
@@ -39,8 +40,9 @@ import (
 // may park, and only when the deadline that expired was ours, nothing was
 // read and no sniffed bytes are waiting in a wrapper.
 //
-// TLS connections are not parked: tls.Conn may hold decrypted bytes we cannot
-// see. h2 connections are not served by fasthttp.
+// TLS connections park too, waiting on the socket under the tls.Conn (see
+// tlsParkConn for why nothing it buffers can be stranded). h2 connections
+// are not served by fasthttp.
 
 // parkAfter is how long a connection may stay idle inside fasthttp before it
 // is parked. Short enough that idle fleets of keep-alive connections shed
@@ -59,15 +61,18 @@ const (
 	parkIdle        // fasthttp set its keep-alive deadline; the next Read is the wait
 )
 
-// parkConn is a clear-text HTTP/1.1 connection as fasthttp sees it.
+// parkConn is an HTTP/1.1 connection as fasthttp sees it (for TLS, through
+// tlsParkConn).
 //
 // Ownership: state and idleDL belong to the goroutine serving the
 // connection (its accept goroutine, or the waiter once parked); fasthttp and
 // the handler run on that goroutine. waiting, prev and next belong to
 // l.parkMu.
 type parkConn struct {
-	net.Conn // the chain: maybe prefixConn → proxiedConn → limitedConn → socket
+	net.Conn // the chain: maybe tls.Conn or prefixConn → proxiedConn → limitedConn → socket
 	raw      syscall.RawConn
+	tc       *tls.Conn // the chain's TLS layer; nil in clear text
+	served   net.Conn  // what fasthttp serves: p, or for TLS a tlsParkConn of p
 	l        *frontListener
 	front    *h1Front              // counts the connection open until it really closes
 	readable func(fd uintptr) bool // p.peek, made once
@@ -100,7 +105,50 @@ func newParkConn(c net.Conn, l *frontListener, f *h1Front) *parkConn {
 	}
 	p := &parkConn{Conn: c, raw: raw, l: l, front: f}
 	p.readable = p.peek
+	p.served = p
+	if tc, ok := c.(*tls.Conn); ok {
+		p.tc = tc
+		p.served = tlsParkConn{p}
+	}
 	return p
+}
+
+// tlsParkConn is how fasthttp sees a TLS parkConn: with the tls.Conn's
+// Handshake and ConnectionState, by which fasthttp (IsTLS, the URI scheme)
+// and clientDN tell TLS.
+//
+// Parking a TLS connection is safe for the same reason as a clear-text one.
+// tls.Conn.Read times out with nothing read only when it holds no
+// plaintext and no complete record (it decrypts a buffered record without
+// touching the socket), so all it may keep across the park is part of a
+// record, and the rest of that record has to arrive on the socket, which
+// wakes the waiter. A read timeout does not break a tls.Conn (net.Error
+// Temporary), unlike a write timeout.
+type tlsParkConn struct{ *parkConn }
+
+func (c tlsParkConn) Handshake() error                     { return c.tc.Handshake() }
+func (c tlsParkConn) ConnectionState() tls.ConnectionState { return c.tc.ConnectionState() }
+
+// parkOf returns the parkConn fasthttp serves as c (nil: none).
+func parkOf(c net.Conn) *parkConn {
+	switch c := c.(type) {
+	case *parkConn:
+		return c
+	case tlsParkConn:
+		return c.parkConn
+	}
+	return nil
+}
+
+// closeNow closes p at once: under its TLS layer, if it has one, so that no
+// close_notify alert is written (which may wait up to 5 s for a client that
+// does not read). Whatever uses the tls.Conn then fails and closes it.
+func (p *parkConn) closeNow() {
+	if p.tc != nil {
+		_ = p.tc.NetConn().Close()
+		return
+	}
+	_ = p.Conn.Close()
 }
 
 // unwrap returns the connection under one of the router's own wrappers and
@@ -113,6 +161,8 @@ func unwrap(c net.Conn) (net.Conn, []byte) {
 		return w.Conn, w.pre
 	case *limitedConn:
 		return w.Conn, nil
+	case *tls.Conn:
+		return w.NetConn(), nil // what it buffers is in the tls.Conn: see tlsParkConn
 	}
 	return nil, nil
 }
@@ -200,7 +250,7 @@ func (l *frontListener) track(p *parkConn) bool {
 	l.parkMu.Lock()
 	defer l.parkMu.Unlock()
 	if l.connsClosed {
-		_ = p.Conn.Close()
+		p.closeNow()
 		return false
 	}
 	p.next = l.connsHead
@@ -255,12 +305,12 @@ func (l *frontListener) closeParked() {
 	l.parkClosed = true
 	for p := l.connsHead; p != nil; p = p.next {
 		if p.waiting {
-			_ = p.Conn.Close() // the waiter's wait fails; it does the rest
+			p.closeNow() // the waiter's wait fails; it does the rest
 		}
 	}
 }
 
-// closeConns closes every clear-text HTTP/1.1 connection, requests in
+// closeConns closes every HTTP/1.1 connection it tracks, requests in
 // flight included, and admits none from now on: Shutdown's context ended.
 // Their goroutines see the close at their next client read or write (a
 // response stalled on its node ends with the node's inactivity timeout),
@@ -270,7 +320,7 @@ func (l *frontListener) closeConns() {
 	defer l.parkMu.Unlock()
 	l.parkClosed, l.connsClosed = true, true
 	for p := l.connsHead; p != nil; p = p.next {
-		_ = p.Conn.Close()
+		p.closeNow()
 	}
 }
 
@@ -299,7 +349,7 @@ func (p *parkConn) wait() {
 // serveConn serves p until it closes or parks, with the current
 // generation's server: after a park, a reload since applies at once.
 func (l *frontListener) serveConn(p *parkConn) {
-	err := l.gen.Load().h1.ServeConn(p)
+	err := l.gen.Load().h1.ServeConn(p.served)
 	switch {
 	case err == fasthttp.ErrConcurrencyLimit:
 		// Refused before serving: closed without the StateClosed hook.
@@ -317,8 +367,8 @@ func (p *parkConn) drop() {
 	p.front.connClosed()
 }
 
-// parkState is what a listener keeps for its clear-text HTTP/1.1
-// connections.
+// parkState is what a listener keeps for its HTTP/1.1 connections that can
+// park.
 type parkState struct {
 	parkMu      sync.Mutex
 	connsHead   *parkConn    // every live one; guarded by parkMu

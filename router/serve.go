@@ -179,7 +179,7 @@ func (l *frontListener) acceptLoop() error {
 		l.wg.Add(1)
 		go func() {
 			p := l.split(c)
-			// A clear-text HTTP/1.1 connection is served here, outside
+			// An HTTP/1.1 connection that can park is served here, outside
 			// wg: fasthttp's Shutdown waits for it, and one whose response
 			// outlives Shutdown's context is closed and left to end.
 			l.wg.Done()
@@ -196,7 +196,7 @@ func isTemporary(err error) bool {
 }
 
 // split finishes the TLS handshake or sniffs for the h2c preface, then hands
-// the connection to the h2 or HTTP/1.1 front; a clear-text HTTP/1.1 one is
+// the connection to the h2 or HTTP/1.1 front; an HTTP/1.1 one that can park is
 // returned, counted and tracked, for the caller to serve (serveConn).
 func (l *frontListener) split(c net.Conn) *parkConn {
 	rt := l.rt
@@ -221,8 +221,7 @@ func (l *frontListener) split(c net.Conn) *parkConn {
 			g.h2.serveConn(tc)
 			return nil
 		}
-		l.pushH1(g, tc)
-		return nil
+		return l.admitH1(g, tc)
 	}
 	pc, isH2, err := sniffPreface(c)
 	if err != nil {
@@ -239,12 +238,11 @@ func (l *frontListener) split(c net.Conn) *parkConn {
 	return l.admitH1(g, pc)
 }
 
-// admitH1 wraps a clear-text HTTP/1.x connection so that it can park while
-// idle (park.go), counts and tracks it; the caller serves it on its own
-// goroutine rather than one of fasthttp's pooled workers, so the goroutine,
-// and its grown stack, end when the connection parks or closes. A
-// connection that cannot park goes to the fasthttp listener like a TLS one
-// (nil).
+// admitH1 wraps an HTTP/1.x connection (clear text or TLS) so that it can
+// park while idle (park.go), counts and tracks it; the caller serves it on
+// its own goroutine rather than one of fasthttp's pooled workers, so the
+// goroutine, and its grown stack, end when the connection parks or closes.
+// A connection that cannot park goes to the fasthttp listener (nil).
 func (l *frontListener) admitH1(g *frontGen, c net.Conn) *parkConn {
 	p := newParkConn(c, l, g.h1f)
 	if p == nil {
@@ -396,7 +394,7 @@ func (l *frontListener) shutdown(ctx context.Context) error {
 // clientDN returns the subject of the verified client certificate on c, if
 // any, in RFC 2253 form, appended to x's scratch space.
 func clientDN(c net.Conn, x *exchange) []byte {
-	tc, ok := c.(*tls.Conn)
+	tc, ok := c.(interface{ ConnectionState() tls.ConnectionState }) // *tls.Conn, tlsParkConn
 	if !ok {
 		return nil
 	}

@@ -26,6 +26,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -741,6 +742,47 @@ func TestClientCertificate(t *testing.T) {
 	if env := decodeEnv(t, body); code != 200 || version != "1.1" || !strings.Contains(env["HTTPS_DN"], "CN=client.test") {
 		t.Fatalf("HTTP/1.1 with a client certificate: HTTP/%s %d HTTPS_DN=%q", version, code, env["HTTPS_DN"])
 	}
+
+	// HTTP/1.1 keep-alive with the certificate, idling past the park delay
+	// (router/park.go, 100 ms) between requests: the same connection
+	// serves each, still with its certificate's subject, and stays counted.
+	reused := 0
+	ka := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1,
+		TLSClientConfig: &tls.Config{RootCAs: p.pool, Certificates: []tls.Certificate{good}, NextProtos: []string{"http/1.1"}},
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", r.https)
+		},
+	}}
+	open := `fastrouter_client_connections{listener="` + r.https + `",proto="http/1.1"}`
+	for i := range 3 {
+		req, _ := http.NewRequest("GET", url, nil)
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			GotConn: func(i httptrace.GotConnInfo) {
+				if i.Reused {
+					reused++
+				}
+			},
+		}))
+		resp, err := ka.Do(req)
+		if err != nil {
+			t.Fatalf("keep-alive request %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if env := decodeEnv(t, string(b)); resp.StatusCode != 200 || resp.ProtoMajor != 1 || !strings.Contains(env["HTTPS_DN"], "CN=client.test") {
+			t.Fatalf("keep-alive request %d: %s %d HTTPS_DN=%q", i, resp.Proto, resp.StatusCode, env["HTTPS_DN"])
+		}
+		time.Sleep(300 * time.Millisecond)
+		if v := metricValue(t, r.router, open); v != 1 {
+			t.Fatalf("idle %d: %s = %v; want 1 (the idle connection)", i, open, v)
+		}
+	}
+	if reused != 2 {
+		t.Fatalf("HTTPS connection reused %d times over 3 requests; want 2", reused)
+	}
+	ka.CloseIdleConnections()
 
 	// A certificate from another CA: the handshake fails (over TLS 1.3 the
 	// client learns it from the alert on its first read).

@@ -1,0 +1,211 @@
+package router
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"math/big"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// testCA issues certificates for the TLS park tests.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+func newTestCA(t *testing.T) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "park test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{cert: cert, key: key}
+}
+
+func (ca *testCA) issue(t *testing.T, cn string, usage x509.ExtKeyUsage) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+		DNSNames: []string{cn}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// parkTLSRouter serves HTTPS (optional client certificates from ca) in
+// front of one fake node for p.test.
+func parkTLSRouter(t *testing.T, ca *testCA) (addr string, l *frontListener, node *fakeNode, rt *Router) {
+	t.Helper()
+	node = startFakeNode(t, okReply("hi"))
+	r := startRouter(t, Config{})
+	r.table.AddStatic("p.test", node.addr(), 1)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.cert)
+	cfg := &tls.Config{Certificates: []tls.Certificate{ca.issue(t, "p.test", x509.ExtKeyUsageServerAuth)},
+		NextProtos: []string{"h2", "http/1.1"}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go r.rt.ServeTLS(ln, "tls-test", cfg)
+	waitFor(t, "the TLS listener", func() bool {
+		r.rt.mu.Lock()
+		defer r.rt.mu.Unlock()
+		for _, fl := range r.rt.listeners {
+			if fl.name == "tls-test" {
+				l = fl
+				return true
+			}
+		}
+		return false
+	})
+	return ln.Addr().String(), l, node, r.rt
+}
+
+func dialTLSKeepAlive(t *testing.T, addr string, ca *testCA, client *tls.Certificate) *keepAlive {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.cert)
+	cfg := &tls.Config{RootCAs: pool, ServerName: "p.test", NextProtos: []string{"http/1.1"}}
+	if client != nil {
+		cfg.Certificates = []tls.Certificate{*client}
+	}
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &keepAlive{t: t, c: c, br: bufio.NewReader(c)}
+}
+
+// An idle HTTPS keep-alive connection parks like a clear-text one and is
+// served again: whole requests, one split across TLS records that arrive
+// apart, pipelined ones, and still with its client certificate's subject
+// (HTTPS_DN) for the node.
+func TestParkTLSConnection(t *testing.T) {
+	ca := newTestCA(t)
+	addr, l, node, rt := parkTLSRouter(t, ca)
+	client := ca.issue(t, "client-1", x509.ExtKeyUsageClientAuth)
+	k := dialTLSKeepAlive(t, addr, ca, &client)
+	for round := range 3 {
+		k.get(getP, 1, "hi")
+		waitFor(t, "the TLS connection to park", func() bool { return l.parkedCount() == 1 })
+		if got := rt.h1Open.Load(); got != 1 {
+			t.Fatalf("round %d: open HTTP/1.1 connections while parked = %d; want 1", round, got)
+		}
+	}
+	if v := node.last(); v["HTTPS"] != "on" || v["HTTPS_DN"] != "CN=client-1" {
+		t.Fatalf("after parks the node got HTTPS=%q HTTPS_DN=%q; want on, CN=client-1", v["HTTPS"], v["HTTPS_DN"])
+	}
+	// A head in two TLS records, the second after a pause.
+	_ = k.c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(k.c, getP[:10])
+	time.Sleep(50 * time.Millisecond)
+	k.get(getP[10:], 1, "hi")
+	// Pipelined requests, in one record, after a park.
+	waitFor(t, "the TLS connection to park", func() bool { return l.parkedCount() == 1 })
+	k.get(getP+getP+getP, 3, "hi")
+	if got := l.parks.Load(); got < 4 {
+		t.Errorf("parks = %d; want ≥ 4", got)
+	}
+	k.c.Close()
+	waitFor(t, "the closed TLS connection to be counted closed", func() bool {
+		return rt.h1Open.Load() == 0 && l.parkedCount() == 0
+	})
+}
+
+// splitConn writes each buffer in two halves with a pause between, once
+// split is set: a TLS record that reaches the router in two pieces.
+type splitConn struct {
+	net.Conn
+	pause time.Duration
+	split atomic.Bool
+}
+
+func (c *splitConn) Write(b []byte) (int, error) {
+	if !c.split.Load() || len(b) < 2 {
+		return c.Conn.Write(b)
+	}
+	n, err := c.Conn.Write(b[:len(b)/2])
+	if err != nil {
+		return n, err
+	}
+	time.Sleep(c.pause)
+	m, err := c.Conn.Write(b[len(b)/2:])
+	return n + m, err
+}
+
+// Half a TLS record that arrives before the park and the rest well after:
+// the connection parks with the half held inside the tls.Conn, and the rest
+// of the record, on the socket, wakes it.
+func TestParkTLSPartialRecord(t *testing.T) {
+	ca := newTestCA(t)
+	addr, l, _, _ := parkTLSRouter(t, ca)
+	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := &splitConn{Conn: raw, pause: 3 * parkAfter}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.cert)
+	tc := tls.Client(sc, &tls.Config{RootCAs: pool, ServerName: "p.test", NextProtos: []string{"http/1.1"}})
+	t.Cleanup(func() { tc.Close() })
+	k := &keepAlive{t: t, c: tc, br: bufio.NewReader(tc)}
+	k.get(getP, 1, "hi")
+	parks := l.parks.Load()
+	sc.split.Store(true)
+	k.get(getP, 1, "hi")
+	if got := l.parks.Load(); got <= parks {
+		t.Fatalf("parks = %d, was %d: the connection did not park holding half a record", got, parks)
+	}
+}
+
+// Shutdown closes parked TLS connections after its grace, like clear-text
+// ones, and counts them closed.
+func TestShutdownClosesParkedTLS(t *testing.T) {
+	ca := newTestCA(t)
+	addr, l, _, rt := parkTLSRouter(t, ca)
+	k := dialTLSKeepAlive(t, addr, ca, nil)
+	k.get(getP, 1, "hi")
+	waitFor(t, "the TLS connection to park", func() bool { return l.parkedCount() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := rt.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if d := time.Since(start); d > drainGrace+2*time.Second {
+		t.Errorf("Shutdown took %v with a parked TLS connection", d)
+	}
+	k.expectEOF(time.Second)
+	if got := rt.h1Open.Load(); got != 0 {
+		t.Errorf("open connections after Shutdown = %d", got)
+	}
+}

@@ -142,9 +142,9 @@ func pct(sorted []float64, p float64) float64 {
 	return sorted[min(len(sorted)-1, int(float64(len(sorted))*p))]
 }
 
-// holdIdle opens n keep-alive connections to addr, sends one request on
+// holdIdle opens n keep-alive connections with dial, sends one request on
 // each and reads its response, and keeps them open until release is called.
-func holdIdle(addr, host string, n int) (release func(), opened int, err error) {
+func holdIdle(dial func() (net.Conn, error), host string, n int) (release func(), opened int, err error) {
 	conns := make([]net.Conn, 0, n)
 	release = func() {
 		for _, c := range conns {
@@ -162,7 +162,7 @@ func holdIdle(addr, host string, n int) (release func(), opened int, err error) 
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+			c, err := dial()
 			if err != nil {
 				firstErr.CompareAndSwap(nil, err)
 				return

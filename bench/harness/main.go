@@ -17,6 +17,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -71,7 +72,7 @@ func main() {
 	rounds := flag.Int("rounds", 3, "rounds per scenario (routers alternate within a round)")
 	dur := flag.Duration("duration", 10*time.Second, "length of each wrk run")
 	conns := flag.Int("connections", 64, "wrk connections")
-	scen := flag.String("scenarios", "h1-512,h1-64k,unix,https,h2,idle,pools,datagrams,datagrams-1core", "comma-separated scenarios to run")
+	scen := flag.String("scenarios", "h1-512,h1-64k,unix,https,h2,idle,idle-tls,pools,datagrams,datagrams-1core", "comma-separated scenarios to run")
 	pools := flag.Int("pools", 100000, "pools in the large-table scenario")
 	idle := flag.Int("idle", 5000, "connections in the idle scenario")
 	out := flag.String("out", "results", "directory for results.md and rps.png")
@@ -113,6 +114,7 @@ func main() {
 		"https":           h.https,
 		"h2":              h.h2,
 		"idle":            func(ctx context.Context) error { return h.idle(ctx, *idle) },
+		"idle-tls":        func(ctx context.Context) error { return h.idleTLS(ctx, *idle) },
 		"pools":           func(ctx context.Context) error { return h.pools(ctx, *pools) },
 		"datagrams":       h.datagrams,
 		"datagrams-1core": h.datagramsOneCore,
@@ -427,15 +429,41 @@ func (h *harness) idle(ctx context.Context, n int) error {
 	} else if ok {
 		targets = append(targets, t)
 	}
+	return h.idleRows(ctx, "idle", targets, n, false)
+}
+
+// idleTLS: the same over HTTPS (TLS 1.3, HTTP/1.1 by ALPN).
+func (h *harness) idleTLS(ctx context.Context, n int) error {
+	targets, err := h.tlsTargets()
+	if err != nil {
+		return err
+	}
+	return h.idleRows(ctx, "idle-tls", targets, n, true)
+}
+
+// idleRows opens n idle keep-alive connections to each target, one request
+// each, and records the RSS growth per connection.
+func (h *harness) idleRows(ctx context.Context, scenario string, targets []target, n int, useTLS bool) error {
 	for _, t := range targets {
-		addr := strings.TrimSuffix(strings.TrimPrefix(t.url, "http://"), "/")
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		addr := strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(t.url, "https://"), "http://"), "/")
+		dial := func() (net.Conn, error) { return net.DialTimeout("tcp", addr, 5*time.Second) }
+		if useTLS {
+			// The harness's own self-signed certificate: nothing to verify.
+			cfg := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}}
+			dial = func() (net.Conn, error) {
+				return tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)
+			}
+		}
 		// Warm up (first requests grow pools and buffers), then measure.
-		if rel, _, err := holdIdle(addr, "bench.test", 100); err == nil {
+		if rel, _, err := holdIdle(dial, "bench.test", 100); err == nil {
 			rel()
 		}
 		time.Sleep(500 * time.Millisecond)
 		before := rssBytes(t.pid)
-		release, opened, err := holdIdle(addr, "bench.test", n)
+		release, opened, err := holdIdle(dial, "bench.test", n)
 		if err != nil {
 			return fmt.Errorf("%s: %d of %d connections: %w", t.name, opened, n, err)
 		}
@@ -444,7 +472,7 @@ func (h *harness) idle(ctx context.Context, n int) error {
 		release()
 		per := float64(after-before) / float64(opened) / 1024
 		log.Printf("  %-10s %d idle connections: RSS %.1f → %.1f MiB, %.1f KiB each", t.name, opened, float64(before)/(1<<20), float64(after)/(1<<20), per)
-		h.rows = append(h.rows, row{scenario: "idle", router: t.name, rssMiB: float64(after) / (1 << 20),
+		h.rows = append(h.rows, row{scenario: scenario, router: t.name, rssMiB: float64(after) / (1 << 20),
 			extra: fmt.Sprintf("%.1f KiB per idle keep-alive connection (%d connections)", per, opened)})
 	}
 	return nil

@@ -21,11 +21,11 @@ const batch = 16
 const ctlSpace = 32
 
 // mmsghdr is struct mmsghdr (linux/socket.h); the syscall package has no
-// recvmmsg.
+// recvmmsg. Go pads it to its alignment as C does: 64 bytes on 64-bit, 32
+// on 32-bit (a test checks).
 type mmsghdr struct {
 	hdr syscall.Msghdr
 	len uint32
-	_   [4]byte
 }
 
 // mmsgReader reads a UDP socket with recvmmsg: under a flood of

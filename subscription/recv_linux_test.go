@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/fastrouter/fastrouter/internal/uwsgi"
 )
@@ -75,6 +76,17 @@ func TestMmsgReaderBatches(t *testing.T) {
 func TestCtlSpace(t *testing.T) {
 	if ctlSpace < syscall.CmsgSpace(4) {
 		t.Fatalf("ctlSpace = %d; SO_RXQ_OVFL needs %d", ctlSpace, syscall.CmsgSpace(4))
+	}
+}
+
+// The kernel walks the batch with C's struct mmsghdr stride.
+func TestMmsghdrSize(t *testing.T) {
+	want := uintptr(64) // struct msghdr (56) + unsigned int, padded to 8
+	if unsafe.Sizeof(uintptr(0)) == 4 {
+		want = 32 // msghdr (28) + unsigned int
+	}
+	if got := unsafe.Sizeof(mmsghdr{}); got != want {
+		t.Fatalf("sizeof(mmsghdr) = %d; C's is %d", got, want)
 	}
 }
 

@@ -3,10 +3,12 @@
 package router
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/internal/uwsgi"
 )
 
 // dialRouter is a Router with a table holding one static node at addr.
@@ -243,5 +246,64 @@ func TestDialClosesWithReset(t *testing.T) {
 	}
 	if _, err := peer.Read(b); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("node's read after the router closed = %v; want ECONNRESET (a FIN would be io.EOF)", err)
+	}
+}
+
+// A tunnel (101) whose client sends a burst and leaves while the node is
+// not reading yet: the node still gets every byte, then EOF. With the reset
+// a dialled connection closes with, the bytes still in the router's send
+// buffer would be thrown away.
+func TestTunnelDeliversClientBytesAfterClientLeaves(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan int64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		var hb [4]byte
+		if _, err := io.ReadFull(c, hb[:]); err != nil {
+			return
+		}
+		h, _ := uwsgi.ParseHeader(hb[:])
+		if _, err := io.CopyN(io.Discard, c, int64(h.Size)); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
+		time.Sleep(500 * time.Millisecond) // the client sends all and leaves meanwhile
+		n, _ := io.Copy(io.Discard, c)
+		got <- n
+	}()
+	r := startRouter(t, Config{})
+	r.table.AddStatic("u.test", ln.Addr().String(), 1)
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: u.test\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n")
+	br := bufio.NewReader(c)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v, %v; want 101", resp, err)
+	}
+	const sent = 16 << 20
+	if _, err := c.Write(make([]byte, sent)); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	select {
+	case n := <-got:
+		if n != sent {
+			t.Fatalf("node got %d of the %d bytes the client sent before leaving", n, sent)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("node never saw the tunnel end")
 	}
 }

@@ -152,6 +152,10 @@ func (f *h1Front) hijackUpgrade(ctx *fasthttp.RequestCtx, b *backendBody) {
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(c net.Conn) {
 		defer b.Close()
+		// The node must get every byte the client sent before it left.
+		if g, ok := b.conn.(interface{ closeGracefully() }); ok {
+			g.closeGracefully()
+		}
 		t := &tunnel{rt: rt, client: c, raw: raw, backend: b.conn, br: b.br}
 		if !rt.tunnels.add(t) {
 			return // shutting down

@@ -50,10 +50,9 @@ type mmsgReader struct {
 	ovfl     bool
 	drops    uint32
 	newDrops uint32
-	// Zone of the last scoped (link-local) IPv6 sender, by interface index:
-	// the name net.UDPConn would give, without a lookup per datagram.
-	zoneID   uint32
-	zoneName string
+	// Zones of scoped (link-local) IPv6 senders by interface index: the
+	// names net.UDPConn would give, without a netlink lookup per datagram.
+	zones map[uint32]string
 }
 
 func newDatagramReader(sk *socket) datagramReader {
@@ -68,6 +67,10 @@ func newDatagramReader(sk *socket) datagramReader {
 	r.recv = r.recvmmsg
 	_ = rc.Control(func(fd uintptr) {
 		r.ovfl = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RXQ_OVFL, 1) == nil
+		// Start from the socket's drops so far: they are not news to a
+		// reader restarted after a panic, nor to a process that was
+		// handed the socket by its predecessor.
+		r.drops = socketDrops(fd)
 	})
 	for i := range r.hdrs {
 		r.bufs[i] = make([]byte, MaxDatagram+1) // one spare byte detects truncation
@@ -168,11 +171,16 @@ func port(p uint16) uint16 {
 }
 
 func (r *mmsgReader) zone(id uint32) string {
-	if id != r.zoneID || r.zoneName == "" {
-		r.zoneID, r.zoneName = id, strconv.FormatUint(uint64(id), 10)
-		if ifi, err := net.InterfaceByIndex(int(id)); err == nil {
-			r.zoneName = ifi.Name
-		}
+	if z, ok := r.zones[id]; ok {
+		return z
 	}
-	return r.zoneName
+	z := strconv.FormatUint(uint64(id), 10)
+	if ifi, err := net.InterfaceByIndex(int(id)); err == nil {
+		z = ifi.Name
+	}
+	if r.zones == nil || len(r.zones) >= 64 { // interfaces come and go; bound it
+		r.zones = make(map[uint32]string)
+	}
+	r.zones[id] = z
+	return z
 }

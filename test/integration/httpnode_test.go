@@ -199,7 +199,12 @@ func TestHTTPNodes(t *testing.T) {
 			t.Fatalf("admin POST: %d %s", code, body)
 		}
 		seen := map[string]int{}
-		eventually(t, 10*time.Second, "both kinds of node serving", func() bool {
+		defer func() {
+			if t.Failed() {
+				t.Logf("responses by node: %v; pool: %+v", seen, r.pool(t, "mixed.test"))
+			}
+		}()
+		eventually(t, 20*time.Second, "both kinds of node serving", func() bool {
 			req, _ := http.NewRequest("POST", "http://"+r.http+"/upload", strings.NewReader("hello"))
 			req.Host = "mixed.test"
 			resp, err := c.Do(req)

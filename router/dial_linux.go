@@ -8,7 +8,6 @@ import (
 	"os"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"github.com/fastrouter/fastrouter/balancer"
 )
@@ -134,15 +133,6 @@ func (c *backendConn) await(ctx context.Context, deadline time.Time) error {
 		return err // os.ErrDeadlineExceeded: timeout or the client left
 	}
 	return soErr
-}
-
-// connected reports whether the socket fd has a peer (getpeername succeeds;
-// ENOTCONN while the handshake runs). Raw, so the address costs nothing.
-func connected(fd uintptr) bool {
-	var rsa syscall.RawSockaddrAny
-	l := uint32(syscall.SizeofSockaddrAny)
-	_, _, e := syscall.RawSyscall(syscall.SYS_GETPEERNAME, fd, uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&l)))
-	return e == 0
 }
 
 // aLongTimeAgo is a deadline in the past: it wakes a waiting call at once.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -133,6 +134,9 @@ func TestSocketOverflowCounted(t *testing.T) {
 // restarted reader, a socket handed over by a predecessor) does not count
 // those again.
 func TestOverflowBaseline(t *testing.T) {
+	if runtime.GOARCH == "386" {
+		t.Skip("socketDrops cannot read SO_MEMINFO on 386")
+	}
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

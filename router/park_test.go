@@ -86,15 +86,23 @@ const getP = "GET / HTTP/1.1\r\nHost: p.test\r\n\r\n"
 // stays counted open throughout.
 func TestParkIdleConnection(t *testing.T) {
 	r, l := parkRouter(t, Config{})
-	k := dialKeepAlive(t, r.addr)
+	parkRounds(t, dialKeepAlive(t, r.addr), l, r.rt)
+}
+
+// parkRounds drives k, on l of rt, through parks: three idle rounds (each
+// parks, and the connection stays counted open), a head split across a
+// park, pipelined requests after one, one more request; then it closes k
+// and waits for it to be counted closed.
+func parkRounds(t *testing.T, k *keepAlive, l *frontListener, rt *Router) {
+	t.Helper()
 	for round := range 3 {
 		k.get(getP, 1, "hi")
 		waitFor(t, "the connection to park", func() bool { return l.parkedCount() == 1 })
-		if got := r.rt.h1Open.Load(); got != 1 {
+		if got := rt.h1Open.Load(); got != 1 {
 			t.Fatalf("round %d: open HTTP/1.1 connections while parked = %d; want 1", round, got)
 		}
 	}
-	// A head that arrives in pieces after the park.
+	// A head that arrives in pieces (for TLS, two records) after the park.
 	_ = k.c.SetDeadline(time.Now().Add(5 * time.Second))
 	io.WriteString(k.c, getP[:10])
 	time.Sleep(50 * time.Millisecond)
@@ -108,7 +116,7 @@ func TestParkIdleConnection(t *testing.T) {
 	}
 	k.c.Close()
 	waitFor(t, "the closed connection to be counted closed", func() bool {
-		return r.rt.h1Open.Load() == 0 && l.parkedCount() == 0
+		return rt.h1Open.Load() == 0 && l.parkedCount() == 0
 	})
 }
 

@@ -9,7 +9,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"io"
 	"math/big"
 	"net"
 	"sync/atomic"
@@ -113,32 +112,10 @@ func TestParkTLSConnection(t *testing.T) {
 	ca := newTestCA(t)
 	addr, l, node, rt := parkTLSRouter(t, ca)
 	client := ca.issue(t, "client-1", x509.ExtKeyUsageClientAuth)
-	k := dialTLSKeepAlive(t, addr, ca, &client)
-	for round := range 3 {
-		k.get(getP, 1, "hi")
-		waitFor(t, "the TLS connection to park", func() bool { return l.parkedCount() == 1 })
-		if got := rt.h1Open.Load(); got != 1 {
-			t.Fatalf("round %d: open HTTP/1.1 connections while parked = %d; want 1", round, got)
-		}
-	}
+	parkRounds(t, dialTLSKeepAlive(t, addr, ca, &client), l, rt)
 	if v := node.last(); v["HTTPS"] != "on" || v["HTTPS_DN"] != "CN=client-1" {
 		t.Fatalf("after parks the node got HTTPS=%q HTTPS_DN=%q; want on, CN=client-1", v["HTTPS"], v["HTTPS_DN"])
 	}
-	// A head in two TLS records, the second after a pause.
-	_ = k.c.SetDeadline(time.Now().Add(5 * time.Second))
-	io.WriteString(k.c, getP[:10])
-	time.Sleep(50 * time.Millisecond)
-	k.get(getP[10:], 1, "hi")
-	// Pipelined requests, in one record, after a park.
-	waitFor(t, "the TLS connection to park", func() bool { return l.parkedCount() == 1 })
-	k.get(getP+getP+getP, 3, "hi")
-	if got := l.parks.Load(); got < 4 {
-		t.Errorf("parks = %d; want ≥ 4", got)
-	}
-	k.c.Close()
-	waitFor(t, "the closed TLS connection to be counted closed", func() bool {
-		return rt.h1Open.Load() == 0 && l.parkedCount() == 0
-	})
 }
 
 // splitConn writes each buffer in two halves with a pause between, once

@@ -151,6 +151,14 @@ func TestDial(t *testing.T) {
 // connect gets no answer to its SYN and waits.
 func fullListener(t *testing.T) string {
 	t.Helper()
+	addr, _ := fullListenerFD(t)
+	return addr
+}
+
+// fullListenerFD is fullListener that also returns the listening socket, so
+// a test can accept and make room.
+func fullListenerFD(t *testing.T) (string, int) {
+	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -171,12 +179,40 @@ func fullListener(t *testing.T) string {
 	for i := 0; i < 8; i++ {
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 		if err != nil {
-			return addr
+			return addr, fd
 		}
 		t.Cleanup(func() { c.Close() })
 	}
 	t.Fatal("accept queue never filled (kernel answers SYNs past the backlog)")
-	return ""
+	return "", 0
+}
+
+// TestDialWaitsForHandshake: a connect still in progress when dial first
+// asks (its SYN dropped by a full accept queue) completes once the node
+// makes room and the SYN is sent again; the dial returns a working
+// connection, not an error.
+func TestDialWaitsForHandshake(t *testing.T) {
+	addr, lfd := fullListenerFD(t)
+	rt, n := dialRouter(t, addr, 10*time.Second)
+	// Make room after the dial has found the handshake unfinished; the
+	// kernel resends the SYN about a second after the first.
+	time.AfterFunc(200*time.Millisecond, func() {
+		if nfd, _, err := syscall.Accept(lfd); err == nil {
+			syscall.Close(nfd)
+		}
+	})
+	start := time.Now()
+	c, err := rt.dial(nil, n)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer c.Close()
+	if d := time.Since(start); d < 150*time.Millisecond {
+		t.Fatalf("connected after %v, before the node made room: the handshake was not pending", d)
+	}
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Errorf("write on the connection: %v", err)
+	}
 }
 
 // TestDialTimeout: a node that never answers the SYN costs the connect

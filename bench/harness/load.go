@@ -27,7 +27,8 @@ import (
 type result struct {
 	rps, p50, p99 float64 // requests/s, latency ms
 	requests      float64
-	errors        string // non-2xx or socket errors, as the tool printed them
+	errors        string  // non-2xx or socket errors, as the tool printed them
+	loadCPU       float64 // CPU-seconds the load tool itself used (rusage)
 }
 
 var (
@@ -41,12 +42,23 @@ var (
 // runWrk drives url with wrk for d at conns connections and parses its
 // latency distribution.
 func runWrk(ctx context.Context, url, host string, conns int, d time.Duration) (result, error) {
-	out, err := exec.CommandContext(ctx, "wrk", "-t2", "-c"+strconv.Itoa(conns), "-d"+fmt.Sprintf("%ds", int(d.Seconds())),
-		"--latency", "--timeout", "5s", "-H", "Host: "+host, url).CombinedOutput()
+	cmd := exec.CommandContext(ctx, "wrk", "-t2", "-c"+strconv.Itoa(conns), "-d"+fmt.Sprintf("%ds", int(d.Seconds())),
+		"--latency", "--timeout", "5s", "-H", "Host: "+host, url)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return result{}, fmt.Errorf("wrk %s: %w: %s", url, err, out)
 	}
-	return parseWrk(string(out))
+	r, err := parseWrk(string(out))
+	r.loadCPU = cpuOf(cmd)
+	return r, err
+}
+
+// cpuOf is the CPU time a finished command used, user and system.
+func cpuOf(cmd *exec.Cmd) float64 {
+	if cmd.ProcessState == nil {
+		return 0
+	}
+	return (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
 }
 
 func parseWrk(out string) (result, error) {
@@ -88,12 +100,13 @@ func parseWrk(out string) (result, error) {
 // streams each) and computes p50/p99 from its per-request log.
 func runH2load(ctx context.Context, dir, url, authority string, n, c, m int) (result, error) {
 	logf := filepath.Join(dir, "h2load.log")
-	out, err := exec.CommandContext(ctx, "h2load", "-n", strconv.Itoa(n), "-c", strconv.Itoa(c), "-m", strconv.Itoa(m),
-		"-H", ":authority: "+authority, "--log-file", logf, url).CombinedOutput()
+	cmd := exec.CommandContext(ctx, "h2load", "-n", strconv.Itoa(n), "-c", strconv.Itoa(c), "-m", strconv.Itoa(m),
+		"-H", ":authority: "+authority, "--log-file", logf, url)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return result{}, fmt.Errorf("h2load %s: %w: %s", url, err, out)
 	}
-	var r result
+	r := result{loadCPU: cpuOf(cmd)}
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Fields(line)
 		switch {

@@ -51,6 +51,7 @@ type harness struct {
 	rows           []row
 	cert, key      string
 	ports          int // next port to hand out
+	backendPID     int // the current scenario's uwsgi node, for the CPU breakdown
 }
 
 // row is one router's medians in one scenario.
@@ -59,6 +60,11 @@ type row struct {
 	rps, p50, p99     float64
 	cpuPer10k, rssMiB float64
 	extra             string
+	// Where the machine's CPU went per request, in µs (medians): the
+	// router's user and kernel time, the backend's and the load tool's.
+	// Everything shares the same cores, so a router's rps depends on the
+	// sum, not on its own share alone.
+	usUser, usSys, usBackend, usLoad float64
 }
 
 // target is one router under test in a scenario.
@@ -190,9 +196,11 @@ func (h *harness) backend(size int, unix bool) (string, error) {
 	if unix {
 		addr = filepath.Join(h.tmp, fmt.Sprintf("backend-%d.sock", h.ports))
 	}
-	if _, err := h.start("backend", h.bin.backend, "-listen", addr, "-size", fmt.Sprint(size)); err != nil {
+	p, err := h.start("backend", h.bin.backend, "-listen", addr, "-size", fmt.Sprint(size))
+	if err != nil {
 		return "", err
 	}
+	h.backendPID = p.cmd.Process.Pid
 	return addr, waitListen(addr, 10*time.Second)
 }
 
@@ -284,20 +292,32 @@ func (h *harness) measure(ctx context.Context, scenario string, targets []target
 	per := map[string][]result{}
 	cpu := map[string][]float64{}
 	rss := map[string][]float64{}
+	split := map[string]*[4][]float64{} // µs per request: router user, router sys, backend, load tool
 	for r := 1; r <= h.rounds; r++ {
 		for _, t := range targets {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			c0 := cpuSeconds(t.pid)
+			u0, s0 := cpuSplit(t.pid)
+			b0 := cpuSeconds(h.backendPID)
 			res, err := load(t)
 			if err != nil {
 				return err
 			}
-			c1 := cpuSeconds(t.pid)
+			u1, s1 := cpuSplit(t.pid)
+			b1 := cpuSeconds(h.backendPID)
+			c0, c1 := u0+s0, u1+s1
 			per[t.name] = append(per[t.name], res)
 			if res.requests > 0 {
 				cpu[t.name] = append(cpu[t.name], (c1-c0)/res.requests*10000)
+				if split[t.name] == nil {
+					split[t.name] = new([4][]float64)
+				}
+				sp, us := split[t.name], 1e6/res.requests
+				sp[0] = append(sp[0], (u1-u0)*us)
+				sp[1] = append(sp[1], (s1-s0)*us)
+				sp[2] = append(sp[2], (b1-b0)*us)
+				sp[3] = append(sp[3], res.loadCPU*us)
 			}
 			rss[t.name] = append(rss[t.name], float64(rssBytes(t.pid))/(1<<20))
 			log.Printf("  round %d %-10s %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  cpu %.2f s/10k  %s", r, t.name, res.rps, res.p50, res.p99,
@@ -323,6 +343,10 @@ func (h *harness) measure(ctx context.Context, scenario string, targets []target
 			rps: pick(func(r result) float64 { return r.rps }), p50: pick(func(r result) float64 { return r.p50 }),
 			p99: pick(func(r result) float64 { return r.p99 }), cpuPer10k: median(cpu[t.name]), rssMiB: median(rss[t.name]),
 			extra: strings.Join(errs, "; ")})
+		if sp := split[t.name]; sp != nil {
+			r := &h.rows[len(h.rows)-1]
+			r.usUser, r.usSys, r.usBackend, r.usLoad = median(sp[0]), median(sp[1]), median(sp[2]), median(sp[3])
+		}
 	}
 	return nil
 }

@@ -121,13 +121,20 @@ func stat(pid int) (ppid int, utime, stime uint64, ok bool) {
 // cpuSeconds is the CPU time used so far by the process tree of pid
 // (clock ticks of 1/100 s, the Linux USER_HZ).
 func cpuSeconds(pid int) float64 {
-	var t uint64
+	u, s := cpuSplit(pid)
+	return u + s
+}
+
+// cpuSplit is cpuSeconds split into user and system (kernel) time.
+func cpuSplit(pid int) (user, sys float64) {
+	var ut, st uint64
 	for _, p := range tree(pid) {
 		if _, u, s, ok := stat(p); ok {
-			t += u + s
+			ut += u
+			st += s
 		}
 	}
-	return float64(t) / 100
+	return float64(ut) / 100, float64(st) / 100
 }
 
 // cpuNanos is the CPU time of every thread of pid, in nanoseconds

@@ -47,6 +47,18 @@ func (h *harness) report() error {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.scenario, r.router, num(r.rps, "%.0f"), ratio,
 			num(r.p50, "%.2f"), num(r.p99, "%.2f"), num(r.cpuPer10k, "%.2f"), num(r.rssMiB, "%.1f"), r.extra)
 	}
+	b.WriteString("\n## Where the CPU went, per request\n\n")
+	b.WriteString("Router, backend and load tool share the machine's cores, so a router's req/s follows the sum of all three;\n")
+	b.WriteString("CPU time in µs per request (medians; clock ticks of 10 ms, so short runs are coarse). The router's kernel\n")
+	b.WriteString("time is mostly the socket work every router here must do per request (connect, write, read, close).\n\n")
+	b.WriteString("| scenario | router | router user | router kernel | backend | load tool | total |\n|---|---|---|---|---|---|---|\n")
+	for _, r := range h.rows {
+		if r.usUser+r.usSys == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "| %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f |\n", r.scenario, r.router, r.usUser, r.usSys,
+			r.usBackend, r.usLoad, r.usUser+r.usSys+r.usBackend+r.usLoad)
+	}
 	md := filepath.Join(h.out, "results.md")
 	if err := os.WriteFile(md, []byte(b.String()), 0o644); err != nil {
 		return err

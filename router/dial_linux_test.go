@@ -343,3 +343,115 @@ func TestTunnelDeliversClientBytesAfterClientLeaves(t *testing.T) {
 		t.Fatal("node never saw the tunnel end")
 	}
 }
+
+// TestSendAwait: sendAwait writes the request and returns once the answer
+// can be read; a silent node costs the deadline; a request larger than the
+// socket takes at once comes back part-written for the caller to finish; a
+// node already gone is a write error.
+func TestSendAwait(t *testing.T) {
+	for _, network := range []string{"tcp", "unix"} {
+		t.Run(network, func(t *testing.T) {
+			addr := "127.0.0.1:0"
+			if network == "unix" {
+				addr = filepath.Join(t.TempDir(), "n.sock")
+			}
+			ln, err := net.Listen(network, addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			nodes := make(chan net.Conn, 4)
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					nodes <- c
+				}
+			}()
+			rt, n := dialRouter(t, ln.Addr().String(), time.Second)
+			dial := func() (*backendConn, net.Conn) {
+				t.Helper()
+				c, err := rt.dial(nil, n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case nc := <-nodes:
+					t.Cleanup(func() { nc.Close(); c.Close() })
+					return c.(*backendConn), nc
+				case <-time.After(5 * time.Second):
+					t.Fatal("node accepted nothing")
+				}
+				return nil, nil
+			}
+
+			// Answered: the answer arrives after the write, even when the node
+			// waits a little, and is there to read.
+			c, nc := dial()
+			go func() {
+				var b [4]byte
+				_, _ = io.ReadFull(nc, b[:])
+				time.Sleep(50 * time.Millisecond)
+				_, _ = nc.Write(b[:])
+			}()
+			start := time.Now()
+			if n, err := c.sendAwait([]byte("ping"), time.Now().Add(5*time.Second)); n != 4 || err != nil {
+				t.Fatalf("sendAwait = %d, %v", n, err)
+			}
+			if d := time.Since(start); d < 40*time.Millisecond {
+				t.Errorf("returned after %v, before the node answered", d)
+			}
+			var b [4]byte
+			if _, err := io.ReadFull(c, b[:]); err != nil || string(b[:]) != "ping" {
+				t.Fatalf("read %q, %v", b, err)
+			}
+
+			// Silent: the deadline, reported as a timeout with all written.
+			c, _ = dial()
+			if n, err := c.sendAwait([]byte("ping"), time.Now().Add(50*time.Millisecond)); n != 4 || !isTimeout(err) {
+				t.Errorf("silent node: sendAwait = %d, %v; want 4 and a timeout", n, err)
+			}
+
+			// Larger than the socket takes: part written, no error; the rest
+			// goes the usual way and the node gets all of it.
+			c, nc = dial()
+			big := make([]byte, 32<<20)
+			got := make(chan int, 1)
+			go func() {
+				time.Sleep(100 * time.Millisecond) // let the socket buffers fill
+				m, _ := io.Copy(io.Discard, io.LimitReader(nc, int64(len(big))))
+				got <- int(m)
+			}()
+			w, err := c.sendAwait(big, time.Now().Add(5*time.Second))
+			if w >= len(big) || err != nil {
+				t.Fatalf("big request: sendAwait = %d, %v; want a part and no error", w, err)
+			}
+			_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Write(big[w:]); err != nil {
+				t.Fatal(err)
+			}
+			if m := <-got; m != len(big) {
+				t.Errorf("node read %d bytes; want %d", m, len(big))
+			}
+
+			// Gone: the node closed and reset; the write fails.
+			c, nc = dial()
+			if tc, ok := nc.(*net.TCPConn); ok {
+				_ = tc.SetLinger(0)
+			}
+			nc.Close()
+			time.Sleep(20 * time.Millisecond)
+			var werr error
+			for i := 0; i < 3 && werr == nil; i++ { // a unix socket fails at once; TCP after the reset
+				if w, err := c.sendAwait([]byte("ping"), time.Now().Add(time.Second)); w < 4 {
+					werr = err
+				}
+			}
+			if werr == nil {
+				t.Error("writes to a node that is gone did not fail")
+			}
+		})
+	}
+}

@@ -208,16 +208,33 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 		return rt.failed(pm, err)
 	}
 
-	if err := rt.writeFull(conn, packet); err != nil {
-		return fail(errBackendWrite)
+	sent := 0
+	if s, ok := conn.(requestSender); ok && r.bodyLen == inline {
+		// The whole request is in packet: write it and wait for the answer
+		// in one step. The read deadline is set for the reads below.
+		n, err := s.sendAwait(packet, rt.now().Add(rt.timeouts().Timeout))
+		switch {
+		case n < len(packet) && err != nil:
+			return fail(errBackendWrite)
+		case err != nil && isTimeout(err):
+			return fail(errBackendTimeout)
+		case err != nil:
+			return fail(errBadResponse) // closed under the wait: the client left (fail says so) or the node
+		}
+		sent = n
 	}
-	if err := rt.sendRest(x, conn, inline); err != nil {
-		return fail(err)
+	if sent < len(packet) {
+		if err := rt.writeFull(conn, packet[sent:]); err != nil {
+			return fail(errBackendWrite)
+		}
+		if err := rt.sendRest(x, conn, inline); err != nil {
+			return fail(err)
+		}
+		_ = conn.SetReadDeadline(rt.now().Add(rt.timeouts().Timeout))
 	}
 
 	br = readerPool.Get().(*bufio.Reader)
 	br.Reset(conn)
-	_ = conn.SetReadDeadline(rt.now().Add(rt.timeouts().Timeout))
 	if err := head.Read(br); err != nil {
 		head.Reset()
 		if isTimeout(err) {
@@ -258,6 +275,16 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 		b.src = httputil.NewChunkedReader(br)
 	}
 	return pm, b, nil
+}
+
+// requestSender is a node connection that writes a whole request and waits
+// for the answer in one step, skipping the read that would find the socket
+// still empty (dial_linux.go's backendConn).
+type requestSender interface {
+	// sendAwait writes p, then waits until the answer can be read or the
+	// deadline, which also holds for the reads that follow. If n < len(p),
+	// err is the write's (nil: write the rest yourself); else the wait's.
+	sendAwait(p []byte, deadline time.Time) (n int, err error)
 }
 
 // failed counts err's status for pm and returns it in forward's shape.

@@ -50,8 +50,9 @@ type harness struct {
 	procs          []*proc
 	rows           []row
 	cert, key      string
-	ports          int // next port to hand out
-	backendPID     int // the current scenario's uwsgi node, for the CPU breakdown
+	ports          int      // next port to hand out
+	backendPID     int      // the current scenario's uwsgi node, for the CPU breakdown
+	variants       []string // -variants: extra fastrouter runs, each with one environment setting
 }
 
 // row is one router's medians in one scenario.
@@ -82,6 +83,8 @@ func main() {
 	pools := flag.Int("pools", 100000, "pools in the large-table scenario")
 	idle := flag.Int("idle", 5000, "connections in the idle scenario")
 	out := flag.String("out", "results", "directory for results.md and rps.png")
+	variants := flag.String("variants", "", "space-separated NAME=VALUE environment settings; each adds a fastrouter run with it\n"+
+		"to the h1-512, h1-64k and unix scenarios (e.g. \"GOMAXPROCS=4\")")
 	flag.Parse()
 
 	root, err := filepath.Abs("..")
@@ -97,7 +100,8 @@ func main() {
 		}
 	}
 	raiseNoFile()
-	h := &harness{root: root, out: *out, rounds: *rounds, dur: *dur, conns: *conns, ports: 23000}
+	h := &harness{root: root, out: *out, rounds: *rounds, dur: *dur, conns: *conns, ports: 23000,
+		variants: strings.Fields(*variants)}
 	h.tmp, err = os.MkdirTemp("", "fastrouter-bench-")
 	if err != nil {
 		log.Fatal(err)
@@ -217,6 +221,24 @@ func (h *harness) router(node string, extra ...string) (target, string, error) {
 		return target{}, "", err
 	}
 	return target{name: "fastrouter", url: "http://" + http + "/", pid: p.cmd.Process.Pid}, admin, nil
+}
+
+// variant starts fastrouter like router, with one more environment setting
+// (NAME=VALUE); its row is named "fastrouter NAME=VALUE".
+func (h *harness) variant(node, env string) (target, error) {
+	if !strings.Contains(env, "=") {
+		return target{}, fmt.Errorf("-variants: %q is not NAME=VALUE", env)
+	}
+	http, admin := h.port(), h.port()
+	p, err := h.start("fastrouter-"+strings.ReplaceAll(env, "/", "_"), "/usr/bin/env", env, h.bin.router, "--http", http, "--admin", admin,
+		"--subscription-server", h.port(), "--to", "bench.test="+node, "--log-level", "warn")
+	if err != nil {
+		return target{}, err
+	}
+	if err := waitListen(admin, 10*time.Second); err != nil {
+		return target{}, err
+	}
+	return target{name: "fastrouter " + env, url: "http://" + http + "/", pid: p.cmd.Process.Pid}, nil
 }
 
 // nginx starts nginx with uwsgi_pass to node, plain or TLS (+h2).
@@ -374,6 +396,13 @@ func (h *harness) throughput(ctx context.Context, name string, size int, unix bo
 		return err
 	}
 	targets := []target{fr}
+	for _, env := range h.variants {
+		t, err := h.variant(node, env)
+		if err != nil {
+			return err
+		}
+		targets = append(targets, t)
+	}
 	if t, ok, err := h.nginx(node, false); err != nil {
 		return err
 	} else if ok {
@@ -448,6 +477,13 @@ func (h *harness) idle(ctx context.Context, n int) error {
 		return err
 	}
 	targets := []target{fr}
+	for _, env := range h.variants {
+		t, err := h.variant(node, env)
+		if err != nil {
+			return err
+		}
+		targets = append(targets, t)
+	}
 	if t, ok, err := h.nginx(node, false); err != nil {
 		return err
 	} else if ok {

@@ -84,7 +84,7 @@ func main() {
 	idle := flag.Int("idle", 5000, "connections in the idle scenario")
 	out := flag.String("out", "results", "directory for results.md and rps.png")
 	variants := flag.String("variants", "", "space-separated NAME=VALUE environment settings; each adds a fastrouter run with it\n"+
-		"to the h1-512, h1-64k and unix scenarios (e.g. \"GOMAXPROCS=4\")")
+		"to the h1-512, h1-64k, unix and idle scenarios (e.g. \"GOMAXPROCS=4\")")
 	flag.Parse()
 
 	root, err := filepath.Abs("..")

@@ -223,6 +223,19 @@ func (h *harness) router(node string, extra ...string) (target, string, error) {
 	return target{name: "fastrouter", url: "http://" + http + "/", pid: p.cmd.Process.Pid}, admin, nil
 }
 
+// withVariants is fr followed by a fastrouter for each -variants setting.
+func (h *harness) withVariants(node string, fr target) ([]target, error) {
+	targets := []target{fr}
+	for _, env := range h.variants {
+		t, err := h.variant(node, env)
+		if err != nil {
+			return nil, err
+		}
+		targets = append(targets, t)
+	}
+	return targets, nil
+}
+
 // variant starts fastrouter like router, with one more environment setting
 // (NAME=VALUE); its row is named "fastrouter NAME=VALUE".
 func (h *harness) variant(node, env string) (target, error) {
@@ -395,13 +408,9 @@ func (h *harness) throughput(ctx context.Context, name string, size int, unix bo
 	if err != nil {
 		return err
 	}
-	targets := []target{fr}
-	for _, env := range h.variants {
-		t, err := h.variant(node, env)
-		if err != nil {
-			return err
-		}
-		targets = append(targets, t)
+	targets, err := h.withVariants(node, fr)
+	if err != nil {
+		return err
 	}
 	if t, ok, err := h.nginx(node, false); err != nil {
 		return err
@@ -476,13 +485,9 @@ func (h *harness) idle(ctx context.Context, n int) error {
 	if err != nil {
 		return err
 	}
-	targets := []target{fr}
-	for _, env := range h.variants {
-		t, err := h.variant(node, env)
-		if err != nil {
-			return err
-		}
-		targets = append(targets, t)
+	targets, err := h.withVariants(node, fr)
+	if err != nil {
+		return err
 	}
 	if t, ok, err := h.nginx(node, false); err != nil {
 		return err

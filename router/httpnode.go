@@ -410,7 +410,7 @@ func (rt *Router) forwardHTTP(x *exchange, head *fasthttp.ResponseHeader, pm *po
 			return fail(errClientGone)
 		}
 		stop = nil
-		node.Untrack(conn)
+		rt.untrack(node, conn)
 		conn.Close()
 		br.Reset(nil)
 		c, derr := rt.dialHTTPFresh(x.ctx, node)
@@ -422,7 +422,11 @@ func (rt *Router) forwardHTTP(x *exchange, head *fasthttp.ResponseHeader, pm *po
 			return fail(errAllFailed)
 		}
 		conn, hc = c, c.(*httpConn)
-		node.Track(conn)
+		if !rt.track(node, conn) {
+			conn.Close()
+			conn = nil
+			return fail(errShutdownCut)
+		}
 		watch()
 	}
 	rt.observeHead(x, node, start, int64(len(packet))+r.bodyLen-inline)

@@ -527,8 +527,9 @@ wait:
 	}
 	if cl != nil {
 		// Last, so that drains elsewhere counted this router's requests
-		// until they finished; then peers drop it at once.
-		if err := cl.Leave(2 * time.Second); err != nil {
+		// until they finished; then peers drop it at once. Bounded so the
+		// process still exits within --shutdown-timeout and a second.
+		if err := cl.Leave(leaveTimeout(sctx)); err != nil {
 			log.Warn("shutdown: cluster leave", "err", err)
 		}
 		clusterStarted()
@@ -548,6 +549,17 @@ wait:
 	wg.Wait()
 	log.Info("stopped")
 	return runErr
+}
+
+// leaveTimeout is how long the cluster leave at shutdown may take: up to
+// 2 s, but no later than half a second past the shutdown deadline (ctx's),
+// and never less than 100 ms.
+func leaveTimeout(ctx context.Context) time.Duration {
+	d := 2 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		d = min(d, time.Until(dl)+500*time.Millisecond)
+	}
+	return max(d, 100*time.Millisecond)
 }
 
 // metricsPruneInterval is how often the series of pools that left the table

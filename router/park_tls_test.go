@@ -297,8 +297,11 @@ func (s *sClient) get(t *testing.T, what string) {
 func TestParkTLSKeyUpdate(t *testing.T) {
 	for _, cmd := range []string{"k", "K"} {
 		t.Run(cmd, func(t *testing.T) {
+			t.Parallel()
 			ca := newTestCA(t)
-			const header = time.Second
+			// Also the TLS handshake's deadline: not too short for a
+			// loaded machine.
+			const header = 2 * time.Second
 			addr, l, _, _ := parkTLSRouterWith(t, ca, Config{HeaderTimeout: header, Timeout: 20 * time.Second})
 			s := startSClient(t, addr)
 			s.get(t, "first request")
@@ -307,9 +310,9 @@ func TestParkTLSKeyUpdate(t *testing.T) {
 			waitFor(t, "s_client to send its KeyUpdate", func() bool { return strings.Contains(s.stderr.String(), "KEYUPDATE") })
 			// Well past the header timeout the connection is still
 			// parked, and a request on it is served.
-			time.Sleep(2 * header)
+			time.Sleep(header + time.Second)
 			if n := l.parkedCount(); n != 1 {
-				t.Errorf("parked connections %v after the KeyUpdate: %d; want 1", 2*header, n)
+				t.Errorf("parked connections %v after the KeyUpdate: %d; want 1", header+time.Second, n)
 			}
 			s.get(t, "request after the KeyUpdate")
 			s.get(t, "one more")

@@ -41,7 +41,7 @@ func statusOf(err error) int {
 		return 500
 	case errNoPool:
 		return 404
-	case errNoNode, errQueueFull, errQueueTimeout:
+	case errNoNode, errQueueFull, errQueueTimeout, errShutdownCut:
 		return 503
 	case errConnectTimeout, errBackendTimeout:
 		return 504

@@ -179,7 +179,7 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 	if err != nil {
 		pm.inflight.Dec()
 		switch err {
-		case errClientGone, errVarsTooLarge:
+		case errClientGone, errVarsTooLarge, errShutdownCut:
 		case errQueueFull, errQueueTimeout:
 			pm.overloaded(err)
 		default:

@@ -42,9 +42,9 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange,
 			return nil, nil, errClientGone
 		}
 		now := rt.now()
-		var done <-chan struct{}
+		var done <-chan struct{} = rt.cutCh // a wait for a node ends at the shutdown deadline (cut.go)
 		if ctx != nil {
-			done = ctx.Done()
+			done = ctx.Done() // an h2 stream's ends then too: its connection is closed
 		}
 		n, perr := pool.Acquire(now.UnixNano(), tried, key, done)
 		switch perr {
@@ -52,6 +52,9 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange,
 		case balancer.ErrQueueFull, balancer.ErrQueueTimeout:
 			return nil, nil, overload(perr)
 		case balancer.ErrCanceled:
+			if ctx == nil {
+				return nil, nil, errShutdownCut
+			}
 			return nil, nil, errClientGone
 		default: // nothing usable (left): what failed so far decides
 			return nil, nil, err
@@ -70,7 +73,12 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange,
 		c, derr := rt.dial(ctx, n)
 		if derr == nil {
 			n.ReportSuccess()
-			n.Track(c) // a drain deadline may need to cut it
+			// A drain or the shutdown deadline may need to cut it.
+			if !rt.track(n, c) {
+				c.Close()
+				n.Done()
+				return nil, nil, errShutdownCut
+			}
 			return n, c, nil
 		}
 		n.Done()
@@ -288,7 +296,7 @@ func (b *backendBody) Close() error {
 func (rt *Router) finish(conn net.Conn, br *bufio.Reader, node *balancer.Node, pm *poolMetrics, start time.Time) {
 	if conn != nil {
 		if node != nil {
-			node.Untrack(conn)
+			rt.untrack(node, conn)
 		}
 		rt.keepOrClose(conn, br, node)
 	}

@@ -37,8 +37,8 @@ import (
 //     node that closed it, or sent something unasked, loses it); one that
 //     still fails before the first response byte is retried once on a fresh
 //     connection, when the request can be sent again (its body was in
-//     memory, not streamed from the client). That is the keep-alive race
-//     every proxy has; the client never sees it.
+//     memory or spilled to a file, not streamed from the client). That is
+//     the keep-alive race every proxy has; the client never sees it.
 
 const (
 	// httpIdlePerNode bounds the idle keep-alive connections kept per node.
@@ -394,8 +394,10 @@ func (rt *Router) forwardHTTP(x *exchange, head *fasthttp.ResponseHeader, pm *po
 		return rt.failed(pm, err)
 	}
 	// A request can go again when nothing of it came from the client
-	// during the first attempt: its body is in memory (or it has none).
-	replayable := r.bodyLen-inline == 0 || x.bodySrc == nil
+	// during the first attempt: its body is in memory (or it has none), or
+	// spilled to a file that is read again from the start (spill.go).
+	spilled := x.spill != nil && x.bodySrc == io.Reader(x.spill)
+	replayable := r.bodyLen-inline == 0 || x.bodySrc == nil || spilled
 	for attempt := 0; ; attempt++ {
 		stale, err := rt.sendHTTP(x, conn, br, head, packet, inline)
 		if err == nil {
@@ -404,13 +406,18 @@ func (rt *Router) forwardHTTP(x *exchange, head *fasthttp.ResponseHeader, pm *po
 		if !stale || attempt > 0 || !hc.reused || !replayable || x.ctx != nil && x.ctx.Err() != nil {
 			return fail(err)
 		}
+		if spilled {
+			if _, serr := x.spill.Seek(inline, io.SeekStart); serr != nil {
+				return fail(errSpill)
+			}
+		}
 		// The keep-alive race: the node closed this idle connection as we
 		// sent on it. Once more, on a connection of its own.
 		if stop != nil && !stop() {
 			return fail(errClientGone)
 		}
 		stop = nil
-		node.Untrack(conn)
+		rt.untrack(node, conn)
 		conn.Close()
 		br.Reset(nil)
 		c, derr := rt.dialHTTPFresh(x.ctx, node)
@@ -422,7 +429,11 @@ func (rt *Router) forwardHTTP(x *exchange, head *fasthttp.ResponseHeader, pm *po
 			return fail(errAllFailed)
 		}
 		conn, hc = c, c.(*httpConn)
-		node.Track(conn)
+		if !rt.track(node, conn) {
+			conn.Close()
+			conn = nil
+			return fail(errShutdownCut)
+		}
 		watch()
 	}
 	rt.observeHead(x, node, start, int64(len(packet))+r.bodyLen-inline)

@@ -3,6 +3,7 @@ package router
 import (
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -41,8 +42,10 @@ import (
 // read and no sniffed bytes are waiting in a wrapper.
 //
 // TLS connections park too, waiting on the socket under the tls.Conn (see
-// tlsParkConn for why nothing it buffers can be stranded). h2 connections
-// are not served by fasthttp.
+// tlsParkConn for why nothing it buffers can be stranded); woken, the waiter
+// reads the first byte of plaintext itself, so that a record without a
+// request goes back to waiting (awaitTLS). h2 connections are not served by
+// fasthttp.
 
 // parkAfter is how long a connection may stay idle inside fasthttp before it
 // is parked. Short enough that idle fleets of keep-alive connections shed
@@ -77,6 +80,11 @@ type parkConn struct {
 	front    *h1Front              // counts the connection open until it really closes
 	readable func(fd uintptr) bool // p.peek, made once
 	buf      [1]byte               // peek's
+	// first is the byte of plaintext the waiter read from the TLS layer
+	// to tell a request from a record without one (awaitTLS); fasthttp
+	// gets it first when hasFirst.
+	first    [1]byte
+	hasFirst bool
 
 	state  uint8
 	idleDL time.Time // fasthttp's keep-alive deadline (zero: none)
@@ -181,6 +189,9 @@ func innermost(c net.Conn) net.Conn {
 // replaying reports whether a wrapper still holds bytes read from the
 // socket before fasthttp got the connection.
 func (p *parkConn) replaying() bool {
+	if p.hasFirst {
+		return true
+	}
 	for c := p.Conn; c != nil; {
 		in, pre := unwrap(c)
 		if len(pre) > 0 {
@@ -209,6 +220,11 @@ func (p *parkConn) SetReadDeadline(t time.Time) error {
 }
 
 func (p *parkConn) Read(b []byte) (int, error) {
+	if p.hasFirst && len(b) > 0 { // read by the waiter (awaitTLS)
+		p.state, p.hasFirst = parkNone, false
+		b[0] = p.first[0]
+		return 1, nil
+	}
 	if p.state != parkIdle {
 		p.state = parkNone
 		return p.Conn.Read(b)
@@ -325,14 +341,11 @@ func (l *frontListener) closeConns() {
 }
 
 // wait runs on a fresh goroutine (small stack) while p is parked: it waits
-// for the client's next bytes, EOF, an error or fasthttp's idle deadline,
+// for the client's next request, EOF, an error or fasthttp's idle deadline,
 // then serves the connection again or closes it.
 func (p *parkConn) wait() {
 	p.parked.Store(false)
-	err := p.Conn.SetReadDeadline(p.idleDL) // fasthttp's own, in place of ours
-	if err == nil {
-		err = p.raw.Read(p.readable)
-	}
+	err := p.await()
 	p.l.parkMu.Lock()
 	p.waiting = false
 	p.l.parkMu.Unlock()
@@ -344,6 +357,58 @@ func (p *parkConn) wait() {
 	// Served outside wg, as from the accept loop (serve.go).
 	p.l.wg.Done()
 	p.l.serveConn(p)
+}
+
+// await waits until the client sends the start of a request (nil), or
+// EOF, an error or fasthttp's idle deadline (the error).
+func (p *parkConn) await() error {
+	for {
+		err := p.Conn.SetReadDeadline(p.idleDL) // fasthttp's own, in place of ours
+		if err == nil {
+			err = p.raw.Read(p.readable)
+		}
+		if err != nil || p.tc == nil {
+			return err
+		}
+		if again, err := p.awaitTLS(); !again {
+			return err
+		}
+	}
+}
+
+// awaitTLS tells, once bytes have arrived on a parked TLS connection,
+// whether they start a request. A TLS record may carry none: a TLS 1.3
+// KeyUpdate (RFC 8446 §4.6.3), a warning alert or user_canceled, an empty
+// record. crypto/tls handles those inside Read, which returns only with
+// plaintext or an error, so the waiter reads one byte of plaintext itself
+// (kept in p.first for fasthttp) within parkAfter: again reports that none
+// came (the records carried no request, or the rest of a record is still
+// on its way; a read timeout does not break a tls.Conn) and the connection
+// goes back to waiting, under the same idle deadline. Handed to fasthttp
+// instead, it would have had the header timeout for a request the client
+// never meant to send.
+func (p *parkConn) awaitTLS() (again bool, err error) {
+	rt := p.l.rt
+	now := rt.now()
+	dl := now.Add(parkAfter)
+	if !p.idleDL.IsZero() && p.idleDL.Before(dl) {
+		dl = p.idleDL
+	}
+	_ = p.tc.SetReadDeadline(dl)
+	// A KeyUpdate that asks for ours makes Read write one: a write that
+	// times out would break the connection for good.
+	_ = p.tc.SetWriteDeadline(now.Add(rt.timeouts().Timeout))
+	n, err := p.tc.Read(p.first[:])
+	switch {
+	case n == 1:
+		p.hasFirst = true
+		return false, nil
+	case err == nil:
+		return false, io.ErrNoProgress
+	case isTimeout(err) && (p.idleDL.IsZero() || rt.now().Before(p.idleDL)):
+		return true, nil
+	}
+	return false, err
 }
 
 // serveConn serves p until it closes or parks, with the current

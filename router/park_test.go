@@ -299,9 +299,8 @@ func trickleNode(t *testing.T) string {
 }
 
 // Shutdown returns when its ctx ends even with a clear-text HTTP/1.1
-// response still streaming, and the client's connection is closed then.
-// (The goroutine serving it ends at its next client write or when the node
-// stops: closing the client side does not interrupt the node read.)
+// response still streaming, and the client's connection is closed then
+// (its node connection too: cut_test.go).
 func TestShutdownBoundedByCtxWithStreamingResponse(t *testing.T) {
 	addr := trickleNode(t)
 	r := startRouter(t, Config{Timeout: 30 * time.Second})

@@ -2,6 +2,7 @@ package router
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -9,8 +10,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
+	"os/exec"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -62,8 +68,13 @@ func (ca *testCA) issue(t *testing.T, cn string, usage x509.ExtKeyUsage) tls.Cer
 // front of one fake node for p.test.
 func parkTLSRouter(t *testing.T, ca *testCA) (addr string, l *frontListener, node *fakeNode, rt *Router) {
 	t.Helper()
+	return parkTLSRouterWith(t, ca, Config{})
+}
+
+func parkTLSRouterWith(t *testing.T, ca *testCA, rc Config) (addr string, l *frontListener, node *fakeNode, rt *Router) {
+	t.Helper()
 	node = startFakeNode(t, okReply("hi"))
-	r := startRouter(t, Config{})
+	r := startRouter(t, rc)
 	r.table.AddStatic("p.test", node.addr(), 1)
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.cert)
@@ -184,5 +195,127 @@ func TestShutdownClosesParkedTLS(t *testing.T) {
 	k.expectEOF(time.Second)
 	if got := rt.h1Open.Load(); got != 0 {
 		t.Errorf("open connections after Shutdown = %d", got)
+	}
+}
+
+// sClient is an openssl s_client session: what is written to in goes out
+// as application data (lines end in CRLF), except a line that is a single
+// command letter ("k": send a TLS 1.3 KeyUpdate, "K": send one and ask
+// the peer to update too), which s_client acts on itself.
+type sClient struct {
+	in     io.WriteCloser
+	out    *bufio.Reader
+	stderr *lockedBuffer
+}
+
+// lockedBuffer collects a process's stderr for the test to poll.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func startSClient(t *testing.T, addr string) *sClient {
+	t.Helper()
+	bin, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Fatal("openssl not installed (scripts/test.sh installs it)")
+	}
+	// -quiet turns command letters off (it implies -ign_eof); -no_ign_eof
+	// after it turns them back on.
+	cmd := exec.Command(bin, "s_client", "-connect", addr, "-servername", "p.test", "-tls1_3",
+		"-alpn", "http/1.1", "-quiet", "-no_ign_eof", "-crlf")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &sClient{in: in, out: bufio.NewReader(out), stderr: &lockedBuffer{}}
+	cmd.Stderr = s.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		in.Close()
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("s_client stderr:\n%s", s.stderr.String())
+		}
+	})
+	return s
+}
+
+// get sends a GET for p.test and reads its response, which must be 200 "hi".
+func (s *sClient) get(t *testing.T, what string) {
+	t.Helper()
+	io.WriteString(s.in, "GET / HTTP/1.1\nHost: p.test\n\n")
+	type result struct {
+		code int
+		body string
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		resp, err := http.ReadResponse(s.out, nil)
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		res <- result{resp.StatusCode, string(b), err}
+	}()
+	select {
+	case r := <-res:
+		if r.err != nil || r.code != 200 || r.body != "hi" {
+			t.Fatalf("%s: %d %q %v; want 200 \"hi\"", what, r.code, r.body, r.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: no response in 10s", what)
+	}
+}
+
+// A parked TLS 1.3 connection woken by a record that carries no request, a
+// KeyUpdate from openssl s_client (Go's crypto/tls cannot send one), goes
+// back to waiting under the idle timeout: a request sent well after the
+// header timeout is still served on it. With "K" the router must answer
+// with a KeyUpdate of its own while parked.
+func TestParkTLSKeyUpdate(t *testing.T) {
+	for _, cmd := range []string{"k", "K"} {
+		t.Run(cmd, func(t *testing.T) {
+			t.Parallel()
+			ca := newTestCA(t)
+			// Also the TLS handshake's deadline: not too short for a
+			// loaded machine.
+			const header = 2 * time.Second
+			addr, l, _, _ := parkTLSRouterWith(t, ca, Config{HeaderTimeout: header, Timeout: 20 * time.Second})
+			s := startSClient(t, addr)
+			s.get(t, "first request")
+			waitFor(t, "the connection to park", func() bool { return l.parkedCount() == 1 })
+			io.WriteString(s.in, cmd+"\n")
+			waitFor(t, "s_client to send its KeyUpdate", func() bool { return strings.Contains(s.stderr.String(), "KEYUPDATE") })
+			// Well past the header timeout the connection is still
+			// parked, and a request on it is served.
+			time.Sleep(header + time.Second)
+			if n := l.parkedCount(); n != 1 {
+				t.Errorf("parked connections %v after the KeyUpdate: %d; want 1", header+time.Second, n)
+			}
+			s.get(t, "request after the KeyUpdate")
+			s.get(t, "one more")
+		})
 	}
 }

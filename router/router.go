@@ -132,6 +132,12 @@ type Router struct {
 	// connection. h1Open counts open HTTP/1.1 client connections.
 	draining atomic.Bool
 	h1Open   atomic.Int64
+
+	// backends are the node connections of exchanges in flight, cut at
+	// the shutdown deadline; cutCh is closed then (cut.go).
+	backends connSet
+	cutCh    chan struct{}
+	cutOnce  sync.Once
 }
 
 // New validates cfg and returns a Router.
@@ -203,6 +209,7 @@ func New(cfg Config) (*Router, error) {
 		now:     cfg.Now,
 		ids:     newIDGen(),
 		alog:    cfg.AccessLog,
+		cutCh:   make(chan struct{}),
 	}
 	if rt.headRejects, rt.connsRefused, err = newSecurityMetrics(cfg.Registerer); err != nil {
 		return nil, fmt.Errorf("router: metrics: %w", err)
@@ -268,7 +275,9 @@ const drainGrace = time.Second
 // Shutdown stops accepting, answers every further HTTP/1.1 response with
 // "Connection: close" and sends HTTP/2 GOAWAY, lets requests in flight
 // finish, closes connections still idle after a short grace, and returns
-// when every connection is gone or ctx ends.
+// when every connection is gone or ctx ends. At ctx's end it cuts whatever
+// is still open, client and node connections alike (cut.go), and returns
+// within cutGrace more.
 func (rt *Router) Shutdown(ctx context.Context) error {
 	rt.mu.Lock()
 	rt.closing = true
@@ -300,6 +309,11 @@ graceLoop:
 		case <-poll.C:
 		}
 	}
+	// Each part below closes its client connections at ctx's end; the node
+	// connections of the exchanges still in flight are closed here.
+	cut := make(chan int, 1)
+	stop := context.AfterFunc(ctx, func() { cut <- rt.cutBackends() })
+	defer stop()
 	var wg sync.WaitGroup
 	errs := make([]error, len(lns)+len(redirects))
 	uerrs := make([]error, len(uwsgiLns)+1)
@@ -330,5 +344,8 @@ graceLoop:
 		}()
 	}
 	wg.Wait()
+	if ctx.Err() != nil {
+		rt.awaitCut(<-cut)
+	}
 	return errors.Join(append(errs, uerrs...)...)
 }

@@ -50,6 +50,11 @@ type frontListener struct {
 	wg      sync.WaitGroup // accept loop's per-connection goroutines, park waiters
 	servers sync.WaitGroup // fasthttp Serve goroutines
 
+	// splitting holds the connections the accept loop's goroutines own:
+	// from accept until the HTTP/1.1 front takes them, and h2 ones (served
+	// on that goroutine) until they end. The shutdown deadline closes them.
+	splitting connSet
+
 	parkState // idle connections parked outside fasthttp (park.go)
 }
 
@@ -176,12 +181,17 @@ func (l *frontListener) acceptLoop() error {
 			}
 			c = lc
 		}
+		if !l.splitting.add(c) {
+			c.Close() // past the shutdown deadline
+			continue
+		}
 		l.wg.Add(1)
 		go func() {
 			p := l.split(c)
+			l.splitting.remove(c)
 			// An HTTP/1.1 connection that can park is served here, outside
 			// wg: fasthttp's Shutdown waits for it, and one whose response
-			// outlives Shutdown's context is closed and left to end.
+			// outlives Shutdown's context is closed (cut.go) and ends then.
 			l.wg.Done()
 			if p != nil {
 				l.serveConn(p)
@@ -385,10 +395,22 @@ func (l *frontListener) shutdown(ctx context.Context) error {
 			g.h2.closeAll()
 		}
 		l.closeConns()
-		<-done
+		l.splitting.closeAll()
+		waitBounded(done, cutGrace)
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// waitBounded waits until done is closed or d has passed: after the
+// shutdown deadline, what was cut gets d to end (cut.go).
+func waitBounded(done <-chan struct{}, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
 }
 
 // clientDN returns the subject of the verified client certificate on c, if

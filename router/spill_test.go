@@ -112,3 +112,34 @@ func TestExpectContinue(t *testing.T) {
 		t.Errorf("after 100 Continue: %d %q", resp.StatusCode, b)
 	}
 }
+
+// A body spilled to a file goes again, from the file, when the http node's
+// keep-alive connection turns out closed as the request is sent on it (the
+// node drops it unanswered), as a body kept in memory does.
+func TestSpilledBodyReplayedOnStaleConnection(t *testing.T) {
+	f := startHTTPFake(t, func(_ *http.Request, body []byte, nth int) (string, bool) {
+		if nth == 1 { // the second request on any connection: drop it unanswered
+			return "", true
+		}
+		return clReply(fmt.Sprintf("%d %x", len(body), sha256.Sum256(body))), false
+	})
+	dir := t.TempDir()
+	r := startRouter(t, Config{MaxBufferedBody: 4096, TempDir: dir})
+	r.table.AddStatic("h.test", f.addr(), 1)
+	if resp, _ := raw(t, r.addr, "GET / HTTP/1.1\r\nHost: h.test\r\n\r\n"); resp.StatusCode != 200 {
+		t.Fatalf("first request: %d", resp.StatusCode)
+	}
+	node := r.table.Pool("h.test").Node(f.addr())
+	waitFor(t, "an idle keep-alive connection", func() bool { return node.IdleConns() == 1 })
+	body := strings.Repeat("0123456789abcdefghij", 10000) // 200 kB: spilled
+	resp, got := raw(t, r.addr, "POST / HTTP/1.1\r\nHost: h.test\r\nTransfer-Encoding: chunked\r\n\r\n"+chunked(body, 7000))
+	if want := fmt.Sprintf("%d %x", len(body), sha256.Sum256([]byte(body))); resp.StatusCode != 200 || got != want {
+		t.Fatalf("spilled upload over a stale connection: %d %q; want 200 %q", resp.StatusCode, got, want)
+	}
+	if n := f.accepted.Load(); n != 2 {
+		t.Errorf("accepted %d connections; want 2 (the stale one, then a fresh one for the retry)", n)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("spill files left behind: %v", ents)
+	}
+}

@@ -215,7 +215,7 @@ func (l *uwsgiListener) untrack(c net.Conn) {
 }
 
 // shutdown stops accepting and waits for the requests in flight until ctx
-// ends; then it closes the rest.
+// ends; then it closes the rest and waits at most cutGrace for them.
 func (l *uwsgiListener) shutdown(ctx context.Context) error {
 	l.ln.Close()
 	done := make(chan struct{})
@@ -234,7 +234,9 @@ func (l *uwsgiListener) shutdown(ctx context.Context) error {
 		c.Close()
 	}
 	l.mu.Unlock()
-	<-done
+	// A goroutine waiting on its node is woken by the router closing the
+	// node connections (cut.go), one dialling when its dial ends.
+	waitBounded(done, cutGrace)
 	return ctx.Err()
 }
 

@@ -27,7 +27,7 @@ import (
 //     so a node drain lets the tunnel run until the drain deadline, then
 //     closes it and counts it as forced, like any other request;
 //   - shutdown: Router.Shutdown waits for tunnels until its deadline, then
-//     closes them.
+//     closes both sides (cut.go).
 //
 // HTTP/2 clients cannot upgrade (RFC 8441 extended CONNECT is not offered),
 // so only the HTTP/1.1 front builds tunnels.
@@ -80,7 +80,7 @@ func (s *tunnelSet) shutdown(ctx context.Context) error {
 		t.close()
 	}
 	s.mu.Unlock()
-	<-done
+	waitBounded(done, cutGrace)
 	return nil
 }
 

@@ -116,7 +116,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", 3*time.Second, "backend connect timeout")
 	fs.DurationVar(&o.timeout, "timeout", 60*time.Second, "backend and client inactivity timeout (also the keep-alive idle timeout)")
 	fs.DurationVar(&o.headerTimeout, "header-timeout", 10*time.Second, "a client must send its request headers within this `duration`")
-	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "graceful shutdown deadline on SIGTERM/SIGINT")
+	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "graceful shutdown deadline on SIGTERM/SIGINT; then what is still open is cut")
 	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", 65536, "largest request head in `bytes`; larger is answered 431")
 	fs.Int64Var(&o.maxBodyBytes, "max-body-bytes", 1<<30, "largest request body in `bytes` (413 beyond); chunked bodies over 8 MiB are buffered in a temporary file")
 	fs.StringVar(&o.fallbackKey, "fallback-key", "", "pool `key` used when no pool matches the host")

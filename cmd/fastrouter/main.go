@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -416,19 +415,22 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 		"subscription_server", subs.Addrs(), "admin", o.admin, "static_nodes", len(o.to),
 		"stats", o.stats, "access_log", o.accessLog)
 
-	if err := up.Ready(); err != nil {
-		log.Warn("upgrade: could not tell the previous process we are ready", "err", err)
-	}
+	// The pid file names this process before it tells a previous one it is
+	// ready (pidfile.go), so the hand-off never leaves it naming a process
+	// that is exiting, or missing.
+	var runErr error
+	handedOff := false
 	if o.pidFile != "" {
 		if err := writePIDFile(o.pidFile); err != nil {
 			log.Warn("pid file", "err", err)
 		} else {
-			defer removePIDFile(o.pidFile)
+			defer func() { releasePIDFile(o.pidFile, handedOff) }()
 		}
 	}
+	if err := up.Ready(); err != nil {
+		log.Warn("upgrade: could not tell the previous process we are ready", "err", err)
+	}
 
-	var runErr error
-	handedOff := false
 wait:
 	for {
 		select {
@@ -447,6 +449,7 @@ wait:
 			pid, err := up.Upgrade(ctx, snap)
 			if err != nil {
 				log.Error("upgrade failed; this process keeps serving", "err", err)
+				reclaimPIDFile(o.pidFile, log)
 				continue
 			}
 			log.Info("upgrade: new process ready; draining this one", "pid", pid, "deadline", o.shutdownTimeout)
@@ -527,8 +530,9 @@ wait:
 	}
 	if cl != nil {
 		// Last, so that drains elsewhere counted this router's requests
-		// until they finished; then peers drop it at once.
-		if err := cl.Leave(2 * time.Second); err != nil {
+		// until they finished; then peers drop it at once. Bounded so the
+		// process still exits within --shutdown-timeout and a second.
+		if err := cl.Leave(leaveTimeout(sctx)); err != nil {
 			log.Warn("shutdown: cluster leave", "err", err)
 		}
 		clusterStarted()
@@ -548,6 +552,17 @@ wait:
 	wg.Wait()
 	log.Info("stopped")
 	return runErr
+}
+
+// leaveTimeout is how long the cluster leave at shutdown may take: up to
+// 2 s, but no later than half a second past the shutdown deadline (ctx's),
+// and never less than 100 ms.
+func leaveTimeout(ctx context.Context) time.Duration {
+	d := 2 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		d = min(d, time.Until(dl)+500*time.Millisecond)
+	}
+	return max(d, 100*time.Millisecond)
 }
 
 // metricsPruneInterval is how often the series of pools that left the table
@@ -642,23 +657,4 @@ func parseLevel(s string) (slog.Level, error) {
 		return 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
 	}
 	return l, nil
-}
-
-// writePIDFile writes this process's id, atomically: a supervisor reading it
-// during an upgrade sees the old pid or the new one, never a torn write.
-func writePIDFile(path string) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
-
-// removePIDFile removes the pid file if it still names this process (after
-// an upgrade it names the new one).
-func removePIDFile(path string) {
-	b, err := os.ReadFile(path)
-	if err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
-		os.Remove(path)
-	}
 }

@@ -5,6 +5,7 @@
 /upload      -> reads the body, returns "<bytes> <sha256>"
 /download    -> ?size=N streams N pattern bytes; &cl=1 sends Content-Length
 /slow        -> ?ms=N sleeps, then "slow node=<NODE_ID>"
+/stream      -> a body without end: "tick\n" every ?ms=N (default 200) for ever
 /status      -> ?code=N answers that status
 /health      -> 500 while the file named by $HEALTH_FAIL_FILE exists, else 200
 /ws          -> WebSocket echo (uWSGI's websocket API): each message comes back
@@ -57,6 +58,16 @@ def application(env, start):
         time.sleep(int(q.get("ms", ["1000"])[0]) / 1000.0)
         start("200 OK", [("Content-Type", "text/plain")])
         return [("slow node=%s" % NODE).encode()]
+    if path == "/stream":
+        ms = int(q.get("ms", ["200"])[0])
+        start("200 OK", [("Content-Type", "text/plain")])
+
+        def ticks():
+            while True:
+                yield b"tick\n"
+                time.sleep(ms / 1000.0)
+
+        return ticks()
     if path == "/status":
         code = int(q.get("code", ["200"])[0])
         start("%d X" % code, [("Content-Type", "text/plain")])

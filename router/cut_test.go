@@ -1,0 +1,132 @@
+package router
+
+import (
+	"context"
+	"io"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// heldNode is a fake node that reads a request and then either never
+// answers or streams a body without length, a byte every 50ms, for ever.
+// ended gets a value for each connection the router closes.
+type heldNode struct {
+	addr  string
+	got   atomic.Int32 // requests received
+	ended chan struct{}
+}
+
+func startHeldNode(t *testing.T, stream bool) *heldNode {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	h := &heldNode{addr: ln.Addr().String(), ended: make(chan struct{}, 16)}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go h.serve(c, stream)
+		}
+	}()
+	return h
+}
+
+func (h *heldNode) serve(c net.Conn, stream bool) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+	var b [4096]byte
+	if _, err := c.Read(b[:]); err != nil {
+		return
+	}
+	h.got.Add(1)
+	if stream {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\n")
+		for {
+			if _, err := c.Write([]byte("x")); err != nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	} else {
+		for {
+			if _, err := c.Read(b[:]); err != nil {
+				break
+			}
+		}
+	}
+	h.ended <- struct{}{}
+}
+
+// At Shutdown's deadline the node connections of exchanges still in flight
+// are closed, whatever their goroutine waits on: a response head that never
+// comes (HTTP/1.1 and uwsgi fronts), an HTTP/1.0 body streamed until close
+// (a hijacked connection no front tracks). Shutdown returns once every one
+// is released, within cutGrace of its deadline.
+func TestShutdownDeadlineCutsNodeConnections(t *testing.T) {
+	silent, streamer := startHeldNode(t, false), startHeldNode(t, true)
+	r := startRouter(t, Config{Timeout: 30 * time.Second})
+	r.table.AddStatic("silent.test", silent.addr, 1)
+	r.table.AddStatic("stream.test", streamer.addr, 1)
+	uln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go r.rt.ServeUwsgi(uln, "u")
+
+	var clients []net.Conn
+	dial := func(addr, req string) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		io.WriteString(c, req)
+		clients = append(clients, c)
+	}
+	dial(r.addr, "GET / HTTP/1.1\r\nHost: silent.test\r\n\r\n")
+	dial(r.addr, "GET / HTTP/1.0\r\nHost: stream.test\r\n\r\n")
+	vars := varsBlock("HTTP_HOST", "silent.test", "REQUEST_METHOD", "GET", "REMOTE_ADDR", "127.0.0.1")
+	dial(uln.Addr().String(), string(append([]byte{0, byte(len(vars)), byte(len(vars) >> 8), 0}, vars...)))
+	waitFor(t, "the nodes to have the requests", func() bool { return silent.got.Load() == 2 && streamer.got.Load() == 1 })
+	if n := r.rt.backends.size(); n != 3 {
+		t.Fatalf("node connections tracked: %d; want 3", n)
+	}
+
+	const deadline = 300 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	start := time.Now()
+	done := make(chan struct{})
+	go func() { r.rt.Shutdown(ctx); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(deadline + cutGrace + 5*time.Second):
+		t.Fatalf("Shutdown still blocked %v after SIGTERM with a %v deadline", time.Since(start), deadline)
+	}
+	took := time.Since(start)
+	t.Logf("Shutdown returned after %v", took)
+	if n := r.rt.backends.size(); n != 0 {
+		t.Errorf("node connections still held after Shutdown: %d", n)
+	}
+	for i := range 3 {
+		select {
+		case <-silent.ended:
+		case <-streamer.ended:
+		case <-time.After(2 * time.Second):
+			t.Fatalf("only %d of 3 node connections closed 2s after Shutdown returned", i)
+		}
+	}
+	for i, c := range clients {
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := io.Copy(io.Discard, c); isTimeout(err) {
+			t.Errorf("client %d: still open 2s after Shutdown returned (%v)", i, err)
+		}
+	}
+}

@@ -53,10 +53,10 @@ func FuzzAdmit(f *testing.F) {
 		if uwsgi.ParseSubscription(datagram, &s) != nil {
 			return
 		}
-		g.seen.m = map[string]*int64{} // each input starts with no history
+		g.seen.m = map[string]*seen{} // each input starts with no history
 		err := g.Admit(&s, datagram, s.Address)
 		if err != nil {
-			if _, ok := g.Guard.denied[err]; !ok {
+			if d, ok := err.(*Denial); !ok || g.Guard.denied[d] == nil {
 				t.Fatalf("Admit returned %v, not a counted reason", err)
 			}
 			return

@@ -136,3 +136,27 @@ func BenchmarkOriginRefresh(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkOriginRefreshSigned is BenchmarkOriginRefresh with a signed
+// datagram each time (a new signed time per announce, as nodes send): the
+// proof kept for the peers is compared and copied in place.
+func BenchmarkOriginRefreshSigned(b *testing.B) {
+	r := newTestRouter(b, "r", routerOpts{noStart: true})
+	proofs := make([][]byte, 64)
+	for i := range proofs {
+		proofs[i] = sampleProof("www.example.com", "10.0.0.1:3031", uint64(time.Now().Unix())+uint64(i))
+	}
+	a := &balancer.Announce{Key: []byte("www.example.com"), Address: []byte("10.0.0.1:3031"), Weight: 1, Cores: 4, Proof: proofs[0]}
+	if _, err := r.o.Announce(a); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		a.Proof = proofs[i%len(proofs)]
+		if _, err := r.o.Announce(a); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

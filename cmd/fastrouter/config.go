@@ -325,6 +325,9 @@ func (o *options) validate() error {
 	if err := o.validateSecurity(); err != nil {
 		return err
 	}
+	if err := o.validateAdmission(); err != nil {
+		return err
+	}
 	if o.slowStart < 0 {
 		return fmt.Errorf("--slow-start must not be negative, got %s", o.slowStart)
 	}

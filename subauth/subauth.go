@@ -90,9 +90,10 @@ var (
 	ErrProof = &Denial{"subauth: relayed datagram does not announce this node", "proof"}
 )
 
-// reasons lists every Denial, in a fixed order (the counters' children).
+// reasons lists every Denial Admit returns, in a fixed order (the
+// children of the datagram counter). ErrProof is for relayed nodes only.
 var reasons = []*Denial{ErrSource, ErrNodeAddress, ErrUnsigned, ErrNoKey, ErrSignature, ErrStale,
-	ErrReplay, ErrFull, ErrCommand, ErrDuplicate, ErrProof}
+	ErrReplay, ErrFull, ErrCommand, ErrDuplicate}
 
 // Config configures a Guard. The zero Config admits everything.
 type Config struct {

@@ -20,7 +20,9 @@ import (
 )
 
 // edKey is an Ed25519 key pair: a signer and its public key file content.
-func edKey(t *testing.T) (*subauth.Signer, []byte) {
+func edKey(t *testing.T) (*subauth.Signer, []byte) { return edKeyTB(t) }
+
+func edKeyTB(t testing.TB) (*subauth.Signer, []byte) {
 	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(nil)
 	if err != nil {
@@ -44,6 +46,10 @@ func edKey(t *testing.T) (*subauth.Signer, []byte) {
 // signingGuard is a Guard that requires signatures, with pub as the key of
 // each of keys, and allows nodes only in allow (any when empty).
 func signingGuard(t *testing.T, pub []byte, keys []string, allow ...string) *subauth.Guard {
+	return signingGuardTB(t, pub, keys, allow...)
+}
+
+func signingGuardTB(t testing.TB, pub []byte, keys []string, allow ...string) *subauth.Guard {
 	t.Helper()
 	dir := t.TempDir()
 	for _, k := range keys {

@@ -158,7 +158,7 @@ func TestReplayMemoryTravelsOnJoin(t *testing.T) {
 	waitMembers(t, 2, a, c)
 	waitFor(t, 5*time.Second, "a's replay memory at c", func() bool {
 		found := false
-		gc.SignedTimes(func(k, addr string, unix int64) {
+		gc.SignedTimes(func(k, addr string, unix int64, _ uint64) {
 			found = found || k == "signed.test" && addr == ":3031" && unix == int64(s.Unix)
 		})
 		return found
@@ -182,16 +182,16 @@ func TestSignedSectionOptional(t *testing.T) {
 	if _, _, err := c.mergeState(c.z.sealState(now.UnixNano(), raw)); err != nil {
 		t.Fatalf("state without a signed section: %v", err)
 	}
-	bad := append(appendUvarint(raw[:len(raw):len(raw)], 1), 0x00) // a record with an empty key
+	bad := appendSigned(raw[:len(raw):len(raw)], 1, appendSignedRec(nil, "", ":1", 1, 1)) // a record with an empty key
 	if _, _, err := c.mergeState(c.z.sealState(now.UnixNano(), bad)); err == nil {
 		t.Fatal("signed record with an empty key accepted")
 	}
-	rec := appendSigned(raw[:len(raw):len(raw)], 1, appendSignedRec(nil, "a.test", ":1", now.Unix()))
+	rec := appendSigned(raw[:len(raw):len(raw)], 1, appendSignedRec(nil, "a.test", ":1", now.Unix(), 7))
 	if _, _, err := c.mergeState(c.z.sealState(now.UnixNano(), rec)); err != nil {
 		t.Fatal(err)
 	}
-	if got := mem.get("a.test", ":1"); got != now.Unix() {
-		t.Errorf("remembered %d; want %d", got, now.Unix())
+	if got := mem.get("a.test", ":1"); got != (memRec{now.Unix(), 7}) {
+		t.Errorf("remembered %+v; want %d, sig 7", got, now.Unix())
 	}
 }
 
@@ -218,5 +218,36 @@ func TestProofRegister(t *testing.T) {
 		if got := proofAfter(tc.a, tc.b, limit); got != tc.want {
 			t.Errorf("%s: proofAfter = %v; want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// A router that joins a signing cluster later admits the live signed nodes
+// the others accepted: the proof that comes with each entry is the very
+// datagram whose time came with the state's replay memory.
+func TestJoinerAdmitsLiveSignedNodes(t *testing.T) {
+	t.Parallel()
+	signer, pub := edKey(t)
+	keys := []string{"live.test"}
+	ga := signingGuard(t, pub, keys)
+	a := newTestRouter(t, "a", routerOpts{admission: ga, signed: ga})
+	for _, addr := range []string{"10.0.0.1:3031", "10.0.0.2:3031"} {
+		d := signedDatagram(t, signer, "live.test", addr)
+		var s uwsgi.Subscription
+		if err := uwsgi.ParseSubscription(d, &s); err != nil {
+			t.Fatal(err)
+		}
+		if err := ga.Admit(&s, d, s.Address); err != nil {
+			t.Fatal(err)
+		}
+		announceAt(t, a, "live.test", addr, func(an *balancer.Announce) { an.Proof = d })
+	}
+	gc := signingGuard(t, pub, keys)
+	reg := prometheus.NewRegistry()
+	c := newTestRouter(t, "c", routerOpts{join: []string{a.c.Addr()}, admission: gc, signed: gc, reg: reg})
+	waitMembers(t, 2, a, c)
+	waitState(t, 5*time.Second, "live.test", "10.0.0.1:3031", "active", c)
+	waitState(t, 5*time.Second, "live.test", "10.0.0.2:3031", "active", c)
+	if n, _ := testutil.GatherAndCount(reg, "fastrouter_cluster_denied_total"); n != 0 {
+		t.Errorf("c refused live signed nodes: %d denied series", n)
 	}
 }

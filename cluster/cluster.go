@@ -152,12 +152,12 @@ type Admission interface {
 // SignedTimes is a replay memory that travels with the full state.
 // *subauth.Guard implements it.
 type SignedTimes interface {
-	// SignedTimes calls fn for each remembered time; fn must not call
-	// back.
-	SignedTimes(fn func(key, address string, unix int64))
+	// SignedTimes calls fn for each remembered time and its opaque
+	// datagram id; fn must not call back.
+	SignedTimes(fn func(key, address string, unix int64, sig uint64))
 	// RememberSigned imports a time a peer reported. The slices are not
 	// retained.
-	RememberSigned(key, address []byte, unix int64)
+	RememberSigned(key, address []byte, unix int64, sig uint64)
 }
 
 // Cluster keeps a routing table in step with the other routers'. Its

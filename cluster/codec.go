@@ -21,12 +21,13 @@ import (
 //	                epoch.origin u64, at Δ, inflight uvarint
 //	kind 3, state:  rawlen uvarint, then a zstd frame of rawlen bytes:
 //	                pools uvarint, { key str, n uvarint, entry × n } × pools
-//	                [signed uvarint, { key str, addr str, unix varint } × signed]
+//	                [signed uvarint, { key str, addr str, unix varint, sig u64 } × signed]
 //
 //	The optional signed section (absent when empty, so states without it
 //	are what earlier versions sent) is the sender's replay memory: the
 //	newest signed datagram time (unix seconds) it accepted per key and
-//	announced address (subauth.Guard.SignedTimes).
+//	announced address, and an id of that datagram if it was a subscribe
+//	(subauth.Guard.SignedTimes).
 //
 //	entry:
 //	  addr       str
@@ -75,7 +76,7 @@ const (
 	maxReports    = 256
 	maxStateBytes = 64 << 20 // decompressed state
 	minEntryBytes = 24       // smallest encoded entry: bounds counts by input size
-	minSignedRec  = 3        // smallest signed record: key, empty addr, unix
+	minSignedRec  = 3 + 8    // smallest signed record: key, empty addr, unix, sig
 )
 
 const (
@@ -561,7 +562,7 @@ func (z *compressor) decompressState(b []byte) (raw []byte, base int64, err erro
 // each entry, in order, then signed (if not nil) for each record of the
 // signed section. fn and signed must not retain their arguments. It stops
 // at the first error; what was passed before it is valid on its own.
-func decodeRawState(raw []byte, base int64, fn func(w *wireEntry), signed func(key, addr []byte, unix int64)) (int, error) {
+func decodeRawState(raw []byte, base int64, fn func(w *wireEntry), signed func(key, addr []byte, unix int64, sig uint64)) (int, error) {
 	d := decoder{b: raw}
 	var w wireEntry
 	total := 0
@@ -593,7 +594,7 @@ func decodeRawState(raw []byte, base int64, fn func(w *wireEntry), signed func(k
 // signedSection decodes the state's signed section. Keys and addresses are
 // the datagrams' own bytes (opaque: they are only compared), bounded as
 // the subscription parser bounds them.
-func (d *decoder) signedSection(signed func(key, addr []byte, unix int64)) {
+func (d *decoder) signedSection(signed func(key, addr []byte, unix int64, sig uint64)) {
 	n := d.count(minSignedRec)
 	if d.err == nil && n == 0 {
 		d.fail(errBadValue) // an empty section is never sent
@@ -602,11 +603,12 @@ func (d *decoder) signedSection(signed func(key, addr []byte, unix int64)) {
 		key := d.str(maxKeyLen)
 		addr := d.str(maxAddrLen)
 		unix := d.varint()
+		sig := d.u64()
 		if d.err == nil && len(key) == 0 {
 			d.fail(errBadValue)
 		}
 		if d.err == nil && signed != nil {
-			signed(key, addr, unix)
+			signed(key, addr, unix, sig)
 		}
 	}
 }
@@ -622,8 +624,9 @@ func appendSigned(raw []byte, n int, body []byte) []byte {
 }
 
 // appendSignedRec encodes one record of the signed section.
-func appendSignedRec(dst []byte, key, addr string, unix int64) []byte {
+func appendSignedRec(dst []byte, key, addr string, unix int64, sig uint64) []byte {
 	dst = appendStr(dst, key)
 	dst = appendStr(dst, addr)
-	return binary.AppendVarint(dst, unix)
+	dst = binary.AppendVarint(dst, unix)
+	return appendU64(dst, sig)
 }

@@ -143,7 +143,7 @@ func TestStateRoundTrip(t *testing.T) {
 		}
 		c.pools[e.key][e.addr] = e
 	}
-	mem := &fakeMemory{times: map[[2]string]int64{{"signed.test", ":3031"}: 1700000001, {"k\x00", ""}: -3}}
+	mem := &fakeMemory{times: map[[2]string]memRec{{"signed.test", ":3031"}: {1700000001, 42}, {"k\x00", ""}: {-3, 0}}}
 	c.cfg.Signed = mem
 	msg := c.encodeState()
 	raw, base, err := z.decompressState(msg)
@@ -179,7 +179,7 @@ func TestStateRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := decodeRawState(raw, base, func(*wireEntry) {}, func([]byte, []byte, int64) {
+	if _, err := decodeRawState(raw, base, func(*wireEntry) {}, func([]byte, []byte, int64, uint64) {
 		t.Error("a signed record in a state without a memory")
 	}); err != nil {
 		t.Fatal(err)
@@ -189,30 +189,35 @@ func TestStateRoundTrip(t *testing.T) {
 // fakeMemory is a SignedTimes that records what it is told.
 type fakeMemory struct {
 	mu    sync.Mutex
-	times map[[2]string]int64
+	times map[[2]string]memRec
 }
 
-func (m *fakeMemory) SignedTimes(fn func(key, addr string, unix int64)) {
+type memRec struct {
+	unix int64
+	sig  uint64
+}
+
+func (m *fakeMemory) SignedTimes(fn func(key, addr string, unix int64, sig uint64)) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for k, u := range m.times {
-		fn(k[0], k[1], u)
+	for k, r := range m.times {
+		fn(k[0], k[1], r.unix, r.sig)
 	}
 }
 
-func (m *fakeMemory) RememberSigned(key, addr []byte, unix int64) {
+func (m *fakeMemory) RememberSigned(key, addr []byte, unix int64, sig uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.times == nil {
-		m.times = map[[2]string]int64{}
+		m.times = map[[2]string]memRec{}
 	}
 	k := [2]string{string(key), string(addr)}
-	if old, ok := m.times[k]; !ok || unix > old {
-		m.times[k] = unix
+	if old, ok := m.times[k]; !ok || unix > old.unix {
+		m.times[k] = memRec{unix, sig}
 	}
 }
 
-func (m *fakeMemory) get(key, addr string) int64 {
+func (m *fakeMemory) get(key, addr string) memRec {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.times[[2]string{key, addr}]
@@ -313,7 +318,7 @@ func FuzzDecodeRawState(f *testing.F) {
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
 	withProof := appendEntry(appendUvarint(appendStr(appendUvarint(nil, 1), "signed.test"), 1), 0, sampleEntries()[4])
 	f.Add(withProof)
-	f.Add(appendSigned(bytes.Clone(withProof), 2, appendSignedRec(appendSignedRec(nil, "signed.test", ":3031", 1700000001), "k", "", -1)))
+	f.Add(appendSigned(bytes.Clone(withProof), 2, appendSignedRec(appendSignedRec(nil, "signed.test", ":3031", 1700000001, 1<<63), "k", "", -1, 0)))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		n, recs := 0, 0
 		_, _ = decodeRawState(b, 0, func(w *wireEntry) {
@@ -324,7 +329,7 @@ func FuzzDecodeRawState(f *testing.F) {
 			if len(w.proof) > maxProofLen {
 				t.Fatalf("proof of %d bytes", len(w.proof))
 			}
-		}, func(key, addr []byte, _ int64) {
+		}, func(key, addr []byte, _ int64, _ uint64) {
 			recs++
 			if len(key) == 0 || len(key) > maxKeyLen || len(addr) > maxAddrLen {
 				t.Fatalf("signed record key %d bytes, address %d bytes", len(key), len(addr))
@@ -358,6 +363,6 @@ func FuzzDecodeState(f *testing.F) {
 		if len(raw) > maxStateBytes {
 			t.Fatalf("decompressed %d bytes", len(raw))
 		}
-		_, _ = decodeRawState(raw, base, func(*wireEntry) {}, func([]byte, []byte, int64) {})
+		_, _ = decodeRawState(raw, base, func(*wireEntry) {}, func([]byte, []byte, int64, uint64) {})
 	})
 }

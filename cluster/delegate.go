@@ -100,11 +100,11 @@ func (c *Cluster) appendReplayMemory(raw []byte) []byte {
 	}
 	var body []byte
 	n := 0
-	c.cfg.Signed.SignedTimes(func(key, addr string, unix int64) {
+	c.cfg.Signed.SignedTimes(func(key, addr string, unix int64, sig uint64) {
 		if key == "" || len(key) > maxKeyLen || len(addr) > maxAddrLen {
 			return // never from a datagram that parsed
 		}
-		body = appendSignedRec(body, key, addr, unix)
+		body = appendSignedRec(body, key, addr, unix, sig)
 		n++
 	})
 	return appendSigned(raw, n, body)
@@ -121,7 +121,7 @@ func (c *Cluster) mergeState(buf []byte) (n, changed int, err error) {
 	// Decompression happened before the lock; merging runs under it in one
 	// pass (tens of ms for 50k entries), so Origin never waits long.
 	c.mu.Lock()
-	var remember func(key, addr []byte, unix int64)
+	var remember func(key, addr []byte, unix int64, sig uint64)
 	if c.cfg.Signed != nil {
 		remember = c.cfg.Signed.RememberSigned // lock order: mu, then the memory's
 	}

@@ -71,11 +71,11 @@ type Admission interface {
 // SignedTimes is a replay memory that is saved and restored with the
 // table. *subauth.Guard implements it.
 type SignedTimes interface {
-	// SignedTimes calls fn for each time worth keeping; fn must not call
-	// back.
-	SignedTimes(fn func(key, address string, unix int64))
+	// SignedTimes calls fn for each time worth keeping, with an opaque
+	// id of its datagram; fn must not call back.
+	SignedTimes(fn func(key, address string, unix int64, sig uint64))
 	// RememberSigned restores one.
-	RememberSigned(key, address []byte, unix int64)
+	RememberSigned(key, address []byte, unix int64, sig uint64)
 }
 
 // Manager owns the lifecycle goroutine. Start once, Close once.
@@ -318,11 +318,13 @@ type stateFile struct {
 }
 
 // stateSigned is one replay-memory time: the newest signed datagram the
-// router accepted for a key and announced address (unix seconds).
+// router accepted for a key and announced address (unix seconds), and
+// Sig, an id of that datagram when it was a subscribe.
 type stateSigned struct {
 	Key     string `json:"key"`
 	Address string `json:"address"`
 	Unix    int64  `json:"unix"`
+	Sig     uint64 `json:"sig,omitempty"`
 }
 
 type statePool struct {
@@ -363,8 +365,8 @@ func (m *Manager) Snapshot() ([]byte, error) {
 		}
 	}
 	if m.cfg.Signed != nil {
-		m.cfg.Signed.SignedTimes(func(key, address string, unix int64) {
-			st.Signed = append(st.Signed, stateSigned{Key: key, Address: address, Unix: unix})
+		m.cfg.Signed.SignedTimes(func(key, address string, unix int64, sig uint64) {
+			st.Signed = append(st.Signed, stateSigned{Key: key, Address: address, Unix: unix, Sig: sig})
 		})
 	}
 	return json.MarshalIndent(st, "", " ")
@@ -430,7 +432,7 @@ func (m *Manager) Restore(data []byte) (int, error) {
 		// Before the nodes, and before anything reads the subscription
 		// sockets: no replay slips in between.
 		for _, s := range st.Signed {
-			m.cfg.Signed.RememberSigned([]byte(s.Key), []byte(s.Address), s.Unix)
+			m.cfg.Signed.RememberSigned([]byte(s.Key), []byte(s.Address), s.Unix, s.Sig)
 		}
 	}
 	n := 0

@@ -238,16 +238,16 @@ func (d denyAddr) AdmitNode(key, address []byte) error {
 }
 
 // memory is a SignedTimes that keeps what it is told.
-type memory map[[2]string]int64
+type memory map[[2]string][2]int64 // unix, sig
 
-func (m memory) SignedTimes(fn func(key, address string, unix int64)) {
-	for k, u := range m {
-		fn(k[0], k[1], u)
+func (m memory) SignedTimes(fn func(key, address string, unix int64, sig uint64)) {
+	for k, v := range m {
+		fn(k[0], k[1], v[0], uint64(v[1]))
 	}
 }
 
-func (m memory) RememberSigned(key, address []byte, unix int64) {
-	m[[2]string{string(key), string(address)}] = unix
+func (m memory) RememberSigned(key, address []byte, unix int64, sig uint64) {
+	m[[2]string{string(key), string(address)}] = [2]int64{unix, int64(sig)}
 }
 
 // A saved table comes back through today's rules: a node that a new
@@ -258,7 +258,7 @@ func TestRestoreMeetsAdmissionAndKeepsSignedTimes(t *testing.T) {
 	tb := newTable(t)
 	tb.Announce(&balancer.Announce{Key: []byte("a.test"), Address: []byte("10.0.0.1:1")})
 	tb.Announce(&balancer.Announce{Key: []byte("a.test"), Address: []byte("169.254.169.254:80")})
-	saved := memory{{"a.test", ":3031"}: 1700000000, {"b.test", "10.0.0.9:1"}: 1700000005}
+	saved := memory{{"a.test", ":3031"}: {1700000000, 0}, {"b.test", "10.0.0.9:1"}: {1700000005, 0x1234}}
 	m, _ := New(Config{StateFile: path, Signed: saved}, tb)
 	if err := m.Save(); err != nil {
 		t.Fatal(err)

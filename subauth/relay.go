@@ -29,10 +29,12 @@ import (
 //     the IP from the datagram's source, which only the peer saw, so any IP
 //     with that port matches; proto=h adds "http://"), fresh, and not
 //     older than the newest datagram this router accepted for the key and
-//     announced address; its signature is verified and its time
-//     remembered, as for a datagram. A proof no newer than a subscribe this
-//     router has verified itself is admitted without verifying again: the
-//     key holder's newest word about the node is that it is there.
+//     announced address (equal only if it is that very subscribe, as when
+//     the time came with the peer's state); its signature is verified and
+//     its time remembered, as for a datagram. A proof no newer than a
+//     subscribe this router has verified itself is admitted without
+//     verifying again: the key holder's newest word about the node is that
+//     it is there.
 //
 // Nothing is counted here (the cluster counts by Reason). Safe for
 // concurrent use. The slices are not retained.
@@ -72,10 +74,14 @@ func (g *Guard) admitRelayed(key, address, proof []byte) *Denial {
 	defer g.mu.Unlock()
 	id := g.seen.id(sub.Key, sub.Address)
 	if last := g.seen.get(id); last != nil && unix <= last.unix {
-		if last.claim && g.keys.get(key, now) != nil {
+		switch {
+		case last.claim && g.keys.get(key, now) != nil:
 			return nil
+		case unix < last.unix || last.sig == 0 || last.sig != sigID(sub.Sign):
+			return ErrReplay
 		}
-		return ErrReplay
+		// The very subscribe another router accepted (its time came with
+		// the state): verified here like any new one.
 	}
 	return g.verifyAndRecord(&sub, proof, id, unix, now, true)
 }
@@ -113,12 +119,14 @@ func hasHTTPScheme(a []byte) bool {
 
 // SignedTimes calls fn with every time in the replay memory that still
 // matters (not older than the tolerance): the newest signed datagram
-// accepted per key and announced address. A state file, a binary upgrade's
-// hand-off and a cluster's state exchange carry them, so that a datagram
-// captured before a restart, or accepted by another router, cannot be
-// replayed here. fn runs with the Guard's lock held: it must not call the
-// Guard. Nothing is called without signatures.
-func (g *Guard) SignedTimes(fn func(key, address string, unix int64)) {
+// accepted per key and announced address, and sig, which identifies that
+// datagram if it was a subscribe (0 for an unsubscribe; opaque, for
+// RememberSigned). A state file, a binary upgrade's hand-off and a
+// cluster's state exchange carry them, so that a datagram captured before
+// a restart, or accepted by another router, cannot be replayed here. fn
+// runs with the Guard's lock held: it must not call the Guard. Nothing is
+// called without signatures.
+func (g *Guard) SignedTimes(fn func(key, address string, unix int64, sig uint64)) {
 	if g.hash == 0 {
 		return
 	}
@@ -128,26 +136,27 @@ func (g *Guard) SignedTimes(fn func(key, address string, unix int64)) {
 	for id, s := range g.seen.m {
 		if s.unix >= oldest {
 			k, a := splitID(id)
-			fn(k, a, s.unix)
+			fn(k, a, s.unix, s.sig)
 		}
 	}
 }
 
-// RememberSigned imports a time that SignedTimes reported here before a
-// restart or at another router: datagrams for key and announced address
-// not newer than unix are replays from then on. It raises the memory's
-// time, never lowers it; it never lets a node in by itself. Times outside
-// the tolerance of now, oversized keys or addresses, and times that find
-// the memory full are ignored. Safe for concurrent use; the slices are not
-// retained.
-func (g *Guard) RememberSigned(key, address []byte, unix int64) {
+// RememberSigned imports a time (and sig) that SignedTimes reported here
+// before a restart or at another router: datagrams for key and announced
+// address not newer than unix are replays from then on, except that a
+// relayed subscribe identified by sig may still be verified and admitted
+// (AdmitRelayed). It raises the memory's time, never lowers it; it never
+// lets a node in by itself. Times outside the tolerance of now, oversized
+// keys or addresses, and times that find the memory full are ignored. Safe
+// for concurrent use; the slices are not retained.
+func (g *Guard) RememberSigned(key, address []byte, unix int64, sig uint64) {
 	if g.hash == 0 || len(key) == 0 || len(key) > uwsgi.MaxKeyLen || len(address) > uwsgi.MaxAddressLen {
 		return
 	}
 	now := g.now().Unix()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.seen.raise(g.seen.id(key, address), unix, now, g.tolerance) {
+	if g.seen.raise(g.seen.id(key, address), unix, sig, now, g.tolerance) {
 		g.changed()
 	}
 }

@@ -193,10 +193,11 @@ func TestSignedTimesRoundTrip(t *testing.T) {
 	type rec struct {
 		key, addr string
 		unix      int64
+		sig       uint64
 	}
 	var got []rec
-	g.SignedTimes(func(k, a string, u int64) { got = append(got, rec{k, a, u}) })
-	if len(got) != 1 || got[0] != (rec{"app.test", ":3031", now.Unix()}) { // an unsubscribe is signed at its time + 1
+	g.SignedTimes(func(k, a string, u int64, sig uint64) { got = append(got, rec{k, a, u, sig}) })
+	if len(got) != 1 || got[0] != (rec{"app.test", ":3031", now.Unix(), 0}) { // an unsubscribe is signed at its time + 1, and has no sig
 		t.Fatalf("SignedTimes = %+v; want the unsubscribe's time for app.test :3031", got)
 	}
 
@@ -204,7 +205,7 @@ func TestSignedTimesRoundTrip(t *testing.T) {
 	n := newGuard(t, Config{Hash: crypto.SHA256, KeyDir: keyDir(t, "rsa2048.pub", "app.test"), Tolerance: time.Minute})
 	n.clk.ns.Store(g.clk.ns.Load())
 	for _, r := range got {
-		n.RememberSigned([]byte(r.key), []byte(r.addr), r.unix)
+		n.RememberSigned([]byte(r.key), []byte(r.addr), r.unix, r.sig)
 	}
 	if err := n.admit(t, subscribe); err != ErrReplay {
 		t.Errorf("subscribe captured before the restart, replayed after: %v; want ErrReplay", err)
@@ -214,31 +215,31 @@ func TestSignedTimesRoundTrip(t *testing.T) {
 	}
 	// An imported time never stands for a verified subscribe.
 	fresh := signed(t, sub("app.test", "10.0.0.1:3031"), s, now)
-	n.RememberSigned([]byte("app.test"), []byte("10.0.0.1:3031"), now.Unix()+5)
+	n.RememberSigned([]byte("app.test"), []byte("10.0.0.1:3031"), now.Unix()+5, 0)
 	if err := n.AdmitRelayed([]byte("app.test"), []byte("10.0.0.1:3031"), fresh); err != ErrReplay {
 		t.Errorf("relayed proof no newer than an imported time: %v; want ErrReplay", err)
 	}
 	// Imports only raise, and ignore what cannot matter.
-	n.RememberSigned([]byte("app.test"), []byte(":3031"), now.Unix()-30)
-	n.RememberSigned([]byte("old.test"), []byte(":1"), now.Unix()-3600)
-	n.RememberSigned([]byte("future.test"), []byte(":1"), now.Unix()+3600)
-	n.RememberSigned(bytes.Repeat([]byte("k"), 300), []byte(":1"), now.Unix())
+	n.RememberSigned([]byte("app.test"), []byte(":3031"), now.Unix()-30, 0)
+	n.RememberSigned([]byte("old.test"), []byte(":1"), now.Unix()-3600, 0)
+	n.RememberSigned([]byte("future.test"), []byte(":1"), now.Unix()+3600, 0)
+	n.RememberSigned(bytes.Repeat([]byte("k"), 300), []byte(":1"), now.Unix(), 0)
 	got = got[:0]
-	n.SignedTimes(func(k, a string, u int64) { got = append(got, rec{k, a, u}) })
+	n.SignedTimes(func(k, a string, u int64, sig uint64) { got = append(got, rec{k, a, u, sig}) })
 	if len(got) != 2 {
 		t.Errorf("after bogus imports SignedTimes = %+v; want the 2 real entries", got)
 	}
 	// Times age out of the report.
 	n.clk.Advance(2 * time.Minute)
 	got = got[:0]
-	n.SignedTimes(func(k, a string, u int64) { got = append(got, rec{k, a, u}) })
+	n.SignedTimes(func(k, a string, u int64, sig uint64) { got = append(got, rec{k, a, u, sig}) })
 	if len(got) != 0 {
 		t.Errorf("after the tolerance SignedTimes = %+v; want none", got)
 	}
 	// Without signatures there is nothing to remember.
 	open := newGuard(t, Config{})
-	open.RememberSigned([]byte("k"), []byte("a"), now.Unix())
-	open.SignedTimes(func(string, string, int64) { t.Error("an open guard reported a time") })
+	open.RememberSigned([]byte("k"), []byte("a"), now.Unix(), 0)
+	open.SignedTimes(func(string, string, int64, uint64) { t.Error("an open guard reported a time") })
 }
 
 // Keys and addresses are opaque bytes: the id split is exact for any.
@@ -266,7 +267,53 @@ func TestAdmitRelayedFollowsKeyRemoval(t *testing.T) {
 		t.Fatal(err)
 	}
 	g.clk.Advance(2 * time.Second) // past the key cache's recheck
-	if err := g.AdmitRelayed([]byte("app.test"), []byte("127.0.0.1:3031"), d); err != ErrReplay {
-		t.Errorf("after the key file went: %v; want ErrReplay (no claim without a key)", err)
+	if err := g.AdmitRelayed([]byte("app.test"), []byte("127.0.0.1:3031"), d); err != ErrNoKey {
+		t.Errorf("after the key file went: %v; want ErrNoKey (no claim without a key)", err)
+	}
+}
+
+// A router that learns a peer's memory with its state refuses replays, but
+// still admits the very subscribe the peer accepted when the peer relays
+// it (a live node seen by a router that joins later); not a subscribe of
+// the same second that is not that one, nor an unsubscribe turned into a
+// subscribe by its unsigned header byte.
+func TestImportedTimeAdmitsThatSubscribeOnly(t *testing.T) {
+	a, s := relayFixture(t)
+	now := a.clk.Now()
+	live := signed(t, sub("app.test", "10.0.0.1:3031"), s, now)
+	if err := a.admit(t, live); err != nil {
+		t.Fatal(err)
+	}
+	leave := sub("app.test", "10.0.0.2:3031")
+	leave.Unsubscribe = true
+	left := signed(t, leave, s, now.Add(-time.Second)) // unix = now
+	if err := a.admit(t, left); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := relayFixture(t)
+	c.clk.ns.Store(a.clk.ns.Load())
+	a.SignedTimes(func(k, addr string, unix int64, sig uint64) { c.RememberSigned([]byte(k), []byte(addr), unix, sig) })
+
+	if err := c.AdmitRelayed([]byte("app.test"), []byte("10.0.0.1:3031"), live); err != nil {
+		t.Errorf("the peer's live subscribe, relayed to a router that learnt its time: %v", err)
+	}
+	if err := c.admit(t, live); err != ErrDuplicate {
+		t.Errorf("then the same datagram directly: %v; want ErrDuplicate", err)
+	}
+	flipped := bytes.Clone(left)
+	flipped[3] = 0 // uWSGI's header is not signed: the unsubscribe now says subscribe
+	if err := c.AdmitRelayed([]byte("app.test"), []byte("10.0.0.2:3031"), flipped); err != ErrReplay {
+		t.Errorf("a flipped unsubscribe relayed: %v; want ErrReplay", err)
+	}
+	other := sub("app.test", "10.0.0.1:3031")
+	other.Weight = 9 // another subscribe signed in the same second
+	if err := c.AdmitRelayed([]byte("app.test"), []byte("10.0.0.1:3031"), signed(t, other, s, now)); err != nil {
+		t.Errorf("a same-second subscribe after c verified the live one: %v (c holds a claim now)", err)
+	}
+	d, _ := relayFixture(t)
+	d.clk.ns.Store(a.clk.ns.Load())
+	a.SignedTimes(func(k, addr string, unix int64, sig uint64) { d.RememberSigned([]byte(k), []byte(addr), unix, sig) })
+	if err := d.AdmitRelayed([]byte("app.test"), []byte("10.0.0.1:3031"), signed(t, other, s, now)); err != ErrReplay {
+		t.Errorf("a same-second subscribe that is not the one accepted: %v; want ErrReplay", err)
 	}
 }

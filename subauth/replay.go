@@ -31,10 +31,12 @@ type replayMemory struct {
 // one key and address.
 type seen struct {
 	unix int64
-	// sig is the first 8 bytes of that datagram's signature: RSA PKCS#1
-	// v1.5 and Ed25519 signatures are deterministic, so the same datagram
-	// arriving twice (directly and relayed by a peer) is recognised.
-	// 0 for imported times.
+	// sig identifies that datagram when it was a subscribe (0 for an
+	// unsubscribe): the first 8 bytes of its signature. RSA PKCS#1 v1.5
+	// and Ed25519 signatures are deterministic, so the same subscribe
+	// arriving twice (directly and relayed by a peer, or relayed after it
+	// was accepted elsewhere) is recognised; an unsubscribe whose header
+	// byte was flipped (the header is not signed) is not mistaken for it.
 	sig uint64
 	// claim: it was a subscribe whose signature this process verified, so
 	// the key holder's newest word about the node is "it is here".
@@ -90,11 +92,12 @@ func (r *replayMemory) room(now, tolerance int64) bool {
 	return len(r.m) < r.max
 }
 
-// raise imports a time accepted elsewhere: the entry's time becomes unix
-// if that is newer, and it is no longer a claim of this process. Times
-// outside [now-tolerance, now+tolerance] are ignored (useless, or bogus).
-// It reports whether the memory changed.
-func (r *replayMemory) raise(id []byte, unix, now, tolerance int64) bool {
+// raise imports a time accepted elsewhere, with the id of the datagram
+// when it was a subscribe (see seen.sig): the entry takes them if unix is
+// newer, and is no longer a claim of this process. Times outside
+// [now-tolerance, now+tolerance] are ignored (useless, or bogus). It
+// reports whether the memory changed.
+func (r *replayMemory) raise(id []byte, unix int64, sig uint64, now, tolerance int64) bool {
 	if unix < now-tolerance || unix > now+tolerance {
 		return false
 	}
@@ -102,13 +105,13 @@ func (r *replayMemory) raise(id []byte, unix, now, tolerance int64) bool {
 		if unix <= last.unix {
 			return false
 		}
-		*last = seen{unix: unix}
+		*last = seen{unix: unix, sig: sig}
 		return true
 	}
 	if !r.room(now, tolerance) {
 		return false
 	}
-	r.m[string(id)] = &seen{unix: unix}
+	r.m[string(id)] = &seen{unix: unix, sig: sig}
 	return true
 }
 

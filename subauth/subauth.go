@@ -336,7 +336,10 @@ func (g *Guard) verifyAndRecord(sub *uwsgi.Subscription, datagram, id []byte, un
 	if !commandMatches(signed, sub.Unsubscribe) {
 		return ErrCommand
 	}
-	rec := seen{unix: unix, sig: sigID(sub.Sign), claim: !sub.Unsubscribe, relayed: relayed}
+	rec := seen{unix: unix, claim: !sub.Unsubscribe, relayed: relayed}
+	if !sub.Unsubscribe {
+		rec.sig = sigID(sub.Sign)
+	}
 	if !g.seen.record(id, rec, now.Unix(), g.tolerance) {
 		return ErrFull
 	}

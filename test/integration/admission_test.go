@@ -202,14 +202,18 @@ func subscribeThenLeave(t *testing.T, r *router, s *subauth.Signer, key, addr st
 // counted as a replay and brings no node back.
 func replayRefused(t *testing.T, r *router, key string, d []byte) {
 	t.Helper()
+	var s uwsgi.Subscription
+	if err := uwsgi.ParseSubscription(d, &s); err != nil {
+		t.Fatal(err)
+	}
+	addr := string(s.Address)
 	before := denied(t, r, "replay")
 	sendUDP(t, r.sub, d)
 	eventually(t, 10*time.Second, "the replay handled", func() bool {
-		p := r.pool(t, key)
-		return denied(t, r, "replay") > before || p != nil && len(p.Nodes) > 0
+		return denied(t, r, "replay") > before || r.pool(t, key).node(addr) != nil
 	})
-	if p := r.pool(t, key); p != nil && len(p.Nodes) > 0 {
-		t.Fatalf("the replayed subscribe brought the node back: %+v", p.Nodes)
+	if n := r.pool(t, key).node(addr); n != nil {
+		t.Fatalf("the replayed subscribe brought the node back: %+v", *n)
 	}
 }
 
@@ -249,15 +253,19 @@ func TestSignedReplayAfterRestartWithStateFile(t *testing.T) {
 
 // A router that joins a cluster learns the replay memory with the state:
 // a subscribe that another router accepted before the node left cannot be
-// replayed to the newcomer.
+// replayed to the newcomer. A node still there is routed by the newcomer:
+// the datagram relayed with it is the one whose time it learnt.
 func TestClusterJoinerRefusesReplay(t *testing.T) {
-	skipIfDisabled(t)
+	requireUWSGI(t)
 	t.Parallel()
 	const key = "join-replay.test"
 	keys, s := signingKeys(t, key)
 	sign := []string{"--subscriptions-sign-check", "SHA256:" + keys}
 	a := startClusterRouter(t, "a", "", nil, sign...)
 	d := subscribeThenLeave(t, a.router, s, key, fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+	live := startBareNode(t, "live")
+	sendUDP(t, a.sub, signedAt(t, s, key, live.addr, time.Now(), false))
+	waitForNodes(t, a.router, key, 1)
 	c := startClusterRouter(t, "c", "", []*crouter{a}, sign...)
 	waitMembers(t, 20*time.Second, 2, a, c)
 	eventually(t, 10*time.Second, "c merged a's state on join", func() bool {
@@ -270,5 +278,11 @@ func TestClusterJoinerRefusesReplay(t *testing.T) {
 		}
 		return false
 	})
+	converge(t, time.Now(), 10*time.Second, "the live signed node at c", []*crouter{c}, func(r *crouter) bool {
+		return r.nodeState(t, key, live.addr) == "active"
+	})
+	if code, body := get(t, client(), c.http, key, "/"); code != 200 || body != "node=live" {
+		t.Fatalf("GET via c: %d %q", code, body)
+	}
 	replayRefused(t, c.router, key, d)
 }

@@ -316,4 +316,10 @@ func TestImportedTimeAdmitsThatSubscribeOnly(t *testing.T) {
 	if err := d.AdmitRelayed([]byte("app.test"), []byte("10.0.0.1:3031"), signed(t, other, s, now)); err != ErrReplay {
 		t.Errorf("a same-second subscribe that is not the one accepted: %v; want ErrReplay", err)
 	}
+	if err := d.admit(t, live); err != ErrDuplicate {
+		t.Errorf("the subscribe whose time d learnt, arriving directly: %v; want ErrDuplicate", err)
+	}
+	if err := d.admit(t, flipped); err != ErrReplay {
+		t.Errorf("the flipped unsubscribe, directly: %v; want ErrReplay", err)
+	}
 }

@@ -82,8 +82,9 @@ var (
 	ErrReplay      = &Denial{"subauth: unix time not newer than the last accepted for this key and address", "replay"}
 	ErrFull        = &Denial{"subauth: replay memory full", "replay_full"}
 	ErrCommand     = &Denial{"subauth: signed cmd differs from the header's command", "command"}
-	// ErrDuplicate: the very datagram was accepted already, relayed by a
-	// cluster peer before it arrived here directly. Nothing to apply.
+	// ErrDuplicate: the very subscribe was accepted already, relayed by a
+	// cluster peer (or at another router, whose time came with its state)
+	// before it arrived here directly. Nothing to apply.
 	ErrDuplicate = &Denial{"subauth: datagram already accepted (relayed by a cluster peer)", "duplicate"}
 	// ErrProof: a relayed datagram that does not announce the entry it
 	// travels with (another key or address, an unsubscribe, garbage).
@@ -301,7 +302,9 @@ func (g *Guard) admit(sub *uwsgi.Subscription, datagram, address []byte) *Denial
 	defer g.mu.Unlock()
 	id := g.seen.id(sub.Key, sub.Address)
 	if last := g.seen.get(id); last != nil && unix <= last.unix {
-		if unix == last.unix && last.relayed && last.sig == sigID(sub.Sign) {
+		if unix == last.unix && last.sig != 0 && last.sig == sigID(sub.Sign) && (last.relayed || !last.claim) {
+			// The subscribe a peer relayed, or whose time came from
+			// elsewhere, arriving here directly as well.
 			return ErrDuplicate
 		}
 		return ErrReplay

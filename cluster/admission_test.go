@@ -163,8 +163,19 @@ func TestReplayMemoryTravelsOnJoin(t *testing.T) {
 		})
 		return found
 	})
-	if err := gc.Admit(&s, d, s.Address); err != subauth.ErrReplay {
-		t.Errorf("c: a datagram a accepted, replayed to c: %v; want ErrReplay", err)
+	if err := gc.Admit(&s, d, s.Address); err != subauth.ErrDuplicate {
+		t.Errorf("c: the datagram a accepted, replayed to c: %v; want ErrDuplicate", err)
+	}
+	older, err := subauth.AppendSigned(nil, &uwsgi.Subscription{Key: []byte("signed.test"), Address: []byte(":3031"), Weight: 1},
+		signer, time.Now().Add(-5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := uwsgi.ParseSubscription(older, &s); err != nil {
+		t.Fatal(err)
+	}
+	if err := gc.Admit(&s, older, s.Address); err != subauth.ErrReplay {
+		t.Errorf("c: an older datagram: %v; want ErrReplay", err)
 	}
 }
 

@@ -31,11 +31,24 @@ type Table interface {
 	AddStatic(key, address string, weight uint64) error
 }
 
+// Admission decides whether a node added through the API may enter: the
+// rules a subscription datagram meets that need no datagram (--node-allow,
+// a public key for the pool under --subscriptions-sign-check).
+// *subauth.Guard implements it.
+type Admission interface {
+	// AdmitNode returns nil, or an error that says which rule refuses the
+	// node (shown to the caller as is).
+	AdmitNode(key, address []byte) error
+}
+
 // Config configures the admin handler.
 type Config struct {
-	Table    Table               // required
-	Gatherer prometheus.Gatherer // metrics source; nil disables /metrics
-	Logger   *slog.Logger        // default slog.Default()
+	Table Table // required
+	// Admission, if set, is asked before POST /api/pools/{key}/nodes adds
+	// a node: a refusal answers 403 with the rule named. Nil: none.
+	Admission Admission
+	Gatherer  prometheus.Gatherer // metrics source; nil disables /metrics
+	Logger    *slog.Logger        // default slog.Default()
 	// Token, when non-empty, must be presented as "Authorization: Bearer
 	// <token>" on every mutating call (POST, DELETE).
 	Token string
@@ -321,6 +334,18 @@ func (h *Handler) addNode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := r.PathValue("key")
+	if _, err := balancer.ParseEndpoint(body.Address); err != nil {
+		h.writeError(w, http.StatusBadRequest, "address: "+err.Error())
+		return
+	}
+	if h.cfg.Admission != nil {
+		if err := h.cfg.Admission.AdmitNode([]byte(key), []byte(body.Address)); err != nil {
+			h.cfg.Logger.Warn("admin: node refused by the admission rules", "pool", key, "node", body.Address,
+				"err", err, "remote", r.RemoteAddr)
+			h.writeError(w, http.StatusForbidden, "node refused: "+err.Error())
+			return
+		}
+	}
 	if err := h.cfg.Table.AddStatic(key, body.Address, body.Weight); err != nil {
 		h.tableError(w, err)
 		return

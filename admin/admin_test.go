@@ -3,13 +3,16 @@ package admin
 import (
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
 
 	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/subauth"
 )
 
 func newHandler(t *testing.T, token string) (*Handler, *balancer.Table) {
@@ -136,5 +139,40 @@ func TestTokenGuardsMutations(t *testing.T) {
 	}
 	if code, _ := do(t, h, "POST", nodePath("10.0.0.1:3031")+"/drain", "", "s3cret"); code != 202 {
 		t.Errorf("drain with the token: %d; want 202", code)
+	}
+}
+
+// POST …/nodes meets the admission rules a datagram meets: an address
+// outside --node-allow is refused with 403, naming the rule, and the node
+// is not added.
+func TestAddNodeMeetsAdmission(t *testing.T) {
+	tb, err := balancer.New(balancer.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	guard, err := subauth.New(subauth.Config{Nodes: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(Config{Table: tb, Admission: guard, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range []string{"169.254.169.254:80", "/run/app.sock", "http://127.0.0.1:9191"} {
+		code, body := do(t, h, "POST", "/api/pools/meta.test/nodes", `{"address":"`+addr+`"}`, "")
+		var e struct{ Error string }
+		if json.Unmarshal([]byte(body), &e); code != 403 || !strings.Contains(e.Error, "--node-allow 10.0.0.0/8") {
+			t.Errorf("add %s: %d %s; want 403 naming --node-allow", addr, code, body)
+		}
+	}
+	if tb.Pool("meta.test") != nil {
+		t.Fatal("a refused node created its pool")
+	}
+	if code, body := do(t, h, "POST", "/api/pools/meta.test/nodes", `{"address":"10.1.2.3:3031"}`, ""); code != 201 {
+		t.Fatalf("allowed address: %d %s", code, body)
+	}
+	// A malformed address is the caller's mistake (400), not a refusal.
+	if code, _ := do(t, h, "POST", "/api/pools/meta.test/nodes", `{"address":"localhost:1"}`, ""); code != 400 {
+		t.Errorf("host name: %d; want 400", code)
 	}
 }

@@ -353,6 +353,11 @@ type Announce struct {
 	// Backup is the node's backup level (the backup=N extension): level N
 	// serves only while no lower level has a usable node. 0 = primary.
 	Backup uint64
+	// Proof is the signed subscription datagram that carried this announce
+	// (nil when unsigned). The table ignores it; a cluster relays it so
+	// that other routers verify the signature themselves. Only valid
+	// during the call.
+	Proof []byte
 }
 
 // Result says what an Announce did.

@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"bytes"
+	"errors"
 	"time"
 
 	"github.com/fastrouter/fastrouter/balancer"
@@ -20,6 +22,7 @@ func (c *Cluster) apply(e *entry) {
 		return
 	}
 	s := *e // a snapshot; the maps it shares are not read here
+	s.proof = bytes.Clone(e.proof)
 	c.mu.Unlock()
 
 	now := c.now()
@@ -44,6 +47,9 @@ func (c *Cluster) apply(e *entry) {
 			break // silent everywhere: the table's expiry removes it here too
 		}
 		if revive := n == nil || n.Unsubscribed(); revive || attrsDiffer(n, &s.attrs) {
+			if !c.admit(&s) {
+				return // not applied: its next change is asked again
+			}
 			var prev int64
 			if n != nil {
 				prev = n.LastSeen().UnixNano()
@@ -112,4 +118,24 @@ func attrsDiffer(n *balancer.Node, a *attrs) bool {
 	i := n.Info()
 	return i.Weight != w || i.Cores != a.cores || i.Load != a.load || i.Backup != a.backup ||
 		(a.notify != "" && n.Notify() != a.notify)
+}
+
+// admit asks Config.Admission whether the node of s may enter this table
+// (or be revived or changed in it), and counts a refusal by reason.
+func (c *Cluster) admit(s *entry) bool {
+	if c.cfg.Admission == nil {
+		return true
+	}
+	err := c.cfg.Admission.AdmitRelayed([]byte(s.key), []byte(s.addr), s.proof)
+	if err == nil {
+		return true
+	}
+	reason := "other"
+	var r interface{ Reason() string }
+	if errors.As(err, &r) {
+		reason = r.Reason()
+	}
+	c.m.denied.WithLabelValues(reason).Inc()
+	c.log.Debug("cluster: node from a peer refused by the admission rules", "pool", s.key, "node", s.addr, "err", err)
+	return false
 }

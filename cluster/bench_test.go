@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/internal/uwsgi"
+	"github.com/fastrouter/fastrouter/subauth"
 )
 
 // fillRouter announces pools × nodes through r's Origin, as if every node
@@ -135,4 +137,77 @@ func BenchmarkOriginRefresh(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkOriginRefreshSigned is BenchmarkOriginRefresh with a signed
+// datagram each time (a new signed time per announce, as nodes send): the
+// proof kept for the peers is compared and copied in place.
+func BenchmarkOriginRefreshSigned(b *testing.B) {
+	r := newTestRouter(b, "r", routerOpts{noStart: true})
+	proofs := make([][]byte, 64)
+	for i := range proofs {
+		proofs[i] = sampleProof("www.example.com", "10.0.0.1:3031", uint64(time.Now().Unix())+uint64(i))
+	}
+	a := &balancer.Announce{Key: []byte("www.example.com"), Address: []byte("10.0.0.1:3031"), Weight: 1, Cores: 4, Proof: proofs[0]}
+	if _, err := r.o.Announce(a); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		a.Proof = proofs[i%len(proofs)]
+		if _, err := r.o.Announce(a); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkJoinSyncSigned is BenchmarkJoinSync for 1k pools × 5 signed
+// nodes (Ed25519) joining a router that checks signatures: on top of the
+// sync, the joiner verifies every relayed datagram once.
+func BenchmarkJoinSyncSigned(b *testing.B) {
+	const pools, nodes = 1000, 5
+	signer, pub := edKeyTB(b)
+	keys := make([]string, pools)
+	for p := range keys {
+		keys[p] = fmt.Sprintf("app%05d.example.com", p)
+	}
+	guard := func() *subauth.Guard { return signingGuardTB(b, pub, keys) }
+	src := newTestRouter(b, "src", routerOpts{sync: time.Hour})
+	for p := 0; p < pools; p++ {
+		for n := 0; n < nodes; n++ {
+			addr := fmt.Sprintf("10.%d.%d.%d:3031", p/250%250, p%250, n+1)
+			d, err := subauth.AppendSigned(nil, &uwsgi.Subscription{Key: []byte(keys[p]), Address: []byte(addr), Weight: 1}, signer, time.Now())
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := src.o.Announce(&balancer.Announce{Key: []byte(keys[p]), Address: []byte(addr), Weight: 1, Proof: d}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		b.StopTimer()
+		i++
+		g := guard()
+		dst := newTestRouter(b, fmt.Sprintf("dst%d", i), routerOpts{sync: time.Hour, noStart: true, admission: g, signed: g})
+		if err := dst.c.Start(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if _, err := dst.c.ml.Load().Join([]string{src.c.Addr()}); err != nil {
+			b.Fatal(err)
+		}
+		for !synced(dst, pools, nodes) {
+			time.Sleep(time.Millisecond)
+		}
+		b.StopTimer()
+		dst.c.Shutdown()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(len(src.c.encodeState())), "state-bytes")
 }

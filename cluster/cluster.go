@@ -115,6 +115,19 @@ type Config struct {
 	// a binary upgrade the old process holds the port until it hands over.
 	// Zero: fail at once.
 	BindRetry time.Duration
+	// Admission, if set, decides whether a node a peer relays may enter
+	// this router's table, or be revived or changed in it: the rules this
+	// router applies to its own datagrams (subauth.Guard: --node-allow,
+	// signatures checked on the datagram the peer relays). An entry it
+	// refuses stays in the replicated state, since every router decides
+	// for itself, but is not applied here; it counts in
+	// fastrouter_cluster_denied_total{reason}. Nil: peers are believed.
+	Admission Admission
+	// Signed, if set, is the replay memory (subauth.Guard) that travels
+	// with the full state, so that a router that joins, and every peer at
+	// each sync, refuses a signed datagram older than the newest any
+	// router accepted.
+	Signed SignedTimes
 	// Logger receives the cluster's and memberlist's logs. Default: discard.
 	Logger *slog.Logger
 	// Registerer receives the metrics. Default: a private registry.
@@ -124,6 +137,27 @@ type Config struct {
 	// Memberlist, if set, adjusts memberlist's configuration last (tests
 	// tighten its timers, or set a Transport).
 	Memberlist func(*memberlist.Config)
+}
+
+// Admission is what the applier asks before a peer's entry creates,
+// revives or changes a node here. *subauth.Guard implements it.
+type Admission interface {
+	// AdmitRelayed returns nil to admit the node (key, address) that a
+	// peer relays with proof, the signed datagram it accepted (nil if
+	// none); else an error, whose Reason() string method, if any, labels
+	// the denied counter. The slices are not retained.
+	AdmitRelayed(key, address, proof []byte) error
+}
+
+// SignedTimes is a replay memory that travels with the full state.
+// *subauth.Guard implements it.
+type SignedTimes interface {
+	// SignedTimes calls fn for each remembered time and its opaque
+	// datagram id; fn must not call back.
+	SignedTimes(fn func(key, address string, unix int64, sig uint64))
+	// RememberSigned imports a time a peer reported. The slices are not
+	// retained.
+	RememberSigned(key, address []byte, unix int64, sig uint64)
 }
 
 // Cluster keeps a routing table in step with the other routers'. Its

@@ -21,16 +21,27 @@ import (
 //	                epoch.origin u64, at Δ, inflight uvarint
 //	kind 3, state:  rawlen uvarint, then a zstd frame of rawlen bytes:
 //	                pools uvarint, { key str, n uvarint, entry × n } × pools
+//	                [signed uvarint, { key str, addr str, unix varint, sig u64 } × signed]
+//
+//	The optional signed section (absent when empty, so states without it
+//	are what earlier versions sent) is the sender's replay memory: the
+//	newest signed datagram time (unix seconds) it accepted per key and
+//	announced address, and an id of that datagram if it was a subscribe
+//	(subauth.Guard.SignedTimes).
 //
 //	entry:
 //	  addr       str
-//	  flags      1 byte: bits 0-1 life, bit 2 static, bit 3 notify, bit 4 algo
+//	  flags      1 byte: bits 0-1 life, bit 2 static, bit 3 notify, bit 4 algo,
+//	             bit 5 proof
 //	  lifeAt     ver Δ, origin u64
 //	  drain      start Δ, deadline Δ      (life draining or unsubscribed only)
 //	  attrAt     ver Δ, origin u64
 //	  modifiers  mod1 1 byte, mod2 1 byte
 //	  numbers    weight, cores, load, backup: uvarint each
 //	  notify     str (flag bit 3), algo str (flag bit 4)
+//	  proof      str (flag bit 5): the newest signed subscription datagram
+//	             accepted for the node, verified by routers that check
+//	             signatures (subauth.Guard.AdmitRelayed)
 //	  lastSeen   Δ
 //	  reports    uvarint n, { router u64, epoch.ver Δ, epoch.origin u64,
 //	                          at Δ, inflight uvarint } × n
@@ -40,8 +51,10 @@ import (
 // Entries are ~60 bytes before compression (pool keys are written once per
 // pool in a state), so 10k pools × 5 nodes is ~3.5 MB raw and a fraction of
 // that compressed, far below memberlist's 20 MB push/pull limit. A single
-// entry stays below ~900 bytes (key, address and notify are bounded), so it
-// fits one gossip packet.
+// entry without a proof stays below ~900 bytes (key, address and notify are
+// bounded), so it fits one gossip packet; a proof adds the datagram (~400
+// bytes signed with RSA-2048). An entry too large for a packet travels by
+// push/pull only.
 
 const (
 	wireMagic   = 0xFC
@@ -59,9 +72,11 @@ const (
 	maxAddrLen    = 255
 	maxNotifyLen  = 255
 	maxAlgoLen    = 32
+	maxProofLen   = 2048 // a signed datagram: larger ones are not relayed
 	maxReports    = 256
 	maxStateBytes = 64 << 20 // decompressed state
 	minEntryBytes = 24       // smallest encoded entry: bounds counts by input size
+	minSignedRec  = 3 + 8    // smallest signed record: key, empty addr, unix, sig
 )
 
 const (
@@ -69,6 +84,7 @@ const (
 	flagStatic   = 0x04
 	flagNotify   = 0x08
 	flagAlgo     = 0x10
+	flagProof    = 0x20
 )
 
 // Decoding errors. Preallocated: decoding is input-driven.
@@ -98,6 +114,7 @@ type wireEntry struct {
 	cores, load   uint64
 	backup        uint64
 	notify, algo  []byte
+	proof         []byte
 	lastSeen      int64
 	reports       []wireReport
 }
@@ -142,11 +159,15 @@ func appendEntry(dst []byte, base int64, e *entry) []byte {
 	}
 	notify := e.attrs.notify != "" && len(e.attrs.notify) <= maxNotifyLen
 	algo := e.attrs.algo != "" && len(e.attrs.algo) <= maxAlgoLen
+	proof := len(e.proof) > 0 && len(e.proof) <= maxProofLen
 	if notify {
 		flags |= flagNotify
 	}
 	if algo {
 		flags |= flagAlgo
+	}
+	if proof {
+		flags |= flagProof
 	}
 	dst = append(dst, flags)
 	dst = binary.AppendVarint(dst, e.lifeAt.ver-base)
@@ -168,6 +189,10 @@ func appendEntry(dst []byte, base int64, e *entry) []byte {
 	}
 	if algo {
 		dst = appendStr(dst, a.algo)
+	}
+	if proof {
+		dst = binary.AppendUvarint(dst, uint64(len(e.proof)))
+		dst = append(dst, e.proof...)
 	}
 	dst = binary.AppendVarint(dst, e.lastSeen-base)
 	// Only reports for the current drain travel; older ones are dead.
@@ -370,7 +395,7 @@ func (d *decoder) header() (kind byte, base int64) {
 func (d *decoder) entry(base int64, w *wireEntry) {
 	w.addr = d.str(maxAddrLen)
 	flags := d.byte1()
-	if flags&^(flagLifeMask|flagStatic|flagNotify|flagAlgo) != 0 {
+	if flags&^(flagLifeMask|flagStatic|flagNotify|flagAlgo|flagProof) != 0 {
 		d.fail(errBadValue)
 		return
 	}
@@ -395,6 +420,12 @@ func (d *decoder) entry(base int64, w *wireEntry) {
 	}
 	if flags&flagAlgo != 0 {
 		w.algo = d.str(maxAlgoLen)
+	}
+	w.proof = nil
+	if flags&flagProof != 0 {
+		if w.proof = d.str(maxProofLen); d.err == nil && len(w.proof) == 0 {
+			d.fail(errBadValue) // the flag says there is one
+		}
 	}
 	w.lastSeen = d.delta(base)
 	n := d.count(8 + 4)
@@ -528,9 +559,10 @@ func (z *compressor) decompressState(b []byte) (raw []byte, base int64, err erro
 }
 
 // decodeRawState walks the uncompressed body of a state and calls fn for
-// each entry, in order. fn must not retain w or its slices. It stops at the
-// first error; entries already passed to fn are valid on their own.
-func decodeRawState(raw []byte, base int64, fn func(w *wireEntry)) (int, error) {
+// each entry, in order, then signed (if not nil) for each record of the
+// signed section. fn and signed must not retain their arguments. It stops
+// at the first error; what was passed before it is valid on its own.
+func decodeRawState(raw []byte, base int64, fn func(w *wireEntry), signed func(key, addr []byte, unix int64, sig uint64)) (int, error) {
 	d := decoder{b: raw}
 	var w wireEntry
 	total := 0
@@ -547,6 +579,9 @@ func decodeRawState(raw []byte, base int64, fn func(w *wireEntry)) (int, error) 
 			}
 		}
 	}
+	if d.err == nil && d.off < len(raw) {
+		d.signedSection(signed)
+	}
 	if d.err != nil {
 		return total, d.err
 	}
@@ -554,4 +589,44 @@ func decodeRawState(raw []byte, base int64, fn func(w *wireEntry)) (int, error) 
 		return total, errTrailing
 	}
 	return total, nil
+}
+
+// signedSection decodes the state's signed section. Keys and addresses are
+// the datagrams' own bytes (opaque: they are only compared), bounded as
+// the subscription parser bounds them.
+func (d *decoder) signedSection(signed func(key, addr []byte, unix int64, sig uint64)) {
+	n := d.count(minSignedRec)
+	if d.err == nil && n == 0 {
+		d.fail(errBadValue) // an empty section is never sent
+	}
+	for i := 0; i < n && d.err == nil; i++ {
+		key := d.str(maxKeyLen)
+		addr := d.str(maxAddrLen)
+		unix := d.varint()
+		sig := d.u64()
+		if d.err == nil && len(key) == 0 {
+			d.fail(errBadValue)
+		}
+		if d.err == nil && signed != nil {
+			signed(key, addr, unix, sig)
+		}
+	}
+}
+
+// appendSigned appends the signed section of n records in body (nothing
+// when n is 0).
+func appendSigned(raw []byte, n int, body []byte) []byte {
+	if n == 0 {
+		return raw
+	}
+	raw = appendUvarint(raw, uint64(n))
+	return append(raw, body...)
+}
+
+// appendSignedRec encodes one record of the signed section.
+func appendSignedRec(dst []byte, key, addr string, unix int64, sig uint64) []byte {
+	dst = appendStr(dst, key)
+	dst = appendStr(dst, addr)
+	dst = binary.AppendVarint(dst, unix)
+	return appendU64(dst, sig)
 }

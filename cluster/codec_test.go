@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"reflect"
 	"slices"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/fastrouter/fastrouter/internal/uwsgi"
 )
 
 // entryFrom builds an entry holding w's replicated fields.
@@ -15,6 +18,7 @@ func entryFrom(w *wireEntry) *entry {
 		drainStart: w.drainStart, drainDeadline: w.drainDeadline, attrAt: w.attrAt, lastSeen: w.lastSeen,
 		attrs: attrs{mod1: w.mod1, mod2: w.mod2, weight: w.weight, cores: w.cores, load: w.load, backup: w.backup,
 			notify: string(w.notify), algo: string(w.algo)},
+		proof: bytes.Clone(w.proof),
 	}
 	for _, r := range w.reports {
 		if e.reports == nil {
@@ -30,7 +34,10 @@ func entryFrom(w *wireEntry) *entry {
 func canon(w *wireEntry) wireEntry {
 	c := *w
 	c.key, c.addr = bytes.Clone(w.key), bytes.Clone(w.addr)
-	c.notify, c.algo = bytes.Clone(w.notify), bytes.Clone(w.algo)
+	c.notify, c.algo, c.proof = bytes.Clone(w.notify), bytes.Clone(w.algo), bytes.Clone(w.proof)
+	if len(w.proof) == 0 {
+		c.proof = nil
+	}
 	if len(w.notify) == 0 {
 		c.notify = nil
 	}
@@ -71,7 +78,16 @@ func sampleEntries() []*entry {
 		{key: "gone.test", addr: "[::1]:3031", life: lifeGone, lifeAt: stamp{1700000003000000000, 1}},
 		{key: "u.test", addr: "@abstract", life: lifeUnsub, lifeAt: stamp{1700000004000000000, 2},
 			drainStart: 1700000004000000000, drainDeadline: 1700000034000000000, lastSeen: -5},
+		{key: "signed.test", addr: "10.0.0.1:3031", life: lifeAlive, lifeAt: stamp{0, 3}, attrAt: stamp{1700000000000000000, 3},
+			attrs: attrs{weight: 2}, lastSeen: 1700000001000000000, proof: sampleProof("signed.test", ":3031", 1700000001)},
 	}
+}
+
+// sampleProof is a datagram in the signed layout (the signature is not a
+// real one: the codec and the merge never verify).
+func sampleProof(key, addr string, unix uint64) []byte {
+	return uwsgi.AppendSubscription(nil, &uwsgi.Subscription{Key: []byte(key), Address: []byte(addr), Weight: 2,
+		HasUnix: true, Unix: unix, Sign: bytes.Repeat([]byte{0xA5}, 256)})
 }
 
 func TestEntryMessageRoundTrip(t *testing.T) {
@@ -127,12 +143,15 @@ func TestStateRoundTrip(t *testing.T) {
 		}
 		c.pools[e.key][e.addr] = e
 	}
+	mem := &fakeMemory{times: map[[2]string]memRec{{"signed.test", ":3031"}: {1700000001, 42}, {"k\x00", ""}: {-3, 0}}}
+	c.cfg.Signed = mem
 	msg := c.encodeState()
 	raw, base, err := z.decompressState(msg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	seen := map[string]bool{}
+	got := &fakeMemory{}
 	n, err := decodeRawState(raw, base, func(w *wireEntry) {
 		e := c.pools[string(w.key)][string(w.addr)]
 		if e == nil {
@@ -146,26 +165,84 @@ func TestStateRoundTrip(t *testing.T) {
 			t.Errorf("state entry %s %s:\n got %+v\nwant %+v", w.key, w.addr, got, want)
 		}
 		seen[string(w.key)+" "+string(w.addr)] = true
-	})
-	if err != nil || n != 4 || len(seen) != 4 {
-		t.Fatalf("decoded %d entries (%d distinct): %v", n, len(seen), err)
+	}, got.RememberSigned)
+	if want := len(sampleEntries()); err != nil || n != want || len(seen) != want {
+		t.Fatalf("decoded %d entries (%d distinct): %v; want %d", n, len(seen), err, want)
 	}
+	if !reflect.DeepEqual(got.times, mem.times) {
+		t.Errorf("signed section: got %v; want %v", got.times, mem.times)
+	}
+	// Without a memory the section is absent: the state is what a router
+	// that knows nothing of it sends and reads.
+	c.cfg.Signed = nil
+	raw, base, err = z.decompressState(c.encodeState())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := decodeRawState(raw, base, func(*wireEntry) {}, func([]byte, []byte, int64, uint64) {
+		t.Error("a signed record in a state without a memory")
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fakeMemory is a SignedTimes that records what it is told.
+type fakeMemory struct {
+	mu    sync.Mutex
+	times map[[2]string]memRec
+}
+
+type memRec struct {
+	unix int64
+	sig  uint64
+}
+
+func (m *fakeMemory) SignedTimes(fn func(key, addr string, unix int64, sig uint64)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, r := range m.times {
+		fn(k[0], k[1], r.unix, r.sig)
+	}
+}
+
+func (m *fakeMemory) RememberSigned(key, addr []byte, unix int64, sig uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.times == nil {
+		m.times = map[[2]string]memRec{}
+	}
+	k := [2]string{string(key), string(addr)}
+	if old, ok := m.times[k]; !ok || unix > old.unix {
+		m.times[k] = memRec{unix, sig}
+	}
+}
+
+func (m *fakeMemory) get(key, addr string) memRec {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.times[[2]string{key, addr}]
 }
 
 func TestDecodeRejects(t *testing.T) {
 	good := appendEntryMsg(nil, 1700000000000000000, sampleEntries()[1])
 	cases := map[string][]byte{
-		"empty":         {},
-		"magic":         append([]byte{0x00}, good[1:]...),
-		"version":       append([]byte{wireMagic, 9}, good[2:]...),
-		"kind":          append([]byte{wireMagic, wireVersion, 9}, good[3:]...),
-		"truncated":     good[:len(good)-1],
-		"trailing":      append(bytes.Clone(good), 0),
-		"control key":   appendEntryMsg(nil, 0, &entry{key: "a\nb", addr: "1.2.3.4:5"}),
-		"empty address": appendEntryMsg(nil, 0, &entry{key: "a", addr: ""}),
-		"key too long":  appendEntryMsg(nil, 0, &entry{key: string(bytes.Repeat([]byte("k"), 256)), addr: "x"}),
-		"huge count":    append(appendHeader(nil, kindEntry, 0), 0x01, 'k', 0x01, 'a', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f),
-		"flags":         append(appendHeader(nil, kindEntry, 0), 0x01, 'k', 0x01, 'a', 0x80),
+		"empty":          {},
+		"magic":          append([]byte{0x00}, good[1:]...),
+		"version":        append([]byte{wireMagic, 9}, good[2:]...),
+		"kind":           append([]byte{wireMagic, wireVersion, 9}, good[3:]...),
+		"truncated":      good[:len(good)-1],
+		"trailing":       append(bytes.Clone(good), 0),
+		"control key":    appendEntryMsg(nil, 0, &entry{key: "a\nb", addr: "1.2.3.4:5"}),
+		"empty address":  appendEntryMsg(nil, 0, &entry{key: "a", addr: ""}),
+		"key too long":   appendEntryMsg(nil, 0, &entry{key: string(bytes.Repeat([]byte("k"), 256)), addr: "x"}),
+		"huge count":     append(appendHeader(nil, kindEntry, 0), 0x01, 'k', 0x01, 'a', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f),
+		"flags":          append(appendHeader(nil, kindEntry, 0), 0x01, 'k', 0x01, 'a', 0x80),
+		"empty proof":    entryWithProof(0),
+		"proof too long": entryWithProof(maxProofLen + 1),
+	}
+	var m message
+	if err := decodeMessage(entryWithProof(maxProofLen), &m); err != nil || len(m.entry.proof) != maxProofLen {
+		t.Errorf("longest proof: %v", err)
 	}
 	for name, b := range cases {
 		var m message
@@ -173,6 +250,23 @@ func TestDecodeRejects(t *testing.T) {
 			t.Errorf("%s: decoded without error", name)
 		}
 	}
+}
+
+// entryWithProof hand-encodes an entry message whose proof is n bytes.
+func entryWithProof(n int) []byte {
+	b := appendHeader(nil, kindEntry, 0)
+	b = appendStr(b, "k")
+	b = appendStr(b, "1.2.3.4:5")
+	b = append(b, flagProof)
+	b = append(b, 0)
+	b = appendU64(b, 1) // lifeAt
+	b = append(b, 0)
+	b = appendU64(b, 1)       // attrAt
+	b = append(b, 0, 0)       // modifiers
+	b = append(b, 1, 0, 0, 0) // weight, cores, load, backup
+	b = appendUvarint(b, uint64(n))
+	b = append(b, bytes.Repeat([]byte{'p'}, n)...)
+	return append(b, 0, 0) // lastSeen, no reports
 }
 
 func nowFunc(ns int64) func() time.Time { return func() time.Time { return time.Unix(0, ns) } }
@@ -184,6 +278,7 @@ func FuzzDecodeMessage(f *testing.F) {
 		f.Add(appendEntryMsg(nil, 1700000000000000000, e))
 	}
 	f.Add(appendReportMsg(nil, 5, "k", "a", 1, report{epoch: stamp{1, 2}, at: 3, inflight: 4}))
+	f.Add(entryWithProof(3))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var m message
 		if err := decodeMessage(b, &m); err != nil || m.kind != kindEntry {
@@ -221,16 +316,27 @@ func FuzzDecodeRawState(f *testing.F) {
 	raw = appendEntry(raw, 0, sampleEntries()[1])
 	f.Add(raw)
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
+	withProof := appendEntry(appendUvarint(appendStr(appendUvarint(nil, 1), "signed.test"), 1), 0, sampleEntries()[4])
+	f.Add(withProof)
+	f.Add(appendSigned(bytes.Clone(withProof), 2, appendSignedRec(appendSignedRec(nil, "signed.test", ":3031", 1700000001, 1<<63), "k", "", -1, 0)))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		n := 0
+		n, recs := 0, 0
 		_, _ = decodeRawState(b, 0, func(w *wireEntry) {
 			n++
 			if len(w.key) == 0 || len(w.addr) == 0 {
 				t.Fatal("empty key or address passed to the merge")
 			}
+			if len(w.proof) > maxProofLen {
+				t.Fatalf("proof of %d bytes", len(w.proof))
+			}
+		}, func(key, addr []byte, _ int64, _ uint64) {
+			recs++
+			if len(key) == 0 || len(key) > maxKeyLen || len(addr) > maxAddrLen {
+				t.Fatalf("signed record key %d bytes, address %d bytes", len(key), len(addr))
+			}
 		})
-		if n > len(b)/minEntryBytes {
-			t.Fatalf("%d entries from %d bytes", n, len(b))
+		if n > len(b)/minEntryBytes || recs > len(b)/minSignedRec {
+			t.Fatalf("%d entries and %d signed records from %d bytes", n, recs, len(b))
 		}
 	})
 }
@@ -257,6 +363,6 @@ func FuzzDecodeState(f *testing.F) {
 		if len(raw) > maxStateBytes {
 			t.Fatalf("decompressed %d bytes", len(raw))
 		}
-		_, _ = decodeRawState(raw, base, func(*wireEntry) {})
+		_, _ = decodeRawState(raw, base, func(*wireEntry) {}, func([]byte, []byte, int64, uint64) {})
 	})
 }

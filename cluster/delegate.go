@@ -87,7 +87,27 @@ func (c *Cluster) encodeState() []byte {
 	}
 	c.lastState = len(raw)
 	c.mu.Unlock()
-	return c.z.sealState(base, raw)
+	return c.z.sealState(base, c.appendReplayMemory(raw))
+}
+
+// appendReplayMemory appends the state's signed section: the replay
+// memory, so that a router that joins (or any peer, at each sync) refuses
+// a datagram older than the newest any router accepted. Called without mu
+// (the memory has its own lock).
+func (c *Cluster) appendReplayMemory(raw []byte) []byte {
+	if c.cfg.Signed == nil {
+		return raw
+	}
+	var body []byte
+	n := 0
+	c.cfg.Signed.SignedTimes(func(key, addr string, unix int64, sig uint64) {
+		if key == "" || len(key) > maxKeyLen || len(addr) > maxAddrLen {
+			return // never from a datagram that parsed
+		}
+		body = appendSignedRec(body, key, addr, unix, sig)
+		n++
+	})
+	return appendSigned(raw, n, body)
 }
 
 // mergeState merges a kind-3 message; it returns the entries read and how
@@ -101,11 +121,15 @@ func (c *Cluster) mergeState(buf []byte) (n, changed int, err error) {
 	// Decompression happened before the lock; merging runs under it in one
 	// pass (tens of ms for 50k entries), so Origin never waits long.
 	c.mu.Lock()
+	var remember func(key, addr []byte, unix int64, sig uint64)
+	if c.cfg.Signed != nil {
+		remember = c.cfg.Signed.RememberSigned // lock order: mu, then the memory's
+	}
 	n, err = decodeRawState(raw, base, func(w *wireEntry) {
 		if c.mergeLocked(w, now) {
 			changed++
 		}
-	})
+	}, remember)
 	c.mu.Unlock()
 	if changed > 0 {
 		c.kick()

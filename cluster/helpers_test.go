@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fastrouter/fastrouter/balancer"
 )
@@ -31,6 +32,9 @@ type routerOpts struct {
 	sync      time.Duration
 	tune      func(*memberlist.Config)
 	noStart   bool
+	admission Admission
+	signed    SignedTimes
+	reg       *prometheus.Registry
 }
 
 func fastMemberlist(mc *memberlist.Config) {
@@ -93,7 +97,7 @@ func newTestRouter(t testing.TB, name string, o routerOpts) *testRouter {
 		Table: tb, Name: name, Label: o.label, BindAddr: "127.0.0.1:0", Join: o.join, SecretKey: o.secret,
 		SyncInterval: o.sync, Tolerance: o.tolerance, RefreshInterval: 100 * time.Millisecond,
 		ReportInterval: 20 * time.Millisecond, ReconnectInterval: 200 * time.Millisecond,
-		Logger: testLogger(t, name),
+		Logger: testLogger(t, name), Admission: o.admission, Signed: o.signed, Registerer: registerer(o.reg),
 		Memberlist: func(mc *memberlist.Config) {
 			fastMemberlist(mc)
 			if o.tune != nil {
@@ -188,4 +192,12 @@ func waitState(t testing.TB, d time.Duration, key, addr, want string, rs ...*tes
 		}
 		return true
 	})
+}
+
+// registerer is reg, or nil (not a typed nil) for a private registry.
+func registerer(reg *prometheus.Registry) prometheus.Registerer {
+	if reg == nil {
+		return nil
+	}
+	return reg
 }

@@ -1,9 +1,12 @@
 package cluster
 
 import (
+	"bytes"
+	"math"
 	"time"
 
 	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/internal/uwsgi"
 )
 
 // Everything in this file runs with Cluster.mu held (the *Locked methods)
@@ -128,6 +131,10 @@ func (c *Cluster) mergeLocked(w *wireEntry, now int64) bool {
 	if w.lastSeen > e.lastSeen {
 		e.lastSeen = w.lastSeen
 		changed = true
+	}
+	if proofAfter(w.proof, e.proof, now/int64(time.Second)+maxAhead/int64(time.Second)) {
+		e.proof = append(e.proof[:0], w.proof...)
+		changed = true // may admit a node this router refused for want of one
 	}
 	// Whoever sent it gossips it; no need for us to send it again.
 	e.sentSeen = max(e.sentSeen, w.lastSeen)
@@ -255,4 +262,31 @@ func (c *Cluster) reportDrains() {
 		e.sentRep = now
 		c.queueBroadcast("r\x00"+e.key+"\x00"+e.addr, appendReportMsg(make([]byte, 0, 64+len(e.key)+len(e.addr)), now, e.key, e.addr, c.id, r))
 	}
+}
+
+// proofAfter reports whether proof a is newer than b: its signed unix time
+// is later, or equal with bytes that compare greater (so that merging is
+// order-free). A proof that does not parse as a signed datagram, or whose
+// time is past limit (unix seconds; a forged far-future time would
+// otherwise win over every real proof to come), is older than any that
+// does; nil is older than everything.
+func proofAfter(a, b []byte, limit int64) bool {
+	if len(a) == 0 {
+		return false
+	}
+	if len(b) == 0 {
+		return true
+	}
+	ta, tb := proofTime(a, limit), proofTime(b, limit)
+	return ta > tb || ta == tb && bytes.Compare(a, b) > 0
+}
+
+// proofTime is a proof's signed unix time, -1 if it has none or it is
+// past limit.
+func proofTime(p []byte, limit int64) int64 {
+	var s uwsgi.Subscription
+	if uwsgi.ParseSubscription(p, &s) != nil || !s.HasUnix || s.Unix > math.MaxInt64 || int64(s.Unix) > limit {
+		return -1
+	}
+	return int64(s.Unix)
 }

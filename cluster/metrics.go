@@ -11,6 +11,7 @@ import (
 // exports none of them.
 type metrics struct {
 	messages  *prometheus.CounterVec // received broadcasts by result
+	denied    *prometheus.CounterVec // peers' entries refused by Config.Admission, by reason
 	sent      prometheus.Counter
 	applied   prometheus.Counter
 	dropped   prometheus.Counter
@@ -23,6 +24,11 @@ func newMetrics(reg prometheus.Registerer, c *Cluster) (*metrics, error) {
 			Name: "fastrouter_cluster_messages_total",
 			Help: "Cluster broadcasts received, by result: applied (changed the state), stale (nothing new), invalid (dropped).",
 		}, []string{"result"}),
+		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fastrouter_cluster_denied_total",
+			Help: "Nodes relayed by other routers that this router's admission rules refused (not applied here), by reason: " +
+				"node_address, unsigned, proof, no_key, signature, stale, replay, replay_full, command.",
+		}, []string{"reason"}),
 		sent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "fastrouter_cluster_broadcasts_total",
 			Help: "Node entries queued for gossip by this router.",
@@ -59,7 +65,7 @@ func newMetrics(reg prometheus.Registerer, c *Cluster) (*metrics, error) {
 		Name: "fastrouter_cluster_broadcast_queue",
 		Help: "Broadcasts waiting to be gossiped.",
 	}, func() float64 { return float64(c.queue.NumQueued()) })
-	for _, col := range []prometheus.Collector{m.messages, m.sent, m.applied, m.dropped, m.syncBytes, members, entries, queued} {
+	for _, col := range []prometheus.Collector{m.messages, m.denied, m.sent, m.applied, m.dropped, m.syncBytes, members, entries, queued} {
 		if err := reg.Register(col); err != nil {
 			return nil, fmt.Errorf("cluster: metrics: %w", err)
 		}

@@ -123,6 +123,9 @@ func (c *Cluster) announced(a *balancer.Announce, n *balancer.Node, res balancer
 	if s := n.LastSeen().UnixNano(); s > e.lastSeen {
 		e.lastSeen = s
 	}
+	if len(a.Proof) <= maxProofLen && proofAfter(a.Proof, e.proof, now/int64(time.Second)+maxAhead/int64(time.Second)) {
+		e.proof = append(e.proof[:0], a.Proof...) // the array is reused: no allocation per refresh
+	}
 	switch {
 	case send || important:
 		c.broadcastLocked(e, now)

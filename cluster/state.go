@@ -7,7 +7,7 @@ import (
 )
 
 // The replicated state is one entry per (pool key, node address). An entry
-// is three independent registers, each merged on its own, so that two
+// is four independent registers, each merged on its own, so that two
 // routers changing different aspects of a node at the same time do not
 // overwrite each other:
 //
@@ -16,6 +16,8 @@ import (
 //	attributes modifiers, weight, cores, load, backup, notify, algo
 //	           last-writer-wins on attrAt
 //	lastSeen   the newest announce anywhere (a max register)
+//	proof      the newest signed datagram announcing the node (a max
+//	           register on its signed unix time, then its bytes)
 //
 // plus, while the node drains, each router's count of requests still in
 // flight to it (a register per router, newest report wins).
@@ -99,6 +101,11 @@ type entry struct {
 	attrAt        stamp
 	lastSeen      int64 // unix ns of the newest announce anywhere; 0 = unknown
 	reports       map[uint64]report
+	// proof is the newest signed datagram accepted for the node anywhere
+	// (newest by its signed unix time), or nil: routers that check
+	// signatures admit the node on it (subauth.Guard.AdmitRelayed). Updated
+	// in place (its array is reused), so readers outside mu copy it.
+	proof []byte
 
 	// Local only.
 	applied   stamp // the lifecycle stamp the local table reflects

@@ -36,6 +36,7 @@ type replicated struct {
 	attrAt        stamp
 	lastSeen      int64
 	reports       map[uint64]report
+	proof         string
 }
 
 func snapshot(c *Cluster) map[string]replicated {
@@ -44,7 +45,7 @@ func snapshot(c *Cluster) map[string]replicated {
 	out := map[string]replicated{}
 	for _, nodes := range c.pools {
 		for _, e := range nodes {
-			r := replicated{e.static, e.life, e.lifeAt, e.drainStart, e.drainDeadline, e.attrs, e.attrAt, e.lastSeen, nil}
+			r := replicated{e.static, e.life, e.lifeAt, e.drainStart, e.drainDeadline, e.attrs, e.attrAt, e.lastSeen, nil, string(e.proof)}
 			for id, rep := range e.reports {
 				if rep.epoch == e.lifeAt {
 					if r.reports == nil {
@@ -78,6 +79,20 @@ func randomWire(rng *rand.Rand, now int64) *wireEntry {
 	w.weight, w.cores = uint64(a%3+1), uint64(a%4)
 	if a%3 == 0 {
 		w.notify = []byte(fmt.Sprintf("/run/n%d.sock", a%2))
+	}
+	// Proofs with equal times (a tie broken by their bytes), garbage, and
+	// one from too far ahead, which must never win.
+	switch rng.IntN(5) {
+	case 0:
+		w.proof = sampleProof(string(w.key), ":1", uint64(now/int64(time.Second)+int64(rng.IntN(2))))
+	case 1:
+		p := sampleProof(string(w.key), ":1", uint64(now/int64(time.Second)))
+		p[len(p)-1] ^= byte(rng.IntN(2) + 1)
+		w.proof = p
+	case 2:
+		w.proof = []byte{byte(rng.IntN(3))}
+	case 3:
+		w.proof = sampleProof(string(w.key), ":1", uint64(now/int64(time.Second)+int64(48*time.Hour/time.Second)))
 	}
 	if w.life.drains() {
 		w.drainStart = w.lifeAt.ver

@@ -2,7 +2,8 @@
 // tied to a socket: finishing drains (and telling nodes they are drained),
 // exporting node states as metrics, and persisting the table to a state file
 // so a restarted router routes at once instead of answering 404 until every
-// node re-announces.
+// node re-announces. The file also keeps the signed-subscription replay
+// memory, and what it restores passes the admission rules of the day.
 package lifecycle
 
 import (
@@ -47,6 +48,34 @@ type Config struct {
 	// notice of a finished drain. A cluster sets it so that exactly one
 	// router notifies the node. Nil: always.
 	ShouldNotify func(balancer.DrainEvent) bool
+	// Admission, if set, decides whether a node of a state file or a
+	// binary upgrade's snapshot may come back: the file may predate the
+	// current rules (a --node-allow added since, a key file removed).
+	// Refused nodes are skipped with a warning. Nil: all come back.
+	Admission Admission
+	// Signed, if set, is the replay memory saved with the table and
+	// restored from it, so that a signed datagram captured before a
+	// restart or an upgrade cannot be replayed after it. Its changes
+	// should call Changed, so that the file keeps up.
+	Signed SignedTimes
+}
+
+// Admission is the rule check for nodes that come back from a saved table.
+// *subauth.Guard implements it.
+type Admission interface {
+	// AdmitNode returns nil when the node may enter, else an error that
+	// says which rule refuses it.
+	AdmitNode(key, address []byte) error
+}
+
+// SignedTimes is a replay memory that is saved and restored with the
+// table. *subauth.Guard implements it.
+type SignedTimes interface {
+	// SignedTimes calls fn for each time worth keeping, with an opaque
+	// id of its datagram; fn must not call back.
+	SignedTimes(fn func(key, address string, unix int64, sig uint64))
+	// RememberSigned restores one.
+	RememberSigned(key, address []byte, unix int64, sig uint64)
 }
 
 // Manager owns the lifecycle goroutine. Start once, Close once.
@@ -278,11 +307,24 @@ func emitStates(ch chan<- prometheus.Metric, key string, counts *[8]int) {
 	}
 }
 
-// stateFile is the persisted table. Version 1.
+// stateFile is the persisted table. Version 1. Signed was added later;
+// readers that do not know it ignore it (encoding/json), so files stay
+// readable both ways.
 type stateFile struct {
-	Version int         `json:"version"`
-	Saved   time.Time   `json:"saved"`
-	Pools   []statePool `json:"pools"`
+	Version int           `json:"version"`
+	Saved   time.Time     `json:"saved"`
+	Pools   []statePool   `json:"pools"`
+	Signed  []stateSigned `json:"signed,omitempty"`
+}
+
+// stateSigned is one replay-memory time: the newest signed datagram the
+// router accepted for a key and announced address (unix seconds), and
+// Sig, an id of that datagram when it was a subscribe.
+type stateSigned struct {
+	Key     string `json:"key"`
+	Address string `json:"address"`
+	Unix    int64  `json:"unix"`
+	Sig     uint64 `json:"sig,omitempty"`
 }
 
 type statePool struct {
@@ -321,6 +363,11 @@ func (m *Manager) Snapshot() ([]byte, error) {
 		if len(sp.Nodes) > 0 {
 			st.Pools = append(st.Pools, sp)
 		}
+	}
+	if m.cfg.Signed != nil {
+		m.cfg.Signed.SignedTimes(func(key, address string, unix int64, sig uint64) {
+			st.Signed = append(st.Signed, stateSigned{Key: key, Address: address, Unix: unix, Sig: sig})
+		})
 	}
 	return json.MarshalIndent(st, "", " ")
 }
@@ -381,11 +428,24 @@ func (m *Manager) Restore(data []byte) (int, error) {
 	if st.Version != 1 {
 		return 0, fmt.Errorf("unknown version %d", st.Version)
 	}
+	if m.cfg.Signed != nil {
+		// Before the nodes, and before anything reads the subscription
+		// sockets: no replay slips in between.
+		for _, s := range st.Signed {
+			m.cfg.Signed.RememberSigned([]byte(s.Key), []byte(s.Address), s.Unix, s.Sig)
+		}
+	}
 	n := 0
 	for _, p := range st.Pools {
 		for _, sn := range p.Nodes {
 			if sn.Static {
 				continue // static nodes come from the configuration, not the file
+			}
+			if m.cfg.Admission != nil {
+				if err := m.cfg.Admission.AdmitNode([]byte(p.Key), []byte(sn.Address)); err != nil {
+					m.log.Warn("saved node refused by the admission rules; it must announce again", "pool", p.Key, "node", sn.Address, "err", err)
+					continue
+				}
 			}
 			_, err := m.table.Announce(&balancer.Announce{
 				Key: []byte(p.Key), Address: []byte(sn.Address), Algo: []byte(p.Algo),

@@ -2,10 +2,12 @@ package lifecycle
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -222,5 +224,73 @@ func TestPoolNodesBounded(t *testing.T) {
 		if pool == fmt.Sprintf("p%05d", maxPoolSeries) {
 			t.Errorf("pool %s is past the bound but has its own series", pool)
 		}
+	}
+}
+
+// denyAddr refuses the nodes at one address, as --node-allow would.
+type denyAddr string
+
+func (d denyAddr) AdmitNode(key, address []byte) error {
+	if string(address) == string(d) {
+		return errors.New("not inside --node-allow")
+	}
+	return nil
+}
+
+// memory is a SignedTimes that keeps what it is told.
+type memory map[[2]string][2]int64 // unix, sig
+
+func (m memory) SignedTimes(fn func(key, address string, unix int64, sig uint64)) {
+	for k, v := range m {
+		fn(k[0], k[1], v[0], uint64(v[1]))
+	}
+}
+
+func (m memory) RememberSigned(key, address []byte, unix int64, sig uint64) {
+	m[[2]string{string(key), string(address)}] = [2]int64{unix, int64(sig)}
+}
+
+// A saved table comes back through today's rules: a node that a new
+// --node-allow (or a removed key file) refuses is not restored. The replay
+// memory comes back with it.
+func TestRestoreMeetsAdmissionAndKeepsSignedTimes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	tb := newTable(t)
+	tb.Announce(&balancer.Announce{Key: []byte("a.test"), Address: []byte("10.0.0.1:1")})
+	tb.Announce(&balancer.Announce{Key: []byte("a.test"), Address: []byte("169.254.169.254:80")})
+	saved := memory{{"a.test", ":3031"}: {1700000000, 0}, {"b.test", "10.0.0.9:1"}: {1700000005, 0x1234}}
+	m, _ := New(Config{StateFile: path, Signed: saved}, tb)
+	if err := m.Save(); err != nil {
+		t.Fatal(err)
+	}
+
+	tb2 := newTable(t)
+	restored := memory{}
+	m2, _ := New(Config{StateFile: path, Admission: denyAddr("169.254.169.254:80"), Signed: restored}, tb2)
+	n, err := m2.Load()
+	if err != nil || n != 1 {
+		t.Fatalf("Load = %d, %v; want the one admitted node", n, err)
+	}
+	if p := tb2.Pool("a.test"); p == nil || p.Node("10.0.0.1:1") == nil || p.Node("169.254.169.254:80") != nil {
+		t.Fatalf("restored pool: %+v; want only 10.0.0.1:1", p)
+	}
+	if !reflect.DeepEqual(restored, saved) {
+		t.Fatalf("replay memory restored as %v; want %v", restored, saved)
+	}
+	// A snapshot (the binary upgrade's hand-off) is the same format.
+	snap, err := m.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := memory{}
+	m3, _ := New(Config{Admission: denyAddr("169.254.169.254:80"), Signed: up}, newTable(t))
+	if n, err := m3.Restore(snap); err != nil || n != 1 || !reflect.DeepEqual(up, saved) {
+		t.Fatalf("Restore(snapshot) = %d, %v, memory %v", n, err, up)
+	}
+	// A file written before the signed times existed still loads.
+	old := `{"version":1,"saved":"2026-01-01T00:00:00Z","pools":[{"key":"a.test","algo":"wrr","nodes":[{"address":"10.0.0.1:1","weight":1,"state":"active"}]}]}`
+	m4, _ := New(Config{Signed: memory{}}, newTable(t))
+	if n, err := m4.Restore([]byte(old)); err != nil || n != 1 {
+		t.Fatalf("old state file: %d, %v", n, err)
 	}
 }

@@ -28,7 +28,7 @@ func BenchmarkAdmitSigned(b *testing.B) {
 				if err := g.Admit(&s, d, s.Address); err != nil {
 					b.Fatal(err)
 				}
-				*g.seen.m[string(g.seen.id(s.Key, s.Address))] = 0
+				*g.seen.m[string(g.seen.id(s.Key, s.Address))] = seen{}
 			}
 		})
 	}

@@ -75,7 +75,7 @@ func newGuard(tb testing.TB, cfg Config) *testGuard {
 }
 
 // denied returns the denied counter for reason.
-func (g *testGuard) denied(reason error) float64 {
+func (g *testGuard) denied(reason *Denial) float64 {
 	return testutil.ToFloat64(g.Guard.denied[reason])
 }
 

@@ -1,7 +1,10 @@
-// Package subauth decides which subscription datagrams may change the
-// routing table. A subscription datagram says where traffic for a domain
-// goes, so whoever can send one unchecked can hijack that domain; this
-// package is the check the subscription server runs on each datagram:
+// Package subauth decides which nodes may enter the routing table. A
+// subscription datagram says where traffic for a domain goes, so whoever
+// can send one unchecked can hijack that domain; this package is the check
+// the subscription server runs on each datagram (Admit), and the same rules
+// for every other way a node enters: a configured node, the admin API, the
+// state file and a binary upgrade's hand-off (AdmitNode, AdmitKey), and a
+// node relayed by a cluster peer (AdmitRelayed, relay.go). The rules:
 //
 //   - source allow-list (--subscription-allow): the datagram's UDP source
 //     must be in one of the prefixes;
@@ -12,19 +15,22 @@
 //     with uWSGI 2.0: RSA PKCS#1 v1.5 with DIGEST over the vars that precede
 //     the final "sign" record, public key DIR/<key>.pem with every byte of
 //     the key outside [0-9A-Za-z._-] replaced by '_'. Ed25519 public keys
-//     in the same layout are accepted too (DIGEST does not apply to them);
+//     in the same layout are accepted too (DIGEST does not apply to them).
+//     A pool without a usable key cannot get a node by any path;
 //   - freshness (--subscriptions-sign-tolerance): a signed datagram's "unix"
 //     time must be within the tolerance of now, and newer than the last one
 //     accepted for the same key and node address. That memory outlives the
 //     node, so neither a captured subscribe nor a captured unsubscribe can
 //     be replayed, whereas uWSGI 2.0 lets both be replayed
-//     (uwsgi-compat.md §2.7);
+//     (uwsgi-compat.md §2.7). It outlives the process too when its times
+//     are carried over (SignedTimes, RememberSigned);
 //   - command binding: uWSGI's signature does not cover the header byte
 //     that says subscribe or unsubscribe; datagrams signed by this package
 //     (fastrouter subscribe) carry a signed "cmd" var, checked against it.
 //
 // Denied datagrams are counted by reason in
-// fastrouter_subscription_denied_total{reason}.
+// fastrouter_subscription_denied_total{reason}; the other paths report
+// their denials to their caller.
 package subauth
 
 import (
@@ -35,6 +41,7 @@ import (
 	"math"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -52,36 +59,42 @@ const DefaultTolerance = 60 * time.Second
 // address that sent a signed datagram within the last tolerance.
 const DefaultMaxRemembered = 1 << 16
 
-// Reasons a datagram is denied; each is an error the subscription server
-// logs at debug level, and the reason label of the denied counter.
-// Preallocated: denials are input-driven.
+// Denial is a reason a node is refused: a datagram, a relayed cluster
+// entry, an admin call or a configured node. Each is a preallocated value
+// (denials are input-driven), compared by identity, and Reason is its
+// metric label.
+type Denial struct{ msg, reason string }
+
+func (d *Denial) Error() string { return d.msg }
+
+// Reason is the label of the denied counters: source, node_address, ...
+func (d *Denial) Reason() string { return d.reason }
+
+// Reasons a node is denied; the subscription server logs each at debug
+// level, and counts it under its Reason.
 var (
-	ErrSource      = errors.New("subauth: source not in --subscription-allow")
-	ErrNodeAddress = errors.New("subauth: node address not in --node-allow")
-	ErrUnsigned    = errors.New("subauth: datagram not signed (no unix or no sign record)")
-	ErrNoKey       = errors.New("subauth: no usable public key for this key")
-	ErrSignature   = errors.New("subauth: signature does not verify")
-	ErrStale       = errors.New("subauth: unix time outside --subscriptions-sign-tolerance")
-	ErrReplay      = errors.New("subauth: unix time not newer than the last accepted for this key and address")
-	ErrFull        = errors.New("subauth: replay memory full")
-	ErrCommand     = errors.New("subauth: signed cmd differs from the header's command")
+	ErrSource      = &Denial{"subauth: source not in --subscription-allow", "source"}
+	ErrNodeAddress = &Denial{"subauth: node address not in --node-allow", "node_address"}
+	ErrUnsigned    = &Denial{"subauth: datagram not signed (no unix or no sign record)", "unsigned"}
+	ErrNoKey       = &Denial{"subauth: no usable public key for this key", "no_key"}
+	ErrSignature   = &Denial{"subauth: signature does not verify", "signature"}
+	ErrStale       = &Denial{"subauth: unix time outside --subscriptions-sign-tolerance", "stale"}
+	ErrReplay      = &Denial{"subauth: unix time not newer than the last accepted for this key and address", "replay"}
+	ErrFull        = &Denial{"subauth: replay memory full", "replay_full"}
+	ErrCommand     = &Denial{"subauth: signed cmd differs from the header's command", "command"}
+	// ErrDuplicate: the very subscribe was accepted already, relayed by a
+	// cluster peer (or at another router, whose time came with its state)
+	// before it arrived here directly. Nothing to apply.
+	ErrDuplicate = &Denial{"subauth: datagram already accepted (relayed by a cluster peer)", "duplicate"}
+	// ErrProof: a relayed datagram that does not announce the entry it
+	// travels with (another key or address, an unsubscribe, garbage).
+	ErrProof = &Denial{"subauth: relayed datagram does not announce this node", "proof"}
 )
 
-// reasons maps each denial error to its metric label, in a fixed order.
-var reasons = []struct {
-	err   error
-	label string
-}{
-	{ErrSource, "source"},
-	{ErrNodeAddress, "node_address"},
-	{ErrUnsigned, "unsigned"},
-	{ErrNoKey, "no_key"},
-	{ErrSignature, "signature"},
-	{ErrStale, "stale"},
-	{ErrReplay, "replay"},
-	{ErrFull, "replay_full"},
-	{ErrCommand, "command"},
-}
+// reasons lists every Denial Admit returns, in a fixed order (the
+// children of the datagram counter). ErrProof is for relayed nodes only.
+var reasons = []*Denial{ErrSource, ErrNodeAddress, ErrUnsigned, ErrNoKey, ErrSignature, ErrStale,
+	ErrReplay, ErrFull, ErrCommand, ErrDuplicate}
 
 // Config configures a Guard. The zero Config admits everything.
 type Config struct {
@@ -112,6 +125,10 @@ type Config struct {
 	// Registerer receives fastrouter_subscription_denied_total. Default: a
 	// private registry.
 	Registerer prometheus.Registerer
+	// OnChange, if set, is called whenever the replay memory took a new
+	// time, so that a state file can persist it (see SignedTimes). It is
+	// called with the Guard's lock held: it must not block nor call back.
+	OnChange func()
 }
 
 // Guard admits or denies subscription datagrams. AllowSource is safe for
@@ -127,7 +144,8 @@ type Guard struct {
 	nodes     []netip.Prefix
 	now       func() time.Time
 	log       *slog.Logger
-	denied    map[error]prometheus.Counter // children resolved once; read-only map
+	denied    map[*Denial]prometheus.Counter // children resolved once; read-only map
+	onChange  func()                         // may be nil
 
 	mu   sync.Mutex // guards keys and seen
 	keys keyCache
@@ -180,7 +198,7 @@ func New(cfg Config) (*Guard, error) {
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fastrouter_subscription_denied_total",
 		Help: "Subscription datagrams denied by the allow-lists or the signature check, by reason: " +
-			"source, node_address, unsigned, no_key, signature, stale, replay, replay_full, command.",
+			"source, node_address, unsigned, no_key, signature, stale, replay, replay_full, command, duplicate.",
 	}, []string{"reason"})
 	if err := cfg.Registerer.Register(vec); err != nil {
 		return nil, fmt.Errorf("subauth: metrics: %w", err)
@@ -193,12 +211,13 @@ func New(cfg Config) (*Guard, error) {
 		nodes:     canonical(cfg.Nodes),
 		now:       cfg.Now,
 		log:       cfg.Logger,
-		denied:    make(map[error]prometheus.Counter, len(reasons)),
+		denied:    make(map[*Denial]prometheus.Counter, len(reasons)),
+		onChange:  cfg.OnChange,
 		keys:      keyCache{dir: cfg.KeyDir, log: cfg.Logger, m: map[string]*pubKey{}},
-		seen:      replayMemory{max: cfg.MaxRemembered, m: map[string]*int64{}},
+		seen:      replayMemory{max: cfg.MaxRemembered, m: map[string]*seen{}},
 	}
 	for _, r := range reasons {
-		g.denied[r.err] = vec.WithLabelValues(r.label)
+		g.denied[r] = vec.WithLabelValues(r.reason)
 	}
 	return g, nil
 }
@@ -257,14 +276,14 @@ func contains(ps []netip.Prefix, a netip.Addr) bool {
 // its unix time must be within the tolerance of now and newer than the last
 // one accepted for this key and announced address.
 func (g *Guard) Admit(sub *uwsgi.Subscription, datagram, address []byte) error {
-	err := g.admit(sub, datagram, address)
-	if err != nil {
-		g.denied[err].Inc()
+	if d := g.admit(sub, datagram, address); d != nil {
+		g.denied[d].Inc()
+		return d
 	}
-	return err
+	return nil
 }
 
-func (g *Guard) admit(sub *uwsgi.Subscription, datagram, address []byte) error {
+func (g *Guard) admit(sub *uwsgi.Subscription, datagram, address []byte) *Denial {
 	if len(g.nodes) > 0 && !sub.Unsubscribe && !g.nodeAllowed(address) {
 		return ErrNodeAddress
 	}
@@ -275,20 +294,40 @@ func (g *Guard) admit(sub *uwsgi.Subscription, datagram, address []byte) error {
 		return ErrUnsigned
 	}
 	now := g.now()
-	sec := now.Unix()
-	if sub.Unix > math.MaxInt64 {
-		return ErrStale
-	}
-	unix := int64(sub.Unix)
-	if unix < sec-g.tolerance || unix > sec+g.tolerance {
-		return ErrStale
+	unix, d := g.fresh(sub, now.Unix())
+	if d != nil {
+		return d
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	id := g.seen.id(sub.Key, sub.Address)
-	if g.seen.replayed(id, unix) {
+	if last := g.seen.get(id); last != nil && unix <= last.unix {
+		if unix == last.unix && last.sig != 0 && last.sig == sigID(sub.Sign) && (last.relayed || !last.claim) {
+			// The subscribe a peer relayed, or whose time came from
+			// elsewhere, arriving here directly as well.
+			return ErrDuplicate
+		}
 		return ErrReplay
 	}
+	return g.verifyAndRecord(sub, datagram, id, unix, now, false)
+}
+
+// fresh returns sub's unix time if it is within the tolerance of now.
+func (g *Guard) fresh(sub *uwsgi.Subscription, now int64) (int64, *Denial) {
+	if sub.Unix > math.MaxInt64 {
+		return 0, ErrStale
+	}
+	unix := int64(sub.Unix)
+	if unix < now-g.tolerance || unix > now+g.tolerance {
+		return 0, ErrStale
+	}
+	return unix, nil
+}
+
+// verifyAndRecord checks sub's signature and command binding and
+// remembers its time under id. Caller holds g.mu and has checked
+// freshness and replay.
+func (g *Guard) verifyAndRecord(sub *uwsgi.Subscription, datagram, id []byte, unix int64, now time.Time, relayed bool) *Denial {
 	pk := g.keys.get(sub.Key, now)
 	if pk == nil {
 		return ErrNoKey
@@ -300,10 +339,72 @@ func (g *Guard) admit(sub *uwsgi.Subscription, datagram, address []byte) error {
 	if !commandMatches(signed, sub.Unsubscribe) {
 		return ErrCommand
 	}
-	if !g.seen.record(id, unix, sec, g.tolerance) {
+	rec := seen{unix: unix, claim: !sub.Unsubscribe, relayed: relayed}
+	if !sub.Unsubscribe {
+		rec.sig = sigID(sub.Sign)
+	}
+	if !g.seen.record(id, rec, now.Unix(), g.tolerance) {
 		return ErrFull
 	}
+	g.changed()
 	return nil
+}
+
+func (g *Guard) changed() {
+	if g.onChange != nil {
+		g.onChange()
+	}
+}
+
+// AdmitNode decides whether a node that comes without a datagram may enter
+// the table: a configured node (--to), one added through the admin API, one
+// restored from the state file or from the previous process of a binary
+// upgrade. The rules are those of a datagram that can be checked without
+// one: the address must be inside --node-allow, and with signatures on the
+// pool must have a usable public key (a pool without one cannot exist on
+// a signing router, whatever path its nodes take). Safe for concurrent use;
+// nothing is counted (the caller reports the error). The error wraps one of
+// the Err* values and says what to change.
+func (g *Guard) AdmitNode(key, address []byte) error {
+	if len(g.nodes) > 0 && !g.nodeAllowed(address) {
+		return &NodeError{Denial: ErrNodeAddress,
+			text: fmt.Sprintf("node address %q is not inside --node-allow %s", address, prefixList(g.nodes))}
+	}
+	return g.AdmitKey(key)
+}
+
+// AdmitKey applies the pool-key rules alone (a pools: section entry): with
+// signatures on, the pool must have a usable public key.
+func (g *Guard) AdmitKey(key []byte) error {
+	if g.hash == 0 {
+		return nil
+	}
+	g.mu.Lock()
+	pk := g.keys.get(key, g.now())
+	g.mu.Unlock()
+	if pk == nil {
+		return &NodeError{Denial: ErrNoKey, text: fmt.Sprintf("pool %q has no usable public key %s "+
+			"(with --subscriptions-sign-check every pool needs one)", key, filepath.Join(g.dir, KeyFile(key)))}
+	}
+	return nil
+}
+
+// NodeError is AdmitNode's refusal: a sentence for the operator, wrapping
+// the Denial (errors.Is(err, ErrNodeAddress) holds).
+type NodeError struct {
+	*Denial
+	text string
+}
+
+func (e *NodeError) Error() string { return e.text }
+func (e *NodeError) Unwrap() error { return e.Denial }
+
+func prefixList(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
 }
 
 // nodeAllowed reports whether address points into the node allow-list:

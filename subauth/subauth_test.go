@@ -179,7 +179,7 @@ func TestSignatureDenials(t *testing.T) {
 	if err := g.admit(t, good()); err != nil {
 		t.Fatalf("good datagram after the denials: %v", err)
 	}
-	for reason, want := range map[error]float64{ErrUnsigned: 2, ErrSignature: 3, ErrNoKey: 1, ErrReplay: 0} {
+	for reason, want := range map[*Denial]float64{ErrUnsigned: 2, ErrSignature: 3, ErrNoKey: 1, ErrReplay: 0} {
 		if got := g.denied(reason); got != want {
 			t.Errorf("denied{%v} = %v; want %v", reason, got, want)
 		}
@@ -417,8 +417,8 @@ func TestLoadSigner(t *testing.T) {
 func TestReasonsCoverEveryError(t *testing.T) {
 	g := newGuard(t, Config{})
 	for _, r := range reasons {
-		if g.Guard.denied[r.err] == nil {
-			t.Errorf("%v has no counter", r.err)
+		if g.Guard.denied[r] == nil {
+			t.Errorf("%v has no counter", r)
 		}
 	}
 }

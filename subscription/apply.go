@@ -259,6 +259,11 @@ func (ap *applier) apply(s *Server, datagram []byte, src netip.AddrPort, sk *soc
 		Drain:        sub.Drain,
 		DrainTimeout: time.Duration(sub.DrainTimeout) * time.Second,
 	}
+	if sub.Sign != nil && sub.HasUnix {
+		// Whether or not this router checks signatures, its cluster peers
+		// may: they verify the datagram itself (subauth.AdmitRelayed).
+		a.Proof = datagram
+	}
 	res, err := s.table.Announce(a)
 	*a = balancer.Announce{} // do not keep the datagram reachable
 	if err != nil {

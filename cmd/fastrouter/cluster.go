@@ -18,6 +18,7 @@ import (
 
 	"github.com/fastrouter/fastrouter/balancer"
 	"github.com/fastrouter/fastrouter/cluster"
+	"github.com/fastrouter/fastrouter/subauth"
 )
 
 // clusterOptions are the --cluster-* settings. Without --cluster-bind the
@@ -106,7 +107,7 @@ func (c *clusterOptions) needsRestart(n *clusterOptions) []string {
 
 // newCluster returns the cluster member configured by o, or nil for a
 // single router. It binds nothing yet (startCluster does).
-func newCluster(o *options, table *balancer.Table, log *slog.Logger, reg prometheus.Registerer, upgraded bool) (*cluster.Cluster, error) {
+func newCluster(o *options, table *balancer.Table, gate *subauth.Guard, log *slog.Logger, reg prometheus.Registerer, upgraded bool) (*cluster.Cluster, error) {
 	if o.cluster.bind == "" {
 		return nil, nil
 	}
@@ -120,6 +121,8 @@ func newCluster(o *options, table *balancer.Table, log *slog.Logger, reg prometh
 		SyncInterval: o.cluster.sync,
 		Tolerance:    o.tolerance,
 		DrainTimeout: o.drainTimeout,
+		Admission:    gate, // peers' nodes meet this router's rules
+		Signed:       gate, // the replay memory travels with the state
 		Logger:       log,
 		Registerer:   reg,
 	}

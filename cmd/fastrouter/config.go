@@ -124,11 +124,11 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.BoolVar(&o.proxyProtocol, "proxy-protocol", false, "connections from --trusted-proxy peers to --http/--https may start with a PROXY v1/v2 header that sets the client address")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "default deadline of a node drain (admin API, unsubscribe, drain=1)")
 	fs.DurationVar(&o.slowStart, "slow-start", 0, "ramp a (re)joined node's weight from 1/16 to full over this `duration` (0 = off)")
-	fs.StringVar(&o.stateFile, "state-file", "", "persist the pool table to this `file` and load it at start, so a restart routes at once")
+	fs.StringVar(&o.stateFile, "state-file", "", "persist the pool table (and the signed-datagram replay memory) to this `file` and load it at start, so a restart routes at once")
 	fs.StringVar(&o.signCheck, "subscriptions-sign-check", "", "require uWSGI-compatible signed subscriptions: `DIGEST:DIR` (SHA1, SHA256, SHA384 or SHA512; public keys DIR/<key>.pem, RSA or Ed25519)")
 	fs.DurationVar(&o.signTolerance, "subscriptions-sign-tolerance", 60*time.Second, "max distance between a signed datagram's unix time and now")
 	fs.Var(&listFlag{vals: &o.subscriptionAllow}, "subscription-allow", "`CIDR` allowed to send subscription datagrams (repeatable; default all)")
-	fs.Var(&listFlag{vals: &o.nodeAllow}, "node-allow", "`CIDR` a subscribed node address may point into (repeatable; default anywhere; when set, unix socket nodes are refused)")
+	fs.Var(&listFlag{vals: &o.nodeAllow}, "node-allow", "`CIDR` a node address may point into, however the node enters: datagram, admin API, --to, state file, cluster (repeatable; default anywhere; when set, unix socket nodes are refused)")
 	fs.IntVar(&o.maxConns, "max-conns", 0, "most open client connections per `listener`; beyond it a new connection gets 503 and is closed (0 = no limit)")
 	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "`file` holding the bearer token required by mutating admin calls")
 	fs.StringVar(&o.pidFile, "pid-file", "", "write the process id to this `file` (rewritten by the new process after a SIGUSR2 binary upgrade)")
@@ -323,6 +323,9 @@ func (o *options) validate() error {
 		return err
 	}
 	if err := o.validateSecurity(); err != nil {
+		return err
+	}
+	if err := o.validateAdmission(); err != nil {
 		return err
 	}
 	if o.slowStart < 0 {

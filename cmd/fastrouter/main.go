@@ -151,7 +151,17 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 	if err != nil {
 		return err
 	}
-	cl, err := newCluster(o, table, log, reg, up.IsChild()) // nil without --cluster-bind
+	// One admission gate for every way a node enters: datagrams, the
+	// admin API, the state file, an upgrade's hand-off, cluster peers.
+	gate, err := subauth.New(o.guardConfig(log, reg, func() {
+		if life != nil {
+			life.Changed() // the replay memory moved: the state file keeps up
+		}
+	}))
+	if err != nil {
+		return err
+	}
+	cl, err := newCluster(o, table, gate, log, reg, up.IsChild()) // nil without --cluster-bind
 	if err != nil {
 		return err
 	}
@@ -162,7 +172,8 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 		// Changes made here go through the cluster, which shares them.
 		subTable, admTable, notify = cl.Origin(), cl.Origin(), cl.ShouldNotify
 	}
-	life, err = lifecycle.New(lifecycle.Config{StateFile: o.stateFile, Logger: log, Registerer: reg, ShouldNotify: notify}, table)
+	life, err = lifecycle.New(lifecycle.Config{StateFile: o.stateFile, Logger: log, Registerer: reg, ShouldNotify: notify,
+		Admission: gate, Signed: gate}, table)
 	if err != nil {
 		return err
 	}
@@ -225,10 +236,6 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 	if err != nil {
 		return err
 	}
-	gate, err := subauth.New(o.guardConfig(log, reg))
-	if err != nil {
-		return err
-	}
 	subs, err := subscription.New(subscription.Config{
 		Addrs:        o.subscriptionServers,
 		Tolerance:    o.tolerance,
@@ -247,7 +254,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 	rateReg := prometheus.NewRegistry() // the status page's rates only (admin.Config.RateGatherer)
 	rateReg.MustRegister(rt.RateCollectors()...)
 	adm, err := admin.New(admin.Config{
-		Table: admTable, Gatherer: reg, RateGatherer: rateReg, Logger: log, Token: token,
+		Table: admTable, Admission: gate, Gatherer: reg, RateGatherer: rateReg, Logger: log, Token: token,
 		DrainTimeout: o.drainTimeout, Version: "fastrouter " + versionString(), Started: started, Pprof: o.pprof,
 	})
 	if err != nil {
@@ -411,6 +418,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 		}
 	}()
 	warnIfExposed(log, o)
+	warnIfForgetful(log, o)
 	log.Info("fastrouter started", "version", versionString(), "http", o.http, "https", o.https,
 		"subscription_server", subs.Addrs(), "admin", o.admin, "static_nodes", len(o.to),
 		"stats", o.stats, "access_log", o.accessLog)

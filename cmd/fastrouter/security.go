@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sort"
 	"strings"
 	"time"
 
@@ -49,19 +50,65 @@ func (o *options) validateSecurity() error {
 	return nil
 }
 
-// guardConfig is the subscription gate's configuration. Call after validate.
-func (o *options) guardConfig(log *slog.Logger, reg prometheus.Registerer) subauth.Config {
+// guardConfig is the admission gate's configuration. Call after
+// validateSecurity. onChange may be nil.
+func (o *options) guardConfig(log *slog.Logger, reg prometheus.Registerer, onChange func()) subauth.Config {
 	cfg := subauth.Config{
 		Tolerance:  o.signTolerance,
 		Sources:    prefixes(o.subscriptionAllow),
 		Nodes:      prefixes(o.nodeAllow),
 		Logger:     log,
 		Registerer: reg,
+		OnChange:   onChange,
 	}
 	if o.signCheck != "" {
 		cfg.Hash, cfg.KeyDir, _ = subauth.ParseSignCheck(o.signCheck)
 	}
 	return cfg
+}
+
+// validateAdmission checks the configured nodes (--to) and pools (the
+// pools: section) against the rules every node meets (subauth.AdmitNode):
+// a configuration that names a node the router would refuse from a
+// datagram is a usage error, not a node that silently enters. Call after
+// validateSecurity.
+func (o *options) validateAdmission() error {
+	if len(o.nodeAllow) == 0 && o.signCheck == "" {
+		return nil
+	}
+	g, err := subauth.New(o.guardConfig(nil, nil, nil))
+	if err != nil {
+		return fmt.Errorf("--subscriptions-sign-check: %w", err)
+	}
+	for _, n := range o.staticNodes() {
+		if err := g.AdmitNode([]byte(n.key), []byte(n.addr)); err != nil {
+			return fmt.Errorf("--to %q: %w", n.key+"="+n.addr, err)
+		}
+	}
+	keys := make([]string, 0, len(o.pools))
+	for k := range o.pools {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // the same error every time
+	for _, k := range keys {
+		if err := g.AdmitKey([]byte(k)); err != nil {
+			return fmt.Errorf("pools: %w", err)
+		}
+	}
+	return nil
+}
+
+// warnIfForgetful logs that a plain restart forgets the signed-datagram
+// replay memory when neither a state file nor a cluster keeps it: for one
+// --subscriptions-sign-tolerance after such a restart, a datagram captured
+// before it can be replayed once. (A SIGUSR2 upgrade hands it over.)
+func warnIfForgetful(log *slog.Logger, o *options) {
+	if o.signCheck == "" || o.stateFile != "" || o.cluster.bind != "" {
+		return
+	}
+	log.Warn("signed subscriptions without --state-file: the replay memory does not survive a restart, "+
+		"so for --subscriptions-sign-tolerance after one a captured datagram can be replayed once; "+
+		"set --state-file to keep it (see SECURITY.md)", "tolerance", o.signTolerance)
 }
 
 func prefixes(cidrs []string) []netip.Prefix {

@@ -50,7 +50,7 @@ func TestSecurityFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := o.guardConfig(nil, nil)
+	cfg := o.guardConfig(nil, nil, nil)
 	if cfg.Hash != crypto.SHA384 || cfg.KeyDir != dir || cfg.Tolerance != 2*time.Minute || len(cfg.Sources) != 2 ||
 		len(cfg.Nodes) != 1 || o.maxConns != 100 {
 		t.Fatalf("guard config %+v, max-conns %d", cfg, o.maxConns)
@@ -59,7 +59,7 @@ func TestSecurityFlags(t *testing.T) {
 	if err != nil || o.signCheck != "" || o.signTolerance != 60*time.Second || o.subscriptionAllow != nil || o.nodeAllow != nil || o.maxConns != 0 {
 		t.Fatalf("defaults: %+v %v", o, err)
 	}
-	if c := o.guardConfig(nil, nil); c.Hash != 0 || c.KeyDir != "" {
+	if c := o.guardConfig(nil, nil, nil); c.Hash != 0 || c.KeyDir != "" {
 		t.Fatalf("default guard config signs: %+v", c)
 	}
 	for _, args := range [][]string{
@@ -162,4 +162,71 @@ func FuzzConfigFile(f *testing.F) {
 			t.Fatalf("accepted options fail validation: %v", err)
 		}
 	})
+}
+
+// Configured nodes and pools meet the rules a datagram meets: a --to
+// outside --node-allow, and under signatures a --to or a pools: entry
+// without a public key, are usage errors naming the rule (exit 2).
+func TestConfigMeetsAdmission(t *testing.T) {
+	keys := t.TempDir()
+	pub, err := os.ReadFile(filepath.Join("..", "..", "subauth", "testdata", "rsa2048.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(keys, "app.test.pem"), pub, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(cfg, []byte("pools:\n  other.test:\n    algo: lrc\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sign := []string{"--subscriptions-sign-check", "SHA256:" + keys}
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		mention string // "" = valid
+	}{
+		{"allowed", []string{"--node-allow", "10.0.0.0/8", "--to", "a.test=10.1.1.1:3031"}, ""},
+		{"metadata address", []string{"--node-allow", "10.0.0.0/8", "--to", "a.test=169.254.169.254:80"},
+			`--to "a.test=169.254.169.254:80": node address "169.254.169.254:80" is not inside --node-allow 10.0.0.0/8`},
+		{"unix node under a list", []string{"--node-allow", "10.0.0.0/8", "--to", "a.test=/run/a.sock"}, "--node-allow"},
+		{"no list", []string{"--to", "a.test=169.254.169.254:80"}, ""},
+		{"signed pool with its key", append([]string{"--to", "app.test=10.0.0.1:1"}, sign...), ""},
+		{"signed pool without a key", append([]string{"--to", "nokey.test=10.0.0.1:1"}, sign...),
+			`pool "nokey.test" has no usable public key ` + filepath.Join(keys, "nokey.test.pem")},
+		{"pools: entry without a key", append([]string{"--config", cfg}, sign...), `pools: pool "other.test"`},
+		{"pools: entry without signing", []string{"--config", cfg}, ""},
+	} {
+		_, _, err := parseArgs(tc.args)
+		switch {
+		case tc.mention == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.mention != "" && (err == nil || !strings.Contains(err.Error(), tc.mention) || strings.Contains(err.Error(), "\n")):
+			t.Errorf("%s: error %v; want one line with %q", tc.name, err, tc.mention)
+		}
+	}
+	var stderr bytes.Buffer
+	if code := run([]string{"--node-allow", "10.0.0.0/8", "--to", "a.test=169.254.169.254:80"}, &bytes.Buffer{}, &stderr); code != 2 ||
+		strings.Count(stderr.String(), "\n") != 1 {
+		t.Errorf("run: exit %d, stderr %q; want 2 and one line", code, stderr.String())
+	}
+}
+
+func TestWarnIfForgetful(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		o    options
+		warn bool
+	}{
+		{"no signing", options{}, false},
+		{"signing alone", options{signCheck: "SHA256:/k"}, true},
+		{"signing with a state file", options{signCheck: "SHA256:/k", stateFile: "/s"}, false},
+		{"signing in a cluster", options{signCheck: "SHA256:/k", cluster: clusterOptions{bind: "127.0.0.1:7946"}}, false},
+	} {
+		var buf bytes.Buffer
+		warnIfForgetful(slog.New(slog.NewTextHandler(&buf, nil)), &tc.o)
+		if got := strings.Contains(buf.String(), "--state-file"); got != tc.warn {
+			t.Errorf("%s: warned %v; want %v", tc.name, got, tc.warn)
+		}
+	}
 }

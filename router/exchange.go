@@ -272,7 +272,9 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 	// http_response_parse). The other hop-by-hop headers go.
 	x.closeClient = flags&hfClose != 0
 	head.ResetConnectionClose()
-	stripHopByHop(head)
+	if flags&hfHop != 0 {
+		stripHopByHop(head)
+	}
 
 	cl := head.ContentLength()
 	if x.isHead || code < 200 || code == 204 || code == 304 || cl == 0 {

@@ -492,7 +492,9 @@ func (rt *Router) forwardHTTP(x *exchange, head *fasthttp.ResponseHeader, pm *po
 		x.flags&(hfClose|hfFaulty) == 0
 	hc.suspect = code == 204 || code == 304 || x.interims > 0
 	head.ResetConnectionClose()
-	stripHopByHop(head)
+	if x.flags&hfHop != 0 {
+		stripHopByHop(head)
+	}
 
 	cl := head.ContentLength()
 	if x.isHead || code < 200 || code == 204 || code == 304 || cl == 0 {

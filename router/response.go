@@ -56,6 +56,7 @@ const (
 	hfChunked                       // … whose value is exactly "chunked", once
 	hfCL                            // a Content-Length header
 	hfFaulty                        // framing to distrust: the node's connection is not reused
+	hfHop                           // a hop-by-hop header stripHopByHop removes
 )
 
 // readHead reads the node's final response head from br into head: interim
@@ -95,7 +96,7 @@ func (rt *Router) readHead(x *exchange, conn net.Conn, br *bufio.Reader, head *f
 			return 0, errBadResponse
 		}
 		x.interims++
-		if err := rt.relayInterim(x, head); err != nil {
+		if err := rt.relayInterim(x, head, f); err != nil {
 			head.Reset()
 			return 0, err
 		}
@@ -105,12 +106,14 @@ func (rt *Router) readHead(x *exchange, conn net.Conn, br *bufio.Reader, head *f
 
 // relayInterim hands the interim response in head to x's front, unless it
 // is a 100 or the client cannot take it.
-func (rt *Router) relayInterim(x *exchange, head *fasthttp.ResponseHeader) error {
+func (rt *Router) relayInterim(x *exchange, head *fasthttp.ResponseHeader, f headFlags) error {
 	if head.StatusCode() == 100 || x.sink == nil {
 		return nil
 	}
-	stripHopByHop(head)
 	head.ResetConnectionClose()
+	if f&hfHop != 0 {
+		stripHopByHop(head)
+	}
 	return x.sink.interim(x, head)
 }
 
@@ -208,23 +211,45 @@ func (s *headScan) feed(b []byte) (done, ok bool) {
 	}
 }
 
-// header notes what one header line says about framing and persistence.
+// header notes what one header line says about framing, persistence and
+// hop-by-hop headers (names as stripHopByHop matches them).
 func (s *headScan) header(line []byte) {
-	k, v, found := bytes.Cut(line, []byte{':'})
-	if !found {
+	switch line[0] | 0x20 { // the names below start so; most lines do not
+	case 'c', 'k', 'p', 't', 'u':
+	default:
+		return
+	}
+	i := bytes.IndexByte(line, ':')
+	if i < 0 {
 		return // fasthttp refuses it
 	}
-	k = trimOWS(k) // fasthttp also takes "Name :"
-	v = trimOWS(v)
-	switch {
-	case asciiEqualFold(k, "connection"):
-		if hasToken(v, "close") {
-			s.flags |= hfClose
+	k := line[:i]
+	for len(k) > 0 && (k[len(k)-1] == ' ' || k[len(k)-1] == '\t') { // fasthttp also takes "Name :"
+		k = k[:len(k)-1]
+	}
+	switch len(k) {
+	case 2, 7, 16:
+		if hopByHopResponse(k) {
+			s.flags |= hfHop
 		}
-	case asciiEqualFold(k, "content-length"):
-		s.flags |= hfCL
-	case asciiEqualFold(k, "transfer-encoding"):
-		if s.flags&hfTE == 0 && asciiEqualFold(v, "chunked") {
+	case 10:
+		if asciiEqualFold(k, "keep-alive") {
+			s.flags |= hfHop
+		} else if asciiEqualFold(k, "connection") {
+			s.flags |= hfHop
+			if hasToken(line[i+1:], "close") {
+				s.flags |= hfClose
+			}
+		}
+	case 14:
+		if asciiEqualFold(k, "content-length") {
+			s.flags |= hfCL
+		}
+	case 17:
+		if !asciiEqualFold(k, "transfer-encoding") {
+			return
+		}
+		if s.flags&hfTE == 0 && asciiEqualFold(trimOWS(line[i+1:]), "chunked") {
 			s.flags |= hfChunked
 		} else {
 			s.flags &^= hfChunked // another coding, or a second header
@@ -259,7 +284,8 @@ func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 // Upgrade. Names match in any case. Content-Length and Transfer-Encoding
 // stay even when Connection names them: the fronts frame the body from
 // them. It allocates nothing (the Trailer header is cleared first: fasthttp
-// would format it for All).
+// would format it for All). Callers skip it when scanHead saw none of these
+// names (hfHop): the common response costs nothing here.
 func stripHopByHop(head *fasthttp.ResponseHeader) {
 	head.Del("Trailer")
 	var drop [16][]byte

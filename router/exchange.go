@@ -261,6 +261,7 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 	code := head.StatusCode()
 	pm.count(code)
 	if code == 101 { // asked for (readHead): websocket.go, the front makes it a tunnel
+		head.ResetConnectionClose()
 		b := backendBodyPool.Get().(*backendBody)
 		*b = backendBody{rt: rt, conn: conn, br: br, src: br, limit: -1, node: node, pm: pm, start: start, stop: stop, upgrade: true}
 		return pm, b, nil

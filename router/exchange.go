@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"net/http"
 	"net/http/httputil"
 	"os"
 	"slices"
@@ -53,6 +54,20 @@ type exchange struct {
 	// so the next request on the connection can be parsed safely.
 	consumed bool
 
+	// sink takes the node's interim (1xx) responses for the client
+	// (response.go); nil drops them, as for HTTP/1.0 clients (RFC 9110
+	// §15.2). rw is the h2 stream's writer, for h2Front's sink.
+	sink interimSink
+	rw   http.ResponseWriter
+	// interims counts the interim responses the node sent, flags is what
+	// its final head showed (response.go).
+	interims uint8
+	flags    headFlags
+	// closeClient is set by forward when the node asked for the client's
+	// connection to end after this response: a uwsgi app's
+	// "Connection: close" (see forward).
+	closeClient bool
+
 	// obs: request id, timings and node for the access log (accesslog.go).
 	obs obsInfo
 
@@ -79,6 +94,7 @@ func putExchange(x *exchange) {
 	x.req.reset()
 	x.bodySrc, x.bodyLen, x.client, x.isHead, x.consumed, x.ctx = nil, 0, nil, false, false, nil
 	x.upgrade = false
+	x.sink, x.rw, x.interims, x.flags, x.closeClient = nil, nil, 0, 0, false
 	x.wire, x.headLen = wireNone, 0
 	x.releaseSpill()
 	x.obs = obsInfo{}
@@ -105,10 +121,12 @@ func putExchange(x *exchange) {
 }
 
 // forward routes x by host, sends it to a node of the pool over uwsgi, and
-// reads the response head into head. It returns the pool's metrics (never
-// nil) and, when the response has a body, the body stream, which the caller
-// now owns and must Close. HEAD, 1xx, 204, 304 and empty responses return a
-// nil body; the backend is already released.
+// reads the final response head into head (response.go: interim responses
+// before it went to x.sink; hop-by-hop headers are removed). It returns the
+// pool's metrics (never nil) and, when the response has a body, the body
+// stream, which the caller now owns and must Close. HEAD, 204, 304 and empty
+// responses return a nil body; the backend is already released. A 101 (only
+// when x.upgrade) returns a body marked upgrade, for the front to tunnel.
 //
 // On failure the error maps to the client's status through statusOf; the
 // status has been counted and nothing is held. The caller writes the error
@@ -235,29 +253,30 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 
 	br = readerPool.Get().(*bufio.Reader)
 	br.Reset(conn)
-	if err := head.Read(br); err != nil {
-		head.Reset()
-		if isTimeout(err) {
-			return fail(errBackendTimeout)
-		}
-		return fail(errBadResponse)
+	flags, err := rt.readHead(x, conn, br, head) // response.go
+	if err != nil {
+		return fail(err)
 	}
 	rt.observeHead(x, node, start, int64(len(packet))+r.bodyLen-inline)
-	// The backend closing its connection is uwsgi framing, not a request
-	// to close the client's.
-	head.ResetConnectionClose()
 	code := head.StatusCode()
-	if code < 100 { // "000".."099" parse as 3 digits but are no status (net/http panics on them)
-		head.Reset()
-		return fail(errBadResponse)
-	}
 	pm.count(code)
-
-	if code == 101 && x.upgrade { // websocket.go: the front makes it a tunnel
+	if code == 101 { // asked for (readHead): websocket.go, the front makes it a tunnel
+		head.ResetConnectionClose()
 		b := backendBodyPool.Get().(*backendBody)
 		*b = backendBody{rt: rt, conn: conn, br: br, src: br, limit: -1, node: node, pm: pm, start: start, stop: stop, upgrade: true}
 		return pm, b, nil
 	}
+	// The node closing its connection is uwsgi framing, not a request to
+	// close the client's; an app's own "Connection: close" is one, since a
+	// uwsgi connection has no other hop it could mean. uWSGI's http router
+	// honours it the same way (plugins/http/keepalive.c,
+	// http_response_parse). The other hop-by-hop headers go.
+	x.closeClient = flags&hfClose != 0
+	head.ResetConnectionClose()
+	if flags&hfHop != 0 {
+		stripHopByHop(head)
+	}
+
 	cl := head.ContentLength()
 	if x.isHead || code < 200 || code == 204 || code == 304 || cl == 0 {
 		if stop != nil {

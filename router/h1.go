@@ -181,6 +181,9 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 	x.isHead = ctx.IsHead()
 	x.upgrade = isUpgrade(h)
 	x.consumed = x.bodySrc == nil
+	if h.IsHTTP11() {
+		x.sink = f // an HTTP/1.0 client never gets an interim response
+	}
 
 	_, b, err := rt.forward(x, &ctx.Response.Header)
 	rt.logResponse(x, b, err, &ctx.Response.Header)
@@ -200,6 +203,9 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 			ctx.SetConnectionClose() // the rest of the stream cannot be trusted
 		}
 		return
+	}
+	if x.closeClient {
+		ctx.SetConnectionClose()
 	}
 	if b == nil {
 		return
@@ -223,7 +229,8 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 // streamUntilClose answers an HTTP/1.0 client, which cannot take chunked
 // encoding, with an unframed body ended by closing the connection.
 func (f *h1Front) streamUntilClose(ctx *fasthttp.RequestCtx, b *backendBody) {
-	ctx.Response.Header.SetContentLength(-2) // no framing; sets Connection: close
+	ctx.Response.Header.Del("Transfer-Encoding") // a chunked node body is de-chunked (b)
+	ctx.Response.Header.SetContentLength(-2)     // no framing; sets Connection: close
 	head := append([]byte(nil), ctx.Response.Header.Header()...)
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(c net.Conn) {
@@ -236,6 +243,26 @@ func (f *h1Front) streamUntilClose(ctx *fasthttp.RequestCtx, b *backendBody) {
 		_, _ = io.CopyBuffer(c, b, *cb)
 		bufPool.Put(cb)
 	})
+}
+
+// interim writes a node's interim response to the HTTP/1.1 client of x
+// (response.go). It runs in the handler, before fasthttp writes anything for
+// this request, and the connection's writer holds nothing then: with
+// ReduceMemoryUsage fasthttp flushes every response (and its own
+// 100 Continue) before the next request's handler runs.
+func (f *h1Front) interim(x *exchange, head *fasthttp.ResponseHeader) error {
+	c, ok := x.client.(net.Conn)
+	if !ok {
+		return nil
+	}
+	cb := bufPool.Get().(*[]byte)
+	defer bufPool.Put(cb)
+	p := appendInterim((*cb)[:0], head)
+	_ = c.SetWriteDeadline(f.rt.now().Add(f.rt.timeouts().Timeout))
+	if _, err := c.Write(p); err != nil {
+		return errClientGone
+	}
+	return nil
 }
 
 func writeError(ctx *fasthttp.RequestCtx, code int) {

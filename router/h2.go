@@ -127,6 +127,11 @@ func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	x := getExchange()
 	defer putExchange(x)
 	head := responseHeaderPool.Get().(*fasthttp.ResponseHeader)
+	// Reset (below) clears these: set them for every use. Without
+	// NoDefaultContentType, fasthttp would invent a Content-Type for a
+	// response that has none.
+	head.DisableNormalizing()
+	head.SetNoDefaultContentType(true)
 	defer func() {
 		head.Reset()
 		responseHeaderPool.Put(head)
@@ -188,6 +193,7 @@ func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	rc := http.NewResponseController(w)
 	x.client = rc
+	x.sink, x.rw = f, w
 	x.isHead = req.Method == http.MethodHead
 	x.ctx = req.Context()
 
@@ -206,6 +212,9 @@ func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			continue
 		}
 		hdrs.Add(string(k), string(v))
+	}
+	if len(head.ContentType()) == 0 {
+		hdrs["Content-Type"] = nil // net/http's way to say: do not sniff one
 	}
 	cl := head.ContentLength()
 	if b != nil && cl > 0 {
@@ -251,6 +260,25 @@ func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			panic(http.ErrAbortHandler)
 		}
 	}
+}
+
+// interim sends a node's interim response on x's stream (response.go) as
+// a 1xx HEADERS frame. x/net/http2 sends the header map as it is at
+// WriteHeader and returns once the frame is written; the map is then
+// emptied so the final response carries only its own headers.
+func (f *h2Front) interim(x *exchange, head *fasthttp.ResponseHeader) error {
+	h := x.rw.Header()
+	for k, v := range head.All() {
+		if !hopByHop(k) {
+			h.Add(string(k), string(v))
+		}
+	}
+	x.rw.WriteHeader(head.StatusCode())
+	clear(h)
+	if x.ctx != nil && x.ctx.Err() != nil {
+		return errClientGone
+	}
+	return nil
 }
 
 func (f *h2Front) fail(w http.ResponseWriter, x *exchange, pm *poolMetrics, err error) {

@@ -279,22 +279,58 @@ type httpConn struct {
 	// keep: the current exchange allows reuse so far (set when the head
 	// is read, confirmed when the body ends); finish pools or closes.
 	keep bool
+	// suspect: the last response had no body by rule (204, 304) or came
+	// after interim responses; bytes the node sends after it anyway would
+	// be read as the next request's response (keepOrClose).
+	suspect bool
+	// settled: when a suspect connection may be reused; until: when it
+	// expires from the idle list. Set when it goes idle.
+	settled, until time.Time
 }
 
-// dialHTTP returns a connection to http node n: an idle one that is still
-// open, else a new one.
+// httpSettle is how long a suspect connection must stay quiet in the idle
+// list before it is reused. A node that sends a body after a 204 or 304
+// sends it right behind the head, or when its app produces it: within
+// this time, a request would otherwise be sent on top of it.
+const httpSettle = 50 * time.Millisecond
+
+// maxSettling bounds the settling connections dialHTTP passes over (and
+// puts back) while it looks for one to reuse.
+const maxSettling = 4
+
+// dialHTTP returns a connection to http node n: an idle one that has
+// settled (httpSettle) and is still open and quiet, else a new one. Settling
+// ones met on the way go back to the idle list as they were.
 func (rt *Router) dialHTTP(ctx context.Context, n *balancer.Node) (net.Conn, error) {
 	now := rt.now()
-	for {
+	var settling [maxSettling]*httpConn
+	ns := 0
+	var got *httpConn
+	for got == nil {
 		c, _ := n.TakeIdle(now).(*httpConn)
-		if c == nil {
-			break
+		switch {
+		case c == nil:
+		case now.Before(c.settled) && ns < len(settling):
+			settling[ns] = c
+			ns++
+			continue
+		case !now.Before(c.settled) && c.alive.ok():
+			got = c
+			continue
+		default:
+			c.Conn.Close()
+			continue
 		}
-		if c.alive.ok() {
-			c.reused, c.keep = true, false
-			return c, nil
+		break
+	}
+	for i := ns - 1; i >= 0; i-- { // in their order: the last used on top
+		if c := settling[i]; !n.PutIdle(c, c.until, httpIdlePerNode) {
+			c.Conn.Close()
 		}
-		c.Conn.Close()
+	}
+	if got != nil {
+		got.reused, got.keep = true, false
+		return got, nil
 	}
 	return rt.dialHTTPFresh(ctx, n)
 }
@@ -323,9 +359,20 @@ func (rt *Router) keepOrClose(conn net.Conn, br *bufio.Reader, node *balancer.No
 		conn.Close()
 		return
 	}
-	hc.keep, hc.reused = false, false
 	now := rt.now()
-	if !node.PutIdle(hc, now.Add(min(httpIdleTimeout, rt.timeouts().Timeout)), httpIdlePerNode) {
+	hc.settled = time.Time{}
+	if hc.suspect {
+		// Reused only when nothing more arrived now, nor in the settling
+		// time (dialHTTP checks again then).
+		if !hc.alive.ok() {
+			conn.Close()
+			return
+		}
+		hc.settled = now.Add(httpSettle)
+	}
+	hc.keep, hc.reused, hc.suspect = false, false, false
+	hc.until = now.Add(min(httpIdleTimeout, rt.timeouts().Timeout))
+	if !node.PutIdle(hc, hc.until, httpIdlePerNode) {
 		conn.Close()
 	}
 }
@@ -438,28 +485,28 @@ func (rt *Router) forwardHTTP(x *exchange, head *fasthttp.ResponseHeader, pm *po
 	}
 	rt.observeHead(x, node, start, int64(len(packet))+r.bodyLen-inline)
 	code := head.StatusCode()
-	if code < 100 {
-		head.Reset()
-		return fail(errBadResponse)
-	}
 	pm.count(code)
-	// The node's connection is not the client's: its Connection and
-	// Keep-Alive headers describe the hop to the node. A 101 keeps them:
-	// they are the switch the client asked for.
-	hc.keep = code >= 200 && !x.upgrade && string(r.proto) != "HTTP/1.0" && !head.ConnectionClose() &&
-		!hasToken(head.Peek("Connection"), "close")
-	if code != 101 {
-		head.Del("Connection")
-		head.Del("Keep-Alive")
-		head.Del("Proxy-Connection")
-	}
-	head.ResetConnectionClose()
-
-	if code == 101 && x.upgrade {
+	if code == 101 { // asked for (readHead): the switch the client asked for keeps its headers
+		head.ResetConnectionClose()
 		b := backendBodyPool.Get().(*backendBody)
 		*b = backendBody{rt: rt, conn: conn, br: br, src: br, limit: -1, node: node, pm: pm, start: start, stop: stop, upgrade: true}
 		return pm, b, nil
 	}
+	// The node's connection is not the client's: its Connection and
+	// Keep-Alive headers describe the hop to the node, and its
+	// "Connection: close" ends that hop only, as nginx and HAProxy take it.
+	// A HEAD answer is never reused: servers such as uWSGI's
+	// --http11-socket send the body anyway, whenever the app produces it,
+	// and no check can tell when it is over. Other answers without a body
+	// by rule are checked before reuse (keepOrClose, dialHTTP).
+	hc.keep = !x.upgrade && !x.isHead && string(r.proto) != "HTTP/1.0" && !head.ConnectionClose() &&
+		x.flags&(hfClose|hfFaulty) == 0
+	hc.suspect = code == 204 || code == 304 || x.interims > 0
+	head.ResetConnectionClose()
+	if x.flags&hfHop != 0 {
+		stripHopByHop(head)
+	}
+
 	cl := head.ContentLength()
 	if x.isHead || code < 200 || code == 204 || code == 304 || cl == 0 {
 		if stop != nil && !stop() {
@@ -500,14 +547,9 @@ func (rt *Router) sendHTTP(x *exchange, conn net.Conn, br *bufio.Reader, head *f
 		}
 		return true, errBadResponse
 	}
-	if err := head.Read(br); err != nil {
-		head.Reset()
-		if isTimeout(err) {
-			return false, errBackendTimeout
-		}
-		return false, errBadResponse
-	}
-	return false, nil
+	f, err := rt.readHead(x, conn, br, head) // response.go
+	x.flags = f
+	return false, err
 }
 
 // hasToken reports whether the comma-separated list v holds tok (ASCII

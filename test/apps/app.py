@@ -10,6 +10,16 @@
 /health      -> 500 while the file named by $HEALTH_FAIL_FILE exists, else 200
 /ws          -> WebSocket echo (uWSGI's websocket API): each message comes back
                 prefixed with "<NODE_ID>:"
+/hints       -> a 103 Early Hints with a Link header, then (raw bytes: WSGI has
+                no interim responses) the final "200 final"
+/selfchunk   -> Transfer-Encoding: chunked set by the app, which chunks its body
+                itself ("hello world")
+/rawstatus   -> ?s=TEXT answers the status line TEXT verbatim (e.g. 000)
+/hop         -> a 200 with hop-by-hop headers (Connection naming X-Secret,
+                Keep-Alive, Proxy-Connection, Upgrade, TE, Trailer) and X-Kept
+/close       -> a 200 with "Connection: close"
+/latehead    -> Content-Length 4, the head at once, the body "late" ?ms=N later
+                (an --http11-socket node sends it even to a HEAD)
 """
 import hashlib
 import json
@@ -82,6 +92,32 @@ def application(env, start):
             except IOError:
                 return []
             uwsgi.websocket_send(NODE.encode() + b":" + msg)
+    if path == "/hints":
+        start("103 Early Hints", [("Link", "</style.css>; rel=preload; as=style")])
+        return [b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nfinal"]
+    if path == "/selfchunk":
+        start("200 OK", [("Content-Type", "text/plain"), ("Transfer-Encoding", "chunked")])
+        return [b"5\r\nhello\r\n", b"6\r\n world\r\n", b"0\r\n\r\n"]
+    if path == "/rawstatus":
+        start(q.get("s", ["200 OK"])[0], [("Content-Type", "text/plain"), ("Content-Length", "3")])
+        return [b"raw"]
+    if path == "/hop":
+        start("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2"),
+                         ("Connection", "keep-alive, X-Secret"), ("Keep-Alive", "timeout=5"),
+                         ("Proxy-Connection", "keep-alive"), ("Upgrade", "h2c"), ("TE", "trailers"),
+                         ("Trailer", "X-T"), ("X-Secret", "1"), ("X-Kept", "yes")])
+        return [b"ok"]
+    if path == "/close":
+        start("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2"), ("Connection", "close")])
+        return [b"ok"]
+    if path == "/latehead":
+        start("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
+
+        def late():
+            yield b""  # uWSGI sends the head now
+            time.sleep(int(q.get("ms", ["20"])[0]) / 1000.0)
+            yield b"late"
+        return late()
     if path == "/health":
         fail = os.environ.get("HEALTH_FAIL_FILE")
         if fail and os.path.exists(fail):

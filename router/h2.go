@@ -158,21 +158,27 @@ func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if len(r.host) > 0 {
 		r.headers = append(r.headers, hdr{hostKey, r.host})
 	}
-	nh := 0
+	// The strict rules of the HTTP/1.1 front, on the pseudo-headers and
+	// fields (strict.go): what they refuse never reaches a node.
+	if why := checkPseudo(r.method, r.uri); why != rejNone {
+		f.reject(w, x, why)
+		return
+	}
+	var fc fieldCheck
 	for k, vs := range req.Header {
-		nh += len(vs)
-		if nh > rt.cfg.MaxHeaderCount {
-			f.fail(w, x, rt.metrics.none, errVarsTooLarge)
-			return
-		}
 		// net/http keeps Host apart; Content-Type goes out as CONTENT_TYPE.
 		kb := str(k)
 		for _, v := range vs {
+			vb := str(v)
+			if why := fc.field(kb, vb, rt.cfg.MaxHeaderCount); why != rejNone {
+				f.reject(w, x, why)
+				return
+			}
 			if asciiEqualFold(kb, "content-type") && r.contentType == nil {
-				r.contentType = str(v)
+				r.contentType = vb
 				continue
 			}
-			r.headers = append(r.headers, hdr{kb, str(v)})
+			r.headers = append(r.headers, hdr{kb, vb})
 		}
 	}
 	// An h2 request without :authority and Host has no routing key.
@@ -258,6 +264,26 @@ func (f *h2Front) fail(w http.ResponseWriter, x *exchange, pm *poolMetrics, err 
 	pm.count(code)
 	f.writeError(w, code)
 	f.rt.logResponse(x, nil, err, nil)
+}
+
+// reject answers a request the strict checks refused (strict.go) on its
+// stream, and counts it as the HTTP/1.1 front does.
+func (f *h2Front) reject(w http.ResponseWriter, x *exchange, why headReject) {
+	code := why.status()
+	body, ok := strictBodies[code]
+	if !ok {
+		body = errorBodies[code]
+	}
+	h := w.Header()
+	h.Set("Content-Type", string(textPlain))
+	if code == 405 {
+		h.Set(string(allowHeader), string(allowedMethods))
+	}
+	w.WriteHeader(code)
+	_, _ = w.Write(body)
+	f.rt.metrics.none.count(code)
+	f.rt.headRejects[why].Inc()
+	f.rt.logAccess(x, code, nil, len(body))
 }
 
 func (f *h2Front) writeError(w http.ResponseWriter, code int) {

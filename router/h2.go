@@ -44,6 +44,8 @@ func newH2Front(rt *Router, t *Timeouts, port []byte, scheme string, clientCerts
 	f := &h2Front{rt: rt, serverPort: port, scheme: scheme, clientCerts: clientCerts, conns: conns,
 		open: map[net.Conn]struct{}{}}
 	f.srv = &http2.Server{
+		// x/net reports each protocol error it answers by a fixed name.
+		CountError:           func(t string) { rt.h2Errors.WithLabelValues(t).Inc() },
 		MaxConcurrentStreams: h2MaxConcurrentStreams,
 		IdleTimeout:          t.Timeout,
 		// A connection whose writes make no progress for this long is cut,
@@ -72,20 +74,25 @@ func (w debugWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// serveConn serves one HTTP/2 connection until it ends.
+// serveConn serves one HTTP/2 connection until it ends. x/net reads it
+// through an h2Guard (h2guard.go), which its streams find in their
+// requests' context.
 func (f *h2Front) serveConn(c net.Conn) {
 	f.mu.Lock()
 	f.open[c] = struct{}{}
 	f.mu.Unlock()
 	f.conns.Inc()
+	gc, g := newH2Guard(f.rt, c)
 	defer func() {
 		f.conns.Dec()
 		f.mu.Lock()
 		delete(f.open, c)
 		f.mu.Unlock()
 		c.Close()
+		g.release()
 	}()
-	f.srv.ServeConn(c, &http2.ServeConnOpts{Handler: f, BaseConfig: f.base})
+	ctx := context.WithValue(context.Background(), h2GuardKey{}, g)
+	f.srv.ServeConn(gc, &http2.ServeConnOpts{Context: ctx, Handler: f, BaseConfig: f.base})
 }
 
 // startShutdown sends GOAWAY on every connection; each closes once its
@@ -196,6 +203,13 @@ func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	x.client = rc
 	x.isHead = req.Method == http.MethodHead
 	x.ctx = req.Context()
+	// A stream whose reset the router has already received picks no node
+	// (h2guard.go); it is counted as abandoned, before routing.
+	if g := guardOf(x.ctx); g != nil && !g.awaitResets(x.ctx) {
+		rt.metrics.none.count(statusOf(errClientGone))
+		rt.logResponse(x, nil, errClientGone, nil)
+		return
+	}
 
 	pm, b, err := rt.forward(x, head)
 	rt.logResponse(x, b, err, head)

@@ -64,8 +64,8 @@ func (h *h2Conn) writeReq(id uint32, fields [][2]string, endStream bool) error {
 
 // h2Outcome is how the server ended a stream or the connection.
 type h2Outcome struct {
-	status string        // :status of the response HEADERS; "" when none
-	body   string        // DATA of the stream up to END_STREAM, when a status came
+	status string         // :status of the response HEADERS; "" when none
+	body   string         // DATA of the stream up to END_STREAM, when a status came
 	rst    *http2.ErrCode // RST_STREAM on the stream
 	goaway *http2.GoAwayFrame
 	err    error // the connection failed (read error, closed)
@@ -389,4 +389,235 @@ func settleGoroutines(t *testing.T, r *router, base, slack int, what string) int
 // isClosed reports a read error that means the peer closed or reset.
 func isClosed(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "reset by peer")
+}
+
+// floodNode starts a uWSGI node (2 processes × 2 threads) for key with a
+// stats server, whose address it returns with the node.
+func floodNode(t *testing.T, r *router, key, id string) (*node, string) {
+	t.Helper()
+	stats := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	sock := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	n := &node{addr: sock, proc: startProc(t, "uwsgi", "--plugin", "python3", "--master", "--socket", sock,
+		"--wsgi-file", appPath, "--subscribe-to", r.sub+":"+key, "--subscribe-freq", "1",
+		"--processes", "2", "--threads", "2", "--die-on-term", "--env", "NODE_ID="+id,
+		"--buffer-size", "32768", "--disable-logging", "--stats", stats)}
+	waitForNodes(t, r, key, 1)
+	return n, stats
+}
+
+// rapidReset writes pairs HEADERS+RST_STREAM pairs on h as fast as the
+// connection takes them (a GET for path on authority each, in 64 KiB
+// writes; with pace, each frame is written on its own and the RST_STREAM
+// pace after its HEADERS), then a PING,
+// and reports how the server ended it: a GOAWAY (its code), an error, or
+// the PING's ack (nothing stopped the flood). It returns the pairs
+// written.
+func rapidReset(t *testing.T, h *h2Conn, authority, path string, pairs int, pace time.Duration) (sent int, end string, goaway *http2.GoAwayFrame) {
+	t.Helper()
+	_ = h.SetDeadline(time.Now().Add(60 * time.Second))
+	type result struct {
+		end    string
+		goaway *http2.GoAwayFrame
+	}
+	res := make(chan result, 1)
+	ended := make(chan struct{}) // the writer stops when the reader has its answer
+	go func() {
+		defer close(ended)
+		for {
+			f, err := h.fr.ReadFrame()
+			if err != nil {
+				res <- result{end: "read error: " + err.Error()}
+				return
+			}
+			switch f := f.(type) {
+			case *http2.GoAwayFrame:
+				res <- result{end: fmt.Sprintf("GOAWAY %v", f.ErrCode), goaway: f}
+				return
+			case *http2.PingFrame:
+				if f.IsAck() && f.Data == [8]byte{'f', 'l', 'o', 'o', 'd'} {
+					res <- result{end: "PING ack after the whole flood"}
+					return
+				}
+			}
+		}
+	}()
+	var werr error
+	for i := 0; i < pairs && werr == nil; i++ {
+		select {
+		case <-ended:
+			werr = errors.New("the server ended the connection")
+			continue
+		default:
+		}
+		id := uint32(2*i + 1)
+		h.hb.Reset()
+		for _, f := range stdReq("GET", authority, path) {
+			_ = h.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		werr = h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: h.hb.Bytes(), EndStream: true, EndHeaders: true})
+		if werr == nil && pace > 0 {
+			if werr = h.bw.Flush(); werr == nil {
+				time.Sleep(pace)
+			}
+		}
+		if werr == nil {
+			werr = h.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+		}
+		if werr == nil && pace > 0 {
+			werr = h.bw.Flush()
+		}
+		if werr == nil {
+			sent++
+		}
+	}
+	if werr == nil {
+		werr = h.fr.WritePing(false, [8]byte{'f', 'l', 'o', 'o', 'd'})
+	}
+	if errors.Is(werr, net.ErrClosed) || werr != nil && isClosed(werr) {
+		werr = nil
+	}
+	if werr == nil {
+		werr = h.bw.Flush()
+	}
+	select {
+	case r := <-res:
+		return sent, r.end, r.goaway
+	case <-time.After(60 * time.Second):
+		t.Fatalf("no GOAWAY, close or PING ack within 60s of a flood of %d pairs (write error %v)", sent, werr)
+	}
+	return
+}
+
+// TestH2RapidResetFlood: 20,000 HEADERS+RST_STREAM pairs on one h2c
+// connection (CVE-2023-44487). The router closes the connection with
+// GOAWAY ENHANCE_YOUR_CALM once its resets pass the per-connection budget
+// (h2guard.go), picks no node for a stream whose reset it has already
+// received, and keeps serving other connections at once, the flooded pool
+// included. Before: no GOAWAY, the connection stayed open, ~8.9k streams
+// picked a node and dialled, ~110 reached the app, and a probe on another
+// connection waited 1.7 s.
+func TestH2RapidResetFlood(t *testing.T) {
+	requireUWSGI(t)
+	t.Parallel()
+	r := startRouter(t)
+	n, stats := floodNode(t, r, "flood.test", "f")
+	_, port, _ := net.SplitHostPort(r.http)
+	probeC := h2Client(r.http, nil, nil)
+	probe := func() (time.Duration, string) {
+		start := time.Now()
+		req, _ := http.NewRequest("GET", "http://flood.test:"+port+"/", nil)
+		resp, err := probeC.Do(req)
+		if err != nil {
+			return time.Since(start), err.Error()
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return time.Since(start), fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}
+	if _, got := probe(); got != "200 node=f" {
+		t.Fatalf("probe before the flood: %q", got)
+	}
+	base := goroutines(t, r)
+	hitsBefore := uwsgiRequests(t, stats)
+	picksBefore := r.pool(t, "flood.test").node(n.addr).Requests
+
+	// Probes on their own connection while the flood runs.
+	type probeResult struct {
+		worst time.Duration
+		bad   string
+		n     int
+	}
+	stop := make(chan struct{})
+	probes := make(chan probeResult, 1)
+	go func() {
+		var pr probeResult
+		for {
+			select {
+			case <-stop:
+				probes <- pr
+				return
+			default:
+			}
+			d, got := probe()
+			pr.n++
+			pr.worst = max(pr.worst, d)
+			if got != "200 node=f" && pr.bad == "" {
+				pr.bad = got
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	h := dialH2C(t, r.http)
+	start := time.Now()
+	sent, end, goaway := rapidReset(t, h, "flood.test", "/slow?ms=1000", 20000, 0)
+	took := time.Since(start)
+	h.Close()
+	time.Sleep(200 * time.Millisecond) // a few probes after the flood too
+	close(stop)
+	pr := <-probes
+
+	eventually(t, 15*time.Second, `fastrouter_inflight_requests{pool="flood.test"} back to 0`, func() bool {
+		return metricValue(t, r, `fastrouter_inflight_requests{pool="flood.test"}`) == 0
+	})
+	nd := r.pool(t, "flood.test").node(n.addr)
+	picks := int(nd.Requests-picksBefore) - pr.n
+	// Every app hit is a 1 s /slow: wait for them to be counted.
+	time.Sleep(1500 * time.Millisecond)
+	hits := uwsgiRequests(t, stats) - hitsBefore - pr.n
+	g := settleGoroutines(t, r, base, 10, "the flood")
+	t.Logf("rapid reset: %d pairs written, and %s, within %s; node picked %d times, app hit %d times; %d probes on another connection, slowest %s; goroutines %d -> %d",
+		sent, end, took.Round(time.Millisecond), picks, hits, pr.n, pr.worst.Round(time.Millisecond), base, g)
+
+	if goaway == nil || goaway.ErrCode != http2.ErrCodeEnhanceYourCalm {
+		t.Errorf("flooding connection ended with %s; want GOAWAY ENHANCE_YOUR_CALM", end)
+	}
+	if sent == 20000 && goaway == nil {
+		t.Errorf("all 20000 pairs were taken without a GOAWAY")
+	}
+	// Bounds: the reset budget is 500 plus 100/s (h2guard.go); streams
+	// whose reset was not yet read when their handler ran may still pick.
+	if picks > 1000 {
+		t.Errorf("the node was picked for %d reset streams; want at most 1000", picks)
+	}
+	if hits > 200 {
+		t.Errorf("%d reset streams reached the app; want at most 200", hits)
+	}
+	if pr.bad != "" || pr.worst > 3*time.Second {
+		t.Errorf("probes during the flood: slowest %s, first failure %q; want every one answered within 3s", pr.worst, pr.bad)
+	}
+	if nd.State != "active" || nd.Failures != 0 {
+		t.Errorf("after the flood the node is %q with %d failures; a client resetting its streams says nothing about the node", nd.State, nd.Failures)
+	}
+	if v := metricValue(t, r, `fastrouter_requests_total{code="504",pool="flood.test"}`); v > 0 {
+		t.Errorf("%v requests of the flood were answered 504: reset streams must not wait on the node", v)
+	}
+	// Paced: each RST_STREAM 1 ms after its HEADERS, so the handler runs
+	// before the reset arrives and goes as far as the node (path /, so the
+	// app is not held). The budget still ends the connection: at most
+	// h2ResetBurst (500) resets plus 100 a second.
+	h = dialH2C(t, r.http)
+	picksBefore = r.pool(t, "flood.test").node(n.addr).Requests
+	start = time.Now()
+	sent, end, goaway = rapidReset(t, h, "flood.test", "/", 5000, time.Millisecond)
+	took = time.Since(start)
+	h.Close()
+	picks = int(r.pool(t, "flood.test").node(n.addr).Requests - picksBefore)
+	t.Logf("paced rapid reset: %d pairs taken in %s, then %s; node picked %d times", sent, took.Round(time.Millisecond), end, picks)
+	if goaway == nil || goaway.ErrCode != http2.ErrCodeEnhanceYourCalm {
+		t.Errorf("paced flood ended with %s; want GOAWAY ENHANCE_YOUR_CALM", end)
+	}
+	if goaway != nil {
+		// Streams up to the GOAWAY's last stream id were processed.
+		if taken, limit := int(goaway.LastStreamID+1)/2, 500+int(100*took.Seconds())+50; taken > limit || picks > limit {
+			t.Errorf("paced flood: %d streams taken (%d picked a node) in %s; want at most %d (the reset budget)", taken, picks, took, limit)
+		}
+	}
+	if v := metricValue(t, r, `fastrouter_http2_errors_total{type="rapid_reset"}`); v != 2 {
+		t.Errorf(`fastrouter_http2_errors_total{type="rapid_reset"} = %v; want 2`, v)
+	}
+	if code, body := get(t, client(), r.http, "flood.test", "/"); code != 200 || body != "node=f" {
+		t.Errorf("the flooded pool after both floods: %d %q", code, body)
+	}
+	settleGoroutines(t, r, base, 10, "the paced flood")
+	promtoolCheck(t, r)
 }

@@ -24,13 +24,21 @@ import (
 // only reader of the connection, and reads the frame headers passing by
 // (it never changes a byte). It does two things:
 //
-//   - Budget: each RST_STREAM from the client spends a token of a bucket
-//     that holds h2ResetBurst and refills at h2ResetRate per second. When
-//     the bucket is empty the connection is flooding: Read returns
-//     http2.ConnectionError(ErrCodeEnhanceYourCalm), which x/net answers
-//     with GOAWAY ENHANCE_YOUR_CALM and then closes the connection (its
-//     processFrameFromReader treats a ConnectionError from the reader like
-//     one from a frame: server.go, x/net v0.62).
+//   - Budgets: each RST_STREAM from the client spends a token of a bucket
+//     that holds h2ResetBurst and refills at h2ResetRate per second; each
+//     frame that carries nothing (see idleFrame: PING, SETTINGS, PRIORITY,
+//     empty DATA or CONTINUATION, small WINDOW_UPDATE, unknown types) one
+//     of another, of h2IdleBurst and h2IdleRate. x/net bounds such frames
+//     only by what it must queue in reply (10,000 control frames) and not
+//     at all when they need no reply or the client reads the replies: 2
+//     million empty DATA frames cost 2.5 s of router CPU in 5 s, 1.4
+//     million padding-only DATA or WINDOW_UPDATE +1 frames 1.4-1.6 s, and
+//     empty CONTINUATION frames kept a header block open without end. When
+//     a bucket is empty the connection is flooding: Read
+//     returns http2.ConnectionError(ErrCodeEnhanceYourCalm), which x/net
+//     answers with GOAWAY ENHANCE_YOUR_CALM and then closes the connection
+//     (its processFrameFromReader treats a ConnectionError from the reader
+//     like one from a frame: server.go, x/net v0.62).
 //   - Already reset: the guard reads ahead (one socket read fills a 16 KiB
 //     buffer, so a HEADERS frame and the RST_STREAM sent right behind it
 //     arrive together) and records where the last RST_STREAM received
@@ -53,14 +61,20 @@ type h2Guard struct {
 
 	// Owned by the reading goroutine.
 	r, w    int
-	preface int       // bytes of the client preface still to pass
-	hdr     [9]byte   // the frame header being read
-	hn      int       // bytes of hdr read
-	skip    int       // payload bytes of the current frame still to pass
-	pos     int64     // bytes of the connection scanned so far
-	tokens  float64   // reset budget left
-	last    time.Time // when tokens was last refilled
-	flood   bool      // the budget ran out: Read returns errFlood from now on
+	preface int     // bytes of the client preface still to pass
+	hdr     [9]byte // the frame header being read
+	hn      int     // bytes of hdr read
+	skip    int     // payload bytes of the current frame still to pass
+	typ     http2.FrameType
+	flags   http2.Flags
+	length  int     // of the current frame
+	peek    [4]byte // its first payload bytes, when they decide (peekLen)
+	pn      int     // bytes of peek read
+	pwant   int     // bytes of peek wanted; 0: none
+	pos     int64   // bytes of the connection scanned so far
+	resets  bucket  // RST_STREAM budget
+	idle    bucket  // budget of frames that carry nothing
+	flood   bool    // a budget ran out: Read returns errFlood from now on
 
 	mu        sync.Mutex
 	rstEnd    int64         // guarded by mu: connection offset just past the last RST_STREAM received
@@ -77,6 +91,12 @@ const (
 	// deadlines) while a flood is cut after ~500 resets.
 	h2ResetBurst = 2 * h2MaxConcurrentStreams
 	h2ResetRate  = 100
+	// h2IdleBurst and h2IdleRate are the budget of frames that carry
+	// nothing. Clients send a few at the start (SETTINGS, PRIORITY trees)
+	// and a PING now and then (gRPC keepalives); a flood is cut after
+	// ~1000.
+	h2IdleBurst = 1000
+	h2IdleRate  = 100
 	// h2LookAhead is the guard's read buffer.
 	h2LookAhead = 16 << 10
 )
@@ -92,8 +112,9 @@ var lookAheadPool = sync.Pool{New: func() any { b := make([]byte, h2LookAhead); 
 // needs (it checks the TLS version and fills Request.TLS); a clear-text one
 // must not have one.
 func newH2Guard(rt *Router, c net.Conn) (net.Conn, *h2Guard) {
+	now := rt.now()
 	g := &h2Guard{Conn: c, rt: rt, buf: *lookAheadPool.Get().(*[]byte), preface: len(h2Preface),
-		tokens: h2ResetBurst, last: rt.now()}
+		resets: bucket{tokens: h2ResetBurst, last: now}, idle: bucket{tokens: h2IdleBurst, last: now}}
 	if tc, ok := c.(connectionStater); ok {
 		return &h2GuardTLS{h2Guard: g, cs: tc}, g
 	}
@@ -140,11 +161,11 @@ func (g *h2Guard) Read(p []byte) (int, error) {
 			return 0, err
 		}
 		g.r, g.w = 0, n
-		if !g.scan(g.buf[:n]) {
+		if why := g.scan(g.buf[:n]); why != "" {
 			g.flood = true
 			g.stop()
-			g.rt.h2Errors.WithLabelValues("rapid_reset").Inc()
-			g.rt.log.Debug("h2 rapid reset: GOAWAY", "remote", g.RemoteAddr())
+			g.rt.h2Errors.WithLabelValues(why).Inc()
+			g.rt.log.Debug("h2 flood: GOAWAY", "flood", why, "remote", g.RemoteAddr())
 			return 0, errFlood
 		}
 	}
@@ -154,14 +175,19 @@ func (g *h2Guard) Read(p []byte) (int, error) {
 }
 
 // scan follows the frames in b, the next bytes of the connection, and
-// spends the reset budget; false when it ran out.
-func (g *h2Guard) scan(b []byte) bool {
+// spends the budgets. It returns the fastrouter_http2_errors_total type of
+// the flood when one ran out, else "".
+func (g *h2Guard) scan(b []byte) string {
 	for len(b) > 0 {
 		var n int
 		switch {
 		case g.preface > 0:
 			n = min(g.preface, len(b))
 			g.preface -= n
+		case g.pwant > 0:
+			n = copy(g.peek[g.pn:g.pwant], b)
+			g.pn += n
+			g.skip -= n
 		case g.skip > 0:
 			n = min(g.skip, len(b))
 			g.skip -= n
@@ -171,34 +197,115 @@ func (g *h2Guard) scan(b []byte) bool {
 		}
 		b = b[n:]
 		g.pos += int64(n)
-		if g.hn < len(g.hdr) {
-			continue
-		}
-		// A whole frame header (RFC 9113 §4.1): 24-bit length, type, flags,
-		// stream id.
-		g.hn = 0
-		g.skip = int(g.hdr[0])<<16 | int(g.hdr[1])<<8 | int(g.hdr[2])
-		if http2.FrameType(g.hdr[3]) == http2.FrameRSTStream {
-			if !g.spendReset() {
-				return false
+		var why string
+		switch {
+		case g.pwant > 0 && g.pn == g.pwant:
+			g.pwant = 0
+			why = g.frame()
+		case g.hn == len(g.hdr):
+			// A whole frame header (RFC 9113 §4.1): 24-bit length, type,
+			// flags, stream id.
+			g.hn = 0
+			g.length = int(g.hdr[0])<<16 | int(g.hdr[1])<<8 | int(g.hdr[2])
+			g.skip = g.length
+			g.typ, g.flags = http2.FrameType(g.hdr[3]), http2.Flags(g.hdr[4])
+			if g.pwant, g.pn = peekLen(g.typ, g.flags, g.length), 0; g.pwant == 0 {
+				why = g.frame()
 			}
-			g.mu.Lock()
-			g.rstEnd = g.pos + int64(g.skip)
-			g.mu.Unlock()
+		}
+		if why != "" {
+			return why
 		}
 	}
-	return true
+	return ""
 }
 
-// spendReset takes a token for one RST_STREAM; false when none is left.
-func (g *h2Guard) spendReset() bool {
-	now := g.rt.now()
-	g.tokens = min(h2ResetBurst, g.tokens+now.Sub(g.last).Seconds()*h2ResetRate)
-	g.last = now
-	if g.tokens < 1 {
+// frame accounts for the current frame, whose header (and peekLen first
+// payload bytes) have been read.
+func (g *h2Guard) frame() string {
+	switch {
+	case g.typ == http2.FrameRSTStream:
+		if !g.resets.take(g.rt.now(), h2ResetBurst, h2ResetRate) {
+			return "rapid_reset"
+		}
+		g.mu.Lock()
+		g.rstEnd = g.pos + int64(g.skip)
+		g.mu.Unlock()
+	case idleFrame(g.typ, g.flags, g.length, g.peek):
+		if !g.idle.take(g.rt.now(), h2IdleBurst, h2IdleRate) {
+			return "frame_flood"
+		}
+	}
+	return ""
+}
+
+// peekLen is how many payload bytes decide whether a frame carries
+// anything: a padded DATA frame's pad length, a WINDOW_UPDATE's
+// increment. 0 for the rest, and for frames too short for them (x/net
+// refuses those).
+func peekLen(typ http2.FrameType, flags http2.Flags, length int) int {
+	switch {
+	case typ == http2.FrameData && flags&http2.FlagDataPadded != 0 && length >= 1:
+		return 1
+	case typ == http2.FrameWindowUpdate && length == 4:
+		return 4
+	}
+	return 0
+}
+
+// h2MinWindowIncrement: a WINDOW_UPDATE that grants less credit counts as
+// a frame that carries nothing. Clients grant credit by the half window
+// or by at least 4 KiB (x/net's transport); a flood of larger increments
+// overflows the 2^31-1 window after at most 2^19 frames, which x/net
+// answers with FLOW_CONTROL_ERROR.
+const h2MinWindowIncrement = 4 << 10
+
+// idleFrame reports a frame that asks for work and carries nothing a
+// request needs: a PING or SETTINGS (not an ACK), a PRIORITY (RFC 9113
+// §5.3.2 deprecates them; x/net's default scheduler ignores them), DATA
+// without data (padding only, peek[0] its pad length) that does not end
+// its stream, CONTINUATION without a fragment that does not end its block,
+// a WINDOW_UPDATE of less than h2MinWindowIncrement (peek holds it), and
+// frame types x/net ignores (RFC 9113 §5.5). RFC 9113 §10.5 names these
+// floods.
+func idleFrame(typ http2.FrameType, flags http2.Flags, length int, peek [4]byte) bool {
+	switch typ {
+	case http2.FramePing, http2.FrameSettings:
+		return flags&http2.FlagPingAck == 0 // FlagSettingsAck is the same bit
+	case http2.FramePriority:
+		return true
+	case http2.FrameData:
+		data := length
+		if flags&http2.FlagDataPadded != 0 && length >= 1 {
+			data = length - 1 - int(peek[0])
+		}
+		return data <= 0 && flags&http2.FlagDataEndStream == 0
+	case http2.FrameContinuation:
+		return length == 0 && flags&http2.FlagContinuationEndHeaders == 0
+	case http2.FrameWindowUpdate:
+		inc := (uint32(peek[0])<<24 | uint32(peek[1])<<16 | uint32(peek[2])<<8 | uint32(peek[3])) & (1<<31 - 1)
+		return length == 4 && inc < h2MinWindowIncrement
+	case http2.FrameHeaders, http2.FrameRSTStream, http2.FramePushPromise, http2.FrameGoAway:
 		return false
 	}
-	g.tokens--
+	return true // an extension frame type
+}
+
+// bucket is a token bucket; owned by the guard's reading goroutine.
+type bucket struct {
+	tokens float64   // left
+	last   time.Time // when tokens was last refilled
+}
+
+// take spends a token, refilling first at rate per second up to burst;
+// false when none is left.
+func (b *bucket) take(now time.Time, burst, rate float64) bool {
+	b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
 	return true
 }
 

@@ -120,8 +120,8 @@ func TestH2GuardPassesBytesAndFindsResets(t *testing.T) {
 		if g.rstEnd != ends[len(ends)-1] || g.delivered != int64(len(src)) {
 			t.Fatalf("seed %d: rstEnd %d, delivered %d; want %d, %d", seed, g.rstEnd, g.delivered, ends[len(ends)-1], len(src))
 		}
-		if g.tokens != h2ResetBurst-50 {
-			t.Fatalf("seed %d: %v reset tokens left; want %d", seed, g.tokens, h2ResetBurst-50)
+		if g.resets.tokens != h2ResetBurst-50 {
+			t.Fatalf("seed %d: %v reset tokens left; want %d", seed, g.resets.tokens, h2ResetBurst-50)
 		}
 		g.release()
 	}
@@ -174,8 +174,8 @@ func TestH2GuardResetBudget(t *testing.T) {
 	if err := read(g); err != io.EOF {
 		t.Fatalf("%d more resets a second later: %v; want them read", h2ResetRate, err)
 	}
-	if g.tokens >= 1 {
-		t.Fatalf("%v tokens left; want the refill spent", g.tokens)
+	if g.resets.tokens >= 1 {
+		t.Fatalf("%v tokens left; want the refill spent", g.resets.tokens)
 	}
 }
 
@@ -314,6 +314,13 @@ func FuzzH2Guard(f *testing.F) {
 			_ = fr.WriteRSTStream(uint32(2*i+1), http2.ErrCodeCancel)
 		}
 	})[len(http2.ClientPreface):], uint64(3))
+	f.Add(clientFrames(f, func(fr *http2.Framer, enc *hpack.Encoder, hb *bytes.Buffer) {
+		for i := 0; i < h2IdleBurst+2; i++ {
+			_ = fr.WritePing(false, [8]byte{})
+			_ = fr.WriteWindowUpdate(0, uint32(i))
+			_ = fr.WriteDataPadded(1, i%2 == 0, nil, []byte{0})
+		}
+	})[len(http2.ClientPreface):], uint64(4))
 	fixed := time.Unix(1e9, 0)
 	rt := testGuardRouter(f, func() time.Time { return fixed })
 	f.Fuzz(func(t *testing.T, frames []byte, seed uint64) {
@@ -333,11 +340,73 @@ func FuzzH2Guard(f *testing.F) {
 		}
 		whole, wb, werr := run(&chunkConn{src: src, rng: rand.New(rand.NewPCG(0, 0))}, len(src)+1)
 		chunked, cb, cerr := run(&chunkConn{src: src, rng: rand.New(rand.NewPCG(seed, seed))}, 1+int(seed%17))
-		if (werr == io.EOF) != (cerr == io.EOF) || whole.rstEnd != chunked.rstEnd || whole.tokens != chunked.tokens || whole.flood != chunked.flood {
-			t.Fatalf("read whole: %v rstEnd %d tokens %v; in chunks: %v rstEnd %d tokens %v", werr, whole.rstEnd, whole.tokens, cerr, chunked.rstEnd, chunked.tokens)
+		if (werr == io.EOF) != (cerr == io.EOF) || whole.rstEnd != chunked.rstEnd || whole.resets.tokens != chunked.resets.tokens || whole.idle.tokens != chunked.idle.tokens || whole.flood != chunked.flood {
+			t.Fatalf("read whole: %v rstEnd %d tokens %v; in chunks: %v rstEnd %d tokens %v", werr, whole.rstEnd, whole.resets.tokens, cerr, chunked.rstEnd, chunked.resets.tokens)
 		}
 		if werr == io.EOF && (!bytes.Equal(wb, src) || !bytes.Equal(cb, src)) {
 			t.Fatalf("delivered %d and %d bytes of %d, not the same", len(wb), len(cb), len(src))
 		}
 	})
+}
+
+func TestIdleFrame(t *testing.T) {
+	inc := func(v uint32) [4]byte { return [4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)} }
+	for _, tc := range []struct {
+		name   string
+		typ    http2.FrameType
+		flags  http2.Flags
+		length int
+		peek   [4]byte
+		want   bool
+	}{
+		{"PING", http2.FramePing, 0, 8, [4]byte{}, true},
+		{"PING ack", http2.FramePing, http2.FlagPingAck, 8, [4]byte{}, false},
+		{"SETTINGS", http2.FrameSettings, 0, 6, [4]byte{}, true},
+		{"SETTINGS ack", http2.FrameSettings, http2.FlagSettingsAck, 0, [4]byte{}, false},
+		{"PRIORITY", http2.FramePriority, 0, 5, [4]byte{}, true},
+		{"empty DATA", http2.FrameData, 0, 0, [4]byte{}, true},
+		{"empty DATA ending the stream", http2.FrameData, http2.FlagDataEndStream, 0, [4]byte{}, false},
+		{"DATA", http2.FrameData, 0, 1, [4]byte{}, false},
+		{"padding-only DATA", http2.FrameData, http2.FlagDataPadded, 5, [4]byte{4}, true},
+		{"padded DATA with data", http2.FrameData, http2.FlagDataPadded, 5, [4]byte{3}, false},
+		{"empty CONTINUATION", http2.FrameContinuation, 0, 0, [4]byte{}, true},
+		{"empty last CONTINUATION", http2.FrameContinuation, http2.FlagContinuationEndHeaders, 0, [4]byte{}, false},
+		{"CONTINUATION", http2.FrameContinuation, 0, 10, [4]byte{}, false},
+		{"WINDOW_UPDATE +1", http2.FrameWindowUpdate, 0, 4, inc(1), true},
+		{"WINDOW_UPDATE +4095, reserved bit set", http2.FrameWindowUpdate, 0, 4, inc(1<<31 | 4095), true},
+		{"WINDOW_UPDATE +4096", http2.FrameWindowUpdate, 0, 4, inc(4096), false},
+		{"HEADERS", http2.FrameHeaders, 0, 0, [4]byte{}, false},
+		{"RST_STREAM", http2.FrameRSTStream, 0, 4, [4]byte{}, false},
+		{"GOAWAY", http2.FrameGoAway, 0, 8, [4]byte{}, false},
+		{"extension type", 0xfa, 0, 0, [4]byte{}, true},
+	} {
+		if got := idleFrame(tc.typ, tc.flags, tc.length, tc.peek); got != tc.want {
+			t.Errorf("%s: idleFrame = %v; want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestH2GuardFrameFlood: h2IdleBurst frames that carry nothing pass, the
+// next ends the connection (ENHANCE_YOUR_CALM, counted as frame_flood).
+func TestH2GuardFrameFlood(t *testing.T) {
+	fixed := time.Unix(1e9, 0)
+	rt := testGuardRouter(t, func() time.Time { return fixed })
+	for _, n := range []int{h2IdleBurst - 1, h2IdleBurst} { // SETTINGS is one of them
+		src := clientFrames(t, func(fr *http2.Framer, enc *hpack.Encoder, hb *bytes.Buffer) {
+			for i := 0; i < n; i++ {
+				_ = fr.WriteDataPadded(1, false, nil, []byte{0, 0})
+			}
+		})
+		_, g := newH2Guard(rt, &chunkConn{src: src, rng: rand.New(rand.NewPCG(uint64(n), 7))})
+		var err error
+		for p := make([]byte, 100); err == nil; {
+			_, err = g.Read(p)
+		}
+		if flood := err != io.EOF; flood != (n == h2IdleBurst) {
+			t.Errorf("%d padding-only DATA frames after SETTINGS: %v", n, err)
+		}
+	}
+	if v := testutil.ToFloat64(rt.h2Errors.WithLabelValues("frame_flood")); v != 1 {
+		t.Errorf(`fastrouter_http2_errors_total{type="frame_flood"} = %v; want 1`, v)
+	}
 }

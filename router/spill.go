@@ -32,7 +32,7 @@ var errSpill = errors.New("router: buffering the request body on disk failed")
 // the start). It returns the body's length.
 func (rt *Router) bufferBody(x *exchange) (int64, error) {
 	var err error
-	x.body, err = readAllLimited(x.bodySrc, x.body[:0], rt.cfg.MaxBufferedBody)
+	x.body, err = rt.readAllLimited(x, x.body[:0], rt.cfg.MaxBufferedBody)
 	if err != errBodyTooLarge {
 		x.bodySrc = nil
 		return int64(len(x.body)), err
@@ -73,7 +73,7 @@ func (rt *Router) bufferBody(x *exchange) (int64, error) {
 			break
 		}
 		if rerr != nil {
-			return 0, errClientBody
+			return 0, bodyErr(rerr)
 		}
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {

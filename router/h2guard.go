@@ -239,15 +239,21 @@ func (g *h2Guard) frame() string {
 	return ""
 }
 
-// peekLen is how many payload bytes decide whether a frame carries
-// anything: a padded DATA frame's pad length, a WINDOW_UPDATE's
-// increment. 0 for the rest, and for frames too short for them (x/net
-// refuses those).
+// peekLen is how many payload bytes must be read before the frame is
+// accounted for: a padded DATA frame's pad length and a WINDOW_UPDATE's
+// increment decide whether it carries anything; a RST_STREAM counts once
+// whole. 0 for the rest, and for frames of the wrong size (x/net refuses
+// those).
 func peekLen(typ http2.FrameType, flags http2.Flags, length int) int {
 	switch {
 	case typ == http2.FrameData && flags&http2.FlagDataPadded != 0 && length >= 1:
 		return 1
 	case typ == http2.FrameWindowUpdate && length == 4:
+		return 4
+	case typ == http2.FrameRSTStream && length == 4:
+		// Not for its content: a reset is "received" once it is whole,
+		// which is when x/net can process it; awaitResets must not wait
+		// for bytes that have not arrived.
 		return 4
 	}
 	return 0

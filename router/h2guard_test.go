@@ -410,3 +410,54 @@ func TestH2GuardFrameFlood(t *testing.T) {
 		t.Errorf(`fastrouter_http2_errors_total{type="frame_flood"} = %v; want 1`, v)
 	}
 }
+
+// TestH2GuardPartialReset: a RST_STREAM whose payload has not arrived is
+// not received yet: a handler does not wait for bytes the client may
+// never send.
+func TestH2GuardPartialReset(t *testing.T) {
+	rt := testGuardRouter(t, time.Now)
+	src := clientFrames(t, func(fr *http2.Framer, enc *hpack.Encoder, hb *bytes.Buffer) { writePair(fr, enc, hb, 1) })
+	sent := src[:len(src)-2] // the RST_STREAM short of 2 bytes, then silence
+	client, server := net.Pipe()
+	defer client.Close()
+	go func() { _, _ = client.Write(sent) }()
+	_, g := newH2Guard(rt, server)
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		p := make([]byte, 9)
+		for {
+			if _, err := g.Read(p); err != nil {
+				return
+			}
+		}
+	}()
+	defer func() {
+		server.Close()
+		<-readerDone
+		g.release()
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		g.mu.Lock()
+		d := g.delivered
+		g.mu.Unlock()
+		if d == int64(len(sent)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("delivered %d of %d bytes", d, len(sent))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	done := make(chan bool, 1)
+	go func() { done <- g.awaitResets(context.Background()) }()
+	select {
+	case ok := <-done:
+		if !ok {
+			t.Fatal("awaitResets: false; want true (nothing received to wait for)")
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("awaitResets waits for a RST_STREAM that has not arrived whole")
+	}
+}

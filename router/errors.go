@@ -21,6 +21,7 @@ var (
 	errBadResponse    = errors.New("router: backend sent an invalid response")
 	errBackendWrite   = errors.New("router: backend write failed")
 	errClientBody     = errors.New("router: reading the client body failed")
+	errClientTimeout  = errors.New("router: the client body stalled for the inactivity timeout")
 	errClientGone     = errors.New("router: the client abandoned the request")
 	errQueueFull      = errors.New("router: every node at its in-flight cap, queue full")
 	errQueueTimeout   = errors.New("router: timed out waiting for a node under its in-flight cap")
@@ -35,6 +36,8 @@ func statusOf(err error) int {
 		return 400
 	case errVarsTooLarge:
 		return 431
+	case errClientTimeout:
+		return 408
 	case errBodyTooLarge:
 		return 413
 	case errSpill:

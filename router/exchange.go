@@ -178,9 +178,12 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 		n := len(packet)
 		packet = slices.Grow(packet, int(r.bodyLen))
 		if x.bodySrc != nil {
+			// Under the inactivity timeout: nothing else bounds an h2
+			// stream's body read (bodyErr).
+			rt.renewClientRead(x)
 			m, rerr := io.ReadFull(x.bodySrc, packet[n:n+int(r.bodyLen)])
 			if rerr != nil {
-				return rt.failed(pm, errClientBody)
+				return rt.failed(pm, bodyErr(rerr))
 			}
 			packet = packet[:n+m]
 			x.consumed = true
@@ -325,9 +328,11 @@ var errorBodies = map[int][]byte{
 	504: []byte("504 Gateway Timeout\n"),
 }
 
-// readAllLimited reads src into dst up to limit bytes; more is
-// errBodyTooLarge, a read error errClientBody.
-func readAllLimited(src io.Reader, dst []byte, limit int) ([]byte, error) {
+// readAllLimited reads x's body into dst up to limit bytes, each read
+// under the inactivity timeout; more is errBodyTooLarge, a read error
+// bodyErr's.
+func (rt *Router) readAllLimited(x *exchange, dst []byte, limit int) ([]byte, error) {
+	src := x.bodySrc
 	if src == nil {
 		return dst, nil
 	}
@@ -335,6 +340,7 @@ func readAllLimited(src io.Reader, dst []byte, limit int) ([]byte, error) {
 		if len(dst) == cap(dst) {
 			dst = append(dst, 0)[:len(dst)]
 		}
+		rt.renewClientRead(x)
 		n, err := src.Read(dst[len(dst):cap(dst)])
 		dst = dst[:len(dst)+n]
 		if len(dst) > limit {
@@ -344,7 +350,28 @@ func readAllLimited(src io.Reader, dst []byte, limit int) ([]byte, error) {
 			return dst, nil
 		}
 		if err != nil {
-			return dst, errClientBody
+			return dst, bodyErr(err)
 		}
 	}
+}
+
+// renewClientRead gives the client's next body read the inactivity
+// timeout. The HTTP/1.1 connection has one from fasthttp already; an h2
+// stream has none (x/net bounds stream reads only by http.Server's
+// ReadTimeout, a total), so a stream that declared a body and never sent
+// it held its handler for as long as the connection lived.
+func (rt *Router) renewClientRead(x *exchange) {
+	if x.client != nil {
+		_ = x.client.SetReadDeadline(rt.now().Add(rt.timeouts().Timeout))
+	}
+}
+
+// bodyErr maps a failed read of the client body before any node was
+// picked: a stall past the timeout is errClientTimeout (408), anything
+// else errClientBody (400).
+func bodyErr(err error) error {
+	if isTimeout(err) {
+		return errClientTimeout
+	}
+	return errClientBody
 }

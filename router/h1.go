@@ -41,7 +41,8 @@ func (f *h1Front) server(t *Timeouts) *fasthttp.Server {
 		// HeaderReceived then extends the deadline for the body, which the
 		// core renews on every read.
 		ReadTimeout: t.Header,
-		HeaderReceived: func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+		HeaderReceived: func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+			f.refuseDeclaredBody(h) // spill.go
 			return fasthttp.RequestConfig{ReadTimeout: t.Timeout}
 		},
 		IdleTimeout:                   t.Timeout,

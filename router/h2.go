@@ -44,6 +44,8 @@ func newH2Front(rt *Router, t *Timeouts, port []byte, scheme string, clientCerts
 	f := &h2Front{rt: rt, serverPort: port, scheme: scheme, clientCerts: clientCerts, conns: conns,
 		open: map[net.Conn]struct{}{}}
 	f.srv = &http2.Server{
+		// x/net reports each protocol error it answers by a fixed name.
+		CountError:           func(t string) { rt.h2Errors.WithLabelValues(t).Inc() },
 		MaxConcurrentStreams: h2MaxConcurrentStreams,
 		IdleTimeout:          t.Timeout,
 		// A connection whose writes make no progress for this long is cut,
@@ -72,20 +74,25 @@ func (w debugWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// serveConn serves one HTTP/2 connection until it ends.
+// serveConn serves one HTTP/2 connection until it ends. x/net reads it
+// through an h2Guard (h2guard.go), which its streams find in their
+// requests' context.
 func (f *h2Front) serveConn(c net.Conn) {
 	f.mu.Lock()
 	f.open[c] = struct{}{}
 	f.mu.Unlock()
 	f.conns.Inc()
+	gc, g := newH2Guard(f.rt, c)
 	defer func() {
 		f.conns.Dec()
 		f.mu.Lock()
 		delete(f.open, c)
 		f.mu.Unlock()
 		c.Close()
+		g.release()
 	}()
-	f.srv.ServeConn(c, &http2.ServeConnOpts{Handler: f, BaseConfig: f.base})
+	ctx := context.WithValue(context.Background(), h2GuardKey{}, g)
+	f.srv.ServeConn(gc, &http2.ServeConnOpts{Context: ctx, Handler: f, BaseConfig: f.base})
 }
 
 // startShutdown sends GOAWAY on every connection; each closes once its
@@ -163,21 +170,27 @@ func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if len(r.host) > 0 {
 		r.headers = append(r.headers, hdr{hostKey, r.host})
 	}
-	nh := 0
+	// The strict rules of the HTTP/1.1 front, on the pseudo-headers and
+	// fields (strict.go): what they refuse never reaches a node.
+	if why := checkPseudo(r.method, r.uri); why != rejNone {
+		f.reject(w, x, why)
+		return
+	}
+	var fc fieldCheck
 	for k, vs := range req.Header {
-		nh += len(vs)
-		if nh > rt.cfg.MaxHeaderCount {
-			f.fail(w, x, rt.metrics.none, errVarsTooLarge)
-			return
-		}
 		// net/http keeps Host apart; Content-Type goes out as CONTENT_TYPE.
 		kb := str(k)
 		for _, v := range vs {
+			vb := str(v)
+			if why := fc.field(kb, vb, rt.cfg.MaxHeaderCount); why != rejNone {
+				f.reject(w, x, why)
+				return
+			}
 			if asciiEqualFold(kb, "content-type") && r.contentType == nil {
-				r.contentType = str(v)
+				r.contentType = vb
 				continue
 			}
-			r.headers = append(r.headers, hdr{kb, str(v)})
+			r.headers = append(r.headers, hdr{kb, vb})
 		}
 	}
 	// An h2 request without :authority and Host has no routing key.
@@ -196,6 +209,13 @@ func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	x.sink, x.rw = f, w
 	x.isHead = req.Method == http.MethodHead
 	x.ctx = req.Context()
+	// A stream whose reset the router has already received picks no node
+	// (h2guard.go); it is counted as abandoned, before routing.
+	if g := guardOf(x.ctx); g != nil && !g.awaitResets(x.ctx) {
+		rt.metrics.none.count(statusOf(errClientGone))
+		rt.logResponse(x, nil, errClientGone, nil)
+		return
+	}
 
 	pm, b, err := rt.forward(x, head)
 	rt.logResponse(x, b, err, head)
@@ -286,6 +306,26 @@ func (f *h2Front) fail(w http.ResponseWriter, x *exchange, pm *poolMetrics, err 
 	pm.count(code)
 	f.writeError(w, code)
 	f.rt.logResponse(x, nil, err, nil)
+}
+
+// reject answers a request the strict checks refused (strict.go) on its
+// stream, and counts it as the HTTP/1.1 front does.
+func (f *h2Front) reject(w http.ResponseWriter, x *exchange, why headReject) {
+	code := why.status()
+	body, ok := strictBodies[code]
+	if !ok {
+		body = errorBodies[code]
+	}
+	h := w.Header()
+	h.Set("Content-Type", string(textPlain))
+	if code == 405 {
+		h.Set(string(allowHeader), string(allowedMethods))
+	}
+	w.WriteHeader(code)
+	_, _ = w.Write(body)
+	f.rt.metrics.none.count(code)
+	f.rt.headRejects[why].Inc()
+	f.rt.logAccess(x, code, nil, len(body))
 }
 
 func (f *h2Front) writeError(w http.ResponseWriter, code int) {

@@ -120,6 +120,9 @@ type Router struct {
 	// refusals (strict.go, limit.go).
 	headRejects  [numHeadRejects]prometheus.Counter
 	connsRefused *prometheus.CounterVec
+	// h2Errors counts the HTTP/2 errors x/net and the h2 guard answer
+	// (h2guard.go).
+	h2Errors *prometheus.CounterVec
 
 	mu        sync.Mutex // guards listeners, closing
 	listeners []*frontListener
@@ -212,6 +215,9 @@ func New(cfg Config) (*Router, error) {
 		cutCh:   make(chan struct{}),
 	}
 	if rt.headRejects, rt.connsRefused, err = newSecurityMetrics(cfg.Registerer); err != nil {
+		return nil, fmt.Errorf("router: metrics: %w", err)
+	}
+	if rt.h2Errors, err = newH2Metrics(cfg.Registerer); err != nil {
 		return nil, fmt.Errorf("router: metrics: %w", err)
 	}
 	rt.tm.Store(tm)

@@ -19,7 +19,10 @@ import (
 // With "Expect: 100-continue", the HTTP/1.1 front answers a request it would
 // refuse anyway (a declared body over MaxBodyBytes, no pool for the host)
 // with its final status instead of "100 Continue", so the client never
-// sends the body (RFC 9110 §10.1.1).
+// sends the body (RFC 9110 §10.1.1). A declared body over MaxBodyBytes
+// without Expect is answered 413 as soon as the head is read too
+// (refuseDeclaredBody), and so is one in an h2 stream (forward checks the
+// declared length before reading any of it).
 
 // errSpill is a failure writing a spilled body to disk.
 var errSpill = errors.New("router: buffering the request body on disk failed")
@@ -29,7 +32,7 @@ var errSpill = errors.New("router: buffering the request body on disk failed")
 // the start). It returns the body's length.
 func (rt *Router) bufferBody(x *exchange) (int64, error) {
 	var err error
-	x.body, err = readAllLimited(x.bodySrc, x.body[:0], rt.cfg.MaxBufferedBody)
+	x.body, err = rt.readAllLimited(x, x.body[:0], rt.cfg.MaxBufferedBody)
 	if err != errBodyTooLarge {
 		x.bodySrc = nil
 		return int64(len(x.body)), err
@@ -70,7 +73,7 @@ func (rt *Router) bufferBody(x *exchange) (int64, error) {
 			break
 		}
 		if rerr != nil {
-			return 0, errClientBody
+			return 0, bodyErr(rerr)
 		}
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
@@ -94,15 +97,41 @@ func (x *exchange) releaseSpill() {
 func (f *h1Front) expect(ctx *fasthttp.RequestCtx) int {
 	rt := f.rt
 	h := &ctx.Request.Header
-	if cl := h.ContentLength(); cl > 0 && int64(cl) > rt.cfg.MaxBodyBytes {
-		rt.metrics.none.count(413)
-		return 413
-	}
-	if !rt.cfg.Pools.HasMounts() { // with mounts the decoded path decides; let it come
+	code := fasthttp.StatusContinue
+	switch cl := h.ContentLength(); {
+	case cl > 0 && int64(cl) > rt.cfg.MaxBodyBytes:
+		code = 413
+	case rt.cfg.Pools.HasMounts(): // with mounts the decoded path decides; let it come
+	default:
 		if host := h.Host(); validHost(host) && rt.cfg.Pools.LookupPath(host, nil) == nil {
-			rt.metrics.none.count(404)
-			return 404
+			code = 404
 		}
 	}
-	return fasthttp.StatusContinue
+	if code != fasthttp.StatusContinue {
+		// fasthttp writes this response (and closes the connection)
+		// without calling the handler.
+		writeError(ctx, code)
+		rt.metrics.none.count(code)
+		rt.logUnparsed(ctx, code)
+	}
+	return code
 }
+
+// refuseDeclaredBody runs when fasthttp has read a request head, before it
+// reads any of the body (fasthttp.Server.HeaderReceived). fasthttp reads up
+// to 8 KiB of a body of known length before the handler runs, so a client
+// that declares more than MaxBodyBytes and sends a few bytes would wait
+// for the read timeout (then 408) before the handler could refuse it. Such
+// a request is marked "Expect: 100-continue": fasthttp then asks expect
+// first, without reading the body, and expect answers 413 and closes the
+// connection. The mark never reaches a node: nothing of the request does.
+func (f *h1Front) refuseDeclaredBody(h *fasthttp.RequestHeader) {
+	if cl := h.ContentLength(); cl > 0 && int64(cl) > f.rt.cfg.MaxBodyBytes {
+		h.SetBytesKV(expectHeader, continue100)
+	}
+}
+
+var (
+	expectHeader = []byte("Expect")
+	continue100  = []byte("100-continue")
+)

@@ -32,6 +32,19 @@ import (
 //
 // Any of these answers the status above and closes the connection; nothing
 // of the request reaches a node. parseHead allocates nothing.
+//
+// HTTP/2 (and, later, HTTP/3) carry the request line as pseudo-header
+// fields and frame the body themselves; x/net/http2 decodes and checks the
+// framing, field-name syntax (lower-case tokens), CTLs other than SP/HTAB
+// in values, Host against :authority, :scheme, and a :path starting with
+// "/" or "*". checkPseudo and fieldCheck apply the rules above that it
+// leaves out, on the decoded fields (RFC 9113 §8.2.1, §8.3.1; RFC 9114
+// §4.2, §4.3.1 are the same): a token method, a target without SP, CTL or
+// fragment, "*" only for OPTIONS, CONNECT refused, values without leading
+// or trailing SP/HTAB, one decimal content-length, no connection-specific
+// field. They are pure and allocation-free, on bytes, so any front can
+// call them; the h2 front answers what they refuse on the stream (the
+// connection's framing is intact) and counts it with the reasons above.
 
 // maxRequestLine bounds the request line (method, target and version);
 // longer is 414. nginx's default is 8 KiB per line; long query strings in
@@ -57,12 +70,13 @@ const (
 	rejTECoding                 // a coding other than chunked
 	rejCLAndTE                  // both Content-Length and Transfer-Encoding
 	rejHost                     // missing (HTTP/1.1), repeated, or bad absolute-form authority
+	rejConnHeader               // HTTP/2, HTTP/3: a connection-specific field (RFC 9113 §8.2.2)
 	numHeadRejects
 )
 
 var headRejectNames = [numHeadRejects]string{"", "request_line", "version", "request_line_too_long", "connect",
 	"obs_fold", "header_name", "header_value", "header_count", "content_length", "transfer_encoding",
-	"transfer_coding", "content_length_and_transfer_encoding", "host"}
+	"transfer_coding", "content_length_and_transfer_encoding", "host", "connection_header"}
 
 // status is the answer to a rejected head.
 func (r headReject) status() int {
@@ -96,7 +110,7 @@ var strictBodies = map[int][]byte{
 func newSecurityMetrics(reg prometheus.Registerer) (rejects [numHeadRejects]prometheus.Counter, refused *prometheus.CounterVec, err error) {
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fastrouter_http_rejected_total",
-		Help: "HTTP/1.1 requests refused by the strict RFC 9112 checks before routing, by reason.",
+		Help: "Requests refused by the strict request-line and header checks before routing (RFC 9112 for HTTP/1.1, RFC 9113 §8 for HTTP/2), by reason.",
 	}, []string{"reason"})
 	refused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fastrouter_client_connections_refused_total",
@@ -255,6 +269,96 @@ func checkHead(method, raw []byte, r *request, maxCount int) headReject {
 	}
 	if http11 && len(r.host) == 0 {
 		return rejHost // "Host:" with an empty value: nothing to route on
+	}
+	return rejNone
+}
+
+// checkPseudo checks the request line of an HTTP/2 or HTTP/3 request,
+// given as its :method and :path pseudo-header values (for CONNECT, :path
+// is absent: pass the :authority or nothing), under checkHead's rules:
+// method a token, CONNECT refused (405, RFC 9113 §8.5: the router is not a
+// tunnel, and extended CONNECT, RFC 8441, is not supported), a target in
+// origin-form or "*" for OPTIONS, without SP, CTL or "#", and the line it
+// would make ("METHOD target HTTP/1.1") at most maxRequestLine (414).
+func checkPseudo(method, path []byte) headReject {
+	if len(method)+len(path)+len(" HTTP/1.1")+1 > maxRequestLine {
+		return rejTargetLong
+	}
+	if len(method) == 0 || !isToken(method) {
+		return rejRequestLine
+	}
+	if string(method) == "CONNECT" {
+		return rejConnect
+	}
+	switch {
+	case len(path) == 0:
+		return rejRequestLine
+	case path[0] == '/':
+	case len(path) == 1 && path[0] == '*':
+		if string(method) != "OPTIONS" {
+			return rejRequestLine
+		}
+	default:
+		return rejRequestLine // absolute-form has no place in :path
+	}
+	for _, c := range path {
+		if c <= ' ' || c == 0x7f || c == '#' {
+			return rejRequestLine
+		}
+	}
+	return rejNone
+}
+
+// fieldCheck applies checkHead's header rules to the regular fields of one
+// HTTP/2 or HTTP/3 request, a field at a time. The zero value is ready;
+// use one per request. The decoder has already refused names that are not
+// lower-case tokens (x/net/http2 then canonicalizes them, so names are
+// compared case-insensitively here).
+type fieldCheck struct {
+	fields, contentLengths int
+}
+
+// field checks one field: name a token; value without CTL but HTAB
+// inside, and without leading or trailing SP/HTAB (RFC 9113 §8.2.1); at
+// most maxCount fields (431); one content-length of 1 to 18 digits; none
+// of the connection-specific fields (RFC 9113 §8.2.2), and te only as
+// "trailers".
+func (fc *fieldCheck) field(name, value []byte, maxCount int) headReject {
+	if fc.fields++; fc.fields > maxCount {
+		return rejHeaderCount
+	}
+	if len(name) == 0 || !isToken(name) {
+		return rejHeaderName
+	}
+	if n := len(value); n > 0 && (value[0] == ' ' || value[0] == '\t' || value[n-1] == ' ' || value[n-1] == '\t') {
+		return rejHeaderValue
+	}
+	for _, b := range value {
+		if (b < ' ' && b != '\t') || b == 0x7f {
+			return rejHeaderValue
+		}
+	}
+	var conn bool // a connection-specific field
+	switch len(name) {
+	case 14:
+		if asciiEqualFold(name, "content-length") {
+			if fc.contentLengths++; fc.contentLengths > 1 || !validContentLength(value) {
+				return rejContentLength
+			}
+		}
+	case 2:
+		conn = asciiEqualFold(name, "te") && !asciiEqualFold(value, "trailers")
+	case 7:
+		conn = asciiEqualFold(name, "upgrade")
+	case 10:
+		conn = asciiEqualFold(name, "connection") || asciiEqualFold(name, "keep-alive")
+	case 16:
+		conn = asciiEqualFold(name, "proxy-connection")
+	case 17:
+		conn = asciiEqualFold(name, "transfer-encoding")
+	}
+	if conn {
+		return rejConnHeader
 	}
 	return rejNone
 }

@@ -23,3 +23,23 @@ func TestCheckHeadAllocatesNothing(t *testing.T) {
 		}
 	}
 }
+
+// The HTTP/2 checks run on every h2 request: they allocate nothing either.
+func TestCheckPseudoAndFieldsAllocateNothing(t *testing.T) {
+	method, path := []byte("POST"), []byte("/some/path?q=1")
+	fields := [][2][]byte{{[]byte("User-Agent"), []byte("curl/8")}, {[]byte("Content-Length"), []byte("12")}, {[]byte("Te"), []byte("trailers")}}
+	n := testing.AllocsPerRun(1000, func() {
+		if why := checkPseudo(method, path); why != rejNone {
+			t.Fatal(headRejectNames[why])
+		}
+		var fc fieldCheck
+		for _, f := range fields {
+			if why := fc.field(f[0], f[1], 100); why != rejNone {
+				t.Fatal(headRejectNames[why])
+			}
+		}
+	})
+	if n != 0 {
+		t.Fatalf("checkPseudo and fieldCheck: %v allocs/op; want 0", n)
+	}
+}

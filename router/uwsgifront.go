@@ -281,6 +281,13 @@ func (l *uwsgiListener) serveConn(c net.Conn) {
 	if req.https {
 		x.req.scheme = "https"
 	}
+	if req.bodyLen > rt.cfg.MaxBodyBytes {
+		// Refused whatever the pool: answered before any of the body is
+		// read, and nothing goes to a node.
+		l.answer(c, x, rt.metrics.none, errBodyTooLarge)
+		lingerDiscard(c, req.bodyLen, rt.now().Add(lingerTime))
+		return
+	}
 	// X-Request-Id as the other fronts keep or make it. A missing or
 	// malformed one gets a generated id appended as a var: the vars stay
 	// verbatim otherwise, and uWSGI builds the environ in order, so the
@@ -394,6 +401,25 @@ func (l *uwsgiListener) serveConn(c net.Conn) {
 			return
 		}
 	}
+}
+
+// lingerTime bounds how long a refused request's body is read and thrown
+// away after the answer (lingerDiscard). nginx's lingering_timeout is 5s.
+const lingerTime = 5 * time.Second
+
+// lingerDiscard ends a connection whose peer may still be sending the n
+// body bytes of a request that was answered without reading them: it
+// half-closes (the answer is complete at EOF) and reads and drops up to n
+// bytes until deadline. Closing with unread bytes would make the kernel
+// reset the connection, and a web server in front that is still writing
+// the body (nginx's uwsgi_pass does) would see the reset instead of the
+// answer (RFC 9112 §9.6 describes the same for HTTP/1.1).
+func lingerDiscard(c net.Conn, n int64, deadline time.Time) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = c.SetReadDeadline(deadline)
+	_, _ = io.Copy(io.Discard, io.LimitReader(c, n))
 }
 
 // statusCode reads the status of an HTTP response head ("HTTP/1.x NNN"),

@@ -120,6 +120,9 @@ type Router struct {
 	// refusals (strict.go, limit.go).
 	headRejects  [numHeadRejects]prometheus.Counter
 	connsRefused *prometheus.CounterVec
+	// self holds the router's own sockets, never dialled (loop.go); nil
+	// until SetOwnAddrs.
+	self atomic.Pointer[selfSockets]
 
 	mu        sync.Mutex // guards listeners, closing
 	listeners []*frontListener

@@ -36,6 +36,9 @@ type shard struct {
 	exact map[string]*Pool // key as announced
 	lower map[string]*Pool // lower-cased key → first pool that folds to it
 	wild  map[string]*Pool // ".example.com" for keys "*.example.com" and ".example.com"
+	// mounts: lower-cased host → its mount pools, longest prefix first
+	// (mount.go), in the shard of the host.
+	mounts map[string][]mount
 }
 
 // Config configures a Table. The zero value is usable.
@@ -73,11 +76,13 @@ type Table struct {
 	mu       sync.Mutex // serialises writers
 	policies policies   // per-key overrides; replaced under mu
 	shards   [shardCount]atomic.Pointer[shard]
-	seed     maphash.Seed               // of shardOf; immutable
-	count    atomic.Int64               // number of pools
-	mounts   atomic.Pointer[mountIndex] // nil while no mount key exists
-	hooks    hooks                      // replicator hooks (events.go)
-	watch    watchList                  // nodes Tick has work for (watch.go)
+	seed     maphash.Seed // of shardOf; immutable
+	count    atomic.Int64 // number of pools
+	// mountCount is the number of mount pools (mount.go); their index
+	// lives in the shards.
+	mountCount atomic.Int64
+	hooks      hooks     // replicator hooks (events.go)
+	watch      watchList // nodes Tick has work for (watch.go)
 }
 
 // New returns an empty table.
@@ -671,6 +676,12 @@ func (t *Table) updateShard(i int, f func(*shard)) {
 		exact: make(map[string]*Pool, len(old.exact)+1),
 		lower: make(map[string]*Pool, len(old.lower)+1),
 		wild:  make(map[string]*Pool, len(old.wild)),
+	}
+	if len(old.mounts) > 0 {
+		s.mounts = make(map[string][]mount, len(old.mounts))
+		for k, v := range old.mounts {
+			s.mounts[k] = v
+		}
 	}
 	for k, v := range old.exact {
 		s.exact[k] = v

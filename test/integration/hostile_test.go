@@ -1,0 +1,301 @@
+package integration
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fastrouter/fastrouter/internal/uwsgi"
+)
+
+// The hostile pass (SECURITY.md, "What was tried"): the real binary against
+// fake nodes that record what they received, real uWSGI, and clients and
+// nodes that misbehave. Each test pins a defence SECURITY.md states, with
+// the figure it logs; the loop and table tests are regressions of defects
+// this pass found.
+
+// recorded is one request as a recording node received it.
+type recorded struct {
+	method, uri, host string
+	vars              map[string]string // uwsgi: the vars; http: the headers, canonical names
+	body              []byte
+}
+
+// view is what the framing table compares: the request as the node saw it.
+func (r recorded) view() string {
+	v := fmt.Sprintf("%s %s host=%s body=%q", r.method, r.uri, r.host, r.body)
+	if x := r.vars["HTTP_X_SMUGGLE"] + r.vars["X-Smuggle"]; x != "" {
+		v += " x-smuggle=" + x // a header line after a bare LF
+	}
+	return v
+}
+
+// recNode is a fake node (uwsgi or HTTP/1.1) that records every request it
+// receives and answers each with 200 "ok". Safe for concurrent use.
+type recNode struct {
+	addr string // as announced: "ip:port" or "http://ip:port"
+	mu   sync.Mutex
+	reqs []recorded
+}
+
+func (n *recNode) add(r recorded) {
+	n.mu.Lock()
+	n.reqs = append(n.reqs, r)
+	n.mu.Unlock()
+}
+
+// take returns the requests recorded so far and forgets them.
+func (n *recNode) take() []recorded {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	r := n.reqs
+	n.reqs = nil
+	return r
+}
+
+const recAnswer = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+
+// startRecUwsgi starts a recording uwsgi node: one request per connection,
+// vars parsed, CONTENT_LENGTH bytes of body read.
+func startRecUwsgi(t *testing.T) *recNode {
+	t.Helper()
+	n := &recNode{}
+	n.addr = fakeBackend(t, func(c net.Conn) {
+		var h [4]byte
+		if _, err := io.ReadFull(c, h[:]); err != nil {
+			return
+		}
+		block := make([]byte, int(h[1])|int(h[2])<<8)
+		if _, err := io.ReadFull(c, block); err != nil {
+			return
+		}
+		vars := map[string]string{}
+		for off := 0; off < len(block); {
+			k, v, next, err := uwsgi.NextVar(block, off)
+			if err != nil {
+				vars["!BAD_VARS"] = err.Error()
+				break
+			}
+			vars[string(k)] = string(v)
+			off = next
+		}
+		var cl int64
+		fmt.Sscan(vars["CONTENT_LENGTH"], &cl)
+		body, _ := io.ReadAll(io.LimitReader(c, cl))
+		n.add(recorded{vars["REQUEST_METHOD"], vars["REQUEST_URI"], vars["HTTP_HOST"], vars, body})
+		io.WriteString(c, recAnswer)
+	})
+	return n
+}
+
+// startRecHTTP starts a recording HTTP/1.1 node that keeps connections
+// alive.
+func startRecHTTP(t *testing.T) *recNode {
+	t.Helper()
+	n := &recNode{}
+	addr := fakeBackend(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			body, _ := io.ReadAll(req.Body)
+			vars := map[string]string{}
+			for k, v := range req.Header {
+				vars[k] = strings.Join(v, ", ")
+			}
+			if len(req.TransferEncoding) > 0 {
+				vars["Transfer-Encoding"] = strings.Join(req.TransferEncoding, ", ")
+			}
+			n.add(recorded{req.Method, req.RequestURI, req.Host, vars, body})
+			if _, err := io.WriteString(c, recAnswer); err != nil {
+				return
+			}
+		}
+	})
+	n.addr = "http://" + addr
+	return n
+}
+
+// exchange writes req on a new connection (with shut set, then
+// half-closes it) and reads n responses. With probe set, a request for
+// /probe on host is pipelined after req: the connection must still be in
+// step, so it must be answered with the node's "ok". It reports the status
+// codes of the n responses and whether the router then closed the
+// connection.
+func exchange(t *testing.T, addr, req, host string, n int, probe, shut bool) (codes []int, closed bool) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if probe {
+		req += "GET /probe HTTP/1.1\r\nHost: " + host + "\r\n\r\n"
+	}
+	go func() {
+		io.WriteString(c, req)
+		if shut {
+			c.(*net.TCPConn).CloseWrite()
+		}
+	}()
+	br := bufio.NewReader(c)
+	for range n {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Errorf("%.60q: response %d: %v", req, len(codes)+1, err)
+			return codes, true
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		codes = append(codes, resp.StatusCode)
+	}
+	if !probe {
+		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		_, err := br.ReadByte()
+		return codes, err == io.EOF
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Errorf("%.60q: no answer to the probe after it: %v", req, err)
+		return codes, true
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "ok" {
+		t.Errorf("%.60q: the probe after it got %d %q; want the node's ok", req, resp.StatusCode, b)
+	}
+	return codes, false
+}
+
+// framingCases go to a recording uwsgi node (HOST = u.test) and a recording
+// http node (h.test). node lists what the node must have received, in
+// order; nothing else may reach it. Variants covered by strict_test.go are
+// not repeated.
+var framingCases = []struct {
+	name   string
+	req    string
+	codes  []int
+	node   []string
+	closed bool
+	shut   bool // half-close after the request
+}{
+	// Transfer-Encoding spelled in ways the two parsers must agree on.
+	{"TE Chunked", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", []int{200}, []string{`POST /p host=HOST body="hello"`}, false, false},
+	{"TE CHUNKED", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: CHUNKED\r\n\r\n5\r\nhello\r\n0\r\n\r\n", []int{200}, []string{`POST /p host=HOST body="hello"`}, false, false},
+	{"TE with spaces", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding:   chunked  \r\n\r\n5\r\nhello\r\n0\r\n\r\n", []int{200}, []string{`POST /p host=HOST body="hello"`}, false, false},
+	{"TE after a tab", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding:\tchunked\t\r\n\r\n5\r\nhello\r\n0\r\n\r\n", []int{200}, []string{`POST /p host=HOST body="hello"`}, false, false},
+	{"TE trailing comma", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: chunked,\r\n\r\n5\r\nhello\r\n0\r\n\r\n", []int{400}, nil, true, false},
+	{"TE leading comma", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: ,chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", []int{400}, nil, true, false},
+	{"TE identity with CL", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: identity\r\nContent-Length: 5\r\n\r\nhello", []int{400}, nil, true, false},
+	{"TE identity alone", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: identity\r\n\r\nhello", []int{400}, nil, true, false},
+	{"TE quoted", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: \"chunked\"\r\n\r\n5\r\nhello\r\n0\r\n\r\n", []int{400}, nil, true, false},
+	{"TE after a VT", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: \x0bchunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", []int{400}, nil, true, false},
+	{"TE with a Kelvin sign", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: chun\u212aed\r\n\r\n5\r\nhello\r\n0\r\n\r\n", []int{400}, nil, true, false},
+	{"TE folded", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding:\r\n chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", []int{400}, nil, true, false},
+	{"TE with a parameter", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: chunked;q=1\r\n\r\n5\r\nhello\r\n0\r\n\r\n", []int{400}, nil, true, false},
+	{"Transfer_Encoding with CL", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer_Encoding: chunked\r\nContent-Length: 5\r\n\r\nhello", []int{200}, []string{`POST /p host=HOST body="hello"`}, false, false},
+	{"CL with leading zeros", "POST /p HTTP/1.1\r\nHost: HOST\r\nContent-Length: 005\r\n\r\nhello", []int{200}, []string{`POST /p host=HOST body="hello"`}, false, false},
+	{"CL between tabs", "POST /p HTTP/1.1\r\nHost: HOST\r\nContent-Length:\t5\t\r\n\r\nhello", []int{200}, []string{`POST /p host=HOST body="hello"`}, false, false},
+	// Chunk sizes and extensions.
+	{"chunk size with leading zeros", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: chunked\r\n\r\n0005\r\nhello\r\n0000\r\n\r\n", []int{200}, []string{`POST /p host=HOST body="hello"`}, false, false},
+	{"chunk size of 16 digits", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: chunked\r\n\r\n0000000000000005\r\nhello\r\n0\r\n\r\n", []int{400}, nil, true, false},
+	{"chunk size 0x5", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", []int{400}, nil, true, false},
+	{"chunk size -5", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n", []int{400}, nil, true, false},
+	{"chunk size +5", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n", []int{400}, nil, true, false},
+	{"chunk size larger than the data", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: chunked\r\n\r\n7\r\nhello\r\n0\r\n\r\n", []int{400}, nil, true, false},
+	{"chunk size then a space", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n", []int{200}, []string{`POST /p host=HOST body="hello"`}, false, false},
+	{"space before an extension", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: chunked\r\n\r\n5 ;a=b\r\nhello\r\n0\r\n\r\n", []int{400}, nil, true, false},
+	{"chunk extension", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n0\r\n\r\n", []int{200}, []string{`POST /p host=HOST body="hello"`}, false, false},
+	{"quoted chunk extension", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: chunked\r\n\r\n5;a=\"x;y\"\r\nhello\r\n0\r\n\r\n", []int{200}, []string{`POST /p host=HOST body="hello"`}, false, false},
+	{"bare CR in an extension", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: chunked\r\n\r\n5;a\rb\r\nhello\r\n0\r\n\r\n", []int{400}, nil, true, false},
+	// Bare LF: accepted as a line end inside the head by both parsers alike,
+	// never in chunked framing.
+	{"bare LF inside the head", "GET /p HTTP/1.1\r\nHost: HOST\nX-Smuggle: 1\r\n\r\n", []int{200}, []string{`GET /p host=HOST body="" x-smuggle=1`}, false, false},
+	{"bare LF between CL and TE", "POST /p HTTP/1.1\r\nHost: HOST\r\nContent-Length: 5\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", []int{400}, nil, true, false},
+	{"CR CR LF", "GET /p HTTP/1.1\r\nHost: HOST\r\r\n\r\n", []int{400}, nil, true, false},
+	{"bare LF after a chunk size", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n", []int{400}, nil, true, false},
+	{"bare LF after chunk data", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\n0\r\n\r\n", []int{400}, nil, true, false},
+	{"bare LF after the last chunk", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\n\n", []int{400}, nil, true, false},
+	// Trailers are read and dropped; a bad one is refused.
+	{"trailer", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n", []int{200}, []string{`POST /p host=HOST body="hello"`}, false, false},
+	{"Content-Length as a trailer", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nContent-Length: 50\r\n\r\n", []int{400}, nil, true, false},
+	{"NUL in a trailer", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: a\x00b\r\n\r\n", []int{400}, nil, true, false},
+	{"request line as a trailer", "POST /p HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nGET /smuggled HTTP/1.1\r\nHost: HOST\r\n\r\n", []int{400}, nil, true, false},
+	// Pipelines whose later request is malformed: the good ones are
+	// served, the bad one refused, nothing after it read.
+	{"pipelined, second has NUL", "GET /a HTTP/1.1\r\nHost: HOST\r\n\r\nGET /b HTTP/1.1\r\nHost: HOST\r\nX: a\x00b\r\n\r\nGET /c HTTP/1.1\r\nHost: HOST\r\n\r\n", []int{200, 400}, []string{`GET /a host=HOST body=""`}, true, false},
+	{"pipelined, second has two CL", "POST /a HTTP/1.1\r\nHost: HOST\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\nHost: HOST\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxGET /c HTTP/1.1\r\nHost: HOST\r\n\r\n", []int{200, 400}, []string{`POST /a host=HOST body="hello"`}, true, false},
+	{"pipelined, second has CL and TE", "POST /a HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /b HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\nGET /c HTTP/1.1\r\nHost: HOST\r\n\r\n", []int{200, 400}, []string{`POST /a host=HOST body="hello"`}, true, false},
+	{"pipelined, second is HTTP/1.2", "GET /a HTTP/1.1\r\nHost: HOST\r\n\r\nGET /b HTTP/1.2\r\nHost: HOST\r\n\r\nGET /c HTTP/1.1\r\nHost: HOST\r\n\r\n", []int{200, 505}, []string{`GET /a host=HOST body=""`}, true, false},
+	{"pipelined, second is a TLS hello", "GET /a HTTP/1.1\r\nHost: HOST\r\n\r\n\x16\x03\x01garbage\r\n\r\nGET /c HTTP/1.1\r\nHost: HOST\r\n\r\n", []int{200, 400}, []string{`GET /a host=HOST body=""`}, true, false},
+	{"pipelined, three good", "GET /a HTTP/1.1\r\nHost: HOST\r\n\r\nPOST /b HTTP/1.1\r\nHost: HOST\r\nContent-Length: 2\r\n\r\nhiGET /c HTTP/1.1\r\nHost: HOST\r\n\r\n", []int{200, 200, 200}, []string{`GET /a host=HOST body=""`, `POST /b host=HOST body="hi"`, `GET /c host=HOST body=""`}, false, false},
+	// Half-closed clients are answered in full, then closed.
+	{"half-closed after a GET", "GET /a HTTP/1.1\r\nHost: HOST\r\n\r\n", []int{200}, []string{`GET /a host=HOST body=""`}, true, true},
+	{"half-closed after two requests", "GET /a HTTP/1.1\r\nHost: HOST\r\n\r\nPOST /b HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n", []int{200, 200}, []string{`GET /a host=HOST body=""`, `POST /b host=HOST body="hi"`}, true, true},
+	{"half-closed inside a body", "POST /a HTTP/1.1\r\nHost: HOST\r\nContent-Length: 10\r\n\r\nhello", []int{400}, nil, true, true},
+	{"half-closed inside the head", "GET /a HTTP/1.1\r\nHost: HOST\r\n", []int{400}, nil, true, true},
+	// Absolute-form targets against Host.
+	{"absolute form beats Host", "GET http://HOST/p?q=1 HTTP/1.1\r\nHost: other.test\r\n\r\n", []int{200}, []string{`GET /p?q=1 host=HOST body=""`}, false, false},
+	{"absolute form in capitals", "GET HTTP://HOST/p HTTP/1.1\r\nHost: other.test\r\n\r\n", []int{200}, []string{`GET /p host=HOST body=""`}, false, false},
+	{"absolute form with a port", "GET http://HOST:80/p HTTP/1.1\r\nHost: other.test\r\n\r\n", []int{200}, []string{`GET /p host=HOST:80 body=""`}, false, false},
+	// Found by this pass: the node got "?q=1" as the target (an http node
+	// refused it, 502).
+	{"absolute form with a query and no path", "GET http://HOST?q=1 HTTP/1.1\r\nHost: other.test\r\n\r\n", []int{200}, []string{`GET /?q=1 host=HOST body=""`}, false, false},
+	{"absolute form without Host on 1.1", "GET http://HOST/p HTTP/1.1\r\n\r\n", []int{400}, nil, true, false},
+	{"absolute form without Host on 1.0", "GET http://HOST/p HTTP/1.0\r\n\r\n", []int{200}, []string{`GET /p host=HOST body=""`}, true, false},
+	{"absolute form to an unknown host", "GET http://other.test/p HTTP/1.1\r\nHost: HOST\r\n\r\n", []int{404}, nil, false, false},
+	{"Host with junk after the port", "GET /p HTTP/1.1\r\nHost: HOST:80x\r\n\r\n", []int{400}, nil, true, false},
+	{"Host with a space", "GET /p HTTP/1.1\r\nHost: HOST other\r\n\r\n", []int{400}, nil, true, false},
+	{"Host with a comma", "GET /p HTTP/1.1\r\nHost: HOST,other.test\r\n\r\n", []int{400}, nil, true, false},
+}
+
+// Framing and smuggling: every case is checked against what the node
+// actually received (method, target, host, body), over uwsgi and HTTP/1.1.
+func TestHostileFraming(t *testing.T) {
+	skipIfDisabled(t)
+	t.Parallel()
+	un, hn := startRecUwsgi(t), startRecHTTP(t)
+	r := startRouter(t, "--to", "u.test="+un.addr, "--to", "h.test="+hn.addr)
+	for _, side := range []struct {
+		host string
+		n    *recNode
+	}{{"u.test", un}, {"h.test", hn}} {
+		t.Run(side.host, func(t *testing.T) {
+			t.Parallel()
+			for _, tc := range framingCases {
+				req := strings.ReplaceAll(tc.req, "HOST", side.host)
+				codes, closed := exchange(t, r.http, req, side.host, len(tc.codes), !tc.closed, tc.shut)
+				var got []string
+				for _, rq := range side.n.take() {
+					if rq.uri == "/probe" {
+						continue
+					}
+					got = append(got, rq.view())
+					for k := range rq.vars {
+						if strings.Contains(strings.ToLower(k), "transfer") {
+							t.Errorf("%s: the node got a transfer coding header %s", tc.name, k)
+						}
+					}
+				}
+				var want []string
+				for _, w := range tc.node {
+					want = append(want, strings.ReplaceAll(w, "HOST", side.host))
+				}
+				if !slices.Equal(codes, tc.codes) || !slices.Equal(got, want) || closed != tc.closed {
+					t.Errorf("%s: answers %v closed %v, node got %q; want %v closed %v, node %q",
+						tc.name, codes, closed, got, tc.codes, tc.closed, want)
+				}
+			}
+		})
+	}
+}

@@ -398,3 +398,86 @@ func TestHostileSelfLoop(t *testing.T) {
 	}
 	backToRest(t, r, rest)
 }
+
+// announceAll sends one datagram per key (cmd 0 subscribes, 1
+// unsubscribes) in batches, each one waiting until the router has applied
+// its last datagram, and returns how long the router took. done reports
+// whether the datagram for key has been applied.
+func announceAll(t *testing.T, r *router, keys []string, cmd byte, addr string, done func(key string) bool) time.Duration {
+	t.Helper()
+	conn, err := net.Dial("udp", r.sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	const batch = 1000
+	for i := 0; i < len(keys); i += batch {
+		part := keys[i:min(i+batch, len(keys))]
+		for _, k := range part {
+			if _, err := conn.Write(datagram(cmd, "key", k, "address", addr)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		last := part[len(part)-1]
+		eventually(t, 60*time.Second, "the router to apply datagrams up to "+last, func() bool { return done(last) })
+	}
+	return time.Since(start)
+}
+
+// Keys chosen to make table writes expensive must not stall the
+// subscription server (while it is busy, real nodes' announces are dropped
+// and the nodes expire). Found by this pass: removing one of 20,000
+// wildcard pools scanned every pool (48 s for all of them), and each mount
+// key rebuilt the mount index from every pool (5,000 mount keys next to
+// 20,000 pools: 35 s). Case variants of one key and keys aimed at one shard
+// are covered in balancer (TestKeySpellingsBounded, TestShardsAreSeeded).
+func TestHostileTableWrites(t *testing.T) {
+	skipIfDisabled(t)
+	t.Parallel()
+	r := startRouter(t, "--log-level", "info")
+	c := &http.Client{Timeout: 10 * time.Second}
+	nodes := func(key string) int { // -1: no such pool
+		resp, err := c.Get("http://" + r.admin + "/api/pools/" + key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode == 404 {
+			return -1
+		}
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Count(string(b), `"address"`)
+	}
+	var wild, mounts []string
+	for i := range 20000 {
+		wild = append(wild, fmt.Sprintf("*.w%05d.flood.test", i))
+	}
+	for i := range 5000 {
+		mounts = append(mounts, fmt.Sprintf("m%04d.flood.test/x", i))
+	}
+	const addr = "127.0.0.1:9" // never dialled
+	for _, phase := range []struct {
+		name string
+		keys []string
+		cmd  byte
+		want int
+	}{
+		{"subscribe 20,000 wildcard pools", wild, 0, 1},
+		{"subscribe 5,000 mount pools next to them", mounts, 0, 1},
+		{"unsubscribe the 20,000 wildcard pools", wild, 1, 0},
+		{"unsubscribe the 5,000 mount pools", mounts, 1, 0},
+	} {
+		d := announceAll(t, r, phase.keys, phase.cmd, addr, func(k string) bool {
+			return nodes(strings.ReplaceAll(k, "/", "%2F")) == phase.want
+		})
+		t.Logf("%s: applied in %s", phase.name, d.Round(time.Millisecond))
+		// Before the fix: 48 s and 35 s. Generous for a loaded machine.
+		if d > 20*time.Second {
+			t.Errorf("%s took %s", phase.name, d)
+		}
+	}
+	if v := metricValue(t, r, `fastrouter_subscription_packets_total{result="dropped"}`); v != 0 {
+		t.Logf("datagrams dropped: %v", v)
+	}
+}

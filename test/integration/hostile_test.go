@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -480,4 +481,196 @@ func TestHostileTableWrites(t *testing.T) {
 	if v := metricValue(t, r, `fastrouter_subscription_packets_total{result="dropped"}`); v != 0 {
 		t.Logf("datagrams dropped: %v", v)
 	}
+}
+
+// rst closes c with a TCP reset.
+func rst(c net.Conn) {
+	c.(*net.TCPConn).SetLinger(0)
+	c.Close()
+}
+
+// fullBacklog listens with the smallest backlog and never accepts, then
+// fills the accept queue, so that a further connect is never answered.
+func fullBacklog(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	for range 8 {
+		c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
+		if err != nil {
+			break // full: SYNs are dropped now
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	return addr
+}
+
+// faultyNodes answer a request they read (its head only) in one broken way
+// each. status is what the client must get; truncated: a good head, then a
+// body that ends without its framing (short of Content-Length, or chunked
+// without the last chunk).
+var faultyNodes = []struct {
+	name      string
+	serve     func(c net.Conn)
+	upload    bool // the request carries a 4 MiB body
+	status    []int
+	truncated bool
+}{
+	{"garbage", func(c net.Conn) { io.WriteString(c, "\x00\xffgarbage\r\n\r\n") }, false, []int{502}, false},
+	{"head that never ends", func(c net.Conn) { io.WriteString(c, "HTTP/1.1 200 OK\r\nX-A: 1\r\n"); time.Sleep(5 * time.Second) }, false, []int{504}, false},
+	{"head trickled", func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nX-A: ")
+		for range 50 {
+			if _, err := io.WriteString(c, "a"); err != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}, false, []int{504}, false},
+	{"10 MB head", func(c net.Conn) { io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Big: "+strings.Repeat("b", 10<<20)+"\r\n\r\nok") }, false, []int{502}, false},
+	{"close mid-head", func(c net.Conn) { io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Le") }, false, []int{502}, false},
+	{"RST mid-head", func(c net.Conn) { io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Le"); time.Sleep(50 * time.Millisecond); rst(c) }, false, []int{502}, false},
+	{"close mid-body", func(c net.Conn) { io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"+strings.Repeat("x", 500)) }, false, []int{200}, true},
+	{"RST mid-body", func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"+strings.Repeat("x", 500))
+		time.Sleep(50 * time.Millisecond)
+		rst(c)
+	}, false, []int{200}, true},
+	{"close mid-chunked-body", func(c net.Conn) { io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n") }, false, []int{200}, true},
+	{"RST in a close-delimited body", func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\n"+strings.Repeat("x", 500))
+		time.Sleep(50 * time.Millisecond)
+		rst(c)
+	}, false, []int{200}, true},
+	{"head, then a stall", func(c net.Conn) { io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc"); time.Sleep(5 * time.Second) }, false, []int{200}, true},
+	{"endless body without length", func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\n")
+		chunk := strings.Repeat("x", 4096)
+		for {
+			if _, err := io.WriteString(c, chunk); err != nil {
+				return
+			}
+		}
+	}, false, []int{200}, false},
+	{"never reads a big upload", func(c net.Conn) { time.Sleep(5 * time.Second) }, true, []int{504}, false},
+	// The router cannot relay an answer whose request it could not finish
+	// sending; 413 would be the node's own answer.
+	{"answers early, upload unread", func(c net.Conn) { io.WriteString(c, "HTTP/1.1 413 Too Big\r\nContent-Length: 3\r\n\r\nbig") }, true, []int{502, 413}, false},
+}
+
+// Faulty nodes, uwsgi and http://: each gets a clear 502/504 or a visibly
+// truncated response after a good head, the other pools keep serving, and
+// the router's file descriptors and goroutines return to their baseline.
+func TestHostileFaultyNodes(t *testing.T) {
+	skipIfDisabled(t)
+	t.Parallel()
+	args := []string{"--timeout", "2s", "--connect-timeout", "1s", "--to", "backlog.test=" + fullBacklog(t)}
+	for i, m := range faultyNodes {
+		serve := m.serve
+		uw := fakeBackend(t, func(c net.Conn) {
+			if readUwsgiRequest(c) == nil {
+				serve(c)
+			}
+		})
+		hn := fakeBackend(t, func(c net.Conn) {
+			br := bufio.NewReader(c)
+			for {
+				l, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if l == "\r\n" {
+					break
+				}
+			}
+			serve(c)
+		})
+		args = append(args, "--to", fmt.Sprintf("u%d.test=%s", i, uw), "--to", fmt.Sprintf("h%d.test=http://%s", i, hn))
+	}
+	good := startRecUwsgi(t)
+	args = append(args, "--to", "good.test="+good.addr)
+	r := startRouter(t, args...)
+	if code, _ := get(t, client(), r.http, "good.test", "/"); code != 200 {
+		t.Fatalf("good.test: %d", code)
+	}
+	rest := restState(t, r)
+	upload := strings.Repeat("u", 4<<20)
+	type result struct {
+		status    int
+		truncated bool
+		err       error
+		took      time.Duration
+	}
+	try := func(host string, withBody bool) result {
+		c, err := net.Dial("tcp", r.http)
+		if err != nil {
+			return result{err: err}
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+		req := "GET / HTTP/1.1\r\nHost: " + host + "\r\n\r\n"
+		if withBody {
+			req = fmt.Sprintf("POST /up HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n%s", host, len(upload), upload)
+		}
+		go io.WriteString(c, req) // the router may stop reading the body
+		start := time.Now()
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return result{err: err, took: time.Since(start)}
+		}
+		defer resp.Body.Close()
+		if resp.Header.Get("Content-Length") == "" && resp.TransferEncoding == nil {
+			t.Errorf("%s: a response without framing", host)
+		}
+		var body io.Reader = resp.Body
+		if resp.ContentLength < 0 {
+			body = io.LimitReader(resp.Body, 8<<20) // endless: read 8 MiB, then leave
+		}
+		_, err = io.Copy(io.Discard, body)
+		return result{status: resp.StatusCode, truncated: err == io.ErrUnexpectedEOF, err: err, took: time.Since(start)}
+	}
+	var wg sync.WaitGroup
+	for i, m := range faultyNodes {
+		for _, host := range []string{fmt.Sprintf("u%d.test", i), fmt.Sprintf("h%d.test", i)} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res := try(host, m.upload)
+				t.Logf("%-30s %-9s %d truncated=%v after %s", m.name, host, res.status, res.truncated, res.took.Round(time.Millisecond))
+				if !slices.Contains(m.status, res.status) || res.truncated != m.truncated || (res.err != nil && !res.truncated) {
+					t.Errorf("%s (%s): %d truncated=%v err=%v; want %v truncated=%v", m.name, host, res.status, res.truncated, res.err, m.status, m.truncated)
+				}
+			}()
+		}
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if res := try("backlog.test", false); res.status != 504 {
+			t.Errorf("node that never accepts: %d %v; want 504", res.status, res.err)
+		}
+	}()
+	// Meanwhile the other pools serve.
+	for range 20 {
+		if code, body := get(t, client(), r.http, "good.test", "/"); code != 200 || body != "ok" {
+			t.Errorf("good.test while nodes misbehave: %d %q", code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	wg.Wait()
+	backToRest(t, r, rest)
 }

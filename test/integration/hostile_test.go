@@ -541,22 +541,35 @@ var faultyNodes = []struct {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}, false, []int{504}, false},
-	{"10 MB head", func(c net.Conn) { io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Big: "+strings.Repeat("b", 10<<20)+"\r\n\r\nok") }, false, []int{502}, false},
+	{"10 MB head", func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Big: "+strings.Repeat("b", 10<<20)+"\r\n\r\nok")
+	}, false, []int{502}, false},
 	{"close mid-head", func(c net.Conn) { io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Le") }, false, []int{502}, false},
-	{"RST mid-head", func(c net.Conn) { io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Le"); time.Sleep(50 * time.Millisecond); rst(c) }, false, []int{502}, false},
-	{"close mid-body", func(c net.Conn) { io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"+strings.Repeat("x", 500)) }, false, []int{200}, true},
+	{"RST mid-head", func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Le")
+		time.Sleep(50 * time.Millisecond)
+		rst(c)
+	}, false, []int{502}, false},
+	{"close mid-body", func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"+strings.Repeat("x", 500))
+	}, false, []int{200}, true},
 	{"RST mid-body", func(c net.Conn) {
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"+strings.Repeat("x", 500))
 		time.Sleep(50 * time.Millisecond)
 		rst(c)
 	}, false, []int{200}, true},
-	{"close mid-chunked-body", func(c net.Conn) { io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n") }, false, []int{200}, true},
+	{"close mid-chunked-body", func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+	}, false, []int{200}, true},
 	{"RST in a close-delimited body", func(c net.Conn) {
 		io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\n"+strings.Repeat("x", 500))
 		time.Sleep(50 * time.Millisecond)
 		rst(c)
 	}, false, []int{200}, true},
-	{"head, then a stall", func(c net.Conn) { io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc"); time.Sleep(5 * time.Second) }, false, []int{200}, true},
+	{"head, then a stall", func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+		time.Sleep(5 * time.Second)
+	}, false, []int{200}, true},
 	{"endless body without length", func(c net.Conn) {
 		io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\n")
 		chunk := strings.Repeat("x", 4096)

@@ -539,10 +539,7 @@ func cloneNodes(s []*Node) []*Node { return append(make([]*Node, 0, len(s)+1), s
 
 // putPool publishes a new pool. Caller holds t.mu.
 func (t *Table) putPool(p *Pool) {
-	var buf [maxKeyLen]byte
-	l, _ := lowerInto(&buf, []byte(p.Key))
-	t.updateShard(t.shardOf(l), func(s *shard) { s.exact[p.Key] = p })
-	t.index(p)
+	t.indexWith(p, true)
 	t.count.Add(1)
 	t.reindexMounts(p)
 }
@@ -559,10 +556,18 @@ func (t *Table) dropPool(p *Pool) {
 
 // index makes p the holder of its case-folded and wildcard slots when the
 // slot is free or held by a pool without nodes. Caller holds t.mu.
-func (t *Table) index(p *Pool) {
+func (t *Table) index(p *Pool) { t.indexWith(p, false) }
+
+// indexWith is index; with publish it also puts p in the exact map, in
+// the same copy of its shard (a creation then copies the shard once, not
+// twice). Caller holds t.mu.
+func (t *Table) indexWith(p *Pool, publish bool) {
 	var buf [maxKeyLen]byte
 	l, _ := lowerInto(&buf, []byte(p.Key))
 	t.updateShard(t.shardOf(l), func(s *shard) {
+		if publish {
+			s.exact[p.Key] = p
+		}
 		if q := s.lower[string(l)]; q == nil || (q != p && !q.HasNodes()) {
 			s.lower[string(l)] = p
 		}

@@ -118,7 +118,7 @@ func bulkLoad(t testing.TB, tb *Table, keys []string, address string) {
 		if !ok || len(key) == 0 {
 			t.Fatalf("bulkLoad: bad key %q", key)
 		}
-		s := tb.shards[shardOf(l)].Load()
+		s := tb.shards[tb.shardOf(l)].Load()
 		if s.exact[key] != nil {
 			t.Fatalf("bulkLoad: duplicate key %q", key)
 		}
@@ -127,7 +127,7 @@ func bulkLoad(t testing.TB, tb *Table, keys []string, address string) {
 			s.lower[string(l)] = p
 		}
 		if w := wildSuffix(string(l)); w != "" {
-			ws := tb.shards[shardOf([]byte(w))].Load()
+			ws := tb.shards[tb.shardOf([]byte(w))].Load()
 			if _, ok := ws.wild[w]; !ok {
 				ws.wild[w] = p
 			}

@@ -15,6 +15,7 @@ package balancer
 import (
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"sort"
 	"strings"
 	"sync"
@@ -35,6 +36,9 @@ type shard struct {
 	exact map[string]*Pool // key as announced
 	lower map[string]*Pool // lower-cased key → first pool that folds to it
 	wild  map[string]*Pool // ".example.com" for keys "*.example.com" and ".example.com"
+	// mounts: lower-cased host → its mount pools, longest prefix first
+	// (mount.go), in the shard of the host.
+	mounts map[string][]mount
 }
 
 // Config configures a Table. The zero value is usable.
@@ -72,10 +76,13 @@ type Table struct {
 	mu       sync.Mutex // serialises writers
 	policies policies   // per-key overrides; replaced under mu
 	shards   [shardCount]atomic.Pointer[shard]
-	count    atomic.Int64               // number of pools
-	mounts   atomic.Pointer[mountIndex] // nil while no mount key exists
-	hooks    hooks                      // replicator hooks (events.go)
-	watch    watchList                  // nodes Tick has work for (watch.go)
+	seed     maphash.Seed // of shardOf; immutable
+	count    atomic.Int64 // number of pools
+	// mountCount is the number of mount pools (mount.go); their index
+	// lives in the shards.
+	mountCount atomic.Int64
+	hooks      hooks     // replicator hooks (events.go)
+	watch      watchList // nodes Tick has work for (watch.go)
 }
 
 // New returns an empty table.
@@ -105,7 +112,7 @@ func New(cfg Config) (*Table, error) {
 	if err := cfg.Policy.Validate(); err != nil {
 		return nil, err
 	}
-	t := &Table{cfg: cfg}
+	t := &Table{cfg: cfg, seed: maphash.MakeSeed()}
 	empty := &shard{} // nil maps read as empty; updateShard copies, never writes it
 	for i := range t.shards {
 		t.shards[i].Store(empty)
@@ -138,7 +145,34 @@ var (
 	// ErrStaticNode refuses a subscription that names a static node: only
 	// the configuration and the admin API may change those.
 	ErrStaticNode = errors.New("balancer: a subscription cannot change a static node")
+	// ErrTooManySpellings refuses a new pool whose key differs only in
+	// case from maxSpellings pools already there (see spellings).
+	ErrTooManySpellings = errors.New("balancer: too many pool keys that differ only in case")
 )
+
+// maxSpellings bounds the pools whose keys fold to the same lower-case key.
+// They all live in one shard, which every creation copies: without a bound
+// 20,000 case variants of one name took 1.7 ms each to create (33 s in
+// all, quadratic). Hosts match case-insensitively anyway, so more than a
+// few spellings of a key serve no one.
+const maxSpellings = 16
+
+// spellings counts the pools whose keys equal key but for ASCII case.
+// Caller holds t.mu.
+func (t *Table) spellings(key []byte) int {
+	var buf [maxKeyLen]byte
+	l, ok := lowerInto(&buf, key)
+	if !ok {
+		return 0
+	}
+	n, ls := 0, string(l)
+	for k := range t.shards[t.shardOf(l)].Load().exact {
+		if len(k) == len(ls) && equalFold(k, ls) {
+			n++
+		}
+	}
+	return n
+}
 
 // validKey reports whether a key is printable ASCII without spaces: host
 // names, ports, wildcards and paths all are, and keys become metric labels
@@ -181,14 +215,12 @@ func lowerInto(buf *[maxKeyLen]byte, b []byte) ([]byte, bool) {
 	return buf[:len(b)], true
 }
 
-// shardOf hashes an already lower-cased key (FNV-1a).
-func shardOf(lower []byte) int {
-	h := uint32(2166136261)
-	for _, c := range lower {
-		h ^= uint32(c)
-		h *= 16777619
-	}
-	return int(h % shardCount)
+// shardOf hashes an already lower-cased key with the table's random seed.
+// A fixed hash (FNV-1a before) let whoever can subscribe choose keys that
+// all land in one shard, making every creation copy all of them: quadratic,
+// minutes of the writer lock for 100k keys. Allocation-free.
+func (t *Table) shardOf(lower []byte) int {
+	return int(maphash.Bytes(t.seed, lower) % shardCount)
 }
 
 // Lookup finds the pool for a request host: the exact key, then the key
@@ -235,7 +267,7 @@ func (t *Table) lookupKey(host []byte, empty **Pool) *Pool {
 				continue
 			}
 			suffix := l[i:]
-			if p := t.shards[shardOf(suffix)].Load().wild[string(suffix)]; p != nil && keep(p, empty) {
+			if p := t.shards[t.shardOf(suffix)].Load().wild[string(suffix)]; p != nil && keep(p, empty) {
 				return p
 			}
 		}
@@ -260,7 +292,7 @@ func (t *Table) lookupHost(host []byte) *Pool {
 	if !ok {
 		return nil
 	}
-	s := t.shards[shardOf(l)].Load()
+	s := t.shards[t.shardOf(l)].Load()
 	if p := s.exact[string(host)]; p != nil && p.HasNodes() {
 		return p
 	} else if q := s.lower[string(l)]; q != nil && (p == nil || q.HasNodes()) {
@@ -307,7 +339,7 @@ func (t *Table) Pool(key string) *Pool {
 	if !ok {
 		return nil
 	}
-	return t.shards[shardOf(l)].Load().exact[key]
+	return t.shards[t.shardOf(l)].Load().exact[key]
 }
 
 // poolBytes is Pool for a []byte key. Converting the key to a string first
@@ -318,7 +350,7 @@ func (t *Table) poolBytes(key []byte) *Pool {
 	if !ok {
 		return nil
 	}
-	return t.shards[shardOf(l)].Load().exact[string(key)]
+	return t.shards[t.shardOf(l)].Load().exact[string(key)]
 }
 
 // Pools returns every pool, sorted by key.
@@ -419,6 +451,9 @@ func (t *Table) Announce(a *Announce) (Result, error) {
 	p := t.Pool(key)
 	res := CreatedNode
 	if p == nil {
+		if t.spellings(a.Key) >= maxSpellings {
+			return 0, ErrTooManySpellings
+		}
 		// Algorithm: the file's per-pool setting, else the datagram's
 		// algo=, else the default (read under mu: reloads change it).
 		pol := t.policies[strings.ToLower(key)].over(Policy{Algo: algo})
@@ -509,10 +544,7 @@ func cloneNodes(s []*Node) []*Node { return append(make([]*Node, 0, len(s)+1), s
 
 // putPool publishes a new pool. Caller holds t.mu.
 func (t *Table) putPool(p *Pool) {
-	var buf [maxKeyLen]byte
-	l, _ := lowerInto(&buf, []byte(p.Key))
-	t.updateShard(shardOf(l), func(s *shard) { s.exact[p.Key] = p })
-	t.index(p)
+	t.indexWith(p, true)
 	t.count.Add(1)
 	t.reindexMounts(p)
 }
@@ -521,7 +553,7 @@ func (t *Table) putPool(p *Pool) {
 func (t *Table) dropPool(p *Pool) {
 	var buf [maxKeyLen]byte
 	l, _ := lowerInto(&buf, []byte(p.Key))
-	t.updateShard(shardOf(l), func(s *shard) { delete(s.exact, p.Key) })
+	t.updateShard(t.shardOf(l), func(s *shard) { delete(s.exact, p.Key) })
 	t.reindex(p, true)
 	t.count.Add(-1)
 	t.reindexMounts(p)
@@ -529,16 +561,24 @@ func (t *Table) dropPool(p *Pool) {
 
 // index makes p the holder of its case-folded and wildcard slots when the
 // slot is free or held by a pool without nodes. Caller holds t.mu.
-func (t *Table) index(p *Pool) {
+func (t *Table) index(p *Pool) { t.indexWith(p, false) }
+
+// indexWith is index; with publish it also puts p in the exact map, in
+// the same copy of its shard (a creation then copies the shard once, not
+// twice). Caller holds t.mu.
+func (t *Table) indexWith(p *Pool, publish bool) {
 	var buf [maxKeyLen]byte
 	l, _ := lowerInto(&buf, []byte(p.Key))
-	t.updateShard(shardOf(l), func(s *shard) {
+	t.updateShard(t.shardOf(l), func(s *shard) {
+		if publish {
+			s.exact[p.Key] = p
+		}
 		if q := s.lower[string(l)]; q == nil || (q != p && !q.HasNodes()) {
 			s.lower[string(l)] = p
 		}
 	})
 	if w := wildSuffix(string(l)); w != "" {
-		t.updateShard(shardOf([]byte(w)), func(s *shard) {
+		t.updateShard(t.shardOf([]byte(w)), func(s *shard) {
 			if q := s.wild[w]; q == nil || (q != p && !q.HasNodes()) {
 				s.wild[w] = p
 			}
@@ -554,7 +594,7 @@ func (t *Table) reindex(p *Pool, gone bool) {
 	var buf [maxKeyLen]byte
 	l, _ := lowerInto(&buf, []byte(p.Key))
 	lk := string(l)
-	t.updateShard(shardOf(l), func(s *shard) {
+	t.updateShard(t.shardOf(l), func(s *shard) {
 		if s.lower[lk] != p {
 			return
 		}
@@ -574,17 +614,18 @@ func (t *Table) reindex(p *Pool, gone bool) {
 	if w == "" {
 		return
 	}
-	ws := shardOf([]byte(w))
+	ws := t.shardOf([]byte(w))
 	if t.shards[ws].Load().wild[w] != p {
 		return
 	}
-	// Another spelling of the same wildcard ("*.x" vs ".x") takes over.
+	// Another spelling of the same wildcard ("*.x" vs ".x", in any case)
+	// takes over. They live in the shards of their folded keys: scanning
+	// every shard instead made removing N wildcard pools O(N²) (2.4 ms
+	// each at 20k, under the writer lock).
 	q := bestOf(p, gone, func(yield func(*Pool)) {
-		for i := range t.shards {
-			for _, q := range t.shards[i].Load().exact {
-				var qb [maxKeyLen]byte
-				ql, _ := lowerInto(&qb, []byte(q.Key))
-				if wildSuffix(string(ql)) == w {
+		for _, sp := range [2]string{"*" + w, w} {
+			for k, q := range t.shards[t.shardOf([]byte(sp))].Load().exact {
+				if len(k) == len(sp) && equalFold(k, sp) {
 					yield(q)
 				}
 			}
@@ -645,6 +686,12 @@ func (t *Table) updateShard(i int, f func(*shard)) {
 		exact: make(map[string]*Pool, len(old.exact)+1),
 		lower: make(map[string]*Pool, len(old.lower)+1),
 		wild:  make(map[string]*Pool, len(old.wild)),
+	}
+	if len(old.mounts) > 0 {
+		s.mounts = make(map[string][]mount, len(old.mounts))
+		for k, v := range old.mounts {
+			s.mounts[k] = v
+		}
 	}
 	for k, v := range old.exact {
 		s.exact[k] = v

@@ -519,3 +519,70 @@ func TestBulkLoadMatchesAnnounce(t *testing.T) {
 		}
 	}
 }
+
+// TestKeySpellingsBounded: keys that differ only in case share one shard,
+// so their number is bounded (maxSpellings); a freed spelling can be taken
+// again, and other keys are unaffected.
+func TestKeySpellingsBounded(t *testing.T) {
+	tb, _ := newTable(t, Config{})
+	const base = "abcdefghijklmnop.test" // 16 letters before the dot: 2^16 spellings
+	spelling := func(i int) string {
+		b := []byte(base)
+		for j := 0; j < 16; j++ {
+			if i&(1<<j) != 0 {
+				b[j] -= 'a' - 'A'
+			}
+		}
+		return string(b)
+	}
+	for i := range maxSpellings {
+		announce(t, tb, spelling(i), "10.0.0.1:3031", 1)
+	}
+	a := &Announce{Key: []byte(spelling(maxSpellings)), Address: []byte("10.0.0.1:3031")}
+	if _, err := tb.Announce(a); !errors.Is(err, ErrTooManySpellings) {
+		t.Fatalf("spelling %d: err %v; want ErrTooManySpellings", maxSpellings+1, err)
+	}
+	if got := tb.Len(); got != maxSpellings {
+		t.Fatalf("Len = %d; want %d", got, maxSpellings)
+	}
+	// A new node in an existing spelling is still taken.
+	announce(t, tb, spelling(0), "10.0.0.2:3031", 1)
+	announce(t, tb, "other.test", "10.0.0.1:3031", 1)
+	tb.DeletePool(spelling(3))
+	if _, err := tb.Announce(a); err != nil {
+		t.Fatalf("after a delete: %v", err)
+	}
+}
+
+// TestShardsAreSeeded: keys chosen to collide in one shard under a fixed
+// hash (FNV-1a, which shardOf used) spread over the shards, so that nobody
+// who can subscribe can make every creation copy one ever-growing shard.
+func TestShardsAreSeeded(t *testing.T) {
+	fnv := func(s string) int {
+		h := uint32(2166136261)
+		for i := 0; i < len(s); i++ {
+			h ^= uint32(s[i])
+			h *= 16777619
+		}
+		return int(h % shardCount)
+	}
+	var keys []string
+	for i := 0; len(keys) < 64; i++ {
+		if k := fmt.Sprintf("c%d.test", i); fnv(k) == 0 {
+			keys = append(keys, k)
+		}
+	}
+	tb, _ := newTable(t, Config{})
+	shards := map[int]bool{}
+	for _, k := range keys {
+		announce(t, tb, k, "10.0.0.1:3031", 1)
+		shards[tb.shardOf([]byte(k))] = true
+		if keyOf(tb.Lookup([]byte(k))) != k {
+			t.Fatalf("Lookup(%s) = %s", k, keyOf(tb.Lookup([]byte(k))))
+		}
+	}
+	// Under a random seed, 64 keys in one shard has probability 1024^-63.
+	if len(shards) == 1 {
+		t.Fatalf("64 FNV-colliding keys all in one shard")
+	}
+}

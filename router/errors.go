@@ -26,6 +26,7 @@ var (
 	errQueueFull      = errors.New("router: every node at its in-flight cap, queue full")
 	errQueueTimeout   = errors.New("router: timed out waiting for a node under its in-flight cap")
 	errRawToHTTP      = errors.New("router: a uwsgi-front request cannot go to an http:// node")
+	errSelfLoop       = errors.New("router: the node is one of the router's own sockets (loop)")
 )
 
 // statusOf is the single mapping from forwarding errors to HTTP status codes
@@ -66,11 +67,12 @@ const (
 	reasonBadResponse
 	reasonWrite
 	reasonOther
+	reasonLoop // the node is the router itself (loop.go)
 	numReasons
 )
 
 // reasonNames are the `reason` label values, by reason.
-var reasonNames = [numReasons]string{"connect", "connect_timeout", "timeout", "bad_response", "write", "other"}
+var reasonNames = [numReasons]string{"connect", "connect_timeout", "timeout", "bad_response", "write", "other", "loop"}
 
 // backendReason is the reason of fastrouter_backend_errors_total for err.
 func backendReason(err error) int {
@@ -85,6 +87,8 @@ func backendReason(err error) int {
 		return reasonBadResponse
 	case errBackendWrite:
 		return reasonWrite
+	case errSelfLoop:
+		return reasonLoop
 	}
 	return reasonOther
 }

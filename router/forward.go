@@ -23,7 +23,8 @@ const maxAttempts = 4
 // node.Done.
 //
 // Errors: errNoNode when the pool had nothing usable to begin with,
-// errConnectTimeout or errAllFailed when every tried node failed,
+// errConnectTimeout or errAllFailed when every tried node failed (errSelfLoop
+// when the last one tried was the router itself, loop.go),
 // errQueueFull or errQueueTimeout when every node is at the pool's in-flight
 // cap and the request could not wait (balancer.Policy), errRawToHTTP when
 // only http nodes could take a verbatim uwsgi packet (uwsgi front).
@@ -68,6 +69,16 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange,
 			if err == errNoNode {
 				err = errRawToHTTP
 			}
+			continue
+		}
+		if rt.isSelf(n) {
+			// Never dialled: a loop (loop.go). Failed like a refused
+			// connect, so the node backs off and the next one is tried.
+			n.Done()
+			n.ReportFailure(now)
+			tried = append(tried, n)
+			err = errSelfLoop
+			rt.log.Warn("node is the router itself: not forwarding (loop)", "pool", pool.Key, "node", n.Address)
 			continue
 		}
 		c, derr := rt.dial(ctx, n)

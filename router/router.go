@@ -123,6 +123,9 @@ type Router struct {
 	// h2Errors counts the HTTP/2 errors x/net and the h2 guard answer
 	// (h2guard.go).
 	h2Errors *prometheus.CounterVec
+	// self holds the router's own sockets, never dialled (loop.go); nil
+	// until SetOwnAddrs.
+	self atomic.Pointer[selfSockets]
 
 	mu        sync.Mutex // guards listeners, closing
 	listeners []*frontListener

@@ -185,6 +185,13 @@ func checkHead(method, raw []byte, r *request, maxCount int) headReject {
 		if authority, r.uri, why = splitAbsolute(uri); why != rejNone {
 			return why
 		}
+		if r.uri[0] == '?' {
+			// "http://h?q": the path is empty, and origin-form needs
+			// "/" (RFC 9112 §3.2.1); "?q" reached nodes as the target
+			// (an http:// node refused it: 502).
+			r.target = append(append(r.target[:0], '/'), r.uri...)
+			r.uri = r.target
+		}
 	}
 	for _, c := range r.uri {
 		if c <= ' ' || c == 0x7f || c == '#' {
@@ -379,7 +386,7 @@ func splitAbsolute(uri []byte) (authority, rest []byte, _ headReject) {
 	}
 	authority, rest = a[:end:end], a[end:]
 	if len(rest) == 0 {
-		rest = slash // "http://h": the path is "/" ("http://h?q" keeps "?q")
+		rest = slash // "http://h": the path is "/" ("http://h?q": checkHead adds it)
 	}
 	if bytes.IndexByte(authority, '@') >= 0 || !validHost(authority) {
 		return nil, nil, rejHost

@@ -9,7 +9,7 @@ import "testing"
 func TestCheckHeadAllocatesNothing(t *testing.T) {
 	raw := []byte("Host: a.test\r\nUser-Agent: curl/8\r\nAccept: */*\r\nContent-Length: 12\r\nX-Forwarded-For: 10.0.0.1\r\nCookie: a=b\r\n\r\n")
 	method := []byte("POST")
-	for _, uri := range []string{"/some/path?q=1", "http://b.test/p?q"} {
+	for _, uri := range []string{"/some/path?q=1", "http://b.test/p?q", "http://b.test?q"} {
 		r := &request{headers: make([]hdr, 0, 32)}
 		u, proto, host := []byte(uri), []byte("HTTP/1.1"), []byte("a.test")
 		n := testing.AllocsPerRun(1000, func() {

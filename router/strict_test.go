@@ -110,7 +110,7 @@ func TestCheckHeadAbsoluteForm(t *testing.T) {
 	}{
 		{"http://B.test:8080/p?q=1", "HTTP/1.1", "Host: a.test\r\nX: 1\r\n\r\n", "B.test:8080", "/p?q=1", 2},
 		{"HTTPS://b.test", "HTTP/1.1", "Host: a.test\r\n\r\n", "b.test", "/", 1},
-		{"http://b.test?x", "HTTP/1.1", "Host: a.test\r\n\r\n", "b.test", "?x", 1},
+		{"http://b.test?x", "HTTP/1.1", "Host: a.test\r\n\r\n", "b.test", "/?x", 1},
 		{"http://[::1]:81/", "HTTP/1.0", "\r\n", "[::1]:81", "/", 1}, // 1.0 without Host: HTTP_HOST added
 	} {
 		r, why := head("GET", tc.uri, tc.proto, tc.raw)

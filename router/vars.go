@@ -29,12 +29,15 @@ type request struct {
 	trusted bool
 	// clientDN is the subject of a verified TLS client certificate.
 	clientDN []byte
+	// target holds a request target the front had to rewrite (strict.go:
+	// "http://h?q" becomes "/?q"); uri may point into it.
+	target []byte
 }
 
-// reset clears r for reuse, keeping the headers slice's capacity.
+// reset clears r for reuse, keeping the headers' and target's capacity.
 func (r *request) reset() {
-	h := r.headers[:0]
-	*r = request{headers: h}
+	h, tg := r.headers[:0], r.target[:0]
+	*r = request{headers: h, target: tg}
 }
 
 // appendVars encodes r as a complete uwsgi packet header + vars block into

@@ -328,6 +328,15 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 			return fmt.Errorf("--stats listener %s: %w", o.stats, err)
 		}
 	}
+	// The router must never forward to its own sockets (router/loop.go).
+	own := []net.Addr{adminLn.Addr()}
+	for _, f := range fronts {
+		own = append(own, f.ln.Addr())
+	}
+	if statsLn != nil {
+		own = append(own, statsLn.Addr())
+	}
+	rt.SetOwnAddrs(own)
 	if err := subs.Start(); err != nil {
 		closeAll()
 		adminLn.Close()

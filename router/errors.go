@@ -30,7 +30,7 @@ var (
 )
 
 // statusOf is the single mapping from forwarding errors to HTTP status codes
-// (SPEC §5).
+// (README, "Errors are never an empty reply").
 func statusOf(err error) int {
 	switch err {
 	case errBadRequest, errBadHost, errClientBody:

@@ -23,7 +23,7 @@ import (
 	"github.com/fastrouter/fastrouter/internal/uwsgi"
 )
 
-// Every SPEC §7 family (but the cluster's), the Go and process collectors,
+// Every family README's "Metrics" lists (but the cluster's), the Go and process collectors,
 // per-node series, promtool-clean output, and no label value taken from a
 // request's Host.
 func TestMetricsFamiliesAndCardinality(t *testing.T) {

@@ -1,5 +1,5 @@
 # fastrouter — see README.md.
-.PHONY: build run test bench bench-compare fuzz vulncheck
+.PHONY: build run test bench bench-compare fuzz vulncheck staticcheck
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
@@ -37,6 +37,15 @@ fuzz:
 		pkg=$${t%%:*}; name=$${t##*:}; echo "== $$pkg $$name ($(FUZZTIME))"; \
 		go test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) ./$$pkg; \
 	done
+
+# staticcheck, run by `make test` (scripts/test.sh) on the main module and the
+# benchmark harness's. Run as `go run pkg@version` like govulncheck below:
+# the version is pinned here and checked against the Go checksum database,
+# and staticcheck's own dependencies stay out of the router's go.mod.
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+staticcheck:
+	go run $(STATICCHECK) ./...
+	cd bench && go run $(STATICCHECK) ./...
 
 # Known vulnerabilities in the dependencies and the standard library. Needs
 # https://vuln.go.dev (not reachable from every build machine, so not part

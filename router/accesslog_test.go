@@ -2,11 +2,8 @@ package router
 
 import (
 	"bytes"
-	"context"
-	"crypto/tls"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"regexp"
 	"strings"
@@ -15,7 +12,6 @@ import (
 	"time"
 
 	"github.com/fastrouter/fastrouter/internal/uwsgi"
-	"golang.org/x/net/http2"
 )
 
 // lineBuffer collects access-log lines; safe for concurrent use.
@@ -189,12 +185,7 @@ func TestAccessLogH2(t *testing.T) {
 	r.table.AddStatic("h2.test", n.addr(), 1)
 
 	// h2c with prior knowledge.
-	tr := &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, addr)
-		},
-	}
+	tr := h2cTransport()
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	req, _ := http.NewRequest("GET", "http://"+r.addr+"/h2?x=1", nil)

@@ -40,10 +40,11 @@ type exchange struct {
 	client deadliner
 	// isHead: the response to a HEAD request has no body whatever it says.
 	isHead bool
-	// ctx, when set, ends with the client's interest in the response (an
-	// h2 stream reset, a connection gone): the backend exchange is cut at
-	// once instead of running to its end for nobody. A rapid-reset flood
-	// thus cannot keep backends busy.
+	// ctx ends with the client's interest in the response (an h2 stream
+	// reset, a connection gone): the backend exchange is cut at once instead
+	// of running to its end for nobody. A rapid-reset flood thus cannot keep
+	// backends busy. context.Background() (never nil) for the fronts that
+	// see a client leave only at their next write.
 	ctx context.Context
 
 	// upgrade: the client asked to switch protocols (HTTP/1.1 front); a 101
@@ -83,7 +84,7 @@ type exchange struct {
 }
 
 var exchangePool = sync.Pool{New: func() any {
-	return &exchange{req: request{headers: make([]hdr, 0, 32)}, buf: make([]byte, 0, 8<<10)}
+	return &exchange{req: request{headers: make([]hdr, 0, 32)}, buf: make([]byte, 0, 8<<10), ctx: context.Background()}
 }}
 
 func getExchange() *exchange { return exchangePool.Get().(*exchange) }
@@ -92,7 +93,7 @@ func getExchange() *exchange { return exchangePool.Get().(*exchange) }
 // so one large request does not pin memory in the pool.
 func putExchange(x *exchange) {
 	x.req.reset()
-	x.bodySrc, x.bodyLen, x.client, x.isHead, x.consumed, x.ctx = nil, 0, nil, false, false, nil
+	x.bodySrc, x.bodyLen, x.client, x.isHead, x.consumed, x.ctx = nil, 0, nil, false, false, context.Background()
 	x.upgrade = false
 	x.sink, x.rw, x.interims, x.flags, x.closeClient = nil, nil, 0, 0, false
 	x.wire, x.headLen = wireNone, 0
@@ -214,7 +215,7 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 	}
 	packet = x.buf // connect may have re-encoded the head for the node
 	var stop func() bool
-	if x.ctx != nil {
+	if x.ctx.Done() != nil { // (AfterFunc would allocate even for Background)
 		stop = context.AfterFunc(x.ctx, func() { conn.Close() })
 	}
 	var br *bufio.Reader

@@ -31,21 +31,22 @@ const maxAttempts = 4
 //
 // key is the affinity key of iphash and hash pools (nil otherwise).
 //
-// ctx, when not nil, is the client's interest in the request (h2 streams):
-// once it ends no new connect is attempted, a connect in progress is
-// abandoned, and neither counts against the node (errClientGone).
+// ctx is the client's interest in the request (h2 streams; fronts without
+// one pass context.Background()): once it ends no new connect is attempted,
+// a connect in progress is abandoned, and neither counts against the node
+// (errClientGone).
 func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange, key []byte) (*balancer.Node, net.Conn, error) {
 	var triedBuf [maxAttempts]*balancer.Node
 	tried := triedBuf[:0]
 	err := errNoNode
 	for len(tried) < maxAttempts {
-		if ctx != nil && ctx.Err() != nil {
+		if ctx.Err() != nil {
 			return nil, nil, errClientGone
 		}
 		now := rt.now()
-		var done <-chan struct{} = rt.cutCh // a wait for a node ends at the shutdown deadline (cut.go)
-		if ctx != nil {
-			done = ctx.Done() // an h2 stream's ends then too: its connection is closed
+		done := ctx.Done() // an h2 stream's wait for a node ends with it (at the shutdown deadline too: its connection is closed)
+		if done == nil {
+			done = rt.cutCh // the others' at the shutdown deadline (cut.go)
 		}
 		n, perr := pool.Acquire(now.UnixNano(), tried, key, done)
 		switch perr {
@@ -53,7 +54,7 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange,
 		case balancer.ErrQueueFull, balancer.ErrQueueTimeout:
 			return nil, nil, overload(perr)
 		case balancer.ErrCanceled:
-			if ctx == nil {
+			if ctx.Err() == nil { // not the client: the shutdown deadline
 				return nil, nil, errShutdownCut
 			}
 			return nil, nil, errClientGone
@@ -93,7 +94,7 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange,
 			return n, c, nil
 		}
 		n.Done()
-		if ctx != nil && ctx.Err() != nil {
+		if ctx.Err() != nil {
 			return nil, nil, errClientGone // the client left, not the node
 		}
 		n.ReportFailure(now)
@@ -125,9 +126,6 @@ func (rt *Router) dialNet(ctx context.Context, n *balancer.Node) (net.Conn, erro
 	}
 	// KeepAlive -1: a connection that lives for one request needs no probes.
 	d := net.Dialer{Timeout: rt.timeouts().Connect, KeepAlive: -1}
-	if ctx == nil {
-		ctx = context.Background()
-	}
 	return d.DialContext(ctx, network, n.Endpoint.Dial)
 }
 

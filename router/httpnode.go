@@ -337,9 +337,6 @@ func (rt *Router) dialHTTP(ctx context.Context, n *balancer.Node) (net.Conn, err
 
 func (rt *Router) dialHTTPFresh(ctx context.Context, n *balancer.Node) (net.Conn, error) {
 	d := net.Dialer{Timeout: rt.timeouts().Connect}
-	if ctx == nil {
-		ctx = context.Background()
-	}
 	c, err := d.DialContext(ctx, "tcp", n.Endpoint.Dial)
 	if err != nil {
 		return nil, err
@@ -423,7 +420,7 @@ func (rt *Router) forwardHTTP(x *exchange, head *fasthttp.ResponseHeader, pm *po
 	var conn net.Conn = hc
 	var stop func() bool
 	watch := func() {
-		if x.ctx != nil {
+		if x.ctx.Done() != nil {
 			c := conn
 			stop = context.AfterFunc(x.ctx, func() { c.Close() })
 		}
@@ -450,7 +447,7 @@ func (rt *Router) forwardHTTP(x *exchange, head *fasthttp.ResponseHeader, pm *po
 		if err == nil {
 			break
 		}
-		if !stale || attempt > 0 || !hc.reused || !replayable || x.ctx != nil && x.ctx.Err() != nil {
+		if !stale || attempt > 0 || !hc.reused || !replayable || x.ctx.Err() != nil {
 			return fail(err)
 		}
 		if spilled {
@@ -470,7 +467,7 @@ func (rt *Router) forwardHTTP(x *exchange, head *fasthttp.ResponseHeader, pm *po
 		c, derr := rt.dialHTTPFresh(x.ctx, node)
 		if derr != nil {
 			conn = nil
-			if x.ctx == nil || x.ctx.Err() == nil {
+			if x.ctx.Err() == nil {
 				node.ReportFailure(rt.now())
 			}
 			return fail(errAllFailed)

@@ -319,7 +319,7 @@ func (l *uwsgiListener) serveConn(c net.Conn) {
 
 	pm.inflight.Inc()
 	start := rt.now()
-	node, conn, err := rt.connect(nil, pool, x, rt.affinityKey(x, pool.Algo()))
+	node, conn, err := rt.connect(x.ctx, pool, x, rt.affinityKey(x, pool.Algo()))
 	if err != nil {
 		pm.inflight.Dec()
 		switch err {

@@ -46,7 +46,7 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange,
 		now := rt.now()
 		done := ctx.Done() // an h2 stream's wait for a node ends with it (at the shutdown deadline too: its connection is closed)
 		if done == nil {
-			done = rt.cutCh // the others' at the shutdown deadline (cut.go)
+			done = rt.cutCh // the others' at the shutdown deadline (shutdown.go)
 		}
 		n, perr := pool.Acquire(now.UnixNano(), tried, key, done)
 		switch perr {

@@ -19,6 +19,8 @@ type h1Front struct {
 	// clientCerts: the listener asks for client certificates; their subject
 	// goes to the node as HTTPS_DN.
 	clientCerts bool
+	// tunnels is the listener's set of upgraded connections (tunnel.go).
+	tunnels *connSet
 }
 
 // bodyPrefetch is how much of a request body fasthttp reads before the

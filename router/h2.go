@@ -16,8 +16,9 @@ import (
 
 // h2Front serves HTTP/2 connections (TLS with ALPN h2, or h2c with prior
 // knowledge) with golang.org/x/net/http2 and forwards each stream through
-// the same core as the HTTP/1.1 front. Immutable after creation except the
-// connection set, which mu guards.
+// the same core as the HTTP/1.1 front. Immutable after creation. Its
+// connections are in their listener's splitting set for their whole life
+// (serve.go): that is what the shutdown deadline closes.
 type h2Front struct {
 	rt          *Router
 	serverPort  []byte
@@ -39,9 +40,6 @@ type h2Front struct {
 	// error log to http2, and its Shutdown is what makes http2 send GOAWAY
 	// on every connection (ConfigureServer registers that hook).
 	base *http.Server
-
-	mu   sync.Mutex
-	open map[net.Conn]struct{}
 }
 
 // h2MaxConcurrentStreams bounds the streams (and handler goroutines) one
@@ -50,8 +48,7 @@ type h2Front struct {
 const h2MaxConcurrentStreams = 250
 
 func newH2Front(rt *Router, t *Timeouts, port []byte, scheme string, clientCerts bool, conns prometheus.Gauge) *h2Front {
-	f := &h2Front{rt: rt, serverPort: port, scheme: scheme, clientCerts: clientCerts, conns: conns,
-		open: map[net.Conn]struct{}{}}
+	f := &h2Front{rt: rt, serverPort: port, scheme: scheme, clientCerts: clientCerts, conns: conns}
 	f.base = &http.Server{
 		// http2 advertises and enforces this as SETTINGS_MAX_HEADER_LIST_SIZE.
 		MaxHeaderBytes: rt.cfg.MaxHeaderBytes,
@@ -91,16 +88,10 @@ func (w debugWriter) Write(p []byte) (int, error) {
 // through an h2Guard (h2guard.go), which its streams find in their
 // requests' context.
 func (f *h2Front) serveConn(c net.Conn) {
-	f.mu.Lock()
-	f.open[c] = struct{}{}
-	f.mu.Unlock()
 	f.conns.Inc()
 	gc, g := newH2Guard(f.rt, c)
 	defer func() {
 		f.conns.Dec()
-		f.mu.Lock()
-		delete(f.open, c)
-		f.mu.Unlock()
 		c.Close()
 		g.release()
 	}()
@@ -115,15 +106,6 @@ func (f *h2Front) startShutdown() {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // only the hooks matter: base serves no listener of its own
 	_ = f.base.Shutdown(ctx)
-}
-
-// closeAll cuts the connections still open at the shutdown deadline.
-func (f *h2Front) closeAll() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for c := range f.open {
-		c.Close()
-	}
 }
 
 // hopByHop reports response headers that must not cross into HTTP/2

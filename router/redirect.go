@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"net"
 	"strconv"
 
@@ -68,19 +69,18 @@ func (rt *Router) ServeRedirect(ln net.Listener, name string, httpsPort int) err
 			}
 		},
 	}
-	rt.mu.Lock()
-	if rt.closing {
-		rt.mu.Unlock()
+	if !rt.addFront(redirectFront{s}) {
 		return nil
 	}
-	rt.redirects = append(rt.redirects, s)
-	rt.mu.Unlock()
-	err := s.Serve(ln)
-	rt.mu.Lock()
-	closing := rt.closing
-	rt.mu.Unlock()
-	if closing {
-		return nil
+	if err := s.Serve(ln); err != nil && !rt.shuttingDown() {
+		return err
 	}
-	return err
+	return nil
 }
+
+// redirectFront is a --http-to-https listener as Router.Shutdown sees it.
+type redirectFront struct{ srv *fasthttp.Server }
+
+// Shutdown is fasthttp's: it stops accepting, closes idle connections and
+// waits for the others until ctx ends.
+func (f redirectFront) Shutdown(ctx context.Context) error { return f.srv.ShutdownWithContext(ctx) }

@@ -10,7 +10,6 @@
 package router
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -22,7 +21,6 @@ import (
 
 	"github.com/fastrouter/fastrouter/balancer"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/valyala/fasthttp"
 )
 
 // Pools is what the router needs from the routing table.
@@ -127,12 +125,9 @@ type Router struct {
 	// until SetOwnAddrs.
 	self atomic.Pointer[selfSockets]
 
-	mu        sync.Mutex // guards listeners, closing
-	listeners []*frontListener
-	redirects []*fasthttp.Server
-	uwsgiLns  []*uwsgiListener // --uwsgi fronts (uwsgifront.go)
-	tunnels   tunnelSet        // upgraded connections (websocket.go)
-	closing   bool
+	mu      sync.Mutex // guards fronts, closing
+	fronts  []front    // every listener served, in the order they started
+	closing bool       // Shutdown began: no front starts
 
 	// draining is set by Shutdown: every HTTP/1.1 response closes its
 	// connection. h1Open counts open HTTP/1.1 client connections.
@@ -140,7 +135,7 @@ type Router struct {
 	h1Open   atomic.Int64
 
 	// backends are the node connections of exchanges in flight, cut at
-	// the shutdown deadline; cutCh is closed then (cut.go).
+	// the shutdown deadline; cutCh is closed then (shutdown.go).
 	backends connSet
 	cutCh    chan struct{}
 	cutOnce  sync.Once
@@ -257,7 +252,7 @@ func (rt *Router) SetTimeouts(t Timeouts) error {
 	if rt.closing {
 		return nil
 	}
-	for _, l := range rt.listeners {
+	for _, l := range rt.frontListenersLocked() {
 		l.renew(&t)
 	}
 	return nil
@@ -271,90 +266,4 @@ func (rt *Router) trusted(a netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-// drainGrace is how long Shutdown lets open HTTP/1.1 keep-alive
-// connections send one more request, answered with "Connection: close",
-// before it closes the idle ones. Closing an idle connection races with a
-// client that is sending on it at that moment (the client sees a reset and,
-// unlike with h2's GOAWAY, cannot tell whether its request was processed);
-// a connection the router closes after a response that said so never races.
-const drainGrace = time.Second
-
-// Shutdown stops accepting, answers every further HTTP/1.1 response with
-// "Connection: close" and sends HTTP/2 GOAWAY, lets requests in flight
-// finish, closes connections still idle after a short grace, and returns
-// when every connection is gone or ctx ends. At ctx's end it cuts whatever
-// is still open, client and node connections alike (cut.go), and returns
-// within cutGrace more.
-func (rt *Router) Shutdown(ctx context.Context) error {
-	rt.mu.Lock()
-	rt.closing = true
-	lns := rt.listeners
-	redirects := rt.redirects
-	uwsgiLns := rt.uwsgiLns
-	rt.mu.Unlock()
-	for _, l := range uwsgiLns {
-		l.ln.Close()
-	}
-	rt.draining.Store(true)
-	for _, l := range lns {
-		l.ln.Close()
-		for _, g := range l.generations() {
-			g.h2.startShutdown()
-		}
-	}
-	grace := time.NewTimer(drainGrace)
-	defer grace.Stop()
-	poll := time.NewTicker(10 * time.Millisecond)
-	defer poll.Stop()
-graceLoop:
-	for rt.h1Open.Load() > 0 {
-		select {
-		case <-ctx.Done():
-			break graceLoop
-		case <-grace.C:
-			break graceLoop
-		case <-poll.C:
-		}
-	}
-	// Each part below closes its client connections at ctx's end; the node
-	// connections of the exchanges still in flight are closed here.
-	cut := make(chan int, 1)
-	stop := context.AfterFunc(ctx, func() { cut <- rt.cutBackends() })
-	defer stop()
-	var wg sync.WaitGroup
-	errs := make([]error, len(lns)+len(redirects))
-	uerrs := make([]error, len(uwsgiLns)+1)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		uerrs[len(uwsgiLns)] = rt.tunnels.shutdown(ctx)
-	}()
-	for i, l := range uwsgiLns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			uerrs[i] = l.shutdown(ctx)
-		}()
-	}
-	for i, s := range redirects {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[len(lns)+i] = s.ShutdownWithContext(ctx)
-		}()
-	}
-	for i, l := range lns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = l.shutdown(ctx)
-		}()
-	}
-	wg.Wait()
-	if ctx.Err() != nil {
-		rt.awaitCut(<-cut)
-	}
-	return errors.Join(append(errs, uerrs...)...)
 }

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/fastrouter/fastrouter/internal/uwsgi"
@@ -133,32 +132,27 @@ func parseUwsgiFront(b []byte, r *uwsgiFrontReq) error {
 }
 
 // uwsgiListener is one --uwsgi listener. Its goroutines (accept loop, one
-// per connection) are owned by it and stopped by shutdown.
+// per connection, tracked with its connection in conns) are owned by it and
+// stopped by Shutdown.
 type uwsgiListener struct {
-	rt    *Router
-	ln    net.Listener
-	name  string
-	conns prometheus.Gauge
+	rt   *Router
+	ln   net.Listener
+	name string
 
-	wg    sync.WaitGroup        // connection goroutines
-	mu    sync.Mutex            // guards open
-	open  map[net.Conn]struct{} // client connections, closed at the shutdown deadline
-	force bool                  // guarded by mu: shutdown deadline passed
+	// conns are the client connections, each until its goroutine ends:
+	// Shutdown waits for them, and closes them at its deadline.
+	conns connSet
+	open  prometheus.Gauge // fastrouter_client_connections{proto="uwsgi"}
 }
 
 // ServeUwsgi serves the uwsgi protocol on ln (uWSGI fastrouter mode, for
 // nginx uwsgi_pass) until Shutdown, which makes it return nil. name labels
 // the listener in metrics and logs.
 func (rt *Router) ServeUwsgi(ln net.Listener, name string) error {
-	l := &uwsgiListener{rt: rt, ln: ln, name: name, open: map[net.Conn]struct{}{},
-		conns: rt.metrics.clientConns.WithLabelValues(name, "uwsgi")}
-	rt.mu.Lock()
-	if rt.closing {
-		rt.mu.Unlock()
+	l := &uwsgiListener{rt: rt, ln: ln, name: name, open: rt.metrics.clientConns.WithLabelValues(name, "uwsgi")}
+	if !rt.addFront(l) {
 		return nil
 	}
-	rt.uwsgiLns = append(rt.uwsgiLns, l)
-	rt.mu.Unlock()
 
 	var backoff time.Duration
 	for {
@@ -173,71 +167,33 @@ func (rt *Router) ServeUwsgi(ln net.Listener, name string) error {
 				time.Sleep(backoff)
 				continue
 			}
-			rt.mu.Lock()
-			closing := rt.closing
-			rt.mu.Unlock()
-			if closing {
+			if rt.shuttingDown() {
 				return nil
 			}
 			return err
 		}
 		backoff = 0
-		if !l.track(c) {
-			c.Close()
+		if !l.conns.add(c) {
+			c.Close() // past the shutdown deadline
 			continue
 		}
-		l.wg.Add(1)
+		l.open.Inc()
 		go func() {
-			defer l.wg.Done()
-			defer l.untrack(c)
+			defer l.conns.remove(c)
+			defer c.Close()
+			defer l.open.Dec()
 			l.serveConn(c)
 		}()
 	}
 }
 
-func (l *uwsgiListener) track(c net.Conn) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.force {
-		return false
-	}
-	l.open[c] = struct{}{}
-	l.conns.Inc()
-	return true
-}
-
-func (l *uwsgiListener) untrack(c net.Conn) {
-	l.mu.Lock()
-	delete(l.open, c)
-	l.mu.Unlock()
-	l.conns.Dec()
-	c.Close()
-}
-
-// shutdown stops accepting and waits for the requests in flight until ctx
-// ends; then it closes the rest and waits at most cutGrace for them.
-func (l *uwsgiListener) shutdown(ctx context.Context) error {
+// Shutdown stops accepting and waits for the requests in flight until ctx
+// ends; then it closes the rest and waits at most cutGrace for them. A
+// goroutine waiting on its node is woken by the router closing the node
+// connections (shutdown.go), one dialling when its dial ends.
+func (l *uwsgiListener) Shutdown(ctx context.Context) error {
 	l.ln.Close()
-	done := make(chan struct{})
-	go func() {
-		l.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-	}
-	l.mu.Lock()
-	l.force = true
-	for c := range l.open {
-		c.Close()
-	}
-	l.mu.Unlock()
-	// A goroutine waiting on its node is woken by the router closing the
-	// node connections (cut.go), one dialling when its dial ends.
-	waitBounded(done, cutGrace)
-	return ctx.Err()
+	return l.conns.shutdown(ctx)
 }
 
 // serveConn serves the one request of a uwsgi connection.

@@ -31,7 +31,7 @@ import (
 // (rare; it needs an interface lookup) takes the net.Dialer path.
 func (rt *Router) dial(ctx context.Context, n *balancer.Node) (net.Conn, error) {
 	if n.Endpoint.Network == balancer.NetHTTP {
-		return rt.dialHTTP(ctx, n) // httpnode.go: keep-alive, its own dialer
+		return rt.dialHTTP(ctx, n) // upstream_http.go: keep-alive, its own dialer
 	}
 	c := &backendConn{addr: nodeAddr{n}}
 	var (

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
@@ -117,12 +116,6 @@ func hopByHop(k []byte) bool {
 }
 
 var hostKey = []byte("Host")
-
-var responseHeaderPool = sync.Pool{New: func() any {
-	h := new(fasthttp.ResponseHeader)
-	h.DisableNormalizing()
-	return h
-}}
 
 // ServeHTTP forwards one stream.
 func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {

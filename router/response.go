@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"net"
+	"sync"
 
 	"github.com/valyala/fasthttp"
 )
@@ -22,7 +23,7 @@ import (
 //     a head within the 16 KiB read buffer like any head: one more is a 502,
 //     so a 1xx flood cannot hold the request.
 //   - 101 Switching Protocols ends the exchange only when the client asked to
-//     upgrade (websocket.go); otherwise it is a 502 (and never reaches an h2
+//     upgrade (tunnel.go); otherwise it is a 502 (and never reaches an h2
 //     client, where :status 101 does not exist, RFC 9113 §8.6).
 //   - The final head goes out with the router's own version, HTTP/1.1
 //     (RFC 9110 §6.2), whatever the node's: uWSGI answers "HTTP/1.0" to
@@ -58,6 +59,14 @@ const (
 	hfFaulty                        // framing to distrust: the node's connection is not reused
 	hfHop                           // a hop-by-hop header stripHopByHop removes
 )
+
+// responseHeaderPool recycles the response heads of the fronts that have
+// none of their own (h2, uwsgi): fasthttp's RequestCtx carries one.
+var responseHeaderPool = sync.Pool{New: func() any {
+	h := new(fasthttp.ResponseHeader)
+	h.DisableNormalizing()
+	return h
+}}
 
 // readHead reads the node's final response head from br into head: interim
 // responses before it are relayed or dropped (rules above), each renewing

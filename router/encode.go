@@ -1,0 +1,250 @@
+package router
+
+import (
+	"bytes"
+	"slices"
+	"strconv"
+
+	"github.com/fastrouter/fastrouter/balancer"
+)
+
+// The request head, in the node's protocol: a uwsgi packet (appendVars,
+// vars.go) for uwsgi nodes, an HTTP/1.1 head (appendHTTPRequest, rules in
+// upstream_http.go) for http:// nodes, or the uwsgi front's packet as it
+// came. exchange.buf holds it, followed by the inline body bytes.
+
+// wire is what x.buf holds before the inline body bytes.
+type wire uint8
+
+const (
+	wireNone  wire = iota
+	wireUwsgi      // a uwsgi packet from appendVars; modifiers set per node
+	wireHTTP       // an HTTP/1.1 request head from appendHTTPRequest
+	wireRaw        // a uwsgi packet relayed verbatim (uwsgi front): no http node can take it
+)
+
+// encode writes the request head of kind w into x.buf, followed by the
+// first inline bytes of the body if x.buf already held them after a head of
+// another kind (re-encoding for a node of the other kind).
+func (x *exchange) encode(w wire) error {
+	if x.wire == w {
+		return nil
+	}
+	var body []byte
+	if x.wire != wireNone {
+		body = x.buf[x.headLen:]
+	}
+	// The new head is built in x.alt, then body and head are put in place;
+	// only mixed pools that switch kinds between attempts pay this.
+	start := 0
+	if body == nil {
+		start = -1
+	}
+	var head []byte
+	var err error
+	dst := x.buf[:0]
+	if start >= 0 {
+		dst = x.alt[:0]
+	}
+	switch w {
+	case wireUwsgi:
+		head, err = appendVars(dst, &x.req, 0, 0)
+	case wireHTTP:
+		head = appendHTTPRequest(dst, &x.req, x.upgrade)
+	}
+	if err != nil {
+		return err
+	}
+	if start < 0 {
+		x.buf, x.wire, x.headLen = head, w, len(head)
+		return nil
+	}
+	x.alt = head
+	n := len(body)
+	need := len(head) + n
+	buf := slices.Grow(x.buf, max(0, need-len(x.buf)))[:max(need, len(x.buf))] // keeps the body bytes
+	copy(buf[len(head):], buf[x.headLen:x.headLen+n])                          // memmove: body may overlap its new place
+	buf = buf[:need]
+	copy(buf, head)
+	x.buf, x.wire, x.headLen = buf, w, len(head)
+	return nil
+}
+
+// guessWire is the head kind most likely needed for pool: its first node's.
+// Pools are rarely mixed; when they are, encode fixes the guess.
+func guessWire(pool *balancer.Pool) wire {
+	if ns := pool.Nodes(); len(ns) > 0 && ns[0].Endpoint.Network == balancer.NetHTTP {
+		return wireHTTP
+	}
+	return wireUwsgi
+}
+
+// fit readies x.buf for node n: the right head kind, the node's modifiers
+// for uwsgi. errRawToHTTP: n is an http node and x a verbatim uwsgi packet.
+func (x *exchange) fit(n *balancer.Node) error {
+	isHTTP := n.Endpoint.Network == balancer.NetHTTP
+	switch {
+	case x.wire == wireRaw:
+		if isHTTP {
+			return errRawToHTTP
+		}
+	case isHTTP:
+		return x.encode(wireHTTP)
+	default:
+		if err := x.encode(wireUwsgi); err != nil {
+			return err
+		}
+	}
+	x.buf[0], x.buf[3] = n.Modifier1, n.Modifier2
+	return nil
+}
+
+// appendHTTPRequest encodes r as an HTTP/1.1 request head (rules above) into
+// dst. upgrade keeps the Upgrade header and says "Connection: Upgrade". It
+// allocates nothing when dst has room.
+func appendHTTPRequest(dst []byte, r *request, upgrade bool) []byte {
+	dst = append(dst, r.method...)
+	dst = append(dst, ' ')
+	dst = append(dst, r.uri...)
+	if string(r.proto) == "HTTP/1.0" {
+		dst = append(dst, " HTTP/1.0\r\nHost: "...)
+	} else {
+		dst = append(dst, " HTTP/1.1\r\nHost: "...)
+	}
+	dst = append(dst, r.host...)
+	dst = append(dst, "\r\n"...)
+
+	var conn bool // a Connection header may name more hop-by-hop headers
+	for i := range r.headers {
+		if asciiEqualFold(r.headers[i].k, "connection") {
+			conn = true
+			break
+		}
+	}
+	var xff, xfp, xfh []byte // the trusted peer's X-Forwarded-*
+	hadCL := false
+	for i := range r.headers {
+		h := &r.headers[i]
+		switch headerClass(h.k) {
+		case hcSkip: // '_' names, Proxy, Content-Type (below), Content-Length, Transfer-Encoding
+			hadCL = hadCL || asciiEqualFold(h.k, "content-length")
+			continue
+		case hcXFF:
+			if r.trusted && xff == nil {
+				xff = h.v
+			}
+			continue
+		case hcXFP:
+			if r.trusted && xfp == nil {
+				xfp = h.v
+			}
+			continue
+		}
+		if skipHTTPHeader(h.k, upgrade) || conn && connectionNames(r.headers, h.k) {
+			continue
+		}
+		if asciiEqualFold(h.k, "x-forwarded-host") {
+			if r.trusted && xfh == nil {
+				xfh = h.v
+			}
+			continue
+		}
+		dst = append(dst, h.k...)
+		dst = append(dst, ": "...)
+		dst = append(dst, h.v...)
+		dst = append(dst, "\r\n"...)
+	}
+	if len(r.contentType) > 0 {
+		dst = append(dst, "Content-Type: "...)
+		dst = append(dst, r.contentType...)
+		dst = append(dst, "\r\n"...)
+	}
+	if r.bodyLen > 0 || hadCL {
+		dst = append(dst, "Content-Length: "...)
+		dst = strconv.AppendInt(dst, r.bodyLen, 10)
+		dst = append(dst, "\r\n"...)
+	}
+	if upgrade {
+		dst = append(dst, "Connection: Upgrade\r\n"...)
+	}
+	dst = append(dst, "X-Forwarded-For: "...)
+	dst = appendForwardedFor(dst, xff, r.remote.Addr())
+	dst = append(dst, "\r\nX-Forwarded-Proto: "...)
+	if len(xfp) > 0 {
+		dst = append(dst, xfp...)
+	} else {
+		dst = append(dst, r.scheme...)
+	}
+	dst = append(dst, "\r\nX-Forwarded-Host: "...)
+	if len(xfh) > 0 {
+		dst = append(dst, xfh...)
+	} else {
+		dst = append(dst, r.host...)
+	}
+	return append(dst, "\r\n\r\n"...)
+}
+
+// skipHTTPHeader reports the request headers an http node does not get
+// from the client: hop-by-hop ones (RFC 9110 §7.6.1), Host (sent first),
+// and Expect (the router handled 100-continue; the node must not answer a
+// 100 the router would then have to skip).
+func skipHTTPHeader(k []byte, upgrade bool) bool {
+	switch len(k) {
+	case 2:
+		return asciiEqualFold(k, "te")
+	case 4:
+		return asciiEqualFold(k, "host")
+	case 6:
+		return asciiEqualFold(k, "expect")
+	case 7:
+		return asciiEqualFold(k, "trailer") || !upgrade && asciiEqualFold(k, "upgrade")
+	case 10:
+		return asciiEqualFold(k, "connection") || asciiEqualFold(k, "keep-alive")
+	case 16:
+		return asciiEqualFold(k, "proxy-connection")
+	}
+	return false
+}
+
+// connectionNames reports whether a Connection header of hs lists name k
+// (those headers are hop-by-hop too). "Connection: upgrade" names the
+// Upgrade header, which an upgrade keeps: skipHTTPHeader decides it.
+func connectionNames(hs []hdr, k []byte) bool {
+	if asciiEqualFold(k, "upgrade") {
+		return false
+	}
+	for i := range hs {
+		if !asciiEqualFold(hs[i].k, "connection") {
+			continue
+		}
+		for v := hs[i].v; len(v) > 0; {
+			var tok []byte
+			if j := bytes.IndexByte(v, ','); j >= 0 {
+				tok, v = v[:j], v[j+1:]
+			} else {
+				tok, v = v, nil
+			}
+			if headerNameEqual(trimOWS(tok), k) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// hasToken reports whether the comma-separated list v holds tok (ASCII
+// case-insensitive).
+func hasToken(v []byte, tok string) bool {
+	for len(v) > 0 {
+		var t []byte
+		if i := bytes.IndexByte(v, ','); i >= 0 {
+			t, v = v[:i], v[i+1:]
+		} else {
+			t, v = v, nil
+		}
+		if asciiEqualFold(trimOWS(t), tok) {
+			return true
+		}
+	}
+	return false
+}

@@ -113,53 +113,14 @@ func appendHTTPRequest(dst []byte, r *request, upgrade bool) []byte {
 	}
 	dst = append(dst, r.host...)
 	dst = append(dst, "\r\n"...)
-
-	var conn bool // a Connection header may name more hop-by-hop headers
-	for i := range r.headers {
-		if asciiEqualFold(r.headers[i].k, "connection") {
-			conn = true
-			break
-		}
-	}
-	var xff, xfp, xfh []byte // the trusted peer's X-Forwarded-*
-	hadCL := false
-	for i := range r.headers {
-		h := &r.headers[i]
-		switch headerClass(h.k) {
-		case hcSkip: // '_' names, Proxy, Content-Type (below), Content-Length, Transfer-Encoding
-			hadCL = hadCL || asciiEqualFold(h.k, "content-length")
-			continue
-		case hcXFF:
-			if r.trusted && xff == nil {
-				xff = h.v
-			}
-			continue
-		case hcXFP:
-			if r.trusted && xfp == nil {
-				xfp = h.v
-			}
-			continue
-		}
-		if skipHTTPHeader(h.k, upgrade) || conn && connectionNames(r.headers, h.k) {
-			continue
-		}
-		if asciiEqualFold(h.k, "x-forwarded-host") {
-			if r.trusted && xfh == nil {
-				xfh = h.v
-			}
-			continue
-		}
-		dst = append(dst, h.k...)
-		dst = append(dst, ": "...)
-		dst = append(dst, h.v...)
-		dst = append(dst, "\r\n"...)
-	}
+	var fw forwarded
+	dst = appendHTTPHeaders(dst, r, upgrade, &fw)
 	if len(r.contentType) > 0 {
 		dst = append(dst, "Content-Type: "...)
 		dst = append(dst, r.contentType...)
 		dst = append(dst, "\r\n"...)
 	}
-	if r.bodyLen > 0 || hadCL {
+	if r.bodyLen > 0 || fw.hadCL {
 		dst = append(dst, "Content-Length: "...)
 		dst = strconv.AppendInt(dst, r.bodyLen, 10)
 		dst = append(dst, "\r\n"...)
@@ -168,20 +129,72 @@ func appendHTTPRequest(dst []byte, r *request, upgrade bool) []byte {
 		dst = append(dst, "Connection: Upgrade\r\n"...)
 	}
 	dst = append(dst, "X-Forwarded-For: "...)
-	dst = appendForwardedFor(dst, xff, r.remote.Addr())
+	dst = appendForwardedFor(dst, fw.xff, r.remote.Addr())
 	dst = append(dst, "\r\nX-Forwarded-Proto: "...)
-	if len(xfp) > 0 {
-		dst = append(dst, xfp...)
+	if len(fw.xfp) > 0 {
+		dst = append(dst, fw.xfp...)
 	} else {
 		dst = append(dst, r.scheme...)
 	}
 	dst = append(dst, "\r\nX-Forwarded-Host: "...)
-	if len(xfh) > 0 {
-		dst = append(dst, xfh...)
+	if len(fw.xfh) > 0 {
+		dst = append(dst, fw.xfh...)
 	} else {
 		dst = append(dst, r.host...)
 	}
 	return append(dst, "\r\n\r\n"...)
+}
+
+// forwarded is what appendHTTPHeaders kept back of the client's headers:
+// the trusted peer's X-Forwarded-* (nil otherwise) and whether a
+// Content-Length came (the router sends its own).
+type forwarded struct {
+	xff, xfp, xfh []byte
+	hadCL         bool
+}
+
+// appendHTTPHeaders appends the client's headers an http node gets (rules
+// above) and notes in fw those the router sets itself.
+func appendHTTPHeaders(dst []byte, r *request, upgrade bool, fw *forwarded) []byte {
+	var conn bool // a Connection header may name more hop-by-hop headers
+	for i := range r.headers {
+		if asciiEqualFold(r.headers[i].k, "connection") {
+			conn = true
+			break
+		}
+	}
+	for i := range r.headers {
+		h := &r.headers[i]
+		switch headerClass(h.k) {
+		case hcSkip: // '_' names, Proxy, Content-Type (below), Content-Length, Transfer-Encoding
+			fw.hadCL = fw.hadCL || asciiEqualFold(h.k, "content-length")
+			continue
+		case hcXFF:
+			if r.trusted && fw.xff == nil {
+				fw.xff = h.v
+			}
+			continue
+		case hcXFP:
+			if r.trusted && fw.xfp == nil {
+				fw.xfp = h.v
+			}
+			continue
+		}
+		if skipHTTPHeader(h.k, upgrade) || conn && connectionNames(r.headers, h.k) {
+			continue
+		}
+		if asciiEqualFold(h.k, "x-forwarded-host") {
+			if r.trusted && fw.xfh == nil {
+				fw.xfh = h.v
+			}
+			continue
+		}
+		dst = append(dst, h.k...)
+		dst = append(dst, ": "...)
+		dst = append(dst, h.v...)
+		dst = append(dst, "\r\n"...)
+	}
+	return dst
 }
 
 // skipHTTPHeader reports the request headers an http node does not get

@@ -119,6 +119,8 @@ func (f *h1Front) handleError(ctx *fasthttp.RequestCtx, err error) {
 	f.rt.logUnparsed(ctx, code)
 }
 
+// handle serves one request (fasthttp.Server.Handler): the request view,
+// forward, the response.
 func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 	rt := f.rt
 	// Deferred first so it runs last, after anything that resets the
@@ -154,6 +156,20 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 		}
 	}()
 
+	if why := f.readRequest(ctx, x); why != rejNone {
+		f.rejectHead(ctx, why) // strict.go
+		return
+	}
+	_, b, err := rt.forward(x, &ctx.Response.Header)
+	rt.logResponse(x, b, err, &ctx.Response.Header)
+	f.respond(ctx, x, b, err)
+}
+
+// readRequest fills x's request view from fasthttp's parsed head, checks
+// the raw head under the strict rules (strict.go), and takes the body
+// stream and what the core must know of the connection.
+func (f *h1Front) readRequest(ctx *fasthttp.RequestCtx, x *exchange) headReject {
+	rt := f.rt
 	r := &x.req
 	h := &ctx.Request.Header
 	r.method = h.Method()
@@ -170,10 +186,8 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 	if f.clientCerts {
 		r.clientDN = clientDN(ctx.Conn(), x)
 	}
-
 	if why := parseHead(h, r, rt.cfg.MaxHeaderCount); why != rejNone {
-		f.rejectHead(ctx, why) // strict.go
-		return
+		return why
 	}
 	if cl := h.ContentLength(); cl > 0 || cl == -1 {
 		x.bodySrc, x.bodyLen = ctx.RequestBodyStream(), int64(cl)
@@ -187,9 +201,13 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 	if h.IsHTTP11() {
 		x.sink = f // an HTTP/1.0 client never gets an interim response
 	}
+	return rejNone
+}
 
-	_, b, err := rt.forward(x, &ctx.Response.Header)
-	rt.logResponse(x, b, err, &ctx.Response.Header)
+// respond hands fasthttp what forward returned for x: an error page, a
+// response without body, a tunnel (tunnel.go), or the body stream, framed
+// for the client.
+func (f *h1Front) respond(ctx *fasthttp.RequestCtx, x *exchange, b *backendBody, err error) {
 	// A body left unread must never be parsed as the next request on this
 	// connection (HTTP desync): unless the body was consumed to its end, the
 	// response closes the connection. Deferred: writeError resets the
@@ -222,7 +240,7 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 	switch cl := ctx.Response.Header.ContentLength(); {
 	case cl > 0:
 		ctx.SetBodyStream(b, cl)
-	case h.IsHTTP11(): // chunked or unknown until EOF: chunk it for the client
+	case ctx.Request.Header.IsHTTP11(): // chunked or unknown until EOF: chunk it for the client
 		ctx.SetBodyStream(b, -1)
 	default: // HTTP/1.0 client: the body ends when we close the connection
 		f.streamUntilClose(ctx, b)

@@ -133,71 +133,9 @@ func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		responseHeaderPool.Put(head)
 	}()
 
-	r := &x.req
-	// Copy the request into the exchange's scratch, which the request view
-	// then points into. Growing scratch leaves earlier slices valid.
-	str := func(s string) []byte {
-		n := len(x.scratch)
-		x.scratch = append(x.scratch, s...)
-		return x.scratch[n:len(x.scratch):len(x.scratch)]
-	}
-	r.method = str(req.Method)
-	r.uri = str(req.RequestURI)
-	r.proto = str(req.Proto)
-	r.host = str(req.Host)
-	r.scheme = f.scheme
-	r.serverPort = f.serverPort
-	if ap, err := netip.ParseAddrPort(req.RemoteAddr); err == nil {
-		r.remote = ap
-	}
-	r.trusted = rt.trusted(r.remote.Addr())
-	if f.clientCerts && req.TLS != nil {
-		r.clientDN = appendPeerDN(x, *req.TLS)
-	}
-	// net/http moves Host (or :authority) out of the header map; apps
-	// expect it as HTTP_HOST.
-	if len(r.host) > 0 {
-		r.headers = append(r.headers, hdr{hostKey, r.host})
-	}
-	// The strict rules of the HTTP/1.1 front, on the pseudo-headers and
-	// fields (strict.go): what they refuse never reaches a node.
-	if why := checkPseudo(r.method, r.uri); why != rejNone {
-		f.reject(w, x, why)
+	if !f.readRequest(w, req, x) {
 		return
 	}
-	var fc fieldCheck
-	for k, vs := range req.Header {
-		// net/http keeps Host apart; Content-Type goes out as CONTENT_TYPE.
-		kb := str(k)
-		for _, v := range vs {
-			vb := str(v)
-			if why := fc.field(kb, vb, rt.cfg.MaxHeaderCount); why != rejNone {
-				f.reject(w, x, why)
-				return
-			}
-			if asciiEqualFold(kb, "content-type") && r.contentType == nil {
-				r.contentType = vb
-				continue
-			}
-			r.headers = append(r.headers, hdr{kb, vb})
-		}
-	}
-	// An h2 request without :authority and Host has no routing key.
-	if len(r.host) == 0 {
-		f.fail(w, x, rt.metrics.none, errBadHost)
-		return
-	}
-	if req.Body != nil && req.Body != http.NoBody && req.ContentLength != 0 {
-		x.bodySrc, x.bodyLen = req.Body, req.ContentLength
-		if x.bodyLen < 0 {
-			x.bodyLen = -1
-		}
-	}
-	rc := http.NewResponseController(w)
-	x.client = rc
-	x.sink, x.rw = f, w
-	x.isHead = req.Method == http.MethodHead
-	x.ctx = req.Context()
 	// A stream whose reset the router has already received picks no node
 	// (h2guard.go); it is counted as abandoned, before routing.
 	if g := guardOf(x.ctx); g != nil && !g.awaitResets(x.ctx) {
@@ -215,6 +153,100 @@ func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		f.writeError(w, statusOf(err))
 		return
 	}
+	f.writeHead(w, x, head, b != nil)
+	if b == nil {
+		return
+	}
+	defer b.Close()
+	f.writeBody(w, x, b, pm, head.ContentLength() <= 0)
+}
+
+// readRequest fills x's request view from the stream's request, copied
+// into x's scratch, under the strict rules of the HTTP/1.1 front on the
+// pseudo-headers and fields (strict.go): what they refuse never reaches a
+// node. A refused request is answered here, and false returned.
+func (f *h2Front) readRequest(w http.ResponseWriter, req *http.Request, x *exchange) bool {
+	rt := f.rt
+	r := &x.req
+	r.method = x.copyString(req.Method)
+	r.uri = x.copyString(req.RequestURI)
+	r.proto = x.copyString(req.Proto)
+	r.host = x.copyString(req.Host)
+	r.scheme = f.scheme
+	r.serverPort = f.serverPort
+	if ap, err := netip.ParseAddrPort(req.RemoteAddr); err == nil {
+		r.remote = ap
+	}
+	r.trusted = rt.trusted(r.remote.Addr())
+	if f.clientCerts && req.TLS != nil {
+		r.clientDN = appendPeerDN(x, *req.TLS)
+	}
+	// net/http moves Host (or :authority) out of the header map; apps
+	// expect it as HTTP_HOST.
+	if len(r.host) > 0 {
+		r.headers = append(r.headers, hdr{hostKey, r.host})
+	}
+	if why := checkPseudo(r.method, r.uri); why != rejNone {
+		f.reject(w, x, why)
+		return false
+	}
+	if why := f.readFields(req.Header, x); why != rejNone {
+		f.reject(w, x, why)
+		return false
+	}
+	// An h2 request without :authority and Host has no routing key.
+	if len(r.host) == 0 {
+		f.fail(w, x, rt.metrics.none, errBadHost)
+		return false
+	}
+	if req.Body != nil && req.Body != http.NoBody && req.ContentLength != 0 {
+		x.bodySrc, x.bodyLen = req.Body, req.ContentLength
+		if x.bodyLen < 0 {
+			x.bodyLen = -1
+		}
+	}
+	x.client = http.NewResponseController(w)
+	x.sink, x.rw = f, w
+	x.isHead = req.Method == http.MethodHead
+	x.ctx = req.Context()
+	return true
+}
+
+// readFields checks the regular fields of a request (fieldCheck) and adds
+// them to x's headers; net/http keeps Host apart, and Content-Type goes
+// out as CONTENT_TYPE.
+func (f *h2Front) readFields(h http.Header, x *exchange) headReject {
+	r := &x.req
+	var fc fieldCheck
+	for k, vs := range h {
+		kb := x.copyString(k)
+		for _, v := range vs {
+			vb := x.copyString(v)
+			if why := fc.field(kb, vb, f.rt.cfg.MaxHeaderCount); why != rejNone {
+				return why
+			}
+			if asciiEqualFold(kb, "content-type") && r.contentType == nil {
+				r.contentType = vb
+				continue
+			}
+			r.headers = append(r.headers, hdr{kb, vb})
+		}
+	}
+	return rejNone
+}
+
+// copyString copies s into x's scratch, which the request view then points
+// into. Growing scratch leaves earlier slices valid.
+func (x *exchange) copyString(s string) []byte {
+	n := len(x.scratch)
+	x.scratch = append(x.scratch, s...)
+	return x.scratch[n:len(x.scratch):len(x.scratch)]
+}
+
+// writeHead writes the final response head on the stream: the node's
+// headers but the hop-by-hop ones, and its Content-Length when a body of
+// that length follows (or for HEAD).
+func (f *h2Front) writeHead(w http.ResponseWriter, x *exchange, head *fasthttp.ResponseHeader, body bool) {
 	hdrs := w.Header()
 	for k, v := range head.All() {
 		if hopByHop(k) {
@@ -225,19 +257,18 @@ func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if len(head.ContentType()) == 0 {
 		hdrs["Content-Type"] = nil // net/http's way to say: do not sniff one
 	}
-	cl := head.ContentLength()
-	if b != nil && cl > 0 {
+	if cl := head.ContentLength(); cl > 0 && (body || x.isHead) {
 		hdrs.Set("Content-Length", string(head.Peek("Content-Length")))
 	}
-	if b == nil {
-		if cl > 0 && x.isHead {
-			hdrs.Set("Content-Length", string(head.Peek("Content-Length")))
-		}
-		w.WriteHeader(head.StatusCode())
-		return
-	}
-	defer b.Close()
 	w.WriteHeader(head.StatusCode())
+}
+
+// writeBody copies the node's body to the stream; a body of unknown length
+// is flushed as it comes (the app may be streaming: SSE, long poll). A body
+// cut short resets the stream, so the client cannot mistake it for a
+// complete response.
+func (f *h2Front) writeBody(w http.ResponseWriter, x *exchange, b *backendBody, pm *poolMetrics, flush bool) {
+	rc := x.client.(*http.ResponseController)
 	cb := bufPool.Get().(*[]byte)
 	defer bufPool.Put(cb)
 	for {
@@ -246,21 +277,17 @@ func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			if _, werr := w.Write((*cb)[:n]); werr != nil {
 				return // client gone; the stream is already reset
 			}
-			if cl <= 0 {
-				// Unknown length: the app may be streaming (SSE, long
-				// poll); do not sit on what it sent.
+			if flush {
 				_ = rc.Flush()
 			}
 		}
 		if rerr == io.EOF {
 			return
 		}
-		if rerr != nil && req.Context().Err() != nil {
+		if rerr != nil && x.ctx.Err() != nil {
 			return // the client reset the stream; nobody to tell
 		}
 		if rerr != nil {
-			// The body is cut short: reset the stream so the client cannot
-			// mistake it for a complete response.
 			if isTimeout(rerr) {
 				pm.backendError(errBackendTimeout)
 			} else {

@@ -26,7 +26,7 @@ bench-compare:
 # testdata/fuzz corpora on every test run). New crashers land in the
 # package's testdata/fuzz: commit them as regression seeds.
 FUZZTIME ?= 1m
-FUZZ_TARGETS = internal/uwsgi:FuzzNextVar internal/uwsgi:FuzzVars internal/uwsgi:FuzzParseSubscription \
+FUZZ_TARGETS = internal/ascii:FuzzFold internal/uwsgi:FuzzNextVar internal/uwsgi:FuzzVars internal/uwsgi:FuzzParseSubscription \
 	subscription:FuzzApply subauth:FuzzAdmit subauth:FuzzAdmitRelayed router:FuzzCheckHead router:FuzzCheckPseudo router:FuzzFieldCheck \
 	router:FuzzH2Guard router:FuzzBackendResponse router:FuzzScanHead \
 	router:FuzzCookieValue router:FuzzParseProxyHeader router:FuzzParseUwsgiFront router:FuzzRequestID \

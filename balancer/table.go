@@ -22,6 +22,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"github.com/fastrouter/fastrouter/internal/ascii"
 )
 
 // shardCount splits the key space so that creating a pool copies 1/1024 of
@@ -167,7 +169,7 @@ func (t *Table) spellings(key []byte) int {
 	}
 	n, ls := 0, string(l)
 	for k := range t.shards[t.shardOf(l)].Load().exact {
-		if len(k) == len(ls) && equalFold(k, ls) {
+		if ascii.EqualFoldString(k, ls) {
 			n++
 		}
 	}
@@ -600,7 +602,7 @@ func (t *Table) reindex(p *Pool, gone bool) {
 		}
 		if q := bestOf(p, gone, func(yield func(*Pool)) {
 			for k, q := range s.exact {
-				if len(k) == len(lk) && equalFold(k, lk) {
+				if ascii.EqualFoldString(k, lk) {
 					yield(q)
 				}
 			}
@@ -625,7 +627,7 @@ func (t *Table) reindex(p *Pool, gone bool) {
 	q := bestOf(p, gone, func(yield func(*Pool)) {
 		for _, sp := range [2]string{"*" + w, w} {
 			for k, q := range t.shards[t.shardOf([]byte(sp))].Load().exact {
-				if len(k) == len(sp) && equalFold(k, sp) {
+				if ascii.EqualFoldString(k, sp) {
 					yield(q)
 				}
 			}
@@ -661,22 +663,6 @@ func bestOf(p *Pool, gone bool, cands func(func(*Pool))) *Pool {
 		return other
 	}
 	return p
-}
-
-func equalFold(a, b string) bool {
-	for i := 0; i < len(a); i++ {
-		ca, cb := a[i], b[i]
-		if 'A' <= ca && ca <= 'Z' {
-			ca += 'a' - 'A'
-		}
-		if 'A' <= cb && cb <= 'Z' {
-			cb += 'a' - 'A'
-		}
-		if ca != cb {
-			return false
-		}
-	}
-	return true
 }
 
 // updateShard copies shard i, applies f and publishes it. Caller holds t.mu.

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/internal/ascii"
 )
 
 // hashSource is where hash pools find their key (Config.HashKey).
@@ -44,7 +45,7 @@ func (rt *Router) affinityKey(x *exchange, algo balancer.Algo) []byte {
 				if i := bytes.LastIndexByte(v, ','); i >= 0 {
 					v = v[i+1:]
 				}
-				if v = trimOWS(v); len(v) > 0 {
+				if v = ascii.TrimOWS(v); len(v) > 0 {
 					return v
 				}
 			}
@@ -59,13 +60,13 @@ func (rt *Router) affinityKey(x *exchange, algo balancer.Algo) []byte {
 		switch {
 		case src.header != nil:
 			for i := range r.headers {
-				if headerNameEqual(r.headers[i].k, src.header) {
+				if ascii.EqualFoldBytes(r.headers[i].k, src.header) {
 					return r.headers[i].v
 				}
 			}
 		case src.cookie != nil:
 			for i := range r.headers {
-				if asciiEqualFold(r.headers[i].k, "cookie") {
+				if ascii.EqualFold(r.headers[i].k, "cookie") {
 					if v := cookieValue(r.headers[i].v, src.cookie); v != nil {
 						return v
 					}
@@ -81,7 +82,7 @@ func (rt *Router) affinityKey(x *exchange, algo balancer.Algo) []byte {
 func lastHeader(hs []hdr, lower string) []byte {
 	var v []byte
 	for i := range hs {
-		if asciiEqualFold(hs[i].k, lower) {
+		if ascii.EqualFold(hs[i].k, lower) {
 			v = hs[i].v
 		}
 	}
@@ -97,7 +98,7 @@ func cookieValue(h, name []byte) []byte {
 		} else {
 			pair, h = h, nil
 		}
-		pair = trimOWS(pair)
+		pair = ascii.TrimOWS(pair)
 		if eq := bytes.IndexByte(pair, '='); eq > 0 && bytes.Equal(pair[:eq], name) {
 			v := pair[eq+1:]
 			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/internal/ascii"
 	"github.com/fastrouter/fastrouter/internal/uwsgi"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
@@ -222,7 +223,7 @@ func readResponse(br *bufio.Reader) error {
 		if len(line) <= 2 {
 			break
 		}
-		if k, v, ok := bytes.Cut(line, []byte(":")); ok && asciiEqualFold(k, "content-length") {
+		if k, v, ok := bytes.Cut(line, []byte(":")); ok && ascii.EqualFold(k, "content-length") {
 			cl, _ = strconv.Atoi(string(bytes.TrimSpace(v)))
 		}
 	}

@@ -1,11 +1,11 @@
 package router
 
 import (
-	"bytes"
 	"slices"
 	"strconv"
 
 	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/internal/ascii"
 )
 
 // The request head, in the node's protocol: a uwsgi packet (appendVars,
@@ -158,7 +158,7 @@ type forwarded struct {
 func appendHTTPHeaders(dst []byte, r *request, upgrade bool, fw *forwarded) []byte {
 	var conn bool // a Connection header may name more hop-by-hop headers
 	for i := range r.headers {
-		if asciiEqualFold(r.headers[i].k, "connection") {
+		if ascii.EqualFold(r.headers[i].k, "connection") {
 			conn = true
 			break
 		}
@@ -167,7 +167,7 @@ func appendHTTPHeaders(dst []byte, r *request, upgrade bool, fw *forwarded) []by
 		h := &r.headers[i]
 		switch headerClass(h.k) {
 		case hcSkip: // '_' names, Proxy, Content-Type (below), Content-Length, Transfer-Encoding
-			fw.hadCL = fw.hadCL || asciiEqualFold(h.k, "content-length")
+			fw.hadCL = fw.hadCL || ascii.EqualFold(h.k, "content-length")
 			continue
 		case hcXFF:
 			if r.trusted && fw.xff == nil {
@@ -183,7 +183,7 @@ func appendHTTPHeaders(dst []byte, r *request, upgrade bool, fw *forwarded) []by
 		if skipHTTPHeader(h.k, upgrade) || conn && connectionNames(r.headers, h.k) {
 			continue
 		}
-		if asciiEqualFold(h.k, "x-forwarded-host") {
+		if ascii.EqualFold(h.k, "x-forwarded-host") {
 			if r.trusted && fw.xfh == nil {
 				fw.xfh = h.v
 			}
@@ -204,17 +204,17 @@ func appendHTTPHeaders(dst []byte, r *request, upgrade bool, fw *forwarded) []by
 func skipHTTPHeader(k []byte, upgrade bool) bool {
 	switch len(k) {
 	case 2:
-		return asciiEqualFold(k, "te")
+		return ascii.EqualFold(k, "te")
 	case 4:
-		return asciiEqualFold(k, "host")
+		return ascii.EqualFold(k, "host")
 	case 6:
-		return asciiEqualFold(k, "expect")
+		return ascii.EqualFold(k, "expect")
 	case 7:
-		return asciiEqualFold(k, "trailer") || !upgrade && asciiEqualFold(k, "upgrade")
+		return ascii.EqualFold(k, "trailer") || !upgrade && ascii.EqualFold(k, "upgrade")
 	case 10:
-		return asciiEqualFold(k, "connection") || asciiEqualFold(k, "keep-alive")
+		return ascii.EqualFold(k, "connection") || ascii.EqualFold(k, "keep-alive")
 	case 16:
-		return asciiEqualFold(k, "proxy-connection")
+		return ascii.EqualFold(k, "proxy-connection")
 	}
 	return false
 }
@@ -223,39 +223,11 @@ func skipHTTPHeader(k []byte, upgrade bool) bool {
 // (those headers are hop-by-hop too). "Connection: upgrade" names the
 // Upgrade header, which an upgrade keeps: skipHTTPHeader decides it.
 func connectionNames(hs []hdr, k []byte) bool {
-	if asciiEqualFold(k, "upgrade") {
+	if ascii.EqualFold(k, "upgrade") {
 		return false
 	}
 	for i := range hs {
-		if !asciiEqualFold(hs[i].k, "connection") {
-			continue
-		}
-		for v := hs[i].v; len(v) > 0; {
-			var tok []byte
-			if j := bytes.IndexByte(v, ','); j >= 0 {
-				tok, v = v[:j], v[j+1:]
-			} else {
-				tok, v = v, nil
-			}
-			if headerNameEqual(trimOWS(tok), k) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// hasToken reports whether the comma-separated list v holds tok (ASCII
-// case-insensitive).
-func hasToken(v []byte, tok string) bool {
-	for len(v) > 0 {
-		var t []byte
-		if i := bytes.IndexByte(v, ','); i >= 0 {
-			t, v = v[:i], v[i+1:]
-		} else {
-			t, v = v, nil
-		}
-		if asciiEqualFold(trimOWS(t), tok) {
+		if ascii.EqualFold(hs[i].k, "connection") && ascii.HasTokenBytes(hs[i].v, k) {
 			return true
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 
+	"github.com/fastrouter/fastrouter/internal/ascii"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http2"
@@ -110,9 +111,9 @@ func (f *h2Front) startShutdown() {
 // hopByHop reports response headers that must not cross into HTTP/2
 // (RFC 9113 §8.2.2).
 func hopByHop(k []byte) bool {
-	return asciiEqualFold(k, "connection") || asciiEqualFold(k, "keep-alive") ||
-		asciiEqualFold(k, "transfer-encoding") || asciiEqualFold(k, "upgrade") ||
-		asciiEqualFold(k, "proxy-connection") || asciiEqualFold(k, "content-length")
+	return ascii.EqualFold(k, "connection") || ascii.EqualFold(k, "keep-alive") ||
+		ascii.EqualFold(k, "transfer-encoding") || ascii.EqualFold(k, "upgrade") ||
+		ascii.EqualFold(k, "proxy-connection") || ascii.EqualFold(k, "content-length")
 }
 
 var hostKey = []byte("Host")
@@ -225,7 +226,7 @@ func (f *h2Front) readFields(h http.Header, x *exchange) headReject {
 			if why := fc.field(kb, vb, f.rt.cfg.MaxHeaderCount); why != rejNone {
 				return why
 			}
-			if asciiEqualFold(kb, "content-type") && r.contentType == nil {
+			if ascii.EqualFold(kb, "content-type") && r.contentType == nil {
 				r.contentType = vb
 				continue
 			}

@@ -7,7 +7,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"strconv"
+
+	"github.com/fastrouter/fastrouter/internal/ascii"
 )
 
 // PROXY protocol (HAProxy's proxy-protocol.txt, versions 1 and 2): a load
@@ -141,27 +142,13 @@ func parseProxyV1(b []byte) (proxyHeader, int, error) {
 	}
 	src, err1 := netip.ParseAddr(string(f[1]))
 	dst, err2 := netip.ParseAddr(string(f[2]))
-	sport, ok1 := parsePort(f[3])
-	_, ok2 := parsePort(f[4])
+	sport, ok1 := ascii.ParsePort(f[3])
+	_, ok2 := ascii.ParsePort(f[4])
 	if err1 != nil || err2 != nil || !ok1 || !ok2 || src.Is4() != want4 || dst.Is4() != want4 || src.Zone() != "" || dst.Zone() != "" {
 		return proxyHeader{}, 0, errProxyBad
 	}
 	h.src = netip.AddrPortFrom(src, sport)
 	return h, n, nil
-}
-
-// parsePort parses a decimal port without sign or leading zeros.
-func parsePort(b []byte) (uint16, bool) {
-	if len(b) == 0 || len(b) > 5 || (len(b) > 1 && b[0] == '0') {
-		return 0, false
-	}
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-	}
-	v, err := strconv.ParseUint(string(b), 10, 16)
-	return uint16(v), err == nil
 }
 
 func parseProxyV2(b []byte) (proxyHeader, int, error) {

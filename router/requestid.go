@@ -4,6 +4,8 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"sync/atomic"
+
+	"github.com/fastrouter/fastrouter/internal/ascii"
 )
 
 // X-Request-Id: every request reaches its node with one, so the node's logs,
@@ -83,7 +85,7 @@ func (rt *Router) assignRequestID(x *exchange) {
 	r := &x.req
 	first := -1
 	for i := range r.headers {
-		if !asciiEqualFold(r.headers[i].k, "x-request-id") {
+		if !ascii.EqualFold(r.headers[i].k, "x-request-id") {
 			continue
 		}
 		if first >= 0 {

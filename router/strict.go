@@ -3,6 +3,7 @@ package router
 import (
 	"bytes"
 
+	"github.com/fastrouter/fastrouter/internal/ascii"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 )
@@ -161,7 +162,7 @@ func checkHead(method, raw []byte, r *request, maxCount int) headReject {
 	if len(method)+len(r.uri)+len(r.proto)+2 > maxRequestLine {
 		return rejTargetLong
 	}
-	if len(method) == 0 || !isToken(method) {
+	if len(method) == 0 || !ascii.IsToken(method) {
 		return rejRequestLine
 	}
 	if string(r.proto) != "HTTP/1.1" && string(r.proto) != "HTTP/1.0" {
@@ -218,10 +219,10 @@ func checkHead(method, raw []byte, r *request, maxCount int) headReject {
 			return rejObsFold
 		}
 		c := bytes.IndexByte(line, ':')
-		if c <= 0 || !isToken(line[:c]) {
+		if c <= 0 || !ascii.IsToken(line[:c]) {
 			return rejHeaderName
 		}
-		k, v := line[:c], trimOWS(line[c+1:])
+		k, v := line[:c], ascii.TrimOWS(line[c+1:])
 		for _, b := range v {
 			if (b < ' ' && b != '\t') || b == 0x7f {
 				return rejHeaderValue
@@ -232,21 +233,21 @@ func checkHead(method, raw []byte, r *request, maxCount int) headReject {
 		}
 		switch len(k) {
 		case 4:
-			if asciiEqualFold(k, "host") {
+			if ascii.EqualFold(k, "host") {
 				hosts++
 				if authority != nil {
 					v = authority // HTTP_HOST names what is routed on
 				}
 			}
 		case 14:
-			if asciiEqualFold(k, "content-length") {
+			if ascii.EqualFold(k, "content-length") {
 				cls++
 				if cls > 1 || !validContentLength(v) {
 					return rejContentLength
 				}
 			}
 		case 17:
-			if asciiEqualFold(k, "transfer-encoding") {
+			if ascii.EqualFold(k, "transfer-encoding") {
 				if te != nil || !http11 {
 					return rejTransferEnc
 				}
@@ -291,7 +292,7 @@ func checkPseudo(method, path []byte) headReject {
 	if len(method)+len(path)+len(" HTTP/1.1")+1 > maxRequestLine {
 		return rejTargetLong
 	}
-	if len(method) == 0 || !isToken(method) {
+	if len(method) == 0 || !ascii.IsToken(method) {
 		return rejRequestLine
 	}
 	if string(method) == "CONNECT" {
@@ -334,7 +335,7 @@ func (fc *fieldCheck) field(name, value []byte, maxCount int) headReject {
 	if fc.fields++; fc.fields > maxCount {
 		return rejHeaderCount
 	}
-	if len(name) == 0 || !isToken(name) {
+	if len(name) == 0 || !ascii.IsToken(name) {
 		return rejHeaderName
 	}
 	if n := len(value); n > 0 && (value[0] == ' ' || value[0] == '\t' || value[n-1] == ' ' || value[n-1] == '\t') {
@@ -348,21 +349,21 @@ func (fc *fieldCheck) field(name, value []byte, maxCount int) headReject {
 	var conn bool // a connection-specific field
 	switch len(name) {
 	case 14:
-		if asciiEqualFold(name, "content-length") {
+		if ascii.EqualFold(name, "content-length") {
 			if fc.contentLengths++; fc.contentLengths > 1 || !validContentLength(value) {
 				return rejContentLength
 			}
 		}
 	case 2:
-		conn = asciiEqualFold(name, "te") && !asciiEqualFold(value, "trailers")
+		conn = ascii.EqualFold(name, "te") && !ascii.EqualFold(value, "trailers")
 	case 7:
-		conn = asciiEqualFold(name, "upgrade")
+		conn = ascii.EqualFold(name, "upgrade")
 	case 10:
-		conn = asciiEqualFold(name, "connection") || asciiEqualFold(name, "keep-alive")
+		conn = ascii.EqualFold(name, "connection") || ascii.EqualFold(name, "keep-alive")
 	case 16:
-		conn = asciiEqualFold(name, "proxy-connection")
+		conn = ascii.EqualFold(name, "proxy-connection")
 	case 17:
-		conn = asciiEqualFold(name, "transfer-encoding")
+		conn = ascii.EqualFold(name, "transfer-encoding")
 	}
 	if conn {
 		return rejConnHeader
@@ -376,7 +377,7 @@ func (fc *fieldCheck) field(name, value []byte, maxCount int) headReject {
 // authority, userinfo or an invalid host is a bad host.
 func splitAbsolute(uri []byte) (authority, rest []byte, _ headReject) {
 	i := bytes.Index(uri, []byte("://"))
-	if i <= 0 || !(asciiEqualFold(uri[:i], "http") || asciiEqualFold(uri[:i], "https")) {
+	if i <= 0 || !(ascii.EqualFold(uri[:i], "http") || ascii.EqualFold(uri[:i], "https")) {
 		return nil, nil, rejRequestLine
 	}
 	a := uri[i+3:]
@@ -420,11 +421,11 @@ func checkTransferEncoding(v []byte) headReject {
 		} else {
 			el, v = v, nil
 		}
-		el = trimOWS(el)
+		el = ascii.TrimOWS(el)
 		if len(el) == 0 {
 			continue
 		}
-		last = asciiEqualFold(el, "chunked")
+		last = ascii.EqualFold(el, "chunked")
 		if last {
 			chunked++
 		} else {
@@ -439,29 +440,3 @@ func checkTransferEncoding(v []byte) headReject {
 	}
 	return rejNone
 }
-
-// isToken reports whether b is all tchar (RFC 9110 §5.6.2).
-func isToken(b []byte) bool {
-	for _, c := range b {
-		if tchar[c] == 0 {
-			return false
-		}
-	}
-	return true
-}
-
-// tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." /
-// "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA
-var tchar = func() (t [256]byte) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = 1
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = 1
-		t[c-'a'+'A'] = 1
-	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
-		t[c] = 1
-	}
-	return t
-}()

@@ -4,15 +4,16 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"github.com/valyala/fasthttp"
 	"io"
 	"net"
 	"net/netip"
 	"strconv"
 	"time"
 
+	"github.com/fastrouter/fastrouter/internal/ascii"
 	"github.com/fastrouter/fastrouter/internal/uwsgi"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 )
 
 // The uwsgi front (--uwsgi) is uWSGI's "fastrouter" mode: a web server in
@@ -124,7 +125,7 @@ func parseUwsgiFront(b []byte, r *uwsgiFrontReq) error {
 		r.host = sname
 	}
 	if a, err := netip.ParseAddr(string(addr)); err == nil {
-		p, _ := parsePort(port)
+		p, _ := ascii.ParsePort(port)
 		r.remote = netip.AddrPortFrom(a, p)
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strconv"
 
+	"github.com/fastrouter/fastrouter/internal/ascii"
 	"github.com/fastrouter/fastrouter/internal/uwsgi"
 )
 
@@ -170,70 +171,35 @@ func headerClass(k []byte) int {
 	}
 	switch len(k) {
 	case 5: // "Proxy": HTTP_PROXY would set the app's outbound proxy (httpoxy).
-		if asciiEqualFold(k, "proxy") {
+		if ascii.EqualFold(k, "proxy") {
 			return hcSkip
 		}
 	case 12:
-		if asciiEqualFold(k, "content-type") {
+		if ascii.EqualFold(k, "content-type") {
 			return hcSkip
 		}
 	case 14:
-		if asciiEqualFold(k, "content-length") {
+		if ascii.EqualFold(k, "content-length") {
 			return hcSkip
 		}
 	case 15:
-		if asciiEqualFold(k, "x-forwarded-for") {
+		if ascii.EqualFold(k, "x-forwarded-for") {
 			return hcXFF
 		}
 	case 17:
-		if asciiEqualFold(k, "x-forwarded-proto") {
+		if ascii.EqualFold(k, "x-forwarded-proto") {
 			return hcXFP
 		}
-		if asciiEqualFold(k, "transfer-encoding") { // the router de-chunks
+		if ascii.EqualFold(k, "transfer-encoding") { // the router de-chunks
 			return hcSkip
 		}
 	}
 	return hcPass
 }
 
-func asciiEqualFold(b []byte, lower string) bool {
-	if len(b) != len(lower) {
-		return false
-	}
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != lower[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func headerNameEqual(a, b []byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		ca, cb := a[i], b[i]
-		if 'A' <= ca && ca <= 'Z' {
-			ca += 'a' - 'A'
-		}
-		if 'A' <= cb && cb <= 'Z' {
-			cb += 'a' - 'A'
-		}
-		if ca != cb {
-			return false
-		}
-	}
-	return true
-}
-
 func seenBefore(hs []hdr, i int) bool {
 	for j := 0; j < i; j++ {
-		if headerNameEqual(hs[j].k, hs[i].k) {
+		if ascii.EqualFoldBytes(hs[j].k, hs[i].k) {
 			return true
 		}
 	}
@@ -261,7 +227,7 @@ func appendHeaderVar(dst []byte, hs []hdr, i int) []byte {
 	dst = append(dst, 0, 0)
 	dst = append(dst, hs[i].v...)
 	for j := i + 1; j < len(hs); j++ {
-		if headerNameEqual(hs[j].k, k) {
+		if ascii.EqualFoldBytes(hs[j].k, k) {
 			dst = append(dst, ", "...)
 			dst = append(dst, hs[j].v...)
 		}

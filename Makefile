@@ -29,7 +29,7 @@ FUZZTIME ?= 1m
 FUZZ_TARGETS = internal/ascii:FuzzFold internal/uwsgi:FuzzNextVar internal/uwsgi:FuzzVars internal/uwsgi:FuzzParseSubscription \
 	subscription:FuzzApply subauth:FuzzAdmit subauth:FuzzAdmitRelayed router:FuzzCheckHead router:FuzzCheckPseudo router:FuzzFieldCheck \
 	router:FuzzH2Guard router:FuzzBackendResponse router:FuzzScanHead \
-	router:FuzzCookieValue router:FuzzParseProxyHeader router:FuzzParseUwsgiFront router:FuzzRequestID \
+	router:FuzzCookieValue internal/proxyproto:FuzzParse router:FuzzParseUwsgiFront router:FuzzRequestID \
 	router:FuzzAppendJSONString cmd/fastrouter:FuzzConfigFile balancer:FuzzLookup balancer:FuzzParseEndpoint tls:FuzzLoadPair tls:FuzzLookup \
 	health:FuzzParseStatusLine cluster:FuzzDecodeMessage cluster:FuzzDecodeRawState cluster:FuzzDecodeState
 fuzz:

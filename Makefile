@@ -26,8 +26,8 @@ bench-compare:
 # testdata/fuzz corpora on every test run). New crashers land in the
 # package's testdata/fuzz: commit them as regression seeds.
 FUZZTIME ?= 1m
-FUZZ_TARGETS = internal/ascii:FuzzFold internal/uwsgi:FuzzNextVar internal/uwsgi:FuzzVars internal/uwsgi:FuzzParseSubscription \
-	subscription:FuzzApply subauth:FuzzAdmit subauth:FuzzAdmitRelayed router:FuzzCheckHead router:FuzzCheckPseudo router:FuzzFieldCheck \
+FUZZ_TARGETS = internal/ascii:FuzzFold internal/uwsgi:FuzzNextVar internal/uwsgi:FuzzVars internal/uwsgi:FuzzParseSubscription internal/uwsgi:FuzzAppendVars \
+	subscription:FuzzApply subauth:FuzzAdmit subauth:FuzzAdmitRelayed internal/strict:FuzzCheckHead internal/strict:FuzzCheckPseudo internal/strict:FuzzFieldCheck \
 	router:FuzzH2Guard router:FuzzBackendResponse router:FuzzScanHead \
 	router:FuzzCookieValue internal/proxyproto:FuzzParse router:FuzzParseUwsgiFront router:FuzzRequestID \
 	router:FuzzAppendJSONString cmd/fastrouter:FuzzConfigFile balancer:FuzzLookup balancer:FuzzParseEndpoint tls:FuzzLoadPair tls:FuzzLookup \

@@ -264,10 +264,10 @@ func FuzzRequestID(f *testing.F) {
 		x := getExchange()
 		defer putExchange(x)
 		r := sampleRequest()
-		r.headers = r.headers[:len(r.headers)-1] // drop its X-Request-Id
-		r.headers = append(r.headers, hdr{[]byte("X-Request-ID"), v1})
+		r.Headers = r.Headers[:len(r.Headers)-1] // drop its X-Request-Id
+		r.Headers = append(r.Headers, hdr{[]byte("X-Request-ID"), v1})
 		if two {
-			r.headers = append(r.headers, hdr{[]byte("x-request-id"), v2})
+			r.Headers = append(r.Headers, hdr{[]byte("x-request-id"), v2})
 		}
 		x.req = *r
 		rt.assignRequestID(x)
@@ -277,7 +277,7 @@ func FuzzRequestID(f *testing.F) {
 		if validRequestID(v1) && string(x.obs.id) != string(v1) {
 			t.Fatalf("valid client id %q replaced by %q", v1, x.obs.id)
 		}
-		pkt, err := appendVars(nil, &x.req, 0, 0)
+		pkt, err := uwsgi.AppendVars(nil, &x.req, 0, 0)
 		if err != nil {
 			return // the value pushed the vars past 64 KiB: the request gets 431
 		}

@@ -40,8 +40,8 @@ func (rt *Router) affinityKey(x *exchange, algo balancer.Algo) []byte {
 	r := &x.req
 	switch algo {
 	case balancer.AlgoIPHash:
-		if r.trusted {
-			if v := lastHeader(r.headers, "x-forwarded-for"); len(v) > 0 {
+		if r.Trusted {
+			if v := lastHeader(r.Headers, "x-forwarded-for"); len(v) > 0 {
 				if i := bytes.LastIndexByte(v, ','); i >= 0 {
 					v = v[i+1:]
 				}
@@ -50,24 +50,24 @@ func (rt *Router) affinityKey(x *exchange, algo balancer.Algo) []byte {
 				}
 			}
 		}
-		if !r.remote.Addr().IsValid() {
+		if !r.Remote.Addr().IsValid() {
 			return nil
 		}
-		x.keyBuf = r.remote.Addr().Unmap().As16()
+		x.keyBuf = r.Remote.Addr().Unmap().As16()
 		return x.keyBuf[:]
 	case balancer.AlgoHash:
 		src := &rt.hash
 		switch {
 		case src.header != nil:
-			for i := range r.headers {
-				if ascii.EqualFoldBytes(r.headers[i].k, src.header) {
-					return r.headers[i].v
+			for i := range r.Headers {
+				if ascii.EqualFoldBytes(r.Headers[i].Name, src.header) {
+					return r.Headers[i].Value
 				}
 			}
 		case src.cookie != nil:
-			for i := range r.headers {
-				if ascii.EqualFold(r.headers[i].k, "cookie") {
-					if v := cookieValue(r.headers[i].v, src.cookie); v != nil {
+			for i := range r.Headers {
+				if ascii.EqualFold(r.Headers[i].Name, "cookie") {
+					if v := cookieValue(r.Headers[i].Value, src.cookie); v != nil {
 						return v
 					}
 				}
@@ -82,8 +82,8 @@ func (rt *Router) affinityKey(x *exchange, algo balancer.Algo) []byte {
 func lastHeader(hs []hdr, lower string) []byte {
 	var v []byte
 	for i := range hs {
-		if ascii.EqualFold(hs[i].k, lower) {
-			v = hs[i].v
+		if ascii.EqualFold(hs[i].Name, lower) {
+			v = hs[i].Value
 		}
 	}
 	return v

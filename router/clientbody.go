@@ -10,7 +10,7 @@ import (
 // length is buffered (spill.go); a small one rides inline with the head.
 
 // readyBody settles the length of x's body as the node will see it
-// (x.req.bodyLen): a declared length over MaxBodyBytes is errBodyTooLarge;
+// (x.req.BodyLen): a declared length over MaxBodyBytes is errBodyTooLarge;
 // an unknown one is buffered, bounded, spilling to disk (spill.go).
 func (rt *Router) readyBody(x *exchange) error {
 	r := &x.req
@@ -20,13 +20,13 @@ func (rt *Router) readyBody(x *exchange) error {
 		if x.bodyLen > rt.cfg.MaxBodyBytes {
 			return errBodyTooLarge
 		}
-		r.bodyLen = x.bodyLen
+		r.BodyLen = x.bodyLen
 	default: // unknown length: buffer, bounded, spilling to disk (spill.go)
 		n, err := rt.bufferBody(x)
 		if err != nil {
 			return err
 		}
-		r.bodyLen = n
+		r.BodyLen = n
 		x.consumed = true
 	}
 	return nil
@@ -38,17 +38,17 @@ func (rt *Router) readyBody(x *exchange) error {
 func (rt *Router) inlineBody(x *exchange) error {
 	r := &x.req
 	x.inline = 0
-	if r.bodyLen <= 0 || r.bodyLen > bodyPrefetch {
+	if r.BodyLen <= 0 || r.BodyLen > bodyPrefetch {
 		return nil
 	}
 	packet := x.buf
 	n := len(packet)
-	packet = slices.Grow(packet, int(r.bodyLen))
+	packet = slices.Grow(packet, int(r.BodyLen))
 	if x.bodySrc != nil {
 		// Under the inactivity timeout: nothing else bounds an h2
 		// stream's body read (bodyErr).
 		rt.renewClientRead(x)
-		m, rerr := io.ReadFull(x.bodySrc, packet[n:n+int(r.bodyLen)])
+		m, rerr := io.ReadFull(x.bodySrc, packet[n:n+int(r.BodyLen)])
 		if rerr != nil {
 			return bodyErr(rerr)
 		}
@@ -57,7 +57,7 @@ func (rt *Router) inlineBody(x *exchange) error {
 	} else {
 		packet = append(packet, x.body...)
 	}
-	x.inline = r.bodyLen
+	x.inline = r.BodyLen
 	x.buf = packet
 	return nil
 }

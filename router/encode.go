@@ -1,6 +1,7 @@
 package router
 
 import (
+	"github.com/fastrouter/fastrouter/internal/uwsgi"
 	"slices"
 	"strconv"
 
@@ -8,8 +9,8 @@ import (
 	"github.com/fastrouter/fastrouter/internal/ascii"
 )
 
-// The request head, in the node's protocol: a uwsgi packet (appendVars,
-// vars.go) for uwsgi nodes, an HTTP/1.1 head (appendHTTPRequest, rules in
+// The request head, in the node's protocol: a uwsgi packet (uwsgi.AppendVars,
+// internal/uwsgi) for uwsgi nodes, an HTTP/1.1 head (appendHTTPRequest, rules in
 // upstream_http.go) for http:// nodes, or the uwsgi front's packet as it
 // came. exchange.buf holds it, followed by the inline body bytes.
 
@@ -18,7 +19,7 @@ type wire uint8
 
 const (
 	wireNone  wire = iota
-	wireUwsgi      // a uwsgi packet from appendVars; modifiers set per node
+	wireUwsgi      // a uwsgi packet from uwsgi.AppendVars; modifiers set per node
 	wireHTTP       // an HTTP/1.1 request head from appendHTTPRequest
 	wireRaw        // a uwsgi packet relayed verbatim (uwsgi front): no http node can take it
 )
@@ -48,7 +49,9 @@ func (x *exchange) encode(w wire) error {
 	}
 	switch w {
 	case wireUwsgi:
-		head, err = appendVars(dst, &x.req, 0, 0)
+		if head, err = uwsgi.AppendVars(dst, &x.req, 0, 0); err != nil {
+			err = errVarsTooLarge // uwsgi.ErrTooLarge: 431
+		}
 	case wireHTTP:
 		head = appendHTTPRequest(dst, &x.req, x.upgrade)
 	}
@@ -103,44 +106,44 @@ func (x *exchange) fit(n *balancer.Node) error {
 // dst. upgrade keeps the Upgrade header and says "Connection: Upgrade". It
 // allocates nothing when dst has room.
 func appendHTTPRequest(dst []byte, r *request, upgrade bool) []byte {
-	dst = append(dst, r.method...)
+	dst = append(dst, r.Method...)
 	dst = append(dst, ' ')
-	dst = append(dst, r.uri...)
-	if string(r.proto) == "HTTP/1.0" {
+	dst = append(dst, r.URI...)
+	if string(r.Proto) == "HTTP/1.0" {
 		dst = append(dst, " HTTP/1.0\r\nHost: "...)
 	} else {
 		dst = append(dst, " HTTP/1.1\r\nHost: "...)
 	}
-	dst = append(dst, r.host...)
+	dst = append(dst, r.Host...)
 	dst = append(dst, "\r\n"...)
 	var fw forwarded
 	dst = appendHTTPHeaders(dst, r, upgrade, &fw)
-	if len(r.contentType) > 0 {
+	if len(r.ContentType) > 0 {
 		dst = append(dst, "Content-Type: "...)
-		dst = append(dst, r.contentType...)
+		dst = append(dst, r.ContentType...)
 		dst = append(dst, "\r\n"...)
 	}
-	if r.bodyLen > 0 || fw.hadCL {
+	if r.BodyLen > 0 || fw.hadCL {
 		dst = append(dst, "Content-Length: "...)
-		dst = strconv.AppendInt(dst, r.bodyLen, 10)
+		dst = strconv.AppendInt(dst, r.BodyLen, 10)
 		dst = append(dst, "\r\n"...)
 	}
 	if upgrade {
 		dst = append(dst, "Connection: Upgrade\r\n"...)
 	}
 	dst = append(dst, "X-Forwarded-For: "...)
-	dst = appendForwardedFor(dst, fw.xff, r.remote.Addr())
+	dst = uwsgi.AppendForwardedFor(dst, fw.xff, r.Remote.Addr())
 	dst = append(dst, "\r\nX-Forwarded-Proto: "...)
 	if len(fw.xfp) > 0 {
 		dst = append(dst, fw.xfp...)
 	} else {
-		dst = append(dst, r.scheme...)
+		dst = append(dst, r.Scheme...)
 	}
 	dst = append(dst, "\r\nX-Forwarded-Host: "...)
 	if len(fw.xfh) > 0 {
 		dst = append(dst, fw.xfh...)
 	} else {
-		dst = append(dst, r.host...)
+		dst = append(dst, r.Host...)
 	}
 	return append(dst, "\r\n\r\n"...)
 }
@@ -157,41 +160,41 @@ type forwarded struct {
 // above) and notes in fw those the router sets itself.
 func appendHTTPHeaders(dst []byte, r *request, upgrade bool, fw *forwarded) []byte {
 	var conn bool // a Connection header may name more hop-by-hop headers
-	for i := range r.headers {
-		if ascii.EqualFold(r.headers[i].k, "connection") {
+	for i := range r.Headers {
+		if ascii.EqualFold(r.Headers[i].Name, "connection") {
 			conn = true
 			break
 		}
 	}
-	for i := range r.headers {
-		h := &r.headers[i]
-		switch headerClass(h.k) {
-		case hcSkip: // '_' names, Proxy, Content-Type (below), Content-Length, Transfer-Encoding
-			fw.hadCL = fw.hadCL || ascii.EqualFold(h.k, "content-length")
+	for i := range r.Headers {
+		h := &r.Headers[i]
+		switch uwsgi.ClassOf(h.Name) {
+		case uwsgi.ClassSkip: // '_' names, Proxy, Content-Type (below), Content-Length, Transfer-Encoding
+			fw.hadCL = fw.hadCL || ascii.EqualFold(h.Name, "content-length")
 			continue
-		case hcXFF:
-			if r.trusted && fw.xff == nil {
-				fw.xff = h.v
+		case uwsgi.ClassXFF:
+			if r.Trusted && fw.xff == nil {
+				fw.xff = h.Value
 			}
 			continue
-		case hcXFP:
-			if r.trusted && fw.xfp == nil {
-				fw.xfp = h.v
-			}
-			continue
-		}
-		if skipHTTPHeader(h.k, upgrade) || conn && connectionNames(r.headers, h.k) {
-			continue
-		}
-		if ascii.EqualFold(h.k, "x-forwarded-host") {
-			if r.trusted && fw.xfh == nil {
-				fw.xfh = h.v
+		case uwsgi.ClassXFP:
+			if r.Trusted && fw.xfp == nil {
+				fw.xfp = h.Value
 			}
 			continue
 		}
-		dst = append(dst, h.k...)
+		if skipHTTPHeader(h.Name, upgrade) || conn && connectionNames(r.Headers, h.Name) {
+			continue
+		}
+		if ascii.EqualFold(h.Name, "x-forwarded-host") {
+			if r.Trusted && fw.xfh == nil {
+				fw.xfh = h.Value
+			}
+			continue
+		}
+		dst = append(dst, h.Name...)
 		dst = append(dst, ": "...)
-		dst = append(dst, h.v...)
+		dst = append(dst, h.Value...)
 		dst = append(dst, "\r\n"...)
 	}
 	return dst
@@ -227,7 +230,7 @@ func connectionNames(hs []hdr, k []byte) bool {
 		return false
 	}
 	for i := range hs {
-		if ascii.EqualFold(hs[i].k, "connection") && ascii.HasTokenBytes(hs[i].v, k) {
+		if ascii.EqualFold(hs[i].Name, "connection") && ascii.HasTokenBytes(hs[i].Value, k) {
 			return true
 		}
 	}

@@ -83,7 +83,7 @@ type exchange struct {
 }
 
 var exchangePool = sync.Pool{New: func() any {
-	return &exchange{req: request{headers: make([]hdr, 0, 32)}, buf: make([]byte, 0, 8<<10), ctx: context.Background()}
+	return &exchange{req: request{Headers: make([]hdr, 0, 32)}, buf: make([]byte, 0, 8<<10), ctx: context.Background()}
 }}
 
 func getExchange() *exchange { return exchangePool.Get().(*exchange) }
@@ -91,7 +91,7 @@ func getExchange() *exchange { return exchangePool.Get().(*exchange) }
 // putExchange recycles x; buffers grown by an unusual request are dropped
 // so one large request does not pin memory in the pool.
 func putExchange(x *exchange) {
-	x.req.reset()
+	x.req.Reset()
 	x.bodySrc, x.bodyLen, x.client, x.isHead, x.consumed, x.ctx = nil, 0, nil, false, false, context.Background()
 	x.upgrade = false
 	x.sink, x.rw, x.interims, x.closeClient = nil, nil, 0, false

@@ -2,6 +2,8 @@ package router
 
 import (
 	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/internal/strict"
+	"github.com/fastrouter/fastrouter/internal/uwsgi"
 	"github.com/valyala/fasthttp"
 )
 
@@ -57,16 +59,16 @@ func (rt *Router) forward(x *exchange, head *fasthttp.ResponseHeader) (*poolMetr
 // has mount points. errBadHost: a host that is not one; errNoPool: no pool.
 func (rt *Router) route(x *exchange) (*balancer.Pool, error) {
 	r := &x.req
-	if len(r.host) > 0 && !validHost(r.host) {
+	if len(r.Host) > 0 && !strict.ValidHost(r.Host) {
 		return nil, errBadHost
 	}
 	var path []byte
 	if rt.cfg.Pools.HasMounts() {
-		raw, _ := splitURI(r.uri)
-		x.path = appendDecodedPath(x.path[:0], raw)
+		raw, _ := uwsgi.SplitURI(r.URI)
+		x.path = uwsgi.AppendDecodedPath(x.path[:0], raw)
 		path = x.path
 	}
-	pool := rt.cfg.Pools.LookupPath(r.host, path)
+	pool := rt.cfg.Pools.LookupPath(r.Host, path)
 	if pool == nil {
 		return nil, errNoPool
 	}
@@ -99,7 +101,7 @@ func (rt *Router) proxy(x *exchange, pool *balancer.Pool, pm *poolMetrics, head 
 	if err != nil {
 		return x.call.fail(err)
 	}
-	rt.observeHead(x, node, start, int64(len(x.buf))+x.req.bodyLen-x.inline)
+	rt.observeHead(x, node, start, int64(len(x.buf))+x.req.BodyLen-x.inline)
 	pm.count(head.StatusCode())
 	return pm, up.response(x, head, f), nil
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 
+	"github.com/fastrouter/fastrouter/internal/strict"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 )
@@ -156,7 +157,7 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 		}
 	}()
 
-	if why := f.readRequest(ctx, x); why != rejNone {
+	if why := f.readRequest(ctx, x); why != strict.None {
 		f.rejectHead(ctx, why) // strict.go
 		return
 	}
@@ -168,25 +169,25 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 // readRequest fills x's request view from fasthttp's parsed head, checks
 // the raw head under the strict rules (strict.go), and takes the body
 // stream and what the core must know of the connection.
-func (f *h1Front) readRequest(ctx *fasthttp.RequestCtx, x *exchange) headReject {
+func (f *h1Front) readRequest(ctx *fasthttp.RequestCtx, x *exchange) strict.Reject {
 	rt := f.rt
 	r := &x.req
 	h := &ctx.Request.Header
-	r.method = h.Method()
-	r.uri = h.RequestURI()
-	r.proto = h.Protocol()
-	r.host = h.Host()
-	r.scheme = f.scheme
-	r.serverPort = f.serverPort
+	r.Method = h.Method()
+	r.URI = h.RequestURI()
+	r.Proto = h.Protocol()
+	r.Host = h.Host()
+	r.Scheme = f.scheme
+	r.ServerPort = f.serverPort
 	if ta, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
-		r.remote = ta.AddrPort()
+		r.Remote = ta.AddrPort()
 	}
-	r.trusted = rt.trusted(r.remote.Addr())
-	r.contentType = h.ContentType()
+	r.Trusted = rt.trusted(r.Remote.Addr())
+	r.ContentType = h.ContentType()
 	if f.clientCerts {
-		r.clientDN = clientDN(ctx.Conn(), x)
+		r.ClientDN = clientDN(ctx.Conn(), x)
 	}
-	if why := parseHead(h, r, rt.cfg.MaxHeaderCount); why != rejNone {
+	if why := parseHead(h, x, rt.cfg.MaxHeaderCount); why != strict.None {
 		return why
 	}
 	if cl := h.ContentLength(); cl > 0 || cl == -1 {
@@ -201,7 +202,7 @@ func (f *h1Front) readRequest(ctx *fasthttp.RequestCtx, x *exchange) headReject 
 	if h.IsHTTP11() {
 		x.sink = f // an HTTP/1.0 client never gets an interim response
 	}
-	return rejNone
+	return strict.None
 }
 
 // respond hands fasthttp what forward returned for x: an error page, a

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 
 	"github.com/fastrouter/fastrouter/internal/ascii"
+	"github.com/fastrouter/fastrouter/internal/strict"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http2"
@@ -169,34 +170,34 @@ func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 func (f *h2Front) readRequest(w http.ResponseWriter, req *http.Request, x *exchange) bool {
 	rt := f.rt
 	r := &x.req
-	r.method = x.copyString(req.Method)
-	r.uri = x.copyString(req.RequestURI)
-	r.proto = x.copyString(req.Proto)
-	r.host = x.copyString(req.Host)
-	r.scheme = f.scheme
-	r.serverPort = f.serverPort
+	r.Method = x.copyString(req.Method)
+	r.URI = x.copyString(req.RequestURI)
+	r.Proto = x.copyString(req.Proto)
+	r.Host = x.copyString(req.Host)
+	r.Scheme = f.scheme
+	r.ServerPort = f.serverPort
 	if ap, err := netip.ParseAddrPort(req.RemoteAddr); err == nil {
-		r.remote = ap
+		r.Remote = ap
 	}
-	r.trusted = rt.trusted(r.remote.Addr())
+	r.Trusted = rt.trusted(r.Remote.Addr())
 	if f.clientCerts && req.TLS != nil {
-		r.clientDN = appendPeerDN(x, *req.TLS)
+		r.ClientDN = appendPeerDN(x, *req.TLS)
 	}
 	// net/http moves Host (or :authority) out of the header map; apps
 	// expect it as HTTP_HOST.
-	if len(r.host) > 0 {
-		r.headers = append(r.headers, hdr{hostKey, r.host})
+	if len(r.Host) > 0 {
+		r.Headers = append(r.Headers, hdr{hostKey, r.Host})
 	}
-	if why := checkPseudo(r.method, r.uri); why != rejNone {
+	if why := strict.CheckPseudo(r.Method, r.URI); why != strict.None {
 		f.reject(w, x, why)
 		return false
 	}
-	if why := f.readFields(req.Header, x); why != rejNone {
+	if why := f.readFields(req.Header, x); why != strict.None {
 		f.reject(w, x, why)
 		return false
 	}
 	// An h2 request without :authority and Host has no routing key.
-	if len(r.host) == 0 {
+	if len(r.Host) == 0 {
 		f.fail(w, x, rt.metrics.none, errBadHost)
 		return false
 	}
@@ -213,27 +214,27 @@ func (f *h2Front) readRequest(w http.ResponseWriter, req *http.Request, x *excha
 	return true
 }
 
-// readFields checks the regular fields of a request (fieldCheck) and adds
+// readFields checks the regular fields of a request (strict.FieldCheck) and adds
 // them to x's headers; net/http keeps Host apart, and Content-Type goes
 // out as CONTENT_TYPE.
-func (f *h2Front) readFields(h http.Header, x *exchange) headReject {
+func (f *h2Front) readFields(h http.Header, x *exchange) strict.Reject {
 	r := &x.req
-	var fc fieldCheck
+	var fc strict.FieldCheck
 	for k, vs := range h {
 		kb := x.copyString(k)
 		for _, v := range vs {
 			vb := x.copyString(v)
-			if why := fc.field(kb, vb, f.rt.cfg.MaxHeaderCount); why != rejNone {
+			if why := fc.Field(kb, vb, f.rt.cfg.MaxHeaderCount); why != strict.None {
 				return why
 			}
-			if ascii.EqualFold(kb, "content-type") && r.contentType == nil {
-				r.contentType = vb
+			if ascii.EqualFold(kb, "content-type") && r.ContentType == nil {
+				r.ContentType = vb
 				continue
 			}
-			r.headers = append(r.headers, hdr{kb, vb})
+			r.Headers = append(r.Headers, hdr{kb, vb})
 		}
 	}
-	return rejNone
+	return strict.None
 }
 
 // copyString copies s into x's scratch, which the request view then points
@@ -327,8 +328,8 @@ func (f *h2Front) fail(w http.ResponseWriter, x *exchange, pm *poolMetrics, err 
 
 // reject answers a request the strict checks refused (strict.go) on its
 // stream, and counts it as the HTTP/1.1 front does.
-func (f *h2Front) reject(w http.ResponseWriter, x *exchange, why headReject) {
-	code := why.status()
+func (f *h2Front) reject(w http.ResponseWriter, x *exchange, why strict.Reject) {
+	code := why.Status()
 	body, ok := strictBodies[code]
 	if !ok {
 		body = errorBodies[code]

@@ -5,6 +5,8 @@ import (
 	"net"
 	"strconv"
 
+	"github.com/fastrouter/fastrouter/internal/strict"
+	"github.com/fastrouter/fastrouter/internal/uwsgi"
 	"github.com/valyala/fasthttp"
 )
 
@@ -24,7 +26,7 @@ func (rt *Router) ServeRedirect(ln net.Listener, name string, httpsPort int) err
 	s := &fasthttp.Server{
 		Handler: func(ctx *fasthttp.RequestCtx) {
 			host := ctx.Request.Header.Host()
-			if len(host) == 0 || !validHost(host) {
+			if len(host) == 0 || !strict.ValidHost(host) {
 				writeError(ctx, 400)
 				ctx.SetConnectionClose()
 				return
@@ -37,7 +39,7 @@ func (rt *Router) ServeRedirect(ln net.Listener, name string, httpsPort int) err
 			}
 			var buf [512]byte
 			u := append(buf[:0], "https://"...)
-			u = append(u, serverName(host)...)
+			u = append(u, uwsgi.ServerName(host)...)
 			u = append(u, suffix...)
 			u = append(u, uri...)
 			ctx.Response.Header.SetBytesV("Location", u)

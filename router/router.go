@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/internal/strict"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -116,7 +117,7 @@ type Router struct {
 	alog    io.Writer // Config.AccessLog; nil: no access log
 	// headRejects and connsRefused count the strict-HTTP and --max-conns
 	// refusals (strict.go, limit.go).
-	headRejects  [numHeadRejects]prometheus.Counter
+	headRejects  [strict.NumRejects]prometheus.Counter
 	connsRefused *prometheus.CounterVec
 	// h2Errors counts the HTTP/2 errors x/net and the h2 guard answer
 	// (h2guard.go).

@@ -190,7 +190,7 @@ func (rt *Router) copyBody(dst net.Conn, src io.Reader, client deadliner, n int6
 // head (its first x.inline bytes did) and marks the client body consumed.
 // Errors are copyBody's.
 func (rt *Router) sendRest(x *exchange, conn net.Conn) error {
-	rest := x.req.bodyLen - x.inline
+	rest := x.req.BodyLen - x.inline
 	if rest <= 0 {
 		return nil
 	}

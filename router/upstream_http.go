@@ -200,7 +200,7 @@ func (httpUpstream) roundTrip(x *exchange, head *fasthttp.ResponseHeader) (headF
 	// during the first attempt: its body is in memory (or it has none), or
 	// spilled to a file that is read again from the start (spill.go).
 	spilled := x.spill != nil && x.bodySrc == io.Reader(x.spill)
-	replayable := x.req.bodyLen-x.inline == 0 || x.bodySrc == nil || spilled
+	replayable := x.req.BodyLen-x.inline == 0 || x.bodySrc == nil || spilled
 	f, stale, err := rt.sendHTTP(x, head)
 	if err == nil || !stale || !hc.reused || !replayable || x.ctx.Err() != nil {
 		return f, err
@@ -264,7 +264,7 @@ func (httpUpstream) response(x *exchange, head *fasthttp.ResponseHeader, f headF
 	// --http11-socket send the body anyway, whenever the app produces it,
 	// and no check can tell when it is over. Other answers without a body
 	// by rule are checked before reuse (keepOrClose, dialHTTP).
-	hc.keep = !x.upgrade && !x.isHead && string(x.req.proto) != "HTTP/1.0" && !head.ConnectionClose() &&
+	hc.keep = !x.upgrade && !x.isHead && string(x.req.Proto) != "HTTP/1.0" && !head.ConnectionClose() &&
 		f&(hfClose|hfFaulty) == 0
 	hc.suspect = code == 204 || code == 304 || x.interims > 0
 	b := relay(x, head, f)

@@ -7,7 +7,7 @@ import (
 )
 
 // uwsgiUpstream speaks the uwsgi protocol to a uwsgi node: the request is
-// one packet (header and vars, appendVars) followed by the body, on a
+// one packet (header and vars, uwsgi.AppendVars) followed by the body, on a
 // connection of its own; the answer is raw HTTP, which the node ends by
 // closing the connection (uWSGI's framing: one request per connection).
 type uwsgiUpstream struct{}
@@ -27,7 +27,7 @@ func (uwsgiUpstream) roundTrip(x *exchange, head *fasthttp.ResponseHeader) (head
 	rt := c.rt
 	packet := x.buf // connect made it fit the node (modifiers)
 	sent := 0
-	if s, ok := c.conn.(requestSender); ok && x.req.bodyLen == x.inline {
+	if s, ok := c.conn.(requestSender); ok && x.req.BodyLen == x.inline {
 		// The whole request is in packet: write it and wait for the answer
 		// in one step. The read deadline is set for the reads below.
 		n, err := s.sendAwait(packet, rt.now().Add(rt.timeouts().Timeout))

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fastrouter/fastrouter/internal/ascii"
+	"github.com/fastrouter/fastrouter/internal/strict"
 	"github.com/fastrouter/fastrouter/internal/uwsgi"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
@@ -110,7 +111,7 @@ func parseUwsgiFront(b []byte, r *uwsgiFrontReq) error {
 	case len(fkey) > 0:
 		r.key = fkey
 	case len(host) > 0:
-		if !validHost(host) {
+		if !strict.ValidHost(host) {
 			return errBadHost
 		}
 		r.key = host
@@ -222,12 +223,12 @@ func (l *uwsgiListener) serveConn(c net.Conn) {
 		l.answer(c, x, rt.metrics.none, errNoPool)
 		return
 	}
-	pm := rt.poolMetrics(x, pool) // x.req.remote: iphash pools pick by REMOTE_ADDR
+	pm := rt.poolMetrics(x, pool) // x.req.Remote: iphash pools pick by REMOTE_ADDR
 	// The packet goes verbatim: connect skips http:// nodes, which would
 	// need it rebuilt as HTTP and their keep-alive framing relayed
 	// (errRawToHTTP, 502, when a pool has nothing else).
 	x.wire, x.headLen = wireRaw, len(x.buf)
-	x.req.bodyLen, x.client = req.bodyLen, c
+	x.req.BodyLen, x.client = req.bodyLen, c
 	if req.bodyLen > 0 {
 		x.bodySrc = c // exactly CONTENT_LENGTH bytes follow the packet
 	}
@@ -257,7 +258,7 @@ func (l *uwsgiListener) readRequest(c net.Conn, x *exchange, req *uwsgiFrontReq)
 	if rt.alog != nil {
 		x.obs.began = rt.now()
 	}
-	x.req.scheme = "http"
+	x.req.Scheme = "http"
 	h, _ := uwsgi.ParseHeader(x.buf)
 	n := uwsgi.HeaderLen + int(h.Size)
 	if cap(x.buf) < n {
@@ -274,9 +275,9 @@ func (l *uwsgiListener) readRequest(c net.Conn, x *exchange, req *uwsgiFrontReq)
 		l.answer(c, x, rt.metrics.none, err)
 		return false
 	}
-	x.req.method, x.req.uri, x.req.proto, x.req.host, x.req.remote = req.method, req.uri, req.proto, req.host, req.remote
+	x.req.Method, x.req.URI, x.req.Proto, x.req.Host, x.req.Remote = req.method, req.uri, req.proto, req.host, req.remote
 	if req.https {
-		x.req.scheme = "https"
+		x.req.Scheme = "https"
 	}
 	if req.bodyLen > rt.cfg.MaxBodyBytes {
 		// Refused whatever the pool: answered before any of the body is

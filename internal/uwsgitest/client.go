@@ -13,8 +13,9 @@ import (
 )
 
 // Do sends req, raw, on a fresh connection to addr and returns the
-// response and its whole body. It fails the test when no response comes
-// (an empty reply). Bounded by a 10s deadline.
+// response and its body, as much of it as came before the connection
+// ended (a cut body is a short one). It fails the test when no response
+// comes (an empty reply). Bounded by a 10s deadline.
 func Do(t testing.TB, addr, req string) (*http.Response, string) {
 	t.Helper()
 	c := Dial(t, addr)
@@ -47,9 +48,10 @@ func (c *Client) Conn() net.Conn { return c.c }
 // Close closes the connection.
 func (c *Client) Close() error { return c.c.Close() }
 
-// Do writes req, raw, and reads one response to it, body included (none
-// for a HEAD: the method is req's first word). It fails the test when no
-// response comes. Each call has a fresh 10s deadline.
+// Do writes req, raw, and reads one response to it, with as much of its
+// body as came before the connection ended (none for a HEAD: the method is
+// req's first word). It fails the test when no response comes. Each call
+// has a fresh 10s deadline.
 func (c *Client) Do(req string) (*http.Response, string) {
 	c.t.Helper()
 	_ = c.c.SetDeadline(time.Now().Add(10 * time.Second))
@@ -61,11 +63,8 @@ func (c *Client) Do(req string) (*http.Response, string) {
 	if err != nil {
 		c.t.Fatalf("response to %.60q: %v (empty reply?)", req, err)
 	}
-	b, err := io.ReadAll(resp.Body)
+	b, _ := io.ReadAll(resp.Body) // a cut body is returned short
 	resp.Body.Close()
-	if err != nil {
-		c.t.Fatalf("body of the response to %.60q: %v", req, err)
-	}
 	return resp, string(b)
 }
 

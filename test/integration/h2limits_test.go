@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/fastrouter/fastrouter/internal/uwsgi"
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -262,7 +263,7 @@ func TestOversizedContentLength(t *testing.T) {
 		{"2e9 with Expect", "Content-Length: 2000000000\r\nExpect: 100-continue\r\n", ""},
 	} {
 		start := time.Now()
-		resp, body := rawRequest(t, r.http, "POST /upload HTTP/1.1\r\nHost: big.test\r\n"+c.head+"\r\n"+c.body)
+		resp, body := uwsgitest.Do(t, r.http, "POST /upload HTTP/1.1\r\nHost: big.test\r\n"+c.head+"\r\n"+c.body)
 		took := time.Since(start)
 		if resp.StatusCode != 413 || took > 5*time.Second {
 			t.Errorf("HTTP/1.1 %s: %d %q after %s; want 413 at once", c.name, resp.StatusCode, body, took)
@@ -274,7 +275,7 @@ func TestOversizedContentLength(t *testing.T) {
 	}
 	// At the limit: served.
 	payload := strings.Repeat("x", 1000)
-	resp, body := rawRequest(t, r.http, "POST /upload HTTP/1.1\r\nHost: big.test\r\nConnection: close\r\nContent-Length: 1000\r\n\r\n"+payload)
+	resp, body := uwsgitest.Do(t, r.http, "POST /upload HTTP/1.1\r\nHost: big.test\r\nConnection: close\r\nContent-Length: 1000\r\n\r\n"+payload)
 	if resp.StatusCode != 200 || !strings.HasPrefix(body, "1000 ") {
 		t.Errorf("HTTP/1.1 body of exactly --max-body-bytes: %d %q; want 200", resp.StatusCode, body)
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fastrouter/fastrouter/internal/upgrade"
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
 // logBuffer is a log sink that the components' goroutines may write to
@@ -230,13 +231,15 @@ func TestStopOrder(t *testing.T) {
 	waitNoGoroutines(t)
 }
 
-// serve runs until its context ends: a SIGHUP reloads on the way (a
-// refused reload keeps the running configuration), and the stop saves the
-// state file, frees every socket and leaves no goroutine behind.
+// serve runs until its context ends, routing requests to the nodes: a
+// SIGHUP reloads on the way (a refused reload keeps the running
+// configuration), and the stop saves the state file, frees every socket
+// and leaves no goroutine behind.
 func TestServeUntilStopped(t *testing.T) {
 	dir := t.TempDir()
 	state, pid := filepath.Join(dir, "state.json"), filepath.Join(dir, "fr.pid")
-	a, logs := testApp(t, "--state-file", state, "--pid-file", pid, "--to", "s.test=127.0.0.1:1")
+	node := uwsgitest.NewNode(t, uwsgitest.Reply("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnode"))
+	a, logs := testApp(t, "--state-file", state, "--pid-file", pid, "--to", "s.test="+node.Addr())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	hup := make(chan os.Signal, 1)
@@ -265,6 +268,12 @@ func TestServeUntilStopped(t *testing.T) {
 	waitLog("fastrouter started")
 	if b, err := os.ReadFile(pid); err != nil || strings.TrimSpace(string(b)) != fmt.Sprint(os.Getpid()) {
 		t.Fatalf("pid file %q, %v; want this process", b, err)
+	}
+	if resp, body := uwsgitest.Do(t, a.o.http[0], "GET /x HTTP/1.1\r\nHost: s.test\r\n\r\n"); resp.StatusCode != 200 || body != "node" {
+		t.Fatalf("request through the router: %d %q", resp.StatusCode, body)
+	}
+	if r := node.Last(); r == nil || r.Vars["PATH_INFO"] != "/x" || r.Vars["HTTP_HOST"] != "s.test" {
+		t.Fatalf("the node received %+v", r)
 	}
 	hup <- os.Interrupt
 	waitLog("reload refused; the running configuration stays")

@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fastrouter/fastrouter/internal/uwsgi"
 	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -330,18 +329,15 @@ func TestUwsgiFrontMaxBodyBytes(t *testing.T) {
 
 	// Straight over the uwsgi protocol: the 413 comes before any body byte
 	// is sent, and the connection is not read as a second request.
-	var vars []byte
-	for _, kv := range [][2]string{{"REQUEST_METHOD", "POST"}, {"REQUEST_URI", "/upload"}, {"PATH_INFO", "/upload"},
-		{"SERVER_PROTOCOL", "HTTP/1.1"}, {"HTTP_HOST", "app.test"}, {"CONTENT_LENGTH", "2000000000"}} {
-		vars = uwsgi.AppendVarString(vars, kv[0], kv[1])
-	}
+	pkt := uwsgitest.Packet("REQUEST_METHOD", "POST", "REQUEST_URI", "/upload", "PATH_INFO", "/upload",
+		"SERVER_PROTOCOL", "HTTP/1.1", "HTTP_HOST", "app.test", "CONTENT_LENGTH", "2000000000")
 	conn, err := net.DialTimeout("tcp", uw, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := conn.Write(append(uwsgi.AppendHeader(nil, uwsgi.Header{Size: uint16(len(vars))}), vars...)); err != nil {
+	if _, err := conn.Write(pkt); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)

@@ -250,10 +250,24 @@ func oneLine(err error) error {
 	return errors.New(strings.ReplaceAll(err.Error(), "\n", "; "))
 }
 
-// staticNode is one parsed --to.
-type staticNode struct{ key, addr string }
-
+// validate checks every setting (usage errors, exit 2), in the order the
+// first problem is reported, and fills in the defaults that depend on
+// other settings.
 func (o *options) validate() error {
+	for _, check := range []func() error{
+		o.validateListeners, o.validateLimits, o.validateRouting, o.validateBalancing,
+		o.validateSecurity, o.validateAdmission, o.validateRest, o.cluster.validate,
+	} {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validateListeners checks the client listeners and TLS; without any
+// listener the router serves HTTP on 127.0.0.1:8080.
+func (o *options) validateListeners() error {
 	if len(o.http) == 0 && len(o.https) == 0 && len(o.httpToHTTPS) == 0 && len(o.uwsgi) == 0 {
 		o.http = []string{"127.0.0.1:8080"}
 	}
@@ -266,6 +280,12 @@ func (o *options) validate() error {
 	if len(o.https) == 0 && (o.tlsCert != "" || o.tlsDir != "" || o.tlsClientCA != "") {
 		return errors.New("--tls-cert, --tls-dir and --tls-client-ca need an --https listener")
 	}
+	return nil
+}
+
+// validateLimits checks the default algorithm, the timeouts and the
+// request size limits.
+func (o *options) validateLimits() error {
 	if _, err := balancer.ParseAlgo(o.algo); err != nil {
 		return fmt.Errorf("--algo: unknown algorithm %q (want wrr, lrc, wlrc, iphash, p2c or hash)", o.algo)
 	}
@@ -284,6 +304,12 @@ func (o *options) validate() error {
 	if o.maxBodyBytes <= 0 {
 		return fmt.Errorf("--max-body-bytes must be positive, got %d", o.maxBodyBytes)
 	}
+	return nil
+}
+
+// validateRouting checks the static nodes, the fallback pool, the trusted
+// proxies and the hash key.
+func (o *options) validateRouting() error {
 	for _, t := range o.to {
 		k, a, ok := strings.Cut(t, "=")
 		if !ok || k == "" || a == "" {
@@ -310,6 +336,11 @@ func (o *options) validate() error {
 			return fmt.Errorf("--hash-key %q: want header:NAME or cookie:NAME", o.hashKey)
 		}
 	}
+	return nil
+}
+
+// validateBalancing checks the overload policy and the pools: section.
+func (o *options) validateBalancing() error {
 	if _, err := balancer.ParseLimit(o.maxInflight); err != nil {
 		return fmt.Errorf("--max-inflight: %w", err)
 	}
@@ -319,15 +350,12 @@ func (o *options) validate() error {
 	if o.queueTimeout <= 0 {
 		return fmt.Errorf("--queue-timeout must be positive, got %s", o.queueTimeout)
 	}
-	if _, _, err := o.poolPolicies(); err != nil {
-		return err
-	}
-	if err := o.validateSecurity(); err != nil {
-		return err
-	}
-	if err := o.validateAdmission(); err != nil {
-		return err
-	}
+	_, _, err := o.poolPolicies()
+	return err
+}
+
+// validateRest checks slow start, the log level and the admin token file.
+func (o *options) validateRest() error {
 	if o.slowStart < 0 {
 		return fmt.Errorf("--slow-start must not be negative, got %s", o.slowStart)
 	}
@@ -339,7 +367,7 @@ func (o *options) validate() error {
 			return err
 		}
 	}
-	return o.cluster.validate()
+	return nil
 }
 
 // adminToken reads --admin-token-file: one line, surrounding space trimmed.
@@ -358,11 +386,12 @@ func (o *options) adminToken() (string, error) {
 	return tok, nil
 }
 
-func (o *options) staticNodes() []staticNode {
-	out := make([]staticNode, 0, len(o.to))
+// staticNodes are the --to nodes. Call after validate.
+func (o *options) staticNodes() []balancer.StaticNode {
+	out := make([]balancer.StaticNode, 0, len(o.to))
 	for _, t := range o.to {
 		k, a, _ := strings.Cut(t, "=")
-		out = append(out, staticNode{k, a})
+		out = append(out, balancer.StaticNode{Key: k, Address: a})
 	}
 	return out
 }

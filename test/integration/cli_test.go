@@ -116,6 +116,37 @@ func TestConfigFileAndFlagOverride(t *testing.T) {
 	}
 }
 
+// A start that fails late, once the fronts, the subscription server and
+// the health checks run (here: the cluster port is taken), releases every
+// socket it opened: no unix socket file stays behind. The --stats socket
+// used to.
+func TestFailedStartLeavesNoSocketFile(t *testing.T) {
+	t.Parallel()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dir := t.TempDir()
+	code, _, stderr := runBinary(t, "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+		"--uwsgi", filepath.Join(dir, "uwsgi.sock"), "--stats", filepath.Join(dir, "stats.sock"),
+		"--subscription-server", filepath.Join(dir, "sub.sock"), "--cluster-bind", busy.Addr().String())
+	if code != 1 || !strings.Contains(stderr, "--cluster-bind") {
+		t.Fatalf("exit %d, stderr %q; want exit 1 naming --cluster-bind", code, stderr)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, e := range ents {
+		left = append(left, e.Name())
+	}
+	if len(left) > 0 {
+		t.Errorf("socket files left behind by the failed start: %v", left)
+	}
+}
+
 func TestBindFailureExit1(t *testing.T) {
 	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

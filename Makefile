@@ -1,5 +1,5 @@
 # fastrouter — see README.md.
-.PHONY: build run test bench bench-compare fuzz vulncheck
+.PHONY: build run test bench bench-compare fuzz vulncheck release
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
@@ -44,3 +44,17 @@ fuzz:
 GOVULNCHECK ?= golang.org/x/vuln/cmd/govulncheck@v1.8.0
 vulncheck:
 	go run $(GOVULNCHECK) ./...
+
+# Release binaries: static (CGO_ENABLED=0), reproducible paths (-trimpath),
+# one per platform in dist/, with dist/SHA256SUMS. VERSION defaults to
+# `git describe`; set it to the tag when releasing (make release VERSION=v0.1.0).
+RELEASE_PLATFORMS ?= linux/amd64 linux/arm64
+release:
+	rm -rf dist && mkdir -p dist
+	@set -e; for p in $(RELEASE_PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; out=dist/fastrouter-$(VERSION)-$$os-$$arch; \
+		echo "== $$out"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $$out ./cmd/fastrouter; \
+	done
+	cd dist && sha256sum fastrouter-* > SHA256SUMS
+	@cat dist/SHA256SUMS

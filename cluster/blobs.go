@@ -434,3 +434,16 @@ func (c *Cluster) notifyMembers() {
 		w.MembersChanged()
 	}
 }
+
+// Members returns the live members' names, sorted (this router included
+// once started).
+func (c *Cluster) Members() []string {
+	c.mu.Lock()
+	out := make([]string, 0, len(c.members))
+	for _, m := range c.members {
+		out = append(out, m.name)
+	}
+	c.mu.Unlock()
+	sort.Strings(out)
+	return out
+}

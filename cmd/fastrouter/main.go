@@ -165,6 +165,10 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 	if err != nil {
 		return err
 	}
+	acmew, err := setupACME(o, cl, table, log, reg) // acme.go; zero when off
+	if err != nil {
+		return err
+	}
 	var subTable subscription.Table = table
 	var admTable admin.Table = table
 	var notify func(balancer.DrainEvent) bool
@@ -229,6 +233,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 		MaxConns:       o.maxConns,
 		TrustedProxies: o.trusted(),
 		ProxyProtocol:  o.proxyProtocol,
+		Challenges:     acmew.challenges(),
 		Logger:         log,
 		Registerer:     reg,
 		AccessLog:      accessOut,
@@ -256,6 +261,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 	adm, err := admin.New(admin.Config{
 		Table: admTable, Admission: gate, Gatherer: reg, RateGatherer: rateReg, Logger: log, Token: token,
 		DrainTimeout: o.drainTimeout, Version: "fastrouter " + versionString(), Started: started, Pprof: o.pprof,
+		Certificates: acmew.certificates(),
 	})
 	if err != nil {
 		return err
@@ -266,7 +272,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 	if len(o.https) > 0 {
 		certs, err = routertls.New(routertls.Config{
 			CertFile: o.tlsCert, KeyFile: o.tlsKey, Dir: o.tlsDir, ClientCAFile: o.tlsClientCA,
-			Logger: log, Registerer: reg,
+			Managed: acmew.managed(), Logger: log, Registerer: reg,
 		})
 		if err != nil {
 			return err
@@ -353,6 +359,8 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 		certs.Start()
 		defer certs.Close()
 	}
+	acmew.start()
+	defer acmew.close()
 
 	var wg sync.WaitGroup
 	errc := make(chan error, len(fronts)+2)
@@ -376,7 +384,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 			}
 		}()
 	}
-	adminSrv := &http.Server{Handler: withCluster(adm, cl), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
+	adminSrv := &http.Server{Handler: withCluster(acmew.handler(adm), cl), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

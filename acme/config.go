@@ -77,6 +77,10 @@ type Config struct {
 	// leader orders. It must be encrypted. Nil: this router orders alone.
 	// The caller also installs the Manager as the cluster's BlobWatcher.
 	Cluster Cluster
+	// JoinWait: in a cluster, a router that starts alone waits this long
+	// for peers before it orders as its own leader, so that routers
+	// starting together do not each order the same names. Default 10s.
+	JoinWait time.Duration
 	// OnDemandWait bounds how long a handshake for a name being ordered
 	// on demand waits for the certificate before the default certificate
 	// serves it. Default DefaultOnDemandWait.
@@ -188,6 +192,7 @@ func (cfg *Config) validate() error {
 		}
 	}
 	def(&cfg.OnDemandWait, DefaultOnDemandWait)
+	def(&cfg.JoinWait, 10*time.Second)
 	def(&cfg.OrderTimeout, DefaultOrderTimeout)
 	def(&cfg.RetryBase, DefaultRetryBase)
 	def(&cfg.RetryMax, DefaultRetryMax)

@@ -53,7 +53,7 @@ func newIssuer(m *Manager) *issuer {
 			Directory:   cfg.CA,
 			HTTPClient:  cfg.HTTPClient,
 			UserAgent:   "fastrouter",
-			Logger:      slog.New(demote{m.log.With("component", "acmez").Handler()}),
+			Logger:      slog.New(demote{m.cfg.Logger.With("component", "acmez").Handler()}),
 			PollTimeout: cfg.OrderTimeout,
 		},
 		ChallengeSolvers: map[string]acmez.Solver{},

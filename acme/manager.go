@@ -47,6 +47,7 @@ type Manager struct {
 	states map[string]*state   // order bookkeeping by name (order.go)
 
 	syncWake, orderWake chan struct{} // buffered 1, never closed
+	started             time.Time     // set by Start, before the loops run
 
 	ctx       context.Context // ends orders in progress at Close
 	cancel    context.CancelFunc
@@ -143,6 +144,7 @@ func (m *Manager) Start() {
 		} else if n > 0 {
 			m.log.Debug("acme: files offered to the cluster", "files", n)
 		}
+		m.started = m.now()
 		m.announceDomains()
 		m.log.Info("acme: automatic HTTPS on", "ca", m.cfg.CA, "dir", m.cfg.Dir, "domains", m.cfg.Domains,
 			"on_demand", m.cfg.OnDemand, "allow", m.cfg.Allow, "challenges", m.cfg.Challenges,
@@ -269,9 +271,23 @@ func (m *Manager) syncPass() {
 		}
 		sort.Strings(list)
 		m.reload(m.ctx, list...)
+		m.clearErrors(list)
 	}
 	if wakeOrders {
 		kick(m.orderWake)
+	}
+}
+
+// clearErrors forgets the failures of names a peer's certificate now
+// serves: that order is moot.
+func (m *Manager) clearErrors(names []string) {
+	snap := m.served()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, n := range names {
+		if st := m.states[n]; st != nil && snap.certs[n] != nil && !st.force {
+			delete(m.states, n)
+		}
 	}
 }
 

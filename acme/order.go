@@ -94,6 +94,9 @@ func (m *Manager) orderPass(fetched map[string]time.Time) (wait time.Duration) {
 	if !m.leader() {
 		return time.Minute // MembersChanged wakes us sooner
 	}
+	if w := m.joinWait(); w > 0 {
+		return w
+	}
 	wanted := m.wanted(m.ctx)
 	names := make([]string, 0, len(wanted))
 	for n := range wanted {
@@ -197,14 +200,74 @@ func (m *Manager) eligible(name string) bool {
 	return m.cfg.OnDemand && m.cfg.allowed(name) && m.cfg.Pools.HasPool(name)
 }
 
+// joinWait is how much longer a router alone in its cluster waits for
+// peers before ordering (Config.JoinWait), or 0.
+func (m *Manager) joinWait() time.Duration {
+	cl := m.cfg.Cluster
+	if cl == nil || len(cl.Members()) > 1 {
+		return 0
+	}
+	return max(m.started.Add(m.cfg.JoinWait).Sub(m.now()), 0)
+}
+
+// lockRecord is a lock blob: the leader orders the name until Until.
+// Another router that becomes leader meanwhile waits for it rather than
+// order the same name again.
+type lockRecord struct {
+	By    string    `json:"by"`
+	Until time.Time `json:"until"`
+}
+
+// parseLock decodes a lock blob from a peer (FuzzParsePeerRecords).
+func parseLock(b []byte) (lockRecord, error) {
+	var l lockRecord
+	if len(b) > 512 {
+		return l, errors.New("acme: lock record too large")
+	}
+	err := json.Unmarshal(b, &l)
+	return l, err
+}
+
+// busyElsewhere reports until when another live router orders name, or
+// whether the cluster already holds a certificate that this router has not
+// written yet (syncLoop will): ordering now would order twice.
+func (m *Manager) busyElsewhere(name string, now time.Time) (time.Time, bool) {
+	cl := m.cfg.Cluster
+	if cl == nil {
+		return time.Time{}, false
+	}
+	if val, _, ok := cl.Blob(blobLock + name); ok {
+		if l, err := parseLock(val); err == nil && l.By != cl.Name() && now.Before(l.Until) && slices.Contains(cl.Members(), l.By) {
+			return l.Until, true
+		}
+	}
+	if m.served().certs[name] == nil {
+		if _, _, ok := cl.Blob(blobStore + certmagic.StorageKeys.SiteCert(m.iss.key, name)); ok {
+			kick(m.syncWake)
+			return now.Add(time.Second), true
+		}
+	}
+	return time.Time{}, false
+}
+
 // orderOne orders or renews name now and records the outcome.
 func (m *Manager) orderOne(name string, onDemand bool) {
+	now := m.now()
+	if until, busy := m.busyElsewhere(name, now); busy {
+		m.setNext(name, until)
+		return
+	}
 	sc := m.served().certs[name]
 	renewal := sc != nil || m.store.Exists(m.ctx, certmagic.StorageKeys.SiteCert(m.iss.key, name))
-	if !renewal && onDemand && !m.limits.takeOrder(m.now()) {
+	if !renewal && onDemand && !m.limits.takeOrder(now) {
 		m.m.onDemandLimited.Inc()
-		m.setNext(name, m.now().Add(onDemandRefill))
+		m.setNext(name, now.Add(onDemandRefill))
 		return
+	}
+	if cl := m.cfg.Cluster; cl != nil {
+		b, _ := json.Marshal(lockRecord{By: cl.Name(), Until: now.Add(m.cfg.OrderTimeout)})
+		_ = cl.PutBlob(m.ctx, blobLock+name, b, false)
+		defer func() { _ = cl.DeleteBlob(blobLock + name) }()
 	}
 	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.OrderTimeout)
 	start := m.now()

@@ -18,6 +18,7 @@ const (
 	blobChal  = "acme/ch/"   // + identifier: a challenge in progress (challenge.go)
 	blobWant  = "acme/want/" // + name: a router asks the leader to order it (ondemand.go)
 	blobErr   = "acme/err/"  // + name: the leader's last failure for it (order.go)
+	blobLock  = "acme/lock/" // + name: an order in progress, and by whom (order.go)
 )
 
 // storage is the certmagic.Storage of a Manager: the files under

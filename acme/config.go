@@ -166,7 +166,9 @@ func (cfg *Config) validate() error {
 		cfg.Domains[i] = n
 	}
 	for i, a := range cfg.Allow {
-		n, ok := normalizeName(strings.TrimPrefix(a, "."))
+		// A suffix may be a single label (a private CA's "internal").
+		n, ok := normalizeName(strings.TrimPrefix(a, ".") + ".x")
+		n = strings.TrimSuffix(n, ".x")
 		if !ok {
 			return fmt.Errorf("acme: allowed suffix %q: want a DNS name such as example.com", a)
 		}
@@ -238,7 +240,10 @@ func normalizeName(s string) (string, bool) {
 			}
 		}
 	}
-	return s, !digits
+	if digits {
+		return "", false
+	}
+	return s, true
 }
 
 // allowed reports whether name matches one of the Allow suffixes.

@@ -156,6 +156,7 @@ func FuzzParsePeerRecords(f *testing.F) {
 	f.Add([]byte(`{"configured":true}`))
 	f.Add([]byte(`{"error":"x","at":"2026-01-01T00:00:00Z","next":"2026-01-01T00:01:00Z"}`))
 	f.Add([]byte(`{"by":"a","until":"2026-01-01T00:00:00Z"}`))
+	f.Add([]byte(`{"sans":["a.test"],"issuer_data":{"url":"u","renewal_info":{"suggestedWindow":{"start":"2026-01-01T00:00:00Z","end":"2026-01-02T00:00:00Z"},"_selectedTime":"2026-01-01T12:00:00Z"}}}`))
 	f.Add([]byte(`{"location":"https://ca/acct/1","status":"valid","key_pem":"-----BEGIN EC PRIVATE KEY-----\nAA==\n-----END EC PRIVATE KEY-----\n"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _ = parseWant(b)
@@ -166,5 +167,6 @@ func FuzzParsePeerRecords(f *testing.F) {
 		if a, err := parseAccount(b); err == nil && (a.PrivateKey == nil || a.Location == "") {
 			t.Fatal("account without key or location accepted")
 		}
+		_ = parseMeta(b)
 	})
 }

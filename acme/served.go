@@ -134,6 +134,15 @@ func (m *Manager) loadARI(ctx context.Context, name string) *acmeproto.RenewalIn
 	if err != nil {
 		return nil
 	}
+	return parseMeta(b)
+}
+
+// parseMeta reads the renewal information out of certmagic's metadata file
+// (which may come from a peer: FuzzParsePeerRecords).
+func parseMeta(b []byte) *acmeproto.RenewalInfo {
+	if len(b) > 64<<10 {
+		return nil
+	}
 	var res struct {
 		IssuerData json.RawMessage `json:"issuer_data"`
 	}

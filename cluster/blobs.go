@@ -35,7 +35,7 @@ import (
 //
 // Bounds: a key is at most maxBlobKeyLen bytes of printable text, a value
 // at most MaxBlobLen bytes, and keys plus values at most Config.MaxBlobBytes
-// (default DefaultMaxBlobBytes, 8 MiB: about 1,700 certificates with their
+// (default DefaultMaxBlobBytes, 8 MiB: about 2,000 certificates with their
 // keys and metadata), so that a full state stays far below memberlist's
 // 20 MB push/pull limit. A blob over the bound is refused (PutBlob returns
 // ErrBlobsFull; a peer's is not merged and counts in

@@ -169,6 +169,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 	if err != nil {
 		return err
 	}
+	defer acmew.close()
 	var subTable subscription.Table = table
 	var admTable admin.Table = table
 	var notify func(balancer.DrainEvent) bool
@@ -360,7 +361,6 @@ func serve(ctx context.Context, o *options, log *slog.Logger, level *slog.LevelV
 		defer certs.Close()
 	}
 	acmew.start()
-	defer acmew.close()
 
 	var wg sync.WaitGroup
 	errc := make(chan error, len(fronts)+2)

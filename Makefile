@@ -31,7 +31,8 @@ FUZZ_TARGETS = internal/uwsgi:FuzzNextVar internal/uwsgi:FuzzVars internal/uwsgi
 	router:FuzzH2Guard router:FuzzBackendResponse router:FuzzScanHead \
 	router:FuzzCookieValue router:FuzzParseProxyHeader router:FuzzParseUwsgiFront router:FuzzRequestID \
 	router:FuzzAppendJSONString cmd/fastrouter:FuzzConfigFile balancer:FuzzLookup balancer:FuzzParseEndpoint tls:FuzzLoadPair tls:FuzzLookup \
-	health:FuzzParseStatusLine cluster:FuzzDecodeMessage cluster:FuzzDecodeRawState cluster:FuzzDecodeState
+	health:FuzzParseStatusLine cluster:FuzzDecodeMessage cluster:FuzzDecodeRawState cluster:FuzzDecodeState cluster:FuzzDecodeBlob \
+	acme:FuzzValidKey acme:FuzzParseChallenge acme:FuzzParsePeerRecords
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; echo "== $$pkg $$name ($(FUZZTIME))"; \

@@ -151,6 +151,9 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 			_ = c.SetWriteDeadline(rt.now().Add(rt.timeouts().Timeout))
 		}
 	}()
+	if f.scheme == "http" && rt.answerChallenge(ctx) { // acme.go
+		return
+	}
 
 	r := &x.req
 	h := &ctx.Request.Header

@@ -64,6 +64,7 @@ type app struct {
 	adm      *admin.Handler
 	adminSrv *http.Server
 	certs    *routertls.Store // nil without --https
+	acme     acmeWiring       // automatic HTTPS (acme.go); the zero value is off
 	stats    *stats.Server    // nil without --stats
 
 	fronts  []front // bound by bind, in flag order
@@ -104,6 +105,13 @@ func (a *app) build() error {
 	}
 	if err := a.buildNodes(); err != nil {
 		return err
+	}
+	var err error
+	if a.acme, err = setupACME(a.o, a.cl, a.table, a.log, a.reg); err != nil {
+		return err
+	}
+	if a.acme.m != nil {
+		a.stops.push("automatic HTTPS", func(context.Context) { a.acme.close() })
 	}
 	if err := a.buildRouter(); err != nil {
 		return err
@@ -210,6 +218,7 @@ func (a *app) buildRouter() error {
 		MaxConns:       o.maxConns,
 		TrustedProxies: o.trusted(),
 		ProxyProtocol:  o.proxyProtocol,
+		Challenges:     a.acme.challenges(),
 		Logger:         a.log,
 		Registerer:     a.reg,
 		AccessLog:      accessOut,
@@ -244,14 +253,15 @@ func (a *app) buildServers() error {
 	if a.adm, err = admin.New(admin.Config{
 		Table: admTable, Admission: a.gate, Gatherer: a.reg, RateGatherer: rateReg, Logger: a.log, Token: token,
 		DrainTimeout: o.drainTimeout, Version: "fastrouter " + versionString(), Started: a.started, Pprof: o.pprof,
+		Certificates: a.acme.certificates(),
 	}); err != nil {
 		return err
 	}
 	a.stops.push("admin handler", func(context.Context) { a.adm.Close() })
-	a.adminSrv = &http.Server{Handler: withCluster(a.adm, a.cl), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
+	a.adminSrv = &http.Server{Handler: withCluster(a.acme.handler(a.adm), a.cl), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
 	if len(o.https) > 0 {
 		if a.certs, err = routertls.New(routertls.Config{CertFile: o.tlsCert, KeyFile: o.tlsKey, Dir: o.tlsDir,
-			ClientCAFile: o.tlsClientCA, Logger: a.log, Registerer: a.reg}); err != nil {
+			ClientCAFile: o.tlsClientCA, Managed: a.acme.managed(), Logger: a.log, Registerer: a.reg}); err != nil {
 			return err
 		}
 	}

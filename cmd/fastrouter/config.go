@@ -58,6 +58,7 @@ type options struct {
 	// algorithm, overload policy and health check, by pool key.
 	pools             map[string]poolConfig
 	cluster           clusterOptions // cluster_flags.go
+	acme              acmeOptions    // acme.go
 	signCheck         string
 	signTolerance     time.Duration
 	subscriptionAllow []string
@@ -97,7 +98,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	}
 	fs.StringVar(&o.config, "config", "", "YAML `file` with the same settings (keys = flag names); flags override it")
 	fs.Var(&listFlag{vals: &o.http}, "http", "HTTP/1.1 listener `addr` (repeatable; default 127.0.0.1:8080 when no listener is given)")
-	fs.Var(&listFlag{vals: &o.https}, "https", "TLS listener `addr` with ALPN h2 and http/1.1 (repeatable; needs --tls-cert/--tls-key or --tls-dir)")
+	fs.Var(&listFlag{vals: &o.https}, "https", "TLS listener `addr` with ALPN h2 and http/1.1 (repeatable; needs --tls-cert/--tls-key, --tls-dir or automatic HTTPS, --acme-*)")
 	fs.Var(&listFlag{vals: &o.httpToHTTPS}, "http-to-https", "listener `addr` that answers 301 to the same URL over https (repeatable)")
 	fs.Var(&listFlag{vals: &o.uwsgi}, "uwsgi", "uwsgi-protocol front listener `addr`: ip:port, or a unix socket path or @name, made 0666 (uWSGI fastrouter mode, for nginx uwsgi_pass; repeatable)")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "default certificate `file` (PEM chain) for --https")
@@ -139,6 +140,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.BoolVar(&o.metricsPerNode, "metrics-per-node", false, "export per-node series (fastrouter_node_*{pool,node}) on /metrics")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	o.cluster.define(fs)
+	o.acme.define(fs)
 	return fs
 }
 
@@ -257,6 +259,7 @@ func (o *options) validate() error {
 	for _, check := range []func() error{
 		o.validateListeners, o.validateLimits, o.validateRouting, o.validateBalancing,
 		o.validateSecurity, o.validateAdmission, o.validateRest, o.cluster.validate,
+		func() error { return o.acme.validate(o) },
 	} {
 		if err := check(); err != nil {
 			return err
@@ -274,8 +277,8 @@ func (o *options) validateListeners() error {
 	if (o.tlsCert == "") != (o.tlsKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
 	}
-	if len(o.https) > 0 && o.tlsCert == "" && o.tlsDir == "" {
-		return errors.New("--https needs a certificate: --tls-cert/--tls-key or --tls-dir")
+	if len(o.https) > 0 && o.tlsCert == "" && o.tlsDir == "" && !o.acme.enabled() {
+		return errors.New("--https needs a certificate: --tls-cert/--tls-key, --tls-dir or --acme-domain/--acme-on-demand")
 	}
 	if len(o.https) == 0 && (o.tlsCert != "" || o.tlsDir != "" || o.tlsClientCA != "") {
 		return errors.New("--tls-cert, --tls-dir and --tls-client-ca need an --https listener")
@@ -448,5 +451,6 @@ func (o *options) needsRestart(n *options) []string {
 	diff("subscription-allow", !slices.Equal(o.subscriptionAllow, n.subscriptionAllow))
 	diff("node-allow", !slices.Equal(o.nodeAllow, n.nodeAllow))
 	diff("max-conns", o.maxConns != n.maxConns)
+	out = append(out, o.acme.needsRestart(&n.acme)...)
 	return append(out, o.cluster.needsRestart(&n.cluster)...)
 }

@@ -120,6 +120,7 @@ func (a *app) start(ctx context.Context) error {
 		a.stops.push("certificates", func(context.Context) { a.certs.Close() })
 		a.certs.Start()
 	}
+	a.acme.start()
 	a.stops.push("pid file", func(context.Context) { // written by run
 		if a.pidWritten {
 			releasePIDFile(a.o.pidFile, a.handedOff)

@@ -1,5 +1,5 @@
 # fastrouter — see README.md.
-.PHONY: build run test bench bench-compare fuzz vulncheck staticcheck
+.PHONY: build run test bench bench-compare fuzz vulncheck staticcheck release
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
@@ -31,7 +31,8 @@ FUZZ_TARGETS = internal/ascii:FuzzFold internal/uwsgi:FuzzNextVar internal/uwsgi
 	router:FuzzH2Guard router:FuzzBackendResponse router:FuzzScanHead \
 	router:FuzzCookieValue internal/proxyproto:FuzzParse router:FuzzParseUwsgiFront router:FuzzRequestID \
 	router:FuzzAppendJSONString cmd/fastrouter:FuzzConfigFile balancer:FuzzLookup balancer:FuzzParseEndpoint tls:FuzzLoadPair tls:FuzzLookup \
-	health:FuzzParseStatusLine cluster:FuzzDecodeMessage cluster:FuzzDecodeRawState cluster:FuzzDecodeState
+	health:FuzzParseStatusLine cluster:FuzzDecodeMessage cluster:FuzzDecodeRawState cluster:FuzzDecodeState cluster:FuzzDecodeBlob \
+	acme:FuzzValidKey acme:FuzzParseChallenge acme:FuzzParsePeerRecords
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; echo "== $$pkg $$name ($(FUZZTIME))"; \
@@ -53,3 +54,17 @@ staticcheck:
 GOVULNCHECK ?= golang.org/x/vuln/cmd/govulncheck@v1.8.0
 vulncheck:
 	go run $(GOVULNCHECK) ./...
+
+# Release binaries: static (CGO_ENABLED=0), reproducible paths (-trimpath),
+# one per platform in dist/, with dist/SHA256SUMS. VERSION defaults to
+# `git describe`; set it to the tag when releasing (make release VERSION=v0.1.0).
+RELEASE_PLATFORMS ?= linux/amd64 linux/arm64
+release:
+	rm -rf dist && mkdir -p dist
+	@set -e; for p in $(RELEASE_PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; out=dist/fastrouter-$(VERSION)-$$os-$$arch; \
+		echo "== $$out"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $$out ./cmd/fastrouter; \
+	done
+	cd dist && sha256sum fastrouter-* > SHA256SUMS
+	@cat dist/SHA256SUMS

@@ -72,8 +72,21 @@ type Config struct {
 	// Gatherer of just those keeps the sampling cheap when /metrics is large
 	// (100k pools, many nodes). Default Gatherer.
 	RateGatherer prometheus.Gatherer
+	// Certificates, if set, lists the certificates automatic HTTPS manages
+	// (package acme) for the status page. Nil: the section is left out.
+	Certificates func() []Certificate
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+}
+
+// Certificate is one certificate automatic HTTPS manages, as the status
+// page shows it (GET /api/certificates has the full record).
+type Certificate struct {
+	Name, Issuer          string
+	NotAfter, NextRenewal time.Time // zero: no certificate yet
+	OnDemand              bool
+	Orderer               string // the router that orders it; "" alone
+	LastError             string
 }
 
 // Handler is the admin API's http.Handler. With a Gatherer it runs a

@@ -114,6 +114,16 @@ var statusTmpl = template.Must(template.New("status").Parse(`<!doctype html>
 <tr><td class="addr">{{.Pool}}</td><td class="addr">{{.Node}}</td><td class="num">{{.Inflight}}</td><td class="num opt">{{.Served}}</td><td class="num opt">{{.Forced}}</td><td class="opt">{{.Started}} ago</td><td>{{.Deadline}}</td></tr>{{end}}
 </tbody></table></div>
 </section>{{end}}
+{{if .Certs}}<section>
+<h2>Certificates</h2>
+<div class="scroll"><table>
+<thead><tr><th>name</th><th class="opt">issuer</th><th>expires</th><th>next renewal</th><th>last error</th></tr></thead>
+<tbody>{{range .Certs}}
+<tr><td class="addr">{{.Name}}{{if .OnDemand}} <span class="badge empty">on demand</span>{{end}}</td><td class="opt">{{.Issuer}}</td><td>{{.NotAfter}}</td><td>{{.NextRenewal}}</td><td class="addr{{if .LastError}} num bad{{end}}">{{.LastError}}</td></tr>{{end}}
+</tbody></table></div>
+{{if .CertOrderer}}<p class="note">Ordered and renewed by {{.CertOrderer}} for the cluster.</p>{{end}}
+{{if .MoreCerts}}<p class="note">{{.MoreCerts}} more: see <a href="/api/certificates">/api/certificates</a>.</p>{{end}}
+</section>{{end}}
 <section>
 <h2>Pools</h2>
 {{range .PoolRows}}<article class="pool">
@@ -129,7 +139,7 @@ var statusTmpl = template.Must(template.New("status").Parse(`<!doctype html>
 {{else}}<p class="note">No pools yet. Nodes join with uWSGI's <code>--subscribe-to</code>, or add static ones with <code>--to KEY=ADDR</code>.</p>
 {{end}}{{if .MorePools}}<p class="note">{{.MorePools}} more pools: see <a href="/api/pools">/api/pools</a>.</p>{{end}}
 </section>
-<footer>JSON: <a href="/api/pools">/api/pools</a> · metrics: <a href="/metrics">/metrics</a></footer>
+<footer>JSON: <a href="/api/pools">/api/pools</a>{{if .Certs}} · <a href="/api/certificates">/api/certificates</a>{{end}} · metrics: <a href="/metrics">/metrics</a></footer>
 </body>
 </html>
 `))
@@ -148,6 +158,13 @@ type (
 		Drains               []drainView
 		PoolRows             []poolView
 		MorePools            int
+		Certs                []certView
+		CertOrderer          string
+		MoreCerts            int
+	}
+	certView struct {
+		Name, Issuer, NotAfter, NextRenewal, LastError string
+		OnDemand                                       bool
 	}
 	poolView struct {
 		Key, Link, Algo, Health string
@@ -211,6 +228,7 @@ func (h *Handler) statusView(refresh int) *statusView {
 			v.Rate, v.ErrRate, v.ErrHigh = perSecond(total.Requests), perSecond(total.Errors), total.Errors > 0
 		}
 	}
+	h.certView(v, now)
 	pools := h.cfg.Table.Pools()
 	slices.SortFunc(pools, func(a, b *balancer.Pool) int { return strings.Compare(a.Key, b.Key) })
 	v.Pools = len(pools)
@@ -283,6 +301,41 @@ func (h *Handler) statusView(refresh int) *statusView {
 		}
 	}
 	return v
+}
+
+// maxCertsOnPage bounds the certificates listed; /api/certificates has all.
+const maxCertsOnPage = 200
+
+// certView fills the certificates section from Config.Certificates.
+func (h *Handler) certView(v *statusView, now time.Time) {
+	if h.cfg.Certificates == nil {
+		return
+	}
+	for i, c := range h.cfg.Certificates() {
+		if i >= maxCertsOnPage {
+			v.MoreCerts++
+			continue
+		}
+		cv := certView{Name: c.Name, Issuer: c.Issuer, OnDemand: c.OnDemand, LastError: c.LastError, NotAfter: "–", NextRenewal: "–"}
+		if !c.NotAfter.IsZero() {
+			cv.NotAfter = "in " + age(c.NotAfter.Sub(now))
+			if now.After(c.NotAfter) {
+				cv.NotAfter = "expired " + age(now.Sub(c.NotAfter)) + " ago"
+			}
+		}
+		if !c.NextRenewal.IsZero() {
+			cv.NextRenewal = "in " + age(c.NextRenewal.Sub(now))
+			if now.After(c.NextRenewal) {
+				cv.NextRenewal = "due"
+			}
+		}
+		v.CertOrderer = c.Orderer
+		v.Certs = append(v.Certs, cv)
+	}
+	if len(v.Certs) == 0 && v.MoreCerts == 0 {
+		// ACME is on but nothing is managed yet: say so rather than hide it.
+		v.Certs = append(v.Certs, certView{Name: "(none yet)", NotAfter: "–", NextRenewal: "–"})
+	}
 }
 
 // perSecond formats a rate for the page.

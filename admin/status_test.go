@@ -341,3 +341,43 @@ func TestRatesUseRateGatherer(t *testing.T) {
 		t.Errorf("rates sampled the /metrics Gatherer: %v", pools)
 	}
 }
+
+// TestStatusPageCertificates: with automatic HTTPS the page lists the
+// managed certificates (expiry, next renewal, last error, escaped);
+// without it there is no such section.
+func TestStatusPageCertificates(t *testing.T) {
+	f := newStatusFixture(t)
+	if body, _, _ := f.page(t, ""); strings.Contains(body, "Certificates") {
+		t.Fatal("a Certificates section without automatic HTTPS")
+	}
+	now := f.clock.now()
+	f.h.cfg.Certificates = func() []Certificate {
+		return []Certificate{
+			{Name: "shop.example.com", Issuer: "R11", NotAfter: now.Add(60 * 24 * time.Hour), NextRenewal: now.Add(30 * 24 * time.Hour), Orderer: "router-1"},
+			{Name: "new.example.com", OnDemand: true, LastError: `<b>rate limited</b>`, Orderer: "router-1"},
+		}
+	}
+	body, doc, _ := f.page(t, "")
+	var rows []string
+	walk(doc, func(n *html.Node) {
+		if n.Data == "tr" && strings.Contains(text(n), "example.com") {
+			var cells []string
+			for c := n.FirstChild; c != nil; c = c.NextSibling {
+				if c.Data == "td" {
+					cells = append(cells, strings.Join(strings.Fields(text(c)), " "))
+				}
+			}
+			rows = append(rows, strings.Join(cells, "|"))
+		}
+	})
+	want := []string{
+		"shop.example.com|R11|in 60d00h|in 30d00h|",
+		"new.example.com on demand||–|–|<b>rate limited</b>",
+	}
+	if strings.Join(rows, "\n") != strings.Join(want, "\n") {
+		t.Errorf("rows:\n%q\nwant\n%q", rows, want)
+	}
+	if strings.Contains(body, "<b>rate") || !strings.Contains(body, "router-1") || !strings.Contains(body, `href="/api/certificates"`) {
+		t.Error("last error not escaped, orderer or link missing")
+	}
+}

@@ -128,6 +128,9 @@ type Config struct {
 	// each sync, refuses a signed datagram older than the newest any
 	// router accepted.
 	Signed SignedTimes
+	// MaxBlobBytes bounds the replicated blobs' keys and values together
+	// (blobs.go). Default DefaultMaxBlobBytes.
+	MaxBlobBytes int
 	// Logger receives the cluster's and memberlist's logs. Default: discard.
 	Logger *slog.Logger
 	// Registerer receives the metrics. Default: a private registry.
@@ -193,6 +196,12 @@ type Cluster struct {
 	members   map[uint64]memberInfo // live members (self included), from memberlist's events
 	failed    map[string]time.Time  // address of a failed member → when it failed
 	lastState int                   // size of the last encoded state, to pre-size the next
+	blobs     map[string]*blob      // replicated blobs by key, tombstones included (blobs.go)
+	blobBytes int                   // len(key)+len(val) over blobs
+	acks      map[string]*ackWait   // PutBlob calls waiting for acknowledgements, by key
+
+	watcher  atomic.Pointer[BlobWatcher] // SetBlobWatcher; nil: none
+	reliable chan []byte                 // large blob messages for reliableLoop; never closed
 
 	wake chan struct{} // applier wake-up; buffered 1, never closed
 
@@ -264,6 +273,9 @@ func New(cfg Config) (*Cluster, error) {
 	if cfg.MaxQueue <= 0 {
 		cfg.MaxQueue = 16384
 	}
+	if cfg.MaxBlobBytes <= 0 {
+		cfg.MaxBlobBytes = DefaultMaxBlobBytes
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -289,6 +301,9 @@ func New(cfg Config) (*Cluster, error) {
 		draining: map[*entry]struct{}{},
 		members:  map[uint64]memberInfo{},
 		failed:   map[string]time.Time{},
+		blobs:    map[string]*blob{},
+		acks:     map[string]*ackWait{},
+		reliable: make(chan []byte, reliableQueue),
 		wake:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 	}
@@ -377,10 +392,11 @@ func (c *Cluster) Start(ctx context.Context) error {
 	c.ml.Store(ml)
 	c.log.Info("cluster: member started", "bind", c.cfg.BindAddr, "advertise", ml.LocalNode().Address(),
 		"label", c.cfg.Label, "encrypted", len(c.cfg.SecretKey) > 0, "join", c.cfg.Join)
-	c.wg.Add(3)
+	c.wg.Add(4)
 	go c.applyLoop()
 	go c.houseLoop()
 	go c.joinLoop()
+	go c.reliableLoop()
 	return nil
 }
 

@@ -13,7 +13,7 @@ import (
 //
 //	magic    1 byte   0xFC
 //	version  1 byte   1
-//	kind     1 byte   1 = entry, 2 = report, 3 = state
+//	kind     1 byte   1 = entry, 2 = report, 3 = state, 4 = blob, 5 = blob ack
 //	base     varint   unix ns; every time (Δ) below is a varint delta from it
 //
 //	kind 1, entry:  key str, entry
@@ -22,12 +22,23 @@ import (
 //	kind 3, state:  rawlen uvarint, then a zstd frame of rawlen bytes:
 //	                pools uvarint, { key str, n uvarint, entry × n } × pools
 //	                [signed uvarint, { key str, addr str, unix varint, sig u64 } × signed]
+//	                [0x00, blobs uvarint, blobrec × blobs]
+//	kind 4, blob:   blobrec, with flag bit 1 set when the sender waits for
+//	                acknowledgements
+//	kind 5, ack:    key str, at.ver Δ, at.origin u64, router u64
+//
+//	blobrec:        key str, flags 1 byte (bit 0 deleted, bit 1 ack wanted),
+//	                at.ver Δ, at.origin u64, value str (absent when deleted)
 //
 //	The optional signed section (absent when empty, so states without it
 //	are what earlier versions sent) is the sender's replay memory: the
 //	newest signed datagram time (unix seconds) it accepted per key and
 //	announced address, and an id of that datagram if it was a subscribe
-//	(subauth.Guard.SignedTimes).
+//	(subauth.Guard.SignedTimes). A signed section never starts with 0x00
+//	(it is never empty), which is what tells the optional blob section
+//	(blobs.go), sent only by an encrypted cluster that has blobs, from it.
+//	A router older than the blob section merges such a state's entries and
+//	replay memory, then rejects the rest (logged).
 //
 //	entry:
 //	  addr       str
@@ -60,9 +71,11 @@ const (
 	wireMagic   = 0xFC
 	wireVersion = 1
 
-	kindEntry  = 1
-	kindReport = 2
-	kindState  = 3
+	kindEntry   = 1
+	kindReport  = 2
+	kindState   = 3
+	kindBlob    = 4
+	kindBlobAck = 5
 )
 
 // Bounds on decoded input. A message from the network never makes the
@@ -74,9 +87,10 @@ const (
 	maxAlgoLen    = 32
 	maxProofLen   = 2048 // a signed datagram: larger ones are not relayed
 	maxReports    = 256
-	maxStateBytes = 64 << 20 // decompressed state
-	minEntryBytes = 24       // smallest encoded entry: bounds counts by input size
-	minSignedRec  = 3 + 8    // smallest signed record: key, empty addr, unix, sig
+	maxStateBytes = 64 << 20      // decompressed state
+	minEntryBytes = 24            // smallest encoded entry: bounds counts by input size
+	minSignedRec  = 3 + 8         // smallest signed record: key, empty addr, unix, sig
+	minBlobRec    = 2 + 1 + 1 + 8 // smallest blob record: key, flags, at, deleted
 )
 
 const (
@@ -85,6 +99,9 @@ const (
 	flagNotify   = 0x08
 	flagAlgo     = 0x10
 	flagProof    = 0x20
+
+	blobDeleted = 0x01
+	blobAck     = 0x02
 )
 
 // Decoding errors. Preallocated: decoding is input-driven.
@@ -489,16 +506,18 @@ func validText(b []byte) bool {
 	return true
 }
 
-// message is a decoded broadcast: exactly one of entry or report is set
-// (by kind).
+// message is a decoded broadcast: exactly one of entry, report, blob or
+// ack is set (by kind).
 type message struct {
 	kind   byte
 	key    []byte
 	entry  wireEntry
 	report wireReportMsg
+	blob   wireBlob
+	ack    wireBlobAck
 }
 
-// decodeMessage decodes a kind-1 or kind-2 message into m, reusing its
+// decodeMessage decodes a kind-1, 2, 4 or 5 message into m, reusing its
 // buffers. Slices in m alias b.
 func decodeMessage(b []byte, m *message) error {
 	d := decoder{b: b}
@@ -521,6 +540,13 @@ func decodeMessage(b []byte, m *message) error {
 		if d.err == nil && (len(r.addr) == 0 || !validText(r.addr)) {
 			d.fail(errBadValue)
 		}
+	case kindBlob:
+		d.blobRec(base, &m.blob, blobDeleted|blobAck)
+	case kindBlobAck:
+		a := &m.ack
+		a.key = d.blobKey()
+		a.at = stamp{d.delta(base), d.u64()}
+		a.router = d.u64()
 	default:
 		return errKind
 	}
@@ -560,9 +586,9 @@ func (z *compressor) decompressState(b []byte) (raw []byte, base int64, err erro
 
 // decodeRawState walks the uncompressed body of a state and calls fn for
 // each entry, in order, then signed (if not nil) for each record of the
-// signed section. fn and signed must not retain their arguments. It stops
+// signed section, then blobs (if not nil) for each blob record. fn and signed must not retain their arguments. It stops
 // at the first error; what was passed before it is valid on its own.
-func decodeRawState(raw []byte, base int64, fn func(w *wireEntry), signed func(key, addr []byte, unix int64, sig uint64)) (int, error) {
+func decodeRawState(raw []byte, base int64, fn func(w *wireEntry), signed func(key, addr []byte, unix int64, sig uint64), blobs func(w *wireBlob)) (int, error) {
 	d := decoder{b: raw}
 	var w wireEntry
 	total := 0
@@ -579,8 +605,12 @@ func decodeRawState(raw []byte, base int64, fn func(w *wireEntry), signed func(k
 			}
 		}
 	}
-	if d.err == nil && d.off < len(raw) {
+	if d.err == nil && d.off < len(raw) && raw[d.off] != 0 {
 		d.signedSection(signed)
+	}
+	if d.err == nil && d.off < len(raw) && raw[d.off] == 0 {
+		d.off++
+		d.blobSection(base, blobs)
 	}
 	if d.err != nil {
 		return total, d.err
@@ -629,4 +659,88 @@ func appendSignedRec(dst []byte, key, addr string, unix int64, sig uint64) []byt
 	dst = appendStr(dst, addr)
 	dst = binary.AppendVarint(dst, unix)
 	return appendU64(dst, sig)
+}
+
+// blobKey reads a blob key: non-empty printable text.
+func (d *decoder) blobKey() []byte {
+	k := d.str(maxBlobKeyLen)
+	if d.err == nil && (len(k) == 0 || !validText(k)) {
+		d.fail(errBadValue)
+	}
+	return k
+}
+
+// blobRec decodes a blob record into w; allowed are the flag bits it may
+// carry.
+func (d *decoder) blobRec(base int64, w *wireBlob, allowed byte) {
+	w.key = d.blobKey()
+	flags := d.byte1()
+	if d.err == nil && flags&^allowed != 0 {
+		d.fail(errBadValue)
+		return
+	}
+	w.deleted, w.ack = flags&blobDeleted != 0, flags&blobAck != 0
+	w.at = stamp{d.delta(base), d.u64()}
+	w.val = nil
+	if !w.deleted {
+		w.val = d.str(MaxBlobLen)
+	}
+}
+
+// blobSection decodes the state's blob section.
+func (d *decoder) blobSection(base int64, fn func(w *wireBlob)) {
+	n := d.count(minBlobRec)
+	if d.err == nil && n == 0 {
+		d.fail(errBadValue) // an empty section is never sent
+	}
+	var w wireBlob
+	for i := 0; i < n && d.err == nil; i++ {
+		d.blobRec(base, &w, blobDeleted)
+		if d.err == nil && fn != nil {
+			fn(&w)
+		}
+	}
+}
+
+// appendBlobRec encodes one blob record.
+func appendBlobRec(dst []byte, base int64, key string, at stamp, deleted bool, val []byte) []byte {
+	dst = appendStr(dst, key)
+	var flags byte
+	if deleted {
+		flags |= blobDeleted
+	}
+	dst = append(dst, flags)
+	dst = binary.AppendVarint(dst, at.ver-base)
+	dst = appendU64(dst, at.origin)
+	if !deleted {
+		dst = binary.AppendUvarint(dst, uint64(len(val)))
+		dst = append(dst, val...)
+	}
+	return dst
+}
+
+// appendBlobMsg encodes a kind-4 message.
+func appendBlobMsg(dst []byte, base int64, key string, at stamp, deleted, ack bool, val []byte) []byte {
+	dst = appendHeader(dst, kindBlob, base)
+	n := len(dst)
+	dst = appendBlobRec(dst, base, key, at, deleted, val)
+	if ack {
+		dst[n+uvarintLen(uint64(len(key)))+len(key)] |= blobAck
+	}
+	return dst
+}
+
+// appendBlobAckMsg encodes a kind-5 message.
+func appendBlobAckMsg(dst []byte, base int64, key []byte, at stamp, router uint64) []byte {
+	dst = appendHeader(dst, kindBlobAck, base)
+	dst = binary.AppendUvarint(dst, uint64(len(key)))
+	dst = append(dst, key...)
+	dst = binary.AppendVarint(dst, at.ver-base)
+	dst = appendU64(dst, at.origin)
+	return appendU64(dst, router)
+}
+
+func uvarintLen(v uint64) int {
+	var b [binary.MaxVarintLen64]byte
+	return binary.PutUvarint(b[:], v)
 }

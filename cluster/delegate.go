@@ -27,20 +27,36 @@ func (d *delegate) NotifyMsg(msg []byte) {
 		c.log.Debug("cluster: invalid message dropped", "err", err, "bytes", len(msg))
 		return
 	}
+	if (m.kind == kindBlob || m.kind == kindBlobAck) && !c.BlobsShared() {
+		// Blobs carry private keys: never taken from an unencrypted cluster.
+		c.m.messages.WithLabelValues("invalid").Inc()
+		return
+	}
 	now := c.now().UnixNano()
 	c.mu.Lock()
-	var changed bool
+	var changed, ack bool
 	switch m.kind {
 	case kindEntry:
 		changed = c.mergeLocked(&m.entry, now)
 	case kindReport:
 		changed = c.mergeReportLocked(&m.report)
+	case kindBlob:
+		changed, ack = c.mergeBlobLocked(&m.blob)
+	case kindBlobAck:
+		c.mergeBlobAckLocked(&m.ack)
 	}
 	c.mu.Unlock()
-	if changed {
+	if ack {
+		c.sendAck(m.blob.key, m.blob.at)
+	}
+	switch {
+	case changed && m.kind == kindBlob:
+		c.m.messages.WithLabelValues("applied").Inc()
+		c.notifyBlobs([]string{string(m.blob.key)})
+	case changed:
 		c.m.messages.WithLabelValues("applied").Inc()
 		c.kick()
-	} else {
+	default:
 		c.m.messages.WithLabelValues("stale").Inc()
 	}
 }
@@ -87,7 +103,8 @@ func (c *Cluster) encodeState() []byte {
 	}
 	c.lastState = len(raw)
 	c.mu.Unlock()
-	return c.z.sealState(base, c.appendReplayMemory(raw))
+	raw = c.appendReplayMemory(raw)
+	return c.z.sealState(base, c.appendBlobSection(raw, base))
 }
 
 // appendReplayMemory appends the state's signed section: the replay
@@ -125,16 +142,26 @@ func (c *Cluster) mergeState(buf []byte) (n, changed int, err error) {
 	if c.cfg.Signed != nil {
 		remember = c.cfg.Signed.RememberSigned // lock order: mu, then the memory's
 	}
+	var blobs func(w *wireBlob)
+	var blobKeys []string
+	if c.BlobsShared() {
+		blobs = func(w *wireBlob) {
+			if ch, _ := c.mergeBlobLocked(w); ch {
+				blobKeys = append(blobKeys, string(w.key))
+			}
+		}
+	}
 	n, err = decodeRawState(raw, base, func(w *wireEntry) {
 		if c.mergeLocked(w, now) {
 			changed++
 		}
-	}, remember)
+	}, remember, blobs)
 	c.mu.Unlock()
 	if changed > 0 {
 		c.kick()
 	}
-	return n, changed, err
+	c.notifyBlobs(blobKeys)
+	return n, changed + len(blobKeys), err
 }
 
 // kick wakes the applier.
@@ -185,6 +212,7 @@ func (ev *events) NotifyJoin(n *memberlist.Node) {
 	c.memberCount.Store(int32(count))
 	c.mu.Unlock()
 	c.log.Info("cluster: member joined", "member", n.Name, "addr", n.Address(), "members", count)
+	c.notifyMembers()
 }
 
 func (ev *events) NotifyLeave(n *memberlist.Node) {
@@ -201,6 +229,7 @@ func (ev *events) NotifyLeave(n *memberlist.Node) {
 	if n.Name == c.cfg.Name {
 		return // our own shutdown
 	}
+	c.notifyMembers()
 	how := "failed"
 	if left {
 		how = "left"

@@ -35,6 +35,7 @@ type routerOpts struct {
 	admission Admission
 	signed    SignedTimes
 	reg       *prometheus.Registry
+	maxBlobs  int // Config.MaxBlobBytes
 }
 
 func fastMemberlist(mc *memberlist.Config) {
@@ -98,6 +99,7 @@ func newTestRouter(t testing.TB, name string, o routerOpts) *testRouter {
 		SyncInterval: o.sync, Tolerance: o.tolerance, RefreshInterval: 100 * time.Millisecond,
 		ReportInterval: 20 * time.Millisecond, ReconnectInterval: 200 * time.Millisecond,
 		Logger: testLogger(t, name), Admission: o.admission, Signed: o.signed, Registerer: registerer(o.reg),
+		MaxBlobBytes: o.maxBlobs,
 		Memberlist: func(mc *memberlist.Config) {
 			fastMemberlist(mc)
 			if o.tune != nil {

@@ -16,8 +16,12 @@ type StatusJSON struct {
 	Address string       `json:"address"`
 	Members []MemberJSON `json:"members"`
 	Entries int          `json:"entries"`
-	Queue   int          `json:"broadcast_queue"`
-	Drains  []DrainJSON  `json:"drains"`
+	// Blobs and BlobBytes: the shared values (ACME certificates, keys,
+	// challenges; blobs.go), tombstones included.
+	Blobs     int         `json:"blobs"`
+	BlobBytes int         `json:"blob_bytes"`
+	Queue     int         `json:"broadcast_queue"`
+	Drains    []DrainJSON `json:"drains"`
 }
 
 // MemberJSON is one live member.
@@ -48,6 +52,7 @@ func (c *Cluster) Status() StatusJSON {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st.Entries = c.entries
+	st.Blobs, st.BlobBytes = len(c.blobs), c.blobBytes
 	for _, m := range c.members {
 		st.Members = append(st.Members, MemberJSON{Name: m.name, Address: m.addr})
 	}

@@ -209,6 +209,7 @@ func (c *Cluster) collect() {
 	ttl := tol + 2*int64(c.cfg.SyncInterval)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.collectBlobsLocked(now)
 	for _, nodes := range c.pools {
 		for _, e := range nodes {
 			switch {

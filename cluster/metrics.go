@@ -16,6 +16,8 @@ type metrics struct {
 	applied   prometheus.Counter
 	dropped   prometheus.Counter
 	syncBytes prometheus.Gauge
+	// blobsRefused counts peers' blobs not merged: over Config.MaxBlobBytes.
+	blobsRefused prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, c *Cluster) (*metrics, error) {
@@ -39,7 +41,11 @@ func newMetrics(reg prometheus.Registerer, c *Cluster) (*metrics, error) {
 		}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "fastrouter_cluster_queue_pruned_total",
-			Help: "Times the gossip queue overflowed and its oldest broadcasts were dropped (push/pull repairs them).",
+			Help: "Times the gossip queue overflowed and its oldest broadcasts were dropped, or the queue of large blob messages was full (push/pull repairs them).",
+		}),
+		blobsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fastrouter_cluster_blobs_refused_total",
+			Help: "Shared values (ACME certificates, keys, challenges) from other routers not kept because the replicated values would pass their size bound.",
 		}),
 		syncBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "fastrouter_cluster_state_bytes",
@@ -65,7 +71,15 @@ func newMetrics(reg prometheus.Registerer, c *Cluster) (*metrics, error) {
 		Name: "fastrouter_cluster_broadcast_queue",
 		Help: "Broadcasts waiting to be gossiped.",
 	}, func() float64 { return float64(c.queue.NumQueued()) })
-	for _, col := range []prometheus.Collector{m.messages, m.denied, m.sent, m.applied, m.dropped, m.syncBytes, members, entries, queued} {
+	blobBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "fastrouter_cluster_blob_bytes",
+		Help: "Bytes of shared values (ACME certificates, keys, challenges) in the replicated state, keys included.",
+	}, func() float64 {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return float64(c.blobBytes)
+	})
+	for _, col := range []prometheus.Collector{m.messages, m.denied, m.sent, m.applied, m.dropped, m.syncBytes, m.blobsRefused, members, entries, queued, blobBytes} {
 		if err := reg.Register(col); err != nil {
 			return nil, fmt.Errorf("cluster: metrics: %w", err)
 		}

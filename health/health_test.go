@@ -2,75 +2,39 @@ package health
 
 import (
 	"bytes"
-	"io"
 	"net"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/fastrouter/fastrouter/balancer"
 	"github.com/fastrouter/fastrouter/internal/uwsgi"
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-// fakeNode is a uwsgi (or HTTP) server whose answer the test switches.
-type fakeNode struct {
-	ln     net.Listener
-	answer atomic.Value // string written back to every probe
-	mu     sync.Mutex
-	last   []byte // the last request received
-	hits   atomic.Int32
-	wg     sync.WaitGroup
-}
-
-func newFakeNode(t *testing.T, answer string) *fakeNode {
+// newFakeNode is a node that reads whatever a probe sends first (a uwsgi
+// packet, an HTTP request, nothing for a TCP probe) and answers it with
+// answer; "hang" never answers.
+func newFakeNode(t *testing.T, answer string) *uwsgitest.Node {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fakeNode{ln: ln}
-	f.answer.Store(answer)
-	f.wg.Add(1)
-	go func() {
-		defer f.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			f.wg.Add(1)
-			go func() {
-				defer f.wg.Done()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				f.hits.Add(1)
-				buf := make([]byte, 4096)
-				n, _ := c.Read(buf)
-				f.mu.Lock()
-				f.last = append([]byte(nil), buf[:n]...)
-				f.mu.Unlock()
-				if a := f.answer.Load().(string); a == "hang" {
-					io.Copy(io.Discard, c) // never answers; the probe's timeout ends it
-				} else {
-					io.WriteString(c, a)
-				}
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); f.wg.Wait() })
-	return f
+	return uwsgitest.NewNode(t, answerWith(answer), uwsgitest.WithProto(uwsgitest.Raw), uwsgitest.Deadline(5*time.Second))
 }
 
-func (f *fakeNode) addr() string { return f.ln.Addr().String() }
+func answerWith(answer string) uwsgitest.Handler {
+	if answer == "hang" {
+		return uwsgitest.Hold() // the probe's timeout ends it
+	}
+	return uwsgitest.Reply(answer)
+}
 
-func (f *fakeNode) request() []byte {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.last
+// lastProbe is the bytes of the last probe f received.
+func lastProbe(f *uwsgitest.Node) []byte {
+	if r := f.Last(); r != nil {
+		return r.Raw
+	}
+	return nil
 }
 
 const ok200 = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -111,13 +75,13 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestFallAndRise(t *testing.T) {
 	good, bad := newFakeNode(t, ok200), newFakeNode(t, "HTTP/1.1 500 Internal Server Error\r\n\r\n")
 	check := Check{Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond, Rise: 2, Fall: 3, Path: "/health?deep=1"}
-	tb, _, reg := setup(t, map[string]Check{"App.Test": check}, "app.test="+good.addr(), "app.test="+bad.addr(), "other.test="+bad.addr())
+	tb, _, reg := setup(t, map[string]Check{"App.Test": check}, "app.test="+good.Addr(), "app.test="+bad.Addr(), "other.test="+bad.Addr())
 	p := tb.Pool("app.test")
-	badNode, goodNode := p.Node(bad.addr()), p.Node(good.addr())
+	badNode, goodNode := p.Node(bad.Addr()), p.Node(good.Addr())
 
 	waitFor(t, "the 500 node to go down", func() bool { return !badNode.Healthy() })
-	if bad.hits.Load() < 3 {
-		t.Errorf("down after %d probes, want fall=3", bad.hits.Load())
+	if bad.Accepted() < 3 {
+		t.Errorf("down after %d probes, want fall=3", bad.Accepted())
 	}
 	if badNode.State() != balancer.StateFailed || !goodNode.Healthy() {
 		t.Fatalf("states: bad %s, good healthy=%v", badNode.State(), goodNode.Healthy())
@@ -136,7 +100,7 @@ func TestFallAndRise(t *testing.T) {
 	}
 
 	// The probe is a well-formed uwsgi GET for the pool's host.
-	req := bad.request()
+	req := lastProbe(bad)
 	vars := map[string]string{}
 	for off := uwsgi.HeaderLen; off < len(req); {
 		k, v, next, err := uwsgi.NextVar(req[uwsgi.HeaderLen:], off-uwsgi.HeaderLen)
@@ -153,10 +117,10 @@ func TestFallAndRise(t *testing.T) {
 		}
 	}
 
-	bad.answer.Store(ok200)
-	before := bad.hits.Load()
+	bad.SetHandler(answerWith(ok200))
+	before := bad.Accepted()
 	waitFor(t, "the node to rise", func() bool { return badNode.Healthy() })
-	if got := bad.hits.Load() - before; got < 2 {
+	if got := bad.Accepted() - before; got < 2 {
 		t.Errorf("rose after %d passing probes, want rise=2", got)
 	}
 	if badNode.State() != balancer.StateActive {
@@ -202,9 +166,9 @@ func TestProbeFailures(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			f := newFakeNode(t, answer)
-			tb, _, _ := setup(t, map[string]Check{"p": {Interval: 100 * time.Millisecond, Timeout: 50 * time.Millisecond, Fall: 1, Rise: 1}}, "p="+f.addr())
+			tb, _, _ := setup(t, map[string]Check{"p": {Interval: 100 * time.Millisecond, Timeout: 50 * time.Millisecond, Fall: 1, Rise: 1}}, "p="+f.Addr())
 			n := tb.Pool("p").Nodes()[0]
-			waitFor(t, "two probes", func() bool { return f.hits.Load() >= 2 })
+			waitFor(t, "two probes", func() bool { return f.Accepted() >= 2 })
 			time.Sleep(60 * time.Millisecond) // let the second verdict land
 			wantUp := name == "redirect"
 			if name == "404" {
@@ -220,7 +184,7 @@ func TestProbeFailures(t *testing.T) {
 func TestHTTPAndTCPProbes(t *testing.T) {
 	f := newFakeNode(t, "HTTP/1.1 500 x\r\n\r\n")
 	g := newFakeNode(t, ok200)
-	_, gp, _ := net.SplitHostPort(g.addr())
+	_, gp, _ := net.SplitHostPort(g.Addr())
 	port := uint16(0)
 	for _, c := range gp {
 		port = port*10 + uint16(c-'0')
@@ -228,9 +192,9 @@ func TestHTTPAndTCPProbes(t *testing.T) {
 	tb, _, _ := setup(t, map[string]Check{
 		"http.test": {Type: TypeHTTP, Port: port, Path: "/up", Interval: 100 * time.Millisecond, Fall: 1, Rise: 1},
 		"tcp.test":  {Type: TypeTCP, Interval: 100 * time.Millisecond, Fall: 1, Rise: 1},
-	}, "http.test="+f.addr(), "tcp.test="+f.addr())
-	waitFor(t, "an HTTP probe on the health port", func() bool { return g.hits.Load() >= 2 })
-	if r := string(g.request()); !strings.HasPrefix(r, "GET /up HTTP/1.1\r\nHost: http.test\r\n") {
+	}, "http.test="+f.Addr(), "tcp.test="+f.Addr())
+	waitFor(t, "an HTTP probe on the health port", func() bool { return g.Accepted() >= 2 })
+	if r := string(lastProbe(g)); !strings.HasPrefix(r, "GET /up HTTP/1.1\r\nHost: http.test\r\n") {
 		t.Fatalf("http probe sent %q", r)
 	}
 	time.Sleep(150 * time.Millisecond)
@@ -241,13 +205,13 @@ func TestHTTPAndTCPProbes(t *testing.T) {
 		t.Fatal("tcp probe of a listening node marked it down")
 	}
 	// Close the node: the tcp probe fails.
-	f.ln.Close()
+	f.Close()
 	waitFor(t, "tcp probe to fail", func() bool { return !tb.Pool("tcp.test").Nodes()[0].Healthy() })
 }
 
 func TestSetChecksRemovalMarksUp(t *testing.T) {
 	bad := newFakeNode(t, "HTTP/1.1 500 x\r\n\r\n")
-	tb, c, _ := setup(t, map[string]Check{"p": {Interval: 100 * time.Millisecond, Fall: 1}}, "p="+bad.addr())
+	tb, c, _ := setup(t, map[string]Check{"p": {Interval: 100 * time.Millisecond, Fall: 1}}, "p="+bad.Addr())
 	n := tb.Pool("p").Nodes()[0]
 	waitFor(t, "down", func() bool { return !n.Healthy() })
 	if err := c.SetChecks(nil); err != nil {
@@ -256,9 +220,9 @@ func TestSetChecksRemovalMarksUp(t *testing.T) {
 	if !n.Healthy() {
 		t.Fatal("removing the check left the node down")
 	}
-	hits := bad.hits.Load()
+	hits := bad.Accepted()
 	time.Sleep(300 * time.Millisecond)
-	if bad.hits.Load() > hits+1 {
+	if bad.Accepted() > hits+1 {
 		t.Fatal("still probing after the check was removed")
 	}
 }
@@ -338,14 +302,14 @@ func TestUwsgiCheckOfHTTPNodeSpeaksHTTP(t *testing.T) {
 	f := newFakeNode(t, ok200)
 	tb, _, _ := setup(t, map[string]Check{
 		"h.test": {Path: "/health", Interval: 100 * time.Millisecond, Fall: 1, Rise: 1},
-	}, "h.test=http://"+f.addr())
-	waitFor(t, "a probe", func() bool { return f.hits.Load() >= 2 })
-	if r := string(f.request()); !strings.HasPrefix(r, "GET /health HTTP/1.1\r\nHost: h.test\r\n") {
+	}, "h.test=http://"+f.Addr())
+	waitFor(t, "a probe", func() bool { return f.Accepted() >= 2 })
+	if r := string(lastProbe(f)); !strings.HasPrefix(r, "GET /health HTTP/1.1\r\nHost: h.test\r\n") {
 		t.Fatalf("probe of an http node sent %q", r)
 	}
 	if !tb.Pool("h.test").Nodes()[0].Healthy() {
 		t.Fatal("a node answering 200 over HTTP was marked down")
 	}
-	f.answer.Store("HTTP/1.1 503 x\r\n\r\n")
+	f.SetHandler(answerWith("HTTP/1.1 503 x\r\n\r\n"))
 	waitFor(t, "the node to go down", func() bool { return !tb.Pool("h.test").Nodes()[0].Healthy() })
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -416,6 +417,31 @@ func (m *Manager) Load() (int, error) {
 		return 0, fmt.Errorf("state file %s: %w", m.cfg.StateFile, err)
 	}
 	return n, nil
+}
+
+// Resume fills the table at start. handoff, when not nil, is a binary
+// upgrade's Snapshot of the previous process's table, current to the
+// moment it handed over and so fresher than any state file; without it the
+// state file is loaded. Neither is fatal: a failure is logged and the
+// router starts with what it has, the nodes re-announcing.
+func (m *Manager) Resume(handoff io.Reader) {
+	if handoff != nil {
+		data, err := io.ReadAll(handoff)
+		if err == nil {
+			var n int
+			n, err = m.Restore(data)
+			m.log.Info("restored nodes from the previous process", "nodes", n)
+		}
+		if err != nil {
+			m.log.Warn("upgrade state not restored; nodes re-announce", "err", err)
+		}
+		return
+	}
+	if n, err := m.Load(); err != nil {
+		m.log.Warn("state file not loaded; starting empty", "err", err)
+	} else if n > 0 {
+		m.log.Info("restored nodes from the state file", "nodes", n, "file", m.cfg.StateFile)
+	}
 }
 
 // Restore loads an encoded table (a state file's content or a Snapshot)

@@ -156,6 +156,9 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 			_ = c.SetWriteDeadline(rt.now().Add(rt.timeouts().Timeout))
 		}
 	}()
+	if f.scheme == "http" && rt.answerChallenge(ctx) { // acme.go
+		return
+	}
 
 	if why := f.readRequest(ctx, x); why != strict.None {
 		f.rejectHead(ctx, why) // strict.go

@@ -25,6 +25,9 @@ func (rt *Router) ServeRedirect(ln net.Listener, name string, httpsPort int) err
 	conns := rt.metrics.clientConns.WithLabelValues(name, "http/1.1")
 	s := &fasthttp.Server{
 		Handler: func(ctx *fasthttp.RequestCtx) {
+			if rt.answerChallenge(ctx) { // acme.go: port 80 answers HTTP-01
+				return
+			}
 			host := ctx.Request.Header.Host()
 			if len(host) == 0 || !strict.ValidHost(host) {
 				writeError(ctx, 400)

@@ -85,6 +85,9 @@ type Config struct {
 	// retained, and Write must not block on I/O: a slow disk must not stall
 	// requests (package accesslog buffers and flushes on its own goroutine).
 	AccessLog io.Writer
+	// Challenges, if set, answers ACME HTTP-01 challenges on the clear
+	// text listeners before routing (acme.go).
+	Challenges Challenges
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }

@@ -226,8 +226,12 @@ func (l *frontListener) split(c net.Conn) *parkConn {
 			return nil
 		}
 		_ = c.SetDeadline(time.Time{})
-		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+		switch tc.ConnectionState().NegotiatedProtocol {
+		case "h2":
 			g.h2.serveConn(tc)
+			return nil
+		case alpnChallenge: // acme.go: the handshake was the whole exchange
+			tc.Close()
 			return nil
 		}
 		return l.admitH1(g, tc)

@@ -18,6 +18,7 @@ command -v h2load >/dev/null 2>&1 || need_pkgs+=(nghttp2-client)
 command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
+command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1 || need_pkgs+=(pebble)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: missing ${need_pkgs[*]}; run as root or install them" >&2

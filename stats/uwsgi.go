@@ -11,15 +11,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
 	"os"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/fastrouter/fastrouter/balancer"
@@ -295,34 +292,4 @@ func uwsgiHash(key string) uint32 {
 		h = (h<<5 + h) ^ uint32(key[i])
 	}
 	return h % 0xffff
-}
-
-// Network is the network of a --stats address as uWSGI reads it: with a
-// colon it is TCP, otherwise a unix socket path.
-func Network(addr string) string {
-	if strings.Contains(addr, ":") {
-		return "tcp"
-	}
-	return "unix"
-}
-
-// RemoveStale removes a unix socket file left by a previous run so that a
-// new listener can bind there. It refuses to remove anything that is not a
-// socket, or a socket a live process still accepts on.
-func RemoveStale(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if fi.Mode()&fs.ModeSocket == 0 {
-		return fmt.Errorf("%s: %w (not a socket; not removing it)", path, syscall.EADDRINUSE)
-	}
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
-		return fmt.Errorf("%s: %w (a live socket is bound there)", path, syscall.EADDRINUSE)
-	}
-	return os.Remove(path)
 }

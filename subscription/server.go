@@ -45,6 +45,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/internal/sockutil"
 	"github.com/fastrouter/fastrouter/internal/uwsgi"
 )
 
@@ -543,25 +544,15 @@ func listenUnixHook(path string, abstract bool, listen listenFunc) (*net.UnixCon
 	return c, nil
 }
 
-// removeStale removes a socket file left behind by a previous run, which
-// would make bind fail. It refuses to remove anything that is not a socket
-// or that a live process is still bound to.
+// removeStale removes a socket file a previous run left behind, which would
+// make bind fail (see sockutil.RemoveStale); a refusal reads "bind: address
+// already in use (a live socket is bound there)".
 func removeStale(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+	err := sockutil.RemoveStale("unixgram", path)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		err = fmt.Errorf("bind: %w", err)
 	}
-	if err != nil {
-		return err
-	}
-	if fi.Mode()&fs.ModeSocket == 0 {
-		return fmt.Errorf("bind: %w (not a socket; not removing it)", syscall.EADDRINUSE)
-	}
-	if c, err := net.Dial("unixgram", path); err == nil {
-		c.Close()
-		return fmt.Errorf("bind: %w (a live socket is bound there)", syscall.EADDRINUSE)
-	}
-	return os.Remove(path)
+	return err
 }
 
 // unwrapOpError drops net's "listen udp ADDR:" prefix, since the caller

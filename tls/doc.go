@@ -31,6 +31,11 @@
 // Store.Reload (SIGHUP) re-reads every file whatever its fingerprint, for the
 // rare rewrite that keeps size and mtime.
 //
+// Certificates obtained at run time by ACME (package acme) reach handshakes
+// through Config.Managed: asked after the directory's names and before the
+// default, so a file always wins for its name. Managed also answers the
+// TLS-ALPN-01 challenges (RFC 8737) a CA validates with.
+//
 // SNI certificates that uWSGI nodes deliver in subscription packets
 // (sni_key, sni_crt, sni_ca) are NOT read by this package; only files are.
 package tls

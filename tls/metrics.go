@@ -30,7 +30,7 @@ func newMetrics() *metrics {
 		reloadErr: reloads.WithLabelValues("error"),
 		unknownSNI: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "fastrouter_tls_unknown_sni_total",
-			Help: "TLS handshakes whose SNI name matched no certificate in --tls-dir (served the default certificate, or failed without one).",
+			Help: "TLS handshakes whose SNI name matched no certificate in --tls-dir nor one obtained by ACME (served the default certificate, or failed without one).",
 		}),
 	}
 	return m

@@ -53,7 +53,28 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Now is the clock used for expiry warnings; default time.Now.
 	Now func() time.Time
+	// Managed, if set, holds certificates obtained at run time (package
+	// acme, --acme-*). A handshake asks it after the --tls-dir names and
+	// before the default certificate, so files keep priority for their
+	// names; and it alone answers ACME TLS-ALPN-01 challenges (RFC 8737).
+	// With Managed, no certificate file is required.
+	Managed Managed
 }
+
+// Managed is a source of certificates obtained at run time.
+type Managed interface {
+	// GetCertificate returns the certificate for hello, or nil and nil
+	// when it has none for that name. A hello that offers only the
+	// "acme-tls/1" protocol is a CA validating a TLS-ALPN-01 challenge:
+	// the answer is the challenge certificate, or an error. It must be
+	// safe for concurrent use and should not block.
+	GetCertificate(hello *ctls.ClientHelloInfo) (*ctls.Certificate, error)
+}
+
+// ALPNChallenge is the protocol a CA offers, alone, when it validates a
+// TLS-ALPN-01 challenge (RFC 8737 §6.2). A connection that negotiated it
+// carries no application data: the router closes it after the handshake.
+const ALPNChallenge = "acme-tls/1"
 
 // Store holds the certificates in service and keeps them up to date. Its
 // methods are safe for concurrent use. GetCertificate takes no lock: it reads
@@ -107,7 +128,7 @@ func New(cfg Config) (*Store, error) {
 	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
 		return nil, errors.New("tls: certificate and key files must be given together")
 	}
-	if cfg.CertFile == "" && cfg.Dir == "" {
+	if cfg.CertFile == "" && cfg.Dir == "" && cfg.Managed == nil {
 		return nil, errors.New("tls: no certificate source: give a certificate and key, or a certificate directory")
 	}
 	if cfg.PollInterval < 0 {
@@ -166,7 +187,7 @@ func New(cfg Config) (*Store, error) {
 	if err := s.m.register(cfg.Registerer); err != nil {
 		return nil, err
 	}
-	if snap := s.snap.Load(); snap.def == nil && len(snap.names) == 0 {
+	if snap := s.snap.Load(); snap.def == nil && len(snap.names) == 0 && cfg.Managed == nil {
 		s.log.Warn("tls: no certificate loaded yet; handshakes fail until one appears", "dir", cfg.Dir)
 	}
 	return s, nil
@@ -467,16 +488,25 @@ func (s *Store) publish() {
 }
 
 // GetCertificate picks the certificate for a handshake: the exact SNI name,
-// then the wildcard for its parent domain, then the default. It is meant for
-// crypto/tls.Config.GetCertificate, takes no lock and allocates nothing. The
-// SNI name is untrusted: it is lower-cased into a bounded stack buffer and
-// names over 253 bytes match nothing.
+// then the wildcard for its parent domain, then Config.Managed, then the
+// default. It is meant for crypto/tls.Config.GetCertificate and takes no
+// lock; without Managed it allocates nothing. The SNI name is untrusted: it
+// is lower-cased into a bounded stack buffer and names over 253 bytes match
+// nothing.
 func (s *Store) GetCertificate(hello *ctls.ClientHelloInfo) (*ctls.Certificate, error) {
 	snap := s.snap.Load()
 	if hello != nil && hello.ServerName != "" {
 		if c := snap.lookup(hello.ServerName); c != nil {
 			return c, nil
 		}
+	}
+	if s.cfg.Managed != nil && hello != nil {
+		c, err := s.cfg.Managed.GetCertificate(hello)
+		if c != nil || err != nil {
+			return c, err
+		}
+	}
+	if hello != nil && hello.ServerName != "" {
 		s.m.unknownSNI.Inc()
 	}
 	if snap.def != nil {
@@ -484,6 +514,36 @@ func (s *Store) GetCertificate(hello *ctls.ClientHelloInfo) (*ctls.Certificate, 
 	}
 	return nil, ErrNoCertificate
 }
+
+// isChallengeHello reports whether hello is a CA validating a TLS-ALPN-01
+// challenge: it offers "acme-tls/1" and nothing else (RFC 8737 §3).
+func isChallengeHello(hello *ctls.ClientHelloInfo) bool {
+	return len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == ALPNChallenge
+}
+
+// challengeConfig is GetConfigForClient with Managed: a challenge hello gets
+// a configuration of its own that serves the challenge certificate and
+// negotiates "acme-tls/1"; any other hello the listener's configuration
+// (nil), which never offers that protocol.
+func (s *Store) challengeConfig(hello *ctls.ClientHelloInfo) (*ctls.Config, error) {
+	if !isChallengeHello(hello) {
+		return nil, nil
+	}
+	c, err := s.cfg.Managed.GetCertificate(hello)
+	if err != nil {
+		return nil, err
+	}
+	if c == nil {
+		return nil, errNoChallenge
+	}
+	return &ctls.Config{
+		MinVersion:   ctls.VersionTLS12,
+		Certificates: []ctls.Certificate{*c},
+		NextProtos:   []string{ALPNChallenge},
+	}, nil
+}
+
+var errNoChallenge = errors.New("tls: no ACME challenge in progress for this name")
 
 // lookup finds the certificate for an SNI name in the exact then wildcard
 // maps.
@@ -533,7 +593,9 @@ var tls12Suites = []uint16{
 // from s: TLS 1.2 minimum, ECDHE+AEAD suites for 1.2, Go's defaults for 1.3,
 // curves and session tickets, ALPN nextProtos as given (the router passes
 // "h2", "http/1.1"), and client certificate verification when ClientCAFile
-// is set. The caller owns the returned config.
+// is set. With Managed, a CA validating a TLS-ALPN-01 challenge gets a
+// configuration of its own (challengeConfig). The caller owns the returned
+// config.
 func (s *Store) TLSConfig(nextProtos []string) *ctls.Config {
 	c := &ctls.Config{
 		MinVersion:     ctls.VersionTLS12,
@@ -544,6 +606,9 @@ func (s *Store) TLSConfig(nextProtos []string) *ctls.Config {
 	if s.clientCAs != nil {
 		c.ClientAuth = ctls.VerifyClientCertIfGiven
 		c.ClientCAs = s.clientCAs
+	}
+	if s.cfg.Managed != nil {
+		c.GetConfigForClient = s.challengeConfig
 	}
 	return c
 }

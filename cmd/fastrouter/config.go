@@ -58,6 +58,7 @@ type options struct {
 	// algorithm, overload policy and health check, by pool key.
 	pools             map[string]poolConfig
 	cluster           clusterOptions // cluster_flags.go
+	acme              acmeOptions    // acme.go
 	signCheck         string
 	signTolerance     time.Duration
 	subscriptionAllow []string
@@ -97,7 +98,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	}
 	fs.StringVar(&o.config, "config", "", "YAML `file` with the same settings (keys = flag names); flags override it")
 	fs.Var(&listFlag{vals: &o.http}, "http", "HTTP/1.1 listener `addr` (repeatable; default 127.0.0.1:8080 when no listener is given)")
-	fs.Var(&listFlag{vals: &o.https}, "https", "TLS listener `addr` with ALPN h2 and http/1.1 (repeatable; needs --tls-cert/--tls-key or --tls-dir)")
+	fs.Var(&listFlag{vals: &o.https}, "https", "TLS listener `addr` with ALPN h2 and http/1.1 (repeatable; needs --tls-cert/--tls-key, --tls-dir or automatic HTTPS, --acme-*)")
 	fs.Var(&listFlag{vals: &o.httpToHTTPS}, "http-to-https", "listener `addr` that answers 301 to the same URL over https (repeatable)")
 	fs.Var(&listFlag{vals: &o.uwsgi}, "uwsgi", "uwsgi-protocol front listener `addr`: ip:port, or a unix socket path or @name, made 0666 (uWSGI fastrouter mode, for nginx uwsgi_pass; repeatable)")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "default certificate `file` (PEM chain) for --https")
@@ -139,6 +140,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.BoolVar(&o.metricsPerNode, "metrics-per-node", false, "export per-node series (fastrouter_node_*{pool,node}) on /metrics")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	o.cluster.define(fs)
+	o.acme.define(fs)
 	return fs
 }
 
@@ -250,22 +252,43 @@ func oneLine(err error) error {
 	return errors.New(strings.ReplaceAll(err.Error(), "\n", "; "))
 }
 
-// staticNode is one parsed --to.
-type staticNode struct{ key, addr string }
-
+// validate checks every setting (usage errors, exit 2), in the order the
+// first problem is reported, and fills in the defaults that depend on
+// other settings.
 func (o *options) validate() error {
+	for _, check := range []func() error{
+		o.validateListeners, o.validateLimits, o.validateRouting, o.validateBalancing,
+		o.validateSecurity, o.validateAdmission, o.validateRest, o.cluster.validate,
+		func() error { return o.acme.validate(o) },
+	} {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validateListeners checks the client listeners and TLS; without any
+// listener the router serves HTTP on 127.0.0.1:8080.
+func (o *options) validateListeners() error {
 	if len(o.http) == 0 && len(o.https) == 0 && len(o.httpToHTTPS) == 0 && len(o.uwsgi) == 0 {
 		o.http = []string{"127.0.0.1:8080"}
 	}
 	if (o.tlsCert == "") != (o.tlsKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
 	}
-	if len(o.https) > 0 && o.tlsCert == "" && o.tlsDir == "" {
-		return errors.New("--https needs a certificate: --tls-cert/--tls-key or --tls-dir")
+	if len(o.https) > 0 && o.tlsCert == "" && o.tlsDir == "" && !o.acme.enabled() {
+		return errors.New("--https needs a certificate: --tls-cert/--tls-key, --tls-dir or --acme-domain/--acme-on-demand")
 	}
 	if len(o.https) == 0 && (o.tlsCert != "" || o.tlsDir != "" || o.tlsClientCA != "") {
 		return errors.New("--tls-cert, --tls-dir and --tls-client-ca need an --https listener")
 	}
+	return nil
+}
+
+// validateLimits checks the default algorithm, the timeouts and the
+// request size limits.
+func (o *options) validateLimits() error {
 	if _, err := balancer.ParseAlgo(o.algo); err != nil {
 		return fmt.Errorf("--algo: unknown algorithm %q (want wrr, lrc, wlrc, iphash, p2c or hash)", o.algo)
 	}
@@ -284,6 +307,12 @@ func (o *options) validate() error {
 	if o.maxBodyBytes <= 0 {
 		return fmt.Errorf("--max-body-bytes must be positive, got %d", o.maxBodyBytes)
 	}
+	return nil
+}
+
+// validateRouting checks the static nodes, the fallback pool, the trusted
+// proxies and the hash key.
+func (o *options) validateRouting() error {
 	for _, t := range o.to {
 		k, a, ok := strings.Cut(t, "=")
 		if !ok || k == "" || a == "" {
@@ -310,6 +339,11 @@ func (o *options) validate() error {
 			return fmt.Errorf("--hash-key %q: want header:NAME or cookie:NAME", o.hashKey)
 		}
 	}
+	return nil
+}
+
+// validateBalancing checks the overload policy and the pools: section.
+func (o *options) validateBalancing() error {
 	if _, err := balancer.ParseLimit(o.maxInflight); err != nil {
 		return fmt.Errorf("--max-inflight: %w", err)
 	}
@@ -319,15 +353,12 @@ func (o *options) validate() error {
 	if o.queueTimeout <= 0 {
 		return fmt.Errorf("--queue-timeout must be positive, got %s", o.queueTimeout)
 	}
-	if _, _, err := o.poolPolicies(); err != nil {
-		return err
-	}
-	if err := o.validateSecurity(); err != nil {
-		return err
-	}
-	if err := o.validateAdmission(); err != nil {
-		return err
-	}
+	_, _, err := o.poolPolicies()
+	return err
+}
+
+// validateRest checks slow start, the log level and the admin token file.
+func (o *options) validateRest() error {
 	if o.slowStart < 0 {
 		return fmt.Errorf("--slow-start must not be negative, got %s", o.slowStart)
 	}
@@ -339,7 +370,7 @@ func (o *options) validate() error {
 			return err
 		}
 	}
-	return o.cluster.validate()
+	return nil
 }
 
 // adminToken reads --admin-token-file: one line, surrounding space trimmed.
@@ -358,11 +389,12 @@ func (o *options) adminToken() (string, error) {
 	return tok, nil
 }
 
-func (o *options) staticNodes() []staticNode {
-	out := make([]staticNode, 0, len(o.to))
+// staticNodes are the --to nodes. Call after validate.
+func (o *options) staticNodes() []balancer.StaticNode {
+	out := make([]balancer.StaticNode, 0, len(o.to))
 	for _, t := range o.to {
 		k, a, _ := strings.Cut(t, "=")
-		out = append(out, staticNode{k, a})
+		out = append(out, balancer.StaticNode{Key: k, Address: a})
 	}
 	return out
 }
@@ -419,5 +451,6 @@ func (o *options) needsRestart(n *options) []string {
 	diff("subscription-allow", !slices.Equal(o.subscriptionAllow, n.subscriptionAllow))
 	diff("node-allow", !slices.Equal(o.nodeAllow, n.nodeAllow))
 	diff("max-conns", o.maxConns != n.maxConns)
+	out = append(out, o.acme.needsRestart(&n.acme)...)
 	return append(out, o.cluster.needsRestart(&n.cluster)...)
 }

@@ -81,8 +81,8 @@ func (o *options) validateAdmission() error {
 		return fmt.Errorf("--subscriptions-sign-check: %w", err)
 	}
 	for _, n := range o.staticNodes() {
-		if err := g.AdmitNode([]byte(n.key), []byte(n.addr)); err != nil {
-			return fmt.Errorf("--to %q: %w", n.key+"="+n.addr, err)
+		if err := g.AdmitNode([]byte(n.Key), []byte(n.Address)); err != nil {
+			return fmt.Errorf("--to %q: %w", n.Key+"="+n.Address, err)
 		}
 	}
 	keys := make([]string, 0, len(o.pools))

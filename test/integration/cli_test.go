@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -52,23 +51,8 @@ func TestHelpListsFlags(t *testing.T) {
 			t.Errorf("--help does not list %s", f)
 		}
 	}
-	// --help and the README's flag table list the same flags.
-	readme, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	inHelp := map[string]bool{}
-	for _, m := range regexp.MustCompile(`(?m)^  (--[a-z0-9-]+)`).FindAllStringSubmatch(out, -1) {
-		inHelp[m[1]] = true
-		if !strings.Contains(string(readme), "`"+m[1]) {
-			t.Errorf("README does not document %s", m[1])
-		}
-	}
-	for _, m := range regexp.MustCompile("(?m)^\\| `(--[a-z0-9-]+)").FindAllStringSubmatch(string(readme), -1) {
-		if !inHelp[m[1]] {
-			t.Errorf("README documents %s, which --help does not list", m[1])
-		}
-	}
+	// That --help and docs/configuration.md list the same flags, with the
+	// same defaults, is cmd/fastrouter/docs_test.go's job.
 	if code, out, _ := runBinary(t, "--version"); code != 0 || !strings.HasPrefix(out, "fastrouter ") {
 		t.Errorf("--version: exit %d, %q", code, out)
 	}
@@ -113,6 +97,37 @@ func TestConfigFileAndFlagOverride(t *testing.T) {
 	}
 	if r.pool(t, "flag.test") == nil {
 		t.Error("pool from --to missing")
+	}
+}
+
+// A start that fails late, once the fronts, the subscription server and
+// the health checks run (here: the cluster port is taken), releases every
+// socket it opened: no unix socket file stays behind. The --stats socket
+// used to.
+func TestFailedStartLeavesNoSocketFile(t *testing.T) {
+	t.Parallel()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dir := t.TempDir()
+	code, _, stderr := runBinary(t, "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+		"--uwsgi", filepath.Join(dir, "uwsgi.sock"), "--stats", filepath.Join(dir, "stats.sock"),
+		"--subscription-server", filepath.Join(dir, "sub.sock"), "--cluster-bind", busy.Addr().String())
+	if code != 1 || !strings.Contains(stderr, "--cluster-bind") {
+		t.Fatalf("exit %d, stderr %q; want exit 1 naming --cluster-bind", code, stderr)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, e := range ents {
+		left = append(left, e.Name())
+	}
+	if len(left) > 0 {
+		t.Errorf("socket files left behind by the failed start: %v", left)
 	}
 }
 

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
 func TestRoutesByHost(t *testing.T) {
@@ -264,23 +266,11 @@ func TestKeepAlive(t *testing.T) {
 	}
 
 	// The same on a raw connection, pipelining-free: write, read, repeat.
-	conn, err := net.Dial("tcp", r.http)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	br := bufio.NewReader(conn)
+	raw := uwsgitest.Dial(t, r.http)
 	for i := 0; i < 5; i++ {
-		fmt.Fprintf(conn, "GET /download?size=%d HTTP/1.1\r\nHost: ka.test\r\n\r\n", 70000+i)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("raw request %d on one connection: %v", i, err)
-		}
-		n, err := io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != 200 || n != int64(70000+i) {
-			t.Fatalf("raw request %d: %d, %d bytes (%v)", i, resp.StatusCode, n, err)
+		resp, body := raw.Do(fmt.Sprintf("GET /download?size=%d HTTP/1.1\r\nHost: ka.test\r\n\r\n", 70000+i))
+		if resp.StatusCode != 200 || len(body) != 70000+i {
+			t.Fatalf("raw request %d: %d, %d bytes", i, resp.StatusCode, len(body))
 		}
 	}
 
@@ -294,16 +284,9 @@ func TestKeepAlive(t *testing.T) {
 		if v := metricValue(t, r, open); v != 1 {
 			t.Fatalf("idle %d: %s = %v; want 1 (the idle connection)", i, open, v)
 		}
-		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-		fmt.Fprintf(conn, "POST /upload HTTP/1.1\r\nHost: ka.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("request %d after idling: %v", i, err)
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != 200 || !strings.HasPrefix(string(b), "5 ") || resp.Close {
-			t.Fatalf("request %d after idling: %d %q close=%v (%v)", i, resp.StatusCode, b, resp.Close, err)
+		resp, b := raw.Do("POST /upload HTTP/1.1\r\nHost: ka.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+		if resp.StatusCode != 200 || !strings.HasPrefix(b, "5 ") || resp.Close {
+			t.Fatalf("request %d after idling: %d %q close=%v", i, resp.StatusCode, b, resp.Close)
 		}
 	}
 }
@@ -328,7 +311,7 @@ func TestErrorStatuses(t *testing.T) {
 		{"only node in failed backoff", "GET / HTTP/1.1\r\nHost: dead.test\r\n\r\n", 503},
 	}
 	for _, tc := range cases {
-		resp, body := rawRequest(t, r.http, tc.req)
+		resp, body := uwsgitest.Do(t, r.http, tc.req)
 		if resp.StatusCode != tc.want || body == "" {
 			t.Errorf("%s: %d %q; want %d with a body", tc.name, resp.StatusCode, body, tc.want)
 		}

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
 // A node listening on a unix socket announces its path as address (uWSGI
@@ -81,7 +83,7 @@ func TestBackendTimeout504(t *testing.T) {
 	startNode(t, r, "timeout.test", nodeOpts{id: "t"})
 	waitForNodes(t, r, "timeout.test", 1)
 	start := time.Now()
-	resp, body := rawRequest(t, r.http, "GET /slow?ms=6000 HTTP/1.1\r\nHost: timeout.test\r\n\r\n")
+	resp, body := uwsgitest.Do(t, r.http, "GET /slow?ms=6000 HTTP/1.1\r\nHost: timeout.test\r\n\r\n")
 	d := time.Since(start)
 	if resp.StatusCode != 504 || body == "" {
 		t.Fatalf("slow backend: %d %q; want 504 with a body", resp.StatusCode, body)
@@ -163,67 +165,25 @@ func TestPausedNodeDrainsAndReturns(t *testing.T) {
 	})
 }
 
-// fakeBackend listens on loopback and hands every accepted connection to
-// serve; it stands for a broken node that uWSGI cannot be made to be.
-func fakeBackend(t *testing.T, serve func(net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				serve(c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
-// readUwsgiRequest reads one uwsgi packet (header + vars), not the body.
-func readUwsgiRequest(c net.Conn) error {
-	var h [4]byte
-	if _, err := io.ReadFull(c, h[:]); err != nil {
-		return err
-	}
-	_, err := io.CopyN(io.Discard, c, int64(h[1])|int64(h[2])<<8)
-	return err
-}
-
 // A backend that answers garbage, or closes without a byte, is a 502 with a
 // body — never an empty reply — and the router keeps serving.
 func TestBrokenBackend502(t *testing.T) {
 	skipIfDisabled(t)
 	t.Parallel()
-	garbage := fakeBackend(t, func(c net.Conn) {
-		if readUwsgiRequest(c) == nil {
-			io.WriteString(c, "\x00\x01garbage that is not HTTP\r\n\r\n")
-		}
-	})
-	silent := fakeBackend(t, func(c net.Conn) { readUwsgiRequest(c) })
-	good := fakeBackend(t, func(c net.Conn) {
-		if readUwsgiRequest(c) == nil {
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nfake")
-		}
-	})
-	r := startRouter(t, "--to", "garbage.test="+garbage, "--to", "silent.test="+silent, "--to", "good.test="+good)
+	// Broken nodes that uWSGI cannot be made to be.
+	garbage := uwsgitest.NewNode(t, uwsgitest.Reply("\x00\x01garbage that is not HTTP\r\n\r\n"))
+	silent := uwsgitest.NewNode(t, uwsgitest.Silent())
+	good := uwsgitest.NewNode(t, uwsgitest.Reply("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nfake"))
+	r := startRouter(t, "--to", "garbage.test="+garbage.Addr(), "--to", "silent.test="+silent.Addr(), "--to", "good.test="+good.Addr())
 	for _, host := range []string{"garbage.test", "silent.test"} {
 		for i := 0; i < 2; i++ {
-			resp, body := rawRequest(t, r.http, "GET / HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
+			resp, body := uwsgitest.Do(t, r.http, "GET / HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
 			if resp.StatusCode != 502 || body == "" {
 				t.Errorf("%s, request %d: %d %q; want 502 with a body", host, i, resp.StatusCode, body)
 			}
 		}
 	}
-	if resp, body := rawRequest(t, r.http, "GET / HTTP/1.1\r\nHost: good.test\r\n\r\n"); resp.StatusCode != 200 || body != "fake" {
+	if resp, body := uwsgitest.Do(t, r.http, "GET / HTTP/1.1\r\nHost: good.test\r\n\r\n"); resp.StatusCode != 200 || body != "fake" {
 		t.Errorf("good.test: %d %q", resp.StatusCode, body)
 	}
 }

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fastrouter/fastrouter/internal/uwsgi"
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -262,7 +262,7 @@ func TestOversizedContentLength(t *testing.T) {
 		{"2e9 with Expect", "Content-Length: 2000000000\r\nExpect: 100-continue\r\n", ""},
 	} {
 		start := time.Now()
-		resp, body := rawRequest(t, r.http, "POST /upload HTTP/1.1\r\nHost: big.test\r\n"+c.head+"\r\n"+c.body)
+		resp, body := uwsgitest.Do(t, r.http, "POST /upload HTTP/1.1\r\nHost: big.test\r\n"+c.head+"\r\n"+c.body)
 		took := time.Since(start)
 		if resp.StatusCode != 413 || took > 5*time.Second {
 			t.Errorf("HTTP/1.1 %s: %d %q after %s; want 413 at once", c.name, resp.StatusCode, body, took)
@@ -274,7 +274,7 @@ func TestOversizedContentLength(t *testing.T) {
 	}
 	// At the limit: served.
 	payload := strings.Repeat("x", 1000)
-	resp, body := rawRequest(t, r.http, "POST /upload HTTP/1.1\r\nHost: big.test\r\nConnection: close\r\nContent-Length: 1000\r\n\r\n"+payload)
+	resp, body := uwsgitest.Do(t, r.http, "POST /upload HTTP/1.1\r\nHost: big.test\r\nConnection: close\r\nContent-Length: 1000\r\n\r\n"+payload)
 	if resp.StatusCode != 200 || !strings.HasPrefix(body, "1000 ") {
 		t.Errorf("HTTP/1.1 body of exactly --max-body-bytes: %d %q; want 200", resp.StatusCode, body)
 	}
@@ -329,18 +329,15 @@ func TestUwsgiFrontMaxBodyBytes(t *testing.T) {
 
 	// Straight over the uwsgi protocol: the 413 comes before any body byte
 	// is sent, and the connection is not read as a second request.
-	var vars []byte
-	for _, kv := range [][2]string{{"REQUEST_METHOD", "POST"}, {"REQUEST_URI", "/upload"}, {"PATH_INFO", "/upload"},
-		{"SERVER_PROTOCOL", "HTTP/1.1"}, {"HTTP_HOST", "app.test"}, {"CONTENT_LENGTH", "2000000000"}} {
-		vars = uwsgi.AppendVarString(vars, kv[0], kv[1])
-	}
+	pkt := uwsgitest.Packet("REQUEST_METHOD", "POST", "REQUEST_URI", "/upload", "PATH_INFO", "/upload",
+		"SERVER_PROTOCOL", "HTTP/1.1", "HTTP_HOST", "app.test", "CONTENT_LENGTH", "2000000000")
 	conn, err := net.DialTimeout("tcp", uw, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := conn.Write(append(uwsgi.AppendHeader(nil, uwsgi.Header{Size: uint16(len(vars))}), vars...)); err != nil {
+	if _, err := conn.Write(pkt); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)

@@ -5,7 +5,6 @@
 package integration
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -402,26 +401,4 @@ func get(t *testing.T, c *http.Client, addr, host, path string) (int, string) {
 		t.Fatalf("GET %s%s body: %v", host, path, err)
 	}
 	return resp.StatusCode, string(b)
-}
-
-// rawRequest writes req on a new connection and reads one response; it fails
-// on an empty reply.
-func rawRequest(t *testing.T, addr, req string) (*http.Response, string) {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, req); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatalf("response to %.60q: %v (empty reply?)", req, err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	return resp, string(b)
 }

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fastrouter/fastrouter/internal/uwsgi"
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
 // The hostile pass (SECURITY.md, "What was tried"): the real binary against
@@ -70,31 +70,11 @@ const recAnswer = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length
 func startRecUwsgi(t *testing.T) *recNode {
 	t.Helper()
 	n := &recNode{}
-	n.addr = fakeBackend(t, func(c net.Conn) {
-		var h [4]byte
-		if _, err := io.ReadFull(c, h[:]); err != nil {
-			return
-		}
-		block := make([]byte, int(h[1])|int(h[2])<<8)
-		if _, err := io.ReadFull(c, block); err != nil {
-			return
-		}
-		vars := map[string]string{}
-		for off := 0; off < len(block); {
-			k, v, next, err := uwsgi.NextVar(block, off)
-			if err != nil {
-				vars["!BAD_VARS"] = err.Error()
-				break
-			}
-			vars[string(k)] = string(v)
-			off = next
-		}
-		var cl int64
-		fmt.Sscan(vars["CONTENT_LENGTH"], &cl)
-		body, _ := io.ReadAll(io.LimitReader(c, cl))
-		n.add(recorded{vars["REQUEST_METHOD"], vars["REQUEST_URI"], vars["HTTP_HOST"], vars, body})
+	node := uwsgitest.NewNode(t, func(c *uwsgitest.Conn, r *uwsgitest.Request) {
+		n.add(recorded{r.Vars["REQUEST_METHOD"], r.Vars["REQUEST_URI"], r.Vars["HTTP_HOST"], r.Vars, r.Body})
 		io.WriteString(c, recAnswer)
-	})
+	}, uwsgitest.NoRecord())
+	n.addr = node.Addr()
 	return n
 }
 
@@ -103,28 +83,21 @@ func startRecUwsgi(t *testing.T) *recNode {
 func startRecHTTP(t *testing.T) *recNode {
 	t.Helper()
 	n := &recNode{}
-	addr := fakeBackend(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			body, _ := io.ReadAll(req.Body)
-			vars := map[string]string{}
-			for k, v := range req.Header {
-				vars[k] = strings.Join(v, ", ")
-			}
-			if len(req.TransferEncoding) > 0 {
-				vars["Transfer-Encoding"] = strings.Join(req.TransferEncoding, ", ")
-			}
-			n.add(recorded{req.Method, req.RequestURI, req.Host, vars, body})
-			if _, err := io.WriteString(c, recAnswer); err != nil {
-				return
-			}
+	node := uwsgitest.NewNode(t, func(c *uwsgitest.Conn, r *uwsgitest.Request) {
+		req := r.HTTP
+		vars := map[string]string{}
+		for k, v := range req.Header {
+			vars[k] = strings.Join(v, ", ")
 		}
-	})
-	n.addr = "http://" + addr
+		if len(req.TransferEncoding) > 0 {
+			vars["Transfer-Encoding"] = strings.Join(req.TransferEncoding, ", ")
+		}
+		n.add(recorded{req.Method, req.RequestURI, req.Host, vars, r.Body})
+		if _, err := io.WriteString(c, recAnswer); err != nil {
+			c.Close()
+		}
+	}, uwsgitest.WithProto(uwsgitest.HTTP), uwsgitest.NoRecord())
+	n.addr = "http://" + node.Addr()
 	return n
 }
 
@@ -383,7 +356,7 @@ func TestHostileSelfLoop(t *testing.T) {
 	rest := restState(t, r)
 	for _, host := range []string{"http-loop.test", "uwsgi-loop.test", "admin-loop.test", "any-loop.test"} {
 		start := time.Now()
-		resp, body := rawRequest(t, r.http, "GET /api/pools HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
+		resp, body := uwsgitest.Do(t, r.http, "GET /api/pools HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
 		if resp.StatusCode != 502 || time.Since(start) > 3*time.Second {
 			t.Errorf("%s: %d %.60q after %s; want 502 at once", host, resp.StatusCode, body, time.Since(start))
 		}
@@ -492,8 +465,7 @@ func TestHostileTableWrites(t *testing.T) {
 
 // rst closes c with a TCP reset.
 func rst(c net.Conn) {
-	c.(*net.TCPConn).SetLinger(0)
-	c.Close()
+	c.(*uwsgitest.Conn).Reset()
 }
 
 // fullBacklog listens with the smallest backlog and never accepts, then
@@ -601,24 +573,11 @@ func TestHostileFaultyNodes(t *testing.T) {
 	args := []string{"--timeout", "2s", "--connect-timeout", "1s", "--to", "backlog.test=" + fullBacklog(t)}
 	for i, m := range faultyNodes {
 		serve := m.serve
-		uw := fakeBackend(t, func(c net.Conn) {
-			if readUwsgiRequest(c) == nil {
-				serve(c)
-			}
-		})
-		hn := fakeBackend(t, func(c net.Conn) {
-			br := bufio.NewReader(c)
-			for {
-				l, err := br.ReadString('\n')
-				if err != nil {
-					return
-				}
-				if l == "\r\n" {
-					break
-				}
-			}
-			serve(c)
-		})
+		// Raw: the node reads what arrives first (the request head, and
+		// of an upload no more than 64 KiB) and then misbehaves.
+		handle := func(c *uwsgitest.Conn, _ *uwsgitest.Request) { serve(c) }
+		uw := uwsgitest.NewNode(t, handle, uwsgitest.WithProto(uwsgitest.Raw), uwsgitest.NoRecord()).Addr()
+		hn := uwsgitest.NewNode(t, handle, uwsgitest.WithProto(uwsgitest.Raw), uwsgitest.NoRecord()).Addr()
 		args = append(args, "--to", fmt.Sprintf("u%d.test=%s", i, uw), "--to", fmt.Sprintf("h%d.test=http://%s", i, hn))
 	}
 	good := startRecUwsgi(t)

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fastrouter/fastrouter/internal/uwsgi"
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
 // Every family README's "Metrics" lists (but the cluster's), the Go and process collectors,
@@ -339,20 +339,16 @@ func jsonShape(v any, path string, out map[string]string) {
 // uwsgi_pass does) and returns the raw response.
 func uwsgiRequest(t *testing.T, addr, host string) string {
 	t.Helper()
-	var vars []byte
-	for _, kv := range [][2]string{{"REQUEST_METHOD", "GET"}, {"REQUEST_URI", "/"}, {"PATH_INFO", "/"},
-		{"QUERY_STRING", ""}, {"SERVER_PROTOCOL", "HTTP/1.1"}, {"SERVER_NAME", host}, {"SERVER_PORT", "80"},
-		{"REMOTE_ADDR", "127.0.0.1"}, {"HTTP_HOST", host}} {
-		vars = uwsgi.AppendVarString(vars, kv[0], kv[1])
-	}
+	pkt := uwsgitest.Packet("REQUEST_METHOD", "GET", "REQUEST_URI", "/", "PATH_INFO", "/",
+		"QUERY_STRING", "", "SERVER_PROTOCOL", "HTTP/1.1", "SERVER_NAME", host, "SERVER_PORT", "80",
+		"REMOTE_ADDR", "127.0.0.1", "HTTP_HOST", host)
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	pkt := uwsgi.AppendHeader(nil, uwsgi.Header{Size: uint16(len(vars))})
-	if _, err := c.Write(append(pkt, vars...)); err != nil {
+	if _, err := c.Write(pkt); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := io.ReadAll(c)

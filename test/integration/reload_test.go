@@ -1,17 +1,15 @@
 package integration
 
 import (
-	"bufio"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
 // SIGHUP reloads the config file: static nodes, timeouts and the default
@@ -37,26 +35,14 @@ func TestSIGHUPReload(t *testing.T) {
 	waitForNodes(t, r, "hup.test", 1)
 
 	// One keep-alive connection, used before and after every reload.
-	conn, err := net.Dial("tcp", r.http)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	br := bufio.NewReader(conn)
+	kept := uwsgitest.Dial(t, r.http)
 	ask := func(host, path string) (int, string) {
 		t.Helper()
-		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, host)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("%s%s on the kept connection: %v", host, path, err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		resp, body := kept.Do(fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, host))
 		if resp.Close {
 			t.Fatalf("%s%s: the router closed the kept connection", host, path)
 		}
-		return resp.StatusCode, string(b)
+		return resp.StatusCode, body
 	}
 	hup := func(want string) {
 		t.Helper()

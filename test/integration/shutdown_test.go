@@ -7,94 +7,33 @@ import (
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/fastrouter/fastrouter/internal/uwsgi"
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 	"golang.org/x/net/websocket"
 )
 
-// holdNode is a fake node that accepts connections, reads what the router
-// sends and never answers (stream false), or answers a head and then one
-// line every 100 ms for ever (stream true). ends receives, per connection,
-// the moment the router closed it.
-type holdNode struct {
-	addr     string
-	mu       sync.Mutex
-	received int // connections that sent their first bytes
-	ends     chan time.Time
-}
-
-func startHoldNode(t *testing.T, stream bool) *holdNode {
+// holdNode is a fake node that reads what the router sends and never
+// answers (stream false), or answers a head and then one line every 100 ms
+// for ever (stream true); each connection is bounded at 60 s, long past any
+// deadline the test waits for.
+func holdNode(t *testing.T, stream bool) *uwsgitest.Node {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	h := &holdNode{addr: ln.Addr().String(), ends: make(chan time.Time, 16)}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go h.serve(c, stream)
-		}
-	}()
-	return h
-}
-
-func (h *holdNode) serve(c net.Conn, stream bool) {
-	defer c.Close()
-	// Bounded: long past any deadline the test waits for.
-	_ = c.SetDeadline(time.Now().Add(60 * time.Second))
-	var b [4096]byte
-	if _, err := c.Read(b[:]); err != nil {
-		return
-	}
-	h.mu.Lock()
-	h.received++
-	h.mu.Unlock()
+	h := uwsgitest.Hold()
 	if stream {
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
-		for {
-			if _, err := io.WriteString(c, "tick\n"); err != nil {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	} else {
-		for {
-			if _, err := c.Read(b[:]); err != nil {
-				break
-			}
-		}
+		h = uwsgitest.Stream("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n", "tick\n", 100*time.Millisecond)
 	}
-	h.ends <- time.Now()
-}
-
-func (h *holdNode) got() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.received
+	return uwsgitest.NewNode(t, h, uwsgitest.WithProto(uwsgitest.Raw), uwsgitest.Deadline(60*time.Second))
 }
 
 // uwsgiGet is a uwsgi packet for GET host+uri, as a web server in front of
 // a --uwsgi listener sends it.
 func uwsgiGet(host, path, query string) []byte {
-	var v []byte
-	for _, kv := range [][2]string{
-		{"REQUEST_METHOD", "GET"}, {"REQUEST_URI", path + "?" + query}, {"PATH_INFO", path},
-		{"QUERY_STRING", query}, {"SERVER_PROTOCOL", "HTTP/1.1"}, {"HTTP_HOST", host},
-		{"SERVER_NAME", host}, {"SERVER_PORT", "80"}, {"REMOTE_ADDR", "127.0.0.1"}, {"REMOTE_PORT", "1"},
-	} {
-		v = uwsgi.AppendVarString(v, kv[0], kv[1])
-	}
-	p := uwsgi.AppendHeader(nil, uwsgi.Header{Size: uint16(len(v))})
-	return append(p, v...)
+	return uwsgitest.Packet("REQUEST_METHOD", "GET", "REQUEST_URI", path+"?"+query, "PATH_INFO", path,
+		"QUERY_STRING", query, "SERVER_PROTOCOL", "HTTP/1.1", "HTTP_HOST", host,
+		"SERVER_NAME", host, "SERVER_PORT", "80", "REMOTE_ADDR", "127.0.0.1", "REMOTE_PORT", "1")
 }
 
 // openExchange is one client exchange held open across the shutdown: ended
@@ -144,13 +83,13 @@ func TestShutdownDeadlineCutsEverything(t *testing.T) {
 		"--wsgi-file", appPath, "--processes", "2", "--threads", "8", "--die-on-term", "--env", "NODE_ID=s",
 		"--disable-logging")}
 	happ := startHTTPNodeOn(t, nil, fmt.Sprintf("127.0.0.1:%d", freePort(t)), "", "h", true, false)
-	silent, streamer, hsilent := startHoldNode(t, false), startHoldNode(t, true), startHoldNode(t, false)
+	silent, streamer, hsilent := holdNode(t, false), holdNode(t, true), holdNode(t, false)
 	uw := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	const timeout = 2 * time.Second
 	r := startRouter(t, "--shutdown-timeout", timeout.String(), "--uwsgi", uw,
 		"--to", "app.test="+app.addr, "--to", "happ.test="+happ.addr,
-		"--to", "silent.test="+silent.addr, "--to", "stream.test="+streamer.addr,
-		"--to", "hsilent.test=http://"+hsilent.addr)
+		"--to", "silent.test="+silent.Addr(), "--to", "stream.test="+streamer.Addr(),
+		"--to", "hsilent.test=http://"+hsilent.Addr())
 	eventually(t, 10*time.Second, "the nodes to serve", func() bool {
 		a, _ := get(t, client(), r.http, "app.test", "/")
 		h, _ := get(t, client(), r.http, "happ.test", "/")
@@ -241,7 +180,7 @@ func TestShutdownDeadlineCutsEverything(t *testing.T) {
 		}
 	}
 	eventually(t, 10*time.Second, "the silent nodes to have their requests", func() bool {
-		return silent.got() == 2 && hsilent.got() == 1
+		return silent.Served() == 2 && hsilent.Served() == 1
 	})
 
 	signalled := time.Now()
@@ -275,13 +214,12 @@ func TestShutdownDeadlineCutsEverything(t *testing.T) {
 			late = append(late, x.name+": still open after the router exited")
 		}
 	}
-	for _, n := range []*holdNode{silent, streamer, hsilent} {
-		for range n.got() {
-			select {
-			case <-n.ends:
-			case <-time.After(5 * time.Second):
-				late = append(late, "fake node "+n.addr+": connection still open after the router exited")
-			}
+	for _, n := range []*uwsgitest.Node{silent, streamer, hsilent} {
+		for wait := time.Now().Add(5 * time.Second); n.Open() > 0 && time.Now().Before(wait); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if k := n.Open(); k > 0 {
+			late = append(late, fmt.Sprintf("fake node %s: %d connections still open after the router exited", n.Addr(), k))
 		}
 	}
 	if len(late) > 0 {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
 // malformedRequests are sent one per connection, raw, to the real binary.
@@ -88,7 +90,7 @@ func TestMalformedRequests(t *testing.T) {
 	waitForNodes(t, r, "live.test", 1)
 	var report strings.Builder
 	for _, tc := range malformedRequests {
-		resp, body := rawRequest(t, r.http, tc.req)
+		resp, body := uwsgitest.Do(t, r.http, tc.req)
 		fmt.Fprintf(&report, "\n  %-52s -> %d", tc.name, resp.StatusCode)
 		if resp.StatusCode != tc.want || body == "" {
 			t.Errorf("%s: %d %q; want %d with a body", tc.name, resp.StatusCode, body, tc.want)
@@ -110,7 +112,7 @@ func TestMalformedRequests(t *testing.T) {
 // envOf sends req raw and decodes the /env JSON the app answers with.
 func envOf(t *testing.T, addr, req string) map[string]string {
 	t.Helper()
-	resp, body := rawRequest(t, addr, req)
+	resp, body := uwsgitest.Do(t, addr, req)
 	if resp.StatusCode != 200 {
 		t.Fatalf("%.60q: %d %q", req, resp.StatusCode, body)
 	}
@@ -137,7 +139,7 @@ func TestHostileButValidRequests(t *testing.T) {
 		t.Errorf("absolute form: HTTP_HOST %q REQUEST_URI %q PATH_INFO %q SERVER_NAME %q; want the target's",
 			env["HTTP_HOST"], env["REQUEST_URI"], env["PATH_INFO"], env["SERVER_NAME"])
 	}
-	if resp, _ := rawRequest(t, trusting.http, "GET http://nowhere.test/ HTTP/1.1\r\nHost: live.test\r\n\r\n"); resp.StatusCode != 404 {
+	if resp, _ := uwsgitest.Do(t, trusting.http, "GET http://nowhere.test/ HTTP/1.1\r\nHost: live.test\r\n\r\n"); resp.StatusCode != 404 {
 		t.Errorf("absolute form to an unknown host routed by Host: %d; want 404", resp.StatusCode)
 	}
 

@@ -40,6 +40,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
 // testPKI is a test CA and the files a TLS router is started with:
@@ -679,7 +681,7 @@ func TestHTTPToHTTPSRedirect(t *testing.T) {
 		{"example.test:8080", "/", "https://example.test:" + r.port + "/"},
 		{"EXAMPLE.test", "/x%20y?z", "https://EXAMPLE.test:" + r.port + "/x%20y?z"},
 	} {
-		resp, body := rawRequest(t, redir, "GET "+tc.uri+" HTTP/1.1\r\nHost: "+tc.host+"\r\n\r\n")
+		resp, body := uwsgitest.Do(t, redir, "GET "+tc.uri+" HTTP/1.1\r\nHost: "+tc.host+"\r\n\r\n")
 		if resp.StatusCode != 301 || resp.Header.Get("Location") != tc.want || body == "" {
 			t.Errorf("Host %s, %s: %d Location %q body %q; want 301 Location %q", tc.host, tc.uri,
 				resp.StatusCode, resp.Header.Get("Location"), body, tc.want)
@@ -699,7 +701,7 @@ func TestHTTPToHTTPSRedirect(t *testing.T) {
 		"GET / HTTP/1.1\r\n\r\n",
 		"GET / HTTP/1.0\r\n\r\n",
 	} {
-		resp, body := rawRequest(t, redir, req)
+		resp, body := uwsgitest.Do(t, redir, req)
 		if resp.StatusCode != 400 || body == "" || resp.Header.Get("Location") != "" {
 			t.Errorf("%q: %d Location %q body %q; want 400 with a body", req, resp.StatusCode, resp.Header.Get("Location"), body)
 		}

@@ -1,12 +1,16 @@
 // Package router is the HTTP front of fastrouter: it accepts client
 // requests, maps each request's host to a balancer pool, and forwards it to
-// one node over the uwsgi protocol, streaming bodies both ways.
+// one node over the uwsgi protocol (or HTTP/1.1 to http:// nodes), streaming
+// bodies both ways.
 //
-// The forwarding core (vars encoding, node selection with retries, response
-// parsing and re-framing) is protocol-neutral; fronts fill a request view and
-// hand the core a place to write the response. The HTTP/1.1 front is
-// valyala/fasthttp, the HTTP/2 front golang.org/x/net/http2; a listener
-// splits connections between them (serve.go).
+// The forwarding core (forward.go names the request path file by file:
+// route, body, head, pick, round trip, relay) is protocol-neutral; fronts
+// fill a request view and hand the core a place to write the response. The
+// HTTP/1.1 front is valyala/fasthttp, the HTTP/2 front
+// golang.org/x/net/http2; a listener splits connections between them
+// (serve.go). Each kind of node is an upstream behind one interface
+// (upstream.go); each front tracks its connections in a connSet and has a
+// Shutdown (shutdown.go).
 package router
 
 import (

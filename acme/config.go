@@ -255,12 +255,3 @@ func (cfg *Config) allowed(name string) bool {
 	}
 	return false
 }
-
-func (cfg *Config) hasChallenge(t string) bool {
-	for _, c := range cfg.Challenges {
-		if c == t {
-			return true
-		}
-	}
-	return false
-}

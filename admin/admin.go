@@ -166,7 +166,8 @@ func (h *Handler) Close() {
 	}
 }
 
-// PoolJSON is the stable JSON shape of a pool (SPEC §6).
+// PoolJSON is the stable JSON shape of a pool (README, "Admin API"):
+// deploy scripts read it, so fields are added, never renamed.
 type PoolJSON struct {
 	Key  string `json:"key"`
 	Algo string `json:"algo"`
@@ -178,7 +179,7 @@ type PoolJSON struct {
 	Nodes       []NodeJSON `json:"nodes"`
 }
 
-// NodeJSON is the stable JSON shape of a node (SPEC §6).
+// NodeJSON is the stable JSON shape of a node (README, "Admin API").
 type NodeJSON struct {
 	Address   string    `json:"address"`
 	Weight    int64     `json:"weight"`

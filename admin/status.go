@@ -233,67 +233,13 @@ func (h *Handler) statusView(refresh int) *statusView {
 	slices.SortFunc(pools, func(a, b *balancer.Pool) int { return strings.Compare(a.Key, b.Key) })
 	v.Pools = len(pools)
 	for i, p := range pools {
-		nodes := p.Nodes()
 		pv := poolView{Key: p.Key, Link: "/api/pools/" + url.PathEscape(p.Key), Algo: string(p.Algo()), Rate: "–", ErrRate: "–"}
 		if pr, ok := poolRates[p.Key]; ok && pr.OK {
 			pv.Rate, pv.ErrRate, pv.ErrHigh = perSecond(pr.Requests), perSecond(pr.Errors), pr.Errors > 0
 		} else if total.OK {
 			pv.Rate, pv.ErrRate = "0", "0" // no request counted for it yet
 		}
-		active, unusable := 0, 0
-		for j, n := range nodes {
-			info := n.Info()
-			v.Nodes++
-			v.Inflight += info.Inflight
-			pv.Inflight += info.Inflight
-			switch info.State {
-			case balancer.StateActive:
-				active++
-				v.NodesActive++
-			case balancer.StateDraining, balancer.StateFailed:
-				unusable++
-			}
-			if d := n.Drain(); !d.Started.IsZero() && info.State == balancer.StateDraining {
-				deadline := "in " + age(d.Deadline.Sub(now))
-				if now.After(d.Deadline) {
-					deadline = "passed"
-				}
-				v.Drains = append(v.Drains, drainView{
-					Pool: p.Key, Node: info.Address, Started: age(now.Sub(d.Started)), Deadline: deadline,
-					Inflight: info.Inflight, Served: d.Served, Forced: d.Forced,
-				})
-			}
-			if i >= maxPoolsOnPage {
-				continue // counted in the totals, not shown
-			}
-			if j >= maxNodesPerPool {
-				pv.MoreNodes++
-				continue
-			}
-			lastSeen := age(now.Sub(info.LastSeen)) + " ago"
-			if info.Static {
-				lastSeen = "static"
-			}
-			pv.Nodes = append(pv.Nodes, nodeView{
-				Address: info.Address, Link: pv.Link + "/nodes/" + url.PathEscape(info.Address),
-				State: info.State.String(), LastSeen: lastSeen, Weight: info.Weight,
-				Inflight: info.Inflight, Requests: info.Requests, Failures: info.Failures,
-			})
-		}
-		switch {
-		case len(nodes) == 0:
-			pv.Health = "empty"
-		case active == 0:
-			pv.Health = "down"
-		case unusable > 0:
-			pv.Health = "degraded"
-		default:
-			pv.Health = "ok"
-		}
-		pv.NodeCount = strconv.Itoa(len(nodes)) + " nodes"
-		if len(nodes) == 1 {
-			pv.NodeCount = "1 node"
-		}
+		h.addNodes(v, &pv, p, i < maxPoolsOnPage, now)
 		if i < maxPoolsOnPage {
 			v.PoolRows = append(v.PoolRows, pv)
 		} else {
@@ -301,6 +247,67 @@ func (h *Handler) statusView(refresh int) *statusView {
 		}
 	}
 	return v
+}
+
+// addNodes counts p's nodes in the page's totals and drains, and, when the
+// pool is shown, lists them (at most maxNodesPerPool) in pv with its
+// health.
+func (h *Handler) addNodes(v *statusView, pv *poolView, p *balancer.Pool, shown bool, now time.Time) {
+	nodes := p.Nodes()
+	active, unusable := 0, 0
+	for j, n := range nodes {
+		info := n.Info()
+		v.Nodes++
+		v.Inflight += info.Inflight
+		pv.Inflight += info.Inflight
+		switch info.State {
+		case balancer.StateActive:
+			active++
+			v.NodesActive++
+		case balancer.StateDraining, balancer.StateFailed:
+			unusable++
+		}
+		if d := n.Drain(); !d.Started.IsZero() && info.State == balancer.StateDraining {
+			deadline := "in " + age(d.Deadline.Sub(now))
+			if now.After(d.Deadline) {
+				deadline = "passed"
+			}
+			v.Drains = append(v.Drains, drainView{
+				Pool: p.Key, Node: info.Address, Started: age(now.Sub(d.Started)), Deadline: deadline,
+				Inflight: info.Inflight, Served: d.Served, Forced: d.Forced,
+			})
+		}
+		if !shown {
+			continue // counted in the totals, not shown
+		}
+		if j >= maxNodesPerPool {
+			pv.MoreNodes++
+			continue
+		}
+		lastSeen := age(now.Sub(info.LastSeen)) + " ago"
+		if info.Static {
+			lastSeen = "static"
+		}
+		pv.Nodes = append(pv.Nodes, nodeView{
+			Address: info.Address, Link: pv.Link + "/nodes/" + url.PathEscape(info.Address),
+			State: info.State.String(), LastSeen: lastSeen, Weight: info.Weight,
+			Inflight: info.Inflight, Requests: info.Requests, Failures: info.Failures,
+		})
+	}
+	switch {
+	case len(nodes) == 0:
+		pv.Health = "empty"
+	case active == 0:
+		pv.Health = "down"
+	case unusable > 0:
+		pv.Health = "degraded"
+	default:
+		pv.Health = "ok"
+	}
+	pv.NodeCount = strconv.Itoa(len(nodes)) + " nodes"
+	if len(nodes) == 1 {
+		pv.NodeCount = "1 node"
+	}
 }
 
 // maxCertsOnPage bounds the certificates listed; /api/certificates has all.

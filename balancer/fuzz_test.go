@@ -13,7 +13,8 @@ var fuzzKeys = []string{
 }
 
 // FuzzLookup: Lookup never panics and agrees with a slow reference
-// implementation of SPEC §3's matching order, with and without a fallback.
+// implementation of the matching order (README, "Host matching"), with and
+// without a fallback.
 func FuzzLookup(f *testing.F) {
 	plain, _ := newTable(f, Config{})
 	withFB, _ := newTable(f, Config{FallbackKey: "fb"})
@@ -37,7 +38,7 @@ func FuzzLookup(f *testing.F) {
 	})
 }
 
-// refLookup is SPEC §3 written plainly over fuzzKeys.
+// refLookup is README's "Host matching" order written plainly over fuzzKeys.
 func refLookup(host, fallback string) string {
 	if len(host) <= maxKeyLen {
 		if k := refMatch(host); k != "" {

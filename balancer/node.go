@@ -231,7 +231,7 @@ type NodeInfo struct {
 	Requests  uint64
 	Failures  uint64
 	RxBytes   uint64 // bytes sent to the node (uwsgi packets and request bodies)
-	TxBytes   uint64 // response body bytes received from the node
+	TxBytes   uint64 // response body bytes received from the node (through the uwsgi front, which relays it unparsed: the whole response)
 	LastSeen  time.Time
 	Static    bool
 	Modifier1 uint8

@@ -12,7 +12,8 @@ import (
 // sum(weights) consecutive picks each node is chosen exactly weight times
 // (weight 0 counts as 1).
 //
-// Contrast with uWSGI 2.0 (uwsgi-compat.md §3.2): its wrr resets every node
+// Contrast with uWSGI 2.0 (core/subscription.c uwsgi_subscription_algo_wrr):
+// its wrr resets every node
 // to weight/min_weight with integer division, so weights 3 and 2 give 1:1.
 // We give exactly 3:2.
 func TestSmoothWRRExact(t *testing.T) {

@@ -22,6 +22,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"github.com/fastrouter/fastrouter/internal/ascii"
 )
 
 // shardCount splits the key space so that creating a pool copies 1/1024 of
@@ -167,7 +169,7 @@ func (t *Table) spellings(key []byte) int {
 	}
 	n, ls := 0, string(l)
 	for k := range t.shards[t.shardOf(l)].Load().exact {
-		if len(k) == len(ls) && equalFold(k, ls) {
+		if ascii.EqualFoldString(k, ls) {
 			n++
 		}
 	}
@@ -415,34 +417,13 @@ func (t *Table) Announce(a *Announce) (Result, error) {
 	if p := t.poolBytes(a.Key); p != nil {
 		for _, n := range p.Nodes() {
 			if n.Address == string(a.Address) {
-				if n.Static && !a.Static {
-					return 0, ErrStaticNode
-				}
-				if t.refreshLifecycle(n, a) || n.level.Load() != a.Backup {
-					t.mu.Lock()
-					t.changed(p.Key)
-					t.mu.Unlock()
-				}
-				refresh(n, a, now)
-				return Refreshed, nil
+				return t.refreshNode(n, a, now, false)
 			}
 		}
 	}
-	if !validKey(a.Key) {
-		return 0, ErrBadKey
-	}
-	if !validAddress(a.Address) {
-		return 0, ErrBadAddress
-	}
-	ep, err := ParseEndpoint(string(a.Address))
+	ep, algo, err := parseAnnounce(a)
 	if err != nil {
 		return 0, err
-	}
-	var algo Algo
-	if len(a.Algo) > 0 {
-		if algo, err = ParseAlgo(string(a.Algo)); err != nil {
-			return 0, err
-		}
 	}
 
 	t.mu.Lock()
@@ -461,15 +442,66 @@ func (t *Table) Announce(a *Announce) (Result, error) {
 		p = newPool(key, pol, &t.cfg, &t.watch)
 		res = CreatedPool
 	} else if n := p.Node(string(a.Address)); n != nil { // raced with another writer
-		if n.Static && !a.Static {
-			return 0, ErrStaticNode
-		}
-		if t.refreshLifecycle(n, a) || n.level.Load() != a.Backup {
-			t.changed(key)
-		}
-		refresh(n, a, now)
-		return Refreshed, nil
+		return t.refreshNode(n, a, now, true)
 	}
+	n := t.newNode(a, ep, p, now)
+	nodes := append(cloneNodes(p.Nodes()), n)
+	p.nodes.Store(&nodes)
+	p.signal(int(p.waiting.Load())) // queued requests may take the newcomer
+	wasEmpty := p.emptySince.Swap(0) != 0
+	if res == CreatedPool {
+		t.putPool(p)
+	} else if wasEmpty {
+		t.index(p)
+	}
+	t.changed(key)
+	return res, nil
+}
+
+// parseAnnounce checks what a new node's announce must hold (the key, the
+// address) and parses its endpoint and algorithm.
+func parseAnnounce(a *Announce) (Endpoint, Algo, error) {
+	if !validKey(a.Key) {
+		return Endpoint{}, "", ErrBadKey
+	}
+	if !validAddress(a.Address) {
+		return Endpoint{}, "", ErrBadAddress
+	}
+	ep, err := ParseEndpoint(string(a.Address))
+	if err != nil {
+		return Endpoint{}, "", err
+	}
+	var algo Algo
+	if len(a.Algo) > 0 {
+		if algo, err = ParseAlgo(string(a.Algo)); err != nil {
+			return Endpoint{}, "", err
+		}
+	}
+	return ep, algo, nil
+}
+
+// refreshNode applies a to n, a node it announces again: Refreshed, or
+// ErrStaticNode when a subscription would take over a static node. locked
+// says whether the caller holds t.mu (taken here only to record a change).
+func (t *Table) refreshNode(n *Node, a *Announce, now int64, locked bool) (Result, error) {
+	if n.Static && !a.Static {
+		return 0, ErrStaticNode
+	}
+	if t.refreshLifecycle(n, a) || n.level.Load() != a.Backup {
+		if !locked {
+			t.mu.Lock()
+		}
+		t.changed(n.pool.Key)
+		if !locked {
+			t.mu.Unlock()
+		}
+	}
+	refresh(n, a, now)
+	return Refreshed, nil
+}
+
+// newNode makes the node a first announces in pool p (not yet published).
+func (t *Table) newNode(a *Announce, ep Endpoint, p *Pool, now int64) *Node {
 	n := &Node{
 		Address:   string(a.Address),
 		Endpoint:  ep,
@@ -484,17 +516,7 @@ func (t *Table) Announce(a *Announce) (Result, error) {
 	if a.Drain {
 		n.startDrain(t.cfg.Now(), t.drainTimeout(a))
 	}
-	nodes := append(cloneNodes(p.Nodes()), n)
-	p.nodes.Store(&nodes)
-	p.signal(int(p.waiting.Load())) // queued requests may take the newcomer
-	wasEmpty := p.emptySince.Swap(0) != 0
-	if res == CreatedPool {
-		t.putPool(p)
-	} else if wasEmpty {
-		t.index(p)
-	}
-	t.changed(key)
-	return res, nil
+	return n
 }
 
 // refreshLifecycle applies what an announce means for a known node's drain:
@@ -600,7 +622,7 @@ func (t *Table) reindex(p *Pool, gone bool) {
 		}
 		if q := bestOf(p, gone, func(yield func(*Pool)) {
 			for k, q := range s.exact {
-				if len(k) == len(lk) && equalFold(k, lk) {
+				if ascii.EqualFoldString(k, lk) {
 					yield(q)
 				}
 			}
@@ -625,7 +647,7 @@ func (t *Table) reindex(p *Pool, gone bool) {
 	q := bestOf(p, gone, func(yield func(*Pool)) {
 		for _, sp := range [2]string{"*" + w, w} {
 			for k, q := range t.shards[t.shardOf([]byte(sp))].Load().exact {
-				if len(k) == len(sp) && equalFold(k, sp) {
+				if ascii.EqualFoldString(k, sp) {
 					yield(q)
 				}
 			}
@@ -661,22 +683,6 @@ func bestOf(p *Pool, gone bool, cands func(func(*Pool))) *Pool {
 		return other
 	}
 	return p
-}
-
-func equalFold(a, b string) bool {
-	for i := 0; i < len(a); i++ {
-		ca, cb := a[i], b[i]
-		if 'A' <= ca && ca <= 'Z' {
-			ca += 'a' - 'A'
-		}
-		if 'A' <= cb && cb <= 'Z' {
-			cb += 'a' - 'A'
-		}
-		if ca != cb {
-			return false
-		}
-	}
-	return true
 }
 
 // updateShard copies shard i, applies f and publishes it. Caller holds t.mu.

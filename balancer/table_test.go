@@ -64,7 +64,7 @@ func lookupCases() []lookupCase {
 	}
 }
 
-// TestLookup checks the matching order of SPEC §3: exact key, then
+// TestLookup checks the matching order (README, "Host matching"): exact key, then
 // case-insensitive, then the host without its port, then wildcard keys
 // ("*.x" and ".x", longest suffix first), then the fallback key.
 func TestLookup(t *testing.T) {

@@ -221,70 +221,10 @@ type memberInfo struct {
 
 // New validates cfg. It binds nothing; Start does.
 func New(cfg Config) (*Cluster, error) {
-	if cfg.Table == nil {
-		return nil, errors.New("cluster: Config.Table is required")
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
-	if cfg.Name == "" {
-		return nil, errors.New("cluster: a member name is required")
-	}
-	if len(cfg.Label) > 255 {
-		return nil, errors.New("cluster: name (label) longer than 255 bytes")
-	}
-	if _, _, err := splitBind(cfg.BindAddr); err != nil {
-		return nil, fmt.Errorf("cluster: bind address %q: %w", cfg.BindAddr, err)
-	}
-	if cfg.AdvertiseAddr != "" {
-		if _, _, err := splitBind(cfg.AdvertiseAddr); err != nil {
-			return nil, fmt.Errorf("cluster: advertise address %q: %w", cfg.AdvertiseAddr, err)
-		}
-	}
-	switch len(cfg.SecretKey) {
-	case 0, 16, 24, 32:
-	default:
-		return nil, fmt.Errorf("cluster: secret key is %d bytes; want 16, 24 or 32", len(cfg.SecretKey))
-	}
-	for _, d := range []time.Duration{cfg.SyncInterval, cfg.Tolerance, cfg.DrainTimeout, cfg.RefreshInterval,
-		cfg.ReportInterval, cfg.ReconnectInterval, cfg.ReconnectTimeout, cfg.BindRetry} {
-		if d < 0 {
-			return nil, errors.New("cluster: negative duration in config")
-		}
-	}
-	if cfg.SyncInterval == 0 {
-		cfg.SyncInterval = DefaultSyncInterval
-	}
-	if cfg.Tolerance == 0 {
-		cfg.Tolerance = 30 * time.Second
-	}
-	if cfg.DrainTimeout == 0 {
-		cfg.DrainTimeout = 30 * time.Second
-	}
-	if cfg.RefreshInterval == 0 {
-		cfg.RefreshInterval = min(max(cfg.Tolerance/8, 250*time.Millisecond), 5*time.Second)
-	}
-	if cfg.ReportInterval == 0 {
-		cfg.ReportInterval = 100 * time.Millisecond
-	}
-	if cfg.ReconnectInterval == 0 {
-		cfg.ReconnectInterval = 5 * time.Second
-	}
-	if cfg.ReconnectTimeout == 0 {
-		cfg.ReconnectTimeout = time.Hour
-	}
-	if cfg.MaxQueue <= 0 {
-		cfg.MaxQueue = 16384
-	}
-	if cfg.MaxBlobBytes <= 0 {
-		cfg.MaxBlobBytes = DefaultMaxBlobBytes
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Registerer == nil {
-		cfg.Registerer = prometheus.NewRegistry()
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg.setDefaults()
 	z, err := newCompressor()
 	if err != nil {
 		return nil, err
@@ -313,6 +253,80 @@ func New(cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// check refuses a configuration New cannot run with.
+func (c *Config) check() error {
+	if c.Table == nil {
+		return errors.New("cluster: Config.Table is required")
+	}
+	if c.Name == "" {
+		return errors.New("cluster: a member name is required")
+	}
+	if len(c.Label) > 255 {
+		return errors.New("cluster: name (label) longer than 255 bytes")
+	}
+	if _, _, err := splitBind(c.BindAddr); err != nil {
+		return fmt.Errorf("cluster: bind address %q: %w", c.BindAddr, err)
+	}
+	if c.AdvertiseAddr != "" {
+		if _, _, err := splitBind(c.AdvertiseAddr); err != nil {
+			return fmt.Errorf("cluster: advertise address %q: %w", c.AdvertiseAddr, err)
+		}
+	}
+	switch len(c.SecretKey) {
+	case 0, 16, 24, 32:
+	default:
+		return fmt.Errorf("cluster: secret key is %d bytes; want 16, 24 or 32", len(c.SecretKey))
+	}
+	for _, d := range []time.Duration{c.SyncInterval, c.Tolerance, c.DrainTimeout, c.RefreshInterval,
+		c.ReportInterval, c.ReconnectInterval, c.ReconnectTimeout, c.BindRetry} {
+		if d < 0 {
+			return errors.New("cluster: negative duration in config")
+		}
+	}
+	return nil
+}
+
+// setDefaults fills the zero fields with their defaults (Config's fields
+// document them).
+func (c *Config) setDefaults() {
+	if c.SyncInterval == 0 {
+		c.SyncInterval = DefaultSyncInterval
+	}
+	if c.Tolerance == 0 {
+		c.Tolerance = 30 * time.Second
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+	if c.RefreshInterval == 0 {
+		c.RefreshInterval = min(max(c.Tolerance/8, 250*time.Millisecond), 5*time.Second)
+	}
+	if c.ReportInterval == 0 {
+		c.ReportInterval = 100 * time.Millisecond
+	}
+	if c.ReconnectInterval == 0 {
+		c.ReconnectInterval = 5 * time.Second
+	}
+	if c.ReconnectTimeout == 0 {
+		c.ReconnectTimeout = time.Hour
+	}
+	if c.MaxQueue <= 0 {
+		c.MaxQueue = 16384
+	}
+	if c.MaxBlobBytes <= 0 {
+		c.MaxBlobBytes = DefaultMaxBlobBytes
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Registerer == nil {
+		c.Registerer = prometheus.NewRegistry()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
 }
 
 var errStopped = errors.New("cluster: shut down")

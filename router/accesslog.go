@@ -143,13 +143,13 @@ func (rt *Router) logUnparsed(ctx *fasthttp.RequestCtx, code int) {
 	x := getExchange()
 	defer putExchange(x)
 	h := &ctx.Request.Header
-	x.req.method, x.req.uri, x.req.proto, x.req.host = h.Method(), h.RequestURI(), h.Protocol(), h.Host()
-	x.req.scheme = "http"
+	x.req.Method, x.req.URI, x.req.Proto, x.req.Host = h.Method(), h.RequestURI(), h.Protocol(), h.Host()
+	x.req.Scheme = "http"
 	if ctx.IsTLS() {
-		x.req.scheme = "https"
+		x.req.Scheme = "https"
 	}
 	if ta, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
-		x.req.remote = ta.AddrPort()
+		x.req.Remote = ta.AddrPort()
 	}
 	rt.logAccess(x, code, nil, len(errorBodies[code]))
 }
@@ -180,19 +180,19 @@ func appendAccessHead(dst []byte, x *exchange, status int) []byte {
 	dst = append(dst, `","id":`...)
 	dst = appendJSONString(dst, o.id)
 	dst = append(dst, `,"client":"`...)
-	if r.remote.IsValid() {
-		dst = r.remote.AppendTo(dst)
+	if r.Remote.IsValid() {
+		dst = r.Remote.AppendTo(dst)
 	}
 	dst = append(dst, `","method":`...)
-	dst = appendJSONString(dst, r.method)
+	dst = appendJSONString(dst, r.Method)
 	dst = append(dst, `,"host":`...)
-	dst = appendJSONString(dst, r.host)
+	dst = appendJSONString(dst, r.Host)
 	dst = append(dst, `,"uri":`...)
-	dst = appendJSONString(dst, r.uri)
+	dst = appendJSONString(dst, r.URI)
 	dst = append(dst, `,"proto":`...)
-	dst = appendJSONString(dst, r.proto)
+	dst = appendJSONString(dst, r.Proto)
 	dst = append(dst, `,"scheme":"`...)
-	dst = append(dst, r.scheme...) // "http" or "https", set by the front
+	dst = append(dst, r.Scheme...) // "http" or "https", set by the front
 	dst = append(dst, `","status":`...)
 	dst = strconv.AppendInt(dst, int64(status), 10)
 	dst = append(dst, `,"pool":`...)

@@ -2,11 +2,8 @@ package router
 
 import (
 	"bytes"
-	"context"
-	"crypto/tls"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"regexp"
 	"strings"
@@ -15,7 +12,6 @@ import (
 	"time"
 
 	"github.com/fastrouter/fastrouter/internal/uwsgi"
-	"golang.org/x/net/http2"
 )
 
 // lineBuffer collects access-log lines; safe for concurrent use.
@@ -189,12 +185,7 @@ func TestAccessLogH2(t *testing.T) {
 	r.table.AddStatic("h2.test", n.addr(), 1)
 
 	// h2c with prior knowledge.
-	tr := &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, addr)
-		},
-	}
+	tr := h2cTransport()
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	req, _ := http.NewRequest("GET", "http://"+r.addr+"/h2?x=1", nil)
@@ -273,10 +264,10 @@ func FuzzRequestID(f *testing.F) {
 		x := getExchange()
 		defer putExchange(x)
 		r := sampleRequest()
-		r.headers = r.headers[:len(r.headers)-1] // drop its X-Request-Id
-		r.headers = append(r.headers, hdr{[]byte("X-Request-ID"), v1})
+		r.Headers = r.Headers[:len(r.Headers)-1] // drop its X-Request-Id
+		r.Headers = append(r.Headers, hdr{[]byte("X-Request-ID"), v1})
 		if two {
-			r.headers = append(r.headers, hdr{[]byte("x-request-id"), v2})
+			r.Headers = append(r.Headers, hdr{[]byte("x-request-id"), v2})
 		}
 		x.req = *r
 		rt.assignRequestID(x)
@@ -286,7 +277,7 @@ func FuzzRequestID(f *testing.F) {
 		if validRequestID(v1) && string(x.obs.id) != string(v1) {
 			t.Fatalf("valid client id %q replaced by %q", v1, x.obs.id)
 		}
-		pkt, err := appendVars(nil, &x.req, 0, 0)
+		pkt, err := uwsgi.AppendVars(nil, &x.req, 0, 0)
 		if err != nil {
 			return // the value pushed the vars past 64 KiB: the request gets 431
 		}

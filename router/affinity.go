@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/internal/ascii"
 )
 
 // hashSource is where hash pools find their key (Config.HashKey).
@@ -39,34 +40,34 @@ func (rt *Router) affinityKey(x *exchange, algo balancer.Algo) []byte {
 	r := &x.req
 	switch algo {
 	case balancer.AlgoIPHash:
-		if r.trusted {
-			if v := lastHeader(r.headers, "x-forwarded-for"); len(v) > 0 {
+		if r.Trusted {
+			if v := lastHeader(r.Headers, "x-forwarded-for"); len(v) > 0 {
 				if i := bytes.LastIndexByte(v, ','); i >= 0 {
 					v = v[i+1:]
 				}
-				if v = trimOWS(v); len(v) > 0 {
+				if v = ascii.TrimOWS(v); len(v) > 0 {
 					return v
 				}
 			}
 		}
-		if !r.remote.Addr().IsValid() {
+		if !r.Remote.Addr().IsValid() {
 			return nil
 		}
-		x.keyBuf = r.remote.Addr().Unmap().As16()
+		x.keyBuf = r.Remote.Addr().Unmap().As16()
 		return x.keyBuf[:]
 	case balancer.AlgoHash:
 		src := &rt.hash
 		switch {
 		case src.header != nil:
-			for i := range r.headers {
-				if headerNameEqual(r.headers[i].k, src.header) {
-					return r.headers[i].v
+			for i := range r.Headers {
+				if ascii.EqualFoldBytes(r.Headers[i].Name, src.header) {
+					return r.Headers[i].Value
 				}
 			}
 		case src.cookie != nil:
-			for i := range r.headers {
-				if asciiEqualFold(r.headers[i].k, "cookie") {
-					if v := cookieValue(r.headers[i].v, src.cookie); v != nil {
+			for i := range r.Headers {
+				if ascii.EqualFold(r.Headers[i].Name, "cookie") {
+					if v := cookieValue(r.Headers[i].Value, src.cookie); v != nil {
 						return v
 					}
 				}
@@ -81,8 +82,8 @@ func (rt *Router) affinityKey(x *exchange, algo balancer.Algo) []byte {
 func lastHeader(hs []hdr, lower string) []byte {
 	var v []byte
 	for i := range hs {
-		if asciiEqualFold(hs[i].k, lower) {
-			v = hs[i].v
+		if ascii.EqualFold(hs[i].Name, lower) {
+			v = hs[i].Value
 		}
 	}
 	return v
@@ -97,7 +98,7 @@ func cookieValue(h, name []byte) []byte {
 		} else {
 			pair, h = h, nil
 		}
-		pair = trimOWS(pair)
+		pair = ascii.TrimOWS(pair)
 		if eq := bytes.IndexByte(pair, '='); eq > 0 && bytes.Equal(pair[:eq], name) {
 			v := pair[eq+1:]
 			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {

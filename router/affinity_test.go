@@ -44,8 +44,8 @@ func TestAffinityKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	x := &exchange{}
-	x.req.remote = netip.MustParseAddrPort("192.0.2.7:5555")
-	x.req.headers = []hdr{
+	x.req.Remote = netip.MustParseAddrPort("192.0.2.7:5555")
+	x.req.Headers = []hdr{
 		{[]byte("Cookie"), []byte("a=1; sid=abc")},
 		{[]byte("X-Forwarded-For"), []byte("198.51.100.1, 203.0.113.9")},
 	}
@@ -56,7 +56,7 @@ func TestAffinityKey(t *testing.T) {
 		t.Errorf("iphash key for an untrusted peer = %x; want its address", k)
 	}
 	// Trusted proxy: the address it saw (right-most X-Forwarded-For).
-	x.req.trusted = true
+	x.req.Trusted = true
 	if k := rt.affinityKey(x, balancer.AlgoIPHash); string(k) != "203.0.113.9" {
 		t.Errorf("iphash key behind a trusted proxy = %q; want 203.0.113.9", k)
 	}
@@ -70,7 +70,7 @@ func TestAffinityKey(t *testing.T) {
 	if k := rt.affinityKey(x, balancer.AlgoHash); k != nil {
 		t.Errorf("hash key with the header absent = %q; want nil", k)
 	}
-	x.req.headers = append(x.req.headers, hdr{[]byte("X-User"), []byte("u42")})
+	x.req.Headers = append(x.req.Headers, hdr{[]byte("X-User"), []byte("u42")})
 	if k := rt.affinityKey(x, balancer.AlgoHash); string(k) != "u42" {
 		t.Errorf("hash key = %q; want u42", k)
 	}

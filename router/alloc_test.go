@@ -8,17 +8,6 @@ import (
 	"time"
 )
 
-func TestAppendVarsAllocatesNothing(t *testing.T) {
-	r := sampleRequest()
-	buf := make([]byte, 0, 4096)
-	n := testing.AllocsPerRun(100, func() {
-		buf, _ = appendVars(buf[:0], r, 0, 0)
-	})
-	if n != 0 {
-		t.Fatalf("appendVars: %v allocs/op; want 0", n)
-	}
-}
-
 func TestRouteAndEncodeAllocatesNothing(t *testing.T) {
 	tb := routedTable(t)
 	r := sampleRequest()
@@ -44,9 +33,9 @@ func TestRequestIDAllocatesNothing(t *testing.T) {
 		hs := make([]hdr, 0, 16)
 		n := testing.AllocsPerRun(100, func() {
 			x.req = *base
-			x.req.headers = append(hs[:0], base.headers[:len(base.headers)-1]...)
+			x.req.Headers = append(hs[:0], base.Headers[:len(base.Headers)-1]...)
 			if tc.id != nil {
-				x.req.headers = append(x.req.headers, hdr{xRequestID, tc.id})
+				x.req.Headers = append(x.req.Headers, hdr{xRequestID, tc.id})
 			}
 			x.obs = obsInfo{}
 			rt.assignRequestID(x)

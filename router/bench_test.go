@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/internal/ascii"
 	"github.com/fastrouter/fastrouter/internal/uwsgi"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
@@ -222,7 +223,7 @@ func readResponse(br *bufio.Reader) error {
 		if len(line) <= 2 {
 			break
 		}
-		if k, v, ok := bytes.Cut(line, []byte(":")); ok && asciiEqualFold(k, "content-length") {
+		if k, v, ok := bytes.Cut(line, []byte(":")); ok && ascii.EqualFold(k, "content-length") {
 			cl, _ = strconv.Atoi(string(bytes.TrimSpace(v)))
 		}
 	}
@@ -262,10 +263,10 @@ func BenchmarkAccessLogLine(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			l.LogAttrs(context.Background(), slog.LevelInfo, "",
-				slog.Time("began", began), slog.String("id", id), slog.String("client", r.remote.String()),
-				slog.String("method", string(r.method)), slog.String("host", string(r.host)),
-				slog.String("uri", string(r.uri)), slog.String("proto", string(r.proto)),
-				slog.String("scheme", r.scheme), slog.Int("status", 200),
+				slog.Time("began", began), slog.String("id", id), slog.String("client", r.Remote.String()),
+				slog.String("method", string(r.Method)), slog.String("host", string(r.Host)),
+				slog.String("uri", string(r.URI)), slog.String("proto", string(r.Proto)),
+				slog.String("scheme", r.Scheme), slog.Int("status", 200),
 				slog.String("pool", "shop.example.com"), slog.String("node", node.Address),
 				slog.Float64("upstream_connect", 0.000180), slog.Float64("upstream_header", 0.012),
 				slog.Int64("bytes", 5120), slog.Float64("duration", time.Since(began).Seconds()))
@@ -292,9 +293,9 @@ func BenchmarkRequestID(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				x.req = *base
-				x.req.headers = append(hs[:0], base.headers[:len(base.headers)-1]...)
+				x.req.Headers = append(hs[:0], base.Headers[:len(base.Headers)-1]...)
 				if v.id != nil {
-					x.req.headers = append(x.req.headers, hdr{xRequestID, v.id})
+					x.req.Headers = append(x.req.Headers, hdr{xRequestID, v.id})
 				}
 				x.obs = obsInfo{}
 				rt.assignRequestID(x)

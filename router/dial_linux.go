@@ -31,7 +31,7 @@ import (
 // (rare; it needs an interface lookup) takes the net.Dialer path.
 func (rt *Router) dial(ctx context.Context, n *balancer.Node) (net.Conn, error) {
 	if n.Endpoint.Network == balancer.NetHTTP {
-		return rt.dialHTTP(ctx, n) // httpnode.go: keep-alive, its own dialer
+		return rt.dialHTTP(ctx, n) // upstream_http.go: keep-alive, its own dialer
 	}
 	c := &backendConn{addr: nodeAddr{n}}
 	var (
@@ -100,12 +100,12 @@ func (rt *Router) dial(ctx context.Context, n *balancer.Node) (net.Conn, error) 
 }
 
 // await waits for the connect in progress (to c.connecting) to finish,
-// until deadline or the end of ctx (nil: none).
+// until deadline or the end of ctx.
 func (c *backendConn) await(ctx context.Context, deadline time.Time) error {
 	if err := c.f.SetWriteDeadline(deadline); err != nil {
 		return err
 	}
-	if ctx != nil {
+	if ctx.Done() != nil {
 		stop := context.AfterFunc(ctx, func() { _ = c.f.SetWriteDeadline(aLongTimeAgo) })
 		defer stop()
 	}

@@ -93,7 +93,7 @@ func TestDial(t *testing.T) {
 
 	for _, addr := range addrs {
 		rt, n := dialRouter(t, addr, time.Second)
-		c, err := rt.dial(nil, n)
+		c, err := rt.dial(context.Background(), n)
 		if err != nil {
 			t.Fatalf("%s: %v", addr, err)
 		}
@@ -122,7 +122,7 @@ func TestDial(t *testing.T) {
 	}
 	defer silent.Close()
 	rt, n := dialRouter(t, silent.Addr().String(), time.Second)
-	c, err := rt.dial(nil, n)
+	c, err := rt.dial(context.Background(), n)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func TestDial(t *testing.T) {
 	closed.Close()
 	for _, addr := range []string{refused, filepath.Join(t.TempDir(), "none.sock")} {
 		rt, n := dialRouter(t, addr, time.Second)
-		if c, err := rt.dial(nil, n); err == nil || isTimeout(err) {
+		if c, err := rt.dial(context.Background(), n); err == nil || isTimeout(err) {
 			if c != nil {
 				c.Close()
 			}
@@ -202,7 +202,7 @@ func TestDialWaitsForHandshake(t *testing.T) {
 		}
 	})
 	start := time.Now()
-	c, err := rt.dial(nil, n)
+	c, err := rt.dial(context.Background(), n)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
@@ -222,7 +222,7 @@ func TestDialTimeout(t *testing.T) {
 	addr := fullListener(t)
 	rt, n := dialRouter(t, addr, 300*time.Millisecond)
 	start := time.Now()
-	c, err := rt.dial(nil, n)
+	c, err := rt.dial(context.Background(), n)
 	if err == nil {
 		c.Close()
 		t.Fatal("connect to a full listener succeeded")
@@ -373,7 +373,7 @@ func TestSendAwait(t *testing.T) {
 			rt, n := dialRouter(t, ln.Addr().String(), time.Second)
 			dial := func() (*backendConn, net.Conn) {
 				t.Helper()
-				c, err := rt.dial(nil, n)
+				c, err := rt.dial(context.Background(), n)
 				if err != nil {
 					t.Fatal(err)
 				}

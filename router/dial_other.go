@@ -11,7 +11,7 @@ import (
 
 func (rt *Router) dial(ctx context.Context, n *balancer.Node) (net.Conn, error) {
 	if n.Endpoint.Network == balancer.NetHTTP {
-		return rt.dialHTTP(ctx, n) // httpnode.go
+		return rt.dialHTTP(ctx, n) // upstream_http.go
 	}
 	return rt.dialNet(ctx, n)
 }

@@ -30,7 +30,7 @@ var (
 )
 
 // statusOf is the single mapping from forwarding errors to HTTP status codes
-// (SPEC §5).
+// (README, "Errors are never an empty reply").
 func statusOf(err error) int {
 	switch err {
 	case errBadRequest, errBadHost, errClientBody:
@@ -56,6 +56,19 @@ func statusOf(err error) int {
 	default:
 		return 502
 	}
+}
+
+// errorBodies are preformatted so error pages allocate nothing.
+var errorBodies = map[int][]byte{
+	400: []byte("400 Bad Request\n"),
+	404: []byte("404 Not Found: no pool serves this host\n"),
+	408: []byte("408 Request Timeout\n"),
+	413: []byte("413 Content Too Large\n"),
+	431: []byte("431 Request Header Fields Too Large\n"),
+	500: []byte("500 Internal Server Error\n"),
+	502: []byte("502 Bad Gateway\n"),
+	503: []byte("503 Service Unavailable: no usable node\n"),
+	504: []byte("504 Gateway Timeout\n"),
 }
 
 // Reasons of fastrouter_backend_errors_total, as small integers so a pool

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 
+	"github.com/fastrouter/fastrouter/internal/strict"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 )
@@ -19,6 +20,8 @@ type h1Front struct {
 	// clientCerts: the listener asks for client certificates; their subject
 	// goes to the node as HTTPS_DN.
 	clientCerts bool
+	// tunnels is the listener's set of upgraded connections (tunnel.go).
+	tunnels *connSet
 }
 
 // bodyPrefetch is how much of a request body fasthttp reads before the
@@ -117,6 +120,8 @@ func (f *h1Front) handleError(ctx *fasthttp.RequestCtx, err error) {
 	f.rt.logUnparsed(ctx, code)
 }
 
+// handle serves one request (fasthttp.Server.Handler): the request view,
+// forward, the response.
 func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 	rt := f.rt
 	// Deferred first so it runs last, after anything that resets the
@@ -155,26 +160,38 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 
-	r := &x.req
-	h := &ctx.Request.Header
-	r.method = h.Method()
-	r.uri = h.RequestURI()
-	r.proto = h.Protocol()
-	r.host = h.Host()
-	r.scheme = f.scheme
-	r.serverPort = f.serverPort
-	if ta, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
-		r.remote = ta.AddrPort()
-	}
-	r.trusted = rt.trusted(r.remote.Addr())
-	r.contentType = h.ContentType()
-	if f.clientCerts {
-		r.clientDN = clientDN(ctx.Conn(), x)
-	}
-
-	if why := parseHead(h, r, rt.cfg.MaxHeaderCount); why != rejNone {
+	if why := f.readRequest(ctx, x); why != strict.None {
 		f.rejectHead(ctx, why) // strict.go
 		return
+	}
+	_, b, err := rt.forward(x, &ctx.Response.Header)
+	rt.logResponse(x, b, err, &ctx.Response.Header)
+	f.respond(ctx, x, b, err)
+}
+
+// readRequest fills x's request view from fasthttp's parsed head, checks
+// the raw head under the strict rules (strict.go), and takes the body
+// stream and what the core must know of the connection.
+func (f *h1Front) readRequest(ctx *fasthttp.RequestCtx, x *exchange) strict.Reject {
+	rt := f.rt
+	r := &x.req
+	h := &ctx.Request.Header
+	r.Method = h.Method()
+	r.URI = h.RequestURI()
+	r.Proto = h.Protocol()
+	r.Host = h.Host()
+	r.Scheme = f.scheme
+	r.ServerPort = f.serverPort
+	if ta, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+		r.Remote = ta.AddrPort()
+	}
+	r.Trusted = rt.trusted(r.Remote.Addr())
+	r.ContentType = h.ContentType()
+	if f.clientCerts {
+		r.ClientDN = clientDN(ctx.Conn(), x)
+	}
+	if why := parseHead(h, x, rt.cfg.MaxHeaderCount); why != strict.None {
+		return why
 	}
 	if cl := h.ContentLength(); cl > 0 || cl == -1 {
 		x.bodySrc, x.bodyLen = ctx.RequestBodyStream(), int64(cl)
@@ -188,9 +205,13 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 	if h.IsHTTP11() {
 		x.sink = f // an HTTP/1.0 client never gets an interim response
 	}
+	return strict.None
+}
 
-	_, b, err := rt.forward(x, &ctx.Response.Header)
-	rt.logResponse(x, b, err, &ctx.Response.Header)
+// respond hands fasthttp what forward returned for x: an error page, a
+// response without body, a tunnel (tunnel.go), or the body stream, framed
+// for the client.
+func (f *h1Front) respond(ctx *fasthttp.RequestCtx, x *exchange, b *backendBody, err error) {
 	// A body left unread must never be parsed as the next request on this
 	// connection (HTTP desync): unless the body was consumed to its end, the
 	// response closes the connection. Deferred: writeError resets the
@@ -223,7 +244,7 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 	switch cl := ctx.Response.Header.ContentLength(); {
 	case cl > 0:
 		ctx.SetBodyStream(b, cl)
-	case h.IsHTTP11(): // chunked or unknown until EOF: chunk it for the client
+	case ctx.Request.Header.IsHTTP11(): // chunked or unknown until EOF: chunk it for the client
 		ctx.SetBodyStream(b, -1)
 	default: // HTTP/1.0 client: the body ends when we close the connection
 		f.streamUntilClose(ctx, b)
@@ -284,13 +305,3 @@ var (
 	retryAfter = []byte("Retry-After")
 	one        = []byte("1")
 )
-
-func trimOWS(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
-		b = b[1:]
-	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
-		b = b[:len(b)-1]
-	}
-	return b
-}

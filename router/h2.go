@@ -7,8 +7,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"sync"
 
+	"github.com/fastrouter/fastrouter/internal/ascii"
+	"github.com/fastrouter/fastrouter/internal/strict"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http2"
@@ -16,8 +17,9 @@ import (
 
 // h2Front serves HTTP/2 connections (TLS with ALPN h2, or h2c with prior
 // knowledge) with golang.org/x/net/http2 and forwards each stream through
-// the same core as the HTTP/1.1 front. Immutable after creation except the
-// connection set, which mu guards.
+// the same core as the HTTP/1.1 front. Immutable after creation. Its
+// connections are in their listener's splitting set for their whole life
+// (serve.go): that is what the shutdown deadline closes.
 type h2Front struct {
 	rt          *Router
 	serverPort  []byte
@@ -25,14 +27,20 @@ type h2Front struct {
 	clientCerts bool
 	conns       prometheus.Gauge
 
+	// srv is x/net/http2's server, which stays the HTTP/2 implementation:
+	// net/http's own (http.Server with Protocols) serves only connections
+	// it accepts itself, while the router hands h2 connections over after
+	// its own accept, TLS handshake or h2c sniff, and PROXY header, through
+	// the h2 guard (h2guard.go), with a context per connection. That is
+	// http2.Server.ServeConn, which x/net marks deprecated in favour of
+	// http.Server; each use below says so to staticcheck, line by line.
+	//lint:ignore SA1019 x/net/http2.Server is kept on purpose (see above)
 	srv *http2.Server
-	// base is never served; it carries MaxHeaderBytes and the error log to
-	// http2, and its Shutdown is what makes http2 send GOAWAY on every
-	// connection (ConfigureServer registers that hook).
+	// base is never served; it carries the HTTP/2 settings (its HTTP2
+	// field, which x/net reads as it would its own), MaxHeaderBytes and the
+	// error log to http2, and its Shutdown is what makes http2 send GOAWAY
+	// on every connection (ConfigureServer registers that hook).
 	base *http.Server
-
-	mu   sync.Mutex
-	open map[net.Conn]struct{}
 }
 
 // h2MaxConcurrentStreams bounds the streams (and handler goroutines) one
@@ -41,26 +49,29 @@ type h2Front struct {
 const h2MaxConcurrentStreams = 250
 
 func newH2Front(rt *Router, t *Timeouts, port []byte, scheme string, clientCerts bool, conns prometheus.Gauge) *h2Front {
-	f := &h2Front{rt: rt, serverPort: port, scheme: scheme, clientCerts: clientCerts, conns: conns,
-		open: map[net.Conn]struct{}{}}
-	f.srv = &http2.Server{
-		// x/net reports each protocol error it answers by a fixed name.
-		CountError:           func(t string) { rt.h2Errors.WithLabelValues(t).Inc() },
-		MaxConcurrentStreams: h2MaxConcurrentStreams,
-		IdleTimeout:          t.Timeout,
-		// A connection whose writes make no progress for this long is cut,
-		// so a client that stops reading cannot pin buffers.
-		WriteByteTimeout: t.Timeout,
-		// Flow control windows: what one client can make us buffer.
-		MaxUploadBufferPerConnection: 1 << 20,
-		MaxUploadBufferPerStream:     256 << 10,
-	}
+	f := &h2Front{rt: rt, serverPort: port, scheme: scheme, clientCerts: clientCerts, conns: conns}
 	f.base = &http.Server{
 		// http2 advertises and enforces this as SETTINGS_MAX_HEADER_LIST_SIZE.
 		MaxHeaderBytes: rt.cfg.MaxHeaderBytes,
 		ErrorLog:       log.New(debugWriter{rt}, "", 0),
+		IdleTimeout:    t.Timeout,
+		HTTP2: &http.HTTP2Config{
+			// x/net reports each protocol error it answers by a fixed name.
+			CountError:           func(t string) { rt.h2Errors.WithLabelValues(t).Inc() },
+			MaxConcurrentStreams: h2MaxConcurrentStreams,
+			// A connection whose writes make no progress for this long is
+			// cut, so a client that stops reading cannot pin buffers.
+			WriteByteTimeout: t.Timeout,
+			// Flow control windows: what one client can make us buffer.
+			MaxReceiveBufferPerConnection: 1 << 20,
+			MaxReceiveBufferPerStream:     256 << 10,
+		},
 	}
+	//lint:ignore SA1019 x/net/http2.Server is kept on purpose (h2Front.srv)
+	f.srv = new(http2.Server)
 	// ConfigureServer cannot fail here: base has no TLS config to check.
+	// It takes IdleTimeout from base, and registers the GOAWAY hook.
+	//lint:ignore SA1019 the hook and settings of the kept x/net server (h2Front.srv)
 	_ = http2.ConfigureServer(f.base, f.srv)
 	return f
 }
@@ -78,20 +89,15 @@ func (w debugWriter) Write(p []byte) (int, error) {
 // through an h2Guard (h2guard.go), which its streams find in their
 // requests' context.
 func (f *h2Front) serveConn(c net.Conn) {
-	f.mu.Lock()
-	f.open[c] = struct{}{}
-	f.mu.Unlock()
 	f.conns.Inc()
 	gc, g := newH2Guard(f.rt, c)
 	defer func() {
 		f.conns.Dec()
-		f.mu.Lock()
-		delete(f.open, c)
-		f.mu.Unlock()
 		c.Close()
 		g.release()
 	}()
 	ctx := context.WithValue(context.Background(), h2GuardKey{}, g)
+	//lint:ignore SA1019 serving an accepted connection is why x/net/http2 is kept (h2Front.srv)
 	f.srv.ServeConn(gc, &http2.ServeConnOpts{Context: ctx, Handler: f, BaseConfig: f.base})
 }
 
@@ -103,30 +109,15 @@ func (f *h2Front) startShutdown() {
 	_ = f.base.Shutdown(ctx)
 }
 
-// closeAll cuts the connections still open at the shutdown deadline.
-func (f *h2Front) closeAll() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for c := range f.open {
-		c.Close()
-	}
-}
-
 // hopByHop reports response headers that must not cross into HTTP/2
 // (RFC 9113 §8.2.2).
 func hopByHop(k []byte) bool {
-	return asciiEqualFold(k, "connection") || asciiEqualFold(k, "keep-alive") ||
-		asciiEqualFold(k, "transfer-encoding") || asciiEqualFold(k, "upgrade") ||
-		asciiEqualFold(k, "proxy-connection") || asciiEqualFold(k, "content-length")
+	return ascii.EqualFold(k, "connection") || ascii.EqualFold(k, "keep-alive") ||
+		ascii.EqualFold(k, "transfer-encoding") || ascii.EqualFold(k, "upgrade") ||
+		ascii.EqualFold(k, "proxy-connection") || ascii.EqualFold(k, "content-length")
 }
 
 var hostKey = []byte("Host")
-
-var responseHeaderPool = sync.Pool{New: func() any {
-	h := new(fasthttp.ResponseHeader)
-	h.DisableNormalizing()
-	return h
-}}
 
 // ServeHTTP forwards one stream.
 func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
@@ -144,71 +135,9 @@ func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		responseHeaderPool.Put(head)
 	}()
 
-	r := &x.req
-	// Copy the request into the exchange's scratch, which the request view
-	// then points into. Growing scratch leaves earlier slices valid.
-	str := func(s string) []byte {
-		n := len(x.scratch)
-		x.scratch = append(x.scratch, s...)
-		return x.scratch[n:len(x.scratch):len(x.scratch)]
-	}
-	r.method = str(req.Method)
-	r.uri = str(req.RequestURI)
-	r.proto = str(req.Proto)
-	r.host = str(req.Host)
-	r.scheme = f.scheme
-	r.serverPort = f.serverPort
-	if ap, err := netip.ParseAddrPort(req.RemoteAddr); err == nil {
-		r.remote = ap
-	}
-	r.trusted = rt.trusted(r.remote.Addr())
-	if f.clientCerts && req.TLS != nil {
-		r.clientDN = appendPeerDN(x, *req.TLS)
-	}
-	// net/http moves Host (or :authority) out of the header map; apps
-	// expect it as HTTP_HOST.
-	if len(r.host) > 0 {
-		r.headers = append(r.headers, hdr{hostKey, r.host})
-	}
-	// The strict rules of the HTTP/1.1 front, on the pseudo-headers and
-	// fields (strict.go): what they refuse never reaches a node.
-	if why := checkPseudo(r.method, r.uri); why != rejNone {
-		f.reject(w, x, why)
+	if !f.readRequest(w, req, x) {
 		return
 	}
-	var fc fieldCheck
-	for k, vs := range req.Header {
-		// net/http keeps Host apart; Content-Type goes out as CONTENT_TYPE.
-		kb := str(k)
-		for _, v := range vs {
-			vb := str(v)
-			if why := fc.field(kb, vb, rt.cfg.MaxHeaderCount); why != rejNone {
-				f.reject(w, x, why)
-				return
-			}
-			if asciiEqualFold(kb, "content-type") && r.contentType == nil {
-				r.contentType = vb
-				continue
-			}
-			r.headers = append(r.headers, hdr{kb, vb})
-		}
-	}
-	// An h2 request without :authority and Host has no routing key.
-	if len(r.host) == 0 {
-		f.fail(w, x, rt.metrics.none, errBadHost)
-		return
-	}
-	if req.Body != nil && req.Body != http.NoBody && req.ContentLength != 0 {
-		x.bodySrc, x.bodyLen = req.Body, req.ContentLength
-		if x.bodyLen < 0 {
-			x.bodyLen = -1
-		}
-	}
-	rc := http.NewResponseController(w)
-	x.client = rc
-	x.sink, x.rw = f, w
-	x.isHead = req.Method == http.MethodHead
-	x.ctx = req.Context()
 	// A stream whose reset the router has already received picks no node
 	// (h2guard.go); it is counted as abandoned, before routing.
 	if g := guardOf(x.ctx); g != nil && !g.awaitResets(x.ctx) {
@@ -226,6 +155,100 @@ func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		f.writeError(w, statusOf(err))
 		return
 	}
+	f.writeHead(w, x, head, b != nil)
+	if b == nil {
+		return
+	}
+	defer b.Close()
+	f.writeBody(w, x, b, pm, head.ContentLength() <= 0)
+}
+
+// readRequest fills x's request view from the stream's request, copied
+// into x's scratch, under the strict rules of the HTTP/1.1 front on the
+// pseudo-headers and fields (strict.go): what they refuse never reaches a
+// node. A refused request is answered here, and false returned.
+func (f *h2Front) readRequest(w http.ResponseWriter, req *http.Request, x *exchange) bool {
+	rt := f.rt
+	r := &x.req
+	r.Method = x.copyString(req.Method)
+	r.URI = x.copyString(req.RequestURI)
+	r.Proto = x.copyString(req.Proto)
+	r.Host = x.copyString(req.Host)
+	r.Scheme = f.scheme
+	r.ServerPort = f.serverPort
+	if ap, err := netip.ParseAddrPort(req.RemoteAddr); err == nil {
+		r.Remote = ap
+	}
+	r.Trusted = rt.trusted(r.Remote.Addr())
+	if f.clientCerts && req.TLS != nil {
+		r.ClientDN = appendPeerDN(x, *req.TLS)
+	}
+	// net/http moves Host (or :authority) out of the header map; apps
+	// expect it as HTTP_HOST.
+	if len(r.Host) > 0 {
+		r.Headers = append(r.Headers, hdr{hostKey, r.Host})
+	}
+	if why := strict.CheckPseudo(r.Method, r.URI); why != strict.None {
+		f.reject(w, x, why)
+		return false
+	}
+	if why := f.readFields(req.Header, x); why != strict.None {
+		f.reject(w, x, why)
+		return false
+	}
+	// An h2 request without :authority and Host has no routing key.
+	if len(r.Host) == 0 {
+		f.fail(w, x, rt.metrics.none, errBadHost)
+		return false
+	}
+	if req.Body != nil && req.Body != http.NoBody && req.ContentLength != 0 {
+		x.bodySrc, x.bodyLen = req.Body, req.ContentLength
+		if x.bodyLen < 0 {
+			x.bodyLen = -1
+		}
+	}
+	x.client = http.NewResponseController(w)
+	x.sink, x.rw = f, w
+	x.isHead = req.Method == http.MethodHead
+	x.ctx = req.Context()
+	return true
+}
+
+// readFields checks the regular fields of a request (strict.FieldCheck) and adds
+// them to x's headers; net/http keeps Host apart, and Content-Type goes
+// out as CONTENT_TYPE.
+func (f *h2Front) readFields(h http.Header, x *exchange) strict.Reject {
+	r := &x.req
+	var fc strict.FieldCheck
+	for k, vs := range h {
+		kb := x.copyString(k)
+		for _, v := range vs {
+			vb := x.copyString(v)
+			if why := fc.Field(kb, vb, f.rt.cfg.MaxHeaderCount); why != strict.None {
+				return why
+			}
+			if ascii.EqualFold(kb, "content-type") && r.ContentType == nil {
+				r.ContentType = vb
+				continue
+			}
+			r.Headers = append(r.Headers, hdr{kb, vb})
+		}
+	}
+	return strict.None
+}
+
+// copyString copies s into x's scratch, which the request view then points
+// into. Growing scratch leaves earlier slices valid.
+func (x *exchange) copyString(s string) []byte {
+	n := len(x.scratch)
+	x.scratch = append(x.scratch, s...)
+	return x.scratch[n:len(x.scratch):len(x.scratch)]
+}
+
+// writeHead writes the final response head on the stream: the node's
+// headers but the hop-by-hop ones, and its Content-Length when a body of
+// that length follows (or for HEAD).
+func (f *h2Front) writeHead(w http.ResponseWriter, x *exchange, head *fasthttp.ResponseHeader, body bool) {
 	hdrs := w.Header()
 	for k, v := range head.All() {
 		if hopByHop(k) {
@@ -236,19 +259,18 @@ func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if len(head.ContentType()) == 0 {
 		hdrs["Content-Type"] = nil // net/http's way to say: do not sniff one
 	}
-	cl := head.ContentLength()
-	if b != nil && cl > 0 {
+	if cl := head.ContentLength(); cl > 0 && (body || x.isHead) {
 		hdrs.Set("Content-Length", string(head.Peek("Content-Length")))
 	}
-	if b == nil {
-		if cl > 0 && x.isHead {
-			hdrs.Set("Content-Length", string(head.Peek("Content-Length")))
-		}
-		w.WriteHeader(head.StatusCode())
-		return
-	}
-	defer b.Close()
 	w.WriteHeader(head.StatusCode())
+}
+
+// writeBody copies the node's body to the stream; a body of unknown length
+// is flushed as it comes (the app may be streaming: SSE, long poll). A body
+// cut short resets the stream, so the client cannot mistake it for a
+// complete response.
+func (f *h2Front) writeBody(w http.ResponseWriter, x *exchange, b *backendBody, pm *poolMetrics, flush bool) {
+	rc := x.client.(*http.ResponseController)
 	cb := bufPool.Get().(*[]byte)
 	defer bufPool.Put(cb)
 	for {
@@ -257,21 +279,17 @@ func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			if _, werr := w.Write((*cb)[:n]); werr != nil {
 				return // client gone; the stream is already reset
 			}
-			if cl <= 0 {
-				// Unknown length: the app may be streaming (SSE, long
-				// poll); do not sit on what it sent.
+			if flush {
 				_ = rc.Flush()
 			}
 		}
 		if rerr == io.EOF {
 			return
 		}
-		if rerr != nil && req.Context().Err() != nil {
+		if rerr != nil && x.ctx.Err() != nil {
 			return // the client reset the stream; nobody to tell
 		}
 		if rerr != nil {
-			// The body is cut short: reset the stream so the client cannot
-			// mistake it for a complete response.
 			if isTimeout(rerr) {
 				pm.backendError(errBackendTimeout)
 			} else {
@@ -295,7 +313,7 @@ func (f *h2Front) interim(x *exchange, head *fasthttp.ResponseHeader) error {
 	}
 	x.rw.WriteHeader(head.StatusCode())
 	clear(h)
-	if x.ctx != nil && x.ctx.Err() != nil {
+	if x.ctx.Err() != nil {
 		return errClientGone
 	}
 	return nil
@@ -310,8 +328,8 @@ func (f *h2Front) fail(w http.ResponseWriter, x *exchange, pm *poolMetrics, err 
 
 // reject answers a request the strict checks refused (strict.go) on its
 // stream, and counts it as the HTTP/1.1 front does.
-func (f *h2Front) reject(w http.ResponseWriter, x *exchange, why headReject) {
-	code := why.status()
+func (f *h2Front) reject(w http.ResponseWriter, x *exchange, why strict.Reject) {
+	code := why.Status()
 	body, ok := strictBodies[code]
 	if !ok {
 		body = errorBodies[code]

@@ -9,9 +9,9 @@ import (
 
 func TestAppendHTTPRequestAllocatesNothing(t *testing.T) {
 	r := sampleRequest()
-	r.headers = append(r.headers, hdr{[]byte("Connection"), []byte("keep-alive")}, hdr{[]byte("X-Forwarded-For"), []byte("203.0.113.9")})
-	r.trusted = true
-	r.bodyLen = 10
+	r.Headers = append(r.Headers, hdr{[]byte("Connection"), []byte("keep-alive")}, hdr{[]byte("X-Forwarded-For"), []byte("203.0.113.9")})
+	r.Trusted = true
+	r.BodyLen = 10
 	buf := make([]byte, 0, 4096)
 	if n := testing.AllocsPerRun(100, func() { buf = appendHTTPRequest(buf[:0], r, false) }); n != 0 {
 		t.Fatalf("appendHTTPRequest: %v allocs/op; want 0", n)

@@ -28,10 +28,10 @@ func parseHTTPHead(t *testing.T, b []byte) *http.Request {
 
 func TestAppendHTTPRequestHeaders(t *testing.T) {
 	r := sampleRequest()
-	r.method = []byte("POST")
-	r.bodyLen = 5
-	r.contentType = []byte("text/plain")
-	r.headers = append(r.headers,
+	r.Method = []byte("POST")
+	r.BodyLen = 5
+	r.ContentType = []byte("text/plain")
+	r.Headers = append(r.Headers,
 		hdr{[]byte("Connection"), []byte("keep-alive, X-Hop")},
 		hdr{[]byte("X-Hop"), []byte("named by Connection")},
 		hdr{[]byte("Keep-Alive"), []byte("timeout=5")},
@@ -53,7 +53,7 @@ func TestAppendHTTPRequestHeaders(t *testing.T) {
 	)
 	for _, trusted := range []bool{false, true} {
 		t.Run(fmt.Sprintf("trusted=%v", trusted), func(t *testing.T) {
-			r.trusted = trusted
+			r.Trusted = trusted
 			req := parseHTTPHead(t, appendHTTPRequest(nil, r, false))
 			if req.Method != "POST" || req.RequestURI != "/app/items?id=42" || req.Proto != "HTTP/1.1" || req.Host != "shop.example.com" {
 				t.Errorf("request line/host = %s %s %s host %s", req.Method, req.RequestURI, req.Proto, req.Host)
@@ -92,19 +92,19 @@ func TestAppendHTTPRequestHeaders(t *testing.T) {
 
 func TestAppendHTTPRequestUpgradeAndHTTP10(t *testing.T) {
 	r := sampleRequest()
-	r.headers = append(r.headers, hdr{[]byte("Connection"), []byte("Upgrade")}, hdr{[]byte("Upgrade"), []byte("websocket")},
+	r.Headers = append(r.Headers, hdr{[]byte("Connection"), []byte("Upgrade")}, hdr{[]byte("Upgrade"), []byte("websocket")},
 		hdr{[]byte("Sec-WebSocket-Key"), []byte("dGhlIHNhbXBsZSBub25jZQ==")})
 	req := parseHTTPHead(t, appendHTTPRequest(nil, r, true))
 	if req.Header.Get("Upgrade") != "websocket" || req.Header.Get("Connection") != "Upgrade" || req.Header.Get("Sec-Websocket-Key") == "" {
 		t.Errorf("upgrade headers: %v", req.Header)
 	}
 	r = sampleRequest()
-	r.proto = []byte("HTTP/1.0")
+	r.Proto = []byte("HTTP/1.0")
 	req = parseHTTPHead(t, appendHTTPRequest(nil, r, false))
 	if req.Proto != "HTTP/1.0" || req.Header.Get("Connection") != "" {
 		t.Errorf("HTTP/1.0 client: proto %s, Connection %q", req.Proto, req.Header.Get("Connection"))
 	}
-	r.proto = []byte("HTTP/2.0") // h2 front
+	r.Proto = []byte("HTTP/2.0") // h2 front
 	if req = parseHTTPHead(t, appendHTTPRequest(nil, r, false)); req.Proto != "HTTP/1.1" {
 		t.Errorf("h2 client: proto %s; want HTTP/1.1", req.Proto)
 	}
@@ -115,7 +115,7 @@ func TestEncodeSwitchKeepsInlineBody(t *testing.T) {
 	x := getExchange()
 	defer putExchange(x)
 	x.req = *sampleRequest()
-	x.req.bodyLen = 5
+	x.req.BodyLen = 5
 	if err := x.encode(wireUwsgi); err != nil {
 		t.Fatal(err)
 	}

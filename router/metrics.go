@@ -22,7 +22,7 @@ type metrics struct {
 	// tlsHandshakeErrors counts failed TLS handshakes (scanners, clients
 	// asking for a name with no certificate, timeouts).
 	tlsHandshakeErrors prometheus.Counter
-	ws                 *wsMetrics // upgraded tunnels (websocket.go)
+	ws                 *wsMetrics // upgraded tunnels (tunnel.go)
 
 	mu    sync.Mutex              // guards pools
 	pools map[string]*poolMetrics // by pool key; kept when a pool is re-created, until pruned

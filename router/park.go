@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -69,13 +68,16 @@ const (
 //
 // Ownership: state and idleDL belong to the goroutine serving the
 // connection (its accept goroutine, or the waiter once parked); fasthttp and
-// the handler run on that goroutine. waiting, prev and next belong to
-// l.parkMu.
+// the handler run on that goroutine. The rest is immutable.
 type parkConn struct {
 	net.Conn // the chain: maybe tls.Conn or prefixConn → proxiedConn → limitedConn → socket
 	raw      syscall.RawConn
 	tc       *tls.Conn // the chain's TLS layer; nil in clear text
-	served   net.Conn  // what fasthttp serves: p, or for TLS a tlsParkConn of p
+	// under is the chain beneath the TLS layer (Conn in clear text):
+	// closing it cuts the connection at once (closeNow). It is the
+	// connection's key in its listener's connection sets (parkState).
+	under    net.Conn
+	served   net.Conn // what fasthttp serves: p, or for TLS a tlsParkConn of p
 	l        *frontListener
 	front    *h1Front              // counts the connection open until it really closes
 	readable func(fd uintptr) bool // p.peek, made once
@@ -92,9 +94,6 @@ type parkConn struct {
 	// no-op. Atomic: fasthttp's Shutdown closes idle connections from its
 	// own goroutine.
 	parked atomic.Bool
-
-	waiting    bool      // a waiter holds it (parked)
-	prev, next *parkConn // l's list of live connections
 }
 
 // newParkConn wraps c, served by front f, when the socket under it can be
@@ -111,11 +110,11 @@ func newParkConn(c net.Conn, l *frontListener, f *h1Front) *parkConn {
 	if err != nil {
 		return nil
 	}
-	p := &parkConn{Conn: c, raw: raw, l: l, front: f}
+	p := &parkConn{Conn: c, under: c, raw: raw, l: l, front: f}
 	p.readable = p.peek
 	p.served = p
 	if tc, ok := c.(*tls.Conn); ok {
-		p.tc = tc
+		p.tc, p.under = tc, tc.NetConn()
 		p.served = tlsParkConn{p}
 	}
 	return p
@@ -151,13 +150,7 @@ func parkOf(c net.Conn) *parkConn {
 // closeNow closes p at once: under its TLS layer, if it has one, so that no
 // close_notify alert is written (which may wait up to 5 s for a client that
 // does not read). Whatever uses the tls.Conn then fails and closes it.
-func (p *parkConn) closeNow() {
-	if p.tc != nil {
-		_ = p.tc.NetConn().Close()
-		return
-	}
-	_ = p.Conn.Close()
-}
+func (p *parkConn) closeNow() { _ = p.under.Close() }
 
 // unwrap returns the connection under one of the router's own wrappers and
 // the bytes that wrapper still replays; nil when c is not one of them.
@@ -263,68 +256,32 @@ func (p *parkConn) closed() (parked bool) {
 // track adds p to the listener's live connections; false (p closed, not
 // counted) once the listener has closed them all.
 func (l *frontListener) track(p *parkConn) bool {
-	l.parkMu.Lock()
-	defer l.parkMu.Unlock()
-	if l.connsClosed {
+	if !l.conns.add(p.under) {
 		p.closeNow()
 		return false
 	}
-	p.next = l.connsHead
-	if p.next != nil {
-		p.next.prev = p
-	}
-	l.connsHead = p
 	return true
 }
 
-// untrack takes p off the live list (idempotent).
-func (l *frontListener) untrack(p *parkConn) {
-	l.parkMu.Lock()
-	defer l.parkMu.Unlock()
-	if p.prev != nil {
-		p.prev.next = p.next
-	} else if l.connsHead == p {
-		l.connsHead = p.next
-	} else {
-		return // not on the list
-	}
-	if p.next != nil {
-		p.next.prev = p.prev
-	}
-	p.prev, p.next = nil, nil
-}
+// untrack takes p off the live connections (idempotent).
+func (l *frontListener) untrack(p *parkConn) { l.conns.remove(p.under) }
 
 // park starts p's waiter, or closes p when the listener is shutting down.
 func (l *frontListener) park(p *parkConn) {
-	l.parkMu.Lock()
-	if l.parkClosed {
-		l.parkMu.Unlock()
+	// In the parked set until its waiter lets go: shutdown waits for it.
+	if !l.parked.add(p.under) {
 		p.parked.Store(false)
 		p.drop()
 		return
 	}
-	p.waiting = true
 	l.parks.Add(1)
-	// Safe against shutdown's wg.Wait: that starts only after closeParked
-	// has set parkClosed under parkMu, and nothing parks after.
-	l.wg.Add(1)
-	l.parkMu.Unlock()
 	go p.wait()
 }
 
 // closeParked closes every parked connection (their waiters wake, account
 // and exit) and parks none from now on. Called at shutdown, after the grace
 // in which idle connections may still bring a request.
-func (l *frontListener) closeParked() {
-	l.parkMu.Lock()
-	defer l.parkMu.Unlock()
-	l.parkClosed = true
-	for p := l.connsHead; p != nil; p = p.next {
-		if p.waiting {
-			p.closeNow() // the waiter's wait fails; it does the rest
-		}
-	}
-}
+func (l *frontListener) closeParked() { l.parked.closeAll() }
 
 // closeConns closes every HTTP/1.1 connection it tracks, requests in
 // flight included, and admits none from now on: Shutdown's context ended.
@@ -332,12 +289,8 @@ func (l *frontListener) closeParked() {
 // response stalled on its node ends with the node's inactivity timeout),
 // account and exit.
 func (l *frontListener) closeConns() {
-	l.parkMu.Lock()
-	defer l.parkMu.Unlock()
-	l.parkClosed, l.connsClosed = true, true
-	for p := l.connsHead; p != nil; p = p.next {
-		p.closeNow()
-	}
+	l.parked.closeAll()
+	l.conns.closeAll()
 }
 
 // wait runs on a fresh goroutine (small stack) while p is parked: it waits
@@ -346,16 +299,13 @@ func (l *frontListener) closeConns() {
 func (p *parkConn) wait() {
 	p.parked.Store(false)
 	err := p.await()
-	p.l.parkMu.Lock()
-	p.waiting = false
-	p.l.parkMu.Unlock()
 	if err != nil { // idle timeout, or closed at shutdown
 		p.drop()
-		p.l.wg.Done()
+		p.l.parked.remove(p.under)
 		return
 	}
-	// Served outside wg, as from the accept loop (serve.go).
-	p.l.wg.Done()
+	// Served outside the parked set, as from the accept loop (serve.go).
+	p.l.parked.remove(p.under)
 	p.l.serveConn(p)
 }
 
@@ -433,24 +383,12 @@ func (p *parkConn) drop() {
 }
 
 // parkState is what a listener keeps for its HTTP/1.1 connections that can
-// park.
+// park. Both sets are keyed by parkConn.under.
 type parkState struct {
-	parkMu      sync.Mutex
-	connsHead   *parkConn    // every live one; guarded by parkMu
-	parkClosed  bool         // no more parking; guarded by parkMu
-	connsClosed bool         // no more connections; guarded by parkMu
-	parks       atomic.Int64 // connections parked so far
+	conns  connSet      // every live one
+	parked connSet      // those a waiter holds (parked); cut: no more parking
+	parks  atomic.Int64 // connections parked so far
 }
 
 // parkedCount counts the connections parked now.
-func (s *parkState) parkedCount() int {
-	s.parkMu.Lock()
-	defer s.parkMu.Unlock()
-	n := 0
-	for p := s.connsHead; p != nil; p = p.next {
-		if p.waiting {
-			n++
-		}
-	}
-	return n
-}
+func (s *parkState) parkedCount() int { return s.parked.size() }

@@ -70,10 +70,10 @@ func parkRouter(t *testing.T, cfg Config) (*testRouter, *frontListener) {
 	waitFor(t, "the listener", func() bool {
 		r.rt.mu.Lock()
 		defer r.rt.mu.Unlock()
-		if len(r.rt.listeners) == 0 {
+		if len(r.rt.frontListenersLocked()) == 0 {
 			return false
 		}
-		l = r.rt.listeners[0]
+		l = r.rt.frontListenersLocked()[0]
 		return true
 	})
 	return r, l

@@ -88,7 +88,7 @@ func parkTLSRouterWith(t *testing.T, ca *testCA, rc Config) (addr string, l *fro
 	waitFor(t, "the TLS listener", func() bool {
 		r.rt.mu.Lock()
 		defer r.rt.mu.Unlock()
-		for _, fl := range r.rt.listeners {
+		for _, fl := range r.rt.frontListenersLocked() {
 			if fl.name == "tls-test" {
 				l = fl
 				return true

@@ -1,9 +1,12 @@
 package router
 
 import (
+	"context"
 	"net"
 	"strconv"
 
+	"github.com/fastrouter/fastrouter/internal/strict"
+	"github.com/fastrouter/fastrouter/internal/uwsgi"
 	"github.com/valyala/fasthttp"
 )
 
@@ -26,7 +29,7 @@ func (rt *Router) ServeRedirect(ln net.Listener, name string, httpsPort int) err
 				return
 			}
 			host := ctx.Request.Header.Host()
-			if len(host) == 0 || !validHost(host) {
+			if len(host) == 0 || !strict.ValidHost(host) {
 				writeError(ctx, 400)
 				ctx.SetConnectionClose()
 				return
@@ -39,7 +42,7 @@ func (rt *Router) ServeRedirect(ln net.Listener, name string, httpsPort int) err
 			}
 			var buf [512]byte
 			u := append(buf[:0], "https://"...)
-			u = append(u, serverName(host)...)
+			u = append(u, uwsgi.ServerName(host)...)
 			u = append(u, suffix...)
 			u = append(u, uri...)
 			ctx.Response.Header.SetBytesV("Location", u)
@@ -71,19 +74,18 @@ func (rt *Router) ServeRedirect(ln net.Listener, name string, httpsPort int) err
 			}
 		},
 	}
-	rt.mu.Lock()
-	if rt.closing {
-		rt.mu.Unlock()
+	if !rt.addFront(redirectFront{s}) {
 		return nil
 	}
-	rt.redirects = append(rt.redirects, s)
-	rt.mu.Unlock()
-	err := s.Serve(ln)
-	rt.mu.Lock()
-	closing := rt.closing
-	rt.mu.Unlock()
-	if closing {
-		return nil
+	if err := s.Serve(ln); err != nil && !rt.shuttingDown() {
+		return err
 	}
-	return err
+	return nil
 }
+
+// redirectFront is a --http-to-https listener as Router.Shutdown sees it.
+type redirectFront struct{ srv *fasthttp.Server }
+
+// Shutdown is fasthttp's: it stops accepting, closes idle connections and
+// waits for the others until ctx ends.
+func (f redirectFront) Shutdown(ctx context.Context) error { return f.srv.ShutdownWithContext(ctx) }

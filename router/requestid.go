@@ -4,6 +4,8 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"sync/atomic"
+
+	"github.com/fastrouter/fastrouter/internal/ascii"
 )
 
 // X-Request-Id: every request reaches its node with one, so the node's logs,
@@ -77,33 +79,33 @@ var xRequestID = []byte("X-Request-Id")
 // assignRequestID sets x.obs.id to the request's id and makes sure the node
 // receives exactly that as HTTP_X_REQUEST_ID: the client's first
 // X-Request-Id when it is valid, else a generated one in its place. Later
-// X-Request-Id headers are dropped (appendVars would join them to the
+// X-Request-Id headers are dropped (uwsgi.AppendVars would join them to the
 // first with ", "). Allocation-free: a generated id lives in the exchange.
 func (rt *Router) assignRequestID(x *exchange) {
 	r := &x.req
 	first := -1
-	for i := range r.headers {
-		if !asciiEqualFold(r.headers[i].k, "x-request-id") {
+	for i := range r.Headers {
+		if !ascii.EqualFold(r.Headers[i].Name, "x-request-id") {
 			continue
 		}
 		if first >= 0 {
-			r.headers[i].k = droppedHeader
+			r.Headers[i].Name = droppedHeader
 			continue
 		}
 		first = i
 	}
-	if first >= 0 && validRequestID(r.headers[first].v) {
-		x.obs.id = r.headers[first].v
+	if first >= 0 && validRequestID(r.Headers[first].Value) {
+		x.obs.id = r.Headers[first].Value
 		return
 	}
 	rt.ids.next(&x.obs.idBuf)
 	x.obs.id = x.obs.idBuf[:]
 	if first < 0 {
-		r.headers = append(r.headers, hdr{xRequestID, x.obs.id})
+		r.Headers = append(r.Headers, hdr{xRequestID, x.obs.id})
 		return
 	}
-	r.headers[first].v = x.obs.id
+	r.Headers[first].Value = x.obs.id
 }
 
-// droppedHeader is a header name appendVars skips (it contains '_').
+// droppedHeader is a header name uwsgi.AppendVars skips (it contains '_').
 var droppedHeader = []byte("_")

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"net"
+	"sync"
 
+	"github.com/fastrouter/fastrouter/internal/ascii"
 	"github.com/valyala/fasthttp"
 )
 
@@ -22,7 +24,7 @@ import (
 //     a head within the 16 KiB read buffer like any head: one more is a 502,
 //     so a 1xx flood cannot hold the request.
 //   - 101 Switching Protocols ends the exchange only when the client asked to
-//     upgrade (websocket.go); otherwise it is a 502 (and never reaches an h2
+//     upgrade (tunnel.go); otherwise it is a 502 (and never reaches an h2
 //     client, where :status 101 does not exist, RFC 9113 §8.6).
 //   - The final head goes out with the router's own version, HTTP/1.1
 //     (RFC 9110 §6.2), whatever the node's: uWSGI answers "HTTP/1.0" to
@@ -58,6 +60,14 @@ const (
 	hfFaulty                        // framing to distrust: the node's connection is not reused
 	hfHop                           // a hop-by-hop header stripHopByHop removes
 )
+
+// responseHeaderPool recycles the response heads of the fronts that have
+// none of their own (h2, uwsgi): fasthttp's RequestCtx carries one.
+var responseHeaderPool = sync.Pool{New: func() any {
+	h := new(fasthttp.ResponseHeader)
+	h.DisableNormalizing()
+	return h
+}}
 
 // readHead reads the node's final response head from br into head: interim
 // responses before it are relayed or dropped (rules above), each renewing
@@ -233,23 +243,23 @@ func (s *headScan) header(line []byte) {
 			s.flags |= hfHop
 		}
 	case 10:
-		if asciiEqualFold(k, "keep-alive") {
+		if ascii.EqualFold(k, "keep-alive") {
 			s.flags |= hfHop
-		} else if asciiEqualFold(k, "connection") {
+		} else if ascii.EqualFold(k, "connection") {
 			s.flags |= hfHop
-			if hasToken(line[i+1:], "close") {
+			if ascii.HasToken(line[i+1:], "close") {
 				s.flags |= hfClose
 			}
 		}
 	case 14:
-		if asciiEqualFold(k, "content-length") {
+		if ascii.EqualFold(k, "content-length") {
 			s.flags |= hfCL
 		}
 	case 17:
-		if !asciiEqualFold(k, "transfer-encoding") {
+		if !ascii.EqualFold(k, "transfer-encoding") {
 			return
 		}
-		if s.flags&hfTE == 0 && asciiEqualFold(trimOWS(line[i+1:]), "chunked") {
+		if s.flags&hfTE == 0 && ascii.EqualFold(ascii.TrimOWS(line[i+1:]), "chunked") {
 			s.flags |= hfChunked
 		} else {
 			s.flags &^= hfChunked // another coding, or a second header
@@ -293,7 +303,7 @@ func stripHopByHop(head *fasthttp.ResponseHeader) {
 		n, total, conn := 0, 0, false
 		for k := range head.All() {
 			total++
-			conn = conn || asciiEqualFold(k, "connection")
+			conn = conn || ascii.EqualFold(k, "connection")
 		}
 		if total == left {
 			return // nothing could go last round: stop rather than spin
@@ -319,13 +329,13 @@ func stripHopByHop(head *fasthttp.ResponseHeader) {
 func hopByHopResponse(k []byte) bool {
 	switch len(k) {
 	case 2:
-		return asciiEqualFold(k, "te")
+		return ascii.EqualFold(k, "te")
 	case 7:
-		return asciiEqualFold(k, "upgrade") || asciiEqualFold(k, "trailer")
+		return ascii.EqualFold(k, "upgrade") || ascii.EqualFold(k, "trailer")
 	case 10:
-		return asciiEqualFold(k, "connection") || asciiEqualFold(k, "keep-alive")
+		return ascii.EqualFold(k, "connection") || ascii.EqualFold(k, "keep-alive")
 	case 16:
-		return asciiEqualFold(k, "proxy-connection")
+		return ascii.EqualFold(k, "proxy-connection")
 	}
 	return false
 }
@@ -333,23 +343,12 @@ func hopByHopResponse(k []byte) bool {
 // namedByConnection reports whether a Connection header of head lists k,
 // the framing headers excepted (stripHopByHop).
 func namedByConnection(head *fasthttp.ResponseHeader, k []byte) bool {
-	if asciiEqualFold(k, "content-length") || asciiEqualFold(k, "transfer-encoding") {
+	if ascii.EqualFold(k, "content-length") || ascii.EqualFold(k, "transfer-encoding") {
 		return false
 	}
 	for name, v := range head.All() {
-		if !asciiEqualFold(name, "connection") {
-			continue
-		}
-		for len(v) > 0 {
-			var tok []byte
-			if j := bytes.IndexByte(v, ','); j >= 0 {
-				tok, v = v[:j], v[j+1:]
-			} else {
-				tok, v = v, nil
-			}
-			if headerNameEqual(trimOWS(tok), k) {
-				return true
-			}
+		if ascii.EqualFold(name, "connection") && ascii.HasTokenBytes(v, k) {
+			return true
 		}
 	}
 	return false
@@ -365,7 +364,7 @@ func appendInterim(dst []byte, head *fasthttp.ResponseHeader) []byte {
 	dst = append(dst, head.StatusMessage()...)
 	dst = append(dst, "\r\n"...)
 	for k, v := range head.All() {
-		if asciiEqualFold(k, "content-length") || asciiEqualFold(k, "transfer-encoding") {
+		if ascii.EqualFold(k, "content-length") || ascii.EqualFold(k, "transfer-encoding") {
 			continue
 		}
 		dst = append(dst, k...)

@@ -3,7 +3,6 @@ package router
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -15,7 +14,6 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
-	"golang.org/x/net/http2"
 )
 
 // eachNodeKind runs f against a router whose pool "k.test" has one node
@@ -84,14 +82,17 @@ func statuses(rs []*http.Response) []int {
 // h2Client speaks h2c with prior knowledge to the router.
 func h2Client(t *testing.T) *http.Client {
 	t.Helper()
-	tr := &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, addr)
-		},
-	}
+	tr := h2cTransport()
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
+
+// h2cTransport is net/http's HTTP/2 client with prior knowledge over clear
+// text (h2c): the router's h2c front without an HTTP/1.1 upgrade.
+func h2cTransport() *http.Transport {
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	return tr
 }
 
 // h2Get GETs path of k.test over h2 and returns the final response, its

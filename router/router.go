@@ -1,16 +1,19 @@
 // Package router is the HTTP front of fastrouter: it accepts client
 // requests, maps each request's host to a balancer pool, and forwards it to
-// one node over the uwsgi protocol, streaming bodies both ways.
+// one node over the uwsgi protocol (or HTTP/1.1 to http:// nodes), streaming
+// bodies both ways.
 //
-// The forwarding core (vars encoding, node selection with retries, response
-// parsing and re-framing) is protocol-neutral; fronts fill a request view and
-// hand the core a place to write the response. The HTTP/1.1 front is
-// valyala/fasthttp, the HTTP/2 front golang.org/x/net/http2; a listener
-// splits connections between them (serve.go).
+// The forwarding core (forward.go names the request path file by file:
+// route, body, head, pick, round trip, relay) is protocol-neutral; fronts
+// fill a request view and hand the core a place to write the response. The
+// HTTP/1.1 front is valyala/fasthttp, the HTTP/2 front
+// golang.org/x/net/http2; a listener splits connections between them
+// (serve.go). Each kind of node is an upstream behind one interface
+// (upstream.go); each front tracks its connections in a connSet and has a
+// Shutdown (shutdown.go).
 package router
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -21,8 +24,8 @@ import (
 	"time"
 
 	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/internal/strict"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/valyala/fasthttp"
 )
 
 // Pools is what the router needs from the routing table.
@@ -121,7 +124,7 @@ type Router struct {
 	alog    io.Writer // Config.AccessLog; nil: no access log
 	// headRejects and connsRefused count the strict-HTTP and --max-conns
 	// refusals (strict.go, limit.go).
-	headRejects  [numHeadRejects]prometheus.Counter
+	headRejects  [strict.NumRejects]prometheus.Counter
 	connsRefused *prometheus.CounterVec
 	// h2Errors counts the HTTP/2 errors x/net and the h2 guard answer
 	// (h2guard.go).
@@ -130,12 +133,9 @@ type Router struct {
 	// until SetOwnAddrs.
 	self atomic.Pointer[selfSockets]
 
-	mu        sync.Mutex // guards listeners, closing
-	listeners []*frontListener
-	redirects []*fasthttp.Server
-	uwsgiLns  []*uwsgiListener // --uwsgi fronts (uwsgifront.go)
-	tunnels   tunnelSet        // upgraded connections (websocket.go)
-	closing   bool
+	mu      sync.Mutex // guards fronts, closing
+	fronts  []front    // every listener served, in the order they started
+	closing bool       // Shutdown began: no front starts
 
 	// draining is set by Shutdown: every HTTP/1.1 response closes its
 	// connection. h1Open counts open HTTP/1.1 client connections.
@@ -143,7 +143,7 @@ type Router struct {
 	h1Open   atomic.Int64
 
 	// backends are the node connections of exchanges in flight, cut at
-	// the shutdown deadline; cutCh is closed then (cut.go).
+	// the shutdown deadline; cutCh is closed then (shutdown.go).
 	backends connSet
 	cutCh    chan struct{}
 	cutOnce  sync.Once
@@ -260,7 +260,7 @@ func (rt *Router) SetTimeouts(t Timeouts) error {
 	if rt.closing {
 		return nil
 	}
-	for _, l := range rt.listeners {
+	for _, l := range rt.frontListenersLocked() {
 		l.renew(&t)
 	}
 	return nil
@@ -274,90 +274,4 @@ func (rt *Router) trusted(a netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-// drainGrace is how long Shutdown lets open HTTP/1.1 keep-alive
-// connections send one more request, answered with "Connection: close",
-// before it closes the idle ones. Closing an idle connection races with a
-// client that is sending on it at that moment (the client sees a reset and,
-// unlike with h2's GOAWAY, cannot tell whether its request was processed);
-// a connection the router closes after a response that said so never races.
-const drainGrace = time.Second
-
-// Shutdown stops accepting, answers every further HTTP/1.1 response with
-// "Connection: close" and sends HTTP/2 GOAWAY, lets requests in flight
-// finish, closes connections still idle after a short grace, and returns
-// when every connection is gone or ctx ends. At ctx's end it cuts whatever
-// is still open, client and node connections alike (cut.go), and returns
-// within cutGrace more.
-func (rt *Router) Shutdown(ctx context.Context) error {
-	rt.mu.Lock()
-	rt.closing = true
-	lns := rt.listeners
-	redirects := rt.redirects
-	uwsgiLns := rt.uwsgiLns
-	rt.mu.Unlock()
-	for _, l := range uwsgiLns {
-		l.ln.Close()
-	}
-	rt.draining.Store(true)
-	for _, l := range lns {
-		l.ln.Close()
-		for _, g := range l.generations() {
-			g.h2.startShutdown()
-		}
-	}
-	grace := time.NewTimer(drainGrace)
-	defer grace.Stop()
-	poll := time.NewTicker(10 * time.Millisecond)
-	defer poll.Stop()
-graceLoop:
-	for rt.h1Open.Load() > 0 {
-		select {
-		case <-ctx.Done():
-			break graceLoop
-		case <-grace.C:
-			break graceLoop
-		case <-poll.C:
-		}
-	}
-	// Each part below closes its client connections at ctx's end; the node
-	// connections of the exchanges still in flight are closed here.
-	cut := make(chan int, 1)
-	stop := context.AfterFunc(ctx, func() { cut <- rt.cutBackends() })
-	defer stop()
-	var wg sync.WaitGroup
-	errs := make([]error, len(lns)+len(redirects))
-	uerrs := make([]error, len(uwsgiLns)+1)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		uerrs[len(uwsgiLns)] = rt.tunnels.shutdown(ctx)
-	}()
-	for i, l := range uwsgiLns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			uerrs[i] = l.shutdown(ctx)
-		}()
-	}
-	for i, s := range redirects {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[len(lns)+i] = s.ShutdownWithContext(ctx)
-		}()
-	}
-	for i, l := range lns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = l.shutdown(ctx)
-		}()
-	}
-	wg.Wait()
-	if ctx.Err() != nil {
-		rt.awaitCut(<-cut)
-	}
-	return errors.Join(append(errs, uerrs...)...)
 }

@@ -28,8 +28,9 @@ import (
 const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 // frontListener is one --http or --https listener. Its goroutines (accept
-// loop, per-connection split, h2 connections, fasthttp servers) are owned by
-// wg and servers; shutdown stops them.
+// loop, per-connection split, h2 connections, fasthttp servers, park
+// waiters, tunnels) are tracked by servers and its connection sets;
+// Shutdown stops them.
 type frontListener struct {
 	rt          *Router
 	ln          net.Listener
@@ -47,15 +48,17 @@ type frontListener struct {
 	mu   sync.Mutex  // guards gens
 	gens []*frontGen // every generation, for shutdown
 
-	wg      sync.WaitGroup // accept loop's per-connection goroutines, park waiters
 	servers sync.WaitGroup // fasthttp Serve goroutines
 
 	// splitting holds the connections the accept loop's goroutines own:
 	// from accept until the HTTP/1.1 front takes them, and h2 ones (served
-	// on that goroutine) until they end. The shutdown deadline closes them.
+	// on that goroutine) until they end. Shutdown waits for it to empty;
+	// its deadline closes them.
 	splitting connSet
+	// tunnels are the upgraded connections (tunnel.go).
+	tunnels connSet
 
-	parkState // idle connections parked outside fasthttp (park.go)
+	parkState // HTTP/1.1 connections, and those parked outside fasthttp (park.go)
 }
 
 // frontGen is one generation of a listener's protocol servers, built with
@@ -72,7 +75,7 @@ type frontGen struct {
 func (l *frontListener) renew(t *Timeouts) {
 	rt := l.rt
 	h1 := &h1Front{rt: rt, serverPort: l.port, scheme: l.scheme, clientCerts: l.clientCerts,
-		conns: rt.metrics.clientConns.WithLabelValues(l.name, "http/1.1")}
+		conns: rt.metrics.clientConns.WithLabelValues(l.name, "http/1.1"), tunnels: &l.tunnels}
 	g := &frontGen{
 		h1f:  h1,
 		h1:   h1.server(t),
@@ -137,16 +140,13 @@ func (rt *Router) serve(ln net.Listener, name string, cfg *tls.Config) error {
 		return nil
 	}
 	l.renew(rt.timeouts()) // under rt.mu: SetTimeouts cannot interleave
-	rt.listeners = append(rt.listeners, l)
+	rt.fronts = append(rt.fronts, l)
 	rt.mu.Unlock()
 
 	err := l.acceptLoop()
 	l.gen.Load().h1ln.Close()
 	l.servers.Wait()
-	rt.mu.Lock()
-	closing := rt.closing
-	rt.mu.Unlock()
-	if closing {
+	if rt.shuttingDown() {
 		return nil
 	}
 	return err
@@ -185,14 +185,13 @@ func (l *frontListener) acceptLoop() error {
 			c.Close() // past the shutdown deadline
 			continue
 		}
-		l.wg.Add(1)
 		go func() {
 			p := l.split(c)
-			l.splitting.remove(c)
 			// An HTTP/1.1 connection that can park is served here, outside
-			// wg: fasthttp's Shutdown waits for it, and one whose response
-			// outlives Shutdown's context is closed (cut.go) and ends then.
-			l.wg.Done()
+			// the splitting set: fasthttp's Shutdown waits for it, and one
+			// whose response outlives Shutdown's context is closed
+			// (shutdown.go) and ends then.
+			l.splitting.remove(c)
 			if p != nil {
 				l.serveConn(p)
 			}
@@ -369,37 +368,38 @@ func (l *chanListener) Close() error {
 
 func (l *chanListener) Addr() net.Addr { return l.addr }
 
-// shutdown stops accepting, lets requests in flight finish (HTTP/2 clients
-// get GOAWAY, HTTP/1.1 responses "Connection: close"), and waits for every
-// connection until ctx ends; then the rest are closed.
-func (l *frontListener) shutdown(ctx context.Context) error {
+// Shutdown stops accepting and sends HTTP/2 GOAWAY; HTTP/1.1 responses
+// already say "Connection: close" (Router.draining). After the keep-alive
+// grace (Router.awaitH1Grace) it closes idle connections, lets requests in
+// flight and tunnels finish, and waits for every connection until ctx ends;
+// then the rest are closed.
+func (l *frontListener) Shutdown(ctx context.Context) error {
 	l.ln.Close()
 	gens := l.generations()
+	for _, g := range gens {
+		g.h2.startShutdown()
+	}
+	l.rt.awaitH1Grace(ctx)
 	var wg sync.WaitGroup
 	errs := make([]error, len(gens)+1)
 	for i, g := range gens {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = g.h1.ShutdownWithContext(ctx)
-		}()
-		g.h2.startShutdown()
+		wg.Go(func() { errs[i] = g.h1.ShutdownWithContext(ctx) })
 	}
+	// The deadline is reported once, below.
+	wg.Go(func() { _ = l.tunnels.shutdown(ctx) })
 	l.closeParked()
 	done := make(chan struct{})
 	go func() {
-		l.wg.Wait()
+		<-l.splitting.wait()
+		<-l.parked.wait()
 		close(done)
 	}()
 	select {
 	case <-done:
 	case <-ctx.Done():
 		errs[len(gens)] = ctx.Err()
-		for _, g := range gens {
-			g.h2.closeAll()
-		}
 		l.closeConns()
-		l.splitting.closeAll()
+		l.splitting.closeAll() // h2 connections too
 		waitBounded(done, cutGrace)
 	}
 	wg.Wait()
@@ -407,7 +407,7 @@ func (l *frontListener) shutdown(ctx context.Context) error {
 }
 
 // waitBounded waits until done is closed or d has passed: after the
-// shutdown deadline, what was cut gets d to end (cut.go).
+// shutdown deadline, what was cut gets d to end (shutdown.go).
 func waitBounded(done <-chan struct{}, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()

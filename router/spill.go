@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/fastrouter/fastrouter/internal/strict"
 	"github.com/valyala/fasthttp"
 )
 
@@ -103,7 +104,7 @@ func (f *h1Front) expect(ctx *fasthttp.RequestCtx) int {
 		code = 413
 	case rt.cfg.Pools.HasMounts(): // with mounts the decoded path decides; let it come
 	default:
-		if host := h.Host(); validHost(host) && rt.cfg.Pools.LookupPath(host, nil) == nil {
+		if host := h.Host(); strict.ValidHost(host) && rt.cfg.Pools.LookupPath(host, nil) == nil {
 			code = 404
 		}
 	}

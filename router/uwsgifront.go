@@ -1,8 +1,6 @@
 package router
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -10,11 +8,13 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"sync"
 	"time"
 
+	"github.com/fastrouter/fastrouter/internal/ascii"
+	"github.com/fastrouter/fastrouter/internal/strict"
 	"github.com/fastrouter/fastrouter/internal/uwsgi"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 )
 
 // The uwsgi front (--uwsgi) is uWSGI's "fastrouter" mode: a web server in
@@ -111,7 +111,7 @@ func parseUwsgiFront(b []byte, r *uwsgiFrontReq) error {
 	case len(fkey) > 0:
 		r.key = fkey
 	case len(host) > 0:
-		if !validHost(host) {
+		if !strict.ValidHost(host) {
 			return errBadHost
 		}
 		r.key = host
@@ -126,39 +126,34 @@ func parseUwsgiFront(b []byte, r *uwsgiFrontReq) error {
 		r.host = sname
 	}
 	if a, err := netip.ParseAddr(string(addr)); err == nil {
-		p, _ := parsePort(port)
+		p, _ := ascii.ParsePort(port)
 		r.remote = netip.AddrPortFrom(a, p)
 	}
 	return nil
 }
 
 // uwsgiListener is one --uwsgi listener. Its goroutines (accept loop, one
-// per connection) are owned by it and stopped by shutdown.
+// per connection, tracked with its connection in conns) are owned by it and
+// stopped by Shutdown.
 type uwsgiListener struct {
-	rt    *Router
-	ln    net.Listener
-	name  string
-	conns prometheus.Gauge
+	rt   *Router
+	ln   net.Listener
+	name string
 
-	wg    sync.WaitGroup        // connection goroutines
-	mu    sync.Mutex            // guards open
-	open  map[net.Conn]struct{} // client connections, closed at the shutdown deadline
-	force bool                  // guarded by mu: shutdown deadline passed
+	// conns are the client connections, each until its goroutine ends:
+	// Shutdown waits for them, and closes them at its deadline.
+	conns connSet
+	open  prometheus.Gauge // fastrouter_client_connections{proto="uwsgi"}
 }
 
 // ServeUwsgi serves the uwsgi protocol on ln (uWSGI fastrouter mode, for
 // nginx uwsgi_pass) until Shutdown, which makes it return nil. name labels
 // the listener in metrics and logs.
 func (rt *Router) ServeUwsgi(ln net.Listener, name string) error {
-	l := &uwsgiListener{rt: rt, ln: ln, name: name, open: map[net.Conn]struct{}{},
-		conns: rt.metrics.clientConns.WithLabelValues(name, "uwsgi")}
-	rt.mu.Lock()
-	if rt.closing {
-		rt.mu.Unlock()
+	l := &uwsgiListener{rt: rt, ln: ln, name: name, open: rt.metrics.clientConns.WithLabelValues(name, "uwsgi")}
+	if !rt.addFront(l) {
 		return nil
 	}
-	rt.uwsgiLns = append(rt.uwsgiLns, l)
-	rt.mu.Unlock()
 
 	var backoff time.Duration
 	for {
@@ -173,74 +168,38 @@ func (rt *Router) ServeUwsgi(ln net.Listener, name string) error {
 				time.Sleep(backoff)
 				continue
 			}
-			rt.mu.Lock()
-			closing := rt.closing
-			rt.mu.Unlock()
-			if closing {
+			if rt.shuttingDown() {
 				return nil
 			}
 			return err
 		}
 		backoff = 0
-		if !l.track(c) {
-			c.Close()
+		if !l.conns.add(c) {
+			c.Close() // past the shutdown deadline
 			continue
 		}
-		l.wg.Add(1)
+		l.open.Inc()
 		go func() {
-			defer l.wg.Done()
-			defer l.untrack(c)
+			defer l.conns.remove(c)
+			defer c.Close()
+			defer l.open.Dec()
 			l.serveConn(c)
 		}()
 	}
 }
 
-func (l *uwsgiListener) track(c net.Conn) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.force {
-		return false
-	}
-	l.open[c] = struct{}{}
-	l.conns.Inc()
-	return true
-}
-
-func (l *uwsgiListener) untrack(c net.Conn) {
-	l.mu.Lock()
-	delete(l.open, c)
-	l.mu.Unlock()
-	l.conns.Dec()
-	c.Close()
-}
-
-// shutdown stops accepting and waits for the requests in flight until ctx
-// ends; then it closes the rest and waits at most cutGrace for them.
-func (l *uwsgiListener) shutdown(ctx context.Context) error {
+// Shutdown stops accepting and waits for the requests in flight until ctx
+// ends; then it closes the rest and waits at most cutGrace for them. A
+// goroutine waiting on its node is woken by the router closing the node
+// connections (shutdown.go), one dialling when its dial ends.
+func (l *uwsgiListener) Shutdown(ctx context.Context) error {
 	l.ln.Close()
-	done := make(chan struct{})
-	go func() {
-		l.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-	}
-	l.mu.Lock()
-	l.force = true
-	for c := range l.open {
-		c.Close()
-	}
-	l.mu.Unlock()
-	// A goroutine waiting on its node is woken by the router closing the
-	// node connections (cut.go), one dialling when its dial ends.
-	waitBounded(done, cutGrace)
-	return ctx.Err()
+	return l.conns.shutdown(ctx)
 }
 
-// serveConn serves the one request of a uwsgi connection.
+// serveConn serves the one request of a uwsgi connection: read and check
+// the packet, route it by its key, pass it to a node (proxy, with
+// rawUpstream) and relay the answer.
 func (l *uwsgiListener) serveConn(c net.Conn) {
 	rt := l.rt
 	defer func() {
@@ -251,56 +210,9 @@ func (l *uwsgiListener) serveConn(c net.Conn) {
 	x := getExchange()
 	defer putExchange(x)
 
-	_ = c.SetDeadline(rt.now().Add(rt.timeouts().Header))
-	x.buf = append(x.buf[:0], 0, 0, 0, 0)
-	if _, err := io.ReadFull(c, x.buf[:uwsgi.HeaderLen]); err != nil {
-		return // nothing (or not even a header) in time: nobody to answer
-	}
-	if rt.alog != nil {
-		x.obs.began = rt.now()
-	}
-	x.req.scheme = "http"
-	h, _ := uwsgi.ParseHeader(x.buf)
-	n := uwsgi.HeaderLen + int(h.Size)
-	if cap(x.buf) < n {
-		x.buf = append(x.buf, make([]byte, n-len(x.buf))...)
-	}
-	x.buf = x.buf[:n]
-	if _, err := io.ReadFull(c, x.buf[uwsgi.HeaderLen:]); err != nil {
-		l.answer(c, x, rt.metrics.none, errBadRequest)
-		return
-	}
-	_ = c.SetDeadline(time.Time{})
-
 	var req uwsgiFrontReq
-	if err := parseUwsgiFront(x.buf[uwsgi.HeaderLen:], &req); err != nil {
-		l.answer(c, x, rt.metrics.none, err)
+	if !l.readRequest(c, x, &req) {
 		return
-	}
-	x.req.method, x.req.uri, x.req.proto, x.req.host, x.req.remote = req.method, req.uri, req.proto, req.host, req.remote
-	if req.https {
-		x.req.scheme = "https"
-	}
-	if req.bodyLen > rt.cfg.MaxBodyBytes {
-		// Refused whatever the pool: answered before any of the body is
-		// read, and nothing goes to a node.
-		l.answer(c, x, rt.metrics.none, errBodyTooLarge)
-		lingerDiscard(c, req.bodyLen, rt.now().Add(lingerTime))
-		return
-	}
-	// X-Request-Id as the other fronts keep or make it. A missing or
-	// malformed one gets a generated id appended as a var: the vars stay
-	// verbatim otherwise, and uWSGI builds the environ in order, so the
-	// appended var is the one the app sees.
-	if validRequestID(req.reqID) {
-		x.obs.id = req.reqID
-	} else {
-		rt.ids.next(&x.obs.idBuf)
-		x.obs.id = x.obs.idBuf[:]
-		if size := len(x.buf) - uwsgi.HeaderLen + 4 + len("HTTP_X_REQUEST_ID") + len(x.obs.id); size <= 0xffff {
-			x.buf = uwsgi.AppendVar(x.buf, []byte("HTTP_X_REQUEST_ID"), x.obs.id)
-			binary.LittleEndian.PutUint16(x.buf[1:3], uint16(size))
-		}
 	}
 	var path []byte
 	if rt.cfg.Pools.HasMounts() {
@@ -311,83 +223,106 @@ func (l *uwsgiListener) serveConn(c net.Conn) {
 		l.answer(c, x, rt.metrics.none, errNoPool)
 		return
 	}
-	pm := rt.poolMetrics(x, pool) // x.req.remote: iphash pools pick by REMOTE_ADDR
+	pm := rt.poolMetrics(x, pool) // x.req.Remote: iphash pools pick by REMOTE_ADDR
 	// The packet goes verbatim: connect skips http:// nodes, which would
 	// need it rebuilt as HTTP and their keep-alive framing relayed
 	// (errRawToHTTP, 502, when a pool has nothing else).
 	x.wire, x.headLen = wireRaw, len(x.buf)
-
-	pm.inflight.Inc()
-	start := rt.now()
-	node, conn, err := rt.connect(nil, pool, x, rt.affinityKey(x, pool.Algo()))
-	if err != nil {
-		pm.inflight.Dec()
-		switch err {
-		case errQueueFull, errQueueTimeout:
-			pm.overloaded(err)
-		default:
-			pm.backendError(err)
-		}
-		l.answer(c, x, pm, err)
-		return
-	}
-	rt.observeConnect(x, node, start)
-	br := readerPool.Get().(*bufio.Reader)
-	br.Reset(conn)
-	defer rt.finish(conn, br, node, pm, start)
-	fail := func(err error) {
-		if err != errClientBody {
-			pm.backendError(err)
-		}
-		l.answer(c, x, pm, err)
-	}
-
-	if err := rt.writeFull(conn, x.buf); err != nil {
-		fail(errBackendWrite)
-		return
-	}
+	x.req.BodyLen, x.client = req.bodyLen, c
 	if req.bodyLen > 0 {
-		cb := bufPool.Get().(*[]byte)
-		err := rt.copyBody(conn, c, c, req.bodyLen, *cb)
-		bufPool.Put(cb)
-		if err != nil {
-			fail(err)
-			return
-		}
+		x.bodySrc = c // exactly CONTENT_LENGTH bytes follow the packet
 	}
+	head := responseHeaderPool.Get().(*fasthttp.ResponseHeader)
+	defer func() {
+		head.Reset()
+		responseHeaderPool.Put(head)
+	}()
+	_, b, err := rt.proxy(x, pool, pm, head) // counted there
+	if err != nil {
+		l.reply(c, x, statusOf(err))
+		return
+	}
+	l.relay(c, x, b, head.StatusCode())
+}
 
-	// The response is relayed as it comes; its status line is only read to
-	// count it.
-	_ = conn.SetReadDeadline(rt.now().Add(rt.timeouts().Timeout))
-	head, err := br.Peek(12) // "HTTP/1.1 200"
-	if err != nil && len(head) == 0 {
-		if isTimeout(err) {
-			fail(errBackendTimeout)
-		} else {
-			fail(errBadResponse)
-		}
+// readRequest reads the packet of c into x.buf and the request view x.req
+// and req from its vars, under the header timeout. Whatever is refused is
+// answered (and counted) here, and false returned.
+func (l *uwsgiListener) readRequest(c net.Conn, x *exchange, req *uwsgiFrontReq) bool {
+	rt := l.rt
+	_ = c.SetDeadline(rt.now().Add(rt.timeouts().Header))
+	x.buf = append(x.buf[:0], 0, 0, 0, 0)
+	if _, err := io.ReadFull(c, x.buf[:uwsgi.HeaderLen]); err != nil {
+		return false // nothing (or not even a header) in time: nobody to answer
+	}
+	if rt.alog != nil {
+		x.obs.began = rt.now()
+	}
+	x.req.Scheme = "http"
+	h, _ := uwsgi.ParseHeader(x.buf)
+	n := uwsgi.HeaderLen + int(h.Size)
+	if cap(x.buf) < n {
+		x.buf = append(x.buf, make([]byte, n-len(x.buf))...)
+	}
+	x.buf = x.buf[:n]
+	if _, err := io.ReadFull(c, x.buf[uwsgi.HeaderLen:]); err != nil {
+		l.answer(c, x, rt.metrics.none, errBadRequest)
+		return false
+	}
+	_ = c.SetDeadline(time.Time{})
+
+	if err := parseUwsgiFront(x.buf[uwsgi.HeaderLen:], req); err != nil {
+		l.answer(c, x, rt.metrics.none, err)
+		return false
+	}
+	x.req.Method, x.req.URI, x.req.Proto, x.req.Host, x.req.Remote = req.method, req.uri, req.proto, req.host, req.remote
+	if req.https {
+		x.req.Scheme = "https"
+	}
+	if req.bodyLen > rt.cfg.MaxBodyBytes {
+		// Refused whatever the pool: answered before any of the body is
+		// read, and nothing goes to a node.
+		l.answer(c, x, rt.metrics.none, errBodyTooLarge)
+		lingerDiscard(c, req.bodyLen, rt.now().Add(lingerTime))
+		return false
+	}
+	l.requestID(x, req.reqID)
+	return true
+}
+
+// requestID keeps the request's X-Request-Id as the other fronts keep or
+// make it. A missing or malformed one gets a generated id appended as a
+// var: the vars stay verbatim otherwise, and uWSGI builds the environ in
+// order, so the appended var is the one the app sees.
+func (l *uwsgiListener) requestID(x *exchange, id []byte) {
+	if validRequestID(id) {
+		x.obs.id = id
 		return
 	}
-	code, ok := statusCode(head)
-	if !ok {
-		fail(errBadResponse)
-		return
+	l.rt.ids.next(&x.obs.idBuf)
+	x.obs.id = x.obs.idBuf[:]
+	if size := len(x.buf) - uwsgi.HeaderLen + 4 + len("HTTP_X_REQUEST_ID") + len(x.obs.id); size <= 0xffff {
+		x.buf = uwsgi.AppendVar(x.buf, []byte("HTTP_X_REQUEST_ID"), x.obs.id)
+		binary.LittleEndian.PutUint16(x.buf[1:3], uint16(size))
 	}
-	pm.count(code)
-	rt.observeHead(x, node, start, int64(len(x.buf))+req.bodyLen)
+}
+
+// relay copies the node's response in b, as it comes and head included, to
+// the client until the node closes, and logs the request: its bytes are the
+// whole response relayed, as this front does not parse the head it passes
+// on.
+func (l *uwsgiListener) relay(c net.Conn, x *exchange, b *backendBody, code int) {
+	rt := l.rt
+	defer b.Close()
 	cb := bufPool.Get().(*[]byte)
 	defer bufPool.Put(cb)
 	buf := *cb
 	var relayed int64
-	// bytes is the whole response relayed (head included): this front does
-	// not parse the head it passes on.
 	defer func() { rt.logAccess(x, code, nil, int(relayed)) }()
 	for {
-		d := rt.timeouts().Timeout
-		_ = conn.SetReadDeadline(rt.now().Add(d))
-		m, rerr := br.Read(buf)
+		m, rerr := b.Read(buf) // renews the node's read deadline
 		if m > 0 {
-			_ = c.SetWriteDeadline(rt.now().Add(d))
+			_ = c.SetWriteDeadline(rt.now().Add(rt.timeouts().Timeout))
 			w, werr := c.Write(buf[:m])
 			relayed += int64(w)
 			if werr != nil {
@@ -396,7 +331,7 @@ func (l *uwsgiListener) serveConn(c net.Conn) {
 		}
 		if rerr != nil {
 			if rerr != io.EOF {
-				pm.backendError(errBackendTimeout)
+				b.pm.backendError(errBackendTimeout)
 			}
 			return
 		}
@@ -422,33 +357,17 @@ func lingerDiscard(c net.Conn, n int64, deadline time.Time) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(c, n))
 }
 
-// statusCode reads the status of an HTTP response head ("HTTP/1.x NNN"),
-// or uWSGI's CGI-style "Status: NNN".
-func statusCode(b []byte) (int, bool) {
-	var d []byte
-	switch {
-	case len(b) >= 12 && bytes.HasPrefix(b, []byte("HTTP/")) && b[8] == ' ':
-		d = b[9:12]
-	case len(b) >= 11 && bytes.HasPrefix(b, []byte("Status: ")):
-		d = b[8:11]
-	default:
-		return 0, false
-	}
-	code := 0
-	for _, c := range d {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		code = code*10 + int(c-'0')
-	}
-	return code, code >= 100
-}
-
-// answer writes err's status as an HTTP response (the web server in front
-// parses it like any node's) and counts it.
+// answer counts err's status for pm and writes it (reply).
 func (l *uwsgiListener) answer(c net.Conn, x *exchange, pm *poolMetrics, err error) {
 	code := statusOf(err)
 	pm.count(code)
+	l.reply(c, x, code)
+}
+
+// reply writes code as an HTTP response (the web server in front parses it
+// like any node's) and logs the request; a 499 (the client left) is only
+// logged.
+func (l *uwsgiListener) reply(c net.Conn, x *exchange, code int) {
 	if code == 499 {
 		l.rt.logAccess(x, code, nil, 0)
 		return

@@ -1,7 +1,11 @@
 package router
 
 import (
+	"context"
+	"io"
+	"net"
 	"testing"
+	"time"
 
 	"github.com/fastrouter/fastrouter/internal/uwsgi"
 )
@@ -95,4 +99,46 @@ func FuzzParseUwsgiFront(f *testing.F) {
 			t.Fatal("nondeterministic result")
 		}
 	})
+}
+
+// The uwsgi front counts a node's traffic both ways, as the HTTP fronts do:
+// the packet and body it sent (RxBytes), and the response it relayed
+// (TxBytes: the whole response, which this front does not parse).
+func TestUwsgiFrontCountsNodeTraffic(t *testing.T) {
+	const reply = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nhello from the node"
+	n := startFakeNode(t, func(map[string]string, []byte) string { return reply })
+	r := startRouter(t, Config{})
+	r.table.AddStatic("k.test", n.addr(), 1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); r.rt.ServeUwsgi(ln, "u") }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r.rt.Shutdown(ctx)
+		<-done
+	})
+
+	vars := varsBlock("REQUEST_METHOD", "POST", "PATH_INFO", "/", "HTTP_HOST", "k.test", "CONTENT_LENGTH", "5")
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	pkt := append(uwsgi.AppendHeader(nil, uwsgi.Header{Size: uint16(len(vars))}), vars...)
+	_, _ = c.Write(append(pkt, "hello"...))
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != reply {
+		t.Fatalf("relayed %q, %v; want %q", got, err, reply)
+	}
+	node := r.table.Pool("k.test").Nodes()[0]
+	waitFor(t, "the exchange to be released", func() bool { return node.Info().Inflight == 0 })
+	info := node.Info()
+	if info.RxBytes == 0 || info.TxBytes != uint64(len(reply)) {
+		t.Errorf("node traffic: rx %d, tx %d; want rx > 0 and tx %d", info.RxBytes, info.TxBytes, len(reply))
+	}
 }

@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh machine: installs what the integration
 # tests drive (real uWSGI 2.0 with the python3 plugin, nginx, promtool, curl,
 # h2load, openssl, and chromium, run headless to check the status page),
-# downloads Go modules, then vets and runs every test with the race detector.
+# downloads Go modules, then vets, lints (staticcheck) and runs every test
+# with the race detector.
 # Integration tests fail, never skip, when a tool is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +42,10 @@ go vet ./...
 # The benchmark harness is its own module (its plotting library stays out of
 # the router's dependencies): vet it so it keeps building.
 (cd bench && go mod download && go vet ./...)
+echo "== staticcheck"
+# Pinned in the Makefile (STATICCHECK); a finding fails the suite. A
+# deliberate exception is a //lint:ignore on its line, with the reason.
+make staticcheck
 if [ "${FASTROUTER_VULNCHECK:-0}" = 1 ]; then
   # Opt-in: govulncheck needs https://vuln.go.dev, which not every build
   # machine reaches.

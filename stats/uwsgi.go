@@ -50,7 +50,8 @@ type Config struct {
 const maxConns = 16
 
 // Server is a uWSGI-compatible router stats server: each connection gets one
-// JSON document (uwsgi-compat.md §4.8), then the server closes it.
+// JSON document, then the server closes it (uWSGI's
+// plugins/corerouter/corerouter.c corerouter_send_stats).
 //
 // Layout, as uWSGI 2.0.21 writes it for a router with subscriptions (tab
 // indented):

@@ -22,7 +22,9 @@
 //     accepted for the same key and node address. That memory outlives the
 //     node, so neither a captured subscribe nor a captured unsubscribe can
 //     be replayed, whereas uWSGI 2.0 lets both be replayed
-//     (uwsgi-compat.md §2.7). It outlives the process too when its times
+//     (core/subscription.c uwsgi_subscription_sign_check checks a
+//     refresh only against the node's first time, and an unsubscribe not
+//     at all). It outlives the process too when its times
 //     are carried over (SignedTimes, RememberSigned);
 //   - command binding: uWSGI's signature does not cover the header byte
 //     that says subscribe or unsubscribe; datagrams signed by this package

@@ -15,7 +15,7 @@ import (
 
 func TestKeyFile(t *testing.T) {
 	for key, want := range map[string]string{
-		"test.uwsgi.it:8000": "test.uwsgi.it_8000.pem", // uwsgi-compat.md §2.7
+		"test.uwsgi.it:8000": "test.uwsgi.it_8000.pem", // uWSGI core/ssl.c uwsgi_sanitize_cert_filename
 		"example.com":        "example.com.pem",
 		"*.w.test":           "_.w.test.pem",
 		"../../etc/passwd":   ".._.._etc_passwd.pem",

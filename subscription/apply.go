@@ -235,7 +235,7 @@ func (ap *applier) apply(s *Server, datagram []byte, src netip.AddrPort, sk *soc
 	}
 	if sub.Unsubscribe {
 		// An unsubscribe is a drain with the default deadline: requests in
-		// flight finish, then the node is removed (SPEC §8).
+		// flight finish, then the node is removed (README, "Drains").
 		known := s.table.Unsubscribe(sub.Key, addr, time.Duration(sub.DrainTimeout)*time.Second)
 		if known && s.log.Enabled(context.Background(), slog.LevelDebug) {
 			s.log.Debug("subscription: unsubscribe", "key", string(sub.Key), "address", string(addr),

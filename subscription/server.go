@@ -20,7 +20,9 @@
 // only expires them lazily, when a request happens to look the key up.
 //
 // The wire format is decoded by internal/uwsgi (ParseSubscription); see
-// SPEC §3 and uwsgi-compat.md §2 for the protocol.
+// README, "Subscriptions", and uWSGI's core/subscription.c
+// (uwsgi_subscription_ub sends, plugins/corerouter/cr_common.c
+// uwsgi_corerouter_manage_subscription receives) for the protocol.
 package subscription
 
 import (

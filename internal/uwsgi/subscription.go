@@ -9,7 +9,8 @@ import "errors"
 //	key, address, modifier1, modifier2, cores, load, weight
 //	[, sni_key, sni_crt, sni_ca] [, notify] [, unix, sign]
 //
-// Rules kept for compatibility with real senders (uwsgi-compat.md §2.1):
+// Rules kept for compatibility with real senders (as uWSGI's receiver,
+// plugins/corerouter/cr_common.c uwsgi_corerouter_manage_subscription, reads them):
 // modifier1 is normally 224 but is never required; the datagram length, not
 // the header's datasize, bounds the vars; unknown keys are ignored. When a
 // datagram is signed, "sign" is the last record and the signature covers the

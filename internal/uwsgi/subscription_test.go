@@ -9,7 +9,7 @@ import (
 
 // capturedHex is the datagram uWSGI 2.0.21 sent for
 // --subscribe-to 127.0.0.1:4040:example.com with its socket on
-// 127.0.0.1:3031 (uwsgi-compat.md §2.2).
+// 127.0.0.1:3031 (built by uWSGI's core/subscription.c uwsgi_subscription_ub).
 const capturedHex = `e0 6500 00 | 0300 6b6579 0b00 6578616d706c652e636f6d | 0700 61646472657373 0e00 3132372e302e302e313a33303331
 | 0900 6d6f64696669657231 0100 30 | 0900 6d6f64696669657232 0100 30 | 0500 636f726573 0100 31
 | 0400 6c6f6164 0100 30 | 0600 776569676874 0100 30`
@@ -269,7 +269,8 @@ func TestSignedLen(t *testing.T) {
 }
 
 // TestAppendSubscriptionOrder checks the record order of a fully populated
-// subscription: the uWSGI 2.0 order (uwsgi-compat.md §2.2), extensions after
+// subscription: the uWSGI 2.0 order (core/subscription.c
+// uwsgi_subscription_ub), extensions after
 // the standard keys, unix and sign last.
 func TestAppendSubscriptionOrder(t *testing.T) {
 	s := Subscription{

@@ -11,9 +11,12 @@
 // so a vars block is at most 65535 bytes. Keys are never empty; values may be.
 // The block has no count and no terminator.
 //
+// It also builds the request vars a router sends a node (AppendVars,
+// vars.go), from the request view the router's fronts fill (Request).
+//
 // The package is designed to minimise heap allocations: encoders append to a
 // caller-owned slice and decoders return sub-slices of their input. It has no
-// dependencies beyond the standard library.
+// dependencies beyond the standard library and internal/ascii.
 package uwsgi
 
 import (

@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-// unhex decodes hex written the way uwsgi-compat.md prints packets: spaces,
+// unhex decodes hex written the way the captures below print packets: spaces,
 // newlines and '|' separators are ignored. It panics on bad input, which is
 // a bug in the test.
 func unhex(s string) []byte {
@@ -326,7 +326,8 @@ func TestAppendVarUint(t *testing.T) {
 }
 
 // TestPlainRequestLayout checks the record layout against the bytes the
-// uWSGI 2.0 http router sent for "GET /plain" (uwsgi-compat.md §1.8):
+// uWSGI 2.0 http router sent for "GET /plain" (plugins/http/http.c
+// http_headers_parse), captured on loopback:
 //
 //	00 26 01 00 | 0e00 "REQUEST_METHOD" 0300 "GET" | 0b00 "REQUEST_URI" 0600 "/plain" | 0900 "PATH_INFO" ...
 func TestPlainRequestLayout(t *testing.T) {
@@ -361,7 +362,7 @@ func TestPlainRequestLayout(t *testing.T) {
 	}
 }
 
-// plainRequest is "GET /plain" in the order of uwsgi-compat.md §1.8.
+// plainRequest is "GET /plain" in the uWSGI http router's order (above).
 var plainRequest = []record{
 	{"REQUEST_METHOD", "GET"}, {"REQUEST_URI", "/plain"}, {"PATH_INFO", "/plain"}, {"QUERY_STRING", ""},
 	{"SERVER_PROTOCOL", "HTTP/1.1"}, {"SCRIPT_NAME", ""}, {"SERVER_NAME", "router"}, {"SERVER_PORT", "8080"},

@@ -146,7 +146,7 @@ func TestLargeBodiesStreamWithBoundedMemory(t *testing.T) {
 	sum := sha256.Sum256(up)
 	want := fmt.Sprintf("%d %s", len(up), hex.EncodeToString(sum[:]))
 	// With Content-Length, then chunked (the body's length hidden from
-	// net/http), which the router de-chunks (SPEC §4).
+	// net/http), which the router de-chunks (README, "Bodies stream").
 	for _, chunked := range []bool{false, true} {
 		var body io.Reader = bytes.NewReader(up)
 		if chunked {

@@ -13,8 +13,9 @@ import (
 	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
-// A node listening on a unix socket announces its path as address (SPEC §3:
-// anything that is not host:port is a unix socket path).
+// A node listening on a unix socket announces its path as address (uWSGI
+// sends its socket name verbatim, core/subscription.c uwsgi_subscription_ub;
+// balancer.ParseEndpoint reads anything that is not host:port as a path).
 func TestUnixSocketNode(t *testing.T) {
 	requireUWSGI(t)
 	t.Parallel()
@@ -98,7 +99,8 @@ func TestBackendTimeout504(t *testing.T) {
 
 // uWSGI's pause (SIGTSTP to the master) sends the unsubscribe, lets the
 // workers finish their current request, then suspends them; a second
-// SIGTSTP resumes and re-subscribes (uwsgi-compat.md §5). The request in
+// SIGTSTP resumes and re-subscribes (uWSGI's core/master.c
+// suspend_resume_them_all). The request in
 // flight through the router must finish; new ones stop at once; the node
 // comes back when it announces again.
 func TestPausedNodeDrainsAndReturns(t *testing.T) {

@@ -307,7 +307,8 @@ type nodeOpts struct {
 // startNode starts a uWSGI 2.0 node (master + workers) that subscribes to r
 // under key, announcing every second.
 //
-// Signals (uWSGI 2.0 as packaged by Debian, see uwsgi-compat.md §2.3): with
+// Signals (uWSGI 2.0 as packaged by Debian, see core/master.c master_loop,
+// which maps them to kill_them_all and reap_them_all): with
 // --die-on-term, SIGTERM and SIGINT both shut down and send the unsubscribe;
 // without it SIGTERM is a brutal reload. SIGKILL of the process group sends
 // nothing, SIGSTOP of the group silences the announces.

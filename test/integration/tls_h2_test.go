@@ -861,15 +861,6 @@ func dialH2(t *testing.T, r *tlsRouter) *h2Conn {
 	return h
 }
 
-// writeGet writes a HEADERS frame (END_STREAM) for GET path on authority.
-func (h *h2Conn) writeGet(id uint32, authority, path string) error {
-	h.hb.Reset()
-	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", authority}, {":path", path}} {
-		_ = h.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
-	return h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: h.hb.Bytes(), EndStream: true, EndHeaders: true})
-}
-
 // SIGTERM sends GOAWAY to an idle HTTP/2 connection, lets a request in
 // flight on another finish, and exits 0.
 func TestH2GoawayOnShutdown(t *testing.T) {

@@ -7,6 +7,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // heldNode is a fake node that reads a request and then either never
@@ -128,5 +131,50 @@ func TestShutdownDeadlineCutsNodeConnections(t *testing.T) {
 		if _, err := io.Copy(io.Discard, c); isTimeout(err) {
 			t.Errorf("client %d: still open 2s after Shutdown returned (%v)", i, err)
 		}
+	}
+}
+
+// A uwsgi-front request still waiting for a node under its pool's in-flight
+// cap when the shutdown deadline comes counts as a 503 and, as on the HTTP
+// fronts, not as a backend error: the router cut it, not the node.
+func TestShutdownCutIsNoBackendErrorOnUwsgiFront(t *testing.T) {
+	held := startHeldNode(t, false)
+	r := startRouter(t, Config{Timeout: 30 * time.Second})
+	if err := r.table.SetPolicies(balancer.Policy{MaxInflight: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	r.table.AddStatic("cap.test", held.addr, 1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go r.rt.ServeUwsgi(ln, "u")
+	vars := varsBlock("HTTP_HOST", "cap.test", "REQUEST_METHOD", "GET", "REMOTE_ADDR", "127.0.0.1")
+	pkt := append([]byte{0, byte(len(vars)), byte(len(vars) >> 8), 0}, vars...)
+	send := func() net.Conn {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_, _ = c.Write(pkt)
+		return c
+	}
+	send() // takes the node's one slot and waits for an answer that never comes
+	waitFor(t, "the node to have the first request", func() bool { return held.got.Load() == 1 })
+	send()
+	pool := r.table.Pool("cap.test")
+	waitFor(t, "the second request to wait under the cap", func() bool { return pool.Waiting() == 1 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	r.rt.Shutdown(ctx)
+	// Its 503 races with the front closing its connection at the deadline;
+	// the count does not.
+	waitFor(t, "the queued request to be counted 503", func() bool {
+		return testutil.ToFloat64(r.rt.metrics.requests.WithLabelValues("cap.test", "503")) == 1
+	})
+	if got := testutil.ToFloat64(r.rt.metrics.backendErrs.WithLabelValues("cap.test", "other")); got != 0 {
+		t.Errorf("backend_errors_total{reason=other} = %v after the shutdown cut; want 0", got)
 	}
 }

@@ -2,7 +2,6 @@ package router
 
 import (
 	"bufio"
-	"context"
 	"io"
 	"net"
 	"sync"
@@ -26,63 +25,12 @@ import (
 //   - drain: the backend connection stays tracked by its node (Node.Track),
 //     so a node drain lets the tunnel run until the drain deadline, then
 //     closes it and counts it as forced, like any other request;
-//   - shutdown: Router.Shutdown waits for tunnels until its deadline, then
-//     closes both sides (cut.go).
+//   - shutdown: the listener's Shutdown waits for its tunnels (a connSet,
+//     frontListener.tunnels) until its deadline, then closes both sides
+//     (shutdown.go).
 //
 // HTTP/2 clients cannot upgrade (RFC 8441 extended CONNECT is not offered),
 // so only the HTTP/1.1 front builds tunnels.
-
-// tunnelSet tracks open tunnels for shutdown. Safe for concurrent use.
-type tunnelSet struct {
-	mu     sync.Mutex
-	open   map[*tunnel]struct{} // guarded by mu
-	closed bool                 // guarded by mu: shutdown deadline passed
-	wg     sync.WaitGroup
-}
-
-func (s *tunnelSet) add(t *tunnel) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	if s.open == nil {
-		s.open = map[*tunnel]struct{}{}
-	}
-	s.open[t] = struct{}{}
-	s.wg.Add(1)
-	return true
-}
-
-func (s *tunnelSet) remove(t *tunnel) {
-	s.mu.Lock()
-	delete(s.open, t)
-	s.mu.Unlock()
-	s.wg.Done()
-}
-
-// shutdown waits for every tunnel to end until ctx ends, then closes the
-// remaining ones and waits for their goroutines.
-func (s *tunnelSet) shutdown(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-	}
-	s.mu.Lock()
-	s.closed = true
-	for t := range s.open {
-		t.close()
-	}
-	s.mu.Unlock()
-	waitBounded(done, cutGrace)
-	return nil
-}
 
 // wsMetrics count tunnels.
 type wsMetrics struct {
@@ -119,7 +67,7 @@ func newWSMetrics(reg prometheus.Registerer) (*wsMetrics, error) {
 }
 
 // tunnel is one upgraded connection pair. Owned by the goroutine running
-// run; close may be called from anywhere.
+// run; Close may be called from anywhere.
 type tunnel struct {
 	rt      *Router
 	client  net.Conn // fasthttp's hijacked view (replays its read buffer)
@@ -130,11 +78,13 @@ type tunnel struct {
 	once    sync.Once
 }
 
-func (t *tunnel) close() {
+// Close closes both sides (once). Always nil: a tunnel is a connSet member.
+func (t *tunnel) Close() error {
 	t.once.Do(func() {
 		t.raw.Close()
 		t.backend.Close()
 	})
+	return nil
 }
 
 // isUpgrade reports whether an HTTP/1.1 request asks to switch protocols.
@@ -157,10 +107,10 @@ func (f *h1Front) hijackUpgrade(ctx *fasthttp.RequestCtx, b *backendBody) {
 			g.closeGracefully()
 		}
 		t := &tunnel{rt: rt, client: c, raw: raw, backend: b.conn, br: b.br}
-		if !rt.tunnels.add(t) {
-			return // shutting down
+		if !f.tunnels.add(t) {
+			return // past the shutdown deadline
 		}
-		defer rt.tunnels.remove(t)
+		defer f.tunnels.remove(t)
 		_ = c.SetWriteDeadline(rt.now().Add(rt.timeouts().Timeout))
 		if _, err := c.Write(head); err != nil {
 			return
@@ -178,11 +128,11 @@ func (t *tunnel) run() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		defer t.close()
+		defer t.Close()
 		t.pipe(t.backend, t.client, t.rt.metrics.ws.in)
 	}()
 	t.pipe(t.client, t.br, t.rt.metrics.ws.out)
-	t.close()
+	t.Close()
 	<-done
 }
 

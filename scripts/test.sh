@@ -38,8 +38,9 @@ fi
 echo "== go vet"
 go vet ./...
 # The benchmark harness is its own module (its plotting library stays out of
-# the router's dependencies): vet it so it keeps building.
-(cd bench && go mod download && go vet ./...)
+# the router's dependencies): vet it so it keeps building, and test its load
+# generator's own measuring (a second or two, loopback only).
+(cd bench && go mod download && go vet ./... && go test -count=1 ./...)
 if [ "${FASTROUTER_VULNCHECK:-0}" = 1 ]; then
   # Opt-in: govulncheck needs https://vuln.go.dev, which not every build
   # machine reaches.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,11 +64,12 @@ type fleetRun struct {
 	round       int
 	kill        bool
 	stats       latencyStats
-	codes       map[int]int // non-2xx statuses
-	lat         []float64   // successful requests' latencies, sorted, ms
-	inflight    int         // requests open on the killed node when it died (kill runs)
-	cpuUS       float64     // router CPU per request, µs (its process tree, user + kernel)
-	reruns      int         // runs redone because the machine stalled the generator
+	codes       map[int]int    // non-2xx statuses
+	lat         []float64      // successful requests' latencies, sorted, ms
+	inflight    int            // requests open on the killed node when it died (kill runs)
+	cpuUS       float64        // router CPU per request, µs (its process tree, user + kernel)
+	reruns      int            // runs redone because the machine stalled the generator
+	reasons     map[string]int // fastrouter's own count of its failures, by reason (fastrouter_backend_errors_total, fastrouter_overload_rejections_total)
 	rate        float64
 	capacity    float64
 }
@@ -234,12 +236,14 @@ func (h *harness) fleetOnce(ctx context.Context, uwsgi, app string, p fleetPeer,
 			log.Printf("  %s: first %s failure: %s", p.name, failNames[k], e)
 		}
 	}
+	var why map[string]int
 	if t.admin != "" {
-		if why := failureMetrics("http://" + t.admin + "/metrics"); why != "" {
-			log.Printf("  %s says: %s", p.name, why)
+		if why = failureMetrics("http://" + t.admin + "/metrics"); len(why) > 0 {
+			log.Printf("  %s counted: %s", p.name, reasonText(why))
 		}
 	}
 	run.stats, run.lat = summarize(res.samples)
+	run.reasons = why
 	if len(res.samples) > 0 {
 		sent := float64(len(res.samples)) + rate*h.fleet.warmup.Seconds()
 		run.cpuUS = (u1 + s1 - u0 - s0) * 1e6 / sent
@@ -519,25 +523,46 @@ backend fleet
 	return target{name: "haproxy", url: "http://" + addr + "/", pid: p.cmd.Process.Pid}, nil
 }
 
-// failureMetrics lists fastrouter's non-zero error counters (backend errors
-// and overload rejections, by reason) from its /metrics, for the log.
-func failureMetrics(url string) string {
+// failureMetrics reads fastrouter's non-zero error counters from its
+// /metrics: backend errors and overload rejections by reason (e.g.
+// "bad_response" → 2, "queue_full" → 30).
+func failureMetrics(url string) map[string]int {
 	resp, err := httpClient.Get(url)
 	if err != nil {
-		return ""
+		return nil
 	}
 	defer resp.Body.Close()
-	var out []string
+	out := map[string]int{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if strings.HasPrefix(line, "fastrouter_backend_errors_total{") || strings.HasPrefix(line, "fastrouter_overload_rejections_total{") ||
-			strings.HasPrefix(line, "fastrouter_requests_total{") && !strings.Contains(line, `code="200"`) {
-			if f := strings.Fields(line); len(f) == 2 && f[1] != "0" {
-				out = append(out, line)
-			}
+		if !strings.HasPrefix(line, "fastrouter_backend_errors_total{") && !strings.HasPrefix(line, "fastrouter_overload_rejections_total{") {
+			continue
+		}
+		_, rest, ok := strings.Cut(line, `reason="`)
+		reason, _, ok2 := strings.Cut(rest, `"`)
+		f := strings.Fields(line)
+		if !ok || !ok2 || len(f) != 2 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(f[1], 64); err == nil && v > 0 {
+			out[reason] += int(v)
 		}
 	}
-	return strings.Join(out, "; ")
+	return out
+}
+
+// reasonText is "2 bad_response, 30 queue_full", by name.
+func reasonText(m map[string]int) string {
+	var keys []string
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%d %s", m[k], k))
+	}
+	return strings.Join(parts, ", ")
 }

@@ -74,6 +74,7 @@ type fleetSummary struct {
 	requests, rate, capac float64
 	cpuUS                 float64 // median router CPU per request, µs
 	reruns                int
+	reasons               map[string]int // fastrouter's failure counters, summed over rounds
 }
 
 // fleetSummaries groups h.fleetRuns by peer, in the order peers ran.
@@ -89,7 +90,7 @@ func (h *harness) fleetSummaries(kill bool) []*fleetSummary {
 		}
 		s := by[r.peer]
 		if s == nil {
-			s = &fleetSummary{peer: r.peer, proto: r.proto, codes: map[int]int{}, rate: r.rate, capac: r.capacity}
+			s = &fleetSummary{peer: r.peer, proto: r.proto, codes: map[int]int{}, rate: r.rate, capac: r.capacity, reasons: map[string]int{}}
 			by[r.peer] = s
 			out = append(out, s)
 		}
@@ -109,6 +110,9 @@ func (h *harness) fleetSummaries(kill bool) []*fleetSummary {
 		}
 		s.lat = append(s.lat, r.lat...)
 		cpus[r.peer] = append(cpus[r.peer], r.cpuUS)
+		for k, v := range r.reasons {
+			s.reasons[k] += v
+		}
 		s.reruns += r.reruns
 		s.lagP99 = max(s.lagP99, st.lagP99)
 		s.requests += float64(len(r.lat) + st.failed())
@@ -185,6 +189,22 @@ func (h *harness) writeFleet(b *strings.Builder, chartPath func(string) string) 
 	lag := 0.0
 	for _, s := range append(steady, kill...) {
 		lag = max(lag, s.lagP99)
+	}
+	var why []string
+	for _, set := range []struct {
+		name string
+		sums []*fleetSummary
+	}{{"steady", steady}, {"node killed", kill}} {
+		for _, s := range set.sums {
+			if len(s.reasons) > 0 {
+				why = append(why, fmt.Sprintf("- %s, %s: %s", s.peer, set.name, reasonText(s.reasons)))
+			}
+		}
+	}
+	if len(why) > 0 {
+		b.WriteString("\nfastrouter's own count of its failures, all rounds (`fastrouter_backend_errors_total` and\n")
+		b.WriteString("`fastrouter_overload_rejections_total` by reason; `queue_full` is a 503 from a full `--queue-size`, 128 by default):\n\n")
+		b.WriteString(strings.Join(why, "\n") + "\n")
 	}
 	reruns := 0
 	for _, s := range append(steady, kill...) {

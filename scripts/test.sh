@@ -40,8 +40,9 @@ fi
 echo "== go vet"
 go vet ./...
 # The benchmark harness is its own module (its plotting library stays out of
-# the router's dependencies): vet it so it keeps building.
-(cd bench && go mod download && go vet ./...)
+# the router's dependencies): vet it so it keeps building, and test its load
+# generator's own measuring (a second or two, loopback only).
+(cd bench && go mod download && go vet ./... && go test -count=1 ./...)
 echo "== staticcheck"
 # Pinned in the Makefile (STATICCHECK); a finding fails the suite. A
 # deliberate exception is a //lint:ignore on its line, with the reason.

@@ -39,11 +39,21 @@ var (
 	reSockErr = regexp.MustCompile(`Socket errors: .*`)
 )
 
-// runWrk drives url with wrk for d at conns connections and parses its
-// latency distribution.
+// runWrk drives url with wrk (two threads) for d at conns connections and
+// parses its latency distribution.
 func runWrk(ctx context.Context, url, host string, conns int, d time.Duration) (result, error) {
-	cmd := exec.CommandContext(ctx, "wrk", "-t2", "-c"+strconv.Itoa(conns), "-d"+fmt.Sprintf("%ds", int(d.Seconds())),
-		"--latency", "--timeout", "5s", "-H", "Host: "+host, url)
+	return runWrkOn(ctx, "", 2, url, host, conns, d)
+}
+
+// runWrkOn is runWrk with threads wrk threads, pinned to the CPUs in cpus
+// (a taskset list) when set.
+func runWrkOn(ctx context.Context, cpus string, threads int, url, host string, conns int, d time.Duration) (result, error) {
+	args := []string{"wrk", "-t" + strconv.Itoa(threads), "-c" + strconv.Itoa(conns), "-d" + fmt.Sprintf("%ds", int(d.Seconds())),
+		"--latency", "--timeout", "5s", "-H", "Host: " + host, url}
+	if cpus != "" {
+		args = append([]string{"taskset", "-c", cpus}, args...)
+	}
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return result{}, fmt.Errorf("wrk %s: %w: %s", url, err, out)

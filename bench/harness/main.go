@@ -53,6 +53,10 @@ type harness struct {
 	ports          int      // next port to hand out
 	backendPID     int      // the current scenario's uwsgi node, for the CPU breakdown
 	variants       []string // -variants: extra fastrouter runs, each with one environment setting
+	pinnedRows     []pinnedRow
+	fleet          fleetConfig
+	fleetRuns      []fleetRun
+	fleetOnly      []string // -fleet-peers: run only the peers whose names start with one of these
 }
 
 // row is one router's medians in one scenario.
@@ -73,18 +77,28 @@ type target struct {
 	name string
 	url  string // what the load tool hits
 	pid  int    // process tree whose CPU and RSS are measured
+	// admin is fastrouter's admin address ("" for the peers), whose
+	// metrics say why requests failed.
+	admin string
 }
 
 func main() {
 	rounds := flag.Int("rounds", 3, "rounds per scenario (routers alternate within a round)")
 	dur := flag.Duration("duration", 10*time.Second, "length of each wrk run")
 	conns := flag.Int("connections", 64, "wrk connections")
-	scen := flag.String("scenarios", "h1-512,h1-64k,unix,https,h2,idle,idle-tls,pools,datagrams,datagrams-1core", "comma-separated scenarios to run")
+	scen := flag.String("scenarios", "h1-512,h1-512-pinned,h1-64k,unix,https,h2,idle,idle-tls,pools,datagrams,datagrams-1core,fleet", "comma-separated scenarios to run")
 	pools := flag.Int("pools", 100000, "pools in the large-table scenario")
 	idle := flag.Int("idle", 5000, "connections in the idle scenario")
 	out := flag.String("out", "results", "directory for results.md and rps.png")
 	variants := flag.String("variants", "", "space-separated NAME=VALUE environment settings; each adds a fastrouter run with it\n"+
 		"to the h1-512, h1-64k, unix and idle scenarios (e.g. \"GOMAXPROCS=4\")")
+	fleetNodes := flag.Int("fleet-nodes", 4, "fleet scenario: uWSGI nodes (the last one is the slow one)")
+	fleetWorkers := flag.Int("fleet-workers", 4, "fleet scenario: worker processes per node")
+	fleetLoad := flag.Float64("fleet-load", 0.8, "fleet scenario: arrival rate as a fraction of the fleet's measured capacity")
+	fleetRate := flag.Float64("fleet-rate", 0, "fleet scenario: fixed arrival rate in req/s instead of -fleet-load")
+	fleetDur := flag.Duration("fleet-duration", 30*time.Second, "fleet scenario: measured window of each open-loop run (after a 3 s warm-up)")
+	fleetSlowFrac := flag.Float64("fleet-slow-fraction", 0.0005, "fleet scenario: share of requests that ask for -fleet-slow-ms")
+	fleetPeers := flag.String("fleet-peers", "", "fleet scenario: comma-separated name prefixes of the peers to run (default all: \"fastrouter lrc\", \"fastrouter p2c\", nginx, uwsgi-http, haproxy)")
 	flag.Parse()
 
 	root, err := filepath.Abs("..")
@@ -102,6 +116,12 @@ func main() {
 	raiseNoFile()
 	h := &harness{root: root, out: *out, rounds: *rounds, dur: *dur, conns: *conns, ports: 23000,
 		variants: strings.Fields(*variants)}
+	h.fleet = fleetConfig{nodes: max(2, *fleetNodes), workers: max(1, *fleetWorkers), slowFactor: 3, load: *fleetLoad, rate: *fleetRate,
+		warmup: 3 * time.Second, dur: *fleetDur,
+		mix: requestMix{minMS: 2, maxMS: 8, slowFrac: *fleetSlowFrac, slowMS: 300, seed: 2026}}
+	if *fleetPeers != "" {
+		h.fleetOnly = strings.Split(*fleetPeers, ",")
+	}
 	h.tmp, err = os.MkdirTemp("", "fastrouter-bench-")
 	if err != nil {
 		log.Fatal(err)
@@ -128,6 +148,8 @@ func main() {
 		"pools":           func(ctx context.Context) error { return h.pools(ctx, *pools) },
 		"datagrams":       h.datagrams,
 		"datagrams-1core": h.datagramsOneCore,
+		"h1-512-pinned":   h.pinned,
+		"fleet":           h.fleetScenario,
 	}
 	for _, name := range strings.Split(*scen, ",") {
 		run := scenarios[name]
@@ -254,16 +276,15 @@ func (h *harness) variant(node, env string) (target, error) {
 	return target{name: "fastrouter " + env, url: "http://" + http + "/", pid: p.cmd.Process.Pid}, nil
 }
 
-// nginx starts nginx with uwsgi_pass to node, plain or TLS (+h2).
+// nginx starts nginx with uwsgi_pass to node, plain or TLS (+h2), with a
+// worker per core.
 func (h *harness) nginx(node string, tls bool) (target, bool, error) {
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		return target{}, false, nil
-	}
-	dir, err := os.MkdirTemp(h.tmp, "nginx-")
-	if err != nil {
-		return target{}, false, err
-	}
+	return h.nginxOn(node, tls, "auto", "")
+}
+
+// nginxOn is nginx with workers worker processes ("auto" or a count), on the
+// CPUs in cpus (a taskset list; "" = anywhere).
+func (h *harness) nginxOn(node string, tls bool, workers, cpus string) (target, bool, error) {
 	addr := h.port()
 	listen, scheme := addr, "http"
 	if tls {
@@ -274,7 +295,26 @@ func (h *harness) nginx(node string, tls bool) (target, bool, error) {
 	if strings.HasPrefix(node, "/") {
 		pass = "unix:" + node
 	}
-	conf := fmt.Sprintf(`worker_processes auto;
+	server := fmt.Sprintf("  server {\n    listen %s;\n    location / { include /etc/nginx/uwsgi_params; uwsgi_pass %s; }\n  }\n", listen, pass)
+	t, ok, err := h.startNginx("nginx", workers, cpus, "", server, addr)
+	t.url = scheme + "://" + addr + "/"
+	return t, ok, err
+}
+
+// startNginx writes an nginx.conf with the given worker count, extra http
+// block text (upstreams) and server block, starts nginx in the foreground
+// (pinned to cpus when set) and waits for addr. ok is false when nginx is
+// not installed.
+func (h *harness) startNginx(name, workers, cpus, httpExtra, server, addr string) (target, bool, error) {
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		return target{}, false, nil
+	}
+	dir, err := os.MkdirTemp(h.tmp, "nginx-")
+	if err != nil {
+		return target{}, false, err
+	}
+	conf := fmt.Sprintf(`worker_processes %[2]s;
 worker_rlimit_nofile 65536;
 pid %[1]s/nginx.pid;
 error_log %[1]s/error.log warn;
@@ -284,34 +324,36 @@ http {
   keepalive_requests 1000000;
   keepalive_timeout 120s;
   client_body_temp_path %[1]s; proxy_temp_path %[1]s; fastcgi_temp_path %[1]s; uwsgi_temp_path %[1]s; scgi_temp_path %[1]s;
-  server {
-    listen %[2]s;
-    location / { include /etc/nginx/uwsgi_params; uwsgi_pass %[3]s; }
-  }
-}
-`, dir, listen, pass)
+%[3]s%[4]s}
+`, dir, workers, httpExtra, server)
 	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
 		return target{}, false, err
 	}
-	p, err := h.start("nginx", bin, "-c", filepath.Join(dir, "nginx.conf"), "-g", "daemon off;")
+	p, err := h.startOn(name, cpus, nil, bin, "-c", filepath.Join(dir, "nginx.conf"), "-g", "daemon off;")
 	if err != nil {
 		return target{}, false, err
 	}
 	if err := waitListen(addr, 10*time.Second); err != nil {
 		return target{}, false, err
 	}
-	return target{name: "nginx", url: scheme + "://" + addr + "/", pid: p.cmd.Process.Pid}, true, nil
+	return target{name: "nginx", url: "http://" + addr + "/", pid: p.cmd.Process.Pid}, true, nil
 }
 
 // uwsgiHTTP starts uWSGI's http router in front of node.
 func (h *harness) uwsgiHTTP(node string) (target, bool, error) {
+	return h.uwsgiHTTPOn(node, "")
+}
+
+// uwsgiHTTPOn is uwsgiHTTP with the master and its one http router process
+// on the CPUs in cpus ("" = anywhere).
+func (h *harness) uwsgiHTTPOn(node, cpus string) (target, bool, error) {
 	bin, err := exec.LookPath("uwsgi")
 	if err != nil {
 		return target{}, false, nil
 	}
 	addr := h.port()
-	p, err := h.start("uwsgi-http", bin, "--plugin", "http", "--master", "--die-on-term", "--http", addr, "--http-to", node,
-		"--http-keepalive", "--http-auto-chunked", "--disable-logging")
+	p, err := h.startOn("uwsgi-http", cpus, nil, bin, "--plugin", "http", "--master", "--die-on-term", "--http", addr, "--http-to", node,
+		"--http-processes", "1", "--http-keepalive", "--http-auto-chunked", "--disable-logging")
 	if err != nil {
 		return target{}, false, err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -38,6 +39,27 @@ func (h *harness) start(name string, bin string, args ...string) (*proc, error) 
 	p := &proc{name: name, cmd: cmd, log: lf}
 	h.procs = append(h.procs, p)
 	return p, nil
+}
+
+// startOn is start with environment settings (NAME=VALUE, through env(1))
+// and, when cpus is set, pinned to those CPUs with taskset(1). Both exec
+// the binary, so the process's PID is the one measured.
+func (h *harness) startOn(name, cpus string, env []string, bin string, args ...string) (*proc, error) {
+	var pre []string
+	if len(env) > 0 {
+		pre = append([]string{"/usr/bin/env"}, env...)
+	}
+	if cpus != "" {
+		ts, err := exec.LookPath("taskset")
+		if err != nil {
+			return nil, errors.New("taskset (util-linux) is required to pin a process")
+		}
+		pre = append(pre, ts, "-c", cpus)
+	}
+	if len(pre) == 0 {
+		return h.start(name, bin, args...)
+	}
+	return h.start(name, pre[0], append(append(pre[1:], bin), args...)...)
 }
 
 // stop kills the process group and reaps the leader.

@@ -24,47 +24,20 @@ func (h *harness) report() error {
 	fmt.Fprintf(&b, "# fastrouter benchmark, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %s. Medians of %d alternating rounds; wrk -t2 -c%d for %s per run; h2load -c10 -m10.\n",
 		runtime.NumCPU(), cpuModel(), memTotal(), h.rounds, h.conns, h.dur)
-	b.WriteString("One Go uwsgi backend (one request per connection, as uWSGI workers) behind every router; CPU is the router's\n")
-	b.WriteString("process tree (nginx workers, uWSGI master + http router) in CPU-seconds per 10k requests; RSS after the run.\n\n")
-	b.WriteString("| scenario | router | req/s | vs fastrouter | p50 ms | p99 ms | CPU s/10k req | RSS MiB | notes |\n|---|---|---|---|---|---|---|---|---|\n")
-	base := map[string]float64{}
-	for _, r := range h.rows {
-		if strings.HasPrefix(r.router, "fastrouter") && base[r.scenario] == 0 {
-			base[r.scenario] = r.rps
-		}
+	if len(h.rows) > 0 {
+		h.writeMain(&b)
 	}
-	for _, r := range h.rows {
-		ratio := "—"
-		if base[r.scenario] > 0 && r.rps > 0 {
-			ratio = fmt.Sprintf("%.2f", r.rps/base[r.scenario])
-		}
-		num := func(v float64, f string) string {
-			if v == 0 {
-				return "—"
-			}
-			return fmt.Sprintf(f, v)
-		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.scenario, r.router, num(r.rps, "%.0f"), ratio,
-			num(r.p50, "%.2f"), num(r.p99, "%.2f"), num(r.cpuPer10k, "%.2f"), num(r.rssMiB, "%.1f"), r.extra)
+	h.writePinned(&b)
+	if err := h.writeFleet(&b, func(name string) string { return filepath.Join(h.out, name) }); err != nil {
+		return err
 	}
-	b.WriteString("\n## Where the CPU went, per request\n\n")
-	b.WriteString("Router, backend and load tool share the machine's cores, so a router's req/s follows the sum of all three;\n")
-	b.WriteString("CPU time in µs per request (medians; clock ticks of 10 ms, so short runs are coarse). The router's kernel\n")
-	b.WriteString("time is mostly the socket work every router here must do per request (connect, write, read, close).\n\n")
-	b.WriteString("| scenario | router | router user | router kernel | backend | load tool | total |\n|---|---|---|---|---|---|---|\n")
-	for _, r := range h.rows {
-		if r.usUser+r.usSys == 0 {
-			continue
-		}
-		fmt.Fprintf(&b, "| %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f |\n", r.scenario, r.router, r.usUser, r.usSys,
-			r.usBackend, r.usLoad, r.usUser+r.usSys+r.usBackend+r.usLoad)
-	}
+	h.writeTargets(&b)
 	md := filepath.Join(h.out, "results.md")
 	if err := os.WriteFile(md, []byte(b.String()), 0o644); err != nil {
 		return err
 	}
 	fmt.Print(b.String())
-	if err := h.chart(filepath.Join(h.out, "rps.png"), base); err != nil {
+	if err := h.chart(filepath.Join(h.out, "rps.png"), h.baseRPS()); err != nil {
 		return err
 	}
 	fmt.Printf("\nwrote %s and %s\n", md, filepath.Join(h.out, "rps.png"))
@@ -163,4 +136,50 @@ func memTotal() string {
 		}
 	}
 	return "unknown RAM"
+}
+
+// baseRPS is each scenario's first fastrouter req/s, what the others are
+// compared with.
+func (h *harness) baseRPS() map[string]float64 {
+	base := map[string]float64{}
+	for _, r := range h.rows {
+		if strings.HasPrefix(r.router, "fastrouter") && base[r.scenario] == 0 {
+			base[r.scenario] = r.rps
+		}
+	}
+	return base
+}
+
+// writeMain appends the throughput table and the CPU breakdown.
+func (h *harness) writeMain(b *strings.Builder) {
+	b.WriteString("One Go uwsgi backend (one request per connection, as uWSGI workers) behind every router; CPU is the router's\n")
+	b.WriteString("process tree (nginx workers, uWSGI master + http router) in CPU-seconds per 10k requests; RSS after the run.\n\n")
+	b.WriteString("| scenario | router | req/s | vs fastrouter | p50 ms | p99 ms | CPU s/10k req | RSS MiB | notes |\n|---|---|---|---|---|---|---|---|---|\n")
+	base := h.baseRPS()
+	for _, r := range h.rows {
+		ratio := "—"
+		if base[r.scenario] > 0 && r.rps > 0 {
+			ratio = fmt.Sprintf("%.2f", r.rps/base[r.scenario])
+		}
+		num := func(v float64, f string) string {
+			if v == 0 {
+				return "—"
+			}
+			return fmt.Sprintf(f, v)
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.scenario, r.router, num(r.rps, "%.0f"), ratio,
+			num(r.p50, "%.2f"), num(r.p99, "%.2f"), num(r.cpuPer10k, "%.2f"), num(r.rssMiB, "%.1f"), r.extra)
+	}
+	b.WriteString("\n## Where the CPU went, per request\n\n")
+	b.WriteString("Router, backend and load tool share the machine's cores, so a router's req/s follows the sum of all three;\n")
+	b.WriteString("CPU time in µs per request (medians; clock ticks of 10 ms, so short runs are coarse). The router's kernel\n")
+	b.WriteString("time is mostly the socket work every router here must do per request (connect, write, read, close).\n\n")
+	b.WriteString("| scenario | router | router user | router kernel | backend | load tool | total |\n|---|---|---|---|---|---|---|\n")
+	for _, r := range h.rows {
+		if r.usUser+r.usSys == 0 {
+			continue
+		}
+		fmt.Fprintf(b, "| %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f |\n", r.scenario, r.router, r.usUser, r.usSys,
+			r.usBackend, r.usLoad, r.usUser+r.usSys+r.usBackend+r.usLoad)
+	}
 }

@@ -470,8 +470,8 @@ func (rt *Router) forwardHTTP(x *exchange, head *fasthttp.ResponseHeader, pm *po
 		c, derr := rt.dialHTTPFresh(x.ctx, node)
 		if derr != nil {
 			conn = nil
-			if x.ctx == nil || x.ctx.Err() == nil {
-				node.ReportFailure(rt.now())
+			if (x.ctx == nil || x.ctx.Err() == nil) && node.ReportFailure(rt.now()) {
+				rt.log.Warn("node failed", "pool", x.obs.pool, "node", node.Address, "reason", "connect", "err", derr)
 			}
 			return fail(errAllFailed)
 		}

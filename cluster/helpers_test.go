@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -35,6 +36,7 @@ type routerOpts struct {
 	admission Admission
 	signed    SignedTimes
 	reg       *prometheus.Registry
+	log       *slog.Logger // nil: warnings through t.Log
 }
 
 func fastMemberlist(mc *memberlist.Config) {
@@ -97,7 +99,7 @@ func newTestRouter(t testing.TB, name string, o routerOpts) *testRouter {
 		Table: tb, Name: name, Label: o.label, BindAddr: "127.0.0.1:0", Join: o.join, SecretKey: o.secret,
 		SyncInterval: o.sync, Tolerance: o.tolerance, RefreshInterval: 100 * time.Millisecond,
 		ReportInterval: 20 * time.Millisecond, ReconnectInterval: 200 * time.Millisecond,
-		Logger: testLogger(t, name), Admission: o.admission, Signed: o.signed, Registerer: registerer(o.reg),
+		Logger: cmp.Or(o.log, testLogger(t, name)), Admission: o.admission, Signed: o.signed, Registerer: registerer(o.reg),
 		Memberlist: func(mc *memberlist.Config) {
 			fastMemberlist(mc)
 			if o.tune != nil {

@@ -45,8 +45,14 @@ import (
 // Owned by the goroutine that runs serve. The components run goroutines
 // of their own; the serve goroutines of the listeners belong to serving.
 type app struct {
-	o       *options // as started; a reload changes only shutdownTimeout
-	log     *slog.Logger
+	o   *options // as started; a reload changes only shutdownTimeout and shutdownDelay
+	log *slog.Logger
+	// flushLog, if set, writes the log's counts of rate-limited lines
+	// (internal/lograte); start runs it every few seconds.
+	flushLog func()
+	// dry builds for `fastrouter check`: build writes nothing (no access
+	// log file is opened) and the app is never bound or started.
+	dry     bool
 	level   *slog.LevelVar // --log-level, changed by a reload
 	up      *upgrade.Upgrader
 	started time.Time
@@ -120,6 +126,13 @@ func (a *app) changed() {
 	}
 }
 
+// expired logs a node the table removed because it went silent
+// (balancer.Config.OnExpire).
+func (a *app) expired(key, address string, lastSeen time.Time) {
+	a.log.Info("node expired", "pool", key, "node", address, "last_seen", lastSeen.UTC().Format(time.RFC3339),
+		"silent_for", time.Since(lastSeen).Round(time.Second), "tolerance", a.o.tolerance)
+}
+
 // buildTable makes the routing table with its pool policies, and the
 // health checker that judges its nodes.
 func (a *app) buildTable() error {
@@ -131,6 +144,7 @@ func (a *app) buildTable() error {
 		SlowStart:    o.slowStart,
 		Policy:       o.defaultPolicy(),
 		OnChange:     func(string) { a.changed() },
+		OnExpire:     a.expired,
 	})
 	if err != nil {
 		return err
@@ -172,7 +186,11 @@ func (a *app) buildNodes() error {
 	}
 	a.life.Resume(a.up.State())
 	a.statics = balancer.NewStaticSet(a.table)
-	if _, err := a.statics.Apply(o.staticNodes()); err != nil {
+	added, _, err := a.statics.Apply(o.staticNodes())
+	for _, n := range added {
+		a.log.Info("node joined", "pool", n.Key, "node", n.Address, "source", "config", "static", true)
+	}
+	if err != nil {
 		return err
 	}
 	if o.metricsPerNode {
@@ -187,7 +205,7 @@ func (a *app) buildRouter() error {
 	// The access log's file is written by its own goroutine; requests only
 	// copy their line into its buffer. Closed after the router drained.
 	var accessOut io.Writer // nil unless alog: a typed nil would be "set"
-	if o.accessLog != "" {
+	if o.accessLog != "" && !a.dry {
 		alog, err := accesslog.New(accesslog.Config{Path: o.accessLog, Logger: a.log, Registerer: a.reg})
 		if err != nil {
 			return err

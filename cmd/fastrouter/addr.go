@@ -18,7 +18,7 @@ import (
 func checkTCPAddr(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("want host:port, e.g. 127.0.0.1:8080 or [::1]:8080")
+		return fmt.Errorf("want host:port, e.g. 127.0.0.1:8000 or [::1]:8000")
 	}
 	if err := checkPort(port); err != nil {
 		return err
@@ -40,7 +40,7 @@ func checkTCPAddr(addr string) error {
 func checkIPAddr(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("want ip:port, e.g. 127.0.0.1:2626 or [::1]:2626")
+		return fmt.Errorf("want ip:port, e.g. 127.0.0.1:8000 or [::1]:8000")
 	}
 	if err := checkPort(port); err != nil {
 		return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -270,7 +271,7 @@ func (a *app) buildServers() error {
 	if len(o.https) > 0 {
 		if a.certs, err = routertls.New(routertls.Config{CertFile: o.tlsCert, KeyFile: o.tlsKey, Dir: o.tlsDir,
 			ClientCAFile: o.tlsClientCA, Logger: a.log, Registerer: a.reg}); err != nil {
-			return err
+			return fmt.Errorf("--https: %w", err)
 		}
 	}
 	return nil

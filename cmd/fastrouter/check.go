@@ -34,16 +34,15 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 			"Flags: those of fastrouter (see fastrouter --help).\n", cmd)
 		return 0
 	}
+	var p problems
 	if err != nil {
-		report(stderr, cmd, err)
-		return 2
+		p = append(p, err)
 	}
+	o.checkFiles(&p)
 	warn := &warnLines{w: stderr, cmd: cmd}
 	log := slog.New(warn)
-	var p problems
-	o.checkFiles(&p)
 	var a *app
-	if len(p) == 0 {
+	if len(p) == 0 { // the build needs options that passed the checks
 		var err error
 		if a, err = dryBuild(o, log); err != nil {
 			p.add(err)

@@ -169,7 +169,8 @@ func newFlagSet(o *options) *flagSet {
 
 // parseArgs parses the command line and the --config file and validates
 // the result. The error lists every problem found, one per line (see
-// lines); all are usage errors (exit 2). flag.ErrHelp: --help was asked.
+// lines); all are usage errors (exit 2), and the options are not to be
+// run then. flag.ErrHelp: --help was asked (and the options are nil).
 func parseArgs(args []string) (*options, *flagSet, error) {
 	o := new(options)
 	fs := newFlagSet(o)
@@ -187,10 +188,7 @@ func parseArgs(args []string) (*options, *flagSet, error) {
 		loadConfig(fs, o, o.config, set, &p)
 	}
 	o.validateInto(&p)
-	if len(p) > 0 {
-		return nil, fs, p.err()
-	}
-	return o, fs, nil
+	return o, fs, p.err() // o for check, which lists the problems of its files too
 }
 
 // loadConfig applies a YAML file: each key is a flag name; lists set

@@ -76,9 +76,7 @@ func runSubscribe(args []string, stdout, stderr io.Writer) int {
 	if len(rest) > 0 {
 		p.addf("unexpected argument %q (see fastrouter subscribe --help)", rest[0])
 	}
-	if len(p) == 0 {
-		p.add(o.validate())
-	}
+	p.add(o.validate())
 	if len(p) > 0 {
 		report(stderr, "fastrouter subscribe", p.err())
 		return 2

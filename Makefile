@@ -2,9 +2,13 @@
 .PHONY: build run test bench bench-compare fuzz vulncheck
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The commit fastrouter --version names (unset, the binary reads what Go
+# recorded of the VCS, when it did).
+COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
+LDFLAGS = -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 build:
-	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/fastrouter ./cmd/fastrouter
+	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o bin/fastrouter ./cmd/fastrouter
 
 # Run the router on its defaults (HTTP :8080, subscriptions UDP :2626, admin :9191).
 run:

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"net"
 	"os"
 	"os/exec"
@@ -163,5 +164,43 @@ func TestCompletionScripts(t *testing.T) {
 		if err != nil || !strings.Contains("\n"+string(out), "\n"+c.want+"\n") {
 			t.Errorf("completing %q: %v %q; want %q offered", c.words, err, out, c.want)
 		}
+	}
+}
+
+// The image's defaults are safe and checked: the Dockerfile's CMD passes
+// fastrouter check (its admin API on loopback, so no token is needed),
+// and its HEALTHCHECK runs the binary's own health subcommand (the
+// distroless image has no curl), which reaches that admin listener.
+func TestDockerfileDefaults(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cmd, health []string
+	for _, l := range strings.Split(string(b), "\n") {
+		switch {
+		case strings.HasPrefix(l, "CMD "):
+			if err := json.Unmarshal([]byte(strings.TrimPrefix(l, "CMD ")), &cmd); err != nil {
+				t.Fatalf("CMD: %v", err)
+			}
+		case strings.HasPrefix(l, "HEALTHCHECK "):
+			_, js, ok := strings.Cut(l, " CMD ")
+			if !ok || json.Unmarshal([]byte(js), &health) != nil {
+				t.Fatalf("HEALTHCHECK without an exec-form CMD: %q", l)
+			}
+		}
+	}
+	if len(health) != 2 || health[0] != "/usr/local/bin/fastrouter" || health[1] != "health" {
+		t.Fatalf("HEALTHCHECK CMD %q; want the binary's health subcommand", health)
+	}
+	for i, a := range cmd {
+		if a == "/etc/fastrouter/fastrouter.yaml" {
+			cmd[i] = "../../configs/fastrouter.yaml" // COPY configs/fastrouter.yaml /etc/fastrouter/fastrouter.yaml
+		}
+	}
+	code, stdout, stderr := runBinary(t, append([]string{"check"}, cmd...)...)
+	if code != 0 || !strings.Contains(stdout, "admin: 127.0.0.1:9191;") {
+		t.Fatalf("check %q: exit %d, %q %q; want 0 with the admin API on loopback", cmd, code, stdout, stderr)
 	}
 }

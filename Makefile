@@ -34,7 +34,7 @@ FUZZ_TARGETS = internal/uwsgi:FuzzNextVar internal/uwsgi:FuzzVars internal/uwsgi
 	subscription:FuzzApply subauth:FuzzAdmit subauth:FuzzAdmitRelayed router:FuzzCheckHead router:FuzzCheckPseudo router:FuzzFieldCheck \
 	router:FuzzH2Guard router:FuzzBackendResponse router:FuzzScanHead \
 	router:FuzzCookieValue router:FuzzParseProxyHeader router:FuzzParseUwsgiFront router:FuzzRequestID \
-	router:FuzzAppendJSONString cmd/fastrouter:FuzzConfigFile balancer:FuzzLookup balancer:FuzzParseEndpoint tls:FuzzLoadPair tls:FuzzLookup \
+	router:FuzzAppendJSONString cmd/fastrouter:FuzzConfigFile cmd/fastrouter:FuzzParseArgs balancer:FuzzLookup balancer:FuzzParseEndpoint tls:FuzzLoadPair tls:FuzzLookup \
 	health:FuzzParseStatusLine cluster:FuzzDecodeMessage cluster:FuzzDecodeRawState cluster:FuzzDecodeState
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

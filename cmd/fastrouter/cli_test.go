@@ -229,3 +229,44 @@ func TestConfigAndExpiryLogged(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseArgs: any command line parses or fails with its problems one
+// per line, each naming no Go internals; it never panics. Arguments are
+// the input split at NUL bytes.
+func FuzzParseArgs(f *testing.F) {
+	for _, s := range []string{
+		"--timeout\x005", "--bogus\x00x\x00--http\x00127.0.0.1:99999", "-h", "--", "--=x", "---x", "-timeout=1s",
+		"--pprof=maybe", "--to\x00k=[::1]:1", "--admin\x000.0.0.0:1\x00--admin-insecure", "--trusted-proxy\x0010.0.0.1",
+		"--uwsgi\x00@\x00--stats\x00a:b:c", "--subscription-server\x00/x\x00--cluster-bind\x00:0\x00--cluster-join\x00h:1",
+		"--max-conns", "extra", "--http\x00[::1%eth0]:1",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > 1024 {
+			return
+		}
+		var args []string
+		if len(data) > 0 {
+			args = strings.Split(string(data), "\x00")
+		}
+		for _, a := range args {
+			if leaksGo(a) {
+				return // the input itself would be quoted back
+			}
+			if strings.HasPrefix(strings.TrimLeft(a, "-"), "config") || strings.HasPrefix(a, "--state") ||
+				strings.Contains(a, "file") || strings.Contains(a, "sign-check") {
+				return // no file system access from the fuzzer
+			}
+		}
+		_, _, err := parseArgs(args)
+		if err == nil || err == flag.ErrHelp {
+			return
+		}
+		for _, l := range lines(err) {
+			if leaksGo(operatorText(l)) {
+				t.Fatalf("problem names Go internals: %q", l)
+			}
+		}
+	})
+}

@@ -175,6 +175,8 @@ func TestUsageMessages(t *testing.T) {
 		return p
 	}
 	misspelt := write("misspelt.yaml", "pools:\n  app.test:\n    algoo: wrr\n")
+	ecKey := filepath.Join(dir, "ec.pem")
+	openssl(t, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", ecKey)
 	for _, c := range []struct {
 		args []string
 		want []string
@@ -193,6 +195,8 @@ func TestUsageMessages(t *testing.T) {
 		{[]string{"subscribe", "--bogus"}, []string{`fastrouter subscribe: unknown flag --bogus (see fastrouter subscribe --help)`,
 			`fastrouter subscribe: --key is required (1 to 255 bytes)`}},
 		{[]string{"subscribe", "--key", "k", "--address", "127.0.0.1:1", "--every", "soon"}, []string{`fastrouter subscribe: --every: "soon" is not a duration (e.g. 5s, 1m)`}},
+		{[]string{"subscribe", "--key", "k", "--address", "127.0.0.1:1", "--sign", "SHA256:" + ecKey},
+			[]string{`fastrouter subscribe: --sign: unsupported private key type ECDSA (want RSA or Ed25519)`}},
 		{[]string{"health", "--timeout", "x"}, []string{`fastrouter health: --timeout: "x" is not a duration (e.g. 5s, 1m)`}},
 		{[]string{"check", "--bogus"}, []string{`fastrouter check: unknown flag --bogus (see fastrouter --help)`}},
 		{[]string{"completion", "fish"}, []string{`fastrouter completion: want bash or zsh (see fastrouter completion --help)`}},

@@ -45,7 +45,7 @@ type cmdSpec struct {
 func completionSpecs() []cmdSpec {
 	main := newFlagSet(&options{})
 	specs := []cmdSpec{{name: "", fs: main}}
-	for _, c := range subcommands {
+	for _, c := range subcommands() {
 		s := cmdSpec{name: c.name, what: c.what}
 		switch c.name {
 		case "check":

@@ -3,7 +3,7 @@
 // datagrams (as uWSGI's --subscribe-to sends them), and forwards over uwsgi.
 //
 // This package only wires packages together: the command line (here and
-// flags.go: subcommands, help, version), flags and config (config.go), the
+// flags.go: subcommands, help, version; addr.go: listener addresses), flags and config (config.go), the
 // app and its phases (app.go: build, bind, start, run, stop), reload
 // (reload.go), the binary upgrade's pid file (pidfile.go), signals (here),
 // and the subcommands check (check.go), health (healthcmd.go), subscribe
@@ -93,13 +93,18 @@ func versionLine() string {
 		runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
 
-// subcommands are the words that may come first on the command line,
-// with what --help and the completion scripts say of them.
-var subcommands = []struct{ name, args, what string }{
-	{"check", "[flags]", "validate the flags and --config file as the router would, start nothing"},
-	{"health", "[--admin ADDR]", "ask a running router's /healthz: exit 0 when it serves, 1 when not"},
-	{"subscribe", "--key KEY --address ADDR [flags]", "announce a node that is not uWSGI"},
-	{"completion", "bash|zsh", "print a shell completion script"},
+// subcommand is a word that may come first on the command line, with
+// what --help and the completion scripts say of it.
+type subcommand struct{ name, args, what string }
+
+// subcommands lists them in the order --help shows them.
+func subcommands() []subcommand {
+	return []subcommand{
+		{"check", "[flags]", "validate the flags and --config file as the router would, start nothing"},
+		{"health", "[--admin ADDR]", "ask a running router's /healthz: exit 0 when it serves, 1 when not"},
+		{"subscribe", "--key KEY --address ADDR [flags]", "announce a node that is not uWSGI"},
+		{"completion", "bash|zsh", "print a shell completion script"},
+	}
 }
 
 // run is main with its environment passed in; it returns the exit code:
@@ -215,11 +220,11 @@ func operatorText(s string) string {
 func printUsage(w io.Writer, fs *flagSet) {
 	fmt.Fprintf(w, "%s: HTTP front router for uwsgi nodes that join by subscription.\n\nUsage:\n", versionLine())
 	width := len("fastrouter [flags]")
-	for _, c := range subcommands {
+	for _, c := range subcommands() {
 		width = max(width, len("fastrouter "+c.name+" "+c.args))
 	}
 	fmt.Fprintf(w, "  %-*s  %s\n", width, "fastrouter [flags]", "run the router")
-	for _, c := range subcommands {
+	for _, c := range subcommands() {
 		fmt.Fprintf(w, "  %-*s  %s\n", width, "fastrouter "+c.name+" "+c.args, c.what)
 	}
 	fmt.Fprintf(w, "\nEvery flag can also be set in the --config file (key = flag name without --).\n"+

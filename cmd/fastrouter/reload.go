@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/fastrouter/fastrouter/balancer"
@@ -31,7 +32,7 @@ func (a *app) run(ctx context.Context, sig signals) error {
 		case <-sig.hup:
 			no, err := sig.reload()
 			if err != nil {
-				a.log.Error("reload refused; the running configuration stays", "err", err)
+				a.log.Error("reload refused; the running configuration stays", "err", strings.Join(lines(err), "; "))
 				continue
 			}
 			a.reload(no)

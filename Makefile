@@ -2,9 +2,13 @@
 .PHONY: build run test bench bench-compare fuzz vulncheck staticcheck release
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The commit fastrouter --version names (unset, the binary reads what Go
+# recorded of the VCS, when it did).
+COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
+LDFLAGS = -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 build:
-	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/fastrouter ./cmd/fastrouter
+	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o bin/fastrouter ./cmd/fastrouter
 
 # Run the router on its defaults (HTTP :8080, subscriptions UDP :2626, admin :9191).
 run:
@@ -30,7 +34,7 @@ FUZZ_TARGETS = internal/ascii:FuzzFold internal/uwsgi:FuzzNextVar internal/uwsgi
 	subscription:FuzzApply subauth:FuzzAdmit subauth:FuzzAdmitRelayed internal/strict:FuzzCheckHead internal/strict:FuzzCheckPseudo internal/strict:FuzzFieldCheck \
 	router:FuzzH2Guard router:FuzzBackendResponse router:FuzzScanHead \
 	router:FuzzCookieValue internal/proxyproto:FuzzParse router:FuzzParseUwsgiFront router:FuzzRequestID \
-	router:FuzzAppendJSONString cmd/fastrouter:FuzzConfigFile balancer:FuzzLookup balancer:FuzzParseEndpoint tls:FuzzLoadPair tls:FuzzLookup \
+	router:FuzzAppendJSONString cmd/fastrouter:FuzzConfigFile cmd/fastrouter:FuzzParseArgs balancer:FuzzLookup balancer:FuzzParseEndpoint tls:FuzzLoadPair tls:FuzzLookup \
 	health:FuzzParseStatusLine cluster:FuzzDecodeMessage cluster:FuzzDecodeRawState cluster:FuzzDecodeState cluster:FuzzDecodeBlob \
 	acme:FuzzValidKey acme:FuzzParseChallenge acme:FuzzParsePeerRecords
 fuzz:
@@ -64,7 +68,7 @@ release:
 	@set -e; for p in $(RELEASE_PLATFORMS); do \
 		os=$${p%/*}; arch=$${p#*/}; out=dist/fastrouter-$(VERSION)-$$os-$$arch; \
 		echo "== $$out"; \
-		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $$out ./cmd/fastrouter; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch go build -trimpath -ldflags "$(LDFLAGS)" -o $$out ./cmd/fastrouter; \
 	done
 	cd dist && sha256sum fastrouter-* > SHA256SUMS
 	@cat dist/SHA256SUMS

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
+	"sync/atomic"
 	"time"
 
 	"github.com/fastrouter/fastrouter/balancer"
@@ -95,6 +96,8 @@ type Handler struct {
 	cfg   Config
 	mux   *http.ServeMux
 	rates *rates // nil without a Gatherer
+	// stopping is set by ShuttingDown: /healthz answers 503 from then on.
+	stopping atomic.Bool
 }
 
 // New validates cfg and builds the handler.
@@ -122,10 +125,7 @@ func New(cfg Config) (*Handler, error) {
 	}
 	h := &Handler{cfg: cfg, mux: http.NewServeMux()}
 	h.mux.HandleFunc("GET /{$}", h.statusPage)
-	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("ok"))
-	})
+	h.mux.HandleFunc("GET /healthz", h.healthz)
 	h.mux.HandleFunc("GET /api/pools", h.listPools)
 	h.mux.HandleFunc("GET /api/pools/{key}", h.getPool)
 	h.mux.HandleFunc("GET /api/pools/{key}/nodes/{address}", h.getNode)
@@ -166,6 +166,25 @@ func (h *Handler) Close() {
 	}
 }
 
+// ShuttingDown makes /healthz answer 503 "shutting down" from now on, so
+// that a load balancer in front of the router moves traffic away while it
+// still serves (Traefik's terminatingStatusCode). Safe to call from any
+// goroutine, more than once.
+func (h *Handler) ShuttingDown() { h.stopping.Store(true) }
+
+// healthz answers 200 "ok" while the router serves, 503 "shutting down"
+// once its shutdown began.
+func (h *Handler) healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if h.stopping.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("shutting down"))
+		return
+	}
+	_, _ = w.Write([]byte("ok"))
+}
+
 // PoolJSON is the stable JSON shape of a pool (README, "Admin API"):
 // deploy scripts read it, so fields are added, never renamed.
 type PoolJSON struct {
@@ -193,8 +212,10 @@ type NodeJSON struct {
 	Load      uint64    `json:"load"`
 	Modifier1 uint8     `json:"modifier1"`
 	Modifier2 uint8     `json:"modifier2"`
-	// Healthy is the last active health check verdict (true when the pool
-	// has no checks); a node that fails them shows state "failed".
+	// Healthy is false while the node is failing: its last connect failed
+	// or an active health check marks it down. It never contradicts State:
+	// a node that is not healthy shows "failed" (or "draining"/"drained"
+	// when a drain holds it), a "failed" one is never healthy.
 	Healthy bool       `json:"healthy"`
 	Drain   *DrainJSON `json:"drain,omitempty"`
 }
@@ -224,7 +245,7 @@ func nodeJSON(n *balancer.Node) NodeJSON {
 	out := NodeJSON{
 		Address: i.Address, Weight: i.Weight, State: i.State.String(), Inflight: i.Inflight,
 		Requests: i.Requests, Failures: i.Failures, LastSeen: i.LastSeen.UTC(), Static: i.Static,
-		Cores: i.Cores, Load: i.Load, Modifier1: i.Modifier1, Modifier2: i.Modifier2, Healthy: n.Healthy(),
+		Cores: i.Cores, Load: i.Load, Modifier1: i.Modifier1, Modifier2: i.Modifier2, Healthy: i.Healthy,
 	}
 	if d := n.Drain(); !d.Started.IsZero() {
 		out.Drain = &DrainJSON{Started: d.Started.UTC(), Deadline: d.Deadline.UTC(), Served: d.Served, Forced: d.Forced, Inflight: i.Inflight}
@@ -272,6 +293,7 @@ func (h *Handler) auth(next http.HandlerFunc) http.HandlerFunc {
 	want := []byte("Bearer " + h.cfg.Token)
 	return func(w http.ResponseWriter, r *http.Request) {
 		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			h.cfg.Logger.Warn("admin: call refused: missing or wrong bearer token", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="fastrouter"`)
 			h.writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
 			return
@@ -312,30 +334,54 @@ func (h *Handler) drain(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	force := r.URL.Query().Get("force") == "1"
-	n, err := h.cfg.Table.Drain(r.PathValue("key"), r.PathValue("address"), timeout, force)
+	key, addr := r.PathValue("key"), r.PathValue("address")
+	was := h.nodeState(key, addr)
+	n, err := h.cfg.Table.Drain(key, addr, timeout, force)
 	if err != nil {
 		h.tableError(w, err)
 		return
 	}
-	h.cfg.Logger.Info("drain started", "pool", r.PathValue("key"), "node", n.Address, "timeout", timeout, "via", "admin")
+	if was != balancer.StateDraining && was != balancer.StateDrained {
+		h.cfg.Logger.Info("drain started", "pool", key, "node", n.Address, "source", "admin", "timeout", timeout,
+			"force", force, "remote", r.RemoteAddr)
+	}
 	h.writeJSON(w, http.StatusAccepted, nodeJSON(n))
 }
 
 func (h *Handler) undrain(w http.ResponseWriter, r *http.Request) {
-	n, err := h.cfg.Table.Undrain(r.PathValue("key"), r.PathValue("address"))
+	key, addr := r.PathValue("key"), r.PathValue("address")
+	was := h.nodeState(key, addr)
+	n, err := h.cfg.Table.Undrain(key, addr)
 	if err != nil {
 		h.tableError(w, err)
 		return
 	}
+	if was == balancer.StateDraining || was == balancer.StateDrained {
+		h.cfg.Logger.Info("node undrained", "pool", key, "node", n.Address, "source", "admin", "was", was.String(), "remote", r.RemoteAddr)
+	}
 	h.writeJSON(w, http.StatusOK, nodeJSON(n))
 }
 
+// nodeState is the state of a node before a call changes it (the zero
+// State when there is no such node), so that the log says what the call
+// did rather than what it asked.
+func (h *Handler) nodeState(key, addr string) balancer.State {
+	if p := h.cfg.Table.Pool(key); p != nil {
+		if n := p.Node(addr); n != nil {
+			return n.State()
+		}
+	}
+	return balancer.StateActive
+}
+
 func (h *Handler) deleteNode(w http.ResponseWriter, r *http.Request) {
-	if !h.cfg.Table.RemoveNode(r.PathValue("key"), r.PathValue("address")) {
+	key, addr := r.PathValue("key"), r.PathValue("address")
+	if !h.cfg.Table.RemoveNode(key, addr) {
 		h.writeError(w, http.StatusNotFound, "no such node")
 		return
 	}
-	h.writeJSON(w, http.StatusOK, map[string]string{"removed": r.PathValue("address")})
+	h.cfg.Logger.Info("node left", "pool", key, "node", addr, "source", "admin", "reason", "deleted", "remote", r.RemoteAddr)
+	h.writeJSON(w, http.StatusOK, map[string]string{"removed": addr})
 }
 
 func (h *Handler) addNode(w http.ResponseWriter, r *http.Request) {
@@ -360,11 +406,20 @@ func (h *Handler) addNode(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	existed := false
+	if p := h.cfg.Table.Pool(key); p != nil {
+		existed = p.Node(body.Address) != nil
+	}
 	if err := h.cfg.Table.AddStatic(key, body.Address, body.Weight); err != nil {
 		h.tableError(w, err)
 		return
 	}
 	n := h.cfg.Table.Pool(key).Node(body.Address)
+	msg := "node joined"
+	if existed {
+		msg = "node updated"
+	}
+	h.cfg.Logger.Info(msg, "pool", key, "node", n.Address, "source", "admin", "weight", n.Weight(), "remote", r.RemoteAddr)
 	h.writeJSON(w, http.StatusCreated, nodeJSON(n))
 }
 

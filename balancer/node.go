@@ -221,11 +221,17 @@ type Node struct {
 
 // NodeInfo is a consistent-enough copy of a node's public state.
 type NodeInfo struct {
-	Address   string
-	Weight    int64
-	Cores     uint64
-	Load      uint64
-	State     State
+	Address string
+	Weight  int64
+	Cores   uint64
+	Load    uint64
+	State   State
+	// Healthy is false while the node is failing: its last connect failed
+	// (passive health) or an active health check marks it down. Read
+	// with State from the same loads, so the two never disagree: a node
+	// that is not healthy shows "failed", unless a drain holds it
+	// ("draining", "drained"); a "failed" node is never healthy.
+	Healthy   bool
 	Backup    uint64 // backup level, 0 = primary
 	Inflight  int64
 	Requests  uint64
@@ -240,12 +246,14 @@ type NodeInfo struct {
 
 // Info snapshots the node.
 func (n *Node) Info() NodeInfo {
+	state, healthy := n.status()
 	return NodeInfo{
 		Address:   n.Address,
 		Weight:    n.weight.Load(),
 		Cores:     n.cores.Load(),
 		Load:      n.load.Load(),
-		State:     n.State(),
+		State:     state,
+		Healthy:   healthy,
 		Backup:    n.level.Load(),
 		Inflight:  n.inflight.Load(),
 		Requests:  n.requests.Load(),
@@ -267,18 +275,26 @@ func (n *Node) Info() NodeInfo {
 // recovers. Like Pick, it counts a failed node whose backoff is over as
 // usable: it is about to be probed.
 func (n *Node) State() State {
-	s := n.stored()
-	if s == StateActive && n.down.Load() {
-		return StateFailed
+	s, _ := n.status()
+	return s
+}
+
+// status is the node's state and health, both from one load of the
+// lifecycle state and one of the health check verdict.
+func (n *Node) status() (State, bool) {
+	s, down := n.stored(), n.down.Load()
+	healthy := !down && s != StateFailed
+	if s == StateActive && down {
+		return StateFailed, healthy
 	}
 	if s == StateActive && n.pool != nil && !n.removed.Load() {
 		if l := n.level.Load(); l > 0 {
 			if serving, ok := serveLevel(n.pool.Nodes(), n.pool.now().UnixNano(), nil); ok && l > serving {
-				return StateBackup
+				return StateBackup, healthy
 			}
 		}
 	}
-	return s
+	return s, healthy
 }
 
 // stored is the state as written by the lifecycle; it is never StateBackup.
@@ -325,22 +341,28 @@ func (n *Node) SetHealthy(up bool) {
 }
 
 // Healthy reports the last active health check verdict (true when the pool
-// has no checks).
+// has no checks). What the admin API shows as healthy is NodeInfo.Healthy,
+// which also counts connect failures.
 func (n *Node) Healthy() bool { return !n.down.Load() }
 
-// ReportSuccess clears the node's failure streak after a successful connect.
-func (n *Node) ReportSuccess() {
+// ReportSuccess clears the node's failure streak after a successful
+// connect. It reports whether that brought a failed node back (true once
+// per recovery, for the caller to log).
+func (n *Node) ReportSuccess() (recovered bool) {
 	if n.consecFails.Load() != 0 {
 		n.consecFails.Store(0)
 		n.retryAt.Store(0)
-		n.state.CompareAndSwap(uint32(StateFailed), uint32(StateActive))
+		return n.state.CompareAndSwap(uint32(StateFailed), uint32(StateActive))
 	}
+	return false
 }
 
 // ReportFailure marks the node failed after a connect failure. It is skipped
 // by Pick until now+backoff, where backoff doubles with consecutive failures
-// from minBackoff up to maxBackoff; after that one request probes it.
-func (n *Node) ReportFailure(now time.Time) {
+// from minBackoff up to maxBackoff; after that one request probes it. It
+// reports whether this failure marked an active node failed (true once per
+// failure streak, for the caller to log; a draining node is not marked).
+func (n *Node) ReportFailure(now time.Time) (marked bool) {
 	n.failures.Add(1)
 	c := n.consecFails.Add(1)
 	backoff := minBackoff << min(c-1, 16)
@@ -348,7 +370,7 @@ func (n *Node) ReportFailure(now time.Time) {
 		backoff = maxBackoff
 	}
 	n.retryAt.Store(now.Add(backoff).UnixNano())
-	n.state.CompareAndSwap(uint32(StateActive), uint32(StateFailed))
+	return n.state.CompareAndSwap(uint32(StateActive), uint32(StateFailed))
 }
 
 const (

@@ -25,19 +25,20 @@ func NewStaticSet(t *Table) *StaticSet {
 	return &StaticSet{table: t, current: map[StaticNode]bool{}}
 }
 
-// Apply makes want the configured nodes and returns those it removed, in
-// key then address order. Nodes already added are left as they are (their
-// counters and state survive a reload). A node the table refuses stops it
-// with that error before anything is removed; the set then still holds
-// what the previous Apply left, so the next Apply adds again whatever it
-// lacks.
-func (s *StaticSet) Apply(want []StaticNode) (removed []StaticNode, err error) {
+// Apply makes want the configured nodes and returns those it added (in
+// want's order) and those it removed (in key then address order). Nodes
+// already added are left as they are (their counters and state survive a
+// reload). A node the table refuses stops it with that error before
+// anything is removed; the set then still holds what the previous Apply
+// left, so the next Apply adds again whatever it lacks.
+func (s *StaticSet) Apply(want []StaticNode) (added, removed []StaticNode, err error) {
 	next := make(map[StaticNode]bool, len(want))
 	for _, n := range want {
-		if !s.current[n] {
+		if !s.current[n] && !next[n] {
 			if err := s.table.AddStatic(n.Key, n.Address, 1); err != nil {
-				return nil, err
+				return added, nil, err
 			}
+			added = append(added, n)
 		}
 		next[n] = true
 	}
@@ -51,5 +52,5 @@ func (s *StaticSet) Apply(want []StaticNode) (removed []StaticNode, err error) {
 	slices.SortFunc(removed, func(a, b StaticNode) int {
 		return cmp.Or(cmp.Compare(a.Key, b.Key), cmp.Compare(a.Address, b.Address))
 	})
-	return removed, nil
+	return added, removed, nil
 }

@@ -27,8 +27,8 @@ func TestStaticSetFollowsTheConfiguration(t *testing.T) {
 	}
 	s := NewStaticSet(tb)
 	a, b, c := StaticNode{"a.test", "10.0.0.1:3031"}, StaticNode{"a.test", "10.0.0.2:3031"}, StaticNode{"c.test", "10.0.0.3:3031"}
-	if removed, err := s.Apply([]StaticNode{a, b}); err != nil || removed != nil {
-		t.Fatalf("first Apply: removed %v, %v", removed, err)
+	if added, removed, err := s.Apply([]StaticNode{a, b}); err != nil || removed != nil || !reflect.DeepEqual(added, []StaticNode{a, b}) {
+		t.Fatalf("first Apply: added %v, removed %v, %v", added, removed, err)
 	}
 	if got := nodeAddrs(tb, "a.test"); !reflect.DeepEqual(got, []string{a.Address, b.Address}) {
 		t.Fatalf("a.test nodes %v", got)
@@ -39,12 +39,12 @@ func TestStaticSetFollowsTheConfiguration(t *testing.T) {
 	}
 	na.AddTraffic(10, 20)
 
-	removed, err := s.Apply([]StaticNode{a, c})
+	added, removed, err := s.Apply([]StaticNode{a, c})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(removed, []StaticNode{b}) {
-		t.Fatalf("removed %v; want %v", removed, []StaticNode{b})
+	if !reflect.DeepEqual(removed, []StaticNode{b}) || !reflect.DeepEqual(added, []StaticNode{c}) {
+		t.Fatalf("added %v, removed %v; want %v and %v", added, removed, []StaticNode{c}, []StaticNode{b})
 	}
 	if got := nodeAddrs(tb, "a.test"); !reflect.DeepEqual(got, []string{a.Address}) {
 		t.Fatalf("a.test nodes after the reload %v; want only %s", got, a.Address)
@@ -56,7 +56,7 @@ func TestStaticSetFollowsTheConfiguration(t *testing.T) {
 		t.Fatalf("c.test nodes %v", got)
 	}
 
-	if removed, err = s.Apply(nil); err != nil || !reflect.DeepEqual(removed, []StaticNode{a, c}) {
+	if _, removed, err = s.Apply(nil); err != nil || !reflect.DeepEqual(removed, []StaticNode{a, c}) {
 		t.Fatalf("Apply(nil): removed %v, %v; want a and c in order", removed, err)
 	}
 	if got := nodeAddrs(tb, "admin.test"); !reflect.DeepEqual(got, []string{"10.0.9.9:3031"}) {
@@ -69,16 +69,16 @@ func TestStaticSetRefusalRemovesNothing(t *testing.T) {
 	tb, _ := newTable(t, Config{})
 	s := NewStaticSet(tb)
 	a := StaticNode{"a.test", "10.0.0.1:3031"}
-	if _, err := s.Apply([]StaticNode{a}); err != nil {
+	if _, _, err := s.Apply([]StaticNode{a}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Apply([]StaticNode{{"b\x01.test", "10.0.0.2:3031"}}); err == nil {
+	if _, _, err := s.Apply([]StaticNode{{"b\x01.test", "10.0.0.2:3031"}}); err == nil {
 		t.Fatal("Apply of a bad key succeeded")
 	}
 	if got := nodeAddrs(tb, "a.test"); !reflect.DeepEqual(got, []string{a.Address}) {
 		t.Fatalf("a refused Apply removed nodes: a.test has %v", got)
 	}
-	if removed, err := s.Apply(nil); err != nil || !reflect.DeepEqual(removed, []StaticNode{a}) {
+	if _, removed, err := s.Apply(nil); err != nil || !reflect.DeepEqual(removed, []StaticNode{a}) {
 		t.Fatalf("Apply(nil) after a refusal: removed %v, %v; want a", removed, err)
 	}
 }

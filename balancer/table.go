@@ -69,6 +69,10 @@ type Config struct {
 	// added or removed) with the pool key. It runs with the table lock held
 	// and must not call back into the Table.
 	OnChange func(key string)
+	// OnExpire, if set, is called by Expire for each node it removed, with
+	// the node's last announce, after the table lock is released (so it
+	// may log, or read the table).
+	OnExpire func(key, address string, lastSeen time.Time)
 }
 
 // Table maps routing keys to pools. It is safe for concurrent use.
@@ -781,10 +785,13 @@ func (t *Table) DeletePool(key string) bool {
 // Expire removes every non-static node whose last announce is older than
 // tolerance and returns how many it removed. The subscription server calls it
 // from a timer, so silent nodes disappear even when no request asks for them
-// (uWSGI only expires lazily, on lookup).
+// (uWSGI only expires lazily, on lookup). Config.OnExpire hears of each.
 func (t *Table) Expire(tolerance time.Duration) int {
 	cutoff := t.cfg.Now().Add(-tolerance).UnixNano()
-	type victim struct{ key, addr string }
+	type victim struct {
+		key, addr string
+		seen      int64
+	}
 	var victims []victim
 	var emptied []*Pool
 	for i := range t.shards {
@@ -794,7 +801,7 @@ func (t *Table) Expire(tolerance time.Duration) int {
 			}
 			for _, n := range p.Nodes() {
 				if !n.Static && n.lastSeen.Load() < cutoff {
-					victims = append(victims, victim{p.Key, n.Address})
+					victims = append(victims, victim{p.Key, n.Address, 0})
 				}
 			}
 		}
@@ -803,23 +810,31 @@ func (t *Table) Expire(tolerance time.Duration) int {
 		return 0
 	}
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	for _, p := range emptied {
 		if t.Pool(p.Key) == p && len(p.Nodes()) == 0 && p.emptySince.Load() < cutoff {
 			t.dropPool(p)
 			t.changed(p.Key)
 		}
 	}
-	removed := 0
+	removed := victims[:0]
 	for _, v := range victims {
 		// Re-check under the lock: a refresh may have raced the scan.
 		if p := t.Pool(v.key); p != nil {
-			if n := p.Node(v.addr); n != nil && n.lastSeen.Load() < cutoff && t.removeLocked(v.key, v.addr) {
-				removed++
+			if n := p.Node(v.addr); n != nil {
+				if seen := n.lastSeen.Load(); seen < cutoff && t.removeLocked(v.key, v.addr) {
+					v.seen = seen
+					removed = append(removed, v)
+				}
 			}
 		}
 	}
-	return removed
+	t.mu.Unlock()
+	if t.cfg.OnExpire != nil {
+		for _, v := range removed {
+			t.cfg.OnExpire(v.key, v.addr, time.Unix(0, v.seen))
+		}
+	}
+	return len(removed)
 }
 
 // AddStatic adds a node that never expires (--to KEY=ADDR, admin API).

@@ -34,13 +34,15 @@ func (c *Cluster) apply(e *entry) {
 			c.applyDrain(&s, n)
 		}
 	case s.life == lifeGone:
-		if n != nil {
-			c.table.RemoveNode(s.key, s.addr)
+		if n != nil && c.table.RemoveNode(s.key, s.addr) {
+			c.log.Info("node left", "pool", s.key, "node", s.addr, "source", "cluster", "reason", "deleted")
 		}
 	case s.life == lifeUnsub:
 		if n != nil && !n.Unsubscribed() {
 			// Drains with the origin's deadline (removed at once when idle).
 			c.table.Unsubscribe([]byte(s.key), []byte(s.addr), max(time.Unix(0, s.drainDeadline).Sub(now), time.Millisecond))
+			c.log.Info("node left", "pool", s.key, "node", s.addr, "source", "cluster", "reason", "unsubscribe",
+				"draining", c.node(s.key, s.addr) != nil)
 		}
 	default: // alive or draining
 		if !s.static && now.UnixNano()-s.lastSeen > int64(c.cfg.Tolerance) {
@@ -68,6 +70,9 @@ func (c *Cluster) apply(e *entry) {
 			// Announce stamped it with our clock; it was last seen when
 			// the origin says, so it expires at the same time everywhere.
 			c.table.SetLastSeen(s.key, s.addr, time.Unix(0, max(prev, s.lastSeen)))
+			if revive {
+				c.log.Info("node joined", "pool", s.key, "node", s.addr, "source", "cluster", "weight", max(a.weight, 1))
+			}
 			n = c.node(s.key, s.addr)
 			lifeDue = lifeDue || revive // created or revived here: give it the entry's lifecycle
 		} else {
@@ -88,13 +93,20 @@ func (c *Cluster) apply(e *entry) {
 // applyDrain gives an existing node the drain state of s: undrained when s
 // is alive, draining with the origin's times when s drains.
 func (c *Cluster) applyDrain(s *entry, n *balancer.Node) {
+	st := n.State()
 	switch s.life {
 	case lifeAlive:
-		if st := n.State(); st == balancer.StateDraining || st == balancer.StateDrained {
-			_, _ = c.table.Undrain(s.key, s.addr)
+		if st == balancer.StateDraining || st == balancer.StateDrained {
+			if _, err := c.table.Undrain(s.key, s.addr); err == nil {
+				c.log.Info("node undrained", "pool", s.key, "node", s.addr, "source", "cluster", "was", st.String())
+			}
 		}
 	case lifeDraining:
 		c.table.DrainAt(s.key, s.addr, time.Unix(0, s.drainStart), time.Unix(0, s.drainDeadline))
+		if st != balancer.StateDraining && st != balancer.StateDrained {
+			c.log.Info("drain started", "pool", s.key, "node", s.addr, "source", "cluster",
+				"deadline", time.Unix(0, s.drainDeadline).UTC().Format(time.RFC3339))
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -36,6 +37,7 @@ type routerOpts struct {
 	signed    SignedTimes
 	reg       *prometheus.Registry
 	maxBlobs  int // Config.MaxBlobBytes
+	log       *slog.Logger // nil: warnings through t.Log
 }
 
 func fastMemberlist(mc *memberlist.Config) {
@@ -98,7 +100,7 @@ func newTestRouter(t testing.TB, name string, o routerOpts) *testRouter {
 		Table: tb, Name: name, Label: o.label, BindAddr: "127.0.0.1:0", Join: o.join, SecretKey: o.secret,
 		SyncInterval: o.sync, Tolerance: o.tolerance, RefreshInterval: 100 * time.Millisecond,
 		ReportInterval: 20 * time.Millisecond, ReconnectInterval: 200 * time.Millisecond,
-		Logger: testLogger(t, name), Admission: o.admission, Signed: o.signed, Registerer: registerer(o.reg),
+		Logger: cmp.Or(o.log, testLogger(t, name)), Admission: o.admission, Signed: o.signed, Registerer: registerer(o.reg),
 		MaxBlobBytes: o.maxBlobs,
 		Memberlist: func(mc *memberlist.Config) {
 			fastMemberlist(mc)

@@ -318,7 +318,9 @@ func (c *Checker) probe(pool string, n *balancer.Node, ch Check, tg *target) {
 		tg.fails.Store(0)
 		if p := tg.passes.Add(1); !n.Healthy() && int(p) >= ch.Rise {
 			n.SetHealthy(true)
-			c.log.Info("node passed its health checks; back in rotation", "pool", pool, "node", n.Address, "passes", p)
+			// WARN like the failure, so that a log read at warn level
+			// pairs every failure with its recovery.
+			c.log.Warn("node recovered", "pool", pool, "node", n.Address, "reason", "health check", "passes", p)
 		}
 		return
 	}
@@ -327,7 +329,7 @@ func (c *Checker) probe(pool string, n *balancer.Node, ch Check, tg *target) {
 	f := tg.fails.Add(1)
 	if n.Healthy() && int(f) >= ch.Fall {
 		n.SetHealthy(false)
-		c.log.Warn("node failed its health checks; out of rotation", "pool", pool, "node", n.Address, "failures", f, "err", err)
+		c.log.Warn("node failed", "pool", pool, "node", n.Address, "reason", "health check", "failures", f, "err", err)
 		return
 	}
 	c.log.Debug("health probe failed", "pool", pool, "node", n.Address, "err", err)

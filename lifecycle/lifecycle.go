@@ -412,7 +412,7 @@ func (m *Manager) Load() (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("state file: %w", err)
 	}
-	n, err := m.Restore(data)
+	n, err := m.restore(data, "state")
 	if err != nil {
 		return 0, fmt.Errorf("state file %s: %w", m.cfg.StateFile, err)
 	}
@@ -445,8 +445,13 @@ func (m *Manager) Resume(handoff io.Reader) {
 }
 
 // Restore loads an encoded table (a state file's content or a Snapshot)
-// into the table and returns how many nodes it restored.
-func (m *Manager) Restore(data []byte) (int, error) {
+// into the table and returns how many nodes it restored. The nodes are
+// not logged one by one: a binary upgrade hands over the same table.
+func (m *Manager) Restore(data []byte) (int, error) { return m.restore(data, "") }
+
+// restore is Restore; with source set, each node that enters is logged
+// as joining from there.
+func (m *Manager) restore(data []byte, source string) (int, error) {
 	var st stateFile
 	if err := json.Unmarshal(data, &st); err != nil {
 		return 0, err
@@ -473,7 +478,7 @@ func (m *Manager) Restore(data []byte) (int, error) {
 					continue
 				}
 			}
-			_, err := m.table.Announce(&balancer.Announce{
+			res, err := m.table.Announce(&balancer.Announce{
 				Key: []byte(p.Key), Address: []byte(sn.Address), Algo: []byte(p.Algo),
 				Modifier1: sn.Modifier1, Modifier2: sn.Modifier2, Weight: uint64(max(sn.Weight, 1)),
 				Cores: sn.Cores, Load: sn.Load, Notify: []byte(sn.Notify), Backup: sn.Backup,
@@ -481,6 +486,9 @@ func (m *Manager) Restore(data []byte) (int, error) {
 			if err != nil {
 				m.log.Warn("state file: node skipped", "pool", p.Key, "node", sn.Address, "err", err)
 				continue
+			}
+			if source != "" && res != balancer.Refreshed {
+				m.log.Info("node joined", "pool", p.Key, "node", sn.Address, "source", source, "saved_state", sn.State)
 			}
 			if sn.State == "draining" || sn.State == "drained" {
 				_, _ = m.table.Drain(p.Key, sn.Address, 0, true)

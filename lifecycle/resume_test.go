@@ -88,3 +88,32 @@ func TestResume(t *testing.T) {
 		t.Errorf("no state file and no hand-off logged %q", logs.String())
 	}
 }
+
+// Nodes restored from the state file are logged one by one as joining
+// from "state"; those of an upgrade's hand-off are not (the new process
+// takes over the same table, so nothing joined).
+func TestRestoredNodesLogged(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "state.json")
+	src := newTable(t)
+	src.Announce(&balancer.Announce{Key: []byte("a.test"), Address: []byte("10.0.0.1:1")})
+	src.Announce(&balancer.Announce{Key: []byte("a.test"), Address: []byte("10.0.0.2:1")})
+	saver, _ := New(Config{StateFile: file}, src)
+	if err := saver.Save(); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	m, _ := resumeManager(t, file, &logs)
+	m.Resume(nil)
+	for _, a := range []string{"10.0.0.1:1", "10.0.0.2:1"} {
+		if want := `level=INFO msg="node joined" pool=a.test node=` + a + ` source=state`; !strings.Contains(logs.String(), want) {
+			t.Errorf("no %q in:\n%s", want, logs.String())
+		}
+	}
+	snap, _ := saver.Snapshot()
+	logs.Reset()
+	m, _ = resumeManager(t, "", &logs)
+	m.Resume(bytes.NewReader(snap))
+	if strings.Contains(logs.String(), "node joined") {
+		t.Errorf("a hand-off logged its nodes one by one:\n%s", logs.String())
+	}
+}

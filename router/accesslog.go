@@ -8,6 +8,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/internal/ascii"
+	"github.com/fastrouter/fastrouter/internal/uwsgi"
 	"github.com/valyala/fasthttp"
 )
 
@@ -17,17 +19,21 @@ import (
 //
 //	{"time":"2026-01-02T15:04:05.123456Z","id":"…","client":"192.0.2.7:51234",
 //	 "method":"GET","host":"example.com","uri":"/a?b","proto":"HTTP/1.1",
-//	 "scheme":"http","status":200,"pool":"example.com","node":"10.0.0.5:3031",
-//	 "upstream_connect":0.000181,"upstream_header":0.012337,"bytes":5120,
-//	 "duration":0.013012}
+//	 "scheme":"http","user_agent":"curl/8.5.0","referer":null,"status":200,
+//	 "pool":"example.com","node":"10.0.0.5:3031","upstream_connect":0.000181,
+//	 "upstream_header":0.012337,"bytes":5120,"duration":0.013012}
 //
 // time is when the request reached the forwarding core (UTC, µs); durations
-// are seconds. upstream_connect and upstream_header run from the first
-// connect attempt to the established connection and to the parsed response
-// head (nginx's $upstream_connect_time and $upstream_header_time); they,
-// pool and node are null when the request never got that far. bytes is the
-// response body sent to the client. Client-controlled strings are escaped;
-// invalid UTF-8 becomes U+FFFD.
+// are seconds. user_agent and referer are the request's headers, null when
+// it had none (and on the --uwsgi front, which relays vars verbatim).
+// upstream_connect and upstream_header run from the first connect attempt
+// to the established connection and to the parsed response head (nginx's
+// $upstream_connect_time and $upstream_header_time); they, pool and node
+// are null when the request never got that far. node is the node that
+// served, or, when every connect failed (502, 504), the last node tried;
+// upstream_connect is null then. bytes is the response body sent to the
+// client. Client-controlled strings are escaped; invalid UTF-8 becomes
+// U+FFFD.
 //
 // The line is written with a fixed encoder rather than log/slog: it
 // allocates nothing and costs a fraction of slog's JSON handler (see
@@ -43,6 +49,7 @@ type obsInfo struct {
 	began   time.Time      // when forward began
 	pool    string         // the pool's key, "" for none
 	node    *balancer.Node // the node that served; nil when none did
+	tried   *balancer.Node // the last node a failed connect was tried on
 	connect time.Duration  // first connect attempt → connection established
 	header  time.Duration  // first connect attempt → response head parsed
 }
@@ -69,6 +76,14 @@ func (rt *Router) observeConnect(x *exchange, n *balancer.Node, start time.Time)
 	if rt.alog != nil {
 		x.obs.node = n
 		x.obs.connect = rt.now().Sub(start)
+	}
+}
+
+// observeTried records a node whose connect failed, so that the line of a
+// request nothing served (502, 504) names the node it last tried.
+func (rt *Router) observeTried(x *exchange, n *balancer.Node) {
+	if rt.alog != nil {
+		x.obs.tried = n
 	}
 }
 
@@ -193,7 +208,11 @@ func appendAccessHead(dst []byte, x *exchange, status int) []byte {
 	dst = appendJSONString(dst, r.Proto)
 	dst = append(dst, `,"scheme":"`...)
 	dst = append(dst, r.Scheme...) // "http" or "https", set by the front
-	dst = append(dst, `","status":`...)
+	dst = append(dst, `","user_agent":`...)
+	dst = appendHeaderJSON(dst, r.Headers, "user-agent")
+	dst = append(dst, `,"referer":`...)
+	dst = appendHeaderJSON(dst, r.Headers, "referer")
+	dst = append(dst, `,"status":`...)
 	dst = strconv.AppendInt(dst, int64(status), 10)
 	dst = append(dst, `,"pool":`...)
 	if o.pool == "" {
@@ -202,9 +221,13 @@ func appendAccessHead(dst []byte, x *exchange, status int) []byte {
 		dst = appendJSONString(dst, o.pool)
 	}
 	dst = append(dst, `,"node":`...)
-	if o.node == nil {
+	switch {
+	case o.node == nil && o.tried != nil:
+		dst = appendJSONString(dst, o.tried.Address)
+		dst = append(dst, `,"upstream_connect":null`...)
+	case o.node == nil:
 		dst = append(dst, `null,"upstream_connect":null`...)
-	} else {
+	default:
 		dst = appendJSONString(dst, o.node.Address)
 		dst = append(dst, `,"upstream_connect":`...)
 		dst = appendSeconds(dst, o.connect)
@@ -216,6 +239,17 @@ func appendAccessHead(dst []byte, x *exchange, status int) []byte {
 		dst = appendSeconds(dst, o.header)
 	}
 	return dst
+}
+
+// appendHeaderJSON appends the first header named lower as a JSON string,
+// or null when there is none.
+func appendHeaderJSON(dst []byte, hs []uwsgi.Field, lower string) []byte {
+	for i := range hs {
+		if ascii.EqualFold(hs[i].Name, lower) {
+			return appendJSONString(dst, hs[i].Value)
+		}
+	}
+	return append(dst, "null"...)
 }
 
 // appendSeconds appends d in seconds with microsecond precision.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"strings"
@@ -37,6 +38,8 @@ type accessLine struct {
 	URI             string    `json:"uri"`
 	Proto           string    `json:"proto"`
 	Scheme          string    `json:"scheme"`
+	UserAgent       *string   `json:"user_agent"`
+	Referer         *string   `json:"referer"`
 	Status          int       `json:"status"`
 	Pool            *string   `json:"pool"`
 	Node            *string   `json:"node"`
@@ -133,7 +136,8 @@ func TestAccessLogHTTP1(t *testing.T) {
 	r := startRouter(t, Config{AccessLog: logs})
 	r.table.AddStatic("log.test", n.addr(), 1)
 
-	resp, _ := raw(t, r.addr, "GET /a?b=\"c\" HTTP/1.1\r\nHost: log.test\r\nX-Request-Id: req-1\r\n\r\n")
+	resp, _ := raw(t, r.addr, "GET /a?b=\"c\" HTTP/1.1\r\nHost: log.test\r\nX-Request-Id: req-1\r\n"+
+		"user-agent: probe/1.0 \"x\"\r\nReferer: https://ref.test/p\r\nReferer: https://second.test/\r\n\r\n")
 	if resp.StatusCode != 201 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
@@ -159,8 +163,12 @@ func TestAccessLogHTTP1(t *testing.T) {
 		ok.Duration < *ok.UpstreamHeader {
 		t.Errorf("forwarded request: %+v", ok)
 	}
-	if big := byURI["log.test/big"]; big.Status != 200 || big.Bytes != 100_000 || !generatedID.MatchString(big.ID) {
-		t.Errorf("streamed body: %+v; want 200, 100000 bytes, a generated id", big)
+	if ok.UserAgent == nil || *ok.UserAgent != `probe/1.0 "x"` || ok.Referer == nil || *ok.Referer != "https://ref.test/p" {
+		t.Errorf("user_agent %v, referer %v; want the request's (the first Referer)", ok.UserAgent, ok.Referer)
+	}
+	if big := byURI["log.test/big"]; big.Status != 200 || big.Bytes != 100_000 || !generatedID.MatchString(big.ID) ||
+		big.UserAgent != nil || big.Referer != nil {
+		t.Errorf("streamed body: %+v; want 200, 100000 bytes, a generated id, no user agent or referer", big)
 	}
 	if nf := byURI["nowhere.test/"]; nf.Status != 404 || nf.Pool != nil || nf.Node != nil || nf.UpstreamConnect != nil ||
 		nf.Bytes != int64(len(errorBodies[404])) {
@@ -175,6 +183,31 @@ func TestAccessLogHTTP1(t *testing.T) {
 	}
 	if !unparsed {
 		t.Errorf("no line for the unparsable request: %+v", lines)
+	}
+}
+
+// The line of a request every node refused (502) names the node tried
+// last, with upstream_connect null: it never connected. It used to say
+// "node":null, hiding which node failed.
+func TestAccessLogNamesFailedNode(t *testing.T) {
+	dead := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	logs := &lineBuffer{}
+	r := startRouter(t, Config{AccessLog: logs})
+	a := dead()
+	r.table.AddStatic("dead.test", a, 1)
+	if resp, _ := raw(t, r.addr, "GET / HTTP/1.1\r\nHost: dead.test\r\n\r\n"); resp.StatusCode != 502 {
+		t.Fatalf("status %d; want 502", resp.StatusCode)
+	}
+	l := logs.waitLines(t, 1)[0]
+	if l.Status != 502 || l.Node == nil || *l.Node != a || l.UpstreamConnect != nil || l.UpstreamHeader != nil {
+		t.Fatalf("502 line %+v (node %v); want node %s with upstream timings null", l, l.Node, a)
 	}
 }
 
@@ -201,7 +234,8 @@ func TestAccessLogH2(t *testing.T) {
 	}
 	l := logs.waitLines(t, 1)[0]
 	if l.Proto != "HTTP/2.0" || l.Status != 200 || l.Bytes != 7 || l.URI != "/h2?x=1" || l.Host != "h2.test" ||
-		l.Node == nil || !generatedID.MatchString(l.ID) || n.last()["HTTP_X_REQUEST_ID"] != l.ID {
+		l.Node == nil || !generatedID.MatchString(l.ID) || n.last()["HTTP_X_REQUEST_ID"] != l.ID ||
+		l.UserAgent == nil || *l.UserAgent != "Go-http-client/2.0" {
 		t.Errorf("h2 line %+v; node saw id %q", l, n.last()["HTTP_X_REQUEST_ID"])
 	}
 }

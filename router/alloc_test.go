@@ -6,6 +6,8 @@ import (
 	"io"
 	"testing"
 	"time"
+
+	"github.com/fastrouter/fastrouter/balancer"
 )
 
 func TestRouteAndEncodeAllocatesNothing(t *testing.T) {
@@ -59,5 +61,9 @@ func TestAccessLineAllocatesNothing(t *testing.T) {
 	rt.logAccess(x, 200, nil, 512) // warm the record pool
 	if n := testing.AllocsPerRun(100, func() { rt.logAccess(x, 200, nil, 512) }); n != 0 {
 		t.Fatalf("access-log line: %v allocs/op; want 0", n)
+	}
+	x.obs.tried = &balancer.Node{Address: "10.0.0.9:3031"} // a 502's line names the node tried
+	if n := testing.AllocsPerRun(100, func() { rt.logAccess(x, 502, nil, 64) }); n != 0 {
+		t.Fatalf("access-log line of a 502: %v allocs/op; want 0", n)
 	}
 }

@@ -73,13 +73,16 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange,
 			n.Done()
 			n.ReportFailure(now)
 			tried = append(tried, n)
+			rt.observeTried(x, n)
 			err = errSelfLoop
 			rt.log.Warn("node is the router itself: not forwarding (loop)", "pool", pool.Key, "node", n.Address)
 			continue
 		}
 		c, derr := rt.dial(ctx, n)
 		if derr == nil {
-			n.ReportSuccess()
+			if n.ReportSuccess() { // WARN like its failure: a log read at warn level pairs them
+				rt.log.Warn("node recovered", "pool", pool.Key, "node", n.Address, "reason", "connect")
+			}
 			// A drain or the shutdown deadline may need to cut it.
 			if !rt.track(n, c) {
 				c.Close()
@@ -92,8 +95,11 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange,
 		if ctx.Err() != nil {
 			return nil, nil, errClientGone // the client left, not the node
 		}
-		n.ReportFailure(now)
+		if n.ReportFailure(now) {
+			rt.log.Warn("node failed", "pool", pool.Key, "node", n.Address, "reason", "connect", "err", derr)
+		}
 		tried = append(tried, n)
+		rt.observeTried(x, n)
 		if isTimeout(derr) {
 			err = errConnectTimeout
 		} else {

@@ -234,8 +234,8 @@ func (c *nodeCall) redialHTTP(ctx context.Context) error {
 	conn, err := rt.dialHTTPFresh(ctx, c.node)
 	if err != nil {
 		c.conn = nil
-		if ctx.Err() == nil {
-			c.node.ReportFailure(rt.now())
+		if ctx.Err() == nil && c.node.ReportFailure(rt.now()) {
+			rt.log.Warn("node failed", "pool", c.pm.key, "node", c.node.Address, "reason", "connect", "err", err)
 		}
 		return errAllFailed
 	}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the integration
 # tests drive (real uWSGI 2.0 with the python3 plugin, nginx, promtool, curl,
-# h2load, openssl, and chromium, run headless to check the status page),
+# h2load, openssl, chromium, run headless to check the status page, pebble
+# (the ACME tests' CA) and zsh, whose completion script is checked),
 # downloads Go modules, then vets, lints (staticcheck) and runs every test
 # with the race detector.
 # Integration tests fail, never skip, when a tool is missing.
@@ -19,6 +20,7 @@ command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1 || need_pkgs+=(pebble)
+command -v zsh >/dev/null 2>&1 || need_pkgs+=(zsh) # the completion script's syntax check
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: missing ${need_pkgs[*]}; run as root or install them" >&2

@@ -2,6 +2,8 @@ package subauth
 
 import (
 	"crypto"
+	"crypto/ecdh"
+	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
@@ -182,7 +184,7 @@ func ParsePublicKey(data []byte) (*rsa.PublicKey, ed25519.PublicKey, error) {
 			case ed25519.PublicKey:
 				return nil, k, nil
 			}
-			return nil, nil, fmt.Errorf("unsupported public key type %T (want RSA or Ed25519)", k)
+			return nil, nil, fmt.Errorf("unsupported public key type %s (want RSA or Ed25519)", keyKind(k))
 		case "RSA PUBLIC KEY":
 			k, err := x509.ParsePKCS1PublicKey(b.Bytes)
 			if err != nil {
@@ -191,4 +193,16 @@ func ParsePublicKey(data []byte) (*rsa.PublicKey, ed25519.PublicKey, error) {
 			return k, nil, nil
 		}
 	}
+}
+
+// keyKind names a key's algorithm for the operator who must replace it
+// (rather than its Go type).
+func keyKind(k any) string {
+	switch k.(type) {
+	case *ecdsa.PrivateKey, *ecdsa.PublicKey:
+		return "ECDSA"
+	case *ecdh.PrivateKey, *ecdh.PublicKey:
+		return "ECDH (X25519)"
+	}
+	return "unknown"
 }

@@ -72,7 +72,7 @@ func NewSigner(h crypto.Hash, data []byte) (*Signer, error) {
 			case ed25519.PrivateKey:
 				return &Signer{hash: h, ed: k}, nil
 			}
-			return nil, fmt.Errorf("unsupported private key type %T (want RSA or Ed25519)", k)
+			return nil, fmt.Errorf("unsupported private key type %s (want RSA or Ed25519)", keyKind(k))
 		case "ENCRYPTED PRIVATE KEY":
 			return nil, errors.New("encrypted private keys are not supported")
 		}

@@ -237,9 +237,12 @@ func (ap *applier) apply(s *Server, datagram []byte, src netip.AddrPort, sk *soc
 		// An unsubscribe is a drain with the default deadline: requests in
 		// flight finish, then the node is removed (README, "Drains").
 		known := s.table.Unsubscribe(sub.Key, addr, time.Duration(sub.DrainTimeout)*time.Second)
-		if known && s.log.Enabled(context.Background(), slog.LevelDebug) {
-			s.log.Debug("subscription: unsubscribe", "key", string(sub.Key), "address", string(addr),
-				"source", srcString(src), "listener", sk.name())
+		if known {
+			// A node with requests in flight drains first and is removed
+			// once drained (the lifecycle logs "node drained").
+			draining := stateOf(s.table, sub.Key, addr) == balancer.StateDraining
+			s.log.Info("node left", "pool", string(sub.Key), "node", string(addr), "source", "datagram",
+				"reason", "unsubscribe", "draining", draining, "sender", srcString(src))
 		}
 		return resUnsubscribe
 	}
@@ -264,6 +267,10 @@ func (ap *applier) apply(s *Server, datagram []byte, src netip.AddrPort, sk *soc
 		// may: they verify the datagram itself (subauth.AdmitRelayed).
 		a.Proof = datagram
 	}
+	was := balancer.StateActive
+	if sub.Drain { // rare: only then is the node looked up twice
+		was = stateOf(s.table, sub.Key, addr)
+	}
 	res, err := s.table.Announce(a)
 	*a = balancer.Announce{} // do not keep the datagram reachable
 	if err != nil {
@@ -275,12 +282,37 @@ func (ap *applier) apply(s *Server, datagram []byte, src netip.AddrPort, sk *soc
 		r = resRefresh
 	}
 	// Plain refreshes arrive every few seconds from every node: not logged.
-	if (r == resSubscribe || sub.Drain) && s.log.Enabled(context.Background(), slog.LevelDebug) {
+	switch {
+	case r == resSubscribe:
+		s.log.Info("node joined", "pool", string(sub.Key), "node", string(addr), "source", "datagram",
+			"weight", max(sub.Weight, 1), "backup", sub.Backup, "draining", sub.Drain, "sender", srcString(src))
+	case sub.Drain && was != balancer.StateDraining && was != balancer.StateDrained &&
+		stateOf(s.table, sub.Key, addr) == balancer.StateDraining:
+		s.log.Info("drain started", "pool", string(sub.Key), "node", string(addr), "source", "datagram",
+			"sender", srcString(src))
+	}
+	if s.log.Enabled(context.Background(), slog.LevelDebug) && (r == resSubscribe || sub.Drain) {
 		s.log.Debug("subscription: "+r.String(), "key", string(sub.Key), "address", string(addr),
-			"weight", max(sub.Weight, 1), "modifier1", sub.Modifier1, "drain", sub.Drain,
-			"source", srcString(src), "listener", sk.name())
+			"modifier1", sub.Modifier1, "drain", sub.Drain, "source", srcString(src), "listener", sk.name())
 	}
 	return r
+}
+
+// stateOf is the state of the node (key, addr) when t can look nodes up
+// (*balancer.Table and the cluster's Origin can), else StateActive; a node
+// that is not there is StateActive too. For the log only: it does not
+// lock anything.
+func stateOf(t Table, key, addr []byte) balancer.State {
+	l, ok := t.(interface{ Pool(string) *balancer.Pool })
+	if !ok {
+		return balancer.StateActive
+	}
+	if p := l.Pool(string(key)); p != nil {
+		if n := p.Node(string(addr)); n != nil {
+			return n.State()
+		}
+	}
+	return balancer.StateActive
 }
 
 // resolve turns ":port" into "ip:port" ("[ip6]:port") using the sender's

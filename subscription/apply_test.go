@@ -272,35 +272,78 @@ func TestLogging(t *testing.T) {
 		s.handle(encode(uwsgi.Subscription{Key: []byte("d.test"), Address: []byte("127.0.0.1:1"), Drain: true}), localSrc, sk)
 		s.handle(captured(t), localSrc, sk)
 		s.handle(captured(t), localSrc, sk) // plain refresh: not logged
-		if len(h.records) != 3 {
-			t.Fatalf("%d records; want 3 (invalid, 2 subscribes)", len(h.records))
-		}
+		var debug []slog.Record
 		for _, r := range h.records {
-			if r.Level != slog.LevelDebug {
-				t.Errorf("%q logged at %s; want debug", r.Message, r.Level)
+			if r.Level == slog.LevelDebug {
+				debug = append(debug, r)
 			}
+		}
+		if len(debug) != 3 {
+			t.Fatalf("%d debug records; want 3 (invalid, 2 subscribes)", len(debug))
+		}
+		for _, r := range debug {
 			if a := attrs(r); a["source"] != "127.0.0.1:40000" || a["listener"] != "127.0.0.1:2626" {
 				t.Errorf("%q attrs %v; want source and listener", r.Message, a)
 			}
 		}
-		if a := attrs(h.records[0]); a["err"] == "" {
+		if a := attrs(debug[0]); a["err"] == "" {
 			t.Errorf("invalid datagram logged without err: %v", a)
 		}
-		if a := attrs(h.records[1]); a["drain"] != "true" || a["key"] != "d.test" {
+		if a := attrs(debug[1]); a["drain"] != "true" || a["key"] != "d.test" {
 			t.Errorf("drain subscribe attrs %v", a)
 		}
 	})
+	// At info level a node's join and leave are one line each, naming the
+	// pool, the node, the source and the sender; invalid datagrams and
+	// plain refreshes log nothing. (The process's log bounds a flood of
+	// joins: internal/lograte.)
 	t.Run("info", func(t *testing.T) {
 		tbl, _ := newTable(t)
 		h := &recorder{min: slog.LevelInfo}
 		s := newServer(t, Config{Logger: slog.New(h)}, tbl)
-		for i := range 1000 {
+		for i := range 100 {
 			s.handle([]byte{byte(i)}, localSrc, sk)
+			s.handle(captured(t), localSrc, sk)
 			s.handle(captured(t), localSrc, sk)
 			s.handle(capturedUnsub(t), localSrc, sk)
 		}
-		if len(h.records) != 0 {
-			t.Fatalf("per-datagram logs above debug: %d, first %q", len(h.records), h.records[0].Message)
+		if len(h.records) != 200 {
+			t.Fatalf("%d records above debug; want 200 (a join and a leave per cycle)", len(h.records))
+		}
+		for i, r := range h.records {
+			want := "node joined"
+			if i%2 == 1 {
+				want = "node left"
+			}
+			a := attrs(r)
+			if r.Message != want || r.Level != slog.LevelInfo || a["pool"] == "" || a["node"] == "" ||
+				a["source"] != "datagram" || a["sender"] != "127.0.0.1:40000" {
+				t.Fatalf("record %d: %s %q %v; want INFO %q with pool, node, source=datagram and the sender", i, r.Level, r.Message, a, want)
+			}
+			if want == "node left" && (a["reason"] != "unsubscribe" || a["draining"] != "false") {
+				t.Fatalf("leave attrs %v; want reason=unsubscribe draining=false (nothing in flight)", a)
+			}
+		}
+	})
+	// drain=1 on a known node logs its drain start once, not on every
+	// announce that repeats it.
+	t.Run("drain", func(t *testing.T) {
+		tbl, _ := newTable(t)
+		h := &recorder{min: slog.LevelInfo}
+		s := newServer(t, Config{Logger: slog.New(h)}, tbl)
+		sub := uwsgi.Subscription{Key: []byte("d.test"), Address: []byte("127.0.0.1:1")}
+		s.handle(encode(sub), localSrc, sk)
+		s.handle(encode(uwsgi.Subscription{Key: []byte("d.test"), Address: []byte("127.0.0.1:2")}), localSrc, sk)
+		sub.Drain = true
+		for range 3 {
+			s.handle(encode(sub), localSrc, sk)
+		}
+		var msgs []string
+		for _, r := range h.records {
+			msgs = append(msgs, r.Message)
+		}
+		if want := []string{"node joined", "node joined", "drain started"}; !slices.Equal(msgs, want) {
+			t.Fatalf("logged %q; want %q", msgs, want)
 		}
 	})
 }

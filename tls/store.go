@@ -92,6 +92,10 @@ type Store struct {
 	def    *pair            // default pair; nil without CertFile
 	pairs  map[string]*pair // by file base name in Dir (case kept)
 	dirErr string           // last Dir read error logged, "" when readable
+	// first is set during New's load: a default pair that fails then is
+	// New's error, which its caller reports; logging it too would say it
+	// twice.
+	first bool
 
 	polls atomic.Uint64 // completed polls; lets tests wait for one without sleeping
 
@@ -174,7 +178,9 @@ func New(cfg Config) (*Store, error) {
 	}
 	s.m = newMetrics()
 	s.mu.Lock()
+	s.first = true
 	defErr, dirErr := s.refresh(true)
+	s.first = false
 	s.mu.Unlock()
 	if defErr != nil {
 		return nil, fmt.Errorf("tls: default certificate: %w", defErr)
@@ -374,7 +380,9 @@ func (s *Store) load(p *pair, force bool) (attempted, swapped bool) {
 	cert, err := loadPairFiles(p.crtPath, p.keyPath)
 	if err != nil {
 		p.err = err
-		s.log.Warn("tls: certificate not loaded", s.attrs(p, "err", err, "serving_previous", p.cert != nil)...)
+		if !s.first || p != s.def {
+			s.log.Warn("tls: certificate not loaded", s.attrs(p, "err", err, "serving_previous", p.cert != nil)...)
+		}
 		return true, false
 	}
 	prevErr := p.err

@@ -7,6 +7,7 @@ package main
 // off every method of the zero acmeWiring wires nothing.
 
 import (
+	ctls "crypto/tls"
 	"crypto/x509"
 	"errors"
 	"flag"
@@ -40,14 +41,14 @@ type acmeOptions struct {
 }
 
 func (a *acmeOptions) define(fs *flag.FlagSet) {
-	fs.StringVar(&a.email, "acme-email", "", "ACME account contact `address`: the CA writes about expiring certificates and policy changes")
+	fs.StringVar(&a.email, "acme-email", "", "ACME account contact `ADDR`: the CA writes about expiring certificates and policy changes")
 	fs.StringVar(&a.ca, "acme-ca", acme.LetsEncrypt, "ACME directory `URL` (Let's Encrypt staging: "+acme.LetsEncryptStaging+")")
-	fs.StringVar(&a.caRoot, "acme-ca-root", "", "PEM `file` of roots the ACME CA's own HTTPS certificate must chain to (a private CA); default the system's")
-	fs.StringVar(&a.dir, "acme-dir", "", "`dir` for the ACME account, certificates and keys (created 0700); required with --acme-domain or --acme-on-demand")
-	fs.Var(&listFlag{vals: &a.domains}, "acme-domain", "DNS `name` to obtain a certificate for at start and keep renewed (repeatable)")
+	fs.StringVar(&a.caRoot, "acme-ca-root", "", "PEM `FILE` of roots the ACME CA's own HTTPS certificate must chain to (a private CA); default the system's")
+	fs.StringVar(&a.dir, "acme-dir", "", "`DIR` for the ACME account, certificates and keys (created 0700); required with --acme-domain or --acme-on-demand")
+	fs.Var(&listFlag{vals: &a.domains}, "acme-domain", "DNS `NAME` to obtain a certificate for at start and keep renewed (repeatable)")
 	fs.BoolVar(&a.onDemand, "acme-on-demand", false, "obtain a certificate during the TLS handshake for a name that is exactly a pool's key and matches --acme-allow")
-	fs.Var(&listFlag{vals: &a.allow}, "acme-allow", "`suffix` on-demand names must equal or end in (.SUFFIX); required with --acme-on-demand (repeatable)")
-	fs.Var(&listFlag{vals: &a.challenges}, "acme-challenge", "ACME challenge `type` to use: http-01 (needs --http or --http-to-https on port 80), tls-alpn-01 (needs --https on 443); default every one the listeners allow (repeatable)")
+	fs.Var(&listFlag{vals: &a.allow}, "acme-allow", "`SUFFIX` on-demand names must equal or end in (.SUFFIX); required with --acme-on-demand (repeatable)")
+	fs.Var(&listFlag{vals: &a.challenges}, "acme-challenge", "ACME challenge `TYPE` to use: http-01 (needs --http or --http-to-https on port 80), tls-alpn-01 (needs --https on 443); default every one the listeners allow (repeatable)")
 }
 
 func (a *acmeOptions) enabled() bool { return len(a.domains) > 0 || a.onDemand }
@@ -121,7 +122,10 @@ func (a *acmeOptions) config(pools acme.Pools, cl acme.Cluster, log *slog.Logger
 }
 
 // acmeWiring is automatic HTTPS as serve uses it; the zero value is off.
-type acmeWiring struct{ m *acme.Manager }
+type acmeWiring struct {
+	m   *acme.Manager
+	dry bool // check's build: ACME is on but no manager was made
+}
 
 // setupACME builds the Manager (nil when ACME is off). In a cluster the
 // certificates travel only when the cluster is encrypted; otherwise this
@@ -153,10 +157,22 @@ func setupACME(o *options, cl *cluster.Cluster, table *balancer.Table, log *slog
 
 // managed is the TLS store's Managed source, or nil.
 func (w acmeWiring) managed() routertls.Managed {
+	if w.dry {
+		return noCertificates{}
+	}
 	if w.m == nil {
 		return nil
 	}
 	return w.m
+}
+
+// noCertificates stands for the ACME manager in a dry build (check): the
+// TLS store is checked as serve builds it, with a managed source that has
+// nothing yet.
+type noCertificates struct{}
+
+func (noCertificates) GetCertificate(*ctls.ClientHelloInfo) (*ctls.Certificate, error) {
+	return nil, nil
 }
 
 // challenges is the router's HTTP-01 hook, or nil.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -45,8 +46,14 @@ import (
 // Owned by the goroutine that runs serve. The components run goroutines
 // of their own; the serve goroutines of the listeners belong to serving.
 type app struct {
-	o       *options // as started; a reload changes only shutdownTimeout
-	log     *slog.Logger
+	o   *options // as started; a reload changes only shutdownTimeout and shutdownDelay
+	log *slog.Logger
+	// flushLog, if set, writes the log's counts of rate-limited lines
+	// (internal/lograte); start runs it every few seconds.
+	flushLog func()
+	// dry builds for `fastrouter check`: build writes nothing (no access
+	// log file is opened) and the app is never bound or started.
+	dry     bool
 	level   *slog.LevelVar // --log-level, changed by a reload
 	up      *upgrade.Upgrader
 	started time.Time
@@ -106,6 +113,23 @@ func (a *app) build() error {
 	if err := a.buildNodes(); err != nil {
 		return err
 	}
+	if err := a.buildACME(); err != nil {
+		return err
+	}
+	if err := a.buildRouter(); err != nil {
+		return err
+	}
+	return a.buildServers()
+}
+
+// buildACME makes automatic HTTPS (off: the zero acmeWiring). A dry build
+// skips it: the manager creates --acme-dir, which check only looks at
+// (checkFiles).
+func (a *app) buildACME() error {
+	if a.dry {
+		a.acme.dry = a.o.acme.enabled()
+		return nil
+	}
 	var err error
 	if a.acme, err = setupACME(a.o, a.cl, a.table, a.log, a.reg); err != nil {
 		return err
@@ -113,10 +137,7 @@ func (a *app) build() error {
 	if a.acme.m != nil {
 		a.stops.push("automatic HTTPS", func(context.Context) { a.acme.close() })
 	}
-	if err := a.buildRouter(); err != nil {
-		return err
-	}
-	return a.buildServers()
+	return nil
 }
 
 // changed tells the lifecycle manager that the table or the replay memory
@@ -126,6 +147,13 @@ func (a *app) changed() {
 	if a.life != nil {
 		a.life.Changed()
 	}
+}
+
+// expired logs a node the table removed because it went silent
+// (balancer.Config.OnExpire).
+func (a *app) expired(key, address string, lastSeen time.Time) {
+	a.log.Info("node expired", "pool", key, "node", address, "last_seen", lastSeen.UTC().Format(time.RFC3339),
+		"silent_for", time.Since(lastSeen).Round(time.Second), "tolerance", a.o.tolerance)
 }
 
 // buildTable makes the routing table with its pool policies, and the
@@ -139,6 +167,7 @@ func (a *app) buildTable() error {
 		SlowStart:    o.slowStart,
 		Policy:       o.defaultPolicy(),
 		OnChange:     func(string) { a.changed() },
+		OnExpire:     a.expired,
 	})
 	if err != nil {
 		return err
@@ -180,7 +209,11 @@ func (a *app) buildNodes() error {
 	}
 	a.life.Resume(a.up.State())
 	a.statics = balancer.NewStaticSet(a.table)
-	if _, err := a.statics.Apply(o.staticNodes()); err != nil {
+	added, _, err := a.statics.Apply(o.staticNodes())
+	for _, n := range added {
+		a.log.Info("node joined", "pool", n.Key, "node", n.Address, "source", "config", "static", true)
+	}
+	if err != nil {
 		return err
 	}
 	if o.metricsPerNode {
@@ -195,7 +228,7 @@ func (a *app) buildRouter() error {
 	// The access log's file is written by its own goroutine; requests only
 	// copy their line into its buffer. Closed after the router drained.
 	var accessOut io.Writer // nil unless alog: a typed nil would be "set"
-	if o.accessLog != "" {
+	if o.accessLog != "" && !a.dry {
 		alog, err := accesslog.New(accesslog.Config{Path: o.accessLog, Logger: a.log, Registerer: a.reg})
 		if err != nil {
 			return err
@@ -262,7 +295,7 @@ func (a *app) buildServers() error {
 	if len(o.https) > 0 {
 		if a.certs, err = routertls.New(routertls.Config{CertFile: o.tlsCert, KeyFile: o.tlsKey, Dir: o.tlsDir,
 			ClientCAFile: o.tlsClientCA, Managed: a.acme.managed(), Logger: a.log, Registerer: a.reg}); err != nil {
-			return err
+			return fmt.Errorf("--https: %w", err)
 		}
 	}
 	return nil

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -10,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -34,46 +32,42 @@ type clusterOptions struct {
 }
 
 func (c *clusterOptions) define(fs *flag.FlagSet) {
-	fs.StringVar(&c.bind, "cluster-bind", "", "memberlist `addr` (ip:port, UDP and TCP) of this router in a router cluster; unset: no cluster")
-	fs.Var(&listFlag{vals: &c.join}, "cluster-join", "peer `addr` (host:port) to join; retried until one answers (repeatable)")
-	fs.StringVar(&c.secretFile, "cluster-secret-file", "", "`file` with the cluster key (16, 24 or 32 bytes, raw or base64): encrypts and authenticates cluster traffic")
-	fs.StringVar(&c.name, "cluster-name", "", "the cluster's `name`: routers with another name ignore this one's packets (memberlist label; default none)")
-	fs.StringVar(&c.nodeName, "cluster-node-name", "", "this router's member `name`, unique in the cluster (default HOSTNAME:PORT of --cluster-bind)")
-	fs.DurationVar(&c.sync, "cluster-sync-interval", cluster.DefaultSyncInterval, "full-state exchange with a random peer every `duration` (heals missed gossip)")
+	fs.StringVar(&c.bind, "cluster-bind", "", "memberlist `ADDR` (ip:port, UDP and TCP) of this router in a router cluster; unset: no cluster")
+	fs.Var(&listFlag{vals: &c.join}, "cluster-join", "peer `ADDR` (host:port) to join; retried until one answers (repeatable)")
+	fs.StringVar(&c.secretFile, "cluster-secret-file", "", "`FILE` with the cluster key (16, 24 or 32 bytes, raw or base64): encrypts and authenticates cluster traffic")
+	fs.StringVar(&c.name, "cluster-name", "", "the cluster's `NAME`: routers with another name ignore this one's packets (memberlist label; default none)")
+	fs.StringVar(&c.nodeName, "cluster-node-name", "", "this router's member `NAME`, unique in the cluster (default HOSTNAME:PORT of --cluster-bind)")
+	fs.DurationVar(&c.sync, "cluster-sync-interval", cluster.DefaultSyncInterval, "full-state exchange with a random peer every `D` (heals missed gossip)")
 }
 
-func (c *clusterOptions) validate() error {
+func (c *clusterOptions) validate(p *problems) {
 	if c.bind == "" {
 		if len(c.join) > 0 || c.secretFile != "" || c.name != "" || c.nodeName != "" {
-			return errors.New("--cluster-join, --cluster-secret-file, --cluster-name and --cluster-node-name need --cluster-bind")
+			p.addf("--cluster-join, --cluster-secret-file, --cluster-name and --cluster-node-name need --cluster-bind")
 		}
-		return nil
+		return
 	}
-	host, port, err := net.SplitHostPort(c.bind)
-	if err != nil {
-		return fmt.Errorf("--cluster-bind %q: want ip:port", c.bind)
-	}
-	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-		return fmt.Errorf("--cluster-bind %q: bad port", c.bind)
-	}
-	if host != "" && net.ParseIP(host) == nil {
-		return fmt.Errorf("--cluster-bind %q: host must be an IP address", c.bind)
+	bindOK := true
+	if err := checkIPAddr(c.bind); err != nil {
+		p.addf("--cluster-bind %q: %w", c.bind, err)
+		bindOK = false
 	}
 	for _, j := range c.join {
-		if _, _, err := net.SplitHostPort(j); err != nil {
-			return fmt.Errorf("--cluster-join %q: want host:port", j)
+		if err := checkTCPAddr(j); err != nil {
+			p.addf("--cluster-join %q: %w", j, err)
 		}
 	}
 	if c.sync <= 0 {
-		return fmt.Errorf("--cluster-sync-interval must be positive, got %s", c.sync)
+		p.addf("--cluster-sync-interval must be positive, got %s", c.sync)
 	}
 	if len(c.name) > 128 || strings.ContainsFunc(c.name, func(r rune) bool { return r < ' ' || r > '~' }) {
-		return errors.New("--cluster-name: want up to 128 printable ASCII bytes")
+		p.addf("--cluster-name: want up to 128 printable ASCII bytes")
 	}
 	if len(c.nodeName) > 128 {
-		return errors.New("--cluster-node-name: longer than 128 bytes")
+		p.addf("--cluster-node-name: longer than 128 bytes")
 	}
-	if c.nodeName == "" {
+	if c.nodeName == "" && bindOK {
+		_, port, _ := net.SplitHostPort(c.bind)
 		h, err := os.Hostname()
 		if err != nil || h == "" {
 			h = "fastrouter"
@@ -81,11 +75,11 @@ func (c *clusterOptions) validate() error {
 		c.nodeName = h + ":" + port
 	}
 	if c.secretFile != "" {
+		var err error
 		if c.secret, err = cluster.LoadSecret(c.secretFile); err != nil {
-			return fmt.Errorf("--cluster-secret-file: %w", err)
+			p.addf("--cluster-secret-file: %w", err)
 		}
 	}
-	return nil
 }
 
 func (c *clusterOptions) needsRestart(n *clusterOptions) []string {

@@ -62,7 +62,7 @@ func TestPoolsSectionErrors(t *testing.T) {
 		"pools:\n  a:\n    maxinflight: 3\n":                     "maxinflight",
 		"pools:\n  a:\n    health-check:\n      type: icmp\n":    "icmp",
 		"pools:\n  a:\n    health-check:\n      intervall: 1s\n": "intervall",
-		"pools:\n  a:\n    queue-timeout: soon\n":                "line 3: cannot unmarshal !!str `soon`",
+		"pools:\n  a:\n    queue-timeout: soon\n":                `line 3: queue-timeout: "soon" is not a duration`,
 		"pools:\n  a: {}\n  A: {}\n":                             "same pool",
 		"pools: [a, b]\n":                                        "pools",
 		"max-inflight: -3\n":                                     "--max-inflight",

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"strings"
+	"time"
 
 	"github.com/fastrouter/fastrouter/balancer"
 	"github.com/fastrouter/fastrouter/router"
@@ -15,6 +17,10 @@ func (a *app) run(ctx context.Context, sig signals) error {
 	for {
 		select {
 		case <-ctx.Done():
+			a.adm.ShuttingDown() // /healthz answers 503 from now on
+			if err := a.delayShutdown(sig); err != nil {
+				return err
+			}
 			a.log.Info("shutting down", "deadline", a.o.shutdownTimeout)
 			return nil
 		case err := <-a.errc:
@@ -26,10 +32,36 @@ func (a *app) run(ctx context.Context, sig signals) error {
 		case <-sig.hup:
 			no, err := sig.reload()
 			if err != nil {
-				a.log.Error("reload refused; the running configuration stays", "err", err)
+				a.log.Error("reload refused; the running configuration stays", "err", strings.Join(lines(err), "; "))
 				continue
 			}
 			a.reload(no)
+		}
+	}
+}
+
+// delayShutdown keeps the router serving for --shutdown-delay once
+// SIGTERM/SIGINT came, while /healthz answers 503, so that a load balancer
+// polling it stops sending new traffic before the listeners close (as
+// Traefik's terminatingStatusCode with a lifecycle grace period). The
+// --shutdown-timeout deadline starts after it. A server that fails
+// meanwhile ends it with its error; a SIGHUP meanwhile is ignored.
+func (a *app) delayShutdown(sig signals) error {
+	d := a.o.shutdownDelay
+	if d <= 0 {
+		return nil
+	}
+	a.log.Info("shutting down: /healthz answers 503; still serving until the delay ends", "delay", d)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			return nil
+		case err := <-a.errc:
+			return err
+		case <-sig.hup:
+			a.log.Warn("reload ignored: shutting down")
 		}
 	}
 }
@@ -42,6 +74,7 @@ func (a *app) ready() {
 	o := a.o
 	warnIfExposed(a.log, o)
 	warnIfForgetful(a.log, o)
+	warnIfInsecure(a.log, o)
 	a.log.Info("fastrouter started", "version", versionString(), "http", o.http, "https", o.https,
 		"subscription_server", a.subs.Addrs(), "admin", o.admin, "static_nodes", len(o.to),
 		"stats", o.stats, "access_log", o.accessLog)
@@ -106,14 +139,17 @@ func (a *app) reload(no *options) {
 	} else if err := a.checker.SetChecks(checks); err != nil {
 		log.Error("reload: health checks", "err", err)
 	}
-	if removed, err := a.statics.Apply(no.staticNodes()); err != nil {
-		log.Error("reload: static nodes", "err", err)
-	} else {
-		for _, n := range removed {
-			log.Info("static node removed by reload", "pool", n.Key, "node", n.Address)
-		}
+	added, removed, err := a.statics.Apply(no.staticNodes())
+	for _, n := range added {
+		log.Info("node joined", "pool", n.Key, "node", n.Address, "source", "config", "static", true)
 	}
-	a.o.shutdownTimeout = no.shutdownTimeout
+	for _, n := range removed {
+		log.Info("node left", "pool", n.Key, "node", n.Address, "source", "config", "reason", "reload")
+	}
+	if err != nil {
+		log.Error("reload: static nodes", "err", err)
+	}
+	a.o.shutdownTimeout, a.o.shutdownDelay = no.shutdownTimeout, no.shutdownDelay
 	if a.alog != nil {
 		if err := a.alog.Reopen(); err != nil {
 			log.Error("reload: access log not reopened; lines still go to the old file", "err", err)

@@ -99,7 +99,7 @@ func TestReloadApplies(t *testing.T) {
 	}
 	out := logs.String()
 	for _, want := range []string{
-		`msg="static node removed by reload" pool=b.test node=127.0.0.1:2`,
+		`msg="node left" pool=b.test node=127.0.0.1:2 source=config reason=reload`,
 		`msg="reload: these settings changed but apply only after a restart or a SIGUSR2 upgrade" settings=[--max-body-bytes]`,
 		`msg="configuration reloaded" static_nodes=2 log_level=debug algo=lrc`,
 	} {

@@ -18,36 +18,33 @@ import (
 
 // validateSecurity checks the subscription-security and connection-limit
 // flags (usage errors, exit 2).
-func (o *options) validateSecurity() error {
+func (o *options) validateSecurity(p *problems) {
 	if o.signCheck != "" {
-		_, dir, err := subauth.ParseSignCheck(o.signCheck)
-		if err != nil {
-			return fmt.Errorf("--subscriptions-sign-check: %w", err)
-		}
-		// A missing key directory is a usage error, not a start-up failure.
-		if fi, err := os.Stat(dir); err != nil {
-			return fmt.Errorf("--subscriptions-sign-check: key directory: %w", err)
+		if _, dir, err := subauth.ParseSignCheck(o.signCheck); err != nil {
+			p.addf("--subscriptions-sign-check: %w", err)
+		} else if fi, err := os.Stat(dir); err != nil {
+			// A missing key directory is a usage error, not a start-up failure.
+			p.addf("--subscriptions-sign-check: key directory: %w", err)
 		} else if !fi.IsDir() {
-			return fmt.Errorf("--subscriptions-sign-check: %s is not a directory", dir)
+			p.addf("--subscriptions-sign-check: %s is not a directory", dir)
 		}
 	}
 	if o.signTolerance < time.Second {
-		return fmt.Errorf("--subscriptions-sign-tolerance must be at least 1s, got %s", o.signTolerance)
+		p.addf("--subscriptions-sign-tolerance must be at least 1s, got %s", o.signTolerance)
 	}
 	for _, l := range []struct {
 		name string
 		vals []string
 	}{{"--subscription-allow", o.subscriptionAllow}, {"--node-allow", o.nodeAllow}} {
 		for _, c := range l.vals {
-			if _, err := netip.ParsePrefix(c); err != nil {
-				return fmt.Errorf("%s %q: %w", l.name, c, err)
+			if _, err := parseCIDR(c); err != nil {
+				p.addf("%s %q: %w", l.name, c, err)
 			}
 		}
 	}
 	if o.maxConns < 0 {
-		return fmt.Errorf("--max-conns must not be negative, got %d", o.maxConns)
+		p.addf("--max-conns must not be negative, got %d", o.maxConns)
 	}
-	return nil
 }
 
 // guardConfig is the admission gate's configuration. Call after
@@ -72,30 +69,42 @@ func (o *options) guardConfig(log *slog.Logger, reg prometheus.Registerer, onCha
 // a configuration that names a node the router would refuse from a
 // datagram is a usage error, not a node that silently enters. Call after
 // validateSecurity.
-func (o *options) validateAdmission() error {
+func (o *options) validateAdmission(p *problems) {
 	if len(o.nodeAllow) == 0 && o.signCheck == "" {
-		return nil
+		return
 	}
 	g, err := subauth.New(o.guardConfig(nil, nil, nil))
 	if err != nil {
-		return fmt.Errorf("--subscriptions-sign-check: %w", err)
+		p.addf("--subscriptions-sign-check: %w", err)
+		return
 	}
 	for _, n := range o.staticNodes() {
 		if err := g.AdmitNode([]byte(n.Key), []byte(n.Address)); err != nil {
-			return fmt.Errorf("--to %q: %w", n.Key+"="+n.Address, err)
+			p.addf("--to %q: %w", n.Key+"="+n.Address, err)
 		}
 	}
 	keys := make([]string, 0, len(o.pools))
 	for k := range o.pools {
 		keys = append(keys, k)
 	}
-	sort.Strings(keys) // the same error every time
+	sort.Strings(keys) // the same order every time
 	for _, k := range keys {
 		if err := g.AdmitKey([]byte(k)); err != nil {
-			return fmt.Errorf("pools: %w", err)
+			p.addf("pools: %w", err)
 		}
 	}
-	return nil
+}
+
+// warnIfInsecure logs that the admin API is open to whoever reaches it:
+// it listens beyond loopback without a token because --admin-insecure
+// said so (validateListeners refuses it otherwise).
+func warnIfInsecure(log *slog.Logger, o *options) {
+	if o.adminTokenFile != "" || isLoopback(o.admin) {
+		return
+	}
+	log.Warn("SECURITY WARNING: the admin API listens beyond loopback without --admin-token-file "+
+		"(--admin-insecure): anyone who can reach it can add, drain and remove nodes. Set --admin-token-file.",
+		"admin", o.admin)
 }
 
 // warnIfForgetful logs that a plain restart forgets the signed-datagram
@@ -114,7 +123,9 @@ func warnIfForgetful(log *slog.Logger, o *options) {
 func prefixes(cidrs []string) []netip.Prefix {
 	out := make([]netip.Prefix, 0, len(cidrs))
 	for _, c := range cidrs {
-		out = append(out, netip.MustParsePrefix(c))
+		if p, err := parseCIDR(c); err == nil { // validated
+			out = append(out, p)
+		}
 	}
 	return out
 }

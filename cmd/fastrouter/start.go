@@ -128,6 +128,7 @@ func (a *app) start(ctx context.Context) error {
 	})
 	a.stops.push("server goroutines", func(context.Context) { a.serving.Wait() })
 	a.startPruner()
+	a.startLogFlusher()
 	if a.stats != nil {
 		a.stops.push("stats server", a.stopStats)
 		a.serving.Go(func() {
@@ -186,6 +187,34 @@ func (a *app) serveFronts() {
 			}
 		})
 	}
+}
+
+// logFlushInterval is how often the counts of rate-limited log lines are
+// written (internal/lograte), so that a flood that stopped is reported
+// within seconds rather than at the next line of its kind.
+const logFlushInterval = 5 * time.Second
+
+// startLogFlusher writes the counts of suppressed log lines every
+// logFlushInterval, and a last time at stop.
+func (a *app) startLogFlusher() {
+	if a.flushLog == nil {
+		return
+	}
+	stop := make(chan struct{})
+	a.stops.push("log flusher", func(context.Context) { close(stop) })
+	a.serving.Go(func() {
+		t := time.NewTicker(logFlushInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				a.flushLog()
+				return
+			case <-t.C:
+				a.flushLog()
+			}
+		}
+	})
 }
 
 // metricsPruneInterval is how often the series of pools that left the table

@@ -6,11 +6,14 @@ import (
 )
 
 // stop stops everything the phases built, bound or started, within
-// --shutdown-timeout (the router cuts what is still open at that deadline,
+// --shutdown-timeout (counted from here, so after --shutdown-delay) (the router cuts what is still open at that deadline,
 // and the cluster leave is bounded past it: leaveTimeout), so the process
 // exits within the deadline and a second. After a binary upgrade the
 // servers whose sockets the new process serves stop first (handOff).
 func (a *app) stop() {
+	if a.adm != nil {
+		a.adm.ShuttingDown() // whatever stops the router: /healthz says so to the end
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), a.o.shutdownTimeout)
 	defer cancel()
 	if a.handedOff {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -33,6 +32,29 @@ type subscribeOptions struct {
 	every        time.Duration
 }
 
+// newSubscribeFlags defines the flags of `fastrouter subscribe` on o.
+func newSubscribeFlags(o *subscribeOptions) *flagSet {
+	fs := newFlagSetNamed("fastrouter subscribe")
+	fs.SetOutput(discard{})
+	fs.Usage = func() {}
+	o.servers = []string{"127.0.0.1:2626"}
+	fs.Var(&listFlag{vals: &o.servers}, "server", "subscription server `ADDR` (UDP ip:port, or a unix datagram socket path; repeatable)")
+	fs.StringVar(&o.key, "key", "", "pool `KEY` (the host name requests use; required)")
+	fs.StringVar(&o.address, "address", "", "the node's uwsgi `ADDR`: ip:port, :port (the sender's IP), or a unix socket path (required)")
+	fs.Uint64Var(&o.weight, "weight", 0, "node weight `N` (default 0, read as 1)")
+	fs.UintVar(&o.modifier1, "modifier1", 0, "uwsgi modifier1 `N` the router puts in requests to this node")
+	fs.Uint64Var(&o.backup, "backup", 0, "backup level `N` (default 0: primary)")
+	fs.StringVar(&o.algo, "algo", "", "balancing algorithm `NAME` of the pool, if this datagram creates it")
+	fs.StringVar(&o.notify, "notify", "", "unix datagram socket `PATH` the router notifies when a drain of this node completes")
+	fs.BoolVar(&o.unsubscribe, "unsubscribe", false, "send an unsubscribe (the router drains the node, then removes it)")
+	fs.BoolVar(&o.drain, "drain", false, "ask the router to drain the node (drain=1)")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", 0, "drain deadline `D` sent with --drain or --unsubscribe (default 0s: the router's --drain-timeout)")
+	fs.StringVar(&o.sign, "sign", "", "sign with `DIGEST:KEYFILE`: a PEM RSA private key (as uWSGI's --subscribe-to ...,SHA256:key.pem) or an Ed25519 one")
+	fs.DurationVar(&o.every, "every", 0, "re-announce every `D` (at least 1s) until SIGTERM/SIGINT, then unsubscribe (default 0s: send once)")
+	fs.close()
+	return fs
+}
+
 // runSubscribe is `fastrouter subscribe`: it announces a node that is not a
 // uWSGI instance (any uwsgi-protocol server) to subscription servers, with
 // the datagrams uWSGI's --subscribe-to sends, optionally signed the way
@@ -42,41 +64,26 @@ type subscribeOptions struct {
 // for bad flags.
 func runSubscribe(args []string, stdout, stderr io.Writer) int {
 	var o subscribeOptions
-	fs := flag.NewFlagSet("fastrouter subscribe", flag.ContinueOnError)
-	fs.SetOutput(discard{})
-	o.servers = []string{"127.0.0.1:2626"}
-	fs.Var(&listFlag{vals: &o.servers}, "server", "subscription server `addr` (UDP ip:port, or a unix datagram socket path; repeatable)")
-	fs.StringVar(&o.key, "key", "", "pool `key` (the host name requests use; required)")
-	fs.StringVar(&o.address, "address", "", "the node's uwsgi `address`: ip:port, :port (the sender's IP), or a unix socket path (required)")
-	fs.Uint64Var(&o.weight, "weight", 0, "node `weight` (0 = 1)")
-	fs.UintVar(&o.modifier1, "modifier1", 0, "uwsgi `modifier1` the router puts in requests to this node")
-	fs.Uint64Var(&o.backup, "backup", 0, "backup `level` (0 = primary)")
-	fs.StringVar(&o.algo, "algo", "", "balancing `algorithm` of the pool, if this datagram creates it")
-	fs.StringVar(&o.notify, "notify", "", "unix datagram socket `path` the router notifies when a drain of this node completes")
-	fs.BoolVar(&o.unsubscribe, "unsubscribe", false, "send an unsubscribe (the router drains the node, then removes it)")
-	fs.BoolVar(&o.drain, "drain", false, "ask the router to drain the node (drain=1)")
-	fs.DurationVar(&o.drainTimeout, "drain-timeout", 0, "drain deadline sent with --drain or --unsubscribe (0 = the router's --drain-timeout)")
-	fs.StringVar(&o.sign, "sign", "", "sign with `DIGEST:KEYFILE`: a PEM RSA private key (as uWSGI's --subscribe-to ...,SHA256:key.pem) or an Ed25519 one")
-	fs.DurationVar(&o.every, "every", 0, "re-announce every `duration` (at least 1s) until SIGTERM/SIGINT, then unsubscribe (0 = send once)")
-	usage := func(w io.Writer) {
-		fmt.Fprintf(w, "Usage: fastrouter subscribe --key KEY --address ADDR [flags]\n\n"+
+	fs := newSubscribeFlags(&o)
+	var p problems
+	rest, help := parseFlags(fs, args, &p)
+	if help {
+		fmt.Fprintf(stdout, "Usage: fastrouter subscribe --key KEY --address ADDR [flags]\n\n"+
 			"Sends subscription datagrams (uWSGI --subscribe-to format) for a node that is not uWSGI.\n\nFlags:\n")
-		printFlags(w, fs)
-	}
-	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
-		usage(stdout)
+		printFlags(stdout, fs)
 		return 0
 	}
-	if err == nil {
-		err = o.validate(fs)
+	if len(rest) > 0 {
+		p.addf("unexpected argument %q (see fastrouter subscribe --help)", rest[0])
 	}
-	if err != nil {
-		fmt.Fprintf(stderr, "fastrouter subscribe: %v\n", err)
+	p.add(o.validate())
+	if len(p) > 0 {
+		report(stderr, "fastrouter subscribe", p.err())
 		return 2
 	}
 	var signer *subauth.Signer
 	if o.sign != "" {
+		var err error
 		if signer, err = subauth.LoadSigner(o.sign); err != nil {
 			fmt.Fprintf(stderr, "fastrouter subscribe: --sign: %v\n", err)
 			return 2
@@ -117,10 +124,8 @@ func runSubscribe(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func (o *subscribeOptions) validate(fs *flag.FlagSet) error {
+func (o *subscribeOptions) validate() error {
 	switch {
-	case fs.NArg() > 0:
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	case o.key == "" || len(o.key) > uwsgi.MaxKeyLen:
 		return errors.New("--key is required (1 to 255 bytes)")
 	case o.address == "" || len(o.address) > uwsgi.MaxAddressLen:

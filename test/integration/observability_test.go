@@ -129,6 +129,8 @@ type accessEntry struct {
 	URI             string    `json:"uri"`
 	Proto           string    `json:"proto"`
 	Scheme          string    `json:"scheme"`
+	UserAgent       *string   `json:"user_agent"`
+	Referer         *string   `json:"referer"`
 	Status          int       `json:"status"`
 	Pool            *string   `json:"pool"`
 	Node            *string   `json:"node"`

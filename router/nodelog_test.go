@@ -1,0 +1,89 @@
+package router
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+type logSink struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *logSink) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *logSink) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// A node whose connects fail is logged once as failed, with the error,
+// however many requests find it down, and once as recovered when a
+// connect succeeds again; both at WARN, so that a log read at warn level
+// pairs them. Before, a connect failure was a debug line per attempt.
+func TestNodeFailureAndRecoveryLoggedOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // refused from now on
+	logs := &logSink{}
+	r := startRouter(t, Config{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	r.table.AddStatic("down.test", addr, 1)
+	for range 5 {
+		raw(t, r.addr, "GET / HTTP/1.1\r\nHost: down.test\r\n\r\n")
+	}
+	out := logs.String()
+	if n := strings.Count(out, `msg="node failed"`); n != 1 ||
+		!strings.Contains(out, `level=WARN msg="node failed" pool=down.test node=`+addr+` reason=connect err=`) ||
+		!strings.Contains(out, "connection refused") {
+		t.Fatalf("%d failure lines; want one WARN naming the node and the error:\n%s", n, out)
+	}
+	// The node comes back on the same address; after its back-off one
+	// request probes it.
+	ln, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("re-listen on %s: %v", addr, err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				var b [4]byte // the uwsgi header: modifier1, size, modifier2
+				if _, err := io.ReadFull(c, b[:]); err != nil {
+					return
+				}
+				size := int(b[1]) | int(b[2])<<8
+				if _, err := io.CopyN(io.Discard, c, int64(size)); err != nil {
+					return
+				}
+				_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+			}()
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), `msg="node recovered"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no recovery logged:\n%s", logs)
+		}
+		raw(t, r.addr, "GET / HTTP/1.1\r\nHost: down.test\r\n\r\n")
+		time.Sleep(50 * time.Millisecond)
+	}
+	for range 3 {
+		raw(t, r.addr, "GET / HTTP/1.1\r\nHost: down.test\r\n\r\n")
+	}
+	out = logs.String()
+	if n := strings.Count(out, `msg="node recovered"`); n != 1 ||
+		!strings.Contains(out, `level=WARN msg="node recovered" pool=down.test node=`+addr+` reason=connect`) {
+		t.Fatalf("%d recovery lines; want one WARN:\n%s", n, out)
+	}
+}

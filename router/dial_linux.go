@@ -6,6 +6,8 @@ import (
 	"context"
 	"net"
 	"os"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -19,105 +21,100 @@ import (
 // hot path. net.Dialer spends 11 system calls on it (socket, connect,
 // epoll_ctl, getsockopt, getpeername, getsockname, TCP_NODELAY and four
 // keep-alive options) and ~17 allocations (address resolution, sockaddr
-// conversions, a deadline context). Here it is socket, SO_LINGER, connect,
-// fcntl, epoll_ctl and a second connect (await), and 5 small allocations
-// (the connection, os.File's two, its RawConn and the raw callback): the
-// node address is already parsed (balancer.Endpoint), a connection that
-// lives for one request needs no keep-alive probes, and one request written
-// in one write gains nothing from TCP_NODELAY.
+// conversions, a deadline context). Here a TCP dial takes a socket from
+// rt.socks (sockpool_linux.go) and costs connect and a second connect that
+// asks whether the first finished (await); the disconnect at the end
+// replaces the close. Only when the pool is empty does it open one
+// (socket, the poller's fcntl and epoll_ctl). One small allocation: the
+// backendConn. The node address is already parsed (balancer.Endpoint), a
+// connection that lives for one request needs no keep-alive probes, and one
+// request written in one write gains nothing from TCP_NODELAY.
 //
-// The socket is handed to the runtime poller through os.NewFile, so reads,
-// writes and deadlines behave as on a net.Conn. A node with an IPv6 zone
-// (rare; it needs an interface lookup) takes the net.Dialer path.
+// The socket is the runtime poller's through os.NewFile, so reads, writes
+// and deadlines behave as on a net.Conn. A node with an IPv6 zone (rare; it
+// needs an interface lookup) takes the net.Dialer path.
 func (rt *Router) dial(ctx context.Context, n *balancer.Node) (net.Conn, error) {
 	if n.Endpoint.Network == balancer.NetHTTP {
 		return rt.dialHTTP(ctx, n) // upstream_http.go: keep-alive, its own dialer
 	}
-	c := &backendConn{addr: nodeAddr{n}}
-	var (
-		family int
-		sa     syscall.Sockaddr
-	)
-	switch ep := n.Endpoint; {
+	ep := n.Endpoint
+	var family int
+	switch {
 	case ep.Network == balancer.NetUnix:
 		family = syscall.AF_UNIX
-		c.sun.Name = ep.Dial
-		sa = &c.sun
 	case ep.AddrPort.Addr().Is4():
 		family = syscall.AF_INET
-		c.sa4.Port = int(ep.AddrPort.Port())
-		c.sa4.Addr = ep.AddrPort.Addr().As4()
-		sa = &c.sa4
 	case ep.AddrPort.Addr().Zone() == "":
 		family = syscall.AF_INET6
-		c.sa6.Port = int(ep.AddrPort.Port())
-		c.sa6.Addr = ep.AddrPort.Addr().As16()
-		sa = &c.sa6
 	default:
 		return rt.dialNet(ctx, n)
 	}
-	fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, os.NewSyscallError("socket", err)
-	}
-	if family != syscall.AF_UNIX {
-		// Close with a reset, not a FIN (HAProxy's "option nolinger" for
-		// servers). A uwsgi node closes first, once its response is sent,
-		// so by the time the router closes, the node has nothing left to
-		// read and our FIN would only buy the handshake back and a
-		// TIME_WAIT socket on the node: on loopback the reset saves 3-8%
-		// of the router's CPU per request (A/B runs with wrk). An early
-		// close (client gone, timeout) resets the node's connection at
-		// once, which is what it should learn anyway. A connection that
-		// becomes a tunnel closes gracefully again (closeGracefully).
-		if err := syscall.SetsockoptLinger(fd, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1}); err != nil {
-			syscall.Close(fd)
-			return nil, os.NewSyscallError("setsockopt", err)
+	s := rt.socks.get(family) // nil for AF_UNIX: never pooled
+	if s == nil {
+		var err error
+		if s, err = newNodeSock(family); err != nil {
+			return nil, err
 		}
 	}
-	err = syscall.Connect(fd, sa)
+	c := &backendConn{s: s, addr: nodeAddr{n}, pool: &rt.socks}
+	sa := s.address(ep)
+	// fd is ours alone until dial returns c: a raw call needs no RawConn.
+	err := syscall.Connect(s.fd, sa)
 	switch err {
-	case nil, syscall.EINPROGRESS, syscall.EINTR:
+	case nil:
+		return c, nil
+	case syscall.EINPROGRESS, syscall.EINTR:
 	default:
 		// ECONNREFUSED, ENOENT, and a unix listener's full backlog
 		// (EAGAIN) all fail at once; the caller tries another node.
-		syscall.Close(fd)
+		s.abort(false)
 		return nil, os.NewSyscallError("connect", err)
 	}
-	// Registers fd with the poller (non-blocking, so pollable).
-	c.f = os.NewFile(uintptr(fd), n.Endpoint.Dial)
-	c.rc, _ = c.f.SyscallConn() // fails only on a nil File
-	c.raw = c.rawStep
-	if err == nil {
-		return c, nil
-	}
-	c.connecting = sa
+	s.connecting = sa
 	if err := c.await(ctx, rt.now().Add(rt.timeouts().Connect)); err != nil {
-		c.f.Close()
+		s.abort(false)
 		return nil, err
 	}
 	return c, nil
 }
 
+// address fills s's sockaddr for ep and returns it.
+func (s *nodeSock) address(ep balancer.Endpoint) syscall.Sockaddr {
+	switch s.family {
+	case syscall.AF_UNIX:
+		s.sun.Name = ep.Dial
+		return &s.sun
+	case syscall.AF_INET:
+		s.sa4.Port = int(ep.AddrPort.Port())
+		s.sa4.Addr = ep.AddrPort.Addr().As4()
+		return &s.sa4
+	}
+	s.sa6.Port = int(ep.AddrPort.Port())
+	s.sa6.Addr = ep.AddrPort.Addr().As16()
+	return &s.sa6
+}
+
 // await waits for the connect in progress (to c.connecting) to finish,
 // until deadline or the end of ctx.
 func (c *backendConn) await(ctx context.Context, deadline time.Time) error {
-	if err := c.f.SetWriteDeadline(deadline); err != nil {
+	s := c.s
+	if err := s.f.SetWriteDeadline(deadline); err != nil {
 		return err
 	}
 	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, func() { _ = c.f.SetWriteDeadline(aLongTimeAgo) })
+		stop := context.AfterFunc(ctx, func() { _ = s.f.SetWriteDeadline(aLongTimeAgo) })
 		defer stop()
 	}
 	// RawWrite clears the poller's write readiness before the first call, so
 	// a connect that finished before it may have left no event to wait for:
 	// every call, the first included, asks the socket itself (rawStep).
-	err := c.rc.Write(c.raw)
-	c.connecting = nil
+	err := s.rc.Write(s.raw)
+	s.connecting = nil
 	if err != nil {
 		return err // os.ErrDeadlineExceeded: timeout or the client left
 	}
-	err, c.rawErr = c.rawErr, nil
+	_ = s.f.SetWriteDeadline(time.Time{})
+	err, s.rawErr = s.rawErr, nil
 	return err
 }
 
@@ -135,22 +132,26 @@ func (c *backendConn) await(ctx context.Context, deadline time.Time) error {
 // part (the caller writes the rest); else it is the wait's
 // (os.ErrDeadlineExceeded, or the connection closed under it).
 func (c *backendConn) sendAwait(p []byte, deadline time.Time) (n int, err error) {
-	if err := c.f.SetReadDeadline(deadline); err != nil {
+	s := c.s
+	if err := c.live(); err != nil {
 		return 0, err
 	}
-	c.out = p
-	err = c.rc.Read(c.raw)
-	n, c.sent = c.sent, 0
-	c.out = nil
+	if err := s.f.SetReadDeadline(deadline); err != nil {
+		return 0, err
+	}
+	s.out = p
+	err = s.rc.Read(s.raw)
+	n, s.sent = s.sent, 0
+	s.out = nil
 	if n < len(p) {
-		err, c.rawErr = c.rawErr, nil
+		err, s.rawErr = s.rawErr, nil
 	}
 	return n, err
 }
 
-// rawStep is the callback of c's raw calls, made a func value once per
-// connection (c.raw): a closure per call would allocate per request. Its
-// inputs and results live in c. Returns whether the call is done.
+// rawStep is the callback of s's raw calls, made a func value once per
+// socket (s.raw): a closure per call would allocate per request. Its
+// inputs and results live in s. Returns whether the call is done.
 //
 // In await (c.connecting set) it asks whether the connect finished by
 // connecting again, one system call where SO_ERROR plus getpeername (what
@@ -162,32 +163,32 @@ func (c *backendConn) sendAwait(p []byte, deadline time.Time) (n int, err error)
 //
 // In sendAwait (c.out set) its first call writes c.out and, if all of it
 // went, asks for a wait; the call after a wakeup ends it.
-func (c *backendConn) rawStep(fd uintptr) bool {
-	if sa := c.connecting; sa != nil {
+func (s *nodeSock) rawStep(fd uintptr) bool {
+	if sa := s.connecting; sa != nil {
 		switch err := syscall.Connect(int(fd), sa); err {
 		case nil, syscall.EISCONN:
 			return true
 		case syscall.EALREADY, syscall.EINPROGRESS, syscall.EINTR:
 			return false
 		default:
-			c.rawErr = os.NewSyscallError("connect", err)
+			s.rawErr = os.NewSyscallError("connect", err)
 			return true
 		}
 	}
-	if c.out == nil {
+	if s.out == nil {
 		return true // woken: the answer is readable (or a spurious wakeup, which the read then waits out)
 	}
-	p := c.out
-	c.out = nil
+	p := s.out
+	s.out = nil
 	n, err := syscall.Write(int(fd), p)
 	if n > 0 {
-		c.sent = n
+		s.sent = n
 	}
 	switch {
 	case err == syscall.EAGAIN || err == syscall.EINTR:
 		return true // the caller writes it the usual way
 	case err != nil:
-		c.rawErr = os.NewSyscallError("write", err)
+		s.rawErr = os.NewSyscallError("write", err)
 		return true
 	}
 	return n < len(p) // all of it went: wait for the answer
@@ -196,49 +197,94 @@ func (c *backendConn) rawStep(fd uintptr) bool {
 // aLongTimeAgo is a deadline in the past: it wakes a waiting call at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// backendConn is a node connection made by dial. It shows only net.Conn's
-// methods: the *os.File inside would offer io.Copy splice and sendfile paths
-// meant for files.
+// backendConn is one use of a nodeSock: a node connection made by dial.
+// It shows only net.Conn's methods: the *os.File inside would offer io.Copy
+// splice and sendfile paths meant for files.
 //
-// Not recycled: a Close may come late from a drain cut or a client-abort
-// hook (Node.Track, context.AfterFunc), and must never hit a reused value.
+// Ownership: the exchange that dialled it uses it and ends it with recycle
+// (keepOrClose), which puts a TCP socket back in the pool. Anyone may Close
+// it at any time, more than once (a drain cut, the shutdown deadline, a
+// client-abort hook: Node.Track, context.AfterFunc): the first Close or
+// recycle wins, and after it the socket is no longer this connection's, so
+// a late Close must never touch it. Not recycled itself for the same
+// reason: a late Close must never hit a reused value.
 type backendConn struct {
-	f    *os.File
-	rc   syscall.RawConn // f's, fetched once (each SyscallConn allocates)
+	s    *nodeSock
 	addr nodeAddr
+	pool *sockPool
 
-	// State of the raw calls (await, sendAwait; see rawStep). Used only by
-	// the goroutine that owns the exchange, one call at a time.
-	raw        func(fd uintptr) bool // c.rawStep
-	connecting syscall.Sockaddr      // await: the address being connected to
-	out        []byte                // sendAwait: the request, until written
-	sent       int                   // sendAwait: bytes written
-	rawErr     error                 // the system call's error
-	// One of these is the connect address; held here so the syscall
-	// package's sockaddr conversion writes into memory of this connection.
-	sa4 syscall.SockaddrInet4
-	sa6 syscall.SockaddrInet6
-	sun syscall.SockaddrUnix
+	mu       sync.Mutex
+	done     bool        // guarded by mu: Close or recycle ran; s is not ours
+	graceful atomic.Bool // closeGracefully: close with a FIN, never pool
+}
+
+// live returns os.ErrClosed once c was closed.
+func (c *backendConn) live() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done {
+		return os.ErrClosed
+	}
+	return nil
+}
+
+// end marks c done; false if it already was.
+func (c *backendConn) end() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done {
+		return false
+	}
+	c.done = true
+	return true
+}
+
+// Close closes c's socket: a reset for TCP (see sockpool_linux.go), or a
+// FIN after closeGracefully. Safe from any goroutine, at any time; reads
+// and writes in progress fail.
+func (c *backendConn) Close() error {
+	if c.end() {
+		c.s.abort(c.graceful.Load())
+	}
+	return nil
+}
+
+// recycle ends the owner's use of c once its exchange is over: a TCP
+// socket is disconnected (the reset that ends the connection) and goes
+// back to the pool; anything else is closed. A no-op if c was closed.
+func (c *backendConn) recycle() {
+	if !c.end() {
+		return
+	}
+	s := c.s
+	if !s.pooled || c.graceful.Load() {
+		s.abort(c.graceful.Load())
+		return
+	}
+	// The owner's own socket now (c is done): a raw call on fd is safe.
+	if disconnect(s.fd) != nil {
+		_ = s.f.Close()
+		return
+	}
+	_ = s.f.SetDeadline(time.Time{})
+	if !c.pool.put(s) {
+		_ = s.f.Close()
+	}
 }
 
 // closeGracefully turns the reset on close back into a FIN after what was
 // written: for a tunnel (websocket), where the router closes the node's
 // side when the client ends, with the client's last bytes possibly still
 // in the send buffer, which a reset would throw away.
-func (c *backendConn) closeGracefully() {
-	_ = c.rc.Control(func(fd uintptr) {
-		_ = syscall.SetsockoptLinger(int(fd), syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{})
-	})
-}
+func (c *backendConn) closeGracefully() { c.graceful.Store(true) }
 
-func (c *backendConn) Read(p []byte) (int, error)         { return c.f.Read(p) }
-func (c *backendConn) Write(p []byte) (int, error)        { return c.f.Write(p) }
-func (c *backendConn) Close() error                       { return c.f.Close() }
+func (c *backendConn) Read(p []byte) (int, error)         { return c.s.f.Read(p) }
+func (c *backendConn) Write(p []byte) (int, error)        { return c.s.f.Write(p) }
 func (c *backendConn) LocalAddr() net.Addr                { return c.addr }
 func (c *backendConn) RemoteAddr() net.Addr               { return c.addr }
-func (c *backendConn) SetDeadline(t time.Time) error      { return c.f.SetDeadline(t) }
-func (c *backendConn) SetReadDeadline(t time.Time) error  { return c.f.SetReadDeadline(t) }
-func (c *backendConn) SetWriteDeadline(t time.Time) error { return c.f.SetWriteDeadline(t) }
+func (c *backendConn) SetDeadline(t time.Time) error      { return c.s.f.SetDeadline(t) }
+func (c *backendConn) SetReadDeadline(t time.Time) error  { return c.s.f.SetReadDeadline(t) }
+func (c *backendConn) SetWriteDeadline(t time.Time) error { return c.s.f.SetWriteDeadline(t) }
 
 // nodeAddr names a backend connection's node (both ends: the local address
 // is of no use to anyone and would cost a getsockname per dial).

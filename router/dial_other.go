@@ -15,3 +15,9 @@ func (rt *Router) dial(ctx context.Context, n *balancer.Node) (net.Conn, error) 
 	}
 	return rt.dialNet(ctx, n)
 }
+
+// sockPool keeps idle node sockets on Linux (sockpool_linux.go); elsewhere
+// every dial opens its own.
+type sockPool struct{}
+
+func (*sockPool) closeAll() {}

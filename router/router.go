@@ -147,6 +147,9 @@ type Router struct {
 	backends connSet
 	cutCh    chan struct{}
 	cutOnce  sync.Once
+	// socks are idle uwsgi node sockets for the next dials
+	// (sockpool_linux.go); Shutdown closes them.
+	socks sockPool
 }
 
 // New validates cfg and returns a Router.

@@ -69,6 +69,7 @@ func (rt *Router) Shutdown(ctx context.Context) error {
 	if ctx.Err() != nil {
 		rt.awaitCut(<-cut)
 	}
+	rt.socks.closeAll()
 	return errors.Join(errs...)
 }
 

@@ -123,11 +123,20 @@ func (rt *Router) dialHTTPFresh(ctx context.Context, n *balancer.Node) (net.Conn
 	return hc, nil
 }
 
+// recycler is a node connection whose socket outlives it (dial_linux.go's
+// backendConn): recycle ends the exchange's use of it, keeping the socket
+// for another connection when it can.
+type recycler interface{ recycle() }
+
 // keepOrClose ends the use of a backend connection by one request: an http
 // connection whose exchange ended cleanly goes back to its node's idle
 // list, anything else is closed. br is the response reader (nil when none
 // was used); bytes it holds beyond the response make the connection unusable.
 func (rt *Router) keepOrClose(conn net.Conn, br *bufio.Reader, node *balancer.Node) {
+	if r, ok := conn.(recycler); ok { // a uwsgi node's socket goes back to its pool
+		r.recycle()
+		return
+	}
 	hc, ok := conn.(*httpConn)
 	if !ok || !hc.keep || node == nil || br == nil || br.Buffered() > 0 {
 		conn.Close()

@@ -1,0 +1,166 @@
+//go:build linux
+
+package router
+
+import (
+	"os"
+	"sync"
+	"syscall"
+	"unsafe"
+)
+
+// Reusing node sockets.
+//
+// A uwsgi node gets a connection of its own for every request (uWSGI's
+// framing), and opening and closing a socket costs more system calls than
+// the connection itself: socket, the poller's fcntl (os.NewFile) and
+// epoll_ctl, and at the end epoll_ctl again and close. A TCP socket can
+// instead be disconnected and connected again: connect with an AF_UNSPEC
+// address (connect(2); Linux's tcp_disconnect in net/ipv4/tcp.c) aborts the
+// connection with a reset, as SO_LINGER 0 makes close do (the node, which
+// closed first, keeps no TIME_WAIT socket, and neither does the router),
+// empties the socket's queues and leaves it unconnected, its port
+// released, still registered with the poller. So a connection whose
+// exchange ended is disconnected and its socket kept in a small pool, and
+// the next dial of the same address family takes it: one system call (the
+// disconnect) in place of five. The kernel clears the reset's error at the
+// next connect (tcp_connect_init in net/ipv4/tcp_output.c).
+//
+// Unix sockets cannot be disconnected; they are closed as before.
+
+// maxPooledSocks bounds the idle sockets kept per address family: about
+// the most exchanges in flight at once that the pool serves without
+// opening new sockets. An idle one costs a file descriptor and ~2 KiB of
+// kernel memory.
+const maxPooledSocks = 512
+
+// sockPool holds disconnected TCP sockets, by family. Safe for concurrent
+// use; the zero value is empty. The Router owns it; Shutdown closes it.
+type sockPool struct {
+	mu     sync.Mutex
+	free   [2][]*nodeSock // guarded by mu; [0] AF_INET, [1] AF_INET6
+	closed bool           // guarded by mu: closeAll ran; put refuses
+}
+
+func familyIndex(family int) int {
+	if family == syscall.AF_INET6 {
+		return 1
+	}
+	return 0
+}
+
+// get returns an idle socket of family, or nil when there is none.
+func (p *sockPool) get(family int) *nodeSock {
+	i := familyIndex(family)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(p.free[i])
+	if n == 0 {
+		return nil
+	}
+	s := p.free[i][n-1]
+	p.free[i][n-1] = nil
+	p.free[i] = p.free[i][:n-1]
+	return s
+}
+
+// put keeps s, disconnected, for a later dial; false (the caller closes
+// it) when the pool is full or closed.
+func (p *sockPool) put(s *nodeSock) bool {
+	i := familyIndex(s.family)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || len(p.free[i]) >= maxPooledSocks {
+		return false
+	}
+	p.free[i] = append(p.free[i], s)
+	return true
+}
+
+// size is how many idle sockets the pool holds.
+func (p *sockPool) size() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.free[0]) + len(p.free[1])
+}
+
+// closeAll closes every idle socket and keeps none from now on (Shutdown).
+func (p *sockPool) closeAll() {
+	p.mu.Lock()
+	var all []*nodeSock
+	for i := range p.free {
+		all = append(all, p.free[i]...)
+		p.free[i] = nil
+	}
+	p.closed = true
+	p.mu.Unlock()
+	for _, s := range all {
+		_ = s.f.Close()
+	}
+}
+
+// nodeSock is one socket to uwsgi nodes, registered with the runtime's
+// poller (os.File). A TCP one outlives its connections (pooled); each use
+// is a backendConn, which owns it until it is recycled or closed.
+//
+// The raw-call state belongs to the goroutine of the exchange that holds
+// the socket, one call at a time; fd may be used directly only by that
+// owner, while no one else can close the socket (at dial, and once its
+// backendConn is done: backendConn.recycle).
+type nodeSock struct {
+	f      *os.File
+	rc     syscall.RawConn // f's, fetched once (each SyscallConn allocates)
+	fd     int
+	family int
+	pooled bool // TCP: disconnected and reused rather than closed
+
+	// State of the raw calls (await, sendAwait; see rawStep).
+	raw        func(fd uintptr) bool // s.rawStep, made once
+	connecting syscall.Sockaddr      // await: the address being connected to
+	out        []byte                // sendAwait: the request, until written
+	sent       int                   // sendAwait: bytes written
+	rawErr     error                 // the system call's error
+	// One of these is the connect address; held here so the syscall
+	// package's sockaddr conversion writes into memory of this socket.
+	sa4 syscall.SockaddrInet4
+	sa6 syscall.SockaddrInet6
+	sun syscall.SockaddrUnix
+}
+
+// newNodeSock opens a non-blocking socket of family (one system call:
+// the flags ride in socket(2)) and registers it with the poller.
+func newNodeSock(family int) (*nodeSock, error) {
+	fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("socket", err)
+	}
+	s := &nodeSock{fd: fd, family: family, pooled: family != syscall.AF_UNIX}
+	// Registers fd with the poller (non-blocking, so pollable). The name
+	// is the one a pooled socket keeps whatever node it connects to.
+	s.f = os.NewFile(uintptr(fd), "uwsgi node")
+	s.rc, _ = s.f.SyscallConn() // fails only on a nil File
+	s.raw = s.rawStep
+	return s, nil
+}
+
+// unspec is the AF_UNSPEC address whose connect disconnects a TCP socket.
+var unspec = syscall.RawSockaddr{Family: syscall.AF_UNSPEC}
+
+// disconnect aborts the connection of TCP socket fd with a reset and
+// leaves the socket unconnected, ready for another connect.
+func disconnect(fd int) error {
+	_, _, e := syscall.Syscall(syscall.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&unspec)), unsafe.Sizeof(unspec))
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// abort closes s for good; a TCP connection with a reset (above), unless
+// graceful, where close sends a FIN after what is still queued.
+func (s *nodeSock) abort(graceful bool) {
+	if s.pooled && !graceful {
+		_ = s.rc.Control(func(fd uintptr) { _ = disconnect(int(fd)) })
+	}
+	_ = s.f.Close()
+}

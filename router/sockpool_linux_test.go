@@ -1,0 +1,218 @@
+//go:build linux
+
+package router
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fastrouter/fastrouter/balancer"
+)
+
+// nodeServer accepts on a fresh 127.0.0.1 listener and hands each
+// connection to serve in a goroutine of its own.
+func nodeServer(t *testing.T, serve func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				serve(c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// poolRouter is a Router with a table holding static nodes at addrs.
+func poolRouter(t *testing.T, addrs ...string) (*Router, map[string]*balancer.Node) {
+	t.Helper()
+	table, err := balancer.New(balancer.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if err := table.AddStatic("d.test", a, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rt, err := New(Config{Pools: table, ConnectTimeout: time.Second, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := map[string]*balancer.Node{}
+	for _, a := range addrs {
+		if nodes[a] = table.Lookup([]byte("d.test")).Node(a); nodes[a] == nil {
+			t.Fatal("node not in table")
+		}
+	}
+	return rt, nodes
+}
+
+func dialBackend(t *testing.T, rt *Router, n *balancer.Node) *backendConn {
+	t.Helper()
+	c, err := rt.dial(context.Background(), n)
+	if err != nil {
+		t.Fatalf("dial %s: %v", n.Address, err)
+	}
+	return c.(*backendConn)
+}
+
+// TestRecycledSocketIsReused: a TCP connection whose exchange ended goes
+// back to the pool disconnected: the node sees a reset (no FIN, no
+// TIME_WAIT), and the next dial, to another node too, takes the same
+// socket, which carries nothing of its former connection.
+func TestRecycledSocketIsReused(t *testing.T) {
+	reset := make(chan error, 1)
+	first := nodeServer(t, func(c net.Conn) {
+		var b [4]byte
+		if _, err := io.ReadFull(c, b[:]); err != nil {
+			reset <- err
+			return
+		}
+		_, _ = c.Write([]byte("stale bytes the router never reads"))
+		_, err := c.Read(b[:])
+		reset <- err
+	})
+	second := nodeServer(t, func(c net.Conn) {
+		var b [4]byte
+		if _, err := io.ReadFull(c, b[:]); err == nil {
+			_, _ = c.Write([]byte("new:" + string(b[:])))
+		}
+	})
+	rt, nodes := poolRouter(t, first, second)
+
+	c1 := dialBackend(t, rt, nodes[first])
+	if _, err := c1.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // let the stale bytes arrive
+	s := c1.s
+	c1.recycle()
+	select {
+	case err := <-reset:
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("node's read after the recycle = %v; want ECONNRESET", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("node saw nothing after the recycle")
+	}
+	if got := rt.socks.size(); got != 1 {
+		t.Fatalf("pool holds %d sockets after the recycle; want 1", got)
+	}
+
+	c2 := dialBackend(t, rt, nodes[second])
+	defer c2.Close()
+	if c2.s != s {
+		t.Fatal("the second dial opened a new socket instead of the pooled one")
+	}
+	if _, err := c2.Write([]byte("pong")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(c2)
+	if err != nil || string(got) != "new:pong" {
+		t.Fatalf("reused socket read %q, %v; want only the new node's answer", got, err)
+	}
+}
+
+// TestLateCloseLeavesReusedSocket: a Close that comes after the exchange
+// recycled its connection (a drain cut or an abort hook that lost the
+// race) does nothing to the socket, which by then serves another
+// connection.
+func TestLateCloseLeavesReusedSocket(t *testing.T) {
+	addr := nodeServer(t, func(c net.Conn) {
+		var b [4]byte
+		if _, err := io.ReadFull(c, b[:]); err == nil {
+			_, _ = c.Write(b[:])
+		}
+	})
+	rt, nodes := poolRouter(t, addr)
+	c1 := dialBackend(t, rt, nodes[addr])
+	c1.recycle()
+	c2 := dialBackend(t, rt, nodes[addr])
+	defer c2.Close()
+	if c2.s != c1.s {
+		t.Fatal("socket not reused")
+	}
+	if err := c1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c1.sendAwait([]byte("ping"), time.Now().Add(time.Second)); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("sendAwait on the closed connection = %v; want os.ErrClosed", err)
+	}
+	if n, err := c2.sendAwait([]byte("ping"), time.Now().Add(5*time.Second)); n != 4 || err != nil {
+		t.Fatalf("sendAwait on the new connection = %d, %v", n, err)
+	}
+	var b [4]byte
+	if _, err := io.ReadFull(c2, b[:]); err != nil || string(b[:]) != "ping" {
+		t.Fatalf("new connection read %q, %v after the old one's late Close", b, err)
+	}
+}
+
+// TestCloseCutsAndDrops: a Close from another goroutine (drain cut,
+// shutdown deadline) ends a read waiting on the node, and the socket is
+// closed, not pooled: its owner may still be using it.
+func TestCloseCutsAndDrops(t *testing.T) {
+	addr := nodeServer(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+	rt, nodes := poolRouter(t, addr)
+	c := dialBackend(t, rt, nodes[addr])
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	time.AfterFunc(50*time.Millisecond, func() { c.Close() })
+	start := time.Now()
+	if _, err := c.Read(make([]byte, 8)); err == nil {
+		t.Fatal("read on a cut connection succeeded")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("cut read returned after %v", d)
+	}
+	c.recycle() // the owner's release after the cut: a no-op
+	if got := rt.socks.size(); got != 0 {
+		t.Fatalf("pool holds %d sockets after a cut; want 0", got)
+	}
+}
+
+// TestShutdownClosesPooledSockets: Shutdown closes the idle sockets and the
+// pool keeps none after it.
+func TestShutdownClosesPooledSockets(t *testing.T) {
+	addr := nodeServer(t, func(c net.Conn) {})
+	rt, nodes := poolRouter(t, addr)
+	c := dialBackend(t, rt, nodes[addr])
+	s := c.s
+	c.recycle()
+	if rt.socks.size() != 1 {
+		t.Fatal("socket not pooled")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := rt.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rt.socks.size() != 0 {
+		t.Fatal("pooled sockets left after Shutdown")
+	}
+	if err := s.rc.Control(func(uintptr) {}); err == nil {
+		t.Error("pooled socket still open after Shutdown")
+	}
+	c = dialBackend(t, rt, nodes[addr])
+	c.recycle()
+	if rt.socks.size() != 0 {
+		t.Error("a socket recycled after Shutdown was pooled")
+	}
+}

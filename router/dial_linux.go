@@ -262,7 +262,18 @@ func (c *backendConn) recycle() {
 		return
 	}
 	// The owner's own socket now (c is done): a raw call on fd is safe.
+	// The disconnect leaves the reset's error (ECONNRESET) on the socket
+	// until the next connect clears it; reading SO_ERROR clears it now.
+	// Else an epoll scan that meets the socket while that connect is
+	// under way sees an error alone (SYN_SENT: neither readable nor
+	// writable), which the runtime poller keeps as a sticky "not
+	// pollable" on the socket (internal/poll, netpollcheckerr) and the
+	// next use's read fails with.
 	if disconnect(s.fd) != nil {
+		_ = s.f.Close()
+		return
+	}
+	if _, err := syscall.GetsockoptInt(s.fd, syscall.SOL_SOCKET, syscall.SO_ERROR); err != nil {
 		_ = s.f.Close()
 		return
 	}

@@ -216,3 +216,56 @@ func TestShutdownClosesPooledSockets(t *testing.T) {
 		t.Error("a socket recycled after Shutdown was pooled")
 	}
 }
+
+// TestReusedSocketsUnderChurn: many exchanges at once, each on a socket the
+// one before recycled, every node closing after its answer as uwsgi does:
+// none fails. (A reused socket once carried the reset's error into its next
+// connect, where an epoll scan could see it alone and make the runtime
+// poller refuse the next read as "not pollable".)
+func TestReusedSocketsUnderChurn(t *testing.T) {
+	addr := nodeServer(t, func(c net.Conn) {
+		var b [4]byte
+		if _, err := io.ReadFull(c, b[:]); err == nil {
+			_, _ = c.Write(b[:])
+		}
+	})
+	rt, nodes := poolRouter(t, addr)
+	n := nodes[addr]
+	const workers, rounds = 8, 1000
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		go func() {
+			for i := 0; i < rounds; i++ {
+				c, err := rt.dial(context.Background(), n)
+				if err != nil {
+					errs <- err
+					return
+				}
+				bc := c.(*backendConn)
+				if _, err := bc.sendAwait([]byte("ping"), time.Now().Add(5*time.Second)); err != nil {
+					bc.Close()
+					errs <- err
+					return
+				}
+				var b [4]byte
+				if _, err := io.ReadFull(bc, b[:]); err != nil {
+					bc.Close()
+					errs <- err
+					return
+				}
+				if _, err := bc.Read(b[:]); err != io.EOF {
+					bc.Close()
+					errs <- errors.New("no EOF after the answer")
+					return
+				}
+				bc.recycle()
+			}
+			errs <- nil
+		}()
+	}
+	for w := 0; w < workers; w++ {
+		if err := <-errs; err != nil {
+			t.Fatalf("exchange on a reused socket failed: %v", err)
+		}
+	}
+}

@@ -357,6 +357,10 @@ func (n *Node) ReportSuccess() (recovered bool) {
 	return false
 }
 
+// Failing reports whether the node's last connect failed (a failure
+// streak that no success has ended yet).
+func (n *Node) Failing() bool { return n.consecFails.Load() != 0 }
+
 // ReportFailure marks the node failed after a connect failure. It is skipped
 // by Pick until now+backoff, where backoff doubles with consecutive failures
 // from minBackoff up to maxBackoff; after that one request probes it. It

@@ -79,6 +79,12 @@ func (rt *Router) observeConnect(x *exchange, n *balancer.Node, start time.Time)
 	}
 }
 
+// unobserveConnect forgets observeConnect's record: the connect turned out
+// to have failed (errLateConnect, proxy).
+func (rt *Router) unobserveConnect(x *exchange) {
+	x.obs.node, x.obs.connect = nil, 0
+}
+
 // observeTried records a node whose connect failed, so that the line of a
 // request nothing served (502, 504) names the node it last tried.
 func (rt *Router) observeTried(x *exchange, n *balancer.Node) {

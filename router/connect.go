@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"net"
+	"time"
 
 	"github.com/fastrouter/fastrouter/balancer"
 )
@@ -24,17 +25,16 @@ const maxAttempts = 4
 // cap and the request could not wait (balancer.Policy), errRawToHTTP when
 // only http nodes could take a verbatim uwsgi packet (uwsgi front).
 //
-// key is the affinity key of iphash and hash pools (nil otherwise).
+// key is the affinity key of iphash and hash pools (nil otherwise). at
+// holds the nodes tried so far and carries over to a later call for the
+// same request (a lazy dial whose handshake failed, proxy).
 //
 // ctx is the client's interest in the request (h2 streams; fronts without
 // one pass context.Background()): once it ends no new connect is attempted,
 // a connect in progress is abandoned, and neither counts against the node
 // (errClientGone).
-func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange, key []byte) (*balancer.Node, net.Conn, error) {
-	var triedBuf [maxAttempts]*balancer.Node
-	tried := triedBuf[:0]
-	err := errNoNode
-	for len(tried) < maxAttempts {
+func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange, key []byte, at *attempts) (*balancer.Node, net.Conn, error) {
+	for len(at.tried) < maxAttempts {
 		if ctx.Err() != nil {
 			return nil, nil, errClientGone
 		}
@@ -43,7 +43,7 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange,
 		if done == nil {
 			done = rt.cutCh // the others' at the shutdown deadline (shutdown.go)
 		}
-		n, perr := pool.Acquire(now.UnixNano(), tried, key, done)
+		n, perr := pool.Acquire(now.UnixNano(), at.tried, key, done)
 		switch perr {
 		case nil:
 		case balancer.ErrQueueFull, balancer.ErrQueueTimeout:
@@ -54,16 +54,16 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange,
 			}
 			return nil, nil, errClientGone
 		default: // nothing usable (left): what failed so far decides
-			return nil, nil, err
+			return nil, nil, at.err
 		}
 		if ferr := x.fit(n); ferr != nil {
 			n.Done()
 			if ferr != errRawToHTTP {
 				return nil, nil, ferr
 			}
-			tried = append(tried, n) // not the node's fault: no failure counted
-			if err == errNoNode {
-				err = errRawToHTTP
+			at.tried = append(at.tried, n) // not the node's fault: no failure counted
+			if at.err == errNoNode {
+				at.err = errRawToHTTP
 			}
 			continue
 		}
@@ -72,13 +72,17 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange,
 			// connect, so the node backs off and the next one is tried.
 			n.Done()
 			n.ReportFailure(now)
-			tried = append(tried, n)
+			at.tried = append(at.tried, n)
 			rt.observeTried(x, n)
-			err = errSelfLoop
+			at.err = errSelfLoop
 			rt.log.Warn("node is the router itself: not forwarding (loop)", "pool", pool.Key, "node", n.Address)
 			continue
 		}
-		c, derr := rt.dial(ctx, n)
+		// A healthy uwsgi node whose request goes in one write is dialled
+		// lazily: the write tells whether the handshake finished
+		// (upstream_uwsgi.go), which saves the system call that asks.
+		lazy := x.wire == wireUwsgi && x.req.BodyLen == x.inline && !n.Failing()
+		c, derr := rt.dialNode(ctx, n, lazy)
 		if derr == nil {
 			if n.ReportSuccess() { // WARN like its failure: a log read at warn level pairs them
 				rt.log.Warn("node recovered", "pool", pool.Key, "node", n.Address, "reason", "connect")
@@ -92,22 +96,47 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange,
 			return n, c, nil
 		}
 		n.Done()
-		if ctx.Err() != nil {
-			return nil, nil, errClientGone // the client left, not the node
+		if err := rt.connectFailed(ctx, pool, x, n, derr, now, at); err != nil {
+			return nil, nil, err
 		}
-		if n.ReportFailure(now) {
-			rt.log.Warn("node failed", "pool", pool.Key, "node", n.Address, "reason", "connect", "err", derr)
-		}
-		tried = append(tried, n)
-		rt.observeTried(x, n)
-		if isTimeout(derr) {
-			err = errConnectTimeout
-		} else {
-			err = errAllFailed
-		}
-		rt.log.Debug("backend connect failed", "pool", pool.Key, "node", n.Address, "err", derr)
 	}
-	return nil, nil, err
+	return nil, nil, at.err
+}
+
+// attempts is what one request's connects have tried so far: the nodes,
+// which Acquire passes over, and the error that decides the status when
+// none is left. Owned by the request (proxy), on its stack; init before
+// the first connect.
+type attempts struct {
+	buf   [maxAttempts]*balancer.Node
+	tried []*balancer.Node
+	err   error
+}
+
+func (at *attempts) init() {
+	at.tried = at.buf[:0]
+	at.err = errNoNode
+}
+
+// connectFailed records that dialling n failed with derr (the node backs
+// off, the access log names it) and returns errClientGone when the client
+// left, not the node, or nil to try another node.
+func (rt *Router) connectFailed(ctx context.Context, pool *balancer.Pool, x *exchange, n *balancer.Node, derr error, now time.Time, at *attempts) error {
+	if ctx.Err() != nil {
+		return errClientGone // the client left, not the node
+	}
+	if n.ReportFailure(now) {
+		rt.log.Warn("node failed", "pool", pool.Key, "node", n.Address, "reason", "connect", "err", derr)
+	}
+	at.tried = append(at.tried, n)
+	rt.observeTried(x, n)
+	if isTimeout(derr) {
+		at.err = errConnectTimeout
+	} else {
+		at.err = errAllFailed
+	}
+	rt.log.Debug("backend connect failed", "pool", pool.Key, "node", n.Address, "err", derr)
+	return nil
 }
 
 // overload maps the balancer's queue verdicts to the router's errors.

@@ -34,6 +34,17 @@ import (
 // and deadlines behave as on a net.Conn. A node with an IPv6 zone (rare; it
 // needs an interface lookup) takes the net.Dialer path.
 func (rt *Router) dial(ctx context.Context, n *balancer.Node) (net.Conn, error) {
+	return rt.dialNode(ctx, n, false)
+}
+
+// dialNode is dial, or with lazy a dial that does not wait to learn whether
+// a connect in progress finished: the connection's first sendAwait (the
+// only call allowed on it before finishConnect) writes the request at once,
+// and the write reports a handshake still under way (EAGAIN: sendAwait
+// returns errNotConnected; finishConnect then waits as dial would have) or
+// failed (its error, returned by finishConnect). On loopback the handshake
+// is over before the connect returns, so the write is all it costs.
+func (rt *Router) dialNode(ctx context.Context, n *balancer.Node, lazy bool) (net.Conn, error) {
 	if n.Endpoint.Network == balancer.NetHTTP {
 		return rt.dialHTTP(ctx, n) // upstream_http.go: keep-alive, its own dialer
 	}
@@ -57,6 +68,7 @@ func (rt *Router) dial(ctx context.Context, n *balancer.Node) (net.Conn, error) 
 		}
 	}
 	c := &backendConn{s: s, addr: nodeAddr{n}, pool: &rt.socks}
+	s.pending, s.pendingSA, s.rawErr = false, nil, nil // a pooled socket's last use may have left them
 	sa := s.address(ep)
 	// fd is ours alone until dial returns c: a raw call needs no RawConn.
 	err := syscall.Connect(s.fd, sa)
@@ -69,6 +81,10 @@ func (rt *Router) dial(ctx context.Context, n *balancer.Node) (net.Conn, error) 
 		// (EAGAIN) all fail at once; the caller tries another node.
 		s.abort(false)
 		return nil, os.NewSyscallError("connect", err)
+	}
+	if lazy {
+		s.pending, s.pendingSA = true, sa
+		return c, nil
 	}
 	s.connecting = sa
 	if err := c.await(ctx, rt.now().Add(rt.timeouts().Connect)); err != nil {
@@ -118,6 +134,20 @@ func (c *backendConn) await(ctx context.Context, deadline time.Time) error {
 	return err
 }
 
+// finishConnect ends a lazy dial that sendAwait found unconnected: the
+// handshake's error, or the wait for it (await) until deadline or the end
+// of ctx.
+func (c *backendConn) finishConnect(ctx context.Context, deadline time.Time) error {
+	s := c.s
+	s.pending = false
+	if err := s.rawErr; err != nil {
+		s.rawErr = nil
+		return err
+	}
+	s.connecting, s.pendingSA = s.pendingSA, nil
+	return c.await(ctx, deadline)
+}
+
 // sendAwait writes a whole request p and waits until the node's answer can
 // be read or the deadline (also set for the reads that follow) passes.
 //
@@ -143,6 +173,9 @@ func (c *backendConn) sendAwait(p []byte, deadline time.Time) (n int, err error)
 	err = s.rc.Read(s.raw)
 	n, s.sent = s.sent, 0
 	s.out = nil
+	if s.pending && err == nil { // the write found no connection (yet): nothing went
+		return 0, errNotConnected
+	}
 	if n < len(p) {
 		err, s.rawErr = s.rawErr, nil
 	}
@@ -183,8 +216,16 @@ func (s *nodeSock) rawStep(fd uintptr) bool {
 	n, err := syscall.Write(int(fd), p)
 	if n > 0 {
 		s.sent = n
+		s.pending = false // connected, then
 	}
 	switch {
+	case s.pending && (err == syscall.EAGAIN || err == syscall.EINTR):
+		return true // the handshake is still under way: finishConnect
+	case s.pending && err != nil:
+		// The handshake failed (ECONNREFUSED, ETIMEDOUT, ...): the
+		// connect's error, for finishConnect.
+		s.rawErr = os.NewSyscallError("connect", err)
+		return true
 	case err == syscall.EAGAIN || err == syscall.EINTR:
 		return true // the caller writes it the usual way
 	case err != nil:

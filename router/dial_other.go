@@ -9,6 +9,11 @@ import (
 	"github.com/fastrouter/fastrouter/balancer"
 )
 
+// dialNode is dial; lazy dials exist on Linux only (dial_linux.go).
+func (rt *Router) dialNode(ctx context.Context, n *balancer.Node, _ bool) (net.Conn, error) {
+	return rt.dial(ctx, n)
+}
+
 func (rt *Router) dial(ctx context.Context, n *balancer.Node) (net.Conn, error) {
 	if n.Endpoint.Network == balancer.NetHTTP {
 		return rt.dialHTTP(ctx, n) // upstream_http.go

@@ -27,6 +27,10 @@ var (
 	errQueueTimeout   = errors.New("router: timed out waiting for a node under its in-flight cap")
 	errRawToHTTP      = errors.New("router: a uwsgi-front request cannot go to an http:// node")
 	errSelfLoop       = errors.New("router: the node is one of the router's own sockets (loop)")
+	// errLateConnect: a lazily dialled node's handshake failed at the
+	// first write (upstream_uwsgi.go). proxy turns it into a failed
+	// connect and tries another node; it never reaches statusOf.
+	errLateConnect = errors.New("router: backend connect failed at the first write")
 )
 
 // statusOf is the single mapping from forwarding errors to HTTP status codes

@@ -66,6 +66,9 @@ type exchange struct {
 	// call is the node serving the request, from the connect until the
 	// response body is handed to the front (upstream.go).
 	call nodeCall
+	// lateErr is why a lazy dial's handshake failed, with errLateConnect
+	// (upstream_uwsgi.go, proxy).
+	lateErr error
 
 	// obs: request id, timings and node for the access log (accesslog.go).
 	obs obsInfo
@@ -95,7 +98,7 @@ func putExchange(x *exchange) {
 	x.bodySrc, x.bodyLen, x.client, x.isHead, x.consumed, x.ctx = nil, 0, nil, false, false, context.Background()
 	x.upgrade = false
 	x.sink, x.rw, x.interims, x.closeClient = nil, nil, 0, false
-	x.call = nodeCall{}
+	x.call, x.lateErr = nodeCall{}, nil
 	x.wire, x.headLen, x.inline = wireNone, 0, 0
 	x.releaseSpill()
 	x.obs = obsInfo{}

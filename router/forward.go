@@ -82,28 +82,47 @@ func (rt *Router) route(x *exchange) (*balancer.Pool, error) {
 func (rt *Router) proxy(x *exchange, pool *balancer.Pool, pm *poolMetrics, head *fasthttp.ResponseHeader) (*poolMetrics, *backendBody, error) {
 	pm.inflight.Inc()
 	start := rt.now()
-	node, conn, err := rt.connect(x.ctx, pool, x, rt.affinityKey(x, pool.Algo()))
-	if err != nil {
-		pm.inflight.Dec()
-		switch err {
-		case errClientGone, errVarsTooLarge, errShutdownCut:
-		case errQueueFull, errQueueTimeout:
-			pm.overloaded(err)
-		default:
-			pm.backendError(err)
+	key := rt.affinityKey(x, pool.Algo())
+	var at attempts
+	at.init()
+	for {
+		node, conn, err := rt.connect(x.ctx, pool, x, key, &at)
+		if err != nil {
+			pm.inflight.Dec()
+			switch err {
+			case errClientGone, errVarsTooLarge, errShutdownCut:
+			case errQueueFull, errQueueTimeout:
+				pm.overloaded(err)
+			default:
+				pm.backendError(err)
+			}
+			return rt.failed(pm, err)
 		}
-		return rt.failed(pm, err)
+		rt.observeConnect(x, node, start)
+		x.call.open(rt, pm, node, conn, start, x.ctx)
+		up := x.upstream() // connect fitted x.wire to the node
+		f, err := up.roundTrip(x, head)
+		if err == errLateConnect {
+			// A lazy dial's handshake failed (upstream_uwsgi.go): nothing
+			// was sent, so it is a failed connect, and another node may
+			// take the request.
+			cause := x.lateErr
+			x.lateErr = nil
+			x.call.abandon()
+			rt.unobserveConnect(x)
+			if err := rt.connectFailed(x.ctx, pool, x, node, cause, rt.now(), &at); err != nil {
+				pm.inflight.Dec()
+				return rt.failed(pm, err)
+			}
+			continue
+		}
+		if err != nil {
+			return x.call.fail(err)
+		}
+		rt.observeHead(x, node, start, int64(len(x.buf))+x.req.BodyLen-x.inline)
+		pm.count(head.StatusCode())
+		return pm, up.response(x, head, f), nil
 	}
-	rt.observeConnect(x, node, start)
-	x.call.open(rt, pm, node, conn, start, x.ctx)
-	up := x.upstream() // connect fitted x.wire to the node
-	f, err := up.roundTrip(x, head)
-	if err != nil {
-		return x.call.fail(err)
-	}
-	rt.observeHead(x, node, start, int64(len(x.buf))+x.req.BodyLen-x.inline)
-	pm.count(head.StatusCode())
-	return pm, up.response(x, head, f), nil
 }
 
 // failed counts err's status for pm and returns it in forward's shape.

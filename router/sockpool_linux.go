@@ -117,9 +117,13 @@ type nodeSock struct {
 	// State of the raw calls (await, sendAwait; see rawStep).
 	raw        func(fd uintptr) bool // s.rawStep, made once
 	connecting syscall.Sockaddr      // await: the address being connected to
-	out        []byte                // sendAwait: the request, until written
-	sent       int                   // sendAwait: bytes written
-	rawErr     error                 // the system call's error
+	// A lazy dial's connect in progress, not checked yet: the first write
+	// tells (rawStep), or finishConnect waits for it.
+	pending   bool
+	pendingSA syscall.Sockaddr
+	out       []byte // sendAwait: the request, until written
+	sent      int    // sendAwait: bytes written
+	rawErr    error  // the system call's error
 	// One of these is the connect address; held here so the syscall
 	// package's sockaddr conversion writes into memory of this socket.
 	sa4 syscall.SockaddrInet4

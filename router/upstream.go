@@ -119,6 +119,19 @@ func (c *nodeCall) fail(err error) (*poolMetrics, *backendBody, error) {
 	return c.rt.failed(pm, err)
 }
 
+// abandon ends a call whose connection never connected (errLateConnect):
+// the connection is closed and the node released, and nothing is counted,
+// since the request goes on to another node (proxy). c is zero after.
+func (c *nodeCall) abandon() {
+	c.unwatch()
+	c.rt.untrack(c.node, c.conn)
+	c.conn.Close()
+	c.br.Reset(nil)
+	readerPool.Put(c.br)
+	c.node.Done()
+	*c = nodeCall{}
+}
+
 // end releases the call when the response has no body left to read. A
 // connection the client's leaving closed is not reused.
 func (c *nodeCall) end() {

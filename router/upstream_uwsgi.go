@@ -1,6 +1,8 @@
 package router
 
 import (
+	"context"
+	"errors"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -12,6 +14,10 @@ import (
 // closing the connection (uWSGI's framing: one request per connection).
 type uwsgiUpstream struct{}
 
+// errNotConnected is sendAwait's answer when the connection of a lazy dial
+// has not finished its handshake: nothing was written.
+var errNotConnected = errors.New("router: backend connection not established yet")
+
 // requestSender is a node connection that writes a whole request and waits
 // for the answer in one step, skipping the read that would find the socket
 // still empty (dial_linux.go's backendConn).
@@ -20,6 +26,10 @@ type requestSender interface {
 	// deadline, which also holds for the reads that follow. If n < len(p),
 	// err is the write's (nil: write the rest yourself); else the wait's.
 	sendAwait(p []byte, deadline time.Time) (n int, err error)
+	// finishConnect waits, until deadline or the end of ctx, for the
+	// handshake of a lazy dial that sendAwait found unfinished
+	// (errNotConnected), or returns the error it ended with.
+	finishConnect(ctx context.Context, deadline time.Time) error
 }
 
 func (uwsgiUpstream) roundTrip(x *exchange, head *fasthttp.ResponseHeader) (headFlags, error) {
@@ -31,6 +41,13 @@ func (uwsgiUpstream) roundTrip(x *exchange, head *fasthttp.ResponseHeader) (head
 		// The whole request is in packet: write it and wait for the answer
 		// in one step. The read deadline is set for the reads below.
 		n, err := s.sendAwait(packet, rt.now().Add(rt.timeouts().Timeout))
+		if err == errNotConnected { // a lazy dial (connect.go) whose handshake had not finished
+			if cerr := s.finishConnect(x.ctx, rt.now().Add(rt.timeouts().Connect)); cerr != nil {
+				x.lateErr = cerr
+				return 0, errLateConnect // proxy tries another node
+			}
+			n, err = s.sendAwait(packet, rt.now().Add(rt.timeouts().Timeout))
+		}
 		switch {
 		case n < len(packet) && err != nil:
 			return 0, errBackendWrite

@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -34,12 +35,30 @@ import (
 // kernel memory.
 const maxPooledSocks = 512
 
-// sockPool holds disconnected TCP sockets, by family. Safe for concurrent
-// use; the zero value is empty. The Router owns it; Shutdown closes it.
+// sockIdle is how long a socket may stay unused in the pool before it is
+// closed. Under load a socket is taken again within microseconds; what
+// stays longer is what a past peak opened, and goes back to the kernel
+// once the load is gone, so a router at rest holds no node sockets.
+const sockIdle = time.Second
+
+// sockPool holds disconnected TCP sockets, by family, most recently used
+// last (a dial takes that one, so the ones at the front are those unused
+// longest, and expire). Safe for concurrent use; the zero value is empty.
+// The Router owns it; Shutdown closes it. Its expiry timer runs only while
+// the pool holds sockets.
 type sockPool struct {
 	mu     sync.Mutex
-	free   [2][]*nodeSock // guarded by mu; [0] AF_INET, [1] AF_INET6
-	closed bool           // guarded by mu: closeAll ran; put refuses
+	free   [2][]idleSock // guarded by mu; [0] AF_INET, [1] AF_INET6; oldest first
+	closed bool          // guarded by mu: closeAll ran; put refuses
+	timer  *time.Timer   // guarded by mu: sweep, armed while free is not empty
+	armed  bool          // guarded by mu
+	idle   time.Duration // sockIdle; tests shorten it
+}
+
+// idleSock is a pooled socket and when it went idle.
+type idleSock struct {
+	s     *nodeSock
+	since time.Time
 }
 
 func familyIndex(family int) int {
@@ -49,7 +68,8 @@ func familyIndex(family int) int {
 	return 0
 }
 
-// get returns an idle socket of family, or nil when there is none.
+// get returns the idle socket of family used last, or nil when there is
+// none.
 func (p *sockPool) get(family int) *nodeSock {
 	i := familyIndex(family)
 	p.mu.Lock()
@@ -58,8 +78,8 @@ func (p *sockPool) get(family int) *nodeSock {
 	if n == 0 {
 		return nil
 	}
-	s := p.free[i][n-1]
-	p.free[i][n-1] = nil
+	s := p.free[i][n-1].s
+	p.free[i][n-1] = idleSock{}
 	p.free[i] = p.free[i][:n-1]
 	return s
 }
@@ -68,13 +88,62 @@ func (p *sockPool) get(family int) *nodeSock {
 // it) when the pool is full or closed.
 func (p *sockPool) put(s *nodeSock) bool {
 	i := familyIndex(s.family)
+	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed || len(p.free[i]) >= maxPooledSocks {
 		return false
 	}
-	p.free[i] = append(p.free[i], s)
+	p.free[i] = append(p.free[i], idleSock{s, now})
+	if !p.armed {
+		p.armed = true
+		if p.timer == nil {
+			p.timer = time.AfterFunc(p.idleTime(), p.sweep)
+		} else {
+			p.timer.Reset(p.idleTime())
+		}
+	}
 	return true
+}
+
+func (p *sockPool) idleTime() time.Duration {
+	if p.idle > 0 {
+		return p.idle
+	}
+	return sockIdle
+}
+
+// sweep closes the sockets idle for longer than the idle time and re-arms
+// the timer for the oldest one left.
+func (p *sockPool) sweep() {
+	var expired []*nodeSock
+	p.mu.Lock()
+	now := time.Now()
+	idle := p.idleTime()
+	next := time.Duration(-1)
+	for i := range p.free {
+		k := 0
+		for k < len(p.free[i]) && now.Sub(p.free[i][k].since) >= idle {
+			expired = append(expired, p.free[i][k].s)
+			k++
+		}
+		n := copy(p.free[i], p.free[i][k:])
+		clear(p.free[i][n:])
+		p.free[i] = p.free[i][:n]
+		if n > 0 {
+			if d := idle - now.Sub(p.free[i][0].since); next < 0 || d < next {
+				next = d
+			}
+		}
+	}
+	p.armed = next >= 0 && !p.closed
+	if p.armed {
+		p.timer.Reset(max(next, time.Millisecond))
+	}
+	p.mu.Unlock()
+	for _, s := range expired {
+		_ = s.f.Close()
+	}
 }
 
 // size is how many idle sockets the pool holds.
@@ -89,10 +158,16 @@ func (p *sockPool) closeAll() {
 	p.mu.Lock()
 	var all []*nodeSock
 	for i := range p.free {
-		all = append(all, p.free[i]...)
+		for _, is := range p.free[i] {
+			all = append(all, is.s)
+		}
 		p.free[i] = nil
 	}
 	p.closed = true
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	p.armed = false
 	p.mu.Unlock()
 	for _, s := range all {
 		_ = s.f.Close()

@@ -361,3 +361,37 @@ func TestLateConnectFailureTriesAnotherNode(t *testing.T) {
 		})
 	}
 }
+
+// TestPooledSocketsExpire: sockets left idle in the pool are closed after
+// the idle time, so a router at rest holds no node sockets; one in use
+// again meanwhile is kept.
+func TestPooledSocketsExpire(t *testing.T) {
+	addr := nodeServer(t, func(c net.Conn) {})
+	rt, nodes := poolRouter(t, addr)
+	rt.socks.mu.Lock()
+	rt.socks.idle = 100 * time.Millisecond
+	rt.socks.mu.Unlock()
+	a, b := dialBackend(t, rt, nodes[addr]), dialBackend(t, rt, nodes[addr])
+	sa := a.s
+	a.recycle()
+	b.recycle()
+	if got := rt.socks.size(); got != 2 {
+		t.Fatalf("pool holds %d sockets; want 2", got)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for rt.socks.size() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("pool still holds %d sockets 5s after they went idle", rt.socks.size())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := sa.rc.Control(func(uintptr) {}); err == nil {
+		t.Error("an expired socket is still open")
+	}
+	// The pool works on after it emptied.
+	c := dialBackend(t, rt, nodes[addr])
+	c.recycle()
+	if rt.socks.size() != 1 {
+		t.Fatal("socket not pooled after the pool emptied")
+	}
+}

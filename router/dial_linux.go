@@ -22,11 +22,11 @@ import (
 // epoll_ctl, getsockopt, getpeername, getsockname, TCP_NODELAY and four
 // keep-alive options) and ~17 allocations (address resolution, sockaddr
 // conversions, a deadline context). Here a TCP dial takes a socket from
-// rt.socks (sockpool_linux.go) and costs connect and a second connect that
-// asks whether the first finished (await); the disconnect at the end
-// replaces the close. Only when the pool is empty does it open one
-// (socket, the poller's fcntl and epoll_ctl). One small allocation: the
-// backendConn. The node address is already parsed (balancer.Endpoint), a
+// rt.socks (sockpool_linux.go) and costs one connect, plus a second one
+// that asks whether the first finished (await) unless the dial is lazy
+// (dialNode); the disconnect at the end replaces the close. Only when the
+// pool is empty does it open one (socket, the poller's fcntl and
+// epoll_ctl). One small allocation: the backendConn. The node address is already parsed (balancer.Endpoint), a
 // connection that lives for one request needs no keep-alive probes, and one
 // request written in one write gains nothing from TCP_NODELAY.
 //
@@ -119,7 +119,13 @@ func (c *backendConn) await(ctx context.Context, deadline time.Time) error {
 	}
 	if ctx.Done() != nil {
 		stop := context.AfterFunc(ctx, func() { _ = s.f.SetWriteDeadline(aLongTimeAgo) })
-		defer stop()
+		defer func() {
+			if !stop() {
+				// The hook ran, or runs still: the socket must not
+				// serve another connection, whose deadline it could set.
+				c.noPool = true
+			}
+		}()
 	}
 	// RawWrite clears the poller's write readiness before the first call, so
 	// a connect that finished before it may have left no event to wait for:
@@ -186,7 +192,7 @@ func (c *backendConn) sendAwait(p []byte, deadline time.Time) (n int, err error)
 // socket (s.raw): a closure per call would allocate per request. Its
 // inputs and results live in s. Returns whether the call is done.
 //
-// In await (c.connecting set) it asks whether the connect finished by
+// In await (s.connecting set) it asks whether the connect finished by
 // connecting again, one system call where SO_ERROR plus getpeername (what
 // net.Dialer does) take two: on Linux a second connect on a connecting TCP
 // socket returns 0 once it is established, EALREADY while the handshake
@@ -194,8 +200,10 @@ func (c *backendConn) sendAwait(p []byte, deadline time.Time) (n int, err error)
 // otherwise. On loopback the handshake is usually over before the first
 // connect returns, so this first check is the only one.
 //
-// In sendAwait (c.out set) its first call writes c.out and, if all of it
-// went, asks for a wait; the call after a wakeup ends it.
+// In sendAwait (s.out set) its first call writes s.out and, if all of it
+// went, asks for a wait; the call after a wakeup ends it. On a lazy dial's
+// connection (s.pending) a write that finds the handshake unfinished
+// (EAGAIN) or failed (its error) ends the call with nothing written.
 func (s *nodeSock) rawStep(fd uintptr) bool {
 	if sa := s.connecting; sa != nil {
 		switch err := syscall.Connect(int(fd), sa); err {
@@ -257,6 +265,7 @@ type backendConn struct {
 	mu       sync.Mutex
 	done     bool        // guarded by mu: Close or recycle ran; s is not ours
 	graceful atomic.Bool // closeGracefully: close with a FIN, never pool
+	noPool   bool        // owner's: await's client-abort hook fired; close, never pool
 }
 
 // live returns os.ErrClosed once c was closed.
@@ -298,7 +307,7 @@ func (c *backendConn) recycle() {
 		return
 	}
 	s := c.s
-	if !s.pooled || c.graceful.Load() {
+	if !s.pooled || c.noPool || c.graceful.Load() {
 		s.abort(c.graceful.Load())
 		return
 	}

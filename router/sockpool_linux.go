@@ -27,6 +27,14 @@ import (
 // disconnect) in place of five. The kernel clears the reset's error at the
 // next connect (tcp_connect_init in net/ipv4/tcp_output.c).
 //
+// Why a reset rather than a FIN (HAProxy's "option nolinger" for servers):
+// a uwsgi node closes first, once its response is sent, so by the time the
+// router is done the node has nothing left to read, and a FIN would only
+// cost the rest of the handshake and a TIME_WAIT socket. An early end
+// (client gone, timeout) resets the node's connection at once, which is
+// what it should learn anyway. A connection that became a tunnel closes
+// with a FIN after what is queued (backendConn.closeGracefully).
+//
 // Unix sockets cannot be disconnected; they are closed as before.
 
 // maxPooledSocks bounds the idle sockets kept per address family: about

@@ -27,6 +27,7 @@ var (
 	errQueueTimeout   = errors.New("router: timed out waiting for a node under its in-flight cap")
 	errRawToHTTP      = errors.New("router: a uwsgi-front request cannot go to an http:// node")
 	errSelfLoop       = errors.New("router: the node is one of the router's own sockets (loop)")
+	errTooEarly       = errors.New("router: a request in 0-RTT early data that is not GET or HEAD")
 )
 
 // statusOf is the single mapping from forwarding errors to HTTP status codes
@@ -39,6 +40,8 @@ func statusOf(err error) int {
 		return 431
 	case errClientTimeout:
 		return 408
+	case errTooEarly:
+		return 425
 	case errBodyTooLarge:
 		return 413
 	case errSpill:
@@ -64,6 +67,7 @@ var errorBodies = map[int][]byte{
 	404: []byte("404 Not Found: no pool serves this host\n"),
 	408: []byte("408 Request Timeout\n"),
 	413: []byte("413 Content Too Large\n"),
+	425: []byte("425 Too Early: retry once the handshake is complete\n"),
 	431: []byte("431 Request Header Fields Too Large\n"),
 	500: []byte("500 Internal Server Error\n"),
 	502: []byte("502 Bad Gateway\n"),

@@ -22,6 +22,9 @@ type h1Front struct {
 	clientCerts bool
 	// tunnels is the listener's set of upgraded connections (tunnel.go).
 	tunnels *connSet
+	// altSvc, when not nil, is the Alt-Svc field every response carries:
+	// the listener's address also serves HTTP/3 (h3.go).
+	altSvc []byte
 }
 
 // bodyPrefetch is how much of a request body fasthttp reads before the
@@ -129,6 +132,9 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 	defer func() {
 		if rt.draining.Load() {
 			ctx.SetConnectionClose()
+		}
+		if f.altSvc != nil {
+			ctx.Response.Header.SetBytesKV(altSvcKey, f.altSvc)
 		}
 		// At a request boundary the connection may park if it then idles
 		// (park.go). A hijacked one is the tunnel's now.

@@ -77,6 +77,12 @@ type Config struct {
 	// protocol v1 or v2 header (optional per connection) that sets the
 	// client address; see proxyproto.go.
 	ProxyProtocol bool
+	// HTTP3: the --https listeners' addresses also serve HTTP/3
+	// (ServeHTTP3, h3.go), and their TCP responses say so with Alt-Svc.
+	HTTP3 bool
+	// HTTP3EarlyData accepts 0-RTT on HTTP/3, for GET and HEAD only
+	// (h3.go); off, a resumed client waits for the handshake.
+	HTTP3EarlyData bool
 	// HashKey is where pools with the hash algorithm find their key:
 	// "header:NAME" or "cookie:NAME". Empty: hash pools balance as wrr.
 	HashKey string

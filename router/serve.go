@@ -40,6 +40,9 @@ type frontListener struct {
 	scheme      string
 	clientCerts bool
 	limit       *connLimit // nil: no --max-conns
+	// altSvc is the Alt-Svc field of every response when the address also
+	// serves HTTP/3 (Config.HTTP3, h3.go); nil otherwise.
+	altSvc []string
 
 	// gen serves new connections. A reload (renew) makes a new generation;
 	// older ones keep serving the connections they have until those end.
@@ -76,11 +79,15 @@ func (l *frontListener) renew(t *Timeouts) {
 	rt := l.rt
 	h1 := &h1Front{rt: rt, serverPort: l.port, scheme: l.scheme, clientCerts: l.clientCerts,
 		conns: rt.metrics.clientConns.WithLabelValues(l.name, "http/1.1"), tunnels: &l.tunnels}
+	if l.altSvc != nil {
+		h1.altSvc = []byte(l.altSvc[0])
+	}
 	g := &frontGen{
 		h1f:  h1,
 		h1:   h1.server(t),
 		h1ln: newChanListener(l.ln.Addr()),
-		h2:   newH2Front(rt, t, l.port, l.scheme, l.clientCerts, rt.metrics.clientConns.WithLabelValues(l.name, "h2")),
+		h2: newH2Front(rt, t, &streamFront{rt: rt, serverPort: l.port, scheme: l.scheme, clientCerts: l.clientCerts, altSvc: l.altSvc},
+			rt.metrics.clientConns.WithLabelValues(l.name, "h2")),
 	}
 	l.servers.Add(1)
 	go func() {
@@ -129,6 +136,9 @@ func (rt *Router) serve(ln net.Listener, name string, cfg *tls.Config) error {
 	if cfg != nil {
 		l.scheme = "https"
 		l.clientCerts = cfg.ClientAuth != tls.NoClientCert
+		if rt.cfg.HTTP3 {
+			l.altSvc = []string{altSvc(port)}
+		}
 	}
 	if rt.cfg.MaxConns > 0 {
 		l.limit = &connLimit{max: int64(rt.cfg.MaxConns)}

@@ -1,0 +1,373 @@
+package router
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+)
+
+// h3Router is a router serving HTTPS on TCP and HTTP/3 on the UDP port of
+// the same number, as the app does with --http3.
+type h3Router struct {
+	*testRouter
+	tcp, udp string
+	ca       *testCA
+}
+
+func startH3Router(t *testing.T, cfg Config) *h3Router {
+	t.Helper()
+	cfg.HTTP3 = true
+	r := startRouter(t, cfg)
+	ca := newTestCA(t)
+	tcfg := &tls.Config{Certificates: []tls.Certificate{ca.issue(t, "h3.test", x509.ExtKeyUsageServerAuth)},
+		NextProtos: []string{"h2", "http/1.1"}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := net.ListenPacket("udp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	go r.rt.ServeTLS(ln, "h3-test", tcfg)
+	served := make(chan error, 1)
+	go func() { served <- r.rt.ServeHTTP3(pc, "h3-test", tcfg.Clone()) }()
+	t.Cleanup(func() { // before startRouter's, which would shut down too
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r.rt.Shutdown(ctx)
+		select {
+		case err := <-served:
+			if err != nil {
+				t.Errorf("ServeHTTP3: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("ServeHTTP3 still running after Shutdown")
+		}
+	})
+	waitFor(t, "the h3 front", func() bool {
+		r.rt.mu.Lock()
+		defer r.rt.mu.Unlock()
+		for _, f := range r.rt.fronts {
+			if _, ok := f.(*h3Front); ok {
+				return true
+			}
+		}
+		return false
+	})
+	return &h3Router{testRouter: r, tcp: ln.Addr().String(), udp: pc.LocalAddr().String(), ca: ca}
+}
+
+func (r *h3Router) clientTLS() *tls.Config {
+	pool := x509.NewCertPool()
+	pool.AddCert(r.ca.cert)
+	return &tls.Config{RootCAs: pool, ServerName: "h3.test", NextProtos: []string{http3.NextProtoH3},
+		ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+}
+
+// h3Client is quic-go's HTTP/3 client for r.
+func (r *h3Router) h3Client(t *testing.T) *http.Client {
+	tr := &http3.Transport{TLSClientConfig: r.clientTLS()}
+	t.Cleanup(func() { tr.Close() })
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
+
+// A request over HTTP/3 goes through the forwarding core like an h2 one:
+// the vars of RFC 9114 §4.3.1's pseudo-headers, a body streamed to the
+// node, the node's response and status, connections counted with
+// proto="h3"; the TCP listener of the address advertises it with Alt-Svc
+// on HTTP/1.1 and h2.
+func TestH3Forwards(t *testing.T) {
+	n := startFakeNode(t, func(v map[string]string, body []byte) string {
+		return "HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nAlt-Svc: clear\r\n\r\ngot " + strconv.Itoa(len(body))
+	})
+	r := startH3Router(t, Config{})
+	r.table.AddStatic(r.udp, n.addr(), 1)
+	r.table.AddStatic("h3.test", n.addr(), 1)
+	c := r.h3Client(t)
+	body := strings.Repeat("b", 300<<10) // past one stream window
+	resp, err := c.Post("https://"+r.udp+"/up?q=1", "text/x-test", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 201 || string(got) != "got "+strconv.Itoa(len(body)) || resp.Proto != "HTTP/3.0" {
+		t.Fatalf("h3 POST: %s %d %q", resp.Proto, resp.StatusCode, got)
+	}
+	v := n.last()
+	for k, want := range map[string]string{"SERVER_PROTOCOL": "HTTP/3.0", "HTTPS": "on", "HTTP_HOST": r.udp,
+		"REQUEST_METHOD": "POST", "REQUEST_URI": "/up?q=1", "QUERY_STRING": "q=1", "CONTENT_TYPE": "text/x-test",
+		"SERVER_PORT": r.udp[strings.LastIndex(r.udp, ":")+1:], "CONTENT_LENGTH": strconv.Itoa(len(body))} {
+		if v[k] != want {
+			t.Errorf("node var %s = %q; want %q", k, v[k], want)
+		}
+	}
+	if g := testutil.ToFloat64(r.rt.metrics.clientConns.WithLabelValues("h3-test", "h3")); g != 1 {
+		t.Errorf("client_connections{proto=h3} = %v; want 1", g)
+	}
+
+	port := r.tcp[strings.LastIndex(r.tcp, ":")+1:]
+	want := `h3=":` + port + `"; ma=86400`
+	tcfg := r.clientTLS()
+	for _, proto := range []string{"http/1.1", "h2"} {
+		tcfg.NextProtos = []string{proto}
+		tr := &http.Transport{TLSClientConfig: tcfg, ForceAttemptHTTP2: proto == "h2"}
+		hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+		for _, host := range []string{"h3.test", "nopool.test"} { // a response and an error page
+			req, _ := http.NewRequest("GET", "https://"+r.tcp+"/", nil)
+			req.Host = host
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if got := resp.Header.Values("Alt-Svc"); len(got) != 1 || got[0] != want {
+				t.Errorf("%s %s (%d): Alt-Svc %q; want %q", resp.Proto, host, resp.StatusCode, got, want)
+			}
+		}
+		tr.CloseIdleConnections()
+	}
+}
+
+// slowStartConn delays what a client receives until a moment after it
+// started: whatever it sends first (its first flight: the ClientHello and
+// any 0-RTT data) reaches the router well before the client can finish
+// the handshake, so a request sent at once is an early one, however
+// loaded the machine.
+type slowStartConn struct {
+	net.PacketConn
+	until time.Time
+}
+
+func (c *slowStartConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, a, err := c.PacketConn.ReadFrom(b)
+	time.Sleep(time.Until(c.until))
+	return n, a, err
+}
+
+// earlyRequest resumes a session with r on a fresh connection and sends
+// method in its first flight, before the handshake can complete. It
+// returns the response status and whether the router accepted 0-RTT.
+func earlyRequest(t *testing.T, r *h3Router, tcfg *tls.Config, method string) (int, bool) {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	tr := &quic.Transport{Conn: &slowStartConn{PacketConn: pc, until: time.Now().Add(time.Second)}}
+	defer tr.Close()
+	ua, _ := net.ResolveUDPAddr("udp", r.udp)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	qc, err := tr.DialEarly(ctx, ua, tcfg, &quic.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qc.CloseWithError(0, "")
+	cc := (&http3.Transport{}).NewClientConn(qc)
+	str, err := cc.OpenRequestStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(method, "https://"+r.udp+"/early", nil)
+	if err := str.SendRequestHeader(req); err != nil {
+		t.Fatal(err)
+	}
+	str.Close()
+	resp, err := str.ReadResponse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, qc.ConnectionState().Used0RTT
+}
+
+// 0-RTT (RFC 8470): refused without HTTP3EarlyData, so a resumed client's
+// requests wait for the handshake; with it, GET goes to the node marked
+// Early-Data: 1 and POST is answered 425 without reaching it.
+func TestH3EarlyData(t *testing.T) {
+	for _, early := range []bool{false, true} {
+		t.Run("early="+strconv.FormatBool(early), func(t *testing.T) {
+			n := startFakeNode(t, okReply("ok"))
+			r := startH3Router(t, Config{HTTP3EarlyData: early})
+			r.table.AddStatic(r.udp, n.addr(), 1)
+			tcfg := r.clientTLS()
+			// A first connection gets the session ticket.
+			tr := &http3.Transport{TLSClientConfig: tcfg}
+			resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://" + r.udp + "/first")
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			tr.Close()
+
+			code, used := earlyRequest(t, r, tcfg, "GET")
+			if used != early || code != 200 {
+				t.Fatalf("resumed GET: %d, 0-RTT used %v; want 200, %v", code, used, early)
+			}
+			if got := n.last()["HTTP_EARLY_DATA"]; (got == "1") != early {
+				t.Errorf("node saw HTTP_EARLY_DATA=%q with 0-RTT %v", got, early)
+			}
+			seen := len(n.seen)
+			code, used = earlyRequest(t, r, tcfg, "POST")
+			want := 200
+			if early {
+				want = 425
+			}
+			if used != early || code != want {
+				t.Fatalf("resumed POST: %d, 0-RTT used %v; want %d, %v", code, used, want, early)
+			}
+			if early && len(n.seen) != seen {
+				t.Error("a POST in early data reached the node")
+			}
+		})
+	}
+}
+
+// The router's own QUIC limits: --max-conns counts QUIC connections (the
+// one past it is refused before its handshake, and counted), and a
+// connection may have at most h3MaxStreams requests open at once.
+func TestH3Limits(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	n := startFakeNode(t, func(map[string]string, []byte) string {
+		<-release
+		return "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+	})
+	const maxConns = 3
+	r := startH3Router(t, Config{MaxConns: maxConns})
+	r.table.AddStatic(r.udp, n.addr(), 1)
+	ua, _ := net.ResolveUDPAddr("udp", r.udp)
+	dial := func() (*quic.Conn, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return quic.DialAddr(ctx, ua.String(), r.clientTLS(), &quic.Config{})
+	}
+	var conns []*quic.Conn
+	for range maxConns {
+		c, err := dial()
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	_, err := dial()
+	var te *quic.TransportError
+	if !errors.As(err, &te) || te.ErrorCode != quic.ConnectionRefused {
+		t.Fatalf("connection %d: %v; want CONNECTION_REFUSED", maxConns+1, err)
+	}
+	// Counted per Initial refused: a ClientHello with a post-quantum key
+	// share takes two.
+	if v := testutil.ToFloat64(r.rt.connsRefused.WithLabelValues("h3-test")); v < 1 || v > 2 {
+		t.Errorf("refused connections counted %v; want 1 or 2", v)
+	}
+	// Closing one frees its slot.
+	conns[0].CloseWithError(0, "")
+	waitFor(t, "the closed connection's slot", func() bool {
+		return testutil.ToFloat64(r.rt.metrics.clientConns.WithLabelValues("h3-test", "h3")) == maxConns-1
+	})
+	c, err := dial()
+	if err != nil {
+		t.Fatalf("after a close: %v", err)
+	}
+	conns[0] = c
+
+	// Streams: h3MaxStreams open at once, the next one is refused by the
+	// client's own stream limit, which is the router's setting.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cc := (&http3.Transport{}).NewClientConn(c)
+	var strs []*http3.RequestStream
+	for i := range h3MaxStreams {
+		str, err := cc.OpenRequestStream(ctx)
+		if err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		req, _ := http.NewRequest("GET", "https://"+r.udp+"/hold", nil)
+		if err := str.SendRequestHeader(req); err != nil {
+			t.Fatal(err)
+		}
+		str.Close() // no body
+		strs = append(strs, str)
+	}
+	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancelShort()
+	if _, err := cc.OpenRequestStream(short); err == nil {
+		t.Fatalf("stream %d opened; want the limit of %d", h3MaxStreams+1, h3MaxStreams)
+	}
+	once.Do(func() { close(release) })
+	for _, str := range strs {
+		resp, err := str.ReadResponse()
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("held stream: %v %v", resp, err)
+		}
+	}
+	for _, c := range conns {
+		c.CloseWithError(0, "")
+	}
+}
+
+// Shutdown sends GOAWAY: a request in flight finishes, the client opens
+// no new stream on the connection, and ServeHTTP3 returns.
+func TestH3ShutdownFinishesStreams(t *testing.T) {
+	started := make(chan struct{})
+	release := make(chan struct{})
+	n := startFakeNode(t, func(map[string]string, []byte) string {
+		close(started)
+		<-release
+		return "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone"
+	})
+	r := startH3Router(t, Config{})
+	r.table.AddStatic(r.udp, n.addr(), 1)
+	c := r.h3Client(t)
+	type result struct {
+		code int
+		body string
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		resp, err := c.Get("https://" + r.udp + "/slow")
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		res <- result{resp.StatusCode, string(b), err}
+	}()
+	<-started
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut <- r.rt.Shutdown(ctx)
+	}()
+	waitFor(t, "shutdown to begin", r.rt.shuttingDown)
+	close(release)
+	got := <-res
+	if got.err != nil || got.code != 200 || got.body != "done" {
+		t.Fatalf("request in flight at shutdown: %+v", got)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+}

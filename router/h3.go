@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -79,6 +80,17 @@ type h3Front struct {
 	limit *connLimit       // nil: no --max-conns
 	open  atomic.Int64     // QUIC connections, handshakes included
 	conns prometheus.Gauge // fastrouter_client_connections{proto="h3"}
+
+	mu   sync.Mutex           // guards live
+	live map[*h3Conn]struct{} // connections past their handshake, until closed
+}
+
+// h3Conn is one HTTP/3 connection and its requests in flight, which
+// Shutdown needs to tell an idle connection from a busy one.
+type h3Conn struct {
+	c      *quic.Conn
+	active atomic.Int64 // request handlers running
+	idle   atomic.Int64 // unix nanoseconds when active last fell to 0
 }
 
 var _ front = (*h3Front)(nil)
@@ -87,8 +99,8 @@ var _ front = (*h3Front)(nil)
 // same host for a day (RFC 7838 §3).
 func altSvc(port string) string { return `h3=":` + port + `"; ma=86400` }
 
-// h3ConnKey is the request context key of a stream's QUIC connection,
-// which serveEarly asks whether the handshake is complete.
+// h3ConnKey is the request context key of a stream's *h3Conn: admitEarly
+// asks it whether the handshake is complete, ServeHTTP counts its streams.
 type h3ConnKey struct{}
 
 // ServeHTTP3 serves HTTP/3 on pc, the UDP socket at the address of the
@@ -120,23 +132,18 @@ func (rt *Router) newH3Front(pc net.PacketConn, name string, cfg *tls.Config) *h
 	}
 	f := &h3Front{rt: rt, name: name, pc: pc, early: rt.cfg.HTTP3EarlyData,
 		sf:    &streamFront{rt: rt, serverPort: []byte(port), scheme: "https", clientCerts: cfg.ClientAuth != tls.NoClientCert},
-		conns: rt.metrics.clientConns.WithLabelValues(name, "h3")}
+		conns: rt.metrics.clientConns.WithLabelValues(name, "h3"), live: map[*h3Conn]struct{}{}}
 	if rt.cfg.MaxConns > 0 {
 		f.limit = &connLimit{max: int64(rt.cfg.MaxConns)}
 	}
 	f.tr = &quic.Transport{Conn: pc, ConnContext: f.admitConn,
 		VerifySourceAddress: func(net.Addr) bool { return f.open.Load() > h3ValidateAbove }}
 	f.srv = &http3.Server{
-		// Each request stream: the same forwarding as an h2 stream. An
-		// extended CONNECT (RFC 9220) would be told apart before it, from
-		// the request and its stream (http3.HTTPStreamer).
-		Handler: f.sf,
+		Handler: f,
 		// quic-go answers a larger field section with 431.
 		MaxHeaderBytes: rt.cfg.MaxHeaderBytes,
 		IdleTimeout:    rt.timeouts().Timeout,
-		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
-			return context.WithValue(ctx, h3ConnKey{}, c)
-		},
+		ConnContext:    f.connContext,
 	}
 	f.sf.admit = f.admitEarly
 	ln, err := f.tr.ListenEarly(http3.ConfigureTLSConfig(cfg), f.quicConfig())
@@ -207,12 +214,12 @@ func (f *h3Front) admitEarly(req *http.Request, x *exchange) error {
 	if !f.early {
 		return nil
 	}
-	c, _ := req.Context().Value(h3ConnKey{}).(*quic.Conn)
-	if c == nil {
+	hc, _ := req.Context().Value(h3ConnKey{}).(*h3Conn)
+	if hc == nil {
 		return nil
 	}
 	select {
-	case <-c.HandshakeComplete():
+	case <-hc.c.HandshakeComplete():
 		return nil
 	default:
 	}
@@ -225,25 +232,91 @@ func (f *h3Front) admitEarly(req *http.Request, x *exchange) error {
 
 var earlyDataKey = []byte("Early-Data")
 
+// connContext is http3's ConnContext: it registers each connection for
+// Shutdown until it closes.
+func (f *h3Front) connContext(ctx context.Context, c *quic.Conn) context.Context {
+	hc := &h3Conn{c: c}
+	hc.idle.Store(f.rt.now().UnixNano())
+	f.mu.Lock()
+	f.live[hc] = struct{}{}
+	f.mu.Unlock()
+	context.AfterFunc(c.Context(), func() {
+		f.mu.Lock()
+		delete(f.live, hc)
+		f.mu.Unlock()
+	})
+	return context.WithValue(ctx, h3ConnKey{}, hc)
+}
+
+// ServeHTTP serves one request stream: the same forwarding as an h2
+// stream, counted on its connection. An extended CONNECT (RFC 9220) would
+// be told apart here, from the request and its stream
+// (http3.HTTPStreamer).
+func (f *h3Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if hc, _ := req.Context().Value(h3ConnKey{}).(*h3Conn); hc != nil {
+		hc.active.Add(1)
+		defer func() {
+			if hc.active.Add(-1) == 0 {
+				hc.idle.Store(f.rt.now().UnixNano())
+			}
+		}()
+	}
+	f.sf.ServeHTTP(w, req)
+}
+
+// closeIdle closes, with H3_NO_ERROR, the connections that have had no
+// request in flight since before cutoff. After GOAWAY a client closes its
+// connection once its requests are done, but its CONNECTION_CLOSE may be
+// lost (across an upgrade, half of them go to the other process's
+// reading of the shared socket), and nothing would be sent again until
+// the idle timeout; cutoff leaves the last response time to be delivered.
+func (f *h3Front) closeIdle(cutoff time.Time) {
+	f.mu.Lock()
+	var idle []*h3Conn
+	for hc := range f.live {
+		if hc.active.Load() == 0 && hc.idle.Load() < cutoff.UnixNano() {
+			idle = append(idle, hc)
+		}
+	}
+	f.mu.Unlock()
+	for _, hc := range idle {
+		_ = hc.c.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
+	}
+}
+
 // Shutdown stops accepting connections (quic-go refuses the handshakes in
 // flight and drops new Initials), sends GOAWAY on every connection, lets
-// their streams finish until ctx ends, then closes them and the socket.
+// their streams finish until ctx ends, closing each connection that stays
+// idle for drainGrace, then closes what is left and the socket; it returns
+// within cutGrace of ctx's end.
 func (f *h3Front) Shutdown(ctx context.Context) error {
 	f.ln.Close()
+	start := f.rt.now()
 	done := make(chan error, 1)
 	go func() { done <- f.srv.Shutdown(ctx) }() // at ctx's end it closes every connection
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
 	var err error
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		// Close is waiting for the handlers, whose node connections
-		// Router.Shutdown is cutting now.
-		t := time.NewTimer(cutGrace)
-		defer t.Stop()
+wait:
+	for {
 		select {
 		case err = <-done:
-		case <-t.C:
-			err = ctx.Err()
+			break wait
+		case <-tick.C:
+			if now := f.rt.now(); now.Sub(start) >= drainGrace {
+				f.closeIdle(now.Add(-drainGrace))
+			}
+		case <-ctx.Done():
+			// Close is waiting for the handlers, whose node connections
+			// Router.Shutdown is cutting now.
+			t := time.NewTimer(cutGrace)
+			defer t.Stop()
+			select {
+			case err = <-done:
+			case <-t.C:
+				err = ctx.Err()
+			}
+			break wait
 		}
 	}
 	f.tr.Close() // ends the transport's reader; pc stays ours
@@ -251,4 +324,5 @@ func (f *h3Front) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// altSvcKey is the field name the HTTP/1.1 front sets.
 var altSvcKey = []byte("Alt-Svc")

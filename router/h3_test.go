@@ -371,3 +371,42 @@ func TestH3ShutdownFinishesStreams(t *testing.T) {
 		t.Fatalf("Shutdown: %v", err)
 	}
 }
+
+// A client that keeps its connection open after GOAWAY (it never closes
+// it, or its CONNECTION_CLOSE was lost) does not hold Shutdown to its
+// deadline: an idle connection is closed with H3_NO_ERROR after
+// drainGrace.
+func TestH3ShutdownClosesIdleConnections(t *testing.T) {
+	r := startH3Router(t, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// A bare QUIC connection: no HTTP/3 client to act on the GOAWAY.
+	qc, err := quic.DialAddr(ctx, r.udp, r.clientTLS(), &quic.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qc.CloseWithError(0, "")
+	waitFor(t, "the connection to be served", func() bool {
+		f := r.rt.fronts[len(r.rt.fronts)-1].(*h3Front)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.live) == 1
+	})
+	start := time.Now()
+	if err := r.rt.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	took := time.Since(start)
+	select {
+	case <-qc.Context().Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the idle connection is still open after Shutdown")
+	}
+	var ae *quic.ApplicationError
+	if err := context.Cause(qc.Context()); !errors.As(err, &ae) || ae.ErrorCode != quic.ApplicationErrorCode(http3.ErrCodeNoError) || !ae.Remote {
+		t.Errorf("connection ended with %v; want the router's H3_NO_ERROR", err)
+	}
+	if took < drainGrace || took > 5*time.Second {
+		t.Errorf("Shutdown took %s; want about drainGrace (%s)", took, drainGrace)
+	}
+}

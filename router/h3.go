@@ -30,10 +30,11 @@ import (
 //     that stalls its handshake holds its slot no longer than an HTTP/1.1
 //     client stalling its head; quic-go also ends any handshake at twice it;
 //   - amplification: before a client's address is validated quic-go sends
-//     at most three times what it received (RFC 9000 §8.1); past
-//     h3ValidateAbove open connections on the address, a new client must
-//     first echo a Retry token (RFC 9000 §8.1.2), which costs a spoofed
-//     source everything;
+//     at most three times what it received (RFC 9000 §8.1); from
+//     h3ValidateAbove open connections on the address (or half of
+//     --max-conns, when lower), a new client must first echo a Retry token
+//     (RFC 9000 §8.1.2), so spoofed sources can neither be reflected to nor
+//     fill the connection slots;
 //   - streams: h3MaxStreams concurrent requests per connection (their
 //     handler goroutines), h3MaxUniStreams unidirectional streams (HTTP/3
 //     needs three: control and the two QPACK ones, RFC 9114 §6.2);
@@ -136,8 +137,13 @@ func (rt *Router) newH3Front(pc net.PacketConn, name string, cfg *tls.Config) *h
 	if rt.cfg.MaxConns > 0 {
 		f.limit = &connLimit{max: int64(rt.cfg.MaxConns)}
 	}
+	validateAbove := int64(h3ValidateAbove)
+	if f.limit != nil {
+		// Spoofed Initials must not be able to fill the slots either.
+		validateAbove = min(validateAbove, f.limit.max/2)
+	}
 	f.tr = &quic.Transport{Conn: pc, ConnContext: f.admitConn,
-		VerifySourceAddress: func(net.Addr) bool { return f.open.Load() > h3ValidateAbove }}
+		VerifySourceAddress: func(net.Addr) bool { return f.open.Load() >= validateAbove }}
 	f.srv = &http3.Server{
 		Handler: f,
 		// quic-go answers a larger field section with 431.

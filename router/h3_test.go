@@ -58,17 +58,20 @@ func startH3Router(t *testing.T, cfg Config) *h3Router {
 			t.Error("ServeHTTP3 still running after Shutdown")
 		}
 	})
-	waitFor(t, "the h3 front", func() bool {
-		r.rt.mu.Lock()
-		defer r.rt.mu.Unlock()
-		for _, f := range r.rt.fronts {
-			if _, ok := f.(*h3Front); ok {
-				return true
-			}
-		}
-		return false
-	})
+	waitFor(t, "the h3 front", func() bool { return h3FrontOf(r.rt) != nil })
 	return &h3Router{testRouter: r, tcp: ln.Addr().String(), udp: pc.LocalAddr().String(), ca: ca}
+}
+
+// h3FrontOf is rt's HTTP/3 front, nil until ServeHTTP3 has registered it.
+func h3FrontOf(rt *Router) *h3Front {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	for _, f := range rt.fronts {
+		if h, ok := f.(*h3Front); ok {
+			return h
+		}
+	}
+	return nil
 }
 
 func (r *h3Router) clientTLS() *tls.Config {
@@ -387,7 +390,7 @@ func TestH3ShutdownClosesIdleConnections(t *testing.T) {
 	}
 	defer qc.CloseWithError(0, "")
 	waitFor(t, "the connection to be served", func() bool {
-		f := r.rt.fronts[len(r.rt.fronts)-1].(*h3Front)
+		f := h3FrontOf(r.rt)
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		return len(f.live) == 1
@@ -408,5 +411,50 @@ func TestH3ShutdownClosesIdleConnections(t *testing.T) {
 	}
 	if took < drainGrace || took > 5*time.Second {
 		t.Errorf("Shutdown took %s; want about drainGrace (%s)", took, drainGrace)
+	}
+}
+
+// The request head limits hold on HTTP/3 as on the other fronts: a field
+// section over MaxHeaderBytes (quic-go's check, answered by quic-go as
+// x/net/http2 does for h2) and more fields than MaxHeaderCount (the strict
+// checks, counted and logged) are 431 and reach no node; the access log
+// has proto HTTP/3.0.
+func TestH3HeaderLimits(t *testing.T) {
+	n := startFakeNode(t, okReply("ok"))
+	logs := &lineBuffer{}
+	r := startH3Router(t, Config{MaxHeaderBytes: 8192, AccessLog: logs})
+	r.table.AddStatic(r.udp, n.addr(), 1)
+	c := r.h3Client(t)
+	do := func(h http.Header) int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "https://"+r.udp+"/limits", nil)
+		req.Header = h
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := do(http.Header{"X-Small": {"1"}}); code != 200 {
+		t.Fatalf("small head: %d", code)
+	}
+	if code := do(http.Header{"X-Big": {strings.Repeat("b", 10000)}}); code != 431 {
+		t.Errorf("10000-byte field with MaxHeaderBytes 8192: %d; want 431", code)
+	}
+	many := http.Header{}
+	for i := range 101 {
+		many.Set("X-F"+strconv.Itoa(i), "v")
+	}
+	if code := do(many); code != 431 {
+		t.Errorf("101 fields: %d; want 431", code)
+	}
+	if got := len(n.seen); got != 1 {
+		t.Errorf("node saw %d requests; want only the small one", got)
+	}
+	l := logs.waitLines(t, 2)
+	if l[0].Proto != "HTTP/3.0" || l[0].Status != 200 || l[1].Status != 431 {
+		t.Errorf("access log %+v; want HTTP/3.0 200 then the 431", l)
 	}
 }

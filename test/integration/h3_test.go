@@ -19,9 +19,11 @@ import (
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,9 +43,36 @@ func h3Client(t *testing.T, p *testPKI) (*http.Client, *http3.Transport) {
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}, tr
 }
 
+// startH3Router starts a router with one --https listener and --http3,
+// on a port free for both TCP and UDP.
 func startH3Router(t *testing.T, p *testPKI, extra ...string) *tlsRouter {
 	t.Helper()
-	return startTLSRouter(t, p, append([]string{"--http3"}, extra...)...)
+	port := strconv.Itoa(freeTCPUDPPort(t))
+	https := "127.0.0.1:" + port
+	args := append([]string{"--https", https, "--http3",
+		"--tls-cert", filepath.Join(p.dir, "default.crt"), "--tls-key", filepath.Join(p.dir, "default.key"),
+		"--tls-dir", p.tlsDir}, extra...)
+	return &tlsRouter{router: startRouter(t, args...), https: https, port: port, pki: p}
+}
+
+// freeTCPUDPPort is a loopback port free for TCP and for UDP.
+func freeTCPUDPPort(t *testing.T) int {
+	t.Helper()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		pc, err := net.ListenPacket("udp", ln.Addr().String())
+		ln.Close()
+		if err == nil {
+			pc.Close()
+			return port
+		}
+	}
+	t.Fatal("no port free for both TCP and UDP")
+	return 0
 }
 
 // Requests over HTTP/3 reach a uWSGI node with the vars of an HTTPS

@@ -458,3 +458,26 @@ func TestH3HeaderLimits(t *testing.T) {
 		t.Errorf("access log %+v; want HTTP/3.0 200 then the 431", l)
 	}
 }
+
+// Without Config.HTTP3 a TLS listener advertises nothing.
+func TestNoAltSvcWithoutHTTP3(t *testing.T) {
+	ca := newTestCA(t)
+	addr, _, _, _ := parkTLSRouter(t, ca)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.cert)
+	for _, proto := range []string{"http/1.1", "h2"} {
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "p.test", NextProtos: []string{proto}},
+			ForceAttemptHTTP2: proto == "h2"}
+		req, _ := http.NewRequest("GET", "https://"+addr+"/", nil)
+		req.Host = "p.test"
+		resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		tr.CloseIdleConnections()
+		if v := resp.Header.Values("Alt-Svc"); resp.StatusCode != 200 || len(v) != 0 {
+			t.Errorf("%s: %d, Alt-Svc %q; want 200 and none", resp.Proto, resp.StatusCode, v)
+		}
+	}
+}

@@ -405,6 +405,35 @@ func TestH3Chromium(t *testing.T) {
 	}
 }
 
+// HTTP/3 serves the TCP listener's certificates: SNI names from --tls-dir,
+// the default one otherwise, and a certificate added to --tls-dir while
+// the router runs, without a restart.
+func TestH3Certificates(t *testing.T) {
+	t.Parallel()
+	p := newTestPKI(t)
+	r := startH3Router(t, p)
+	leafFor := func(name string) *x509.Certificate {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		qc, err := quic.DialAddr(ctx, r.https, &tls.Config{ServerName: name, InsecureSkipVerify: true,
+			NextProtos: []string{http3.NextProtoH3}}, &quic.Config{})
+		if err != nil {
+			t.Fatalf("QUIC handshake for %s: %v", name, err)
+		}
+		defer qc.CloseWithError(0, "")
+		return qc.ConnectionState().TLS.PeerCertificates[0]
+	}
+	for name, want := range map[string]string{"sni.test": "sni.test", "a.wild.test": "*.wild.test", "other.test": "default.test"} {
+		if got := leafFor(name).Subject.CommonName; got != want {
+			t.Errorf("SNI %s over QUIC: certificate %q; want %q", name, got, want)
+		}
+	}
+	added := p.writePair(t, p.tlsDir, "new.test", "new.test", "new.test")
+	eventually(t, 10*time.Second, "new.test.crt to be served over QUIC", func() bool {
+		return leafFor("new.test").SerialNumber.Cmp(added.SerialNumber) == 0
+	})
+}
+
 // leafSPKIHash is the base64 SHA-256 of the certificate's public key in
 // file, which --ignore-certificate-errors-spki-list takes.
 func leafSPKIHash(t *testing.T, file string) string {

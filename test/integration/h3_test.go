@@ -222,6 +222,51 @@ func TestH3GoawayOnShutdown(t *testing.T) {
 	}
 }
 
+// At the shutdown deadline an HTTP/3 stream that would go on (a uWSGI app
+// sleeping 30 s) is cut, and the router exits 0 within --shutdown-timeout
+// plus a second.
+func TestH3ShutdownDeadline(t *testing.T) {
+	requireUWSGI(t)
+	t.Parallel()
+	p := newTestPKI(t)
+	const timeout = 2 * time.Second
+	r := startH3Router(t, p, "--shutdown-timeout", timeout.String())
+	startNode(t, r.router, "default.test", nodeOpts{id: "d"})
+	waitForNodes(t, r.router, "default.test", 1)
+	c, tr := h3Client(t, p)
+	tr.Dial = dialTo(r.https)
+	done := make(chan error, 1)
+	go func() {
+		resp, err := c.Get("https://default.test:" + r.port + "/slow?ms=30000")
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil {
+				err = fmt.Errorf("answered %d", resp.StatusCode)
+			}
+		}
+		done <- err
+	}()
+	eventually(t, 10*time.Second, "the slow request to be in flight", func() bool {
+		return r.pool(t, "default.test").Nodes[0].Inflight == 1
+	})
+	signalled := time.Now()
+	if err := syscall.Kill(r.pid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	code := r.wait(t, 30*time.Second)
+	exit := time.Since(signalled)
+	select {
+	case err := <-done:
+		t.Logf("exit %d after %s; the client saw: %v", code, exit.Round(time.Millisecond), err)
+	case <-time.After(5 * time.Second):
+		t.Error("the cut request is still waiting 5 s after the router exited")
+	}
+	if code != 0 || exit > timeout+time.Second {
+		t.Errorf("exit %d after %s; want 0 within --shutdown-timeout + 1s", code, exit.Round(time.Millisecond))
+	}
+}
+
 // A binary upgrade (SIGUSR2) under HTTP/3 load fails no request: the new
 // process inherits the UDP socket, the old one finishes its streams.
 func TestH3BinaryUpgradeUnderLoad(t *testing.T) {

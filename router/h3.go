@@ -40,7 +40,7 @@ import (
 //     needs three: control and the two QPACK ones, RFC 9114 §6.2);
 //   - buffers: the flow control windows below, as h2's;
 //   - 0-RTT: refused unless Config.HTTP3EarlyData, and then only for GET
-//     and HEAD (serveEarly), since early data can be replayed (RFC 8470).
+//     and HEAD (admitEarly), since early data can be replayed (RFC 8470).
 //
 // No stateless reset key is set on purpose: across a binary upgrade both
 // processes read the one UDP socket (the upgrade hands it over like the TCP
@@ -83,7 +83,7 @@ type h3Front struct {
 	conns prometheus.Gauge // fastrouter_client_connections{proto="h3"}
 
 	mu   sync.Mutex           // guards live
-	live map[*h3Conn]struct{} // connections past their handshake, until closed
+	live map[*h3Conn]struct{} // connections http3 serves, until they close
 }
 
 // h3Conn is one HTTP/3 connection and its requests in flight, which
@@ -108,25 +108,28 @@ type h3ConnKey struct{}
 // --https listener name, with the certificates of cfg (its GetCertificate
 // sees every SNI name, so hot reloads apply as on TCP), until Shutdown.
 // Config.HTTP3 makes that listener advertise it. The PROXY protocol does
-// not apply: QUIC has no byte stream to carry its header. pc is closed on
-// return.
+// not apply: QUIC has no byte stream to carry its header. pc belongs to
+// the front from then on: closed by Shutdown (or here, when Shutdown has
+// already begun).
 func (rt *Router) ServeHTTP3(pc net.PacketConn, name string, cfg *tls.Config) error {
 	if cfg == nil {
 		return errors.New("router: ServeHTTP3 needs a tls.Config")
 	}
-	f := rt.newH3Front(pc, name, cfg)
+	f, err := rt.newH3Front(pc, name, cfg)
 	if f == nil {
 		pc.Close()
-		return nil // Shutdown has begun
+		return err // nil: Shutdown has begun
 	}
-	err := f.srv.ServeListener(f.ln)
+	err = f.srv.ServeListener(f.ln)
 	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, quic.ErrServerClosed) || rt.shuttingDown() {
 		return nil
 	}
 	return err
 }
 
-func (rt *Router) newH3Front(pc net.PacketConn, name string, cfg *tls.Config) *h3Front {
+// newH3Front builds the front on pc and registers it for Shutdown; nil
+// and no error once Shutdown has begun.
+func (rt *Router) newH3Front(pc net.PacketConn, name string, cfg *tls.Config) (*h3Front, error) {
 	port := "0"
 	if ap, err := netip.ParseAddrPort(pc.LocalAddr().String()); err == nil {
 		port = strconv.Itoa(int(ap.Port()))
@@ -153,16 +156,16 @@ func (rt *Router) newH3Front(pc net.PacketConn, name string, cfg *tls.Config) *h
 	}
 	f.sf.admit = f.admitEarly
 	ln, err := f.tr.ListenEarly(http3.ConfigureTLSConfig(cfg), f.quicConfig())
-	if err != nil { // cannot fail: the transport is new
-		return nil
+	if err != nil {
+		return nil, err
 	}
 	f.ln = ln
 	if !rt.addFront(f) {
 		f.ln.Close()
 		f.tr.Close()
-		return nil
+		return nil, nil
 	}
-	return f
+	return f, nil
 }
 
 // quicConfig is the configuration of each new connection, with the

@@ -506,3 +506,14 @@ func dialTo(addr string) func(context.Context, string, *tls.Config, *quic.Config
 		return quic.DialAddrEarly(ctx, addr, tc, qc)
 	}
 }
+
+// fastrouter check names the HTTP/3 sockets it would serve, and 0-RTT.
+func TestH3Check(t *testing.T) {
+	t.Parallel()
+	p := newTestPKI(t)
+	code, stdout, stderr := runBinary(t, "check", "--https", "127.0.0.1:0", "--http3", "--http3-0rtt",
+		"--tls-cert", filepath.Join(p.dir, "default.crt"), "--tls-key", filepath.Join(p.dir, "default.key"))
+	if code != 0 || !strings.Contains(stdout, "http3 (udp) 127.0.0.1:0 with 0-RTT") {
+		t.Fatalf("check: exit %d, stdout %q, stderr %q; want 0 and the HTTP/3 socket in the summary", code, stdout, stderr)
+	}
+}

@@ -11,12 +11,15 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+	"github.com/quic-go/quic-go/qlog"
+	"github.com/quic-go/quic-go/qlogwriter"
 )
 
 // h3Router is a router serving HTTPS on TCP and HTTP/3 on the UDP port of
@@ -478,6 +481,38 @@ func TestNoAltSvcWithoutHTTP3(t *testing.T) {
 		tr.CloseIdleConnections()
 		if v := resp.Header.Values("Alt-Svc"); resp.StatusCode != 200 || len(v) != 0 {
 			t.Errorf("%s: %d, Alt-Svc %q; want 200 and none", resp.Proto, resp.StatusCode, v)
+		}
+	}
+}
+
+// retrySeen is a client qlog trace that notes a Retry packet received.
+type retrySeen struct{ seen atomic.Bool }
+
+func (r *retrySeen) AddProducer() qlogwriter.Recorder { return r }
+func (r *retrySeen) Close() error                     { return nil }
+func (r *retrySeen) RecordEvent(e qlogwriter.Event) {
+	if p, ok := e.(qlog.PacketReceived); ok && p.Header.PacketType == qlog.PacketTypeRetry {
+		r.seen.Store(true)
+	}
+}
+
+// With --max-conns, address validation starts at half of it: from then on
+// a new client first gets a Retry (RFC 9000 §8.1.2), so spoofed Initials
+// cannot fill the slots.
+func TestH3RetryFromHalfMaxConns(t *testing.T) {
+	r := startH3Router(t, Config{MaxConns: 4})
+	for i, wantRetry := range []bool{false, false, true, true} {
+		tr := &retrySeen{}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		qc, err := quic.DialAddr(ctx, r.udp, r.clientTLS(), &quic.Config{
+			Tracer: func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace { return tr }})
+		cancel()
+		if err != nil {
+			t.Fatalf("connection %d: %v", i+1, err)
+		}
+		defer qc.CloseWithError(0, "")
+		if tr.seen.Load() != wantRetry {
+			t.Errorf("connection %d (%d open before it): Retry %v; want %v", i+1, i, tr.seen.Load(), wantRetry)
 		}
 	}
 }

@@ -516,3 +516,47 @@ func TestH3RetryFromHalfMaxConns(t *testing.T) {
 		}
 	}
 }
+
+// muteAfterConn lets a client's first n datagrams out and drops the rest:
+// a handshake that stalls after its first flight.
+type muteAfterConn struct {
+	net.PacketConn
+	n atomic.Int64
+}
+
+func (c *muteAfterConn) WriteTo(b []byte, a net.Addr) (int, error) {
+	if c.n.Add(-1) < 0 {
+		return len(b), nil
+	}
+	return c.PacketConn.WriteTo(b, a)
+}
+
+// A handshake that stalls holds its --max-conns slot only for the header
+// timeout (quic-go's handshake idle timeout): then the slot is free and
+// the gauge back to zero.
+func TestH3StalledHandshakeFreesItsSlot(t *testing.T) {
+	r := startH3Router(t, Config{MaxConns: 2, HeaderTimeout: time.Second})
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	mc := &muteAfterConn{PacketConn: pc}
+	mc.n.Store(2) // the ClientHello (two datagrams with a post-quantum key share)
+	tr := &quic.Transport{Conn: mc}
+	defer tr.Close()
+	ua, _ := net.ResolveUDPAddr("udp", r.udp)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	go tr.Dial(ctx, ua, r.clientTLS(), &quic.Config{}) // gives up; the router does not know
+	gauge := r.rt.metrics.clientConns.WithLabelValues("h3-test", "h3")
+	waitFor(t, "the stalled handshake to hold a slot", func() bool { return testutil.ToFloat64(gauge) == 1 })
+	start := time.Now()
+	waitFor(t, "the stalled handshake's slot to be freed", func() bool { return testutil.ToFloat64(gauge) == 0 })
+	if d := time.Since(start); d > 3*time.Second { // quic-go's default would be 5s
+		t.Errorf("slot freed after %s; want about the 1s header timeout", d)
+	}
+	if open := h3FrontOf(r.rt).limit.open.Load(); open != 0 {
+		t.Errorf("%d --max-conns slots still taken", open)
+	}
+}

@@ -141,6 +141,48 @@ func TestH3ThroughUWSGI(t *testing.T) {
 	}
 }
 
+// A 64 MiB upload and download over HTTP/3 stream through the router in
+// bounded memory: flow control holds what a client can make it buffer.
+func TestH3LargeBodiesBoundedMemory(t *testing.T) {
+	requireUWSGI(t)
+	t.Parallel()
+	p := newTestPKI(t)
+	r := startH3Router(t, p)
+	startNode(t, r.router, "default.test", nodeOpts{id: "m"})
+	waitForNodes(t, r.router, "default.test", 1)
+	c, tr := h3Client(t, p)
+	tr.Dial = dialTo(r.https)
+	base := "https://default.test:" + r.port
+	doReq(t, c, "GET", base+"/env", nil, 0)
+	before := r.peakRSS(t)
+	const size = 64 << 20
+	h := sha256.New()
+	rng := mrand.New(mrand.NewPCG(3, 4))
+	src := io.TeeReader(io.LimitReader(readerFunc(func(b []byte) (int, error) {
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		return len(b), nil
+	}), size), h)
+	resp, body := doReq(t, c, "POST", base+"/upload", src, size)
+	if want := fmt.Sprintf("%d %s", size, hex.EncodeToString(h.Sum(nil))); resp.StatusCode != 200 || body != want {
+		t.Fatalf("upload: %d %q; want %q", resp.StatusCode, body, want)
+	}
+	resp, body = doReq(t, c, "GET", fmt.Sprintf("%s/download?size=%d&cl=1", base, size), nil, 0)
+	if resp.StatusCode != 200 || len(body) != size {
+		t.Fatalf("download: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	grew := r.peakRSS(t) - before
+	t.Logf("64 MiB up and down over HTTP/3: router peak RSS %d → %d MiB", before>>20, (before+grew)>>20)
+	if grew > 32<<20 {
+		t.Errorf("router peak RSS grew %d MiB for 64 MiB bodies; want them streamed", grew>>20)
+	}
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(b []byte) (int, error) { return f(b) }
+
 // A client that resets its stream (cancels its request) ends the node's
 // exchange: the router closes the node connection at once, well before the
 // slow app would have answered, and the node is free again.

@@ -45,8 +45,9 @@ func (f *h1Front) server(t *Timeouts) *fasthttp.Server {
 		// core renews on every read.
 		ReadTimeout: t.Header,
 		HeaderReceived: func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
-			f.refuseDeclaredBody(h) // spill.go
-			return fasthttp.RequestConfig{ReadTimeout: t.Timeout}
+			// refuseDeclaredBody: spill.go; takeChunked: clientbody.go.
+			f.refuseDeclaredBody(h)
+			return f.takeChunked(h, fasthttp.RequestConfig{ReadTimeout: t.Timeout})
 		},
 		IdleTimeout:                   t.Timeout,
 		StreamRequestBody:             true,
@@ -193,7 +194,11 @@ func (f *h1Front) readRequest(ctx *fasthttp.RequestCtx, x *exchange) strict.Reje
 	if why := parseHead(h, x, rt.cfg.MaxHeaderCount); why != strict.None {
 		return why
 	}
-	if cl := h.ContentLength(); cl > 0 || cl == -1 {
+	switch cl := h.ContentLength(); {
+	case cl == rawChunked: // takeChunked: the router de-chunks (clientbody.go)
+		x.chunks.Reset(ctx.RequestBodyStream(), rt.cfg.MaxBodyBytes, rt.cfg.MaxHeaderBytes)
+		x.bodySrc, x.bodyLen = &x.chunks, -1
+	case cl > 0:
 		x.bodySrc, x.bodyLen = ctx.RequestBodyStream(), int64(cl)
 	}
 	if c := ctx.Conn(); c != nil {

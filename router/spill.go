@@ -100,7 +100,7 @@ func (f *h1Front) expect(ctx *fasthttp.RequestCtx) int {
 	h := &ctx.Request.Header
 	code := fasthttp.StatusContinue
 	switch cl := h.ContentLength(); {
-	case cl > 0 && int64(cl) > rt.cfg.MaxBodyBytes:
+	case cl > 0 && cl != rawChunked && int64(cl) > rt.cfg.MaxBodyBytes:
 		code = 413
 	case rt.cfg.Pools.HasMounts(): // with mounts the decoded path decides; let it come
 	default:

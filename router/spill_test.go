@@ -13,8 +13,8 @@ import (
 	"time"
 )
 
-// chunked encodes body in chunks of size n.
-func chunked(body string, n int) string {
+// chunkBody encodes body in chunks of size n.
+func chunkBody(body string, n int) string {
 	var b strings.Builder
 	for len(body) > 0 {
 		c := body[:min(n, len(body))]
@@ -38,7 +38,7 @@ func TestChunkedBodySpill(t *testing.T) {
 	r.table.AddStatic("k.test", n.addr(), 1)
 	for _, size := range []int{100, 4096, 4097, 100000, 300000} {
 		body := strings.Repeat("0123456789abcdefghij", size/20+1)[:size]
-		resp, got := raw(t, r.addr, "POST / HTTP/1.1\r\nHost: k.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"+chunked(body, 7000))
+		resp, got := raw(t, r.addr, "POST / HTTP/1.1\r\nHost: k.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"+chunkBody(body, 7000))
 		want := fmt.Sprintf("cl=%d sum=%x", size, sha256.Sum256([]byte(body)))
 		if resp.StatusCode != 200 || got != want {
 			t.Errorf("size %d: %d %q; want 200 %q", size, resp.StatusCode, got, want)
@@ -48,7 +48,7 @@ func TestChunkedBodySpill(t *testing.T) {
 		t.Errorf("spill files left behind: %v", ents)
 	}
 	body := strings.Repeat("x", 300001)
-	resp, _ := raw(t, r.addr, "POST / HTTP/1.1\r\nHost: k.test\r\nTransfer-Encoding: chunked\r\n\r\n"+chunked(body, 9000))
+	resp, _ := raw(t, r.addr, "POST / HTTP/1.1\r\nHost: k.test\r\nTransfer-Encoding: chunked\r\n\r\n"+chunkBody(body, 9000))
 	if resp.StatusCode != 413 {
 		t.Errorf("chunked body over MaxBodyBytes: %d; want 413", resp.StatusCode)
 	}
@@ -132,7 +132,7 @@ func TestSpilledBodyReplayedOnStaleConnection(t *testing.T) {
 	node := r.table.Pool("h.test").Node(f.addr())
 	waitFor(t, "an idle keep-alive connection", func() bool { return node.IdleConns() == 1 })
 	body := strings.Repeat("0123456789abcdefghij", 10000) // 200 kB: spilled
-	resp, got := raw(t, r.addr, "POST / HTTP/1.1\r\nHost: h.test\r\nTransfer-Encoding: chunked\r\n\r\n"+chunked(body, 7000))
+	resp, got := raw(t, r.addr, "POST / HTTP/1.1\r\nHost: h.test\r\nTransfer-Encoding: chunked\r\n\r\n"+chunkBody(body, 7000))
 	if want := fmt.Sprintf("%d %x", len(body), sha256.Sum256([]byte(body))); resp.StatusCode != 200 || got != want {
 		t.Fatalf("spilled upload over a stale connection: %d %q; want 200 %q", resp.StatusCode, got, want)
 	}

@@ -70,5 +70,6 @@ release:
 		echo "== $$out"; \
 		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch go build -trimpath -ldflags "$(LDFLAGS)" -o $$out ./cmd/fastrouter; \
 	done
-	cd dist && sha256sum fastrouter-* > SHA256SUMS
+	go run ./cmd/fastrouter man > dist/fastrouter.1
+	cd dist && sha256sum fastrouter-* fastrouter.1 > SHA256SUMS
 	@cat dist/SHA256SUMS

@@ -36,7 +36,7 @@ type routerOpts struct {
 	admission Admission
 	signed    SignedTimes
 	reg       *prometheus.Registry
-	maxBlobs  int // Config.MaxBlobBytes
+	maxBlobs  int          // Config.MaxBlobBytes
 	log       *slog.Logger // nil: warnings through t.Log
 }
 

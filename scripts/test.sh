@@ -21,6 +21,7 @@ command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1 || need_pkgs+=(pebble)
 command -v zsh >/dev/null 2>&1 || need_pkgs+=(zsh) # the completion script's syntax check
+command -v groff >/dev/null 2>&1 || need_pkgs+=(groff-base) # the man page's lint
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: missing ${need_pkgs[*]}; run as root or install them" >&2

@@ -68,8 +68,8 @@ type fleetSummary struct {
 	p50, p99, p999, max   float64 // medians over rounds, ms
 	failed, inflight      []int   // per round
 	codes                 map[int]int
-	slowShare             float64 // median share of answered requests the slow node served
-	lat                   []float64
+	slowShare             float64     // median share of answered requests the slow node served
+	lats                  [][]float64 // each round's sorted latencies, ms
 	lagP99                float64
 	requests, rate, capac float64
 	cpuUS                 float64 // median router CPU per request, µs
@@ -108,7 +108,7 @@ func (h *harness) fleetSummaries(kill bool) []*fleetSummary {
 		if answered > 0 {
 			shares[r.peer] = append(shares[r.peer], float64(st.perNode[h.fleet.nodes-1])/float64(answered))
 		}
-		s.lat = append(s.lat, r.lat...)
+		s.lats = append(s.lats, r.lat)
 		cpus[r.peer] = append(cpus[r.peer], r.cpuUS)
 		for k, v := range r.reasons {
 			s.reasons[k] += v
@@ -128,7 +128,6 @@ func (h *harness) fleetSummaries(kill bool) []*fleetSummary {
 		s.p50, s.p99, s.p999, s.max = col(0), col(1), col(2), col(3)
 		s.slowShare = median(shares[s.peer])
 		s.cpuUS = median(cpus[s.peer])
-		sort.Float64s(s.lat)
 	}
 	return out
 }
@@ -247,7 +246,7 @@ func ints(v []int) string {
 func (h *harness) latencyChart(path string, sums []*fleetSummary, title string) error {
 	p := plot.New()
 	p.Title.Text = title
-	p.X.Label.Text = "percentile (all rounds pooled)"
+	p.X.Label.Text = "percentile (median of the rounds at each point)"
 	p.Y.Label.Text = "latency, ms (log scale)"
 	p.Y.Scale = plot.LogScale{}
 	p.Y.Tick.Marker = plot.TickerFunc(logTicks125)
@@ -257,7 +256,7 @@ func (h *harness) latencyChart(path string, sums []*fleetSummary, title string) 
 		color.RGBA{0xff, 0x7f, 0x0e, 0xff}, color.RGBA{0xd6, 0x27, 0x28, 0xff}, color.RGBA{0x94, 0x67, 0xbd, 0xff},
 	}
 	for i, s := range sums {
-		xys := percentileCurve(s.lat)
+		xys := medianCurve(s.lats)
 		if len(xys) == 0 {
 			continue
 		}
@@ -292,20 +291,31 @@ func (h *harness) latencyChart(path string, sums []*fleetSummary, title string) 
 	return p.Save(22*vg.Centimeter, 13*vg.Centimeter, path)
 }
 
-// percentileCurve samples sorted latencies at ~400 points evenly spaced on
-// the -log10(1-p) axis, up to the last percentile the sample can tell.
-func percentileCurve(sorted []float64) plotter.XYs {
-	n := len(sorted)
+// medianCurve samples each round's sorted latencies at ~400 points evenly
+// spaced on the -log10(1-p) axis, up to the last percentile the smallest
+// round can tell, and keeps the median over rounds at each point: one round
+// the shared machine stalled does not draw the line, as a pooled sample
+// would let it.
+func medianCurve(rounds [][]float64) plotter.XYs {
+	n := 0
+	for _, r := range rounds {
+		if n == 0 || len(r) < n {
+			n = len(r)
+		}
+	}
 	if n < 10 {
 		return nil
 	}
 	top := -math.Log10(1.0 / float64(n)) // p = 1 - 1/n
 	var xys plotter.XYs
+	at := make([]float64, len(rounds))
 	for k := 0; k <= 400; k++ {
 		x := top * float64(k) / 400
 		p := 1 - math.Pow(10, -x)
-		i := min(n-1, int(p*float64(n)))
-		xys = append(xys, plotter.XY{X: x, Y: max(sorted[i], 0.01)})
+		for i, r := range rounds {
+			at[i] = r[min(len(r)-1, int(p*float64(len(r))))]
+		}
+		xys = append(xys, plotter.XY{X: x, Y: max(median(at), 0.01)})
 	}
 	return xys
 }

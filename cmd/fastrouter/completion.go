@@ -56,6 +56,7 @@ func completionSpecs() []cmdSpec {
 			s.fs = newSubscribeFlags(&subscribeOptions{})
 		case "completion":
 			s.words = []string{"bash", "zsh"}
+		case "man":
 		}
 		specs = append(specs, s)
 	}

@@ -6,7 +6,7 @@
 // flags.go: subcommands, help, version; addr.go: listener addresses), flags and config (config.go), the
 // app and its phases (app.go: build, bind, start, run, stop), reload
 // (reload.go), the binary upgrade's pid file (pidfile.go), signals (here),
-// and the subcommands check (check.go), health (healthcmd.go), subscribe
+// and the subcommands check (check.go), health (healthcmd.go), man (manpage.go), subscribe
 // (subscribe.go) and completion (completion.go).
 package main
 
@@ -104,6 +104,7 @@ func subcommands() []subcommand {
 		{"health", "[--admin ADDR]", "ask a running router's /healthz: exit 0 when it serves, 1 when not"},
 		{"subscribe", "--key KEY --address ADDR [flags]", "announce a node that is not uWSGI"},
 		{"completion", "bash|zsh", "print a shell completion script"},
+		{"man", "", "print the manual page (roff)"},
 	}
 }
 
@@ -121,6 +122,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return runHealth(args[1:], stdout, stderr)
 		case "completion":
 			return runCompletion(args[1:], stdout, stderr)
+		case "man":
+			return runMan(args[1:], stdout, stderr)
 		case "help":
 			args = []string{"--help"}
 		}

@@ -108,13 +108,19 @@ func (rt *Router) renewClientRead(x *exchange) {
 }
 
 // bodyErr maps a failed read of the client body before any node was
-// picked: a stall past the timeout is errClientTimeout (408), chunk sizes
-// past MaxBodyBytes errBodyTooLarge (413), anything else errClientBody
-// (400).
+// picked: a stall past the timeout is errClientTimeout (408), a chunked
+// body internal/chunked refuses one of the errChunk* errors (chunk sizes
+// past MaxBodyBytes: 413), anything else errClientBody (400).
 func bodyErr(err error) error {
 	switch {
 	case err == chunked.ErrTooLarge:
-		return errBodyTooLarge
+		return errChunkTooLarge
+	case err == chunked.ErrLineTooLong:
+		return errChunkLine
+	case err == chunked.ErrSyntax, err == chunked.ErrOverhead:
+		return errChunkFraming
+	case err == chunked.ErrTrailer:
+		return errChunkTrailer
 	case isTimeout(err):
 		return errClientTimeout
 	}

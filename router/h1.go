@@ -114,6 +114,10 @@ func (f *h1Front) handleError(ctx *fasthttp.RequestCtx, err error) {
 		code = 413
 	case isTimeout(err):
 		code = 408
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		// The body fasthttp reads ahead (up to 8 KiB) ended before its
+		// Content-Length: nothing of the request reached a node.
+		f.rt.countBodyReject(errClientBody)
 	}
 	writeError(ctx, code)
 	ctx.SetConnectionClose()

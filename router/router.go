@@ -122,9 +122,10 @@ type Router struct {
 	now     func() time.Time
 	ids     *idGen    // X-Request-Id generator
 	alog    io.Writer // Config.AccessLog; nil: no access log
-	// headRejects and connsRefused count the strict-HTTP and --max-conns
-	// refusals (strict.go, limit.go).
+	// headRejects, bodyRejects and connsRefused count the strict-HTTP, the
+	// request-body and the --max-conns refusals (strict.go, limit.go).
 	headRejects  [strict.NumRejects]prometheus.Counter
+	bodyRejects  [numBodyReasons]prometheus.Counter
 	connsRefused *prometheus.CounterVec
 	// h2Errors counts the HTTP/2 errors x/net and the h2 guard answer
 	// (h2guard.go).
@@ -220,7 +221,7 @@ func New(cfg Config) (*Router, error) {
 		alog:    cfg.AccessLog,
 		cutCh:   make(chan struct{}),
 	}
-	if rt.headRejects, rt.connsRefused, err = newSecurityMetrics(cfg.Registerer); err != nil {
+	if rt.headRejects, rt.bodyRejects, rt.connsRefused, err = newSecurityMetrics(cfg.Registerer); err != nil {
 		return nil, fmt.Errorf("router: metrics: %w", err)
 	}
 	if rt.h2Errors, err = newH2Metrics(cfg.Registerer); err != nil {

@@ -3,12 +3,19 @@ package integration
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
 // The request-body cases of the hostile pass (SECURITY.md, "What was
@@ -126,6 +133,220 @@ func TestChunkExtensionsBounded(t *testing.T) {
 		got := side.n.take()
 		if code != 200 || len(got) != 1 || !bytes.Equal(got[0].body, []byte("helloworld")) {
 			t.Errorf("%s: extensions within 4 KiB: %d, node got %d requests; want 200 and the body", side.host, code, len(got))
+		}
+	}
+}
+
+// tapNode is a node that records, per connection, every byte it was sent
+// until the router ended the connection (or 10 s passed), answering
+// nothing until then. ended says how the connection ended: "eof", "rst"
+// or "timeout".
+type tapNode struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []tapConn
+}
+
+type tapConn struct {
+	data  []byte
+	ended string
+}
+
+func startTap(t *testing.T) *tapNode {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &tapNode{ln: ln}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				data, err := io.ReadAll(c)
+				ended := "eof"
+				switch {
+				case isTimeoutErr(err):
+					ended = "timeout"
+				case err != nil:
+					ended = "rst"
+				}
+				n.mu.Lock()
+				n.conns = append(n.conns, tapConn{data, ended})
+				n.mu.Unlock()
+			}()
+		}
+	}()
+	return n
+}
+
+// take waits up to 15 s for want connections to end and returns them.
+func (n *tapNode) take(t *testing.T, want int) []tapConn {
+	t.Helper()
+	var got []tapConn
+	eventually(t, 15*time.Second, "the node's connections to end", func() bool {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if len(n.conns) < want {
+			return false
+		}
+		got, n.conns = n.conns, nil
+		return true
+	})
+	return got
+}
+
+// uwsgiBody splits a uwsgi request as a node receives it: the vars'
+// CONTENT_LENGTH and the body bytes after the vars.
+func uwsgiBody(data []byte) (declared string, body int, ok bool) {
+	if len(data) < 4 {
+		return "", 0, false
+	}
+	size := int(data[1]) | int(data[2])<<8
+	if len(data) < 4+size {
+		return "", 0, false
+	}
+	vars := data[4 : 4+size]
+	for len(vars) >= 4 {
+		kl := int(vars[0]) | int(vars[1])<<8
+		k := string(vars[2 : 2+kl])
+		vl := int(vars[2+kl]) | int(vars[3+kl])<<8
+		v := string(vars[4+kl : 4+kl+vl])
+		vars = vars[4+kl+vl:]
+		if k == "CONTENT_LENGTH" {
+			declared = v
+		}
+	}
+	return declared, len(data) - 4 - size, true
+}
+
+// A client that declares a body, sends part of it and closes: the node
+// must never get a request that looks complete. A body within fasthttp's
+// read-ahead (8 KiB) never reaches a node; a larger one streams, and when
+// it is cut short the node's connection is reset. Before, an http:// node
+// got the head, the part of the body and a FIN, as after a complete
+// request. The access log says 400 and
+// fastrouter_http_rejected_total{reason="body_incomplete"} counts each.
+// Found by the hostile pass.
+func TestPartialBodyAborted(t *testing.T) {
+	skipIfDisabled(t)
+	t.Parallel()
+	un, hn := startTap(t), startTap(t)
+	alog := filepath.Join(t.TempDir(), "access.log")
+	r := startRouter(t, "--timeout", "5s", "--access-log", alog, "--to", "u.test="+un.ln.Addr().String(), "--to", "h.test=http://"+hn.ln.Addr().String())
+	for _, tc := range []struct {
+		name     string
+		declared int
+		sent     int
+	}{
+		{"1000 declared, 500 sent", 1000, 500},
+		{"1000 declared, none sent", 1000, 0},
+		{"100000 declared, 50000 sent", 100000, 50000},
+		{"100000 declared, 20000 sent", 100000, 20000},
+	} {
+		for _, side := range []struct {
+			host string
+			n    *tapNode
+		}{{"u.test", un}, {"h.test", hn}} {
+			c, err := net.Dial("tcp", r.http)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n%s", side.host, tc.declared, strings.Repeat("b", tc.sent))
+			time.Sleep(200 * time.Millisecond) // let it reach the router: a close together with the data is a different case
+			c.Close()
+			conns := side.n.take(t, 0)
+			time.Sleep(500 * time.Millisecond)
+			conns = append(conns, side.n.take(t, 0)...)
+			for _, tc2 := range conns {
+				var body int
+				complete := false
+				if side.host == "u.test" {
+					declared, b, ok := uwsgiBody(tc2.data)
+					body = b
+					complete = ok && declared == fmt.Sprint(b) && tc2.ended == "eof"
+				} else {
+					i := bytes.Index(tc2.data, []byte("\r\n\r\n"))
+					if i >= 0 {
+						body = len(tc2.data) - i - 4
+					}
+					complete = i >= 0 && body == tc.declared && tc2.ended == "eof"
+				}
+				t.Logf("%s %s: the node got %d bytes (%d of body), connection ended by %s", side.host, tc.name, len(tc2.data), body, tc2.ended)
+				if complete || (len(tc2.data) > 0 && tc2.ended != "rst") {
+					t.Errorf("%s %s: the node got %d bytes (%d of body) ended by %s; want nothing, or a cut (rst) request",
+						side.host, tc.name, len(tc2.data), body, tc2.ended)
+				}
+			}
+		}
+	}
+	if got := metricValue(t, r, `fastrouter_http_rejected_total{reason="body_incomplete"}`); got != 8 {
+		t.Errorf(`fastrouter_http_rejected_total{reason="body_incomplete"} = %v; want 8`, got)
+	}
+	var lines []map[string]any
+	eventually(t, 10*time.Second, "8 access log lines", func() bool {
+		b, _ := os.ReadFile(alog)
+		lines = nil
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(l), &m) == nil && m["status"] == float64(400) {
+				lines = append(lines, m)
+			}
+		}
+		return len(lines) == 8
+	})
+	streamed := 0
+	for _, m := range lines {
+		if m["node"] != nil {
+			streamed++
+		}
+	}
+	if streamed != 4 {
+		t.Errorf("%d access log lines name the node; want 4 (the bodies that streamed): %v", streamed, lines)
+	}
+}
+
+// A node that answers an upload before reading it (an app refusing it with
+// 413) and closes, or answers and stops reading: the client gets the
+// node's answer, then the connection closes. Before, the router's failed
+// write made it 502 (or 504 at --timeout). Found by the hostile pass.
+func TestEarlyAnswerRelayed(t *testing.T) {
+	skipIfDisabled(t)
+	t.Parallel()
+	early := func(code string, hold time.Duration) func(c *uwsgitest.Conn, _ *uwsgitest.Request) {
+		return func(c *uwsgitest.Conn, _ *uwsgitest.Request) {
+			io.WriteString(c, "HTTP/1.1 "+code+"\r\nContent-Length: 4\r\n\r\nnope")
+			time.Sleep(hold)
+		}
+	}
+	node := func(code string, hold time.Duration) string {
+		return uwsgitest.NewNode(t, early(code, hold), uwsgitest.WithProto(uwsgitest.Raw), uwsgitest.NoRecord()).Addr()
+	}
+	r := startRouter(t, "--timeout", "3s",
+		"--to", "u.test="+node("413 Too Big", 0), "--to", "h.test=http://"+node("413 Too Big", 0),
+		"--to", "uh.test="+node("401 Unauthorized", 10*time.Second), "--to", "hh.test=http://"+node("401 Unauthorized", 10*time.Second))
+	upload := strings.Repeat("u", 4<<20)
+	for _, tc := range []struct{ host, want string }{
+		{"u.test", "413"}, {"h.test", "413"}, {"uh.test", "401"}, {"hh.test", "401"},
+	} {
+		for i := range 3 {
+			head := fmt.Sprintf("POST /up HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n", tc.host, len(upload))
+			code, took, closed, written := sendRaw(t, r.http, head, upload)
+			t.Logf("%s: %d after %s, closed %v, %d of %d body bytes written", tc.host, code, took.Round(time.Millisecond), closed, written, len(upload))
+			if fmt.Sprint(code) != tc.want || !closed {
+				t.Errorf("%s try %d: %d after %s, closed %v; want the node's %s, then the connection closed", tc.host, i, code, took, closed, tc.want)
+			}
 		}
 	}
 }

@@ -18,7 +18,8 @@ import (
 
 // readyBody settles the length of x's body as the node will see it
 // (x.req.BodyLen): a declared length over MaxBodyBytes is errBodyTooLarge;
-// an unknown one is buffered, bounded, spilling to disk (spill.go).
+// an unknown one is buffered, bounded, spilling to disk (spill.go), and so
+// is a known one up to RequestBuffering (bufferKnown).
 func (rt *Router) readyBody(x *exchange) error {
 	r := &x.req
 	switch {
@@ -28,14 +29,43 @@ func (rt *Router) readyBody(x *exchange) error {
 			return errBodyTooLarge
 		}
 		r.BodyLen = x.bodyLen
+		if x.bodyLen > bodyPrefetch && x.bodyLen <= rt.cfg.RequestBuffering {
+			return rt.bufferKnown(x)
+		}
 	default: // unknown length: buffer, bounded, spilling to disk (spill.go)
-		n, err := rt.bufferBody(x)
+		n, err := rt.bufferBody(x, rt.cfg.MaxBufferedBody)
 		if err != nil {
 			return err
 		}
 		r.BodyLen = n
 		x.consumed = true
 	}
+	return nil
+}
+
+// knownInMemory is how much of a body of known length bufferKnown keeps in
+// memory before it moves the body to a temporary file: every slow upload
+// in progress holds up to this much, so it is kept well under the 8 MiB a
+// chunked body may take (MaxBufferedBody), which only de-chunking needs.
+const knownInMemory = 1 << 20
+
+// bufferKnown reads x's body of known length whole before a node is
+// picked (Config.RequestBuffering): a uWSGI worker is the scarce resource,
+// and a body streamed at a slow client's pace would hold one for as long
+// as the client takes (20 uploads at a byte a second kept a 4-worker node
+// from answering anything). Buffered, the slow client holds a router
+// connection and a bounded buffer instead, as behind nginx
+// (proxy_request_buffering). A body that ends before its length is
+// errClientBody; nothing of it reached a node.
+func (rt *Router) bufferKnown(x *exchange) error {
+	n, err := rt.bufferBody(x, knownInMemory) // spill.go
+	if err != nil {
+		return err
+	}
+	if n != x.bodyLen {
+		return errClientBody
+	}
+	x.consumed = true
 	return nil
 }
 

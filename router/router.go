@@ -68,6 +68,12 @@ type Config struct {
 	// unknown length over MaxBufferedBody are spilled to a temporary file
 	// (spill.go). Default 1 GiB.
 	MaxBodyBytes int64
+	// RequestBuffering: a request body of known length up to this many
+	// bytes (and over the 16 KiB that ride with the head) is read whole
+	// before a node is picked, in memory up to 1 MiB, beyond in a
+	// temporary file (clientbody.go); larger ones stream to the node as
+	// they come. 0: every body of known length streams.
+	RequestBuffering int64
 	// TempDir holds spilled bodies. Default os.TempDir().
 	TempDir string
 	// TrustedProxies are peers whose X-Forwarded-For/-Proto are kept and
@@ -185,7 +191,7 @@ func New(cfg Config) (*Router, error) {
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = 1 << 30
 	}
-	if cfg.MaxBodyBytes < 0 || cfg.MaxBufferedBody < 0 {
+	if cfg.MaxBodyBytes < 0 || cfg.MaxBufferedBody < 0 || cfg.RequestBuffering < 0 {
 		return nil, errors.New("router: body limits must not be negative")
 	}
 	if cfg.TrustedProxies == nil {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -141,5 +142,77 @@ func TestSpilledBodyReplayedOnStaleConnection(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 		t.Errorf("spill files left behind: %v", ents)
+	}
+}
+
+// With RequestBuffering, a body of known length is read whole before a
+// node is picked: the node sees no connection while the client is still
+// sending, then the whole body (from memory, or from a spill file beyond
+// knownInMemory). One cut short never reaches the node.
+func TestKnownBodyBuffered(t *testing.T) {
+	var dials atomic.Int32
+	n := startFakeNode(t, func(vars map[string]string, body []byte) string {
+		return fmt.Sprintf("HTTP/1.1 200 OK\r\n\r\ncl=%s sum=%x", vars["CONTENT_LENGTH"], sha256.Sum256(body))
+	})
+	tap, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tap.Close()
+	go func() { // forwards to n, counting connections
+		for {
+			c, err := tap.Accept()
+			if err != nil {
+				return
+			}
+			dials.Add(1)
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("tcp", n.addr())
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go io.Copy(u, c)
+				io.Copy(c, u)
+			}()
+		}
+	}()
+	r := startRouter(t, Config{RequestBuffering: 4 << 20, TempDir: t.TempDir()})
+	r.table.AddStatic("k.test", tap.Addr().String(), 1)
+	for _, size := range []int{100_000, 2_000_000} {
+		body := strings.Repeat("0123456789abcdefghij", size/20)
+		c, err := net.Dial("tcp", r.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: k.test\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", size, body[:size-10])
+		time.Sleep(300 * time.Millisecond)
+		if d := dials.Load(); d != 0 {
+			t.Errorf("size %d: the node was dialled %d times before the body was complete", size, d)
+		}
+		io.WriteString(c, body[size-10:])
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		c.Close()
+		if want := fmt.Sprintf("cl=%d sum=%x", size, sha256.Sum256([]byte(body))); string(got) != want {
+			t.Errorf("size %d: %q; want %q", size, got, want)
+		}
+		dials.Store(0)
+	}
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: k.test\r\nContent-Length: 100000\r\n\r\n%s", strings.Repeat("x", 50_000))
+	time.Sleep(300 * time.Millisecond)
+	c.Close()
+	time.Sleep(300 * time.Millisecond)
+	if d := dials.Load(); d != 0 {
+		t.Errorf("a body cut short: the node was dialled %d times", d)
 	}
 }

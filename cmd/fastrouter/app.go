@@ -241,20 +241,21 @@ func (a *app) buildRouter() error {
 		})
 	}
 	rt, err := router.New(router.Config{
-		Pools:          a.table,
-		ConnectTimeout: o.connectTimeout,
-		Timeout:        o.timeout,
-		HeaderTimeout:  o.headerTimeout,
-		MaxHeaderBytes: o.maxHeaderBytes,
-		MaxBodyBytes:   o.maxBodyBytes,
-		HashKey:        o.hashKey,
-		MaxConns:       o.maxConns,
-		TrustedProxies: o.trusted(),
-		ProxyProtocol:  o.proxyProtocol,
-		Challenges:     a.acme.challenges(),
-		Logger:         a.log,
-		Registerer:     a.reg,
-		AccessLog:      accessOut,
+		Pools:            a.table,
+		ConnectTimeout:   o.connectTimeout,
+		Timeout:          o.timeout,
+		HeaderTimeout:    o.headerTimeout,
+		MaxHeaderBytes:   o.maxHeaderBytes,
+		MaxBodyBytes:     o.maxBodyBytes,
+		RequestBuffering: o.requestBuffering,
+		HashKey:          o.hashKey,
+		MaxConns:         o.maxConns,
+		TrustedProxies:   o.trusted(),
+		ProxyProtocol:    o.proxyProtocol,
+		Challenges:       a.acme.challenges(),
+		Logger:           a.log,
+		Registerer:       a.reg,
+		AccessLog:        accessOut,
 	})
 	a.rt = rt
 	return err

@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -94,6 +95,9 @@ func TestChunkSizeOverLimit(t *testing.T) {
 			}
 		}
 	}
+	if got := metricValue(t, r, `fastrouter_http_rejected_total{reason="chunk_too_large"}`); got != 6 {
+		t.Errorf(`fastrouter_http_rejected_total{reason="chunk_too_large"} = %v; want 6`, got)
+	}
 }
 
 // Chunk extensions are bounded: a chunk-size line over 4 KiB is 400 and
@@ -133,6 +137,11 @@ func TestChunkExtensionsBounded(t *testing.T) {
 		got := side.n.take()
 		if code != 200 || len(got) != 1 || !bytes.Equal(got[0].body, []byte("helloworld")) {
 			t.Errorf("%s: extensions within 4 KiB: %d, node got %d requests; want 200 and the body", side.host, code, len(got))
+		}
+	}
+	for reason, want := range map[string]float64{"chunk_line_too_long": 2, "chunked_framing": 2} {
+		if got := metricValue(t, r, `fastrouter_http_rejected_total{reason="`+reason+`"}`); got != want {
+			t.Errorf(`fastrouter_http_rejected_total{reason=%q} = %v; want %v`, reason, got, want)
 		}
 	}
 }
@@ -347,6 +356,78 @@ func TestEarlyAnswerRelayed(t *testing.T) {
 			if fmt.Sprint(code) != tc.want || !closed {
 				t.Errorf("%s try %d: %d after %s, closed %v; want the node's %s, then the connection closed", tc.host, i, code, took, closed, tc.want)
 			}
+		}
+	}
+}
+
+// Slow uploads hold no node: 20 clients send the first 17 KB of an upload
+// at once and the rest a byte a second, to a real uWSGI node with 4
+// workers. With --request-buffering (on by default) the router reads each
+// body whole before it picks a node, so the node keeps answering other
+// requests meanwhile, and each upload then arrives whole. Before, the
+// bodies streamed at the clients' pace and held all 4 workers: nothing
+// else was answered until the uploads ended. Found by the hostile pass.
+func TestSlowUploadsHoldNoNode(t *testing.T) {
+	skipIfDisabled(t)
+	t.Parallel()
+	r := startRouter(t)
+	startNode(t, r, "slow.test", nodeOpts{id: "s", processes: 1, threads: 4})
+	waitForNodes(t, r, "slow.test", 1)
+	const uploads, fast, trickle = 20, 17000, 6
+	body := strings.Repeat("0123456789", (fast+trickle)/10+1)[:fast+trickle]
+	want := fmt.Sprintf("%d %x", len(body), sha256.Sum256([]byte(body)))
+	results := make(chan string, uploads)
+	for range uploads {
+		go func() {
+			c, err := net.Dial("tcp", r.http)
+			if err != nil {
+				results <- err.Error()
+				return
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+			fmt.Fprintf(c, "POST /upload HTTP/1.1\r\nHost: slow.test\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body[:fast])
+			for i := fast; i < len(body); i++ {
+				time.Sleep(time.Second)
+				if _, err := io.WriteString(c, body[i:i+1]); err != nil {
+					results <- err.Error()
+					return
+				}
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				results <- err.Error()
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			results <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+		}()
+	}
+	// While the uploads trickle in, other requests to the node are
+	// answered.
+	time.Sleep(time.Second) // the 20 heads are in
+	cl := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	var worst time.Duration
+	for range 8 {
+		start := time.Now()
+		code := 0
+		req, _ := http.NewRequest("GET", "http://"+r.http+"/", nil)
+		req.Host = "slow.test"
+		if resp, err := cl.Do(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			code = resp.StatusCode
+		}
+		worst = max(worst, time.Since(start))
+		if code != 200 {
+			t.Errorf("a request while 20 uploads trickle: %d after %s; want 200 (the uploads must not hold the node's 4 workers)", code, time.Since(start).Round(time.Millisecond))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Logf("8 requests while %d uploads trickled for %d s: slowest %s", uploads, trickle, worst.Round(time.Millisecond))
+	for range uploads {
+		if got := <-results; got != "200 "+want {
+			t.Errorf("upload: %q; want %q", got, "200 "+want)
 		}
 	}
 }

@@ -242,18 +242,31 @@ func uwsgiBody(data []byte) (declared string, body int, ok bool) {
 
 // A client that declares a body, sends part of it and closes: the node
 // must never get a request that looks complete. A body within fasthttp's
-// read-ahead (8 KiB) never reaches a node; a larger one streams, and when
-// it is cut short the node's connection is reset. Before, an http:// node
-// got the head, the part of the body and a FIN, as after a complete
-// request. The access log says 400 and
+// read-ahead (8 KiB), or buffered (--request-buffering, the default),
+// never reaches a node; with --request-buffering 0 a larger one streams,
+// and when it is cut short the node's connection is reset. Before, an
+// http:// node got the head, the part of the body and a FIN, as after a
+// complete request. The access log says 400 and
 // fastrouter_http_rejected_total{reason="body_incomplete"} counts each.
 // Found by the hostile pass.
 func TestPartialBodyAborted(t *testing.T) {
 	skipIfDisabled(t)
 	t.Parallel()
+	for _, mode := range []struct {
+		name string
+		args []string
+	}{{"streamed", []string{"--request-buffering", "0"}}, {"buffered", nil}} {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel()
+			partialBodies(t, mode.args, mode.name == "streamed")
+		})
+	}
+}
+
+func partialBodies(t *testing.T, args []string, streamed bool) {
 	un, hn := startTap(t), startTap(t)
 	alog := filepath.Join(t.TempDir(), "access.log")
-	r := startRouter(t, "--timeout", "5s", "--access-log", alog, "--to", "u.test="+un.ln.Addr().String(), "--to", "h.test=http://"+hn.ln.Addr().String())
+	r := startRouter(t, append(args, "--timeout", "5s", "--access-log", alog, "--to", "u.test="+un.ln.Addr().String(), "--to", "h.test=http://"+hn.ln.Addr().String())...)
 	for _, tc := range []struct {
 		name     string
 		declared int
@@ -293,7 +306,7 @@ func TestPartialBodyAborted(t *testing.T) {
 					complete = i >= 0 && body == tc.declared && tc2.ended == "eof"
 				}
 				t.Logf("%s %s: the node got %d bytes (%d of body), connection ended by %s", side.host, tc.name, len(tc2.data), body, tc2.ended)
-				if complete || (len(tc2.data) > 0 && tc2.ended != "rst") {
+				if complete || (len(tc2.data) > 0 && tc2.ended != "rst") || !streamed {
 					t.Errorf("%s %s: the node got %d bytes (%d of body) ended by %s; want nothing, or a cut (rst) request",
 						side.host, tc.name, len(tc2.data), body, tc2.ended)
 				}
@@ -315,14 +328,14 @@ func TestPartialBodyAborted(t *testing.T) {
 		}
 		return len(lines) == 8
 	})
-	streamed := 0
+	named := 0
 	for _, m := range lines {
 		if m["node"] != nil {
-			streamed++
+			named++
 		}
 	}
-	if streamed != 4 {
-		t.Errorf("%d access log lines name the node; want 4 (the bodies that streamed): %v", streamed, lines)
+	if want := map[bool]int{true: 4, false: 0}[streamed]; named != want {
+		t.Errorf("%d access log lines name the node; want %d (the bodies that streamed): %v", named, want, lines)
 	}
 }
 

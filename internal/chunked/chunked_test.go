@@ -11,15 +11,15 @@ import (
 )
 
 // decode reads all of in with a Reader (body limit max, trailers 1 KiB) and
-// returns the data, the error that ended it (nil for io.EOF), and what is
-// left of in.
-func decode(in string, max int64) (data string, err error, rest string) {
+// returns the data, what is left of in, and the error that ended it (nil
+// for io.EOF).
+func decode(in string, max int64) (data, rest string, err error) {
 	src := strings.NewReader(in)
 	var r Reader
 	r.Reset(src, max, 1<<10)
 	b, err := io.ReadAll(&r)
 	rest = in[len(in)-src.Len():]
-	return string(b), err, rest
+	return string(b), rest, err
 }
 
 var cases = []struct {
@@ -74,7 +74,7 @@ var cases = []struct {
 
 func TestReader(t *testing.T) {
 	for _, tc := range cases {
-		data, err, rest := decode(tc.in, tc.max)
+		data, rest, err := decode(tc.in, tc.max)
 		if data != tc.data || !errors.Is(err, tc.err) || rest != tc.rest {
 			t.Errorf("%s: %.40q, %v, rest %.40q; want %.40q, %v, rest %.40q", tc.name, data, err, rest, tc.data, tc.err, tc.rest)
 		}
@@ -89,7 +89,7 @@ func TestOverhead(t *testing.T) {
 		b.WriteString("1\r\nx\r\n")
 	}
 	b.WriteString("0\r\n\r\n")
-	if data, err, _ := decode(b.String(), 1<<20); err != nil || len(data) != 100000 {
+	if data, _, err := decode(b.String(), 1<<20); err != nil || len(data) != 100000 {
 		t.Errorf("100,000 one-byte chunks: %d bytes, %v", len(data), err)
 	}
 	b.Reset()
@@ -98,7 +98,7 @@ func TestOverhead(t *testing.T) {
 		b.WriteString("1" + ext + "\r\nx\r\n")
 	}
 	b.WriteString("0\r\n\r\n")
-	if data, err, _ := decode(b.String(), 1<<20); err != ErrOverhead || len(data) > 4 {
+	if data, _, err := decode(b.String(), 1<<20); err != ErrOverhead || len(data) > 4 {
 		t.Errorf("one-byte chunks with 4 KB extensions: %d bytes, %v; want ErrOverhead within 4 chunks", len(data), err)
 	}
 	// An S3-style signed upload: an 80-byte extension per 64 KiB chunk.
@@ -108,7 +108,7 @@ func TestOverhead(t *testing.T) {
 		b.WriteString("10000" + sig + "\r\n" + strings.Repeat("d", 1<<16) + "\r\n")
 	}
 	b.WriteString("0" + sig + "\r\n\r\n")
-	if data, err, _ := decode(b.String(), 1<<30); err != nil || len(data) != 20<<16 {
+	if data, _, err := decode(b.String(), 1<<30); err != nil || len(data) != 20<<16 {
 		t.Errorf("signed 64 KiB chunks: %d bytes, %v", len(data), err)
 	}
 }
@@ -138,7 +138,7 @@ func FuzzReader(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, in string) {
 		const max = 1 << 16
-		data, err, rest := decode(in, max)
+		data, rest, err := decode(in, max)
 		if !strings.HasSuffix(in, rest) {
 			t.Fatalf("rest %q is not a suffix of the input", rest)
 		}

@@ -21,20 +21,26 @@ var (
 	errBadResponse    = errors.New("router: backend sent an invalid response")
 	errBackendWrite   = errors.New("router: backend write failed")
 	errClientBody     = errors.New("router: reading the client body failed")
-	errClientTimeout  = errors.New("router: the client body stalled for the inactivity timeout")
-	errClientGone     = errors.New("router: the client abandoned the request")
-	errQueueFull      = errors.New("router: every node at its in-flight cap, queue full")
-	errQueueTimeout   = errors.New("router: timed out waiting for a node under its in-flight cap")
-	errRawToHTTP      = errors.New("router: a uwsgi-front request cannot go to an http:// node")
-	errSelfLoop       = errors.New("router: the node is one of the router's own sockets (loop)")
-	errTooEarly       = errors.New("router: a request in 0-RTT early data that is not GET or HEAD")
+	// The chunked-body refusals (internal/chunked), counted by reason in
+	// fastrouter_http_rejected_total (bodyReason).
+	errChunkLine     = errors.New("router: a chunk-size line over 4 KiB (chunk extensions)")
+	errChunkFraming  = errors.New("router: malformed chunked body")
+	errChunkTrailer  = errors.New("router: chunked trailer section too large or with a framing field")
+	errChunkTooLarge = errors.New("router: chunk sizes add up to more than --max-body-bytes")
+	errClientTimeout = errors.New("router: the client body stalled for the inactivity timeout")
+	errClientGone    = errors.New("router: the client abandoned the request")
+	errQueueFull     = errors.New("router: every node at its in-flight cap, queue full")
+	errQueueTimeout  = errors.New("router: timed out waiting for a node under its in-flight cap")
+	errRawToHTTP     = errors.New("router: a uwsgi-front request cannot go to an http:// node")
+	errSelfLoop      = errors.New("router: the node is one of the router's own sockets (loop)")
+	errTooEarly      = errors.New("router: a request in 0-RTT early data that is not GET or HEAD")
 )
 
 // statusOf is the single mapping from forwarding errors to HTTP status codes
 // (README, "Errors are never an empty reply").
 func statusOf(err error) int {
 	switch err {
-	case errBadRequest, errBadHost, errClientBody:
+	case errBadRequest, errBadHost, errClientBody, errChunkLine, errChunkFraming, errChunkTrailer:
 		return 400
 	case errVarsTooLarge:
 		return 431
@@ -42,7 +48,7 @@ func statusOf(err error) int {
 		return 408
 	case errTooEarly:
 		return 425
-	case errBodyTooLarge:
+	case errBodyTooLarge, errChunkTooLarge:
 		return 413
 	case errSpill:
 		return 500

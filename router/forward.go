@@ -106,8 +106,10 @@ func (rt *Router) proxy(x *exchange, pool *balancer.Pool, pm *poolMetrics, head 
 	return pm, up.response(x, head, f), nil
 }
 
-// failed counts err's status for pm and returns it in forward's shape.
+// failed counts err's status for pm (and a refused body's reason) and
+// returns it in forward's shape.
 func (rt *Router) failed(pm *poolMetrics, err error) (*poolMetrics, *backendBody, error) {
 	pm.count(statusOf(err))
+	rt.countBodyReject(err) // strict.go
 	return pm, nil, err
 }

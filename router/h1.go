@@ -48,8 +48,9 @@ func (f *h1Front) server(t *Timeouts) *fasthttp.Server {
 		// core renews on every read.
 		ReadTimeout: t.Header,
 		HeaderReceived: func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
-			f.refuseDeclaredBody(h) // spill.go
-			return fasthttp.RequestConfig{ReadTimeout: t.Timeout}
+			// refuseDeclaredBody: spill.go; takeChunked: clientbody.go.
+			f.refuseDeclaredBody(h)
+			return f.takeChunked(h, fasthttp.RequestConfig{ReadTimeout: t.Timeout})
 		},
 		IdleTimeout:                   t.Timeout,
 		StreamRequestBody:             true,
@@ -116,6 +117,10 @@ func (f *h1Front) handleError(ctx *fasthttp.RequestCtx, err error) {
 		code = 413
 	case isTimeout(err):
 		code = 408
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		// The body fasthttp reads ahead (up to 8 KiB) ended before its
+		// Content-Length: nothing of the request reached a node.
+		f.rt.countBodyReject(errClientBody)
 	}
 	writeError(ctx, code)
 	ctx.SetConnectionClose()
@@ -199,7 +204,11 @@ func (f *h1Front) readRequest(ctx *fasthttp.RequestCtx, x *exchange) strict.Reje
 	if why := parseHead(h, x, rt.cfg.MaxHeaderCount); why != strict.None {
 		return why
 	}
-	if cl := h.ContentLength(); cl > 0 || cl == -1 {
+	switch cl := h.ContentLength(); {
+	case cl == rawChunked: // takeChunked: the router de-chunks (clientbody.go)
+		x.chunks.Reset(ctx.RequestBodyStream(), rt.cfg.MaxBodyBytes, rt.cfg.MaxHeaderBytes)
+		x.bodySrc, x.bodyLen = &x.chunks, -1
+	case cl > 0:
 		x.bodySrc, x.bodyLen = ctx.RequestBodyStream(), int64(cl)
 	}
 	if c := ctx.Conn(); c != nil {

@@ -37,6 +37,7 @@ type options struct {
 	shutdownTimeout     time.Duration
 	maxHeaderBytes      int
 	maxBodyBytes        int64
+	requestBuffering    int64
 	fallbackKey         string
 	trustedProxies      []string
 	proxyProtocol       bool
@@ -125,6 +126,7 @@ func newFlagSet(o *options) *flagSet {
 	fs.DurationVar(&o.headerTimeout, "header-timeout", 10*time.Second, "a client must send its request headers within `D`")
 	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", 65536, "largest request head, `N` bytes; larger is answered 431")
 	fs.Int64Var(&o.maxBodyBytes, "max-body-bytes", 1<<30, "largest request body, `N` bytes (413 beyond); chunked bodies over 8 MiB are buffered in a temporary file")
+	fs.Int64Var(&o.requestBuffering, "request-buffering", 1<<30, "read request bodies of up to `N` bytes whole before a node is picked (over 1 MiB in a temporary file), so a slow upload holds no node; larger ones stream at the client's pace (0: all stream)")
 
 	fs.section("Nodes and balancing")
 	fs.StringVar(&o.algo, "algo", "wrr", "balancing algorithm `NAME` of new pools: wrr, lrc, wlrc, iphash, p2c or hash")
@@ -411,6 +413,9 @@ func (o *options) validateLimits(p *problems) {
 	if o.maxBodyBytes <= 0 {
 		p.addf("--max-body-bytes must be positive, got %d", o.maxBodyBytes)
 	}
+	if o.requestBuffering < 0 {
+		p.addf("--request-buffering must not be negative, got %d", o.requestBuffering)
+	}
 }
 
 // validateRouting checks the static nodes, the fallback pool, the trusted
@@ -532,6 +537,7 @@ func (o *options) needsRestart(n *options) []string {
 	diff("http3-0rtt", o.http3EarlyData != n.http3EarlyData)
 	diff("trusted-proxy", !slices.Equal(o.trustedProxies, n.trustedProxies))
 	diff("max-body-bytes", o.maxBodyBytes != n.maxBodyBytes)
+	diff("request-buffering", o.requestBuffering != n.requestBuffering)
 	diff("max-header-bytes", o.maxHeaderBytes != n.maxHeaderBytes)
 	diff("subscription-tolerance", o.tolerance != n.tolerance)
 	diff("drain-timeout", o.drainTimeout != n.drainTimeout)

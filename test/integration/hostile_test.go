@@ -559,9 +559,13 @@ var faultyNodes = []struct {
 		}
 	}, false, []int{200}, false},
 	{"never reads a big upload", func(c net.Conn) { time.Sleep(3 * time.Second) }, true, []int{504}, false},
-	// The router cannot relay an answer whose request it could not finish
-	// sending; 413 would be the node's own answer.
-	{"answers early, upload unread", func(c net.Conn) { io.WriteString(c, "HTTP/1.1 413 Too Big\r\nContent-Length: 3\r\n\r\nbig") }, true, []int{502, 413}, false},
+	// The node's own answer, relayed (RFC 9112 §9.6): it used to be 502
+	// when the node closed before the upload was sent.
+	{"answers early, upload unread", func(c net.Conn) { io.WriteString(c, "HTTP/1.1 413 Too Big\r\nContent-Length: 3\r\n\r\nbig") }, true, []int{413}, false},
+	{"answers early, keeps the connection", func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 3\r\n\r\nno!")
+		time.Sleep(3 * time.Second)
+	}, true, []int{401}, false},
 }
 
 // Faulty nodes, uwsgi and http://: each gets a clear 502/504 or a visibly

@@ -17,7 +17,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/fastrouter/fastrouter/balancer"
-	"github.com/fastrouter/fastrouter/internal/uwsgi"
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
 // FuzzBackendResponse makes a node answer with arbitrary bytes and sends a
@@ -160,33 +160,9 @@ func finalStatus(resp []byte) (code int, ok bool) {
 // closes. It lives until the fuzz target's cleanup.
 func fuzzNode(tb testing.TB, reply *atomic.Pointer[[]byte]) string {
 	tb.Helper()
-	ln, err := net.Listen("unix", filepath.Join(tb.TempDir(), "node.sock"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				var hb [uwsgi.HeaderLen]byte
-				if _, err := io.ReadFull(c, hb[:]); err != nil {
-					return
-				}
-				h, _ := uwsgi.ParseHeader(hb[:])
-				if _, err := io.CopyN(io.Discard, c, int64(h.Size)); err != nil {
-					return
-				}
-				if r := reply.Load(); r != nil {
-					c.Write(*r)
-				}
-			}()
+	return uwsgitest.NewNode(tb, func(c *uwsgitest.Conn, _ *uwsgitest.Request) {
+		if r := reply.Load(); r != nil {
+			c.Write(*r)
 		}
-	}()
-	return ln.Addr().String()
+	}, uwsgitest.OnUnix(), uwsgitest.NoRecord(), uwsgitest.Deadline(5*time.Second)).Addr()
 }

@@ -20,6 +20,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
 // testCA issues certificates for the TLS park tests.
@@ -111,8 +113,7 @@ func dialTLSKeepAlive(t *testing.T, addr string, ca *testCA, client *tls.Certifi
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
-	return &keepAlive{t: t, c: c, br: bufio.NewReader(c)}
+	return &keepAlive{uwsgitest.NewClient(t, c), t}
 }
 
 // An idle HTTPS keep-alive connection parks like a clear-text one and is
@@ -164,8 +165,7 @@ func TestParkTLSPartialRecord(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.cert)
 	tc := tls.Client(sc, &tls.Config{RootCAs: pool, ServerName: "p.test", NextProtos: []string{"http/1.1"}})
-	t.Cleanup(func() { tc.Close() })
-	k := &keepAlive{t: t, c: tc, br: bufio.NewReader(tc)}
+	k := &keepAlive{uwsgitest.NewClient(t, tc), t}
 	k.get(getP, 1, "hi")
 	parks := l.parks.Load()
 	sc.split.Store(true)

@@ -136,7 +136,7 @@ func TestSpilledBodyReplayedOnStaleConnection(t *testing.T) {
 	if want := fmt.Sprintf("%d %x", len(body), sha256.Sum256([]byte(body))); resp.StatusCode != 200 || got != want {
 		t.Fatalf("spilled upload over a stale connection: %d %q; want 200 %q", resp.StatusCode, got, want)
 	}
-	if n := f.accepted.Load(); n != 2 {
+	if n := f.Accepted(); n != 2 {
 		t.Errorf("accepted %d connections; want 2 (the stale one, then a fresh one for the retry)", n)
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {

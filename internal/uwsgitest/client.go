@@ -38,6 +38,12 @@ func Dial(t testing.TB, addr string) *Client {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return NewClient(t, c)
+}
+
+// NewClient makes a Client of a connection already made (over TLS, say).
+// The test's cleanup closes it.
+func NewClient(t testing.TB, c net.Conn) *Client {
 	t.Cleanup(func() { c.Close() })
 	return &Client{t: t, c: c, br: bufio.NewReader(c)}
 }

@@ -18,6 +18,7 @@ type Conn struct {
 	n      *Node
 	id     int
 	closed atomic.Bool
+	lean   Request // under Lean, the one Request of the connection
 }
 
 // Read reads what the router sends after the request the node read.

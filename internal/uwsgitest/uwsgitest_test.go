@@ -343,3 +343,12 @@ func TestClientSendNextRest(t *testing.T) {
 		t.Fatal("no reader")
 	}
 }
+
+func TestRefused(t *testing.T) {
+	if c, err := net.Dial("tcp", Refused(t)); err == nil {
+		c.Close()
+		t.Fatal("connect to Refused's address succeeded")
+	} else if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("connect to Refused's address: %v; want ECONNREFUSED", err)
+	}
+}

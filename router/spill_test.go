@@ -10,7 +10,8 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
 // chunked encodes body in chunks of size n.
@@ -69,14 +70,9 @@ func TestExpectContinue(t *testing.T) {
 	r.table.AddStatic("k.test", n.addr(), 1)
 
 	send := func(head string) (*bufio.Reader, net.Conn) {
-		c, err := net.Dial("tcp", r.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		io.WriteString(c, head)
-		return bufio.NewReader(c), c
+		c := uwsgitest.Dial(t, r.addr)
+		c.Send(head)
+		return c.Reader(), c.Conn()
 	}
 	for _, tc := range []struct {
 		head string

@@ -110,60 +110,16 @@ func TestDial(t *testing.T) {
 	}
 }
 
-// fullListener is a TCP listener whose accept queue is full, so a further
-// connect gets no answer to its SYN and waits.
-func fullListener(t *testing.T) string {
-	t.Helper()
-	addr, _ := fullListenerFD(t)
-	return addr
-}
-
-// fullListenerFD is fullListener that also returns the listening socket, so
-// a test can accept and make room.
-func fullListenerFD(t *testing.T) (string, int) {
-	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := (&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: sa.(*syscall.SockaddrInet4).Port}).String()
-	// Fill the queue: connects complete until it is full, then one hangs.
-	for i := 0; i < 8; i++ {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err != nil {
-			return addr, fd
-		}
-		t.Cleanup(func() { c.Close() })
-	}
-	t.Fatal("accept queue never filled (kernel answers SYNs past the backlog)")
-	return "", 0
-}
-
 // TestDialWaitsForHandshake: a connect still in progress when dial first
 // asks (its SYN dropped by a full accept queue) completes once the node
 // makes room and the SYN is sent again; the dial returns a working
 // connection, not an error.
 func TestDialWaitsForHandshake(t *testing.T) {
-	addr, lfd := fullListenerFD(t)
+	addr, accept := uwsgitest.Unanswered(t)
 	rt, n := dialRouter(t, addr, 10*time.Second)
 	// Make room after the dial has found the handshake unfinished; the
 	// kernel resends the SYN about a second after the first.
-	time.AfterFunc(200*time.Millisecond, func() {
-		if nfd, _, err := syscall.Accept(lfd); err == nil {
-			syscall.Close(nfd)
-		}
-	})
+	time.AfterFunc(200*time.Millisecond, accept)
 	start := time.Now()
 	c, err := rt.dial(context.Background(), n)
 	if err != nil {
@@ -182,7 +138,7 @@ func TestDialWaitsForHandshake(t *testing.T) {
 // timeout, reported as a timeout; an h2 client going away ends the wait at
 // once.
 func TestDialTimeout(t *testing.T) {
-	addr := fullListener(t)
+	addr, _ := uwsgitest.Unanswered(t)
 	rt, n := dialRouter(t, addr, 300*time.Millisecond)
 	start := time.Now()
 	c, err := rt.dial(context.Background(), n)

@@ -147,16 +147,8 @@ func raw(t *testing.T, addr, req string) (*http.Response, string) {
 	return uwsgitest.Do(t, addr, req)
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitFor is uwsgitest.WaitFor, named for the many tests that use it.
+var waitFor = uwsgitest.WaitFor
 
 // keepAlive is one client connection sending requests in turn.
 type keepAlive struct {

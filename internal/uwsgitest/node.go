@@ -369,3 +369,16 @@ func Refused(t testing.TB) string {
 	ln.Close()
 	return addr
 }
+
+// WaitFor polls cond every 5ms until it holds, failing the test after 10s
+// (a bound generous enough for a loaded machine) with what it waited for.
+func WaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -12,16 +12,8 @@ import (
 	"time"
 )
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitFor is WaitFor, as the other packages call it.
+var waitFor = WaitFor
 
 // dialWrite connects to addr, writes b and returns the connection.
 func dialWrite(t *testing.T, network, addr string, b []byte) net.Conn {
@@ -351,4 +343,22 @@ func TestRefused(t *testing.T) {
 	} else if !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("connect to Refused's address: %v; want ECONNREFUSED", err)
 	}
+}
+
+// A connect to Unanswered's address waits; once accept made room it
+// completes (the kernel resends the SYN about a second later).
+func TestUnanswered(t *testing.T) {
+	addr, accept := Unanswered(t)
+	if c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond); err == nil {
+		c.Close()
+		t.Fatal("connect to a full backlog completed")
+	} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+		t.Fatalf("connect to a full backlog: %v; want a timeout", err)
+	}
+	accept()
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatalf("connect after accept made room: %v", err)
+	}
+	c.Close()
 }

@@ -74,20 +74,32 @@ func newTestPKI(t *testing.T) *testPKI {
 
 func newTestCA(t *testing.T, cn string) (*x509.Certificate, *ecdsa.PrivateKey) {
 	t.Helper()
+	return signCert(t, &x509.Certificate{
+		Subject:               pkix.Name{CommonName: cn},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}, nil, nil)
+}
+
+// signCert gives tmpl a fresh P-256 key, a random serial, the tests'
+// organisation and a validity from an hour ago to a day ahead, and signs
+// it with caKey as ca (nil: self-signed).
+func signCert(t *testing.T, tmpl, ca *x509.Certificate, caKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          randomSerial(t),
-		Subject:               pkix.Name{CommonName: cn, Organization: []string{"fastrouter tests"}},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	if tmpl.SerialNumber, err = rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127)); err != nil {
+		t.Fatal(err)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	tmpl.Subject.Organization = []string{"fastrouter tests"}
+	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour)
+	if ca == nil {
+		ca, caKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,50 +110,26 @@ func newTestCA(t *testing.T, cn string) (*x509.Certificate, *ecdsa.PrivateKey) {
 	return c, key
 }
 
-func randomSerial(t *testing.T) *big.Int {
-	t.Helper()
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 // issueCert signs a leaf for cn with ca. client: a client certificate
 // (ExtKeyUsageClientAuth) instead of a server one. It returns the PEM
 // certificate, the PEM key and the parsed leaf.
 func issueCert(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, cn string, client bool, dns ...string) ([]byte, []byte, *x509.Certificate) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
 	usage := x509.ExtKeyUsageServerAuth
 	if client {
 		usage = x509.ExtKeyUsageClientAuth
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: randomSerial(t),
-		Subject:      pkix.Name{CommonName: cn, Organization: []string{"fastrouter tests"}},
-		DNSNames:     dns,
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
+	leaf, key := signCert(t, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: cn},
+		DNSNames:    dns,
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{usage},
+	}, ca, caKey)
 	kder, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pemBlock("CERTIFICATE", der), pemBlock("EC PRIVATE KEY", kder), leaf
+	return pemBlock("CERTIFICATE", leaf.Raw), pemBlock("EC PRIVATE KEY", kder), leaf
 }
 
 // writePair issues a server certificate and writes dir/name.crt and
@@ -846,8 +834,18 @@ func dialH2(t *testing.T, r *tlsRouter) *h2Conn {
 	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
 		t.Fatalf("ALPN: %q; want h2", p)
 	}
+	return newH2Conn(t, c)
+}
+
+// newH2Conn starts HTTP/2 on c: the preface and an empty SETTINGS are
+// sent; frames read come back with their header blocks decoded
+// (MetaHeadersFrame).
+func newH2Conn(t *testing.T, c net.Conn) *h2Conn {
+	t.Helper()
 	h := &h2Conn{Conn: c, bw: bufio.NewWriterSize(c, 64<<10)}
 	h.fr = http2.NewFramer(h.bw, c)
+	h.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	h.fr.MaxHeaderListSize = 1 << 20
 	h.enc = hpack.NewEncoder(&h.hb)
 	if _, err := io.WriteString(h.bw, http2.ClientPreface); err != nil {
 		t.Fatal(err)

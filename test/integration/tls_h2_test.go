@@ -171,6 +171,17 @@ func writeFileAtomic(t *testing.T, path string, b []byte) {
 	}
 }
 
+// startTLSPool starts a router on a fresh test PKI (startTLSRouter) with
+// one node of o in pool host, and waits for the node to be up.
+func startTLSPool(t *testing.T, host string, o nodeOpts) (*testPKI, *tlsRouter) {
+	t.Helper()
+	p := newTestPKI(t)
+	r := startTLSRouter(t, p)
+	startNode(t, r.router, host, o)
+	waitForNodes(t, r.router, host, 1)
+	return p, r
+}
+
 // tlsRouter is a router with one --https listener serving p's certificates.
 type tlsRouter struct {
 	*router
@@ -372,10 +383,7 @@ func TestH2CPriorKnowledge(t *testing.T) {
 func TestHTTPSALPN(t *testing.T) {
 	requireUWSGI(t)
 	t.Parallel()
-	p := newTestPKI(t)
-	r := startTLSRouter(t, p)
-	startNode(t, r.router, "default.test", nodeOpts{id: "a"})
-	waitForNodes(t, r.router, "default.test", 1)
+	p, r := startTLSPool(t, "default.test", nodeOpts{id: "a"})
 
 	url := "https://default.test:" + r.port + "/env?x=1"
 	for _, tc := range []struct{ flag, version, proto string }{
@@ -562,12 +570,9 @@ var (
 func TestH2Load(t *testing.T) {
 	requireUWSGI(t)
 	t.Parallel()
-	p := newTestPKI(t)
-	r := startTLSRouter(t, p)
 	// 100 streams in flight: enough workers that the node's listen queue
 	// (100) never overflows.
-	startNode(t, r.router, "h2.test", nodeOpts{id: "h", processes: 4, threads: 4})
-	waitForNodes(t, r.router, "h2.test", 1)
+	_, r := startTLSPool(t, "h2.test", nodeOpts{id: "h", processes: 4, threads: 4})
 
 	for _, tc := range []struct{ url, proto string }{
 		{"https://" + r.https + "/", "h2"},
@@ -604,10 +609,7 @@ func (s seededReader) Read(p []byte) (int, error) { return s.rng.Read(p) }
 func TestLargeBodiesOverH2(t *testing.T) {
 	requireUWSGI(t)
 	t.Parallel()
-	p := newTestPKI(t)
-	r := startTLSRouter(t, p)
-	startNode(t, r.router, "big.wild.test", nodeOpts{id: "b"})
-	waitForNodes(t, r.router, "big.wild.test", 1)
+	p, r := startTLSPool(t, "big.wild.test", nodeOpts{id: "b"})
 	idle := r.peakRSS(t)
 	c := h2Client(r.https, &tls.Config{RootCAs: p.pool}, nil)
 	base := "https://big.wild.test:" + r.port
@@ -864,10 +866,7 @@ func newH2Conn(t *testing.T, c net.Conn) *h2Conn {
 func TestH2GoawayOnShutdown(t *testing.T) {
 	requireUWSGI(t)
 	t.Parallel()
-	p := newTestPKI(t)
-	r := startTLSRouter(t, p)
-	startNode(t, r.router, "default.test", nodeOpts{id: "g"})
-	waitForNodes(t, r.router, "default.test", 1)
+	p, r := startTLSPool(t, "default.test", nodeOpts{id: "g"})
 
 	idle := dialH2(t, r)
 	_ = idle.SetDeadline(time.Now().Add(20 * time.Second))
@@ -937,10 +936,7 @@ func TestH2GoawayOnShutdown(t *testing.T) {
 func TestH2Metrics(t *testing.T) {
 	requireUWSGI(t)
 	t.Parallel()
-	p := newTestPKI(t)
-	r := startTLSRouter(t, p)
-	startNode(t, r.router, "default.test", nodeOpts{id: "m"})
-	waitForNodes(t, r.router, "default.test", 1)
+	p, r := startTLSPool(t, "default.test", nodeOpts{id: "m"})
 	_, httpPort, _ := net.SplitHostPort(r.http)
 
 	tlsC := h2Client(r.https, &tls.Config{RootCAs: p.pool}, nil)

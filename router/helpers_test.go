@@ -6,10 +6,12 @@ package router
 // builds a uwsgitest.Node with a Handler of its own.
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -184,4 +186,23 @@ func (k *keepAlive) expectEOF(within time.Duration) {
 	if n, err := k.Reader().Read(make([]byte, 1)); err != io.EOF {
 		k.t.Fatalf("read = %d, %v; want EOF (connection closed by the router)", n, err)
 	}
+}
+
+// lockedBuffer collects what a logger or a process writes, for the test to
+// poll while it is written.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

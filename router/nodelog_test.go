@@ -1,23 +1,13 @@
 package router
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
-
-type logSink struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *logSink) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *logSink) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // A node whose connects fail is logged once as failed, with the error,
 // however many requests find it down, and once as recovered when a
@@ -25,7 +15,7 @@ func (s *logSink) String() string              { s.mu.Lock(); defer s.mu.Unlock(
 // pairs them. Before, a connect failure was a debug line per attempt.
 func TestNodeFailureAndRecoveryLoggedOnce(t *testing.T) {
 	addr := uwsgitest.Refused(t)
-	logs := &logSink{}
+	logs := &lockedBuffer{}
 	r := startRouter(t, Config{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	r.table.AddStatic("down.test", addr, 1)
 	for range 5 {

@@ -148,19 +148,7 @@ func BenchmarkProxy(b *testing.B) {
 // benchGET serves rt on a loopback port and times keep-alive GETs of
 // bench.test through it, one per iteration, each read to its end.
 func benchGET(b *testing.B, rt *Router) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); rt.Serve(ln, "bench") }()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		rt.Shutdown(ctx)
-		<-done
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
+	c, err := net.Dial("tcp", serveUntilCleanup(b, rt, rt.Serve, "tcp", "bench"))
 	if err != nil {
 		b.Fatal(err)
 	}

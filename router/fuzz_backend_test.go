@@ -3,12 +3,10 @@ package router
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -75,19 +73,7 @@ func FuzzBackendResponse(f *testing.F) {
 	}
 	// Unix sockets on both sides: thousands of connections a second over
 	// TCP would fill the machine's ephemeral ports with TIME_WAIT.
-	ln, err := net.Listen("unix", filepath.Join(f.TempDir(), "front.sock"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); rt.Serve(ln, "fuzz") }()
-	f.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		rt.Shutdown(ctx)
-		<-done
-	})
-	addr := ln.Addr().String()
+	addr := serveUntilCleanup(f, rt, rt.Serve, "unix", "fuzz")
 
 	f.Fuzz(func(t *testing.T, resp []byte) {
 		if len(resp) > 32<<10 {

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -45,35 +46,36 @@ func startRouter(t *testing.T, cfg Config) *testRouter {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); rt.Serve(ln, "test") }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		rt.Shutdown(ctx)
-		<-done
-	})
-	return &testRouter{addr: ln.Addr().String(), table: table, rt: rt}
+	return &testRouter{addr: serveUntilCleanup(t, rt, rt.Serve, "tcp", "test"), table: table, rt: rt}
 }
 
 // startUwsgiFront serves r's uwsgi front on a loopback port and returns its
-// address; the test's cleanup shuts the router down and waits for it.
+// address.
 func startUwsgiFront(t *testing.T, r *testRouter) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return serveUntilCleanup(t, r.rt, r.rt.ServeUwsgi, "tcp", "u")
+}
+
+// serveUntilCleanup runs serve (one of rt's fronts) on a new listener, on
+// 127.0.0.1 or, for network "unix", in the test's temporary directory, and
+// returns its address. The test's cleanup shuts rt down (Shutdown, 5s) and
+// waits for serve to return.
+func serveUntilCleanup(tb testing.TB, rt *Router, serve func(net.Listener, string) error, network, name string) string {
+	tb.Helper()
+	addr := "127.0.0.1:0"
+	if network == "unix" {
+		addr = filepath.Join(tb.TempDir(), name+".sock")
+	}
+	ln, err := net.Listen(network, addr)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	done := make(chan struct{})
-	go func() { defer close(done); r.rt.ServeUwsgi(ln, "u") }()
-	t.Cleanup(func() {
+	go func() { defer close(done); serve(ln, name) }()
+	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		r.rt.Shutdown(ctx)
+		rt.Shutdown(ctx)
 		<-done
 	})
 	return ln.Addr().String()

@@ -11,7 +11,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
+
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
 // chunkBody encodes body in chunks of size n.
@@ -70,14 +71,9 @@ func TestExpectContinue(t *testing.T) {
 	r.table.AddStatic("k.test", n.addr(), 1)
 
 	send := func(head string) (*bufio.Reader, net.Conn) {
-		c, err := net.Dial("tcp", r.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		io.WriteString(c, head)
-		return bufio.NewReader(c), c
+		c := uwsgitest.Dial(t, r.addr)
+		c.Send(head)
+		return c.Reader(), c.Conn()
 	}
 	for _, tc := range []struct {
 		head string
@@ -137,7 +133,7 @@ func TestSpilledBodyReplayedOnStaleConnection(t *testing.T) {
 	if want := fmt.Sprintf("%d %x", len(body), sha256.Sum256([]byte(body))); resp.StatusCode != 200 || got != want {
 		t.Fatalf("spilled upload over a stale connection: %d %q; want 200 %q", resp.StatusCode, got, want)
 	}
-	if n := f.accepted.Load(); n != 2 {
+	if n := f.Accepted(); n != 2 {
 		t.Errorf("accepted %d connections; want 2 (the stale one, then a fresh one for the retry)", n)
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -468,36 +467,6 @@ func rst(c net.Conn) {
 	c.(*uwsgitest.Conn).Reset()
 }
 
-// fullBacklog listens with the smallest backlog and never accepts, then
-// fills the accept queue, so that a further connect is never answered.
-func fullBacklog(t *testing.T) string {
-	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
-	for range 8 {
-		c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
-		if err != nil {
-			break // full: SYNs are dropped now
-		}
-		t.Cleanup(func() { c.Close() })
-	}
-	return addr
-}
-
 // faultyNodes answer a request they read (its head only) in one broken way
 // each. status is what the client must get; truncated: a good head, then a
 // body that ends without its framing (short of Content-Length, or chunked
@@ -574,7 +543,8 @@ var faultyNodes = []struct {
 func TestHostileFaultyNodes(t *testing.T) {
 	skipIfDisabled(t)
 	t.Parallel()
-	args := []string{"--timeout", "2s", "--connect-timeout", "1s", "--to", "backlog.test=" + fullBacklog(t)}
+	backlog, _ := uwsgitest.Unanswered(t)
+	args := []string{"--timeout", "2s", "--connect-timeout", "1s", "--to", "backlog.test=" + backlog}
 	for i, m := range faultyNodes {
 		serve := m.serve
 		// Raw: the node reads what arrives first (the request head, and

@@ -231,7 +231,7 @@ func TestH3EarlyData(t *testing.T) {
 			if got := n.last()["HTTP_EARLY_DATA"]; (got == "1") != early {
 				t.Errorf("node saw HTTP_EARLY_DATA=%q with 0-RTT %v", got, early)
 			}
-			seen := len(n.seen)
+			seen := len(n.Requests())
 			code, used = earlyRequest(t, r, tcfg, "POST")
 			want := 200
 			if early {
@@ -240,7 +240,7 @@ func TestH3EarlyData(t *testing.T) {
 			if used != early || code != want {
 				t.Fatalf("resumed POST: %d, 0-RTT used %v; want %d, %v", code, used, want, early)
 			}
-			if early && len(n.seen) != seen {
+			if early && len(n.Requests()) != seen {
 				t.Error("a POST in early data reached the node")
 			}
 		})
@@ -453,7 +453,7 @@ func TestH3HeaderLimits(t *testing.T) {
 	if code := do(many); code != 431 {
 		t.Errorf("101 fields: %d; want 431", code)
 	}
-	if got := len(n.seen); got != 1 {
+	if got := len(n.Requests()); got != 1 {
 		t.Errorf("node saw %d requests; want only the small one", got)
 	}
 	l := logs.waitLines(t, 2)

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fastrouter/fastrouter/internal/sockutil"
 	"github.com/valyala/fasthttp"
 )
 
@@ -162,26 +163,20 @@ func (rt *Router) serve(ln net.Listener, name string, cfg *tls.Config) error {
 	return err
 }
 
-// acceptLoop accepts until the listener is closed. Temporary errors
-// (EMFILE and the like) back off instead of spinning or giving up.
+// acceptLoop accepts until the listener is closed; errors that pass
+// (EMFILE and the like) back off in the Acceptor.
 func (l *frontListener) acceptLoop() error {
-	var backoff time.Duration
+	acc := &sockutil.Acceptor{Listener: l.ln, OnRetry: func(err error, backoff time.Duration) {
+		l.rt.log.Warn("accept failed; retrying", "listener", l.name, "err", err, "backoff", backoff)
+	}}
 	for {
-		c, err := l.ln.Accept()
+		c, err := acc.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				l.rt.log.Warn("accept failed; retrying", "listener", l.name, "err", err, "backoff", backoff)
-				time.Sleep(backoff)
-				continue
-			}
 			return err
 		}
-		backoff = 0
 		if l.limit != nil {
 			lc, ok := l.limit.admit(c)
 			if !ok {
@@ -207,11 +202,6 @@ func (l *frontListener) acceptLoop() error {
 			}
 		}()
 	}
-}
-
-func isTemporary(err error) bool {
-	var t interface{ Temporary() bool }
-	return errors.As(err, &t) && t.Temporary()
 }
 
 // split finishes the TLS handshake or sniffs for the h2c preface, then hands

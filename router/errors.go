@@ -27,6 +27,7 @@ var (
 	errQueueTimeout   = errors.New("router: timed out waiting for a node under its in-flight cap")
 	errRawToHTTP      = errors.New("router: a uwsgi-front request cannot go to an http:// node")
 	errSelfLoop       = errors.New("router: the node is one of the router's own sockets (loop)")
+	errNotImplemented = errors.New("router: extended CONNECT for a protocol other than websocket")
 )
 
 // statusOf is the single mapping from forwarding errors to HTTP status codes
@@ -43,6 +44,8 @@ func statusOf(err error) int {
 		return 413
 	case errSpill:
 		return 500
+	case errNotImplemented:
+		return 501
 	case errNoPool:
 		return 404
 	case errNoNode, errQueueFull, errQueueTimeout, errShutdownCut:
@@ -66,6 +69,7 @@ var errorBodies = map[int][]byte{
 	413: []byte("413 Content Too Large\n"),
 	431: []byte("431 Request Header Fields Too Large\n"),
 	500: []byte("500 Internal Server Error\n"),
+	501: []byte("501 Not Implemented\n"),
 	502: []byte("502 Bad Gateway\n"),
 	503: []byte("503 Service Unavailable: no usable node\n"),
 	504: []byte("504 Gateway Timeout\n"),

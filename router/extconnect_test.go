@@ -1,5 +1,7 @@
 package router
 
+//lint:file-ignore SA1019 x/net/http2's Transport is the client here on purpose: net/http's refuses a request with a :protocol field (transport.go, its header field name check), so it cannot send an extended CONNECT
+
 import (
 	"bufio"
 	"bytes"

@@ -1,5 +1,7 @@
 package integration
 
+//lint:file-ignore SA1019 x/net/http2's Transport is the client here on purpose: net/http's refuses a request with a :protocol field (transport.go, its header field name check), so it cannot send an extended CONNECT
+
 // WebSockets over HTTP/2 (RFC 8441 extended CONNECT) through real uWSGI
 // nodes running test/apps/app.py's /ws echo (uwsgi.websocket_handshake),
 // with x/net/http2's client and with headless Chromium.

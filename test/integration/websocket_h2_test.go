@@ -18,6 +18,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -431,4 +432,59 @@ func TestWebSocketOverH2Limits(t *testing.T) {
 	if _, err := ws.recv(); err == nil {
 		t.Fatal("h2 websocket open after the router exited")
 	}
+}
+
+// TestWebSocketOverH2Drain: a node being drained keeps its open h2
+// websocket until the drain deadline, then the tunnel is cut and the drain
+// counted as forced, as for HTTP/1.1 (websocket_test.go).
+func TestWebSocketOverH2Drain(t *testing.T) {
+	requireUWSGI(t)
+	t.Parallel()
+	r := startRouter(t)
+	nodes := map[string]*node{
+		"a": startNode(t, r, "ws.test", nodeOpts{id: "a"}),
+		"b": startNode(t, r, "ws.test", nodeOpts{id: "b"}),
+	}
+	waitForNodes(t, r, "ws.test", 2)
+	tr := h2ExtTransport(t, r.http, nil)
+	ws, err := openWSH2(t, tr, "websocket", "http://ws.test/ws")
+	if err != nil || ws.resp.StatusCode != 200 {
+		t.Fatalf("extended CONNECT: %v %v", ws, err)
+	}
+	got, err := ws.echo(t, 1, []byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _, _ := strings.Cut(string(got), ":")
+	n := nodes[id]
+	if n == nil {
+		t.Fatalf("echo %q from an unknown node", got)
+	}
+	if code, body := adminPost(t, r, "/api/pools/ws.test/nodes/"+url.PathEscape(n.addr)+"/drain", `{"timeout":"3s"}`); code != 202 {
+		t.Fatalf("drain: %d %s", code, body)
+	}
+	start := time.Now()
+	for i := range 3 {
+		if got, err := ws.echo(t, 1, []byte("during drain")); err != nil || string(got) != id+":during drain" {
+			t.Fatalf("echo %d during the drain: %q, %v", i, got, err)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := ws.recv(); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a frame from a drained node's tunnel")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("h2 websocket still open 20 s into a 3 s drain")
+	}
+	if el := time.Since(start); el < 2*time.Second {
+		t.Errorf("h2 websocket cut after %s; want at the 3s drain deadline", el)
+	}
+	eventually(t, 10*time.Second, "forced drain counted", func() bool {
+		l := metricLines(t, r, "fastrouter_drains_total", `result="forced"`)
+		return len(l) == 1 && sampleValue(t, l[0]) == 1
+	})
 }

@@ -414,7 +414,16 @@ func (h *Handler) addNode(w http.ResponseWriter, r *http.Request) {
 		h.tableError(w, err)
 		return
 	}
-	n := h.cfg.Table.Pool(key).Node(body.Address)
+	// The table's lock is not held between the add and this lookup: a
+	// removal (another admin call, a drain's end) may come in between.
+	var n *balancer.Node
+	if p := h.cfg.Table.Pool(key); p != nil {
+		n = p.Node(body.Address)
+	}
+	if n == nil {
+		h.writeError(w, http.StatusConflict, "node was removed while it was being added")
+		return
+	}
 	msg := "node joined"
 	if existed {
 		msg = "node updated"

@@ -176,3 +176,31 @@ func TestAddNodeMeetsAdmission(t *testing.T) {
 		t.Errorf("host name: %d; want 400", code)
 	}
 }
+
+// A node removed (by a drain's end, an expiry or another admin call) while
+// its POST is being answered gets a clear answer, never a panic and an
+// empty reply.
+func TestAddNodeRacingRemoval(t *testing.T) {
+	h, tb := newHandler(t, "")
+	const addr = "10.0.0.7:3031"
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				tb.RemoveNode("race.test", addr)
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	for i := 0; i < 5000; i++ {
+		code, body := do(t, h, "POST", "/api/pools/race.test/nodes", `{"address":"`+addr+`","weight":1}`, "")
+		if code != http.StatusCreated && code != http.StatusConflict {
+			t.Fatalf("POST while the node is removed: %d %s", code, body)
+		}
+	}
+}

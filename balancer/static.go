@@ -29,13 +29,17 @@ func NewStaticSet(t *Table) *StaticSet {
 // want's order) and those it removed (in key then address order). Nodes
 // already added are left as they are (their counters and state survive a
 // reload). A node the table refuses stops it with that error before
-// anything is removed; the set then still holds what the previous Apply
-// left, so the next Apply adds again whatever it lacks.
+// anything is removed; the set then holds what the previous Apply left plus
+// what this one added before the refusal, so the next Apply adds whatever
+// it lacks and removes whatever is no longer listed.
 func (s *StaticSet) Apply(want []StaticNode) (added, removed []StaticNode, err error) {
 	next := make(map[StaticNode]bool, len(want))
 	for _, n := range want {
 		if !s.current[n] && !next[n] {
 			if err := s.table.AddStatic(n.Key, n.Address, 1); err != nil {
+				for _, a := range added {
+					s.current[a] = true
+				}
 				return added, nil, err
 			}
 			added = append(added, n)

@@ -82,3 +82,23 @@ func TestStaticSetRefusalRemovesNothing(t *testing.T) {
 		t.Fatalf("Apply(nil) after a refusal: removed %v, %v; want a", removed, err)
 	}
 }
+
+// Nodes a refused Apply added before the refusal are tracked: a later Apply
+// that no longer lists them removes them instead of leaving them behind.
+func TestStaticSetRefusalTracksWhatItAdded(t *testing.T) {
+	tb, _ := newTable(t, Config{})
+	s := NewStaticSet(tb)
+	a := StaticNode{"a.test", "10.0.0.1:3031"}
+	if _, _, err := s.Apply([]StaticNode{a, {"b\x01.test", "10.0.0.2:3031"}}); err == nil {
+		t.Fatal("Apply of a bad key succeeded")
+	}
+	if got := nodeAddrs(tb, "a.test"); !reflect.DeepEqual(got, []string{a.Address}) {
+		t.Fatalf("a.test has %v; want the node added before the refusal", got)
+	}
+	if _, removed, err := s.Apply(nil); err != nil || !reflect.DeepEqual(removed, []StaticNode{a}) {
+		t.Fatalf("Apply(nil): removed %v, %v; want a", removed, err)
+	}
+	if got := nodeAddrs(tb, "a.test"); got != nil {
+		t.Fatalf("a.test still has %v after Apply(nil)", got)
+	}
+}

@@ -27,7 +27,7 @@ import (
 // Sec-WebSocket-Accept computed from the key it got) and then runs mode
 // on the raw connection: "echo" copies bytes back, "sink" reads and drops
 // them, "cut" closes after the first bytes, "tick" echoes and sends "t"
-// every 300 ms, 8 times. answer, when set, replaces the
+// every 250 ms, 12 times. answer, when set, replaces the
 // 101 head.
 type wsFake struct {
 	ln     net.Listener
@@ -134,8 +134,8 @@ func (f *wsFake) serve(c net.Conn) {
 		"Sec-WebSocket-Accept: "+wsAccept(vars["HTTP_SEC_WEBSOCKET_KEY"])+"\r\nSec-WebSocket-Protocol: chat\r\n\r\nhello")
 	if f.mode == "tick" {
 		go func() {
-			for range 8 {
-				time.Sleep(300 * time.Millisecond)
+			for range 12 {
+				time.Sleep(250 * time.Millisecond)
 				if _, err := io.WriteString(c, "t"); err != nil {
 					return
 				}
@@ -395,7 +395,7 @@ func TestExtendedConnectRaw(t *testing.T) {
 // cannot be renewed once it fired: streamEnd.)
 func TestExtendedConnectIdle(t *testing.T) {
 	n := startWSFake(t, false, "sink")
-	r := startRouter(t, Config{Timeout: time.Second})
+	r := startRouter(t, Config{Timeout: 2 * time.Second})
 	r.table.AddStatic("k.test", n.addr(), 1)
 	tr := h2cExtTransport(r)
 	defer tr.CloseIdleConnections()
@@ -404,11 +404,11 @@ func TestExtendedConnectIdle(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.readN(t, 5)
-	for i := range 8 { // 2.4 s client → node only
+	for i := range 12 { // 3 s client → node only, past the 2 s timeout
 		if _, err := s.in.Write([]byte("tick")); err != nil {
 			t.Fatalf("write %d on a busy tunnel: %v", i, err)
 		}
-		time.Sleep(300 * time.Millisecond)
+		time.Sleep(250 * time.Millisecond)
 	}
 	if v := testutil.ToFloat64(r.rt.metrics.ws.open); v != 1 {
 		t.Fatalf("tunnel busy one way closed (open %v)", v)
@@ -424,11 +424,11 @@ func TestExtendedConnectIdle(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("idle tunnel still open after 10 s")
 	}
-	if el := time.Since(start); el < 500*time.Millisecond {
-		t.Errorf("idle tunnel closed after %s; want about the 1 s timeout", el)
+	if el := time.Since(start); el < time.Second {
+		t.Errorf("idle tunnel closed after %s; want about the 2 s timeout", el)
 	}
-	if v := testutil.ToFloat64(r.rt.metrics.ws.in); v != 32 {
-		t.Errorf("bytes in: %v; want 32", v)
+	if v := testutil.ToFloat64(r.rt.metrics.ws.in); v != 48 {
+		t.Errorf("bytes in: %v; want 48", v)
 	}
 }
 
@@ -437,7 +437,7 @@ func TestExtendedConnectIdle(t *testing.T) {
 // the client's side still works after: what it sends then reaches the node.
 func TestExtendedConnectIdleClient(t *testing.T) {
 	n := startWSFake(t, false, "tick")
-	r := startRouter(t, Config{Timeout: time.Second})
+	r := startRouter(t, Config{Timeout: 2 * time.Second})
 	r.table.AddStatic("k.test", n.addr(), 1)
 	tr := h2cExtTransport(r)
 	defer tr.CloseIdleConnections()
@@ -445,7 +445,7 @@ func TestExtendedConnectIdleClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := s.readN(t, 5+8); got != "hellotttttttt" { // 2.4 s node → client only
+	if got := s.readN(t, 5+12); got != "hello"+strings.Repeat("t", 12) { // 3 s node → client only
 		t.Fatalf("node's bytes: %q", got)
 	}
 	go s.in.Write([]byte("ping"))

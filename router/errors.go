@@ -21,12 +21,19 @@ var (
 	errBadResponse    = errors.New("router: backend sent an invalid response")
 	errBackendWrite   = errors.New("router: backend write failed")
 	errClientBody     = errors.New("router: reading the client body failed")
+	// The chunked-body refusals (internal/chunked), counted by reason in
+	// fastrouter_http_rejected_total (bodyReason).
+	errChunkLine      = errors.New("router: a chunk-size line over 4 KiB (chunk extensions)")
+	errChunkFraming   = errors.New("router: malformed chunked body")
+	errChunkTrailer   = errors.New("router: chunked trailer section too large or with a framing field")
+	errChunkTooLarge  = errors.New("router: chunk sizes add up to more than --max-body-bytes")
 	errClientTimeout  = errors.New("router: the client body stalled for the inactivity timeout")
 	errClientGone     = errors.New("router: the client abandoned the request")
 	errQueueFull      = errors.New("router: every node at its in-flight cap, queue full")
 	errQueueTimeout   = errors.New("router: timed out waiting for a node under its in-flight cap")
 	errRawToHTTP      = errors.New("router: a uwsgi-front request cannot go to an http:// node")
 	errSelfLoop       = errors.New("router: the node is one of the router's own sockets (loop)")
+	errTooEarly       = errors.New("router: a request in 0-RTT early data that is not GET or HEAD")
 	errNotImplemented = errors.New("router: extended CONNECT for a protocol other than websocket")
 )
 
@@ -34,13 +41,15 @@ var (
 // (README, "Errors are never an empty reply").
 func statusOf(err error) int {
 	switch err {
-	case errBadRequest, errBadHost, errClientBody:
+	case errBadRequest, errBadHost, errClientBody, errChunkLine, errChunkFraming, errChunkTrailer:
 		return 400
 	case errVarsTooLarge:
 		return 431
 	case errClientTimeout:
 		return 408
-	case errBodyTooLarge:
+	case errTooEarly:
+		return 425
+	case errBodyTooLarge, errChunkTooLarge:
 		return 413
 	case errSpill:
 		return 500
@@ -67,6 +76,7 @@ var errorBodies = map[int][]byte{
 	404: []byte("404 Not Found: no pool serves this host\n"),
 	408: []byte("408 Request Timeout\n"),
 	413: []byte("413 Content Too Large\n"),
+	425: []byte("425 Too Early: retry once the handshake is complete\n"),
 	431: []byte("431 Request Header Fields Too Large\n"),
 	500: []byte("500 Internal Server Error\n"),
 	501: []byte("501 Not Implemented\n"),

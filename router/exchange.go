@@ -7,6 +7,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/fastrouter/fastrouter/internal/chunked"
 )
 
 // deadliner is what the core needs of the client side to renew inactivity
@@ -32,6 +34,8 @@ type exchange struct {
 	// learn the CONTENT_LENGTH WSGI apps read by).
 	bodySrc io.Reader
 	bodyLen int64
+	// chunks de-chunks an HTTP/1.1 chunked body for bodySrc (clientbody.go).
+	chunks chunked.Reader
 	// client renews the client's deadlines while bodies stream. May be nil.
 	client deadliner
 	// isHead: the response to a HEAD request has no body whatever it says.
@@ -97,6 +101,7 @@ func getExchange() *exchange { return exchangePool.Get().(*exchange) }
 func putExchange(x *exchange) {
 	x.req.Reset()
 	x.bodySrc, x.bodyLen, x.client, x.isHead, x.consumed, x.ctx = nil, 0, nil, false, false, context.Background()
+	x.chunks = chunked.Reader{} // it holds the client's stream
 	x.upgrade, x.mustSwitch = false, false
 	x.sink, x.rw, x.interims, x.closeClient = nil, nil, 0, false
 	x.call = nodeCall{}

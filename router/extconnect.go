@@ -37,8 +37,8 @@ import (
 //     (RFC 9110 §15.6.2). A CONNECT without :protocol stays refused (405,
 //     strict.go): the router is not a forward proxy.
 //
-// The front reads the request into an exchange as it reads any other
-// (h2Front.readRequest) and calls serveExtendedConnect with the stream's
+// The stream front (h2.go) reads the request into an exchange as it reads
+// any other and calls serveExtendedConnect with the stream's
 // ResponseWriter and body; nothing below depends on the HTTP version.
 
 var (
@@ -90,22 +90,14 @@ func (x *exchange) toUpgrade(protocol string) error {
 	return nil
 }
 
-// streamFront is what an extended CONNECT needs of the front its stream
-// came on: how it writes an error, a response head and a body on one of
-// its streams (h2Front's methods, h2.go).
-type streamFront interface {
-	writeError(w http.ResponseWriter, code int)
-	writeHead(w http.ResponseWriter, x *exchange, head *fasthttp.ResponseHeader, body bool)
-	writeBody(w http.ResponseWriter, x *exchange, b *backendBody, pm *poolMetrics, flush bool)
-}
-
 // serveExtendedConnect serves an extended CONNECT for protocol on one
-// stream and returns when the stream is done. x is the request as front f
-// read it (Method CONNECT, URI the :path, x.ctx the stream's life), w and
-// body the stream's ResponseWriter and request body; head is a response
-// header to read the node's answer into. Everything the client gets is
-// written here: an error, the node's refusal, or 200 and the tunnel.
-func (rt *Router) serveExtendedConnect(f streamFront, w http.ResponseWriter, body io.ReadCloser, x *exchange, protocol string, head *fasthttp.ResponseHeader) {
+// stream and returns when the stream is done. x is the request as f read
+// it (readRequest: URI the :path, x.ctx the stream's life), w and body the
+// stream's ResponseWriter and request body; head is a response header to
+// read the node's answer into. Everything the client gets is written
+// here: an error, the node's refusal, or 200 and the tunnel.
+func (f *streamFront) serveExtendedConnect(w http.ResponseWriter, body io.ReadCloser, x *exchange, protocol string, head *fasthttp.ResponseHeader) {
+	rt := f.rt
 	if err := x.toUpgrade(protocol); err != nil {
 		code := statusOf(err)
 		rt.metrics.none.count(code)

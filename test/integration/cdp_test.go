@@ -47,8 +47,8 @@ type browser struct {
 }
 
 // startBrowser starts Chromium headless on a free debugging port, with
-// the extra flags, and connects to its page. Everything is torn down at
-// the end of the test.
+// extra command-line switches, and connects to its page. Everything is
+// torn down at the end of the test.
 func startBrowser(t *testing.T, extra ...string) *browser {
 	t.Helper()
 	bin, err := exec.LookPath("chromium")

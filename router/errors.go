@@ -23,17 +23,18 @@ var (
 	errClientBody     = errors.New("router: reading the client body failed")
 	// The chunked-body refusals (internal/chunked), counted by reason in
 	// fastrouter_http_rejected_total (bodyReason).
-	errChunkLine     = errors.New("router: a chunk-size line over 4 KiB (chunk extensions)")
-	errChunkFraming  = errors.New("router: malformed chunked body")
-	errChunkTrailer  = errors.New("router: chunked trailer section too large or with a framing field")
-	errChunkTooLarge = errors.New("router: chunk sizes add up to more than --max-body-bytes")
-	errClientTimeout = errors.New("router: the client body stalled for the inactivity timeout")
-	errClientGone    = errors.New("router: the client abandoned the request")
-	errQueueFull     = errors.New("router: every node at its in-flight cap, queue full")
-	errQueueTimeout  = errors.New("router: timed out waiting for a node under its in-flight cap")
-	errRawToHTTP     = errors.New("router: a uwsgi-front request cannot go to an http:// node")
-	errSelfLoop      = errors.New("router: the node is one of the router's own sockets (loop)")
-	errTooEarly      = errors.New("router: a request in 0-RTT early data that is not GET or HEAD")
+	errChunkLine      = errors.New("router: a chunk-size line over 4 KiB (chunk extensions)")
+	errChunkFraming   = errors.New("router: malformed chunked body")
+	errChunkTrailer   = errors.New("router: chunked trailer section too large or with a framing field")
+	errChunkTooLarge  = errors.New("router: chunk sizes add up to more than --max-body-bytes")
+	errClientTimeout  = errors.New("router: the client body stalled for the inactivity timeout")
+	errClientGone     = errors.New("router: the client abandoned the request")
+	errQueueFull      = errors.New("router: every node at its in-flight cap, queue full")
+	errQueueTimeout   = errors.New("router: timed out waiting for a node under its in-flight cap")
+	errRawToHTTP      = errors.New("router: a uwsgi-front request cannot go to an http:// node")
+	errSelfLoop       = errors.New("router: the node is one of the router's own sockets (loop)")
+	errTooEarly       = errors.New("router: a request in 0-RTT early data that is not GET or HEAD")
+	errNotImplemented = errors.New("router: extended CONNECT for a protocol other than websocket")
 )
 
 // statusOf is the single mapping from forwarding errors to HTTP status codes
@@ -52,6 +53,8 @@ func statusOf(err error) int {
 		return 413
 	case errSpill:
 		return 500
+	case errNotImplemented:
+		return 501
 	case errNoPool:
 		return 404
 	case errNoNode, errQueueFull, errQueueTimeout, errShutdownCut:
@@ -76,6 +79,7 @@ var errorBodies = map[int][]byte{
 	425: []byte("425 Too Early: retry once the handshake is complete\n"),
 	431: []byte("431 Request Header Fields Too Large\n"),
 	500: []byte("500 Internal Server Error\n"),
+	501: []byte("501 Not Implemented\n"),
 	502: []byte("502 Bad Gateway\n"),
 	503: []byte("503 Service Unavailable: no usable node\n"),
 	504: []byte("504 Gateway Timeout\n"),

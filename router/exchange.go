@@ -50,6 +50,10 @@ type exchange struct {
 	// upgrade: the client asked to switch protocols (HTTP/1.1 front); a 101
 	// from the node then comes back as a tunnel (tunnel.go).
 	upgrade bool
+	// mustSwitch: the client's request was an extended CONNECT
+	// (extconnect.go), to which a 2xx means the tunnel is open: the node's
+	// answer must be a 101 or a refusal, never a 2xx (response.go).
+	mustSwitch bool
 
 	// consumed is set by forward when the client body was read to its end,
 	// so the next request on the connection can be parsed safely.
@@ -98,7 +102,7 @@ func putExchange(x *exchange) {
 	x.req.Reset()
 	x.bodySrc, x.bodyLen, x.client, x.isHead, x.consumed, x.ctx = nil, 0, nil, false, false, context.Background()
 	x.chunks = chunked.Reader{} // it holds the client's stream
-	x.upgrade = false
+	x.upgrade, x.mustSwitch = false, false
 	x.sink, x.rw, x.interims, x.closeClient = nil, nil, 0, false
 	x.call = nodeCall{}
 	x.wire, x.headLen, x.inline = wireNone, 0, 0

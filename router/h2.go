@@ -65,6 +65,7 @@ const h2MaxConcurrentStreams = 250
 
 func newH2Front(rt *Router, t *Timeouts, sf *streamFront, conns prometheus.Gauge) *h2Front {
 	f := &h2Front{streamFront: sf, conns: conns}
+	enableExtendedConnect() // WebSockets over h2 (extconnect.go)
 	f.base = &http.Server{
 		// http2 advertises and enforces this as SETTINGS_MAX_HEADER_LIST_SIZE.
 		MaxHeaderBytes: rt.cfg.MaxHeaderBytes,
@@ -153,7 +154,8 @@ func (f *streamFront) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		responseHeaderPool.Put(head)
 	}()
 
-	if !f.readRequest(w, req, x) {
+	protocol := extendedConnect(req.Method, req.Header) // extconnect.go
+	if !f.readRequest(w, req, x, protocol != "") {
 		return
 	}
 	if f.admit != nil {
@@ -167,6 +169,10 @@ func (f *streamFront) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if g := guardOf(x.ctx); g != nil && !g.awaitResets(x.ctx) {
 		rt.metrics.none.count(statusOf(errClientGone))
 		rt.logResponse(x, nil, errClientGone, nil)
+		return
+	}
+	if protocol != "" {
+		f.serveExtendedConnect(w, req.Body, x, protocol, head)
 		return
 	}
 
@@ -190,11 +196,15 @@ func (f *streamFront) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 // readRequest fills x's request view from the stream's request, copied
 // into x's scratch, under the strict rules of the HTTP/1.1 front on the
 // pseudo-headers and fields (strict.go): what they refuse never reaches a
-// node. A refused request is answered here, and false returned.
-func (f *streamFront) readRequest(w http.ResponseWriter, req *http.Request, x *exchange) bool {
+// node. A refused request is answered here, and false returned. An
+// extended CONNECT (ext) is checked as the GET it becomes (extconnect.go).
+func (f *streamFront) readRequest(w http.ResponseWriter, req *http.Request, x *exchange, ext bool) bool {
 	rt := f.rt
 	r := &x.req
 	r.Method = x.copyString(req.Method)
+	if ext {
+		r.Method = getMethod
+	}
 	r.URI = x.copyString(req.RequestURI)
 	r.Proto = x.copyString(req.Proto)
 	r.Host = x.copyString(req.Host)

@@ -256,13 +256,26 @@ func (b *browser) problems(since int) []string {
 // eval runs expression in the page and decodes its JSON-able value into v.
 func (b *browser) eval(t *testing.T, expression string, v any) {
 	t.Helper()
+	b.evaluate(t, map[string]any{"expression": expression, "returnByValue": true}, v)
+}
+
+// evalPromise runs expression, a promise, and decodes what it resolves to
+// into v; a rejection fails the test.
+func (b *browser) evalPromise(t *testing.T, expression string, v any) {
+	t.Helper()
+	b.evaluate(t, map[string]any{"expression": expression, "returnByValue": true, "awaitPromise": true}, v)
+}
+
+func (b *browser) evaluate(t *testing.T, params map[string]any, v any) {
+	t.Helper()
+	expression := params["expression"]
 	var res struct {
 		Result struct {
 			Value json.RawMessage `json:"value"`
 		} `json:"result"`
 		ExceptionDetails json.RawMessage `json:"exceptionDetails"`
 	}
-	raw := b.call(t, "Runtime.evaluate", map[string]any{"expression": expression, "returnByValue": true})
+	raw := b.call(t, "Runtime.evaluate", params)
 	if err := json.Unmarshal(raw, &res); err != nil {
 		t.Fatal(err)
 	}

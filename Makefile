@@ -36,7 +36,7 @@ FUZZ_TARGETS = internal/ascii:FuzzFold internal/uwsgi:FuzzNextVar internal/uwsgi
 	router:FuzzCookieValue internal/proxyproto:FuzzParse router:FuzzParseUwsgiFront router:FuzzRequestID \
 	router:FuzzAppendJSONString cmd/fastrouter:FuzzConfigFile cmd/fastrouter:FuzzParseArgs balancer:FuzzLookup balancer:FuzzParseEndpoint tls:FuzzLoadPair tls:FuzzLookup \
 	health:FuzzParseStatusLine cluster:FuzzDecodeMessage cluster:FuzzDecodeRawState cluster:FuzzDecodeState cluster:FuzzDecodeBlob \
-	acme:FuzzValidKey acme:FuzzParseChallenge acme:FuzzParsePeerRecords
+	acme:FuzzValidKey acme:FuzzParseChallenge acme:FuzzParsePeerRecords internal/chunked:FuzzReader
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; echo "== $$pkg $$name ($(FUZZTIME))"; \

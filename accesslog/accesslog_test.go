@@ -10,19 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+var waitFor = uwsgitest.WaitFor
 
 func readFile(t *testing.T, p string) string {
 	t.Helper()

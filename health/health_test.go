@@ -61,16 +61,7 @@ func setup(t *testing.T, checks map[string]Check, nodes ...string) (*balancer.Ta
 	return tb, c, reg
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+var waitFor = uwsgitest.WaitFor
 
 func TestFallAndRise(t *testing.T) {
 	good, bad := newFakeNode(t, ok200), newFakeNode(t, "HTTP/1.1 500 Internal Server Error\r\n\r\n")

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"regexp"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fastrouter/fastrouter/internal/uwsgi"
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
 // lineBuffer collects access-log lines; safe for concurrent use.
@@ -190,17 +190,9 @@ func TestAccessLogHTTP1(t *testing.T) {
 // last, with upstream_connect null: it never connected. It used to say
 // "node":null, hiding which node failed.
 func TestAccessLogNamesFailedNode(t *testing.T) {
-	dead := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		return ln.Addr().String()
-	}
 	logs := &lineBuffer{}
 	r := startRouter(t, Config{AccessLog: logs})
-	a := dead()
+	a := uwsgitest.Refused(t)
 	r.table.AddStatic("dead.test", a, 1)
 	if resp, _ := raw(t, r.addr, "GET / HTTP/1.1\r\nHost: dead.test\r\n\r\n"); resp.StatusCode != 502 {
 		t.Fatalf("status %d; want 502", resp.StatusCode)

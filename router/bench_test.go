@@ -7,14 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/fastrouter/fastrouter/balancer"
 	"github.com/fastrouter/fastrouter/internal/ascii"
-	"github.com/fastrouter/fastrouter/internal/uwsgi"
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 )
@@ -103,38 +102,14 @@ func BenchmarkRequestMetrics(b *testing.B) {
 	}
 }
 
-// benchNode is an in-process uwsgi node on a unix socket: per connection
-// it reads the packet and answers a fixed 200 with a 13-byte body.
+// benchResponse is what the benchmarks' nodes answer.
+const benchResponse = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nhello, world\n"
+
+// benchNode is an in-process uwsgi node on a unix socket that answers
+// benchResponse, lean enough (uwsgitest.Lean) not to weigh in the figures.
 func benchNode(b *testing.B) string {
 	b.Helper()
-	path := filepath.Join(b.TempDir(), "node.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ln.Close() })
-	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nhello, world\n")
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				var buf [8 << 10]byte
-				if _, err := io.ReadFull(c, buf[:uwsgi.HeaderLen]); err != nil {
-					return
-				}
-				h, _ := uwsgi.ParseHeader(buf[:uwsgi.HeaderLen])
-				if _, err := io.ReadFull(c, buf[:h.Size]); err != nil {
-					return
-				}
-				c.Write(resp)
-			}()
-		}
-	}()
-	return path
+	return uwsgitest.NewNode(b, uwsgitest.Reply(benchResponse), uwsgitest.OnUnix(), uwsgitest.Lean()).Addr()
 }
 
 func BenchmarkProxy(b *testing.B) {
@@ -173,19 +148,7 @@ func BenchmarkProxy(b *testing.B) {
 // benchGET serves rt on a loopback port and times keep-alive GETs of
 // bench.test through it, one per iteration, each read to its end.
 func benchGET(b *testing.B, rt *Router) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); rt.Serve(ln, "bench") }()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		rt.Shutdown(ctx)
-		<-done
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
+	c, err := net.Dial("tcp", serveUntilCleanup(b, rt, rt.Serve, "tcp", "bench"))
 	if err != nil {
 		b.Fatal(err)
 	}

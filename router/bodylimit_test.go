@@ -1,18 +1,15 @@
 package router
 
 import (
-	"bufio"
 	"bytes"
-	"context"
 	"io"
 	"net"
-	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/fastrouter/fastrouter/internal/uwsgi"
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -36,13 +33,9 @@ func TestDeclaredBodyOverLimit(t *testing.T) {
 		if strings.HasPrefix(tc.name, "no pool") {
 			host = "nowhere.test"
 		}
-		c, err := net.Dial("tcp", r.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		_, _ = c.Write([]byte("POST / HTTP/1.1\r\nHost: " + host + "\r\n" + tc.head + "\r\n" + tc.body))
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		c := uwsgitest.Dial(t, r.addr)
+		c.Send("POST / HTTP/1.1\r\nHost: " + host + "\r\n" + tc.head + "\r\n" + tc.body)
+		resp, _, err := c.Next("POST")
 		c.Close()
 		if err != nil {
 			t.Fatalf("%s: %v; want 413 at once", tc.name, err)
@@ -64,39 +57,21 @@ func TestUwsgiFrontBodyLimit(t *testing.T) {
 	n := startFakeNode(t, func(map[string]string, []byte) string { return "HTTP/1.1 200 OK\r\n\r\nok" })
 	r := startRouter(t, Config{MaxBodyBytes: 1000})
 	r.table.AddStatic("k.test", n.addr(), 1)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); r.rt.ServeUwsgi(ln, "u") }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		r.rt.Shutdown(ctx)
-		<-done
-	})
+	front := startUwsgiFront(t, r)
 
 	for _, size := range []int{1001, 300 << 10} {
-		vars := varsBlock("REQUEST_METHOD", "POST", "PATH_INFO", "/", "HTTP_HOST", "k.test", "CONTENT_LENGTH", strconv.Itoa(size))
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		_, _ = c.Write(append(uwsgi.AppendHeader(nil, uwsgi.Header{Size: uint16(len(vars))}), vars...))
+		c := uwsgitest.Dial(t, front)
+		c.Send(string(uwsgitest.Packet("REQUEST_METHOD", "POST", "PATH_INFO", "/", "HTTP_HOST", "k.test", "CONTENT_LENGTH", strconv.Itoa(size))))
 		// The answer comes before any body byte is sent...
-		br := bufio.NewReader(c)
-		resp, err := http.ReadResponse(br, nil)
+		resp, _, err := c.Next("POST")
 		if err != nil || resp.StatusCode != 413 {
 			t.Fatalf("CONTENT_LENGTH %d: %v %v; want an HTTP 413", size, resp, err)
 		}
-		_, _ = io.ReadAll(resp.Body)
 		// ...and the whole body can still be written: the router reads it.
-		if _, err := c.Write(make([]byte, size)); err != nil {
+		if _, err := c.Conn().Write(make([]byte, size)); err != nil {
 			t.Errorf("CONTENT_LENGTH %d: writing the body after the 413: %v", size, err)
 		}
-		if _, err := br.ReadByte(); err == nil {
+		if _, err := c.Reader().ReadByte(); err == nil {
 			t.Errorf("CONTENT_LENGTH %d: bytes after the 413", size)
 		}
 		c.Close()
@@ -115,16 +90,11 @@ func TestStalledBodyTimesOut(t *testing.T) {
 	r := startRouter(t, Config{Timeout: 300 * time.Millisecond})
 	r.table.AddStatic("k.test", n.addr(), 1)
 
-	c, err := net.Dial("tcp", r.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := uwsgitest.Dial(t, r.addr)
 	// fasthttp reads the first 8 KiB itself (a stall there is its 408);
 	// the rest the router reads.
-	_, _ = c.Write([]byte("POST / HTTP/1.1\r\nHost: k.test\r\nContent-Length: 10000\r\n\r\n" + strings.Repeat("a", 9000)))
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	c.Send("POST / HTTP/1.1\r\nHost: k.test\r\nContent-Length: 10000\r\n\r\n" + strings.Repeat("a", 9000))
+	resp, _, err := c.Next("POST")
 	if err != nil || resp.StatusCode != 408 {
 		t.Errorf("HTTP/1.1 body stalled after 9000 of 10000 bytes: %v %v; want 408", resp, err)
 	}

@@ -3,7 +3,6 @@
 package router
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -17,7 +16,7 @@ import (
 	"time"
 
 	"github.com/fastrouter/fastrouter/balancer"
-	"github.com/fastrouter/fastrouter/internal/uwsgi"
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
 // dialRouter is a Router with a table holding one static node at addr.
@@ -41,55 +40,21 @@ func dialRouter(t *testing.T, addr string, connect time.Duration) (*Router, *bal
 	return rt, n
 }
 
-// echoOnce accepts connections on ln and echoes one read back on each.
-func echoOnce(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-			var b [64]byte
-			n, _ := c.Read(b[:])
-			_, _ = c.Write(b[:n])
-		}()
-	}
-}
-
 // TestDial: the raw dialer reaches IPv4, IPv6 and unix nodes, its
 // connections read, write and time out like net.Conns, and failures are
 // errors of the right kind.
 func TestDial(t *testing.T) {
-	ln4, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// Nodes that echo one read back, then close.
+	echo := func(network, addr string) string {
+		return uwsgitest.NewNode(t, uwsgitest.Echo(), uwsgitest.WithProto(uwsgitest.Raw), uwsgitest.ListenOn(network, addr)).Addr()
 	}
-	defer ln4.Close()
-	go echoOnce(ln4)
-	addrs := []string{ln4.Addr().String()}
-	if ln6, err := net.Listen("tcp", "[::1]:0"); err == nil {
-		defer ln6.Close()
-		go echoOnce(ln6)
-		addrs = append(addrs, ln6.Addr().String())
+	addrs := []string{echo("tcp", "127.0.0.1:0")}
+	if ln6, err := net.Listen("tcp", "[::1]:0"); err == nil { // where the machine has IPv6
+		ln6.Close()
+		addrs = append(addrs, echo("tcp", "[::1]:0"))
 	}
-	sock := filepath.Join(t.TempDir(), "n.sock")
-	lnu, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lnu.Close()
-	go echoOnce(lnu)
-	addrs = append(addrs, sock)
-	abstract := "@fastrouter-dial-test-" + strconv.Itoa(os.Getpid())
-	lna, err := net.Listen("unix", abstract)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lna.Close()
-	go echoOnce(lna)
-	addrs = append(addrs, abstract)
+	addrs = append(addrs, echo("unix", filepath.Join(t.TempDir(), "n.sock")))
+	addrs = append(addrs, echo("unix", "@fastrouter-dial-test-"+strconv.Itoa(os.Getpid())))
 
 	for _, addr := range addrs {
 		rt, n := dialRouter(t, addr, time.Second)
@@ -133,9 +98,7 @@ func TestDial(t *testing.T) {
 	c.Close()
 
 	// Refused and missing: errors, not timeouts.
-	closed, _ := net.Listen("tcp", "127.0.0.1:0")
-	refused := closed.Addr().String()
-	closed.Close()
+	refused := uwsgitest.Refused(t)
 	for _, addr := range []string{refused, filepath.Join(t.TempDir(), "none.sock")} {
 		rt, n := dialRouter(t, addr, time.Second)
 		if c, err := rt.dial(context.Background(), n); err == nil || isTimeout(err) {
@@ -147,60 +110,16 @@ func TestDial(t *testing.T) {
 	}
 }
 
-// fullListener is a TCP listener whose accept queue is full, so a further
-// connect gets no answer to its SYN and waits.
-func fullListener(t *testing.T) string {
-	t.Helper()
-	addr, _ := fullListenerFD(t)
-	return addr
-}
-
-// fullListenerFD is fullListener that also returns the listening socket, so
-// a test can accept and make room.
-func fullListenerFD(t *testing.T) (string, int) {
-	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := (&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: sa.(*syscall.SockaddrInet4).Port}).String()
-	// Fill the queue: connects complete until it is full, then one hangs.
-	for i := 0; i < 8; i++ {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err != nil {
-			return addr, fd
-		}
-		t.Cleanup(func() { c.Close() })
-	}
-	t.Fatal("accept queue never filled (kernel answers SYNs past the backlog)")
-	return "", 0
-}
-
 // TestDialWaitsForHandshake: a connect still in progress when dial first
 // asks (its SYN dropped by a full accept queue) completes once the node
 // makes room and the SYN is sent again; the dial returns a working
 // connection, not an error.
 func TestDialWaitsForHandshake(t *testing.T) {
-	addr, lfd := fullListenerFD(t)
+	addr, accept := uwsgitest.Unanswered(t)
 	rt, n := dialRouter(t, addr, 10*time.Second)
 	// Make room after the dial has found the handshake unfinished; the
 	// kernel resends the SYN about a second after the first.
-	time.AfterFunc(200*time.Millisecond, func() {
-		if nfd, _, err := syscall.Accept(lfd); err == nil {
-			syscall.Close(nfd)
-		}
-	})
+	time.AfterFunc(200*time.Millisecond, accept)
 	start := time.Now()
 	c, err := rt.dial(context.Background(), n)
 	if err != nil {
@@ -219,7 +138,7 @@ func TestDialWaitsForHandshake(t *testing.T) {
 // timeout, reported as a timeout; an h2 client going away ends the wait at
 // once.
 func TestDialTimeout(t *testing.T) {
-	addr := fullListener(t)
+	addr, _ := uwsgitest.Unanswered(t)
 	rt, n := dialRouter(t, addr, 300*time.Millisecond)
 	start := time.Now()
 	c, err := rt.dial(context.Background(), n)
@@ -290,43 +209,20 @@ func TestDialClosesWithReset(t *testing.T) {
 // a dialled connection closes with, the bytes still in the router's send
 // buffer would be thrown away.
 func TestTunnelDeliversClientBytesAfterClientLeaves(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	got := make(chan int64, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-		var hb [4]byte
-		if _, err := io.ReadFull(c, hb[:]); err != nil {
-			return
-		}
-		h, _ := uwsgi.ParseHeader(hb[:])
-		if _, err := io.CopyN(io.Discard, c, int64(h.Size)); err != nil {
-			return
-		}
+	node := uwsgitest.NewNode(t, func(c *uwsgitest.Conn, _ *uwsgitest.Request) {
 		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
 		time.Sleep(500 * time.Millisecond) // the client sends all and leaves meanwhile
 		n, _ := io.Copy(io.Discard, c)
 		got <- n
-	}()
+	}, uwsgitest.Deadline(20*time.Second))
 	r := startRouter(t, Config{})
-	r.table.AddStatic("u.test", ln.Addr().String(), 1)
-	c, err := net.Dial("tcp", r.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	r.table.AddStatic("u.test", node.Addr(), 1)
+	cl := uwsgitest.Dial(t, r.addr)
+	cl.Send("GET / HTTP/1.1\r\nHost: u.test\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n")
+	c := cl.Conn()
 	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	io.WriteString(c, "GET / HTTP/1.1\r\nHost: u.test\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n")
-	br := bufio.NewReader(c)
-	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+	if resp, err := http.ReadResponse(cl.Reader(), nil); err != nil || resp.StatusCode != 101 {
 		t.Fatalf("upgrade: %v, %v; want 101", resp, err)
 	}
 	const sent = 16 << 20

@@ -21,12 +21,20 @@ var (
 	errBadResponse    = errors.New("router: backend sent an invalid response")
 	errBackendWrite   = errors.New("router: backend write failed")
 	errClientBody     = errors.New("router: reading the client body failed")
+	// The chunked-body refusals (internal/chunked), counted by reason in
+	// fastrouter_http_rejected_total (bodyReason).
+	errChunkLine      = errors.New("router: a chunk-size line over 4 KiB (chunk extensions)")
+	errChunkFraming   = errors.New("router: malformed chunked body")
+	errChunkTrailer   = errors.New("router: chunked trailer section too large or with a framing field")
+	errChunkTooLarge  = errors.New("router: chunk sizes add up to more than --max-body-bytes")
 	errClientTimeout  = errors.New("router: the client body stalled for the inactivity timeout")
 	errClientGone     = errors.New("router: the client abandoned the request")
 	errQueueFull      = errors.New("router: every node at its in-flight cap, queue full")
 	errQueueTimeout   = errors.New("router: timed out waiting for a node under its in-flight cap")
 	errRawToHTTP      = errors.New("router: a uwsgi-front request cannot go to an http:// node")
 	errSelfLoop       = errors.New("router: the node is one of the router's own sockets (loop)")
+	errTooEarly       = errors.New("router: a request in 0-RTT early data that is not GET or HEAD")
+	errNotImplemented = errors.New("router: extended CONNECT for a protocol other than websocket")
 	// errLateConnect: a lazily dialled node's handshake failed at the
 	// first write (upstream_uwsgi.go). proxy turns it into a failed
 	// connect and tries another node; it never reaches statusOf.
@@ -37,16 +45,20 @@ var (
 // (README, "Errors are never an empty reply").
 func statusOf(err error) int {
 	switch err {
-	case errBadRequest, errBadHost, errClientBody:
+	case errBadRequest, errBadHost, errClientBody, errChunkLine, errChunkFraming, errChunkTrailer:
 		return 400
 	case errVarsTooLarge:
 		return 431
 	case errClientTimeout:
 		return 408
-	case errBodyTooLarge:
+	case errTooEarly:
+		return 425
+	case errBodyTooLarge, errChunkTooLarge:
 		return 413
 	case errSpill:
 		return 500
+	case errNotImplemented:
+		return 501
 	case errNoPool:
 		return 404
 	case errNoNode, errQueueFull, errQueueTimeout, errShutdownCut:
@@ -68,8 +80,10 @@ var errorBodies = map[int][]byte{
 	404: []byte("404 Not Found: no pool serves this host\n"),
 	408: []byte("408 Request Timeout\n"),
 	413: []byte("413 Content Too Large\n"),
+	425: []byte("425 Too Early: retry once the handshake is complete\n"),
 	431: []byte("431 Request Header Fields Too Large\n"),
 	500: []byte("500 Internal Server Error\n"),
+	501: []byte("501 Not Implemented\n"),
 	502: []byte("502 Bad Gateway\n"),
 	503: []byte("503 Service Unavailable: no usable node\n"),
 	504: []byte("504 Gateway Timeout\n"),

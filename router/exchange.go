@@ -7,6 +7,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/fastrouter/fastrouter/internal/chunked"
 )
 
 // deadliner is what the core needs of the client side to renew inactivity
@@ -32,6 +34,8 @@ type exchange struct {
 	// learn the CONTENT_LENGTH WSGI apps read by).
 	bodySrc io.Reader
 	bodyLen int64
+	// chunks de-chunks an HTTP/1.1 chunked body for bodySrc (clientbody.go).
+	chunks chunked.Reader
 	// client renews the client's deadlines while bodies stream. May be nil.
 	client deadliner
 	// isHead: the response to a HEAD request has no body whatever it says.
@@ -46,6 +50,10 @@ type exchange struct {
 	// upgrade: the client asked to switch protocols (HTTP/1.1 front); a 101
 	// from the node then comes back as a tunnel (tunnel.go).
 	upgrade bool
+	// mustSwitch: the client's request was an extended CONNECT
+	// (extconnect.go), to which a 2xx means the tunnel is open: the node's
+	// answer must be a 101 or a refusal, never a 2xx (response.go).
+	mustSwitch bool
 
 	// consumed is set by forward when the client body was read to its end,
 	// so the next request on the connection can be parsed safely.
@@ -96,7 +104,8 @@ func getExchange() *exchange { return exchangePool.Get().(*exchange) }
 func putExchange(x *exchange) {
 	x.req.Reset()
 	x.bodySrc, x.bodyLen, x.client, x.isHead, x.consumed, x.ctx = nil, 0, nil, false, false, context.Background()
-	x.upgrade = false
+	x.chunks = chunked.Reader{} // it holds the client's stream
+	x.upgrade, x.mustSwitch = false, false
 	x.sink, x.rw, x.interims, x.closeClient = nil, nil, 0, false
 	x.call, x.lateErr = nodeCall{}, nil
 	x.wire, x.headLen, x.inline = wireNone, 0, 0

@@ -9,7 +9,7 @@ import (
 
 // The request path, as every front takes it (file by file):
 //
-//	front      h1.go, h2.go, uwsgifront.go: fill the exchange (exchange.go)
+//	front      h1.go, h2.go (h3.go's streams too), uwsgifront.go: fill the exchange (exchange.go)
 //	route      forward.go: host (and path, for mount points) → pool
 //	body       clientbody.go, spill.go: length known, small body inline
 //	head       encode.go: the head for the node kind (uwsgi vars, HTTP/1.1)
@@ -125,8 +125,10 @@ func (rt *Router) proxy(x *exchange, pool *balancer.Pool, pm *poolMetrics, head 
 	}
 }
 
-// failed counts err's status for pm and returns it in forward's shape.
+// failed counts err's status for pm (and a refused body's reason) and
+// returns it in forward's shape.
 func (rt *Router) failed(pm *poolMetrics, err error) (*poolMetrics, *backendBody, error) {
 	pm.count(statusOf(err))
+	rt.countBodyReject(err) // strict.go
 	return pm, nil, err
 }

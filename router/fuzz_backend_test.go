@@ -3,12 +3,10 @@ package router
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,7 +15,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/fastrouter/fastrouter/balancer"
-	"github.com/fastrouter/fastrouter/internal/uwsgi"
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
 // FuzzBackendResponse makes a node answer with arbitrary bytes and sends a
@@ -75,19 +73,7 @@ func FuzzBackendResponse(f *testing.F) {
 	}
 	// Unix sockets on both sides: thousands of connections a second over
 	// TCP would fill the machine's ephemeral ports with TIME_WAIT.
-	ln, err := net.Listen("unix", filepath.Join(f.TempDir(), "front.sock"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); rt.Serve(ln, "fuzz") }()
-	f.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		rt.Shutdown(ctx)
-		<-done
-	})
-	addr := ln.Addr().String()
+	addr := serveUntilCleanup(f, rt, rt.Serve, "unix", "fuzz")
 
 	f.Fuzz(func(t *testing.T, resp []byte) {
 		if len(resp) > 32<<10 {
@@ -160,33 +146,9 @@ func finalStatus(resp []byte) (code int, ok bool) {
 // closes. It lives until the fuzz target's cleanup.
 func fuzzNode(tb testing.TB, reply *atomic.Pointer[[]byte]) string {
 	tb.Helper()
-	ln, err := net.Listen("unix", filepath.Join(tb.TempDir(), "node.sock"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				var hb [uwsgi.HeaderLen]byte
-				if _, err := io.ReadFull(c, hb[:]); err != nil {
-					return
-				}
-				h, _ := uwsgi.ParseHeader(hb[:])
-				if _, err := io.CopyN(io.Discard, c, int64(h.Size)); err != nil {
-					return
-				}
-				if r := reply.Load(); r != nil {
-					c.Write(*r)
-				}
-			}()
+	return uwsgitest.NewNode(tb, func(c *uwsgitest.Conn, _ *uwsgitest.Request) {
+		if r := reply.Load(); r != nil {
+			c.Write(*r)
 		}
-	}()
-	return ln.Addr().String()
+	}, uwsgitest.OnUnix(), uwsgitest.NoRecord(), uwsgitest.Deadline(5*time.Second)).Addr()
 }

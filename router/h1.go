@@ -22,6 +22,9 @@ type h1Front struct {
 	clientCerts bool
 	// tunnels is the listener's set of upgraded connections (tunnel.go).
 	tunnels *connSet
+	// altSvc, when not nil, is the Alt-Svc field every response carries:
+	// the listener's address also serves HTTP/3 (h3.go).
+	altSvc []byte
 }
 
 // bodyPrefetch is how much of a request body fasthttp reads before the
@@ -45,8 +48,9 @@ func (f *h1Front) server(t *Timeouts) *fasthttp.Server {
 		// core renews on every read.
 		ReadTimeout: t.Header,
 		HeaderReceived: func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
-			f.refuseDeclaredBody(h) // spill.go
-			return fasthttp.RequestConfig{ReadTimeout: t.Timeout}
+			// refuseDeclaredBody: spill.go; takeChunked: clientbody.go.
+			f.refuseDeclaredBody(h)
+			return f.takeChunked(h, fasthttp.RequestConfig{ReadTimeout: t.Timeout})
 		},
 		IdleTimeout:                   t.Timeout,
 		StreamRequestBody:             true,
@@ -113,6 +117,10 @@ func (f *h1Front) handleError(ctx *fasthttp.RequestCtx, err error) {
 		code = 413
 	case isTimeout(err):
 		code = 408
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		// The body fasthttp reads ahead (up to 8 KiB) ended before its
+		// Content-Length: nothing of the request reached a node.
+		f.rt.countBodyReject(errClientBody)
 	}
 	writeError(ctx, code)
 	ctx.SetConnectionClose()
@@ -129,6 +137,9 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 	defer func() {
 		if rt.draining.Load() {
 			ctx.SetConnectionClose()
+		}
+		if f.altSvc != nil {
+			ctx.Response.Header.SetBytesKV(altSvcKey, f.altSvc)
 		}
 		// At a request boundary the connection may park if it then idles
 		// (park.go). A hijacked one is the tunnel's now.
@@ -193,7 +204,11 @@ func (f *h1Front) readRequest(ctx *fasthttp.RequestCtx, x *exchange) strict.Reje
 	if why := parseHead(h, x, rt.cfg.MaxHeaderCount); why != strict.None {
 		return why
 	}
-	if cl := h.ContentLength(); cl > 0 || cl == -1 {
+	switch cl := h.ContentLength(); {
+	case cl == rawChunked: // takeChunked: the router de-chunks (clientbody.go)
+		x.chunks.Reset(ctx.RequestBodyStream(), rt.cfg.MaxBodyBytes, rt.cfg.MaxHeaderBytes)
+		x.bodySrc, x.bodyLen = &x.chunks, -1
+	case cl > 0:
 		x.bodySrc, x.bodyLen = ctx.RequestBodyStream(), int64(cl)
 	}
 	if c := ctx.Conn(); c != nil {

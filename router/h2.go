@@ -15,17 +15,32 @@ import (
 	"golang.org/x/net/http2"
 )
 
-// h2Front serves HTTP/2 connections (TLS with ALPN h2, or h2c with prior
-// knowledge) with golang.org/x/net/http2 and forwards each stream through
-// the same core as the HTTP/1.1 front. Immutable after creation. Its
-// connections are in their listener's splitting set for their whole life
-// (serve.go): that is what the shutdown deadline closes.
-type h2Front struct {
+// streamFront is the request side of the h2 and h3 fronts: a net/http
+// handler that forwards one request stream through the same core as the
+// HTTP/1.1 front. x/net/http2 (h2Front) and quic-go's http3 (h3.go) each
+// call ServeHTTP once per stream. Immutable after creation.
+type streamFront struct {
 	rt          *Router
 	serverPort  []byte
 	scheme      string
 	clientCerts bool
-	conns       prometheus.Gauge
+	// altSvc, when not nil, is the Alt-Svc field every response carries:
+	// the listener's address also serves HTTP/3 (h3.go).
+	altSvc []string
+	// admit, when not nil, is the front's own check of a request, once its
+	// view is read and before it is routed; its error is answered through
+	// statusOf (h3.go: 0-RTT).
+	admit func(req *http.Request, x *exchange) error
+}
+
+// h2Front serves HTTP/2 connections (TLS with ALPN h2, or h2c with prior
+// knowledge) with golang.org/x/net/http2; each stream goes to the
+// streamFront. Immutable after creation. Its connections are in their
+// listener's splitting set for their whole life (serve.go): that is what
+// the shutdown deadline closes.
+type h2Front struct {
+	*streamFront
+	conns prometheus.Gauge
 
 	// srv is x/net/http2's server, which stays the HTTP/2 implementation:
 	// net/http's own (http.Server with Protocols) serves only connections
@@ -48,8 +63,9 @@ type h2Front struct {
 // handlers a rapid-reset flood can queue before the connection is closed.
 const h2MaxConcurrentStreams = 250
 
-func newH2Front(rt *Router, t *Timeouts, port []byte, scheme string, clientCerts bool, conns prometheus.Gauge) *h2Front {
-	f := &h2Front{rt: rt, serverPort: port, scheme: scheme, clientCerts: clientCerts, conns: conns}
+func newH2Front(rt *Router, t *Timeouts, sf *streamFront, conns prometheus.Gauge) *h2Front {
+	f := &h2Front{streamFront: sf, conns: conns}
+	enableExtendedConnect() // WebSockets over h2 (extconnect.go)
 	f.base = &http.Server{
 		// http2 advertises and enforces this as SETTINGS_MAX_HEADER_LIST_SIZE.
 		MaxHeaderBytes: rt.cfg.MaxHeaderBytes,
@@ -120,8 +136,11 @@ func hopByHop(k []byte) bool {
 var hostKey = []byte("Host")
 
 // ServeHTTP forwards one stream.
-func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+func (f *streamFront) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	rt := f.rt
+	if f.altSvc != nil {
+		w.Header()["Alt-Svc"] = f.altSvc // error pages too
+	}
 	x := getExchange()
 	defer putExchange(x)
 	head := responseHeaderPool.Get().(*fasthttp.ResponseHeader)
@@ -135,14 +154,25 @@ func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		responseHeaderPool.Put(head)
 	}()
 
-	if !f.readRequest(w, req, x) {
+	protocol := extendedConnect(req.Method, req.Header) // extconnect.go
+	if !f.readRequest(w, req, x, protocol != "") {
 		return
+	}
+	if f.admit != nil {
+		if err := f.admit(req, x); err != nil {
+			f.fail(w, x, rt.metrics.none, err)
+			return
+		}
 	}
 	// A stream whose reset the router has already received picks no node
 	// (h2guard.go); it is counted as abandoned, before routing.
 	if g := guardOf(x.ctx); g != nil && !g.awaitResets(x.ctx) {
 		rt.metrics.none.count(statusOf(errClientGone))
 		rt.logResponse(x, nil, errClientGone, nil)
+		return
+	}
+	if protocol != "" {
+		f.serveExtendedConnect(w, req.Body, x, protocol, head)
 		return
 	}
 
@@ -166,11 +196,15 @@ func (f *h2Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 // readRequest fills x's request view from the stream's request, copied
 // into x's scratch, under the strict rules of the HTTP/1.1 front on the
 // pseudo-headers and fields (strict.go): what they refuse never reaches a
-// node. A refused request is answered here, and false returned.
-func (f *h2Front) readRequest(w http.ResponseWriter, req *http.Request, x *exchange) bool {
+// node. A refused request is answered here, and false returned. An
+// extended CONNECT (ext) is checked as the GET it becomes (extconnect.go).
+func (f *streamFront) readRequest(w http.ResponseWriter, req *http.Request, x *exchange, ext bool) bool {
 	rt := f.rt
 	r := &x.req
 	r.Method = x.copyString(req.Method)
+	if ext {
+		r.Method = getMethod
+	}
 	r.URI = x.copyString(req.RequestURI)
 	r.Proto = x.copyString(req.Proto)
 	r.Host = x.copyString(req.Host)
@@ -217,7 +251,7 @@ func (f *h2Front) readRequest(w http.ResponseWriter, req *http.Request, x *excha
 // readFields checks the regular fields of a request (strict.FieldCheck) and adds
 // them to x's headers; net/http keeps Host apart, and Content-Type goes
 // out as CONTENT_TYPE.
-func (f *h2Front) readFields(h http.Header, x *exchange) strict.Reject {
+func (f *streamFront) readFields(h http.Header, x *exchange) strict.Reject {
 	r := &x.req
 	var fc strict.FieldCheck
 	for k, vs := range h {
@@ -248,13 +282,16 @@ func (x *exchange) copyString(s string) []byte {
 // writeHead writes the final response head on the stream: the node's
 // headers but the hop-by-hop ones, and its Content-Length when a body of
 // that length follows (or for HEAD).
-func (f *h2Front) writeHead(w http.ResponseWriter, x *exchange, head *fasthttp.ResponseHeader, body bool) {
+func (f *streamFront) writeHead(w http.ResponseWriter, x *exchange, head *fasthttp.ResponseHeader, body bool) {
 	hdrs := w.Header()
 	for k, v := range head.All() {
 		if hopByHop(k) {
 			continue
 		}
 		hdrs.Add(string(k), string(v))
+	}
+	if f.altSvc != nil {
+		hdrs["Alt-Svc"] = f.altSvc // ours, not the node's: the router is the origin's front
 	}
 	if len(head.ContentType()) == 0 {
 		hdrs["Content-Type"] = nil // net/http's way to say: do not sniff one
@@ -269,7 +306,7 @@ func (f *h2Front) writeHead(w http.ResponseWriter, x *exchange, head *fasthttp.R
 // is flushed as it comes (the app may be streaming: SSE, long poll). A body
 // cut short resets the stream, so the client cannot mistake it for a
 // complete response.
-func (f *h2Front) writeBody(w http.ResponseWriter, x *exchange, b *backendBody, pm *poolMetrics, flush bool) {
+func (f *streamFront) writeBody(w http.ResponseWriter, x *exchange, b *backendBody, pm *poolMetrics, flush bool) {
 	rc := x.client.(*http.ResponseController)
 	cb := bufPool.Get().(*[]byte)
 	defer bufPool.Put(cb)
@@ -304,7 +341,7 @@ func (f *h2Front) writeBody(w http.ResponseWriter, x *exchange, b *backendBody, 
 // a 1xx HEADERS frame. x/net/http2 sends the header map as it is at
 // WriteHeader and returns once the frame is written; the map is then
 // emptied so the final response carries only its own headers.
-func (f *h2Front) interim(x *exchange, head *fasthttp.ResponseHeader) error {
+func (f *streamFront) interim(x *exchange, head *fasthttp.ResponseHeader) error {
 	h := x.rw.Header()
 	for k, v := range head.All() {
 		if !hopByHop(k) {
@@ -319,7 +356,7 @@ func (f *h2Front) interim(x *exchange, head *fasthttp.ResponseHeader) error {
 	return nil
 }
 
-func (f *h2Front) fail(w http.ResponseWriter, x *exchange, pm *poolMetrics, err error) {
+func (f *streamFront) fail(w http.ResponseWriter, x *exchange, pm *poolMetrics, err error) {
 	code := statusOf(err)
 	pm.count(code)
 	f.writeError(w, code)
@@ -328,7 +365,7 @@ func (f *h2Front) fail(w http.ResponseWriter, x *exchange, pm *poolMetrics, err 
 
 // reject answers a request the strict checks refused (strict.go) on its
 // stream, and counts it as the HTTP/1.1 front does.
-func (f *h2Front) reject(w http.ResponseWriter, x *exchange, why strict.Reject) {
+func (f *streamFront) reject(w http.ResponseWriter, x *exchange, why strict.Reject) {
 	code := why.Status()
 	body, ok := strictBodies[code]
 	if !ok {
@@ -346,7 +383,7 @@ func (f *h2Front) reject(w http.ResponseWriter, x *exchange, why strict.Reject) 
 	f.rt.logAccess(x, code, nil, len(body))
 }
 
-func (f *h2Front) writeError(w http.ResponseWriter, code int) {
+func (f *streamFront) writeError(w http.ResponseWriter, code int) {
 	h := w.Header()
 	h.Set("Content-Type", string(textPlain))
 	if code == 503 {

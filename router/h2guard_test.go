@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -230,48 +231,14 @@ func TestH2GuardAwaitResets(t *testing.T) {
 	}
 }
 
-// countingNode accepts connections, counts them, and answers each request
-// with a fixed uwsgi response after reading its head.
-func countingNode(t *testing.T) (string, *atomic.Int32) {
-	t.Helper()
-	var dials atomic.Int32
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			dials.Add(1)
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				var h [4]byte
-				if _, err := io.ReadFull(c, h[:]); err != nil {
-					return
-				}
-				if _, err := io.CopyN(io.Discard, c, int64(h[1])|int64(h[2])<<8); err != nil {
-					return
-				}
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-			}()
-		}
-	}()
-	return ln.Addr().String(), &dials
-}
-
 // TestH2RapidResetUnit: 5000 HEADERS+RST_STREAM pairs on one h2c
 // connection to a Router: GOAWAY ENHANCE_YOUR_CALM, and no stream whose
 // reset arrived with it dials the node. Before the guard, x/net took every
 // pair and thousands of handlers dialled.
 func TestH2RapidResetUnit(t *testing.T) {
-	addr, dials := countingNode(t)
+	node := uwsgitest.NewNode(t, uwsgitest.Reply("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), uwsgitest.Deadline(5*time.Second))
 	r := startRouter(t, Config{})
-	r.table.AddStatic("a.test", addr, 1)
+	r.table.AddStatic("a.test", node.Addr(), 1)
 	src := clientFrames(t, func(fr *http2.Framer, enc *hpack.Encoder, hb *bytes.Buffer) {
 		for i := 0; i < 5000; i++ {
 			writePair(fr, enc, hb, uint32(2*i+1))
@@ -298,7 +265,7 @@ func TestH2RapidResetUnit(t *testing.T) {
 	}
 	// Handlers already started finish at once: their streams are reset.
 	time.Sleep(200 * time.Millisecond)
-	if n := dials.Load(); n > 0 {
+	if n := node.Accepted(); n > 0 {
 		t.Errorf("%d reset streams dialled the node; want none (last stream %d)", n, goaway.LastStreamID)
 	}
 }

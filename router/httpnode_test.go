@@ -5,15 +5,14 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
 // parseHTTPHead parses what appendHTTPRequest wrote.
@@ -134,123 +133,8 @@ func TestEncodeSwitchKeepsInlineBody(t *testing.T) {
 	}
 }
 
-// httpFake is an in-process HTTP/1.1 server with keep-alive whose replies a
-// test scripts. It counts the connections it accepted and those still open.
-type httpFake struct {
-	ln       net.Listener
-	accepted atomic.Int32
-	open     atomic.Int32
-	served   atomic.Int32
-	// reply returns the raw response to write and whether to close after it.
-	// drop (nil response) closes without answering.
-	reply func(req *http.Request, body []byte, nth int) (resp string, closeAfter bool)
-	mu    sync.Mutex
-	seen  []*http.Request
-	ports []string
-	// late counts the unasked bytes sent after "LATE:" replies; may be nil.
-	late *atomic.Int32
-}
-
-func startHTTPFake(t *testing.T, reply func(*http.Request, []byte, int) (string, bool)) *httpFake {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &httpFake{ln: ln, reply: reply}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			f.accepted.Add(1)
-			f.open.Add(1)
-			go f.serve(c)
-		}
-	}()
-	t.Cleanup(func() { ln.Close() })
-	return f
-}
-
-func (f *httpFake) addr() string { return "http://" + f.ln.Addr().String() }
-
-func (f *httpFake) serve(c net.Conn) {
-	defer f.open.Add(-1)
-	defer c.Close()
-	br := bufio.NewReader(c)
-	for nth := 0; ; nth++ {
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		req, err := http.ReadRequest(br)
-		if err != nil {
-			return
-		}
-		body, err := io.ReadAll(req.Body)
-		if err != nil {
-			return
-		}
-		f.mu.Lock()
-		f.seen = append(f.seen, req)
-		f.ports = append(f.ports, c.RemoteAddr().String())
-		f.mu.Unlock()
-		resp, closeAfter := f.reply(req, body, nth)
-		if resp == "" {
-			return
-		}
-		f.served.Add(1)
-		if rest, ok := strings.CutPrefix(resp, "LATE:"); ok {
-			// A head, then a moment later bytes nobody asked for.
-			head, more, _ := strings.Cut(rest, "|")
-			io.WriteString(c, head)
-			time.Sleep(20 * time.Millisecond)
-			_, err := io.WriteString(c, more)
-			if f.late != nil {
-				f.late.Add(1)
-			}
-			if err != nil {
-				return
-			}
-			continue
-		}
-		if req.Method == "HEAD" {
-			resp = resp[:strings.Index(resp, "\r\n\r\n")+4]
-		}
-		if rest, ok := strings.CutPrefix(resp, "PARTIAL:"); ok {
-			// Part of a response, then wait for the router to close.
-			io.WriteString(c, rest)
-			_ = c.SetDeadline(time.Time{})
-			io.Copy(io.Discard, c)
-			return
-		}
-		if _, err := io.WriteString(c, resp); err != nil || closeAfter {
-			return
-		}
-	}
-}
-
 func clReply(body string) string {
 	return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nKeep-Alive: timeout=5\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
-}
-
-// getOn sends GET path on c (a client keep-alive connection) and returns
-// status and body.
-func getOn(t *testing.T, c net.Conn, br *bufio.Reader, req string) (*http.Response, string) {
-	t.Helper()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, req); err != nil {
-		t.Fatal(err)
-	}
-	method, _, _ := strings.Cut(req, " ")
-	resp, err := http.ReadResponse(br, &http.Request{Method: method})
-	if err != nil {
-		t.Fatalf("response to %.40q: %v", req, err)
-	}
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("body of %.40q: %v", req, err)
-	}
-	resp.Body.Close()
-	return resp, string(b)
 }
 
 // Responses read to their exact end leave the connection for the next
@@ -267,12 +151,7 @@ func TestHTTPNodeKeepAliveReuse(t *testing.T) {
 	})
 	r := startRouter(t, Config{})
 	r.table.AddStatic("h.test", f.addr(), 1)
-	c, err := net.Dial("tcp", r.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	br := bufio.NewReader(c)
+	c := uwsgitest.Dial(t, r.addr)
 	for i := 0; i < 3; i++ {
 		for _, tc := range []struct{ req, want string }{
 			{"GET /cl HTTP/1.1\r\nHost: h.test\r\n\r\n", "fixed"},
@@ -280,7 +159,7 @@ func TestHTTPNodeKeepAliveReuse(t *testing.T) {
 			{"POST /post HTTP/1.1\r\nHost: h.test\r\nContent-Length: 4\r\n\r\nabcd", "posted"},
 			{"POST /post HTTP/1.1\r\nHost: h.test\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n", "posted"},
 		} {
-			resp, body := getOn(t, c, br, tc.req)
+			resp, body := c.Do(tc.req)
 			if resp.StatusCode/100 != 2 || body != tc.want {
 				t.Fatalf("%.30q: %d %q; want %q", tc.req, resp.StatusCode, body, tc.want)
 			}
@@ -289,16 +168,14 @@ func TestHTTPNodeKeepAliveReuse(t *testing.T) {
 			}
 		}
 	}
-	if got := f.accepted.Load(); got != 1 {
+	if got := f.Accepted(); got != 1 {
 		t.Errorf("node accepted %d connections for 12 sequential requests; want 1 (keep-alive)", got)
 	}
-	f.mu.Lock()
-	for _, req := range f.seen {
+	for _, req := range f.requests() {
 		if req.Method == "POST" && (req.ContentLength != 4 || len(req.TransferEncoding) != 0) {
 			t.Errorf("POST reached the node with CL %d TE %v; want CL 4", req.ContentLength, req.TransferEncoding)
 		}
 	}
-	f.mu.Unlock()
 	if n := r.table.Pool("h.test").Node(f.addr()).IdleConns(); n != 1 {
 		t.Errorf("idle connections = %d; want 1", n)
 	}
@@ -308,16 +185,18 @@ func TestHTTPNodeKeepAliveReuse(t *testing.T) {
 // never put the connection back.
 func TestHTTPNodeNotReused(t *testing.T) {
 	big := strings.Repeat("x", 1<<20)
-	f := startHTTPFake(t, func(req *http.Request, _ []byte, _ int) (string, bool) {
-		switch req.URL.Path {
+	f := startHTTPNode(t, func(c *uwsgitest.Conn, r *uwsgitest.Request) {
+		switch r.HTTP.URL.Path {
 		case "/close":
-			return "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", false // the fake keeps it open; the router must not
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok") // the fake keeps it open; the router must not
 		case "/eof":
-			return "HTTP/1.1 200 OK\r\n\r\nuntil-eof", true
+			io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\nuntil-eof")
+			c.Close()
 		case "/big":
-			return "PARTIAL:HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n" + big, false
+			uwsgitest.Partial("HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n"+big)(c, r)
+		default:
+			io.WriteString(c, clReply("ok"))
 		}
-		return clReply("ok"), false
 	})
 	r := startRouter(t, Config{})
 	r.table.AddStatic("h.test", f.addr(), 1)
@@ -339,35 +218,21 @@ func TestHTTPNodeNotReused(t *testing.T) {
 			t.Fatalf("%.30q: %d idle connections; want 0", tc.req, n)
 		}
 	}
-	if got := f.accepted.Load(); got != 3 {
+	if got := f.Accepted(); got != 3 {
 		t.Errorf("accepted %d; want 3 (one per request)", got)
 	}
 
 	// A client that leaves in the middle of a download: the node's
 	// connection is cut, not reused with a body still in it.
-	c, err := net.Dial("tcp", r.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.WriteString(c, "GET /big HTTP/1.1\r\nHost: h.test\r\n\r\n")
-	if _, err := bufio.NewReader(c).Peek(1); err != nil {
+	c := uwsgitest.Dial(t, r.addr)
+	c.Send("GET /big HTTP/1.1\r\nHost: h.test\r\n\r\n")
+	if _, err := c.Reader().Peek(1); err != nil {
 		t.Fatal(err)
 	}
 	c.Close()
-	waitFor(t, "the node's connection to close after the client left", func() bool { return f.open.Load() == 0 })
+	waitFor(t, "the node's connection to close after the client left", func() bool { return f.Open() == 0 })
 	if n := node.IdleConns(); n != 0 {
 		t.Errorf("idle connections after a cut download = %d; want 0", n)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -399,7 +264,7 @@ func TestHTTPNodeStaleRetry(t *testing.T) {
 			t.Fatalf("request %d: %d idle; want 1", i, node.IdleConns())
 		}
 	}
-	if got, want := f.accepted.Load(), int32(3); got != want {
+	if got, want := f.Accepted(), 3; got != want {
 		t.Errorf("accepted %d connections; want %d (first, then one fresh per retry)", got, want)
 	}
 	if info := node.Info(); info.Failures != 0 || info.State != balancer.StateActive {
@@ -419,9 +284,9 @@ func TestHTTPNodeClosedIdleIsSkipped(t *testing.T) {
 		if resp, body := raw(t, r.addr, "GET / HTTP/1.1\r\nHost: h.test\r\n\r\n"); resp.StatusCode != 200 || body != "ok" {
 			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
 		}
-		waitFor(t, "the node to close", func() bool { return f.open.Load() == 0 })
+		waitFor(t, "the node to close", func() bool { return f.Open() == 0 })
 	}
-	if got := f.served.Load(); got != 5 {
+	if got := f.Served(); got != 5 {
 		t.Errorf("served %d; want 5", got)
 	}
 }
@@ -446,15 +311,15 @@ func TestHTTPNodeIdleLimitAndRemoval(t *testing.T) {
 			raw(t, r.addr, "GET /wait HTTP/1.1\r\nHost: h.test\r\n\r\n")
 		}()
 	}
-	waitFor(t, "all requests at the node", func() bool { return node.Inflight() == n && f.accepted.Load() == n })
+	waitFor(t, "all requests at the node", func() bool { return node.Inflight() == n && f.Accepted() == n })
 	close(release)
 	wg.Wait()
 	if got := node.IdleConns(); got != httpIdlePerNode {
 		t.Errorf("idle = %d; want the cap %d", got, httpIdlePerNode)
 	}
-	waitFor(t, "connections over the cap to close", func() bool { return f.open.Load() == httpIdlePerNode })
+	waitFor(t, "connections over the cap to close", func() bool { return f.Open() == httpIdlePerNode })
 	r.table.RemoveNode("h.test", f.addr())
-	waitFor(t, "idle connections to close with the node", func() bool { return f.open.Load() == 0 })
+	waitFor(t, "idle connections to close with the node", func() bool { return f.Open() == 0 })
 }
 
 // A pool of a uwsgi node and an http node: each gets its own encoding, with
@@ -486,32 +351,15 @@ func TestMixedPool(t *testing.T) {
 // pool of only http nodes answers 502.
 func TestUwsgiFrontSkipsHTTPNodes(t *testing.T) {
 	h := startHTTPFake(t, func(*http.Request, []byte, int) (string, bool) { return clReply("no"), false })
-	table, _ := balancer.New(balancer.Config{})
-	table.AddStatic("u.test", h.addr(), 1)
-	rt, err := New(Config{Pools: table})
+	r := startRouter(t, Config{})
+	r.table.AddStatic("u.test", h.addr(), 1)
+	c := uwsgitest.Dial(t, startUwsgiFront(t, r))
+	c.Send(string(uwsgitest.Packet("HTTP_HOST", "u.test", "REQUEST_METHOD", "GET", "REMOTE_ADDR", "127.0.0.1")))
+	resp, _, err := c.Next("GET")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go rt.ServeUwsgi(ln, "u")
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	vars := varsBlock("HTTP_HOST", "u.test", "REQUEST_METHOD", "GET", "REMOTE_ADDR", "127.0.0.1")
-	pkt := append([]byte{0, byte(len(vars)), byte(len(vars) >> 8), 0}, vars...)
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	c.Write(pkt)
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != 502 || h.accepted.Load() != 0 {
-		t.Errorf("status %d, node connections %d; want 502 and none", resp.StatusCode, h.accepted.Load())
+	if resp.StatusCode != 502 || h.Accepted() != 0 {
+		t.Errorf("status %d, node connections %d; want 502 and none", resp.StatusCode, h.Accepted())
 	}
 }

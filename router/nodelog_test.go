@@ -1,36 +1,21 @@
 package router
 
 import (
-	"bytes"
-	"io"
 	"log/slog"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
-
-type logSink struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *logSink) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *logSink) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // A node whose connects fail is logged once as failed, with the error,
 // however many requests find it down, and once as recovered when a
 // connect succeeds again; both at WARN, so that a log read at warn level
 // pairs them. Before, a connect failure was a debug line per attempt.
 func TestNodeFailureAndRecoveryLoggedOnce(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close() // refused from now on
-	logs := &logSink{}
+	addr := uwsgitest.Refused(t)
+	logs := &lockedBuffer{}
 	r := startRouter(t, Config{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	r.table.AddStatic("down.test", addr, 1)
 	for range 5 {
@@ -44,32 +29,7 @@ func TestNodeFailureAndRecoveryLoggedOnce(t *testing.T) {
 	}
 	// The node comes back on the same address; after its back-off one
 	// request probes it.
-	ln, err = net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatalf("re-listen on %s: %v", addr, err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				var b [4]byte // the uwsgi header: modifier1, size, modifier2
-				if _, err := io.ReadFull(c, b[:]); err != nil {
-					return
-				}
-				size := int(b[1]) | int(b[2])<<8
-				if _, err := io.CopyN(io.Discard, c, int64(size)); err != nil {
-					return
-				}
-				_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
-			}()
-		}
-	}()
+	uwsgitest.NewNode(t, uwsgitest.Reply("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), uwsgitest.ListenOn("tcp", addr))
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(logs.String(), `msg="node recovered"`) {
 		if time.Now().After(deadline) {

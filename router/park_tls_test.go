@@ -2,7 +2,6 @@ package router
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -16,10 +15,11 @@ import (
 	"net/http"
 	"os/exec"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
 // testCA issues certificates for the TLS park tests.
@@ -111,8 +111,7 @@ func dialTLSKeepAlive(t *testing.T, addr string, ca *testCA, client *tls.Certifi
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
-	return &keepAlive{t: t, c: c, br: bufio.NewReader(c)}
+	return &keepAlive{uwsgitest.NewClient(t, c), t}
 }
 
 // An idle HTTPS keep-alive connection parks like a clear-text one and is
@@ -164,8 +163,7 @@ func TestParkTLSPartialRecord(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.cert)
 	tc := tls.Client(sc, &tls.Config{RootCAs: pool, ServerName: "p.test", NextProtos: []string{"http/1.1"}})
-	t.Cleanup(func() { tc.Close() })
-	k := &keepAlive{t: t, c: tc, br: bufio.NewReader(tc)}
+	k := &keepAlive{uwsgitest.NewClient(t, tc), t}
 	k.get(getP, 1, "hi")
 	parks := l.parks.Load()
 	sc.split.Store(true)
@@ -206,24 +204,6 @@ type sClient struct {
 	in     io.WriteCloser
 	out    *bufio.Reader
 	stderr *lockedBuffer
-}
-
-// lockedBuffer collects a process's stderr for the test to poll.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func startSClient(t *testing.T, addr string) *sClient {

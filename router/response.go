@@ -25,7 +25,9 @@ import (
 //     so a 1xx flood cannot hold the request.
 //   - 101 Switching Protocols ends the exchange only when the client asked to
 //     upgrade (tunnel.go); otherwise it is a 502 (and never reaches an h2
-//     client, where :status 101 does not exist, RFC 9113 §8.6).
+//     client, where :status 101 does not exist, RFC 9113 §8.6). To an h2
+//     or h3 WebSocket (extconnect.go) a 2xx is a 502 too: there a 2xx says
+//     the tunnel is open.
 //   - The final head goes out with the router's own version, HTTP/1.1
 //     (RFC 9110 §6.2), whatever the node's: uWSGI answers "HTTP/1.0" to
 //     an HTTP/1.0 client, and a node's version must not change how an
@@ -91,6 +93,9 @@ func (rt *Router) readHead(x *exchange, conn net.Conn, br *bufio.Reader, head *f
 		}
 		code := head.StatusCode()
 		switch {
+		case code >= 200 && code < 300 && x.mustSwitch:
+			head.Reset()
+			return 0, errBadResponse
 		case code >= 200:
 			head.SetProtocol(nil) // the router's own version goes out (RFC 9110 §6.2): HTTP/1.1
 			return f, nil

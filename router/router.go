@@ -68,6 +68,12 @@ type Config struct {
 	// unknown length over MaxBufferedBody are spilled to a temporary file
 	// (spill.go). Default 1 GiB.
 	MaxBodyBytes int64
+	// RequestBuffering: a request body of known length up to this many
+	// bytes (and over the 16 KiB that ride with the head) is read whole
+	// before a node is picked, in memory up to 1 MiB, beyond in a
+	// temporary file (clientbody.go); larger ones stream to the node as
+	// they come. 0: every body of known length streams.
+	RequestBuffering int64
 	// TempDir holds spilled bodies. Default os.TempDir().
 	TempDir string
 	// TrustedProxies are peers whose X-Forwarded-For/-Proto are kept and
@@ -77,6 +83,12 @@ type Config struct {
 	// protocol v1 or v2 header (optional per connection) that sets the
 	// client address; see proxyproto.go.
 	ProxyProtocol bool
+	// HTTP3: the --https listeners' addresses also serve HTTP/3
+	// (ServeHTTP3, h3.go), and their TCP responses say so with Alt-Svc.
+	HTTP3 bool
+	// HTTP3EarlyData accepts 0-RTT on HTTP/3, for GET and HEAD only
+	// (h3.go); off, a resumed client waits for the handshake.
+	HTTP3EarlyData bool
 	// HashKey is where pools with the hash algorithm find their key:
 	// "header:NAME" or "cookie:NAME". Empty: hash pools balance as wrr.
 	HashKey string
@@ -122,9 +134,10 @@ type Router struct {
 	now     func() time.Time
 	ids     *idGen    // X-Request-Id generator
 	alog    io.Writer // Config.AccessLog; nil: no access log
-	// headRejects and connsRefused count the strict-HTTP and --max-conns
-	// refusals (strict.go, limit.go).
+	// headRejects, bodyRejects and connsRefused count the strict-HTTP, the
+	// request-body and the --max-conns refusals (strict.go, limit.go).
 	headRejects  [strict.NumRejects]prometheus.Counter
+	bodyRejects  [numBodyReasons]prometheus.Counter
 	connsRefused *prometheus.CounterVec
 	// h2Errors counts the HTTP/2 errors x/net and the h2 guard answer
 	// (h2guard.go).
@@ -187,7 +200,7 @@ func New(cfg Config) (*Router, error) {
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = 1 << 30
 	}
-	if cfg.MaxBodyBytes < 0 || cfg.MaxBufferedBody < 0 {
+	if cfg.MaxBodyBytes < 0 || cfg.MaxBufferedBody < 0 || cfg.RequestBuffering < 0 {
 		return nil, errors.New("router: body limits must not be negative")
 	}
 	if cfg.TrustedProxies == nil {
@@ -223,7 +236,7 @@ func New(cfg Config) (*Router, error) {
 		alog:    cfg.AccessLog,
 		cutCh:   make(chan struct{}),
 	}
-	if rt.headRejects, rt.connsRefused, err = newSecurityMetrics(cfg.Registerer); err != nil {
+	if rt.headRejects, rt.bodyRejects, rt.connsRefused, err = newSecurityMetrics(cfg.Registerer); err != nil {
 		return nil, fmt.Errorf("router: metrics: %w", err)
 	}
 	if rt.h2Errors, err = newH2Metrics(cfg.Registerer); err != nil {

@@ -1,168 +1,16 @@
 package router
 
 import (
-	"bufio"
-	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/fastrouter/fastrouter/balancer"
-	"github.com/fastrouter/fastrouter/internal/uwsgi"
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
-
-// fakeNode is an in-process uwsgi backend: it reads one request per
-// connection, hands the vars and body to reply, writes what reply returns
-// and closes, as a uWSGI worker does.
-type fakeNode struct {
-	ln    net.Listener
-	reply func(vars map[string]string, body []byte) string
-	mu    sync.Mutex
-	seen  []map[string]string
-	mods  [][2]uint8
-}
-
-func startFakeNode(t *testing.T, reply func(map[string]string, []byte) string) *fakeNode {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &fakeNode{ln: ln, reply: reply}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go n.serve(c)
-		}
-	}()
-	t.Cleanup(func() { ln.Close() })
-	return n
-}
-
-func (n *fakeNode) addr() string { return n.ln.Addr().String() }
-
-func (n *fakeNode) serve(c net.Conn) {
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	br := bufio.NewReader(c)
-	var hb [4]byte
-	if _, err := io.ReadFull(br, hb[:]); err != nil {
-		return
-	}
-	h, _ := uwsgi.ParseHeader(hb[:])
-	block := make([]byte, h.Size)
-	if _, err := io.ReadFull(br, block); err != nil {
-		return
-	}
-	vars := map[string]string{}
-	for off := 0; off < len(block); {
-		k, v, next, err := uwsgi.NextVar(block, off)
-		if err != nil {
-			return
-		}
-		vars[string(k)] = string(v)
-		off = next
-	}
-	var body []byte
-	if cl := vars["CONTENT_LENGTH"]; cl != "" {
-		var n int
-		fmt.Sscan(cl, &n)
-		body = make([]byte, n)
-		if _, err := io.ReadFull(br, body); err != nil {
-			return
-		}
-	}
-	n.mu.Lock()
-	n.seen = append(n.seen, vars)
-	n.mods = append(n.mods, [2]uint8{h.Modifier1, h.Modifier2})
-	n.mu.Unlock()
-	io.WriteString(c, n.reply(vars, body))
-}
-
-func (n *fakeNode) last() map[string]string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if len(n.seen) == 0 {
-		return nil
-	}
-	return n.seen[len(n.seen)-1]
-}
-
-type testRouter struct {
-	addr  string
-	table *balancer.Table
-	rt    *Router
-}
-
-func startRouter(t *testing.T, cfg Config) *testRouter {
-	t.Helper()
-	table, err := balancer.New(balancer.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Pools = table
-	if cfg.ConnectTimeout == 0 {
-		cfg.ConnectTimeout = time.Second
-	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = 5 * time.Second
-	}
-	rt, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); rt.Serve(ln, "test") }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		rt.Shutdown(ctx)
-		<-done
-	})
-	return &testRouter{addr: ln.Addr().String(), table: table, rt: rt}
-}
-
-// raw sends one raw request on a fresh connection and returns the parsed
-// response and its body.
-func raw(t *testing.T, addr, req string) (*http.Response, string) {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, req); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatalf("reading response to %q: %v", req, err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	return resp, string(body)
-}
-
-func okReply(body string) func(map[string]string, []byte) string {
-	return func(map[string]string, []byte) string {
-		return "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + body
-	}
-}
 
 func TestRoutesByHostAndReframes(t *testing.T) {
 	a := startFakeNode(t, okReply("from-a"))
@@ -191,20 +39,11 @@ func TestVars(t *testing.T) {
 	r := startRouter(t, Config{})
 	r.table.AddStatic("v.test", n.addr(), 1)
 
-	c, err := net.DialTCP("tcp", nil, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(r.addr)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	localPort := c.LocalAddr().(*net.TCPAddr).Port
+	c := uwsgitest.Dial(t, r.addr)
+	localPort := c.Conn().LocalAddr().(*net.TCPAddr).Port
 	req := "POST /a%2Fb/./c/../d?x=1&y=%20 HTTP/1.1\r\nHost: v.test:81\r\nX-Dup: one\r\nX-Dup: two\r\n" +
 		"X_Dup: spoof\r\nProxy: http://evil\r\nX-Forwarded-For: 10.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
-	io.WriteString(c, req)
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
+	c.Do(req)
 	v := n.last()
 	want := map[string]string{
 		"REQUEST_METHOD":         "POST",
@@ -245,29 +84,17 @@ func TestKeepAliveAndChunkedUpload(t *testing.T) {
 	})
 	r := startRouter(t, Config{})
 	r.table.AddStatic("k.test", n.addr(), 1)
-	c, err := net.Dial("tcp", r.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	br := bufio.NewReader(c)
+	c := uwsgitest.Dial(t, r.addr)
 	for i := 0; i < 5; i++ {
-		io.WriteString(c, "POST / HTTP/1.1\r\nHost: k.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("request %d: %v", i, err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		if string(b) != "len=11 cl=11" {
+		_, b := c.Do("POST / HTTP/1.1\r\nHost: k.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+		if b != "len=11 cl=11" {
 			t.Fatalf("request %d: body %q; want len=11 cl=11", i, b)
 		}
 	}
 }
 
 func TestErrorStatuses(t *testing.T) {
-	dead, _ := net.Listen("tcp", "127.0.0.1:0")
-	deadAddr := dead.Addr().String()
-	dead.Close()
+	deadAddr := uwsgitest.Refused(t)
 	r := startRouter(t, Config{MaxHeaderBytes: 4096})
 	r.table.AddStatic("dead.test", deadAddr, 1)
 	garbage := startFakeNode(t, func(map[string]string, []byte) string { return "\x00\x01garbage" })
@@ -303,9 +130,7 @@ func TestErrorStatuses(t *testing.T) {
 }
 
 func TestRetryOnConnectFailure(t *testing.T) {
-	dead, _ := net.Listen("tcp", "127.0.0.1:0")
-	deadAddr := dead.Addr().String()
-	dead.Close()
+	deadAddr := uwsgitest.Refused(t)
 	live := startFakeNode(t, okReply("live"))
 	r := startRouter(t, Config{})
 	r.table.AddStatic("r.test", deadAddr, 1)
@@ -319,19 +144,9 @@ func TestRetryOnConnectFailure(t *testing.T) {
 }
 
 func TestBackendTimeout(t *testing.T) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close() // read nothing, answer nothing
-		}
-	}()
+	n := uwsgitest.NewNode(t, uwsgitest.Hold()) // reads, answers nothing
 	r := startRouter(t, Config{Timeout: 300 * time.Millisecond})
-	r.table.AddStatic("slow.test", ln.Addr().String(), 1)
+	r.table.AddStatic("slow.test", n.Addr(), 1)
 	resp, _ := raw(t, r.addr, "GET / HTTP/1.1\r\nHost: slow.test\r\n\r\n")
 	if resp.StatusCode != 504 {
 		t.Fatalf("status %d; want 504", resp.StatusCode)
@@ -342,19 +157,10 @@ func TestHTTP10UnknownLengthClosesConnection(t *testing.T) {
 	n := startFakeNode(t, okReply(strings.Repeat("x", 100000)))
 	r := startRouter(t, Config{})
 	r.table.AddStatic("h10.test", n.addr(), 1)
-	c, err := net.Dial("tcp", r.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	io.WriteString(c, "GET / HTTP/1.0\r\nHost: h10.test\r\n\r\n")
-	all, err := io.ReadAll(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	head, body, _ := bytes.Cut(all, []byte("\r\n\r\n"))
-	if bytes.Contains(bytes.ToLower(head), []byte("chunked")) {
+	c := uwsgitest.Dial(t, r.addr)
+	c.Send("GET / HTTP/1.0\r\nHost: h10.test\r\n\r\n")
+	head, body, _ := strings.Cut(c.Rest(), "\r\n\r\n")
+	if strings.Contains(strings.ToLower(head), "chunked") {
 		t.Errorf("HTTP/1.0 response is chunked:\n%s", head)
 	}
 	if len(body) != 100000 {
@@ -383,14 +189,9 @@ func TestLargeBodies(t *testing.T) {
 			t.Errorf("%s: %d, %d bytes (CL %d); want 200 and %d bytes", proto, resp.StatusCode, len(body), resp.ContentLength, len(big))
 		}
 	}
-	c, err := net.Dial("tcp", r.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(c, "GET / HTTP/1.1\r\nHost: short.test\r\n\r\n")
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	c := uwsgitest.Dial(t, r.addr)
+	c.Send("GET / HTTP/1.1\r\nHost: short.test\r\n\r\n")
+	resp, err := http.ReadResponse(c.Reader(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fastrouter/fastrouter/internal/sockutil"
 	"github.com/valyala/fasthttp"
 )
 
@@ -40,6 +41,9 @@ type frontListener struct {
 	scheme      string
 	clientCerts bool
 	limit       *connLimit // nil: no --max-conns
+	// altSvc is the Alt-Svc field of every response when the address also
+	// serves HTTP/3 (Config.HTTP3, h3.go); nil otherwise.
+	altSvc []string
 
 	// gen serves new connections. A reload (renew) makes a new generation;
 	// older ones keep serving the connections they have until those end.
@@ -76,11 +80,15 @@ func (l *frontListener) renew(t *Timeouts) {
 	rt := l.rt
 	h1 := &h1Front{rt: rt, serverPort: l.port, scheme: l.scheme, clientCerts: l.clientCerts,
 		conns: rt.metrics.clientConns.WithLabelValues(l.name, "http/1.1"), tunnels: &l.tunnels}
+	if l.altSvc != nil {
+		h1.altSvc = []byte(l.altSvc[0])
+	}
 	g := &frontGen{
 		h1f:  h1,
 		h1:   h1.server(t),
 		h1ln: newChanListener(l.ln.Addr()),
-		h2:   newH2Front(rt, t, l.port, l.scheme, l.clientCerts, rt.metrics.clientConns.WithLabelValues(l.name, "h2")),
+		h2: newH2Front(rt, t, &streamFront{rt: rt, serverPort: l.port, scheme: l.scheme, clientCerts: l.clientCerts, altSvc: l.altSvc},
+			rt.metrics.clientConns.WithLabelValues(l.name, "h2")),
 	}
 	l.servers.Add(1)
 	go func() {
@@ -129,6 +137,9 @@ func (rt *Router) serve(ln net.Listener, name string, cfg *tls.Config) error {
 	if cfg != nil {
 		l.scheme = "https"
 		l.clientCerts = cfg.ClientAuth != tls.NoClientCert
+		if rt.cfg.HTTP3 {
+			l.altSvc = []string{altSvc(port)}
+		}
 	}
 	if rt.cfg.MaxConns > 0 {
 		l.limit = &connLimit{max: int64(rt.cfg.MaxConns)}
@@ -152,26 +163,20 @@ func (rt *Router) serve(ln net.Listener, name string, cfg *tls.Config) error {
 	return err
 }
 
-// acceptLoop accepts until the listener is closed. Temporary errors
-// (EMFILE and the like) back off instead of spinning or giving up.
+// acceptLoop accepts until the listener is closed; errors that pass
+// (EMFILE and the like) back off in the Acceptor.
 func (l *frontListener) acceptLoop() error {
-	var backoff time.Duration
+	acc := &sockutil.Acceptor{Listener: l.ln, OnRetry: func(err error, backoff time.Duration) {
+		l.rt.log.Warn("accept failed; retrying", "listener", l.name, "err", err, "backoff", backoff)
+	}}
 	for {
-		c, err := l.ln.Accept()
+		c, err := acc.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				l.rt.log.Warn("accept failed; retrying", "listener", l.name, "err", err, "backoff", backoff)
-				time.Sleep(backoff)
-				continue
-			}
 			return err
 		}
-		backoff = 0
 		if l.limit != nil {
 			lc, ok := l.limit.admit(c)
 			if !ok {
@@ -197,11 +202,6 @@ func (l *frontListener) acceptLoop() error {
 			}
 		}()
 	}
-}
-
-func isTemporary(err error) bool {
-	var t interface{ Temporary() bool }
-	return errors.As(err, &t) && t.Temporary()
 }
 
 // split finishes the TLS handshake or sniffs for the h2c preface, then hands

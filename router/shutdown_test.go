@@ -4,67 +4,24 @@ import (
 	"context"
 	"io"
 	"net"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-// heldNode is a fake node that reads a request and then either never
-// answers or streams a body without length, a byte every 50ms, for ever.
-// ended gets a value for each connection the router closes.
-type heldNode struct {
-	addr  string
-	got   atomic.Int32 // requests received
-	ended chan struct{}
-}
-
-func startHeldNode(t *testing.T, stream bool) *heldNode {
+// startHeldNode starts a node that reads a request and then either never
+// answers or streams a body without length, a byte every 50ms, until the
+// router closes the connection (or 60s pass).
+func startHeldNode(t *testing.T, stream bool) *uwsgitest.Node {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	h := &heldNode{addr: ln.Addr().String(), ended: make(chan struct{}, 16)}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go h.serve(c, stream)
-		}
-	}()
-	return h
-}
-
-func (h *heldNode) serve(c net.Conn, stream bool) {
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(60 * time.Second))
-	var b [4096]byte
-	if _, err := c.Read(b[:]); err != nil {
-		return
-	}
-	h.got.Add(1)
+	h := uwsgitest.Hold()
 	if stream {
-		io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\n")
-		for {
-			if _, err := c.Write([]byte("x")); err != nil {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	} else {
-		for {
-			if _, err := c.Read(b[:]); err != nil {
-				break
-			}
-		}
+		h = uwsgitest.Stream("HTTP/1.1 200 OK\r\n\r\n", "x", 50*time.Millisecond)
 	}
-	h.ended <- struct{}{}
+	return uwsgitest.NewNode(t, h, uwsgitest.WithProto(uwsgitest.Raw), uwsgitest.Deadline(60*time.Second))
 }
 
 // At Shutdown's deadline the node connections of exchanges still in flight
@@ -75,29 +32,20 @@ func (h *heldNode) serve(c net.Conn, stream bool) {
 func TestShutdownDeadlineCutsNodeConnections(t *testing.T) {
 	silent, streamer := startHeldNode(t, false), startHeldNode(t, true)
 	r := startRouter(t, Config{Timeout: 30 * time.Second})
-	r.table.AddStatic("silent.test", silent.addr, 1)
-	r.table.AddStatic("stream.test", streamer.addr, 1)
-	uln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go r.rt.ServeUwsgi(uln, "u")
+	r.table.AddStatic("silent.test", silent.Addr(), 1)
+	r.table.AddStatic("stream.test", streamer.Addr(), 1)
+	front := startUwsgiFront(t, r)
 
 	var clients []net.Conn
 	dial := func(addr, req string) {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		io.WriteString(c, req)
-		clients = append(clients, c)
+		c := uwsgitest.Dial(t, addr)
+		c.Send(req)
+		clients = append(clients, c.Conn())
 	}
 	dial(r.addr, "GET / HTTP/1.1\r\nHost: silent.test\r\n\r\n")
 	dial(r.addr, "GET / HTTP/1.0\r\nHost: stream.test\r\n\r\n")
-	vars := varsBlock("HTTP_HOST", "silent.test", "REQUEST_METHOD", "GET", "REMOTE_ADDR", "127.0.0.1")
-	dial(uln.Addr().String(), string(append([]byte{0, byte(len(vars)), byte(len(vars) >> 8), 0}, vars...)))
-	waitFor(t, "the nodes to have the requests", func() bool { return silent.got.Load() == 2 && streamer.got.Load() == 1 })
+	dial(front, string(uwsgitest.Packet("HTTP_HOST", "silent.test", "REQUEST_METHOD", "GET", "REMOTE_ADDR", "127.0.0.1")))
+	waitFor(t, "the nodes to have the requests", func() bool { return silent.Served() == 2 && streamer.Served() == 1 })
 	if n := r.rt.backends.size(); n != 3 {
 		t.Fatalf("node connections tracked: %d; want 3", n)
 	}
@@ -118,13 +66,12 @@ func TestShutdownDeadlineCutsNodeConnections(t *testing.T) {
 	if n := r.rt.backends.size(); n != 0 {
 		t.Errorf("node connections still held after Shutdown: %d", n)
 	}
-	for i := range 3 {
-		select {
-		case <-silent.ended:
-		case <-streamer.ended:
-		case <-time.After(2 * time.Second):
-			t.Fatalf("only %d of 3 node connections closed 2s after Shutdown returned", i)
+	end := time.Now().Add(2 * time.Second)
+	for silent.Open()+streamer.Open() > 0 {
+		if time.Now().After(end) {
+			t.Fatalf("%d of 3 node connections still open 2s after Shutdown returned", silent.Open()+streamer.Open())
 		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	for i, c := range clients {
 		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
@@ -143,25 +90,12 @@ func TestShutdownCutIsNoBackendErrorOnUwsgiFront(t *testing.T) {
 	if err := r.table.SetPolicies(balancer.Policy{MaxInflight: 1}, nil); err != nil {
 		t.Fatal(err)
 	}
-	r.table.AddStatic("cap.test", held.addr, 1)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go r.rt.ServeUwsgi(ln, "u")
-	vars := varsBlock("HTTP_HOST", "cap.test", "REQUEST_METHOD", "GET", "REMOTE_ADDR", "127.0.0.1")
-	pkt := append([]byte{0, byte(len(vars)), byte(len(vars) >> 8), 0}, vars...)
-	send := func() net.Conn {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		_, _ = c.Write(pkt)
-		return c
-	}
+	r.table.AddStatic("cap.test", held.Addr(), 1)
+	front := startUwsgiFront(t, r)
+	pkt := string(uwsgitest.Packet("HTTP_HOST", "cap.test", "REQUEST_METHOD", "GET", "REMOTE_ADDR", "127.0.0.1"))
+	send := func() { uwsgitest.Dial(t, front).Send(pkt) }
 	send() // takes the node's one slot and waits for an answer that never comes
-	waitFor(t, "the node to have the first request", func() bool { return held.got.Load() == 1 })
+	waitFor(t, "the node to have the first request", func() bool { return held.Served() == 1 })
 	send()
 	pool := r.table.Pool("cap.test")
 	waitFor(t, "the second request to wait under the cap", func() bool { return pool.Waiting() == 1 })

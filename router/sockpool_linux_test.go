@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
 // nodeServer accepts on a fresh 127.0.0.1 listener and hands each
@@ -275,14 +276,13 @@ func TestReusedSocketsUnderChurn(t *testing.T) {
 // written), finishConnect waits for it under the connect deadline, and the
 // request then goes out whole.
 func TestLazyDial(t *testing.T) {
-	addr, lfd := fullListenerFD(t)
+	addr, accept := uwsgitest.Unanswered(t)
 	rt, nodes := poolRouter(t, addr)
 	start := time.Now()
 	c, err := rt.dialNode(context.Background(), nodes[addr], true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
 	if d := time.Since(start); d > 500*time.Millisecond {
 		t.Fatalf("lazy dial took %v: it waited for the handshake", d)
 	}
@@ -293,6 +293,7 @@ func TestLazyDial(t *testing.T) {
 	if err := bc.finishConnect(context.Background(), time.Now().Add(100*time.Millisecond)); !isTimeout(err) {
 		t.Fatalf("finishConnect on a node that never answers = %v; want a timeout", err)
 	}
+	c.Close()
 
 	// Made room: the SYN sent again is answered, the connection works.
 	c2, err := rt.dialNode(context.Background(), nodes[addr], true)
@@ -304,26 +305,7 @@ func TestLazyDial(t *testing.T) {
 	if n, err := bc.sendAwait([]byte("ping"), time.Now().Add(5*time.Second)); n != 0 || err != errNotConnected {
 		t.Fatalf("sendAwait during the handshake = %d, %v; want 0, errNotConnected", n, err)
 	}
-	accepted := make(chan int, 8)
-	go func() {
-		for i := 0; i < 8; i++ { // the queue's first entries, then ours
-			nfd, _, err := syscall.Accept(lfd)
-			if err != nil {
-				return
-			}
-			accepted <- nfd
-		}
-	}()
-	t.Cleanup(func() {
-		for {
-			select {
-			case fd := <-accepted:
-				syscall.Close(fd)
-			default:
-				return
-			}
-		}
-	})
+	accept()
 	if err := bc.finishConnect(context.Background(), time.Now().Add(10*time.Second)); err != nil {
 		t.Fatalf("finishConnect once the node made room: %v", err)
 	}
@@ -336,6 +318,11 @@ func TestLazyDial(t *testing.T) {
 // at the lazy dial's write (refused: on loopback the reset comes after the
 // connect returned; never answered: the connect timeout) costs the request
 // nothing: it goes to the other node, and the failed node backs off.
+func unanswered(t *testing.T) string {
+	addr, _ := uwsgitest.Unanswered(t)
+	return addr
+}
+
 func TestLateConnectFailureTriesAnotherNode(t *testing.T) {
 	closed, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -343,12 +330,12 @@ func TestLateConnectFailureTriesAnotherNode(t *testing.T) {
 	}
 	refused := closed.Addr().String()
 	closed.Close()
-	for _, tc := range []struct{ name, dead string }{{"refused", refused}, {"no answer", fullListener(t)}} {
+	for _, tc := range []struct{ name, dead string }{{"refused", refused}, {"no answer", unanswered(t)}} {
 		t.Run(tc.name, func(t *testing.T) {
 			live := startFakeNode(t, okReply("live"))
 			r := startRouter(t, Config{ConnectTimeout: 300 * time.Millisecond})
 			r.table.AddStatic("late.test", tc.dead, 1)
-			r.table.AddStatic("late.test", live.ln.Addr().String(), 1)
+			r.table.AddStatic("late.test", live.addr(), 1)
 			for i := 0; i < 6; i++ {
 				resp, body := raw(t, r.addr, "GET / HTTP/1.1\r\nHost: late.test\r\n\r\n")
 				if resp.StatusCode != 200 || body != "live" {

@@ -29,11 +29,12 @@ import (
 var errSpill = errors.New("router: buffering the request body on disk failed")
 
 // bufferBody reads x.bodySrc to its end, bounded, and leaves the body
-// either in x.body (x.bodySrc nil) or in x.spill (x.bodySrc reading it from
-// the start). It returns the body's length.
-func (rt *Router) bufferBody(x *exchange) (int64, error) {
+// either in x.body (x.bodySrc nil), when it is at most inMemory bytes, or in
+// x.spill (x.bodySrc reading it from the start). It returns the body's
+// length.
+func (rt *Router) bufferBody(x *exchange, inMemory int) (int64, error) {
 	var err error
-	x.body, err = rt.readAllLimited(x, x.body[:0], rt.cfg.MaxBufferedBody)
+	x.body, err = rt.readAllLimited(x, x.body[:0], inMemory)
 	if err != errBodyTooLarge {
 		x.bodySrc = nil
 		return int64(len(x.body)), err
@@ -100,7 +101,7 @@ func (f *h1Front) expect(ctx *fasthttp.RequestCtx) int {
 	h := &ctx.Request.Header
 	code := fasthttp.StatusContinue
 	switch cl := h.ContentLength(); {
-	case cl > 0 && int64(cl) > rt.cfg.MaxBodyBytes:
+	case cl > 0 && cl != rawChunked && int64(cl) > rt.cfg.MaxBodyBytes:
 		code = 413
 	case rt.cfg.Pools.HasMounts(): // with mounts the decoded path decides; let it come
 	default:

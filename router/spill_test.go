@@ -9,12 +9,15 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
-// chunked encodes body in chunks of size n.
-func chunked(body string, n int) string {
+// chunkBody encodes body in chunks of size n.
+func chunkBody(body string, n int) string {
 	var b strings.Builder
 	for len(body) > 0 {
 		c := body[:min(n, len(body))]
@@ -38,7 +41,7 @@ func TestChunkedBodySpill(t *testing.T) {
 	r.table.AddStatic("k.test", n.addr(), 1)
 	for _, size := range []int{100, 4096, 4097, 100000, 300000} {
 		body := strings.Repeat("0123456789abcdefghij", size/20+1)[:size]
-		resp, got := raw(t, r.addr, "POST / HTTP/1.1\r\nHost: k.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"+chunked(body, 7000))
+		resp, got := raw(t, r.addr, "POST / HTTP/1.1\r\nHost: k.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"+chunkBody(body, 7000))
 		want := fmt.Sprintf("cl=%d sum=%x", size, sha256.Sum256([]byte(body)))
 		if resp.StatusCode != 200 || got != want {
 			t.Errorf("size %d: %d %q; want 200 %q", size, resp.StatusCode, got, want)
@@ -48,7 +51,7 @@ func TestChunkedBodySpill(t *testing.T) {
 		t.Errorf("spill files left behind: %v", ents)
 	}
 	body := strings.Repeat("x", 300001)
-	resp, _ := raw(t, r.addr, "POST / HTTP/1.1\r\nHost: k.test\r\nTransfer-Encoding: chunked\r\n\r\n"+chunked(body, 9000))
+	resp, _ := raw(t, r.addr, "POST / HTTP/1.1\r\nHost: k.test\r\nTransfer-Encoding: chunked\r\n\r\n"+chunkBody(body, 9000))
 	if resp.StatusCode != 413 {
 		t.Errorf("chunked body over MaxBodyBytes: %d; want 413", resp.StatusCode)
 	}
@@ -69,14 +72,9 @@ func TestExpectContinue(t *testing.T) {
 	r.table.AddStatic("k.test", n.addr(), 1)
 
 	send := func(head string) (*bufio.Reader, net.Conn) {
-		c, err := net.Dial("tcp", r.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		io.WriteString(c, head)
-		return bufio.NewReader(c), c
+		c := uwsgitest.Dial(t, r.addr)
+		c.Send(head)
+		return c.Reader(), c.Conn()
 	}
 	for _, tc := range []struct {
 		head string
@@ -132,14 +130,86 @@ func TestSpilledBodyReplayedOnStaleConnection(t *testing.T) {
 	node := r.table.Pool("h.test").Node(f.addr())
 	waitFor(t, "an idle keep-alive connection", func() bool { return node.IdleConns() == 1 })
 	body := strings.Repeat("0123456789abcdefghij", 10000) // 200 kB: spilled
-	resp, got := raw(t, r.addr, "POST / HTTP/1.1\r\nHost: h.test\r\nTransfer-Encoding: chunked\r\n\r\n"+chunked(body, 7000))
+	resp, got := raw(t, r.addr, "POST / HTTP/1.1\r\nHost: h.test\r\nTransfer-Encoding: chunked\r\n\r\n"+chunkBody(body, 7000))
 	if want := fmt.Sprintf("%d %x", len(body), sha256.Sum256([]byte(body))); resp.StatusCode != 200 || got != want {
 		t.Fatalf("spilled upload over a stale connection: %d %q; want 200 %q", resp.StatusCode, got, want)
 	}
-	if n := f.accepted.Load(); n != 2 {
+	if n := f.Accepted(); n != 2 {
 		t.Errorf("accepted %d connections; want 2 (the stale one, then a fresh one for the retry)", n)
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 		t.Errorf("spill files left behind: %v", ents)
+	}
+}
+
+// With RequestBuffering, a body of known length is read whole before a
+// node is picked: the node sees no connection while the client is still
+// sending, then the whole body (from memory, or from a spill file beyond
+// knownInMemory). One cut short never reaches the node.
+func TestKnownBodyBuffered(t *testing.T) {
+	var dials atomic.Int32
+	n := startFakeNode(t, func(vars map[string]string, body []byte) string {
+		return fmt.Sprintf("HTTP/1.1 200 OK\r\n\r\ncl=%s sum=%x", vars["CONTENT_LENGTH"], sha256.Sum256(body))
+	})
+	tap, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tap.Close()
+	go func() { // forwards to n, counting connections
+		for {
+			c, err := tap.Accept()
+			if err != nil {
+				return
+			}
+			dials.Add(1)
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("tcp", n.addr())
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go io.Copy(u, c)
+				io.Copy(c, u)
+			}()
+		}
+	}()
+	r := startRouter(t, Config{RequestBuffering: 4 << 20, TempDir: t.TempDir()})
+	r.table.AddStatic("k.test", tap.Addr().String(), 1)
+	for _, size := range []int{100_000, 2_000_000} {
+		body := strings.Repeat("0123456789abcdefghij", size/20)
+		c, err := net.Dial("tcp", r.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: k.test\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", size, body[:size-10])
+		time.Sleep(300 * time.Millisecond)
+		if d := dials.Load(); d != 0 {
+			t.Errorf("size %d: the node was dialled %d times before the body was complete", size, d)
+		}
+		io.WriteString(c, body[size-10:])
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		c.Close()
+		if want := fmt.Sprintf("cl=%d sum=%x", size, sha256.Sum256([]byte(body))); string(got) != want {
+			t.Errorf("size %d: %q; want %q", size, got, want)
+		}
+		dials.Store(0)
+	}
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: k.test\r\nContent-Length: 100000\r\n\r\n%s", strings.Repeat("x", 50_000))
+	time.Sleep(300 * time.Millisecond)
+	c.Close()
+	time.Sleep(300 * time.Millisecond)
+	if d := dials.Load(); d != 0 {
+		t.Errorf("a body cut short: the node was dialled %d times", d)
 	}
 }

@@ -23,12 +23,13 @@ var strictBodies = map[int][]byte{
 }
 
 // newSecurityMetrics registers fastrouter_http_rejected_total{reason}
-// (children resolved here) and
+// (children resolved here: the head's reasons, strict.Names, and the
+// body's, bodyReasonNames) and
 // fastrouter_client_connections_refused_total{listener} (--max-conns).
-func newSecurityMetrics(reg prometheus.Registerer) (rejects [strict.NumRejects]prometheus.Counter, refused *prometheus.CounterVec, err error) {
+func newSecurityMetrics(reg prometheus.Registerer) (rejects [strict.NumRejects]prometheus.Counter, bodies [numBodyReasons]prometheus.Counter, refused *prometheus.CounterVec, err error) {
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fastrouter_http_rejected_total",
-		Help: "Requests refused by the strict request-line and header checks before routing (RFC 9112 for HTTP/1.1, RFC 9113 §8 for HTTP/2), by reason.",
+		Help: "Requests refused by the strict request-line and header checks before routing (RFC 9112 for HTTP/1.1, RFC 9113 §8 for HTTP/2) or for their body's framing, by reason.",
 	}, []string{"reason"})
 	refused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fastrouter_client_connections_refused_total",
@@ -36,13 +37,52 @@ func newSecurityMetrics(reg prometheus.Registerer) (rejects [strict.NumRejects]p
 	}, []string{"listener"})
 	for _, c := range []prometheus.Collector{vec, refused} {
 		if err := reg.Register(c); err != nil {
-			return rejects, nil, err
+			return rejects, bodies, nil, err
 		}
 	}
 	for r := strict.None + 1; r < strict.NumRejects; r++ {
 		rejects[r] = vec.WithLabelValues(strict.Names[r])
 	}
-	return rejects, refused, nil
+	for r := range bodies {
+		bodies[r] = vec.WithLabelValues(bodyReasonNames[r])
+	}
+	return rejects, bodies, refused, nil
+}
+
+// Reasons of fastrouter_http_rejected_total for a request body (the
+// head's are internal/strict's), as small integers indexing
+// Router.bodyRejects.
+const (
+	bodyChunkLine     = iota // a chunk-size line over 4 KiB: chunk extensions
+	bodyChunkFraming         // malformed chunked framing, or too much of it
+	bodyChunkTrailer         // trailer section too large or with a framing field
+	bodyChunkTooLarge        // chunk sizes past --max-body-bytes (413)
+	bodyIncomplete           // the client's body ended before its length
+	numBodyReasons
+)
+
+var bodyReasonNames = [numBodyReasons]string{"chunk_line_too_long", "chunked_framing", "chunked_trailer",
+	"chunk_too_large", "body_incomplete"}
+
+// countBodyReject counts err in fastrouter_http_rejected_total when it is
+// a refused request body.
+func (rt *Router) countBodyReject(err error) {
+	r := -1
+	switch err {
+	case errChunkLine:
+		r = bodyChunkLine
+	case errChunkFraming:
+		r = bodyChunkFraming
+	case errChunkTrailer:
+		r = bodyChunkTrailer
+	case errChunkTooLarge:
+		r = bodyChunkTooLarge
+	case errClientBody:
+		r = bodyIncomplete
+	}
+	if r >= 0 {
+		rt.bodyRejects[r].Inc()
+	}
 }
 
 // rejectHead answers a refused head and closes the connection.

@@ -1,16 +1,13 @@
 package router
 
 import (
-	"bufio"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/fastrouter/fastrouter/internal/strict"
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -52,26 +49,14 @@ func TestMaxConns(t *testing.T) {
 	n := startFakeNode(t, okReply("ok"))
 	r := startRouter(t, Config{MaxConns: 2})
 	r.table.AddStatic("m.test", n.addr(), 1)
-	var held []net.Conn
-	for range 2 {
-		c, err := net.Dial("tcp", r.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		held = append(held, c)
-	}
+	held := []*uwsgitest.Client{uwsgitest.Dial(t, r.addr), uwsgitest.Dial(t, r.addr)}
 	// The two held connections may still be on their way through accept;
 	// a third is refused once both are counted.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		c, err := net.Dial("tcp", r.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		io.WriteString(c, "GET / HTTP/1.1\r\nHost: m.test\r\n\r\n")
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		c := uwsgitest.Dial(t, r.addr)
+		c.Send("GET / HTTP/1.1\r\nHost: m.test\r\n\r\n")
+		resp, _, err := c.Next("GET")
 		c.Close()
 		if err != nil {
 			t.Fatalf("over the limit: %v; want a 503", err)
@@ -92,21 +77,15 @@ func TestMaxConns(t *testing.T) {
 	// Closing a held connection frees its slot.
 	held[0].Close()
 	eventually(t, func() bool {
-		c, err := net.Dial("tcp", r.addr)
-		if err != nil {
-			return false
-		}
+		c := uwsgitest.Dial(t, r.addr)
 		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		io.WriteString(c, "GET / HTTP/1.1\r\nHost: m.test\r\n\r\n")
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		c.Send("GET / HTTP/1.1\r\nHost: m.test\r\n\r\n")
+		resp, _, err := c.Next("GET")
 		return err == nil && resp.StatusCode == 200
 	})
 	// The held connection still works.
-	_ = held[1].SetDeadline(time.Now().Add(5 * time.Second))
-	io.WriteString(held[1], "GET / HTTP/1.1\r\nHost: m.test\r\n\r\n")
-	if resp, err := http.ReadResponse(bufio.NewReader(held[1]), nil); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("held connection: %v %v", resp, err)
+	if resp, _ := held[1].Do("GET / HTTP/1.1\r\nHost: m.test\r\n\r\n"); resp.StatusCode != 200 {
+		t.Fatalf("held connection: %v", resp)
 	}
 }
 

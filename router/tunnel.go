@@ -29,8 +29,9 @@ import (
 //     frontListener.tunnels) until its deadline, then closes both sides
 //     (shutdown.go).
 //
-// HTTP/2 clients cannot upgrade (RFC 8441 extended CONNECT is not offered),
-// so only the HTTP/1.1 front builds tunnels.
+// HTTP/2 clients open WebSockets with an extended CONNECT (extconnect.go):
+// the client side of their tunnel is the stream (streamEnd), which the
+// connection's own shutdown rules cover (h2.go), not a connSet.
 
 // wsMetrics count tunnels.
 type wsMetrics struct {
@@ -66,12 +67,20 @@ func newWSMetrics(reg prometheus.Registerer) (*wsMetrics, error) {
 	return m, nil
 }
 
+// tunnelEnd is a side of a tunnel as its pipes use it: a net.Conn, or an
+// h2 stream (streamEnd).
+type tunnelEnd interface {
+	io.ReadWriter
+	SetReadDeadline(time.Time) error
+	SetWriteDeadline(time.Time) error
+}
+
 // tunnel is one upgraded connection pair. Owned by the goroutine running
 // run; Close may be called from anywhere.
 type tunnel struct {
 	rt      *Router
-	client  net.Conn // fasthttp's hijacked view (replays its read buffer)
-	raw     net.Conn // the client connection itself: the view's Close does nothing
+	client  tunnelEnd // fasthttp's hijacked view (replays its read buffer), or a stream
+	raw     io.Closer // closes the client side: the view's Close does nothing
 	backend net.Conn
 	br      *bufio.Reader // backend reader, holding bytes read past the 101 head
 	last    atomic.Int64  // unix nanos of the last byte either way
@@ -129,21 +138,17 @@ func (t *tunnel) run() {
 	go func() {
 		defer close(done)
 		defer t.Close()
-		t.pipe(t.backend, t.client, t.rt.metrics.ws.in)
+		t.pipe(t.backend, t.client, t.client, t.rt.metrics.ws.in)
 	}()
-	t.pipe(t.client, t.br, t.rt.metrics.ws.out)
+	t.pipe(t.client, t.br, t.backend, t.rt.metrics.ws.out)
 	t.Close()
 	<-done
 }
 
 // pipe copies src to dst until src ends or the tunnel has been idle both
 // ways for the inactivity timeout. src is t.client or t.br (over
-// t.backend); the read deadline goes on the matching connection.
-func (t *tunnel) pipe(dst net.Conn, src io.Reader, n prometheus.Counter) {
-	rc := t.client
-	if src != io.Reader(t.client) {
-		rc = t.backend
-	}
+// t.backend, which is rc); the read deadline goes on rc.
+func (t *tunnel) pipe(dst tunnelEnd, src io.Reader, rc tunnelEnd, n prometheus.Counter) {
 	cb := bufPool.Get().(*[]byte)
 	defer bufPool.Put(cb)
 	buf := *cb

@@ -111,12 +111,32 @@ func (c *nodeCall) fail(err error) (*poolMetrics, *backendBody, error) {
 	if c.unwatch() {
 		err = errClientGone
 	}
-	pm := c.pm
+	pm, rt := c.pm, c.rt
+	if err == errClientBody && c.conn != nil {
+		abortConn(c.conn)
+	}
 	c.release()
 	if err != errClientBody && err != errClientGone {
 		pm.backendError(err)
 	}
-	return c.rt.failed(pm, err)
+	return rt.failed(pm, err) // c is zero now
+}
+
+// abortConn makes closing conn reset it rather than end it with a FIN,
+// so that a node whose request body the client cut short sees the request
+// aborted: after a FIN, a short body and the end of a complete request
+// look alike to a node that does not count (HTTP/1.1 nodes reading by
+// Content-Length do, but a reset is unambiguous). uwsgi connections reset
+// on close anyway (dial_linux.go); unix sockets have no reset.
+func abortConn(conn net.Conn) {
+	hc, ok := conn.(*httpConn)
+	if !ok {
+		return
+	}
+	hc.keep = false
+	if tc, ok := hc.Conn.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
 }
 
 // abandon ends a call whose connection never connected (errLateConnect):
@@ -197,6 +217,48 @@ func (rt *Router) copyBody(dst net.Conn, src io.Reader, client deadliner, n int6
 		}
 	}
 	return nil
+}
+
+// earlyAnswerWait bounds the look for a node's early answer (earlyAnswer):
+// it is already in the socket when the node answered before it stopped
+// reading.
+const earlyAnswerWait = 250 * time.Millisecond
+
+// earlyAnswer runs when sending x's request to its node failed with err:
+// the node stopped reading it (errBackendWrite: it closed or reset the
+// connection; errBackendTimeout: it stalled) perhaps because it had
+// already answered, as an app refusing an upload (413, 401) without
+// reading it does. RFC 9112 §9.6 lets a server answer and close before the
+// request is complete, and lets a client that sees the answer stop
+// sending. So when a whole response head is readable now, it is the
+// answer, relayed like any other: the connection is not reused and the
+// client's, whose body was not all read, is closed after it (the front
+// does, x.consumed). Otherwise err stands. A 408 on a reused keep-alive
+// connection is the node's word about the idle connection, not about this
+// request: err stands.
+func (rt *Router) earlyAnswer(x *exchange, head *fasthttp.ResponseHeader, err error) (headFlags, error) {
+	c := &x.call
+	if (err != errBackendWrite && err != errBackendTimeout) || c.conn == nil {
+		return 0, err
+	}
+	if c.br.Buffered() == 0 {
+		c.br.Reset(c.conn)
+	}
+	_ = c.conn.SetReadDeadline(rt.now().Add(earlyAnswerWait))
+	if _, perr := c.br.Peek(1); perr != nil {
+		return 0, err
+	}
+	_ = c.conn.SetReadDeadline(rt.now().Add(rt.timeouts().Timeout))
+	f, herr := rt.readHead(x, c.conn, c.br, head) // response.go
+	if herr != nil {
+		return 0, err
+	}
+	if hc, ok := c.conn.(*httpConn); ok && hc.reused && head.StatusCode() == 408 {
+		return 0, err
+	}
+	notReusable(c.conn)
+	x.closeClient = true
+	return f | hfClose, nil
 }
 
 // sendRest streams the part of x's body that did not ride inline with the

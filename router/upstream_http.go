@@ -211,8 +211,11 @@ func (httpUpstream) roundTrip(x *exchange, head *fasthttp.ResponseHeader) (headF
 	spilled := x.spill != nil && x.bodySrc == io.Reader(x.spill)
 	replayable := x.req.BodyLen-x.inline == 0 || x.bodySrc == nil || spilled
 	f, stale, err := rt.sendHTTP(x, head)
-	if err == nil || !stale || !hc.reused || !replayable || x.ctx.Err() != nil {
-		return f, err
+	if err == nil {
+		return f, nil
+	}
+	if !stale || !hc.reused || !replayable || x.ctx.Err() != nil {
+		return rt.earlyAnswer(x, head, err) // upstream.go
 	}
 	if spilled {
 		if _, serr := x.spill.Seek(x.inline, io.SeekStart); serr != nil {
@@ -224,8 +227,10 @@ func (httpUpstream) roundTrip(x *exchange, head *fasthttp.ResponseHeader) (headF
 	if err := x.call.redialHTTP(x.ctx); err != nil {
 		return 0, err
 	}
-	f, _, err = rt.sendHTTP(x, head)
-	return f, err
+	if f, _, err = rt.sendHTTP(x, head); err != nil {
+		return rt.earlyAnswer(x, head, err)
+	}
+	return f, nil
 }
 
 // redialHTTP replaces c's stale keep-alive connection with a fresh one to

@@ -60,10 +60,10 @@ func (uwsgiUpstream) roundTrip(x *exchange, head *fasthttp.ResponseHeader) (head
 	}
 	if sent < len(packet) {
 		if err := rt.writeFull(c.conn, packet[sent:]); err != nil {
-			return 0, errBackendWrite
+			return rt.earlyAnswer(x, head, errBackendWrite) // upstream.go
 		}
 		if err := rt.sendRest(x, c.conn); err != nil {
-			return 0, err
+			return rt.earlyAnswer(x, head, err)
 		}
 		_ = c.conn.SetReadDeadline(rt.now().Add(rt.timeouts().Timeout))
 	}

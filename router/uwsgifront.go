@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fastrouter/fastrouter/internal/ascii"
+	"github.com/fastrouter/fastrouter/internal/sockutil"
 	"github.com/fastrouter/fastrouter/internal/strict"
 	"github.com/fastrouter/fastrouter/internal/uwsgi"
 	"github.com/prometheus/client_golang/prometheus"
@@ -155,25 +156,17 @@ func (rt *Router) ServeUwsgi(ln net.Listener, name string) error {
 		return nil
 	}
 
-	var backoff time.Duration
+	acc := &sockutil.Acceptor{Listener: ln, OnRetry: func(err error, backoff time.Duration) {
+		rt.log.Warn("accept failed; retrying", "listener", name, "err", err, "backoff", backoff)
+	}}
 	for {
-		c, err := ln.Accept()
+		c, err := acc.Accept()
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				time.Sleep(backoff)
-				continue
-			}
-			if rt.shuttingDown() {
+			if errors.Is(err, net.ErrClosed) || rt.shuttingDown() {
 				return nil
 			}
 			return err
 		}
-		backoff = 0
 		if !l.conns.add(c) {
 			c.Close() // past the shutdown deadline
 			continue

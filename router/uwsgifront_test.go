@@ -1,13 +1,10 @@
 package router
 
 import (
-	"context"
-	"io"
-	"net"
 	"testing"
-	"time"
 
 	"github.com/fastrouter/fastrouter/internal/uwsgi"
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
 func varsBlock(kv ...string) []byte {
@@ -109,31 +106,10 @@ func TestUwsgiFrontCountsNodeTraffic(t *testing.T) {
 	n := startFakeNode(t, func(map[string]string, []byte) string { return reply })
 	r := startRouter(t, Config{})
 	r.table.AddStatic("k.test", n.addr(), 1)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); r.rt.ServeUwsgi(ln, "u") }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		r.rt.Shutdown(ctx)
-		<-done
-	})
-
-	vars := varsBlock("REQUEST_METHOD", "POST", "PATH_INFO", "/", "HTTP_HOST", "k.test", "CONTENT_LENGTH", "5")
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	pkt := append(uwsgi.AppendHeader(nil, uwsgi.Header{Size: uint16(len(vars))}), vars...)
-	_, _ = c.Write(append(pkt, "hello"...))
-	got, err := io.ReadAll(c)
-	if err != nil || string(got) != reply {
-		t.Fatalf("relayed %q, %v; want %q", got, err, reply)
+	c := uwsgitest.Dial(t, startUwsgiFront(t, r))
+	c.Send(string(uwsgitest.Packet("REQUEST_METHOD", "POST", "PATH_INFO", "/", "HTTP_HOST", "k.test", "CONTENT_LENGTH", "5")) + "hello")
+	if got := c.Rest(); got != reply {
+		t.Fatalf("relayed %q; want %q", got, reply)
 	}
 	node := r.table.Pool("k.test").Nodes()[0]
 	waitFor(t, "the exchange to be released", func() bool { return node.Info().Inflight == 0 })

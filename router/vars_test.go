@@ -2,29 +2,17 @@ package router
 
 import (
 	"fmt"
-	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/fastrouter/fastrouter/balancer"
 	"github.com/fastrouter/fastrouter/internal/uwsgi"
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
-func sampleRequest() *request {
-	return &request{
-		Method: []byte("GET"), URI: []byte("/app/items?id=42"), Proto: []byte("HTTP/1.1"),
-		Host: []byte("shop.example.com"), Scheme: "http",
-		Remote: netip.MustParseAddrPort("192.0.2.7:51234"), ServerPort: []byte("8080"),
-		Headers: []hdr{
-			{[]byte("Host"), []byte("shop.example.com")},
-			{[]byte("User-Agent"), []byte("wrk/4.2")},
-			{[]byte("Accept"), []byte("*/*")},
-			{[]byte("Accept-Encoding"), []byte("gzip, deflate")},
-			{[]byte("Cookie"), []byte("session=abcdef0123456789")},
-			{[]byte("X-Request-Id"), []byte("7f9c2ba4e88f827d616045507605853e")},
-		},
-	}
-}
+// sampleRequest is uwsgitest.SampleRequest, the request of the encoder's
+// benchmarks and allocation gates.
+func sampleRequest() *request { return uwsgitest.SampleRequest() }
 
 // routedTable is a table of 10k pools with 16 nodes in the one under test.
 func routedTable(tb testing.TB) *balancer.Table {

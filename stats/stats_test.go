@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -315,5 +317,40 @@ fastrouter_node_sent_bytes_total{node="127.0.0.1:18305",pool="example.com"} 0
 	tb.RemoveNode("other.test", "/run/other.sock")
 	if n := testutil.CollectAndCount(c); n != 24 {
 		t.Fatalf("%d series after removing a node; want 24", n)
+	}
+}
+
+// emfileOnce fails its first Accept as a process out of descriptors does.
+type emfileOnce struct {
+	net.Listener
+	failed atomic.Bool
+}
+
+func (l *emfileOnce) Accept() (net.Conn, error) {
+	if !l.failed.Swap(true) {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: syscall.EMFILE}
+	}
+	return l.Listener.Accept()
+}
+
+// Running out of file descriptors pauses the stats server; it does not
+// stop it.
+func TestServeRidesOutEMFILE(t *testing.T) {
+	s, err := New(Config{Table: testTable(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(&emfileOnce{Listener: tcp}) }()
+	decode(t, readAll(t, "tcp", tcp.Addr().String()))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Serve after Close: %v", err)
 	}
 }

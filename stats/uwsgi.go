@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/internal/sockutil"
 )
 
 // Table is what the stats server reads.
@@ -120,22 +121,17 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.wg.Add(1)
 	s.mu.Unlock()
 	defer s.wg.Done()
-	var backoff time.Duration
+	acc := &sockutil.Acceptor{Listener: ln, OnRetry: func(err error, backoff time.Duration) {
+		s.log.Warn("stats: accept failed; retrying", "err", err, "backoff", backoff)
+	}}
 	for {
-		c, err := ln.Accept()
+		c, err := acc.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				time.Sleep(backoff)
-				continue
-			}
 			return err
 		}
-		backoff = 0
 		select {
 		case s.sem <- struct{}{}:
 		default:

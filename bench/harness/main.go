@@ -86,7 +86,7 @@ func main() {
 	rounds := flag.Int("rounds", 3, "rounds per scenario (routers alternate within a round)")
 	dur := flag.Duration("duration", 10*time.Second, "length of each wrk run")
 	conns := flag.Int("connections", 64, "wrk connections")
-	scen := flag.String("scenarios", "h1-512,h1-512-pinned,h1-64k,unix,https,h2,idle,idle-tls,pools,datagrams,datagrams-1core,fleet", "comma-separated scenarios to run")
+	scen := flag.String("scenarios", "h1-512,h1-512-pinned,h1-64k,unix,https,h2,h3,idle,idle-tls,pools,datagrams,datagrams-1core,fleet", "comma-separated scenarios to run")
 	pools := flag.Int("pools", 100000, "pools in the large-table scenario")
 	idle := flag.Int("idle", 5000, "connections in the idle scenario")
 	out := flag.String("out", "results", "directory for results.md and rps.png")
@@ -143,6 +143,7 @@ func main() {
 		"unix":            func(ctx context.Context) error { return h.throughput(ctx, "unix", 512, true) },
 		"https":           h.https,
 		"h2":              h.h2,
+		"h3":              h.h3,
 		"idle":            func(ctx context.Context) error { return h.idle(ctx, *idle) },
 		"idle-tls":        func(ctx context.Context) error { return h.idleTLS(ctx, *idle) },
 		"pools":           func(ctx context.Context) error { return h.pools(ctx, *pools) },
@@ -514,6 +515,26 @@ func (h *harness) h2(ctx context.Context) error {
 	n := int(h.dur.Seconds()) * 3000
 	return h.measure(ctx, "h2", targets, func(t target) (result, error) {
 		return runH2load(ctx, h.tmp, t.url, "bench.test", n, 10, 10)
+	})
+}
+
+// h3: HTTP/3 (--http3) with the Go load generator (runH3Load), 10
+// connections × 10 streams as h2's h2load; fastrouter only (nginx-light
+// has no HTTP/3).
+func (h *harness) h3(ctx context.Context) error {
+	node, err := h.backend(512, false)
+	if err != nil {
+		return err
+	}
+	tlsAddr := h.port()
+	fr, _, err := h.router(node, "--https", tlsAddr, "--http3", "--tls-cert", h.cert, "--tls-key", h.key)
+	if err != nil {
+		return err
+	}
+	fr.url = "https://" + tlsAddr + "/"
+	n := int(h.dur.Seconds()) * 3000
+	return h.measure(ctx, "h3", []target{fr}, func(t target) (result, error) {
+		return runH3Load(ctx, t.url, "bench.test", n, 10, 10)
 	})
 }
 

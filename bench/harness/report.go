@@ -22,7 +22,7 @@ func (h *harness) report() error {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# fastrouter benchmark, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %s. Medians of %d alternating rounds; wrk -t2 -c%d for %s per run; h2load -c10 -m10.\n",
+	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %s. Medians of %d alternating rounds; wrk -t2 -c%d for %s per run; h2load -c10 -m10 (h3: a Go HTTP/3 client, the same -c10 -m10).\n",
 		runtime.NumCPU(), cpuModel(), memTotal(), h.rounds, h.conns, h.dur)
 	if len(h.rows) > 0 {
 		h.writeMain(&b)

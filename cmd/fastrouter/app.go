@@ -92,6 +92,9 @@ type app struct {
 type front struct {
 	kind, addr string
 	ln         net.Listener
+	// pc is an https listener's UDP socket at the same address, for
+	// HTTP/3 (--http3); nil otherwise.
+	pc net.PacketConn
 }
 
 // newApp returns the app for o; serve builds and runs it. up holds the
@@ -241,20 +244,23 @@ func (a *app) buildRouter() error {
 		})
 	}
 	rt, err := router.New(router.Config{
-		Pools:          a.table,
-		ConnectTimeout: o.connectTimeout,
-		Timeout:        o.timeout,
-		HeaderTimeout:  o.headerTimeout,
-		MaxHeaderBytes: o.maxHeaderBytes,
-		MaxBodyBytes:   o.maxBodyBytes,
-		HashKey:        o.hashKey,
-		MaxConns:       o.maxConns,
-		TrustedProxies: o.trusted(),
-		ProxyProtocol:  o.proxyProtocol,
-		Challenges:     a.acme.challenges(),
-		Logger:         a.log,
-		Registerer:     a.reg,
-		AccessLog:      accessOut,
+		Pools:            a.table,
+		ConnectTimeout:   o.connectTimeout,
+		Timeout:          o.timeout,
+		HeaderTimeout:    o.headerTimeout,
+		MaxHeaderBytes:   o.maxHeaderBytes,
+		MaxBodyBytes:     o.maxBodyBytes,
+		RequestBuffering: o.requestBuffering,
+		HashKey:          o.hashKey,
+		MaxConns:         o.maxConns,
+		TrustedProxies:   o.trusted(),
+		ProxyProtocol:    o.proxyProtocol,
+		HTTP3:            o.http3,
+		HTTP3EarlyData:   o.http3EarlyData,
+		Challenges:       a.acme.challenges(),
+		Logger:           a.log,
+		Registerer:       a.reg,
+		AccessLog:        accessOut,
 	})
 	a.rt = rt
 	return err

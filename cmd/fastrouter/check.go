@@ -173,6 +173,13 @@ func (a *app) summary() string {
 			ls = append(ls, l.kind+" "+strings.Join(l.addrs, ","))
 		}
 	}
+	if o.http3 {
+		h3 := "http3 (udp) " + strings.Join(o.https, ",")
+		if o.http3EarlyData {
+			h3 += " with 0-RTT"
+		}
+		ls = append(ls, h3)
+	}
 	parts = append(parts, "listeners: "+strings.Join(ls, ", "))
 	parts = append(parts, "subscriptions: "+strings.Join(o.subscriptionServers, ","))
 	admin := "admin: " + o.admin

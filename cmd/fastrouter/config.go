@@ -37,9 +37,12 @@ type options struct {
 	shutdownTimeout     time.Duration
 	maxHeaderBytes      int
 	maxBodyBytes        int64
+	requestBuffering    int64
 	fallbackKey         string
 	trustedProxies      []string
 	proxyProtocol       bool
+	http3               bool
+	http3EarlyData      bool
 	logLevel            string
 	version             bool
 	drainTimeout        time.Duration
@@ -106,6 +109,8 @@ func newFlagSet(o *options) *flagSet {
 	fs.section("Listeners")
 	fs.Var(&listFlag{vals: &o.http}, "http", "HTTP/1.1 (and h2c) listener `ADDR`, host:port (repeatable; default 127.0.0.1:8080 when no listener is given)")
 	fs.Var(&listFlag{vals: &o.https}, "https", "TLS listener `ADDR` with ALPN h2 and http/1.1 (repeatable; needs --tls-cert/--tls-key, --tls-dir or automatic HTTPS, --acme-*)")
+	fs.BoolVar(&o.http3, "http3", false, "also serve HTTP/3 (QUIC) on the UDP port of each --https listener, with its certificates; TCP responses advertise it with Alt-Svc")
+	fs.BoolVar(&o.http3EarlyData, "http3-0rtt", false, "accept HTTP/3 0-RTT early data from resuming clients, for GET and HEAD only (others get 425 Too Early): replayable, so only for idempotent apps")
 	fs.Var(&listFlag{vals: &o.httpToHTTPS}, "http-to-https", "listener `ADDR` that answers 301 to the same URL over https (repeatable)")
 	fs.Var(&listFlag{vals: &o.uwsgi}, "uwsgi", "uwsgi-protocol front listener `ADDR`: host:port, or a unix socket path or @name, made 0666 (uWSGI fastrouter mode, for nginx uwsgi_pass; repeatable)")
 	fs.Var(&listFlag{vals: &o.subscriptionServers}, "subscription-server", "UDP subscription listener `ADDR` (ip:port), or a unix datagram socket path (repeatable)")
@@ -121,6 +126,7 @@ func newFlagSet(o *options) *flagSet {
 	fs.DurationVar(&o.headerTimeout, "header-timeout", 10*time.Second, "a client must send its request headers within `D`")
 	fs.IntVar(&o.maxHeaderBytes, "max-header-bytes", 65536, "largest request head, `N` bytes; larger is answered 431")
 	fs.Int64Var(&o.maxBodyBytes, "max-body-bytes", 1<<30, "largest request body, `N` bytes (413 beyond); chunked bodies over 8 MiB are buffered in a temporary file")
+	fs.Int64Var(&o.requestBuffering, "request-buffering", 1<<30, "read request bodies of up to `N` bytes whole before a node is picked (over 1 MiB in a temporary file), so a slow upload holds no node; larger ones stream at the client's pace (0: all stream)")
 
 	fs.section("Nodes and balancing")
 	fs.StringVar(&o.algo, "algo", "wrr", "balancing algorithm `NAME` of new pools: wrr, lrc, wlrc, iphash, p2c or hash")
@@ -369,6 +375,12 @@ func (o *options) validateListeners(p *problems) {
 	if len(o.https) > 0 && o.tlsCert == "" && o.tlsDir == "" && !o.acme.enabled() {
 		p.addf("--https needs a certificate: --tls-cert/--tls-key, --tls-dir or --acme-domain/--acme-on-demand")
 	}
+	if o.http3 && len(o.https) == 0 {
+		p.addf("--http3 needs an --https listener, whose UDP port it serves")
+	}
+	if o.http3EarlyData && !o.http3 {
+		p.addf("--http3-0rtt needs --http3")
+	}
 	if len(o.https) == 0 && (o.tlsCert != "" || o.tlsDir != "" || o.tlsClientCA != "") {
 		p.addf("--tls-cert, --tls-dir and --tls-client-ca need an --https listener")
 	}
@@ -400,6 +412,9 @@ func (o *options) validateLimits(p *problems) {
 	}
 	if o.maxBodyBytes <= 0 {
 		p.addf("--max-body-bytes must be positive, got %d", o.maxBodyBytes)
+	}
+	if o.requestBuffering < 0 {
+		p.addf("--request-buffering must not be negative, got %d", o.requestBuffering)
 	}
 }
 
@@ -518,8 +533,11 @@ func (o *options) needsRestart(n *options) []string {
 	diff("tls-dir", o.tlsDir != n.tlsDir)
 	diff("tls-client-ca", o.tlsClientCA != n.tlsClientCA)
 	diff("proxy-protocol", o.proxyProtocol != n.proxyProtocol)
+	diff("http3", o.http3 != n.http3)
+	diff("http3-0rtt", o.http3EarlyData != n.http3EarlyData)
 	diff("trusted-proxy", !slices.Equal(o.trustedProxies, n.trustedProxies))
 	diff("max-body-bytes", o.maxBodyBytes != n.maxBodyBytes)
+	diff("request-buffering", o.requestBuffering != n.requestBuffering)
 	diff("max-header-bytes", o.maxHeaderBytes != n.maxHeaderBytes)
 	diff("subscription-tolerance", o.tolerance != n.tolerance)
 	diff("drain-timeout", o.drainTimeout != n.drainTimeout)

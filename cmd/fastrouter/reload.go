@@ -75,9 +75,8 @@ func (a *app) ready() {
 	warnIfExposed(a.log, o)
 	warnIfForgetful(a.log, o)
 	warnIfInsecure(a.log, o)
-	a.log.Info("fastrouter started", "version", versionString(), "http", o.http, "https", o.https,
-		"subscription_server", a.subs.Addrs(), "admin", o.admin, "static_nodes", len(o.to),
-		"stats", o.stats, "access_log", o.accessLog)
+	// The pid file is written before the started line, so whoever waits
+	// for that line (a supervisor, a test) finds the file naming us.
 	if o.pidFile != "" {
 		if err := writePIDFile(o.pidFile); err != nil {
 			a.log.Warn("pid file", "err", err)
@@ -85,6 +84,9 @@ func (a *app) ready() {
 			a.pidWritten = true
 		}
 	}
+	a.log.Info("fastrouter started", "version", versionString(), "http", o.http, "https", o.https,
+		"subscription_server", a.subs.Addrs(), "admin", o.admin, "static_nodes", len(o.to),
+		"stats", o.stats, "access_log", o.accessLog)
 	if err := a.up.Ready(); err != nil {
 		a.log.Warn("upgrade: could not tell the previous process we are ready", "err", err)
 	}

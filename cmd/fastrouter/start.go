@@ -39,7 +39,14 @@ func (a *app) bind() error {
 			if err != nil {
 				return fmt.Errorf("%s listener %s: %w", l.flag, addr, err)
 			}
-			a.fronts = append(a.fronts, front{l.kind, addr, ln})
+			a.fronts = append(a.fronts, front{kind: l.kind, addr: addr, ln: ln})
+			if l.kind == "https" && o.http3 {
+				// The UDP port of the TCP one as bound (":0" included),
+				// handed over by an upgrade like the listener.
+				if a.fronts[len(a.fronts)-1].pc, err = a.up.ListenPacket("udp", ln.Addr().String()); err != nil {
+					return fmt.Errorf("--http3 on %s listener %s (udp): %w", l.flag, addr, err)
+				}
+			}
 		}
 	}
 	var err error
@@ -87,6 +94,9 @@ func (a *app) ownAddrs() []net.Addr {
 func (a *app) closeListeners() {
 	for _, f := range a.fronts {
 		f.ln.Close()
+		if f.pc != nil {
+			f.pc.Close()
+		}
 	}
 	if a.adminLn != nil {
 		a.adminLn.Close()
@@ -113,7 +123,7 @@ func (a *app) closeListeners() {
 // the one component that starts after others it outlives: its stop is
 // pushed in its place and it serves last.
 func (a *app) start(ctx context.Context) error {
-	a.errc = make(chan error, len(a.fronts)+2) // one per server: none blocks
+	a.errc = make(chan error, 2*len(a.fronts)+2) // one per server (an https front may have two): none blocks
 	a.stops.push("health checks", func(context.Context) { a.checker.Close() })
 	a.checker.Start()
 	if a.certs != nil {
@@ -170,6 +180,9 @@ func (a *app) serveFronts() {
 		}
 	}
 	for _, f := range a.fronts {
+		if f.pc != nil {
+			a.serving.Go(func() { a.serveHTTP3(f) })
+		}
 		a.serving.Go(func() {
 			var err error
 			switch f.kind {
@@ -186,6 +199,18 @@ func (a *app) serveFronts() {
 				a.errc <- fmt.Errorf("%s listener %s: %w", f.kind, f.addr, err)
 			}
 		})
+	}
+}
+
+// serveHTTP3 serves HTTP/3 on an https front's UDP socket until the
+// router's Shutdown, with the certificates of the TCP listener. ACME's
+// TLS-ALPN challenge is TCP only (RFC 8737 §3), so QUIC handshakes never
+// take its configuration.
+func (a *app) serveHTTP3(f front) {
+	cfg := a.certs.TLSConfig([]string{"h3"})
+	cfg.GetConfigForClient = nil
+	if err := a.rt.ServeHTTP3(f.pc, f.addr, cfg); err != nil {
+		a.errc <- fmt.Errorf("--http3 listener %s: %w", f.addr, err)
 	}
 }
 

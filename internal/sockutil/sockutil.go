@@ -1,4 +1,6 @@
-// Package sockutil binds the unix sockets the router serves on the same way
+// Package sockutil holds what every socket the router serves on shares: the
+// accept loop that rides out EMFILE and the like (Acceptor), and binding of
+// unix sockets. It binds the unix sockets the router serves on the same way
 // everywhere: the --uwsgi and --stats stream sockets (cmd/fastrouter) and
 // the --subscription-server datagram sockets (package subscription). A
 // socket file a crashed run left behind is replaced; a live socket, or a

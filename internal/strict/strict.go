@@ -292,7 +292,8 @@ func (fs *fieldScan) scan(raw []byte, h *Head, authority []byte, http11 bool, ma
 // given as its :method and :path pseudo-header values (for CONNECT, :path
 // is absent: pass the :authority or nothing), under CheckHead's rules:
 // method a token, CONNECT refused (405, RFC 9113 §8.5: the router is not a
-// tunnel, and extended CONNECT, RFC 8441, is not supported), a target in
+// tunnel; an extended CONNECT, RFC 8441, is checked as the GET it becomes,
+// router/extconnect.go), a target in
 // origin-form or "*" for OPTIONS, without SP, CTL or "#", and the line it
 // would make ("METHOD target HTTP/1.1") at most MaxRequestLine (414).
 func CheckPseudo(method, path []byte) Reject {

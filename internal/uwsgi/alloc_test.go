@@ -55,14 +55,3 @@ func TestAppendSubscriptionAllocatesNothing(t *testing.T) {
 		t.Errorf("AppendSubscription into a preallocated buffer: %v allocs/op; want 0", n)
 	}
 }
-
-func TestAppendVarsAllocatesNothing(t *testing.T) {
-	r := sampleRequest()
-	buf := make([]byte, 0, 4096)
-	n := testing.AllocsPerRun(100, func() {
-		buf, _ = AppendVars(buf[:0], r, 0, 0)
-	})
-	if n != 0 {
-		t.Fatalf("appendVars: %v allocs/op; want 0", n)
-	}
-}

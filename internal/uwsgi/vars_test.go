@@ -35,54 +35,6 @@ func TestPathInfo(t *testing.T) {
 	}
 }
 
-func sampleRequest() *Request {
-	return &Request{
-		Method: []byte("GET"), URI: []byte("/app/items?id=42"), Proto: []byte("HTTP/1.1"),
-		Host: []byte("shop.example.com"), Scheme: "http",
-		Remote: netip.MustParseAddrPort("192.0.2.7:51234"), ServerPort: []byte("8080"),
-		Headers: []Field{
-			{[]byte("Host"), []byte("shop.example.com")},
-			{[]byte("User-Agent"), []byte("wrk/4.2")},
-			{[]byte("Accept"), []byte("*/*")},
-			{[]byte("Accept-Encoding"), []byte("gzip, deflate")},
-			{[]byte("Cookie"), []byte("session=abcdef0123456789")},
-			{[]byte("X-Request-Id"), []byte("7f9c2ba4e88f827d616045507605853e")},
-		},
-	}
-}
-
-func TestAppendVarsIsAValidPacket(t *testing.T) {
-	b, err := AppendVars(nil, sampleRequest(), 5, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, _ := ParseHeader(b)
-	if h.Modifier1 != 5 || h.Modifier2 != 7 || int(h.Size) != len(b)-4 {
-		t.Fatalf("header %+v for %d bytes", h, len(b))
-	}
-	if err := ValidVars(b[4:]); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func TestAppendVarsTooLarge(t *testing.T) {
-	r := sampleRequest()
-	big := make([]byte, 40000)
-	r.Headers = append(r.Headers, Field{[]byte("X-A"), big}, Field{[]byte("X-B"), big})
-	if _, err := AppendVars(nil, r, 0, 0); err != ErrTooLarge {
-		t.Fatalf("err = %v; want ErrTooLarge", err)
-	}
-}
-
-func BenchmarkAppendVars(b *testing.B) {
-	r := sampleRequest()
-	buf := make([]byte, 0, 4096)
-	b.ReportAllocs()
-	for b.Loop() {
-		buf, _ = AppendVars(buf[:0], r, 0, 0)
-	}
-}
-
 // FuzzAppendVars: on any request line, host and headers (the strict checks
 // aside), AppendVars either refuses with ErrTooLarge and leaves dst as it
 // was, or writes one well-formed packet whose size field is right, whose

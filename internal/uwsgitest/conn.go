@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"io"
 	"net"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -17,6 +18,7 @@ type Conn struct {
 	n      *Node
 	id     int
 	closed atomic.Bool
+	lean   Request // under Lean, the one Request of the connection
 }
 
 // Read reads what the router sends after the request the node read.
@@ -45,9 +47,55 @@ func (c *Conn) Reset() {
 }
 
 // Reply answers with raw, written as it is: a whole HTTP response, part of
-// one, or garbage.
+// one, or garbage. The bytes are converted once, so that a benchmark's
+// node allocates nothing per answer.
 func Reply(raw string) Handler {
-	return func(c *Conn, _ *Request) { _, _ = io.WriteString(c, raw) }
+	b := []byte(raw)
+	return func(c *Conn, _ *Request) { _, _ = c.Write(b) }
+}
+
+// Respond answers each request with what f returns for it, written raw;
+// "" closes the connection without a byte. On an HTTP node a HEAD is
+// answered with the head only (up to the blank line), as a server does
+// whatever body f's response carries.
+func Respond(f func(r *Request) string) Handler {
+	return func(c *Conn, r *Request) {
+		resp := f(r)
+		if resp == "" {
+			_ = c.Close()
+			return
+		}
+		if r.HTTP != nil && r.HTTP.Method == "HEAD" {
+			if i := strings.Index(resp, "\r\n\r\n"); i >= 0 {
+				resp = resp[:i+4]
+			}
+		}
+		_, _ = io.WriteString(c, resp)
+	}
+}
+
+// CloseAfter answers with h, then closes the connection: an HTTP node that
+// serves one request per connection whatever its answer says.
+func CloseAfter(h Handler) Handler {
+	return func(c *Conn, r *Request) {
+		h(c, r)
+		_ = c.Close()
+	}
+}
+
+// Echo writes back the bytes read (Request.Raw): on a Raw node, what the
+// first read brought.
+func Echo() Handler { return func(c *Conn, r *Request) { _, _ = c.Write(r.Raw) } }
+
+// Partial writes raw, part of a response, then holds the connection
+// without another byte until the router closes it: a node that stalls
+// mid-body.
+func Partial(raw string) Handler {
+	return func(c *Conn, _ *Request) {
+		if _, err := io.WriteString(c, raw); err == nil {
+			c.Hold()
+		}
+	}
 }
 
 // Silent closes the connection without a byte.

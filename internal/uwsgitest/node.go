@@ -72,13 +72,17 @@ type Handler func(c *Conn, r *Request)
 // Node is a fake backend node. Its methods are safe for concurrent use.
 type Node struct {
 	ln       net.Listener
+	network  string // "" until NewNode: tcp on 127.0.0.1:0, or what an option chose
 	addr     string
 	proto    Proto
 	deadline time.Duration
 	record   bool
+	lean     bool
 	handler  atomic.Pointer[Handler]
 
 	accepted, open, served atomic.Int32
+
+	readers sync.Pool // Lean: the connections' *bufio.Reader, reused
 
 	mu    sync.Mutex
 	reqs  []*Request
@@ -103,7 +107,21 @@ func NoRecord() Option { return func(n *Node) { n.record = false } }
 
 // OnUnix makes the node listen on a unix socket in the test's temporary
 // directory instead of 127.0.0.1; Addr is then the socket's path.
-func OnUnix() Option { return func(n *Node) { n.addr = "unix" } }
+func OnUnix() Option { return func(n *Node) { n.network, n.addr = "unix", "" } }
+
+// ListenOn makes the node listen on addr of network as net.Listen takes
+// them: "tcp", "[::1]:0" for IPv6, "unix", "@name" for an abstract socket.
+func ListenOn(network, addr string) Option {
+	return func(n *Node) { n.network, n.addr = network, addr }
+}
+
+// Lean makes the node cheap enough to stand behind a benchmark: it records
+// nothing (as NoRecord) and parses nothing. A uwsgi node skips the packet
+// without reading its vars, and no body; an HTTP node reads heads line by
+// line up to the blank line, and no body. The handler gets one Request per
+// connection, reused, with only Conn and Nth set. For Uwsgi and HTTP
+// nodes; a Raw node reads as Uwsgi under it.
+func Lean() Option { return func(n *Node) { n.lean, n.record = true, false } }
 
 // NewNode starts a node that answers every request with h. The test's
 // cleanup closes it.
@@ -114,11 +132,13 @@ func NewNode(t testing.TB, h Handler, opts ...Option) *Node {
 		o(n)
 	}
 	n.SetHandler(h)
-	network, addr := "tcp", "127.0.0.1:0"
-	if n.addr == "unix" {
-		network, addr = "unix", filepath.Join(t.TempDir(), "node.sock")
+	switch {
+	case n.network == "":
+		n.network, n.addr = "tcp", "127.0.0.1:0"
+	case n.network == "unix" && n.addr == "":
+		n.addr = filepath.Join(t.TempDir(), "node.sock")
 	}
-	ln, err := net.Listen(network, addr)
+	ln, err := net.Listen(n.network, n.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +203,7 @@ func (n *Node) accept() {
 			return
 		}
 		n.accepted.Add(1)
-		c := &Conn{Conn: nc, r: bufio.NewReader(nc), n: n, id: i}
+		c := &Conn{Conn: nc, r: n.reader(nc), n: n, id: i}
 		n.mu.Lock()
 		if n.done {
 			n.mu.Unlock()
@@ -206,14 +226,24 @@ func (n *Node) serve(c *Conn) {
 		n.mu.Unlock()
 		c.Conn.Close()
 		n.open.Add(-1)
+		if n.lean {
+			c.r.Reset(nil)
+			n.readers.Put(c.r)
+		}
 	}()
 	_ = c.SetDeadline(time.Now().Add(n.deadline))
+	c.lean.Conn = c.id
 	for nth := 0; ; nth++ {
-		r, err := n.read(c)
+		r, err := &c.lean, error(nil)
+		if n.lean {
+			err = n.skip(c.r)
+			r.Nth = nth
+		} else if r, err = n.read(c); err == nil {
+			r.Conn, r.Nth, r.Remote = c.id, nth, c.RemoteAddr().String()
+		}
 		if err != nil {
 			return
 		}
-		r.Conn, r.Nth, r.Remote = c.id, nth, c.RemoteAddr().String()
 		if n.record {
 			n.mu.Lock()
 			n.reqs = append(n.reqs, r)
@@ -251,6 +281,45 @@ func (n *Node) read(c *Conn) (*Request, error) {
 	return readUwsgi(c.r)
 }
 
+// reader returns a reader of nc: under Lean, one from the pool, so that a
+// connection costs a benchmark no 4 KiB buffer.
+func (n *Node) reader(nc net.Conn) *bufio.Reader {
+	if n.lean {
+		if br, ok := n.readers.Get().(*bufio.Reader); ok {
+			br.Reset(nc)
+			return br
+		}
+	}
+	return bufio.NewReader(nc)
+}
+
+// skip reads one request as Lean does: a uwsgi packet's header and vars,
+// or an HTTP head, into nothing. The reader is the connection's own
+// buffer, so no byte is copied out of it.
+func (n *Node) skip(br *bufio.Reader) error {
+	if n.proto == HTTP {
+		for {
+			line, err := br.ReadSlice('\n')
+			if err != nil {
+				return err
+			}
+			if len(line) == 1 || len(line) == 2 && line[0] == '\r' {
+				return nil
+			}
+		}
+	}
+	head, err := br.Peek(uwsgi.HeaderLen)
+	if err != nil {
+		return err
+	}
+	h, err := uwsgi.ParseHeader(head)
+	if err != nil {
+		return err
+	}
+	_, err = br.Discard(uwsgi.HeaderLen + int(h.Size))
+	return err
+}
+
 // readUwsgi reads a uwsgi packet and its CONTENT_LENGTH body.
 func readUwsgi(br *bufio.Reader) (*Request, error) {
 	raw := make([]byte, uwsgi.HeaderLen)
@@ -286,4 +355,30 @@ func readUwsgi(br *bufio.Reader) (*Request, error) {
 		}
 	}
 	return r, nil
+}
+
+// Refused returns an address on 127.0.0.1 that nothing listens on (it did
+// a moment ago): a connect there is refused, as to a node that is down.
+func Refused(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// WaitFor polls cond every 5ms until it holds, failing the test after 10s
+// (a bound generous enough for a loaded machine) with what it waited for.
+func WaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

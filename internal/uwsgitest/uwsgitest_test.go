@@ -2,24 +2,18 @@ package uwsgitest
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 )
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitFor is WaitFor, as the other packages call it.
+var waitFor = WaitFor
 
 // dialWrite connects to addr, writes b and returns the connection.
 func dialWrite(t *testing.T, network, addr string, b []byte) net.Conn {
@@ -227,4 +221,144 @@ func TestDo(t *testing.T) {
 	if resp, body := cl.Do("GET / HTTP/1.1\r\nHost: h\r\n\r\n"); resp.StatusCode != 201 || body != "hello" {
 		t.Fatalf("GET after HEAD on the same connection: %d %q", resp.StatusCode, body)
 	}
+}
+
+// Respond answers from the request; "" closes without a byte; an HTTP
+// node's HEAD gets the head only; CloseAfter ends a keep-alive connection.
+func TestRespond(t *testing.T) {
+	u := NewNode(t, Respond(func(r *Request) string {
+		if r.Vars["PATH_INFO"] == "/drop" {
+			return ""
+		}
+		return "HTTP/1.1 200 OK\r\n\r\n" + r.Vars["PATH_INFO"]
+	}))
+	if got := readAll(t, dialWrite(t, "tcp", u.Addr(), Packet("PATH_INFO", "/a"))); got != "HTTP/1.1 200 OK\r\n\r\n/a" {
+		t.Fatalf("uwsgi answer %q", got)
+	}
+	if got := readAll(t, dialWrite(t, "tcp", u.Addr(), Packet("PATH_INFO", "/drop"))); got != "" {
+		t.Fatalf(`"" sent %q; want nothing`, got)
+	}
+	h := NewNode(t, CloseAfter(Respond(func(r *Request) string {
+		return "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+	})), WithProto(HTTP))
+	c := dialWrite(t, "tcp", h.Addr(), []byte("HEAD / HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"))
+	if got := readAll(t, c); got != "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n" {
+		t.Fatalf("HEAD then a pipelined GET on a CloseAfter node: %q; want the HEAD's head and the close", got)
+	}
+	if h.Served() != 1 {
+		t.Fatalf("served %d; want 1 (closed after the first)", h.Served())
+	}
+}
+
+// Echo sends back the first read, here on an abstract unix socket;
+// Partial sends part of a response and then holds the connection.
+func TestEchoPartialListenOn(t *testing.T) {
+	abstract := "@uwsgitest-" + strings.ReplaceAll(t.Name(), "/", "-") + "-" + time.Now().Format("150405.000000000")
+	e := NewNode(t, Echo(), WithProto(Raw), ListenOn("unix", abstract))
+	if e.Addr() != abstract {
+		t.Fatalf("address %q; want %q", e.Addr(), abstract)
+	}
+	if got := readAll(t, dialWrite(t, "unix", abstract, []byte("ping"))); got != "ping" {
+		t.Fatalf("echo %q", got)
+	}
+	p := NewNode(t, Partial("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\npart"))
+	c := dialWrite(t, "tcp", p.Addr(), Packet("REQUEST_METHOD", "GET"))
+	want := "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\npart"
+	b := make([]byte, len(want))
+	if _, err := io.ReadFull(c, b); err != nil || string(b) != want {
+		t.Fatalf("partial %q, %v", b, err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	var ne net.Error
+	if k, err := c.Read(b[:1]); k != 0 || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("read after the partial answer: %d, %v; want a timeout (held)", k, err)
+	}
+	c.Close()
+	waitFor(t, "the hold to end with the client", func() bool { return p.Open() == 0 })
+}
+
+// A Lean node serves without recording or parsing: a uwsgi node one
+// packet per connection, an HTTP node pipelined heads in turn.
+func TestLean(t *testing.T) {
+	u := NewNode(t, Reply("HTTP/1.1 200 OK\r\n\r\nok"), Lean())
+	if got := readAll(t, dialWrite(t, "tcp", u.Addr(), Packet("REQUEST_METHOD", "GET", "PATH_INFO", "/"))); got != "HTTP/1.1 200 OK\r\n\r\nok" {
+		t.Fatalf("lean uwsgi answer %q", got)
+	}
+	if u.Served() != 1 || u.Last() != nil {
+		t.Fatalf("lean uwsgi node served %d, recorded %v", u.Served(), u.Last())
+	}
+	var nths []int
+	h := NewNode(t, func(c *Conn, r *Request) {
+		nths = append(nths, r.Nth) // one connection: the handler runs in turn
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n"+strconv.Itoa(r.Nth))
+		if r.Nth == 2 {
+			c.Close()
+		}
+	}, WithProto(HTTP), Lean())
+	get := "GET / HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n\r\n"
+	c := dialWrite(t, "tcp", h.Addr(), []byte(get+get+"GET / HTTP/1.1\nHost: h\n\n"))
+	want := "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n"
+	if got := readAll(t, c); got != want+"0"+want+"1"+want+"2" {
+		t.Fatalf("lean HTTP answers %q", got)
+	}
+	if h.Served() != 3 || fmt.Sprint(nths) != "[0 1 2]" || h.Accepted() != 1 {
+		t.Fatalf("served %d, nths %v, accepted %d", h.Served(), nths, h.Accepted())
+	}
+}
+
+// Send, Next and Rest: a pipelined pair read one by one, a 100 Continue
+// among them, then the rest up to the close.
+func TestClientSendNextRest(t *testing.T) {
+	n := NewNode(t, func(c *Conn, r *Request) {
+		if r.Nth == 0 {
+			io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none")
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\nuntil close")
+		c.Close()
+	}, WithProto(HTTP))
+	cl := Dial(t, n.Addr())
+	cl.Send("GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n")
+	if resp, _, err := cl.Next("GET"); err != nil || resp.StatusCode != 100 {
+		t.Fatalf("first: %v, %v; want the 100", resp, err)
+	}
+	if resp, body, err := cl.Next("GET"); err != nil || resp.StatusCode != 200 || body != "one" {
+		t.Fatalf("second: %v %q, %v; want 200 one", resp, body, err)
+	}
+	if got := cl.Rest(); got != "HTTP/1.1 200 OK\r\n\r\nuntil close" {
+		t.Fatalf("rest %q", got)
+	}
+	if _, _, err := cl.Next("GET"); err != io.ErrUnexpectedEOF {
+		t.Fatalf("Next after the close: %v; want io.ErrUnexpectedEOF", err)
+	}
+	if cl.Reader() == nil {
+		t.Fatal("no reader")
+	}
+}
+
+func TestRefused(t *testing.T) {
+	if c, err := net.Dial("tcp", Refused(t)); err == nil {
+		c.Close()
+		t.Fatal("connect to Refused's address succeeded")
+	} else if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("connect to Refused's address: %v; want ECONNREFUSED", err)
+	}
+}
+
+// A connect to Unanswered's address waits; once accept made room it
+// completes (the kernel resends the SYN about a second later).
+func TestUnanswered(t *testing.T) {
+	addr, accept := Unanswered(t)
+	if c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond); err == nil {
+		c.Close()
+		t.Fatal("connect to a full backlog completed")
+	} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+		t.Fatalf("connect to a full backlog: %v; want a timeout", err)
+	}
+	accept()
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatalf("connect after accept made room: %v", err)
+	}
+	c.Close()
 }

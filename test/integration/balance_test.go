@@ -182,31 +182,50 @@ func TestIPHashSticks(t *testing.T) {
 	t.Parallel()
 	const key = "iphash.balance.test"
 	r := startRouter(t, "--algo", "iphash", "--trusted-proxy", "127.0.0.0/8")
+	startStickyPool(t, r, key, "iphash")
+	stickyRounds(t, r, key, "client", func(n int) (string, map[string]string) {
+		ip := "198.51.100." + strconv.Itoa(n)
+		return ip, map[string]string{"X-Forwarded-For": ip}
+	})
+}
+
+// startStickyPool starts nodes a, b and c in pool key of r and checks the
+// pool balances with algo.
+func startStickyPool(t *testing.T, r *router, key, algo string) {
+	t.Helper()
 	for _, id := range []string{"a", "b", "c"} {
 		startNode(t, r, key, nodeOpts{id: id})
 	}
 	waitForNodes(t, r, key, 3)
-	if p := r.pool(t, key); p.Algo != "iphash" {
-		t.Fatalf("pool algo %q; want iphash", p.Algo)
+	if p := r.pool(t, key); p.Algo != algo {
+		t.Fatalf("pool algo %q; want %s", p.Algo, algo)
 	}
+}
+
+// stickyRounds sends 5 rounds of a request from each of 20 clients (the
+// nth's name and headers from who) to pool key of r, fails the test when
+// one client's requests reach two nodes or all clients one node, and logs
+// how many clients each node got.
+func stickyRounds(t *testing.T, r *router, key, what string, who func(n int) (string, map[string]string)) {
+	t.Helper()
 	c := client()
 	owner := map[string]string{} // client → node
 	spread := map[string]int{}   // node → clients
 	for round := 0; round < 5; round++ {
 		for n := 1; n <= 20; n++ {
-			ip := "198.51.100." + strconv.Itoa(n)
-			id := nodeID(mustSend(t, c, r.http, key, "/", map[string]string{"X-Forwarded-For": ip}))
-			if prev, ok := owner[ip]; !ok {
-				owner[ip] = id
+			name, hdr := who(n)
+			id := nodeID(mustSend(t, c, r.http, key, "/", hdr))
+			if prev, ok := owner[name]; !ok {
+				owner[name] = id
 				spread[id]++
 			} else if prev != id {
-				t.Fatalf("client %s went to node %s, then %s (round %d)", ip, prev, id, round)
+				t.Fatalf("%s %s went to node %s, then %s (round %d)", what, name, prev, id, round)
 			}
 		}
 	}
-	t.Logf("iphash: 20 clients × 5 requests, clients per node %v", spread)
+	t.Logf("%s: 20 %ss × 5 requests, %ss per node %v", r.pool(t, key).Algo, what, what, spread)
 	if len(spread) < 2 {
-		t.Fatalf("20 clients all on one node: %v", spread)
+		t.Fatalf("20 %ss all on one node: %v", what, spread)
 	}
 }
 
@@ -217,33 +236,12 @@ func TestHashOnCookieSticks(t *testing.T) {
 	t.Parallel()
 	const key = "hash.balance.test"
 	r := startRouter(t, "--algo", "hash", "--hash-key", "cookie:sid")
-	for _, id := range []string{"a", "b", "c"} {
-		startNode(t, r, key, nodeOpts{id: id})
-	}
-	waitForNodes(t, r, key, 3)
-	if p := r.pool(t, key); p.Algo != "hash" {
-		t.Fatalf("pool algo %q; want hash", p.Algo)
-	}
+	startStickyPool(t, r, key, "hash")
+	stickyRounds(t, r, key, "session", func(n int) (string, map[string]string) {
+		user := "user" + strconv.Itoa(n)
+		return user, map[string]string{"Cookie": "theme=dark; sid=" + user + "; lang=en"}
+	})
 	c := client()
-	owner := map[string]string{}
-	spread := map[string]int{}
-	for round := 0; round < 5; round++ {
-		for n := 1; n <= 20; n++ {
-			user := "user" + strconv.Itoa(n)
-			hdr := map[string]string{"Cookie": "theme=dark; sid=" + user + "; lang=en"}
-			id := nodeID(mustSend(t, c, r.http, key, "/", hdr))
-			if prev, ok := owner[user]; !ok {
-				owner[user] = id
-				spread[id]++
-			} else if prev != id {
-				t.Fatalf("session %s went to node %s, then %s (round %d)", user, prev, id, round)
-			}
-		}
-	}
-	t.Logf("hash cookie:sid: 20 sessions × 5 requests, sessions per node %v", spread)
-	if len(spread) < 2 {
-		t.Fatalf("20 sessions all on one node: %v", spread)
-	}
 	noCookie := map[string]int{}
 	for i := 0; i < 12; i++ {
 		noCookie[nodeID(mustSend(t, c, r.http, key, "/", nil))]++

@@ -46,20 +46,22 @@ type browser struct {
 	done    chan struct{} // closed when the reader returns
 }
 
-// startBrowser starts Chromium headless on a free debugging port and
-// connects to its page. Everything is torn down at the end of the test.
-func startBrowser(t *testing.T) *browser {
+// startBrowser starts Chromium headless on a free debugging port, with
+// extra command-line switches, and connects to its page. Everything is
+// torn down at the end of the test.
+func startBrowser(t *testing.T, extra ...string) *browser {
 	t.Helper()
 	bin, err := exec.LookPath("chromium")
 	if err != nil {
 		t.Fatal("chromium not installed (scripts/test.sh installs Debian's chromium)")
 	}
 	dir := t.TempDir()
-	startProc(t, bin, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+	args := append([]string{"--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
 		"--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", "--remote-allow-origins=*",
-		"--user-data-dir="+dir, "--no-first-run", "--no-default-browser-check", "--disable-extensions",
+		"--user-data-dir=" + dir, "--no-first-run", "--no-default-browser-check", "--disable-extensions",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--hide-scrollbars", "--mute-audio", "about:blank")
+		"--hide-scrollbars", "--mute-audio"}, extra...)
+	startProc(t, bin, append(args, "about:blank")...)
 	// Chromium writes the port it bound to DevToolsActivePort.
 	var port string
 	eventually(t, 60*time.Second, "chromium's DevToolsActivePort", func() bool {
@@ -254,13 +256,26 @@ func (b *browser) problems(since int) []string {
 // eval runs expression in the page and decodes its JSON-able value into v.
 func (b *browser) eval(t *testing.T, expression string, v any) {
 	t.Helper()
+	b.evaluate(t, map[string]any{"expression": expression, "returnByValue": true}, v)
+}
+
+// evalPromise runs expression, a promise, and decodes what it resolves to
+// into v; a rejection fails the test.
+func (b *browser) evalPromise(t *testing.T, expression string, v any) {
+	t.Helper()
+	b.evaluate(t, map[string]any{"expression": expression, "returnByValue": true, "awaitPromise": true}, v)
+}
+
+func (b *browser) evaluate(t *testing.T, params map[string]any, v any) {
+	t.Helper()
+	expression := params["expression"]
 	var res struct {
 		Result struct {
 			Value json.RawMessage `json:"value"`
 		} `json:"result"`
 		ExceptionDetails json.RawMessage `json:"exceptionDetails"`
 	}
-	raw := b.call(t, "Runtime.evaluate", map[string]any{"expression": expression, "returnByValue": true})
+	raw := b.call(t, "Runtime.evaluate", params)
 	if err := json.Unmarshal(raw, &res); err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
@@ -74,22 +73,13 @@ func TestVarsSeenByWSGIApp(t *testing.T) {
 	startNode(t, r, "vars.test", nodeOpts{id: "v"})
 	waitForNodes(t, r, "vars.test", 1)
 
-	c, err := net.Dial("tcp", r.http)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	localPort := c.LocalAddr().(*net.TCPAddr).Port
-	io.WriteString(c, "POST /env/%7Euser/./x/../y?a=1&b=%20 HTTP/1.1\r\nHost: vars.test\r\n"+
-		"X-Multi: 1\r\nX-Multi: 2\r\nX_Multi: spoof\r\nX-Forwarded-For: 203.0.113.9\r\n"+
+	c := uwsgitest.Dial(t, r.http)
+	localPort := c.Conn().LocalAddr().(*net.TCPAddr).Port
+	_, body := c.Do("POST /env/%7Euser/./x/../y?a=1&b=%20 HTTP/1.1\r\nHost: vars.test\r\n" +
+		"X-Multi: 1\r\nX-Multi: 2\r\nX_Multi: spoof\r\nX-Forwarded-For: 203.0.113.9\r\n" +
 		"Content-Type: text/plain\r\nContent-Length: 4\r\n\r\nbody")
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var env map[string]string
-	if err := json.NewDecoder(resp.Body).Decode(&env); err != nil {
+	if err := json.Unmarshal([]byte(body), &env); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]string{

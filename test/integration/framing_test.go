@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
 // How node responses reach clients (README "Bodies stream", "Interim
@@ -164,15 +166,10 @@ func framingHopByHop(t *testing.T, r *router) {
 		}
 	}
 
-	c, err := net.Dial("tcp", r.http)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	io.WriteString(c, "GET /close HTTP/1.1\r\nHost: u.test\r\n\r\nGET / HTTP/1.1\r\nHost: u.test\r\n\r\n")
-	all, _ := io.ReadAll(c)
-	if n := strings.Count(string(all), "HTTP/1.1 "); n != 1 || !strings.Contains(string(all), "Connection: close") {
+	c := uwsgitest.Dial(t, r.http)
+	c.Send("GET /close HTTP/1.1\r\nHost: u.test\r\n\r\nGET / HTTP/1.1\r\nHost: u.test\r\n\r\n")
+	all := c.Rest()
+	if n := strings.Count(all, "HTTP/1.1 "); n != 1 || !strings.Contains(all, "Connection: close") {
 		t.Errorf("pipelined after a uwsgi app's Connection: close: %d responses %q; want 1, then the connection closed", n, all)
 	}
 }
@@ -181,16 +178,8 @@ func framingHopByHop(t *testing.T, r *router) {
 // produces it: that body must never become another client's response.
 func framingHEADLateBody(t *testing.T, r *router) {
 	for i := 0; i < 20; i++ {
-		c, err := net.Dial("tcp", r.http)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-		io.WriteString(c, "HEAD /latehead?ms=20 HTTP/1.1\r\nHost: h.test\r\n\r\n")
-		resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "HEAD"})
-		c.Close()
-		if err != nil || resp.StatusCode != 200 {
-			t.Fatalf("HEAD %d: %v %v", i, resp, err)
+		if resp, _ := uwsgitest.Do(t, r.http, "HEAD /latehead?ms=20 HTTP/1.1\r\nHost: h.test\r\n\r\n"); resp.StatusCode != 200 {
+			t.Fatalf("HEAD %d: %v", i, resp)
 		}
 		if code, body := get(t, client(), r.http, "h.test", ownPath); code != 200 || body != "raw" {
 			t.Fatalf("run %d: the GET after a HEAD got %d %q; want its own 200 raw", i, code, body)

@@ -22,9 +22,8 @@ import (
 	"golang.org/x/net/http2/hpack"
 )
 
-// dialH2C opens a raw HTTP/2 prior-knowledge connection to addr: preface
-// and an empty SETTINGS are sent; frames read come back with their header
-// blocks decoded (MetaHeadersFrame).
+// dialH2C opens a raw HTTP/2 prior-knowledge connection to addr
+// (newH2Conn).
 func dialH2C(t *testing.T, addr string) *h2Conn {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
@@ -32,21 +31,7 @@ func dialH2C(t *testing.T, addr string) *h2Conn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	h := &h2Conn{Conn: c, bw: bufio.NewWriterSize(c, 64<<10)}
-	h.fr = http2.NewFramer(h.bw, c)
-	h.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	h.fr.MaxHeaderListSize = 1 << 20
-	h.enc = hpack.NewEncoder(&h.hb)
-	if _, err := io.WriteString(h.bw, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.bw.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	return h
+	return newH2Conn(t, c)
 }
 
 // writeReq writes one HEADERS frame with fields in order (pseudo-headers

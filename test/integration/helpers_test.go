@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -16,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -84,24 +86,65 @@ func requireUWSGI(t *testing.T) {
 	}
 }
 
+// freePort returns a TCP port free on 127.0.0.1 for a process the test
+// starts to listen on. The check closes its listener before the process
+// binds, so the port must be one nothing else takes meanwhile: a port the
+// kernel hands out for ":0" is also what it hands out to outgoing
+// connections, and on a machine busy with other tests one of those took it
+// now and then (a uWSGI node or a CA that could not bind). So the port is
+// drawn below the ephemeral range (ip_local_port_range), where only
+// explicit binds go, and never twice in one test binary.
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return pickPort(t, func(p int) bool {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err == nil {
+			ln.Close()
+		}
+		return err == nil
+	})
 }
 
+// freeUDPPort is freePort for a UDP port.
 func freeUDPPort(t *testing.T) int {
 	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	return pickPort(t, func(p int) bool {
+		c, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+}
+
+var (
+	portsMu     sync.Mutex
+	portsHanded = map[int]bool{}
+)
+
+// pickPort draws ports in [10000, the ephemeral range's start) until free
+// says one is free and it was not handed out before.
+func pickPort(t *testing.T, free func(int) bool) int {
+	t.Helper()
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > 11000 {
+				lo = v
+			}
+		}
 	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		p := 10000 + rand.IntN(lo-10000)
+		if !portsHanded[p] && free(p) {
+			portsHanded[p] = true
+			return p
+		}
+	}
+	t.Fatal("no free port below the ephemeral range after 1000 tries")
+	return 0
 }
 
 // proc is a started process whose output goes to a log file that is printed

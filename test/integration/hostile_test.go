@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -468,36 +467,6 @@ func rst(c net.Conn) {
 	c.(*uwsgitest.Conn).Reset()
 }
 
-// fullBacklog listens with the smallest backlog and never accepts, then
-// fills the accept queue, so that a further connect is never answered.
-func fullBacklog(t *testing.T) string {
-	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
-	for range 8 {
-		c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
-		if err != nil {
-			break // full: SYNs are dropped now
-		}
-		t.Cleanup(func() { c.Close() })
-	}
-	return addr
-}
-
 // faultyNodes answer a request they read (its head only) in one broken way
 // each. status is what the client must get; truncated: a good head, then a
 // body that ends without its framing (short of Content-Length, or chunked
@@ -559,9 +528,13 @@ var faultyNodes = []struct {
 		}
 	}, false, []int{200}, false},
 	{"never reads a big upload", func(c net.Conn) { time.Sleep(3 * time.Second) }, true, []int{504}, false},
-	// The router cannot relay an answer whose request it could not finish
-	// sending; 413 would be the node's own answer.
-	{"answers early, upload unread", func(c net.Conn) { io.WriteString(c, "HTTP/1.1 413 Too Big\r\nContent-Length: 3\r\n\r\nbig") }, true, []int{502, 413}, false},
+	// The node's own answer, relayed (RFC 9112 §9.6): it used to be 502
+	// when the node closed before the upload was sent.
+	{"answers early, upload unread", func(c net.Conn) { io.WriteString(c, "HTTP/1.1 413 Too Big\r\nContent-Length: 3\r\n\r\nbig") }, true, []int{413}, false},
+	{"answers early, keeps the connection", func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 3\r\n\r\nno!")
+		time.Sleep(3 * time.Second)
+	}, true, []int{401}, false},
 }
 
 // Faulty nodes, uwsgi and http://: each gets a clear 502/504 or a visibly
@@ -570,7 +543,8 @@ var faultyNodes = []struct {
 func TestHostileFaultyNodes(t *testing.T) {
 	skipIfDisabled(t)
 	t.Parallel()
-	args := []string{"--timeout", "2s", "--connect-timeout", "1s", "--to", "backlog.test=" + fullBacklog(t)}
+	backlog, _ := uwsgitest.Unanswered(t)
+	args := []string{"--timeout", "2s", "--connect-timeout", "1s", "--to", "backlog.test=" + backlog}
 	for i, m := range faultyNodes {
 		serve := m.serve
 		// Raw: the node reads what arrives first (the request head, and

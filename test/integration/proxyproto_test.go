@@ -1,14 +1,13 @@
 package integration
 
 import (
-	"bufio"
 	"crypto/tls"
 	bin "encoding/binary"
-	"io"
 	"net"
-	"net/http"
 	"testing"
 	"time"
+
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
 // proxyV2Header is a PROXY v2 PROXY/TCP4 header from src:sport to
@@ -43,19 +42,11 @@ func proxiedEnv(t *testing.T, addr string, prefix []byte, tlsConf *tls.Config) (
 		}
 		c = tc
 	}
-	if _, err := io.WriteString(c, "GET /env HTTP/1.1\r\nHost: pp\r\nConnection: close\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatalf("response after %q: %v", prefix, err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, b := uwsgitest.NewClient(t, c).Do("GET /env HTTP/1.1\r\nHost: pp\r\nConnection: close\r\n\r\n")
 	if resp.StatusCode != 200 {
 		return resp.StatusCode, nil
 	}
-	return resp.StatusCode, decodeEnv(t, string(b))
+	return resp.StatusCode, decodeEnv(t, b)
 }
 
 // TestProxyProtocol: with --proxy-protocol a trusted peer (loopback) may

@@ -20,15 +20,7 @@ func TestSIGHUPReload(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "fastrouter.yaml")
-	write := func(s string) {
-		t.Helper()
-		if err := os.WriteFile(cfg+".tmp", []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(cfg+".tmp", cfg); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write := func(s string) { t.Helper(); writeFileAtomic(t, cfg, []byte(s)) }
 	write("timeout: 60s\nalgo: wrr\n")
 	r := startRouter(t, "--config", cfg)
 	n := startNode(t, r, "hup.test", nodeOpts{id: "h"})

@@ -103,15 +103,7 @@ func TestSignalsUnderLoad(t *testing.T) {
 	requireUWSGI(t)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "fastrouter.yaml")
-	write := func(s string) {
-		t.Helper()
-		if err := os.WriteFile(cfg+".tmp", []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(cfg+".tmp", cfg); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write := func(s string) { t.Helper(); writeFileAtomic(t, cfg, []byte(s)) }
 	write("timeout: 60s\n")
 	script := filepath.Join(dir, "stop.lua")
 	if err := os.WriteFile(script, []byte(stopOnClose), 0o644); err != nil {

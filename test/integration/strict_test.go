@@ -227,21 +227,11 @@ func TestTrickledHeadCutAtHeaderTimeout(t *testing.T) {
 		trickle(t, c, bufio.NewReader(c))
 	})
 	t.Run("kept-alive connection", func(t *testing.T) {
-		c, err := net.Dial("tcp", r.http)
-		if err != nil {
-			t.Fatal(err)
+		c := uwsgitest.Dial(t, r.http)
+		if resp, _ := c.Do("GET / HTTP/1.1\r\nHost: live.test\r\n\r\n"); resp.StatusCode != 200 {
+			t.Fatalf("first request: %v", resp)
 		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		io.WriteString(c, "GET / HTTP/1.1\r\nHost: live.test\r\n\r\n")
-		br := bufio.NewReader(c)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil || resp.StatusCode != 200 {
-			t.Fatalf("first request: %v %v", resp, err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		trickle(t, c, br)
+		trickle(t, c.Conn(), c.Reader())
 	})
 }
 

@@ -74,20 +74,32 @@ func newTestPKI(t *testing.T) *testPKI {
 
 func newTestCA(t *testing.T, cn string) (*x509.Certificate, *ecdsa.PrivateKey) {
 	t.Helper()
+	return signCert(t, &x509.Certificate{
+		Subject:               pkix.Name{CommonName: cn},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}, nil, nil)
+}
+
+// signCert gives tmpl a fresh P-256 key, a random serial, the tests'
+// organisation and a validity from an hour ago to a day ahead, and signs
+// it with caKey as ca (nil: self-signed).
+func signCert(t *testing.T, tmpl, ca *x509.Certificate, caKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          randomSerial(t),
-		Subject:               pkix.Name{CommonName: cn, Organization: []string{"fastrouter tests"}},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	if tmpl.SerialNumber, err = rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127)); err != nil {
+		t.Fatal(err)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	tmpl.Subject.Organization = []string{"fastrouter tests"}
+	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour)
+	if ca == nil {
+		ca, caKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,50 +110,26 @@ func newTestCA(t *testing.T, cn string) (*x509.Certificate, *ecdsa.PrivateKey) {
 	return c, key
 }
 
-func randomSerial(t *testing.T) *big.Int {
-	t.Helper()
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 // issueCert signs a leaf for cn with ca. client: a client certificate
 // (ExtKeyUsageClientAuth) instead of a server one. It returns the PEM
 // certificate, the PEM key and the parsed leaf.
 func issueCert(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, cn string, client bool, dns ...string) ([]byte, []byte, *x509.Certificate) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
 	usage := x509.ExtKeyUsageServerAuth
 	if client {
 		usage = x509.ExtKeyUsageClientAuth
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: randomSerial(t),
-		Subject:      pkix.Name{CommonName: cn, Organization: []string{"fastrouter tests"}},
-		DNSNames:     dns,
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
+	leaf, key := signCert(t, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: cn},
+		DNSNames:    dns,
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{usage},
+	}, ca, caKey)
 	kder, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pemBlock("CERTIFICATE", der), pemBlock("EC PRIVATE KEY", kder), leaf
+	return pemBlock("CERTIFICATE", leaf.Raw), pemBlock("EC PRIVATE KEY", kder), leaf
 }
 
 // writePair issues a server certificate and writes dir/name.crt and
@@ -181,6 +169,17 @@ func writeFileAtomic(t *testing.T, path string, b []byte) {
 	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// startTLSPool starts a router on a fresh test PKI (startTLSRouter) with
+// one node of o in pool host, and waits for the node to be up.
+func startTLSPool(t *testing.T, host string, o nodeOpts) (*testPKI, *tlsRouter) {
+	t.Helper()
+	p := newTestPKI(t)
+	r := startTLSRouter(t, p)
+	startNode(t, r.router, host, o)
+	waitForNodes(t, r.router, host, 1)
+	return p, r
 }
 
 // tlsRouter is a router with one --https listener serving p's certificates.
@@ -384,10 +383,7 @@ func TestH2CPriorKnowledge(t *testing.T) {
 func TestHTTPSALPN(t *testing.T) {
 	requireUWSGI(t)
 	t.Parallel()
-	p := newTestPKI(t)
-	r := startTLSRouter(t, p)
-	startNode(t, r.router, "default.test", nodeOpts{id: "a"})
-	waitForNodes(t, r.router, "default.test", 1)
+	p, r := startTLSPool(t, "default.test", nodeOpts{id: "a"})
 
 	url := "https://default.test:" + r.port + "/env?x=1"
 	for _, tc := range []struct{ flag, version, proto string }{
@@ -574,12 +570,9 @@ var (
 func TestH2Load(t *testing.T) {
 	requireUWSGI(t)
 	t.Parallel()
-	p := newTestPKI(t)
-	r := startTLSRouter(t, p)
 	// 100 streams in flight: enough workers that the node's listen queue
 	// (100) never overflows.
-	startNode(t, r.router, "h2.test", nodeOpts{id: "h", processes: 4, threads: 4})
-	waitForNodes(t, r.router, "h2.test", 1)
+	_, r := startTLSPool(t, "h2.test", nodeOpts{id: "h", processes: 4, threads: 4})
 
 	for _, tc := range []struct{ url, proto string }{
 		{"https://" + r.https + "/", "h2"},
@@ -616,10 +609,7 @@ func (s seededReader) Read(p []byte) (int, error) { return s.rng.Read(p) }
 func TestLargeBodiesOverH2(t *testing.T) {
 	requireUWSGI(t)
 	t.Parallel()
-	p := newTestPKI(t)
-	r := startTLSRouter(t, p)
-	startNode(t, r.router, "big.wild.test", nodeOpts{id: "b"})
-	waitForNodes(t, r.router, "big.wild.test", 1)
+	p, r := startTLSPool(t, "big.wild.test", nodeOpts{id: "b"})
 	idle := r.peakRSS(t)
 	c := h2Client(r.https, &tls.Config{RootCAs: p.pool}, nil)
 	base := "https://big.wild.test:" + r.port
@@ -846,8 +836,18 @@ func dialH2(t *testing.T, r *tlsRouter) *h2Conn {
 	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
 		t.Fatalf("ALPN: %q; want h2", p)
 	}
+	return newH2Conn(t, c)
+}
+
+// newH2Conn starts HTTP/2 on c: the preface and an empty SETTINGS are
+// sent; frames read come back with their header blocks decoded
+// (MetaHeadersFrame).
+func newH2Conn(t *testing.T, c net.Conn) *h2Conn {
+	t.Helper()
 	h := &h2Conn{Conn: c, bw: bufio.NewWriterSize(c, 64<<10)}
 	h.fr = http2.NewFramer(h.bw, c)
+	h.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	h.fr.MaxHeaderListSize = 1 << 20
 	h.enc = hpack.NewEncoder(&h.hb)
 	if _, err := io.WriteString(h.bw, http2.ClientPreface); err != nil {
 		t.Fatal(err)
@@ -866,10 +866,7 @@ func dialH2(t *testing.T, r *tlsRouter) *h2Conn {
 func TestH2GoawayOnShutdown(t *testing.T) {
 	requireUWSGI(t)
 	t.Parallel()
-	p := newTestPKI(t)
-	r := startTLSRouter(t, p)
-	startNode(t, r.router, "default.test", nodeOpts{id: "g"})
-	waitForNodes(t, r.router, "default.test", 1)
+	p, r := startTLSPool(t, "default.test", nodeOpts{id: "g"})
 
 	idle := dialH2(t, r)
 	_ = idle.SetDeadline(time.Now().Add(20 * time.Second))
@@ -939,10 +936,7 @@ func TestH2GoawayOnShutdown(t *testing.T) {
 func TestH2Metrics(t *testing.T) {
 	requireUWSGI(t)
 	t.Parallel()
-	p := newTestPKI(t)
-	r := startTLSRouter(t, p)
-	startNode(t, r.router, "default.test", nodeOpts{id: "m"})
-	waitForNodes(t, r.router, "default.test", 1)
+	p, r := startTLSPool(t, "default.test", nodeOpts{id: "m"})
 	_, httpPort, _ := net.SplitHostPort(r.http)
 
 	tlsC := h2Client(r.https, &tls.Config{RootCAs: p.pool}, nil)

@@ -179,7 +179,12 @@ func (c *backendConn) sendAwait(p []byte, deadline time.Time) (n int, err error)
 	err = s.rc.Read(s.raw)
 	n, s.sent = s.sent, 0
 	s.out = nil
-	if s.pending && err == nil { // the write found no connection (yet): nothing went
+	if s.pending {
+		// Nothing went: the write found no connection (yet), or the
+		// poller refused the wait before the write was tried (a deadline
+		// already past; an error event the socket's failing handshake
+		// raised, which internal/poll keeps as "not pollable" for reads).
+		// finishConnect learns which from the socket.
 		return 0, errNotConnected
 	}
 	if n < len(p) {

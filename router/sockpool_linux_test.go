@@ -290,6 +290,14 @@ func TestLazyDial(t *testing.T) {
 	if n, err := bc.sendAwait([]byte("ping"), time.Now().Add(5*time.Second)); n != 0 || err != errNotConnected {
 		t.Fatalf("sendAwait during the handshake = %d, %v; want 0, errNotConnected", n, err)
 	}
+	// The poller refusing the wait before the write (here a deadline
+	// already past) is no write either: still errNotConnected, for
+	// finishConnect to ask the socket (once it was a "write" of nothing
+	// that the caller then retried as a plain write, failing the request
+	// where another node could have taken it).
+	if n, err := bc.sendAwait([]byte("ping"), time.Now().Add(-time.Second)); n != 0 || err != errNotConnected {
+		t.Fatalf("sendAwait with a past deadline during the handshake = %d, %v; want 0, errNotConnected", n, err)
+	}
 	if err := bc.finishConnect(context.Background(), time.Now().Add(100*time.Millisecond)); !isTimeout(err) {
 		t.Fatalf("finishConnect on a node that never answers = %v; want a timeout", err)
 	}

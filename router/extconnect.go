@@ -37,9 +37,10 @@ import (
 //     (RFC 9110 §15.6.2). A CONNECT without :protocol stays refused (405,
 //     strict.go): the router is not a forward proxy.
 //
-// The stream front (h2.go) reads the request into an exchange as it reads
-// any other and calls serveExtendedConnect with the stream's
-// ResponseWriter and body; nothing below depends on the HTTP version.
+// The stream front (h2.go), for h2 and h3 streams alike, reads the request
+// into an exchange as it reads any other and calls serveExtendedConnect
+// with the stream's ResponseWriter and body; past extendedConnect nothing
+// depends on the HTTP version.
 
 var (
 	websocketToken = []byte("websocket")
@@ -49,19 +50,39 @@ var (
 	getMethod      = []byte("GET")
 )
 
-// extendedConnect returns the :protocol of an extended CONNECT and removes
-// the pseudo-header from h (x/net/http2 leaves it there, server.go
-// newWriterAndRequest), or "" for any other request. On another method
-// it stays, for the strict field check to refuse (RFC 8441 §4: :protocol
-// belongs to CONNECT only).
-func extendedConnect(method string, h http.Header) string {
-	p, ok := h[":protocol"]
-	if !ok || method != http.MethodConnect || len(p) != 1 || p[0] == "" {
+// extendedConnect returns the :protocol of an extended CONNECT, or "" for
+// any other request. The two stream servers hand it over differently:
+//
+//   - x/net/http2 leaves the pseudo-header in the header map (server.go
+//     newWriterAndRequest): it is removed from there. On another method it
+//     stays, for the strict field check to refuse (RFC 8441 §4: :protocol
+//     belongs to CONNECT only);
+//   - quic-go's http3 puts it in req.Proto (headers.go requestFromHeaders,
+//     v0.65), which is "HTTP/3.0" on every other request, and itself
+//     resets a stream with :protocol on another method or without :path
+//     or :scheme (RFC 9220 §3). A :protocol is a token, so it is never
+//     "HTTP/3.0".
+func extendedConnect(req *http.Request) string {
+	if req.Method != http.MethodConnect {
 		return ""
 	}
-	delete(h, ":protocol")
+	if req.ProtoMajor == 3 {
+		if req.Proto == h3Proto {
+			return ""
+		}
+		return req.Proto
+	}
+	p, ok := req.Header[":protocol"]
+	if !ok || len(p) != 1 || p[0] == "" {
+		return ""
+	}
+	delete(req.Header, ":protocol")
 	return p[0]
 }
+
+// h3Proto is the protocol of every HTTP/3 request, SERVER_PROTOCOL's
+// value; an extended CONNECT's req.Proto is its :protocol instead.
+const h3Proto = "HTTP/3.0"
 
 // toUpgrade turns x, an extended CONNECT for protocol as a front read it,
 // into the node's HTTP/1.1 WebSocket handshake (rules above). The front's
@@ -162,9 +183,16 @@ func (rt *Router) streamTunnel(w http.ResponseWriter, body io.ReadCloser, b *bac
 // deadline resets the stream whenever it fires, written or not
 // (server.go onReadTimeout, onWriteTimeout). So a read has no deadline:
 // the pipe reading the node keeps the tunnel's idle clock for both
-// directions (tunnel.pipe) and closes the stream's body when it runs out;
+// directions (tunnel.pipe) and closes the stream's body when it runs out
+// (x/net: a Read under way returns; quic-go: CancelRead, which does too);
 // a write has one only while it is under way, so a client that grants no
-// flow-control window is cut after the inactivity timeout.
+// flow-control window is cut after the inactivity timeout. A write that
+// failed keeps its expired deadline: quic-go's http3 finishes a stream
+// after its handler returns (server_conn.go handleRequestStream, Finish),
+// which writes what is left of a DATA frame cut short and would block,
+// without a deadline, on a client that grants no window; expired, it
+// fails at once and the stream is reset. (x/net: the stream is gone
+// already.)
 type streamEnd struct {
 	w    http.ResponseWriter
 	rc   *http.ResponseController
@@ -176,13 +204,15 @@ func (s *streamEnd) Read(p []byte) (int, error) { return s.body.Read(p) }
 
 // Write sends p to the client at once (flushed: a WebSocket message must
 // not wait in a buffer) under the deadline SetWriteDeadline set, which is
-// lifted after.
+// lifted after unless the write failed (see streamEnd).
 func (s *streamEnd) Write(p []byte) (int, error) {
 	n, err := s.w.Write(p)
 	if err == nil {
 		err = s.rc.Flush()
 	}
-	_ = s.rc.SetWriteDeadline(time.Time{})
+	if err == nil {
+		_ = s.rc.SetWriteDeadline(time.Time{})
+	}
 	return n, err
 }
 

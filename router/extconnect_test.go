@@ -27,13 +27,14 @@ import (
 // Sec-WebSocket-Accept computed from the key it got) and then runs mode
 // on the raw connection: "echo" copies bytes back, "sink" reads and drops
 // them, "cut" closes after the first bytes, "tick" echoes and sends "t"
-// every 250 ms, 12 times. answer, when set, replaces the
+// every 250 ms, 12 times, "flood" sinks and sends 8 MiB (more than any
+// window). answer, when set, replaces the
 // 101 head.
 type wsFake struct {
 	ln     net.Listener
 	http   bool
 	mode   string
-	answer string
+	answer string // under mu
 	mu     sync.Mutex
 	vars   []map[string]string // what each handshake carried, as uwsgi vars
 	closed chan struct{}       // gets a value when a tunnel's client side ended (EOF)
@@ -64,6 +65,14 @@ func (f *wsFake) addr() string {
 		return "http://" + f.ln.Addr().String()
 	}
 	return f.ln.Addr().String()
+}
+
+// setAnswer makes the node answer the next handshakes with a (mu: the
+// node's goroutines read it).
+func (f *wsFake) setAnswer(a string) {
+	f.mu.Lock()
+	f.answer = a
+	f.mu.Unlock()
 }
 
 func (f *wsFake) last() map[string]string {
@@ -125,13 +134,24 @@ func (f *wsFake) serve(c net.Conn) {
 	}
 	f.mu.Lock()
 	f.vars = append(f.vars, vars)
+	answer := f.answer
 	f.mu.Unlock()
-	if f.answer != "" {
-		io.WriteString(c, f.answer)
+	if answer != "" {
+		io.WriteString(c, answer)
 		return
 	}
 	io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
 		"Sec-WebSocket-Accept: "+wsAccept(vars["HTTP_SEC_WEBSOCKET_KEY"])+"\r\nSec-WebSocket-Protocol: chat\r\n\r\nhello")
+	if f.mode == "flood" {
+		go func() {
+			junk := bytes.Repeat([]byte("f"), 64<<10)
+			for range 128 {
+				if _, err := c.Write(junk); err != nil {
+					return
+				}
+			}
+		}()
+	}
 	if f.mode == "tick" {
 		go func() {
 			for range 12 {
@@ -343,7 +363,7 @@ func TestExtendedConnectRefusals(t *testing.T) {
 		{"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 502, "502 Bad Gateway\n"},
 		{"HTTP/1.1 204 No Content\r\n\r\n", 502, "502 Bad Gateway\n"},
 	} {
-		n.answer = c.answer
+		n.setAnswer(c.answer)
 		s, err := openWS(t, tr, "websocket", "/ws", nil)
 		if err != nil {
 			t.Fatal(err)
@@ -526,10 +546,22 @@ func TestExtendedConnectUpgradeVars(t *testing.T) {
 	if err := y.toUpgrade("connect-udp"); err != errNotImplemented {
 		t.Errorf("connect-udp: %v", err)
 	}
-	if h := http.Header(map[string][]string{":protocol": {"websocket"}}); extendedConnect("GET", h) != "" || len(h) != 1 {
-		t.Errorf("GET with :protocol taken as extended CONNECT, or its field dropped: %v", h)
+	h2req := func(method string) *http.Request {
+		return &http.Request{Method: method, Proto: "HTTP/2.0", ProtoMajor: 2, Header: http.Header{":protocol": {"websocket"}}}
 	}
-	if h := http.Header(map[string][]string{":protocol": {"websocket"}}); extendedConnect("CONNECT", h) != "websocket" || len(h) != 0 {
-		t.Errorf("extended CONNECT not seen, or :protocol left: %v", h)
+	if req := h2req("GET"); extendedConnect(req) != "" || len(req.Header) != 1 {
+		t.Errorf("GET with :protocol taken as extended CONNECT, or its field dropped: %v", req.Header)
+	}
+	if req := h2req("CONNECT"); extendedConnect(req) != "websocket" || len(req.Header) != 0 {
+		t.Errorf("extended CONNECT not seen, or :protocol left: %v", req.Header)
+	}
+	// quic-go's http3: the :protocol is req.Proto.
+	for _, c := range []struct{ method, proto, want string }{
+		{"CONNECT", "websocket", "websocket"}, {"CONNECT", "HTTP/3.0", ""}, {"GET", "HTTP/3.0", ""},
+	} {
+		req := &http.Request{Method: c.method, Proto: c.proto, ProtoMajor: 3, Header: http.Header{}}
+		if got := extendedConnect(req); got != c.want {
+			t.Errorf("h3 %s with Proto %s: %q; want %q", c.method, c.proto, got, c.want)
+		}
 	}
 }

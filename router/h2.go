@@ -154,7 +154,7 @@ func (f *streamFront) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		responseHeaderPool.Put(head)
 	}()
 
-	protocol := extendedConnect(req.Method, req.Header) // extconnect.go
+	protocol := extendedConnect(req) // extconnect.go
 	if !f.readRequest(w, req, x, protocol != "") {
 		return
 	}
@@ -205,8 +205,13 @@ func (f *streamFront) readRequest(w http.ResponseWriter, req *http.Request, x *e
 	if ext {
 		r.Method = getMethod
 	}
+	// An extended CONNECT's RequestURI is its :path in both x/net/http2
+	// and quic-go's http3; quic-go's Proto is its :protocol then.
 	r.URI = x.copyString(req.RequestURI)
 	r.Proto = x.copyString(req.Proto)
+	if ext && req.ProtoMajor == 3 {
+		r.Proto = x.copyString(h3Proto)
+	}
 	r.Host = x.copyString(req.Host)
 	r.Scheme = f.scheme
 	r.ServerPort = f.serverPort

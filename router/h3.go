@@ -258,9 +258,12 @@ func (f *h3Front) connContext(ctx context.Context, c *quic.Conn) context.Context
 }
 
 // ServeHTTP serves one request stream: the same forwarding as an h2
-// stream, counted on its connection. An extended CONNECT (RFC 9220) would
-// be told apart here, from the request and its stream
-// (http3.HTTPStreamer).
+// stream, counted on its connection. An extended CONNECT (RFC 9220, a
+// WebSocket) goes the h2 way too (extconnect.go): quic-go's server always
+// advertises SETTINGS_ENABLE_CONNECT_PROTOCOL (server.go settings, v0.65),
+// and its response writer has the flush and write deadline the tunnel's
+// stream end needs; the tunnel counts as a request in flight here, so
+// Shutdown does not take its connection for an idle one.
 func (f *h3Front) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if hc, _ := req.Context().Value(h3ConnKey{}).(*h3Conn); hc != nil {
 		hc.active.Add(1)

@@ -29,9 +29,10 @@ import (
 //     frontListener.tunnels) until its deadline, then closes both sides
 //     (shutdown.go).
 //
-// HTTP/2 clients open WebSockets with an extended CONNECT (extconnect.go):
-// the client side of their tunnel is the stream (streamEnd), which the
-// connection's own shutdown rules cover (h2.go), not a connSet.
+// HTTP/2 and HTTP/3 clients open WebSockets with an extended CONNECT
+// (extconnect.go): the client side of their tunnel is the stream
+// (streamEnd), which the connection's own shutdown rules cover (h2.go,
+// h3.go), not a connSet.
 
 // wsMetrics count tunnels.
 type wsMetrics struct {
@@ -68,7 +69,7 @@ func newWSMetrics(reg prometheus.Registerer) (*wsMetrics, error) {
 }
 
 // tunnelEnd is a side of a tunnel as its pipes use it: a net.Conn, or an
-// h2 stream (streamEnd).
+// h2 or h3 stream (streamEnd).
 type tunnelEnd interface {
 	io.ReadWriter
 	SetReadDeadline(time.Time) error

@@ -114,6 +114,30 @@ func TestClosedBeforeAnswerRetried(t *testing.T) {
 	}
 }
 
+// With no other node to try, the request that the only node closed on
+// without answering is a 502, and the node is failed.
+func TestClosedBeforeAnswerNoOtherNode(t *testing.T) {
+	for _, proto := range []uwsgitest.Proto{uwsgitest.Uwsgi, uwsgitest.HTTP} {
+		bad := uwsgitest.NewNode(t, uwsgitest.Silent(), uwsgitest.WithProto(proto))
+		r := startRouter(t, Config{})
+		addr := bad.Addr()
+		if proto == uwsgitest.HTTP {
+			addr = "http://" + addr
+		}
+		r.table.AddStatic("one.test", addr, 1)
+		resp, body := raw(t, r.addr, "GET / HTTP/1.1\r\nHost: one.test\r\n\r\n")
+		if resp.StatusCode != 502 || body == "" {
+			t.Errorf("%s: %d %q; want 502 with a body", addr, resp.StatusCode, body)
+		}
+		if n := r.table.Pool("one.test").Nodes()[0]; !n.Failing() {
+			t.Errorf("%s: not failed", addr)
+		}
+		if got := testutil.ToFloat64(r.rt.metrics.backendErrs.WithLabelValues("one.test", "closed")); got != 1 {
+			t.Errorf(`%s: backend_errors_total{reason="closed"} = %v; want 1`, addr, got)
+		}
+	}
+}
+
 // A request that is not idempotent, or has a body, is never sent twice: the
 // node may have acted on it.
 func TestClosedBeforeAnswerNotRetried(t *testing.T) {

@@ -169,8 +169,8 @@ func checkFraming(head *fasthttp.ResponseHeader, f headFlags) (headFlags, error)
 // need it (through its empty line, within br's buffer and the read
 // deadline), and checks its raw status line and framing headers on the way.
 // It consumes nothing. errNodeClosedEarly: the connection ended (EOF or
-// reset) before a single byte arrived. Lines already scanned are not scanned again, so a
-// node that trickles its head costs linear time.
+// reset) before a single byte arrived. Lines already scanned are not
+// scanned again, so a node that trickles its head costs linear time.
 func scanHead(br *bufio.Reader) (headFlags, error) {
 	var s headScan
 	for n := 1; ; {

@@ -2,7 +2,9 @@ package router
 
 import (
 	"errors"
+	"io"
 	"os"
+	"syscall"
 )
 
 // Errors of the forwarding path. They are preallocated sentinels: the hot
@@ -39,6 +41,11 @@ var (
 	// first write (upstream_uwsgi.go). proxy turns it into a failed
 	// connect and tries another node; it never reaches statusOf.
 	errLateConnect = errors.New("router: backend connect failed at the first write")
+	// errNodeClosedEarly: the node closed or reset its connection after the
+	// request went out and before any byte of an answer (response.go,
+	// scanHead). proxy sends an idempotent request without a body on to
+	// another node (forward.go, retryable); otherwise it is a 502.
+	errNodeClosedEarly = errors.New("router: backend closed the connection before answering")
 )
 
 // statusOf is the single mapping from forwarding errors to HTTP status codes
@@ -65,6 +72,8 @@ func statusOf(err error) int {
 		return 503
 	case errConnectTimeout, errBackendTimeout:
 		return 504
+	case errNodeClosedEarly:
+		return 502
 	case errClientGone:
 		// Never seen by the client; counted like nginx's 499 so an
 		// abandoned request is not mistaken for a backend failure.
@@ -98,12 +107,13 @@ const (
 	reasonBadResponse
 	reasonWrite
 	reasonOther
-	reasonLoop // the node is the router itself (loop.go)
+	reasonLoop   // the node is the router itself (loop.go)
+	reasonClosed // the node closed the connection before answering (errNodeClosedEarly)
 	numReasons
 )
 
 // reasonNames are the `reason` label values, by reason.
-var reasonNames = [numReasons]string{"connect", "connect_timeout", "timeout", "bad_response", "write", "other", "loop"}
+var reasonNames = [numReasons]string{"connect", "connect_timeout", "timeout", "bad_response", "write", "other", "loop", "closed"}
 
 // backendReason is the reason of fastrouter_backend_errors_total for err.
 func backendReason(err error) int {
@@ -120,6 +130,8 @@ func backendReason(err error) int {
 		return reasonWrite
 	case errSelfLoop:
 		return reasonLoop
+	case errNodeClosedEarly:
+		return reasonClosed
 	}
 	return reasonOther
 }
@@ -129,4 +141,10 @@ func backendReason(err error) int {
 func isTimeout(err error) bool {
 	var te interface{ Timeout() bool }
 	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &te) && te.Timeout())
+}
+
+// closedEarly reports a read error that says the node ended the connection
+// (a FIN or a reset), as opposed to a deadline or the router closing it.
+func closedEarly(err error) bool {
+	return err == io.EOF || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
 }

@@ -93,6 +93,7 @@ func (rt *Router) proxy(x *exchange, pool *balancer.Pool, pm *poolMetrics, head 
 			case errClientGone, errVarsTooLarge, errShutdownCut:
 			case errQueueFull, errQueueTimeout:
 				pm.overloaded(err)
+			case errNodeClosedEarly: // counted by closedBeforeAnswer
 			default:
 				pm.backendError(err)
 			}
@@ -116,6 +117,12 @@ func (rt *Router) proxy(x *exchange, pool *balancer.Pool, pm *poolMetrics, head 
 			}
 			continue
 		}
+		if err == errNodeClosedEarly && x.retryable() {
+			if cut := rt.closedBeforeAnswer(x, pool, node, &at); cut {
+				return x.call.fail(errClientGone)
+			}
+			continue
+		}
 		if err != nil {
 			return x.call.fail(err)
 		}
@@ -123,6 +130,49 @@ func (rt *Router) proxy(x *exchange, pool *balancer.Pool, pm *poolMetrics, head 
 		pm.count(head.StatusCode())
 		return pm, up.response(x, head, f), nil
 	}
+}
+
+// retryable reports whether x may go to another node after its node closed
+// the connection without answering (errNodeClosedEarly): the method is
+// idempotent (RFC 9110 §9.2.2: GET, HEAD, OPTIONS; nginx's
+// proxy_next_upstream takes the same view), there is no body (nothing of
+// it came from the client, so all of it can go again), and it is not a
+// protocol switch. readHead has made sure no interim response went to the
+// client. A stall (errBackendTimeout) is never retried: the node may still
+// be working on it.
+func (x *exchange) retryable() bool {
+	if x.req.BodyLen != 0 || x.bodySrc != nil || x.upgrade || x.mustSwitch {
+		return false
+	}
+	switch string(x.req.Method) {
+	case "GET", "HEAD", "OPTIONS":
+		return true
+	}
+	return false
+}
+
+// closedBeforeAnswer ends x's call to node, which closed or reset the
+// connection before any byte of an answer: the node is failed (passive
+// health) and counted in fastrouter_backend_errors_total{reason="closed"},
+// and at records it so that connect picks another node within the same
+// budget. It reports cut when it was the client's leaving that closed the
+// connection; the call is then still open for the caller to fail.
+func (rt *Router) closedBeforeAnswer(x *exchange, pool *balancer.Pool, node *balancer.Node, at *attempts) (cut bool) {
+	c := &x.call
+	if c.unwatch() || x.ctx.Err() != nil {
+		return true
+	}
+	if node.ReportFailure(rt.now()) {
+		rt.log.Warn("node failed", "pool", pool.Key, "node", node.Address, "reason", "closed")
+	}
+	c.pm.backendError(errNodeClosedEarly)
+	at.tried = append(at.tried, node)
+	at.err = errNodeClosedEarly
+	rt.unobserveConnect(x)
+	rt.observeTried(x, node)
+	rt.log.Debug("backend closed before answering: trying another node", "pool", pool.Key, "node", node.Address)
+	c.abandon() // closes, releases the node; the request stays in flight
+	return false
 }
 
 // failed counts err's status for pm (and a refused body's reason) and

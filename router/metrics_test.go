@@ -107,10 +107,10 @@ func TestBackendErrorReasons(t *testing.T) {
 		t.Fatal(err)
 	}
 	pm, _ := m.forKey("p")
-	for _, e := range []error{errAllFailed, errAllFailed, errConnectTimeout, errBackendTimeout, errBadResponse, errBackendWrite, errNoNode} {
+	for _, e := range []error{errAllFailed, errAllFailed, errConnectTimeout, errBackendTimeout, errBadResponse, errBackendWrite, errNodeClosedEarly, errNoNode} {
 		pm.backendError(e)
 	}
-	for reason, want := range map[string]float64{"connect": 2, "connect_timeout": 1, "timeout": 1, "bad_response": 1, "write": 1, "other": 1} {
+	for reason, want := range map[string]float64{"connect": 2, "connect_timeout": 1, "timeout": 1, "bad_response": 1, "write": 1, "closed": 1, "other": 1} {
 		if got := testutil.ToFloat64(m.backendErrs.WithLabelValues("p", reason)); got != want {
 			t.Errorf("backend_errors_total{reason=%s} = %v; want %v", reason, got, want)
 		}

@@ -75,7 +75,8 @@ var responseHeaderPool = sync.Pool{New: func() any {
 // responses before it are relayed or dropped (rules above), each renewing
 // the read deadline of conn. It returns what the raw final head showed.
 // Errors: errBadResponse, errBackendTimeout, errClientGone (an interim
-// response could not be written); head is then reset.
+// response could not be written), errNodeClosedEarly (the node closed or
+// reset the connection before sending any byte); head is then reset.
 func (rt *Router) readHead(x *exchange, conn net.Conn, br *bufio.Reader, head *fasthttp.ResponseHeader) (headFlags, error) {
 	for {
 		f, err := scanHead(br)
@@ -89,6 +90,9 @@ func (rt *Router) readHead(x *exchange, conn net.Conn, br *bufio.Reader, head *f
 		}
 		if err != nil {
 			head.Reset()
+			if err == errNodeClosedEarly && x.interims > 0 {
+				err = errBadResponse // an interim response was the first byte
+			}
 			return 0, err
 		}
 		code := head.StatusCode()
@@ -164,14 +168,18 @@ func checkFraming(head *fasthttp.ResponseHeader, f headFlags) (headFlags, error)
 // scanHead waits until br holds a whole response head, as head.Read will
 // need it (through its empty line, within br's buffer and the read
 // deadline), and checks its raw status line and framing headers on the way.
-// It consumes nothing. Lines already scanned are not scanned again, so a
-// node that trickles its head costs linear time.
+// It consumes nothing. errNodeClosedEarly: the connection ended (EOF or
+// reset) before a single byte arrived. Lines already scanned are not
+// scanned again, so a node that trickles its head costs linear time.
 func scanHead(br *bufio.Reader) (headFlags, error) {
 	var s headScan
 	for n := 1; ; {
 		if _, err := br.Peek(n); err != nil {
 			if err == bufio.ErrBufferFull {
 				return 0, errBadResponse // the head does not fit: as fasthttp would say
+			}
+			if n == 1 && br.Buffered() == 0 && closedEarly(err) {
+				return 0, errNodeClosedEarly // not a byte of an answer (proxy may retry)
 			}
 			return 0, readError(err)
 		}

@@ -314,6 +314,9 @@ func (rt *Router) sendHTTP(x *exchange, head *fasthttp.ResponseHeader) (_ headFl
 		if isTimeout(err) {
 			return 0, false, errBackendTimeout
 		}
+		if closedEarly(err) {
+			return 0, true, errNodeClosedEarly // proxy may try another node
+		}
 		return 0, true, errBadResponse
 	}
 	f, err := rt.readHead(x, c.conn, c.br, head) // response.go

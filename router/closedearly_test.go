@@ -13,8 +13,8 @@ import (
 // A node that closes or resets the connection after reading the request
 // and before any byte of an answer (a node killed mid-run): an idempotent
 // request without a body goes on to another node, which answers it, and
-// the first node is failed (passive health) and counted under
-// reason="closed" (forward.go, retryable).
+// the first node is counted under reason="closed" but not failed
+// (forward.go, closedBeforeAnswer).
 
 // earlyPair is a pool of a misbehaving node and a live one.
 type earlyPair struct {
@@ -103,8 +103,8 @@ func TestClosedBeforeAnswerRetried(t *testing.T) {
 						t.Errorf("request %d: %d %q; want 200 %q", i, resp.StatusCode, body, want)
 					}
 				})
-				if !p.badFailing(t) {
-					t.Error("the node that closed without answering is not failed")
+				if p.badFailing(t) {
+					t.Error("the node that closed without answering was failed; want it only counted")
 				}
 				if got := p.closedCount(); got != 1 {
 					t.Errorf(`backend_errors_total{reason="closed"} = %v; want 1`, got)
@@ -115,7 +115,9 @@ func TestClosedBeforeAnswerRetried(t *testing.T) {
 }
 
 // With no other node to try, the request that the only node closed on
-// without answering is a 502, and the node is failed.
+// without answering is a 502, and the node is not failed: the next request
+// is tried on it again (a one-node pool keeps serving after a crashed
+// worker).
 func TestClosedBeforeAnswerNoOtherNode(t *testing.T) {
 	for _, proto := range []uwsgitest.Proto{uwsgitest.Uwsgi, uwsgitest.HTTP} {
 		bad := uwsgitest.NewNode(t, uwsgitest.Silent(), uwsgitest.WithProto(proto))
@@ -129,11 +131,14 @@ func TestClosedBeforeAnswerNoOtherNode(t *testing.T) {
 		if resp.StatusCode != 502 || body == "" {
 			t.Errorf("%s: %d %q; want 502 with a body", addr, resp.StatusCode, body)
 		}
-		if n := r.table.Pool("one.test").Nodes()[0]; !n.Failing() {
-			t.Errorf("%s: not failed", addr)
+		if n := r.table.Pool("one.test").Nodes()[0]; n.Failing() {
+			t.Errorf("%s: failed; want it only counted", addr)
 		}
-		if got := testutil.ToFloat64(r.rt.metrics.backendErrs.WithLabelValues("one.test", "closed")); got != 1 {
-			t.Errorf(`%s: backend_errors_total{reason="closed"} = %v; want 1`, addr, got)
+		if resp, _ := raw(t, r.addr, "GET / HTTP/1.1\r\nHost: one.test\r\n\r\n"); resp.StatusCode != 502 {
+			t.Errorf("%s: second request %d; want 502 again from the node, not 503", addr, resp.StatusCode)
+		}
+		if got := testutil.ToFloat64(r.rt.metrics.backendErrs.WithLabelValues("one.test", "closed")); got != 2 {
+			t.Errorf(`%s: backend_errors_total{reason="closed"} = %v; want 2`, addr, got)
 		}
 	}
 }

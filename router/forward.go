@@ -152,18 +152,17 @@ func (x *exchange) retryable() bool {
 }
 
 // closedBeforeAnswer ends x's call to node, which closed or reset the
-// connection before any byte of an answer: the node is failed (passive
-// health) and counted in fastrouter_backend_errors_total{reason="closed"},
-// and at records it so that connect picks another node within the same
-// budget. It reports cut when it was the client's leaving that closed the
+// connection before any byte of an answer: it is counted in
+// fastrouter_backend_errors_total{reason="closed"}, and at records it so
+// that connect picks another node within the same budget. The node is not
+// failed: a worker that crashed on one request (or a harakiri) says
+// nothing of the next, and a node that is really gone fails its next
+// connect, which does fail it. A one-node pool keeps serving. It reports cut when it was the client's leaving that closed the
 // connection; the call is then still open for the caller to fail.
 func (rt *Router) closedBeforeAnswer(x *exchange, pool *balancer.Pool, node *balancer.Node, at *attempts) (cut bool) {
 	c := &x.call
 	if c.unwatch() || x.ctx.Err() != nil {
 		return true
-	}
-	if node.ReportFailure(rt.now()) {
-		rt.log.Warn("node failed", "pool", pool.Key, "node", node.Address, "reason", "closed")
 	}
 	c.pm.backendError(errNodeClosedEarly)
 	at.tried = append(at.tried, node)

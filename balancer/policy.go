@@ -27,7 +27,7 @@ type Policy struct {
 	MaxInflight int64
 	// QueueSize bounds the requests of one pool waiting for a node under its
 	// cap; more are refused at once (503 + Retry-After). 0 with a cap: the
-	// default, 128.
+	// default, 1024.
 	QueueSize int
 	// QueueTimeout bounds one wait; then 503 + Retry-After. Default 10s.
 	QueueTimeout time.Duration
@@ -37,8 +37,12 @@ type Policy struct {
 const LimitAuto = -1
 
 // Queue defaults, applied when a pool has a cap but no queue settings.
+// The queue takes over what uWSGI's listen queues would hold (100 per node
+// by default), so it is sized for the backlog of a pool of several nodes
+// through a burst or a node's loss: 1024 is about half a second of a pool
+// serving 2000 requests a second. A waiting request holds no node.
 const (
-	DefaultQueueSize    = 128
+	DefaultQueueSize    = 1024
 	DefaultQueueTimeout = 10 * time.Second
 )
 

@@ -202,7 +202,7 @@ func (h *harness) writeFleet(b *strings.Builder, chartPath func(string) string) 
 	}
 	if len(why) > 0 {
 		b.WriteString("\nfastrouter's own count of its failures, all rounds (`fastrouter_backend_errors_total` and\n")
-		b.WriteString("`fastrouter_overload_rejections_total` by reason; `queue_full` is a 503 from a full `--queue-size`, 128 by default):\n\n")
+		b.WriteString("`fastrouter_overload_rejections_total` by reason; `queue_full` is a 503 from a full `--queue-size`, 1024 by default):\n\n")
 		b.WriteString(strings.Join(why, "\n") + "\n")
 	}
 	reruns := 0

@@ -423,30 +423,7 @@ func TestExtendedConnectIdle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.readN(t, 5)
-	for i := range 12 { // 3 s client → node only, past the 2 s timeout
-		if _, err := s.in.Write([]byte("tick")); err != nil {
-			t.Fatalf("write %d on a busy tunnel: %v", i, err)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	if v := testutil.ToFloat64(r.rt.metrics.ws.open); v != 1 {
-		t.Fatalf("tunnel busy one way closed (open %v)", v)
-	}
-	start := time.Now()
-	done := make(chan error, 1)
-	go func() { _, err := s.resp.Body.Read(make([]byte, 1)); done <- err }()
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Fatal("idle tunnel delivered a byte")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("idle tunnel still open after 10 s")
-	}
-	if el := time.Since(start); el < time.Second {
-		t.Errorf("idle tunnel closed after %s; want about the 2 s timeout", el)
-	}
+	busyThenIdle(t, r.rt, s)
 	if v := testutil.ToFloat64(r.rt.metrics.ws.in); v != 48 {
 		t.Errorf("bytes in: %v; want 48", v)
 	}
@@ -563,5 +540,36 @@ func TestExtendedConnectUpgradeVars(t *testing.T) {
 		if got := extendedConnect(req); got != c.want {
 			t.Errorf("h3 %s with Proto %s: %q; want %q", c.method, c.proto, got, c.want)
 		}
+	}
+}
+
+// busyThenIdle sends on s for 3 s, past a 2 s --timeout, and checks the
+// tunnel stays open; then, idle both ways, that it closes after about the
+// timeout.
+func busyThenIdle(t *testing.T, rt *Router, s *wsStream) {
+	t.Helper()
+	s.readN(t, 5)
+	for i := range 12 { // 3 s client → node only, past the 2 s timeout
+		if _, err := s.in.Write([]byte("tick")); err != nil {
+			t.Fatalf("write %d on a busy tunnel: %v", i, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if v := testutil.ToFloat64(rt.metrics.ws.open); v != 1 {
+		t.Fatalf("tunnel busy one way closed (open %v)", v)
+	}
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { _, err := s.resp.Body.Read(make([]byte, 1)); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("idle tunnel delivered a byte")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("idle tunnel still open after 10 s")
+	}
+	if el := time.Since(start); el < time.Second {
+		t.Errorf("idle tunnel closed after %s; want about the 2 s timeout", el)
 	}
 }

@@ -270,30 +270,7 @@ func TestH3ExtendedConnectIdle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.readN(t, 5)
-	for i := range 12 { // 3 s client → node only, past the 2 s timeout
-		if _, err := s.in.Write([]byte("tick")); err != nil {
-			t.Fatalf("write %d on a busy tunnel: %v", i, err)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	if v := testutil.ToFloat64(r.rt.metrics.ws.open); v != 1 {
-		t.Fatalf("tunnel busy one way closed (open %v)", v)
-	}
-	start := time.Now()
-	done := make(chan error, 1)
-	go func() { _, err := s.resp.Body.Read(make([]byte, 1)); done <- err }()
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Fatal("idle tunnel delivered a byte")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("idle tunnel still open after 10 s")
-	}
-	if el := time.Since(start); el < time.Second {
-		t.Errorf("idle tunnel closed after %s; want about the 2 s timeout", el)
-	}
+	busyThenIdle(t, r.rt, s.wsStream)
 	ws3Released(t, r, r.udp)
 	if v := testutil.ToFloat64(r.rt.metrics.ws.in); v != 48 {
 		t.Errorf("bytes in: %v; want 48", v)

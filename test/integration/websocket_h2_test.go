@@ -193,37 +193,7 @@ func TestWebSocketOverH2(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ws.resp.StatusCode != 200 || ws.resp.Header.Get("Sec-Websocket-Accept") != "" {
-				t.Fatalf("extended CONNECT: %d %v; want 200 without Sec-WebSocket-Accept", ws.resp.StatusCode, ws.resp.Header)
-			}
-			for i := range 3 {
-				msg := fmt.Appendf(nil, "hello %d", i)
-				if got, err := ws.echo(t, 1, msg); err != nil || string(got) != c.id+":"+string(msg) {
-					t.Fatalf("echo %d: %q, %v", i, got, err)
-				}
-			}
-			big := bytes.Repeat([]byte{0, 1, 2, 250, 251}, 20000) // 100 kB binary frame
-			if got, err := ws.echo(t, 2, big); err != nil || !bytes.Equal(got, append([]byte(c.id+":"), big...)) {
-				t.Fatalf("100 kB binary echo: %d bytes, %v", len(got), err)
-			}
-			if l := metricLines(t, r.router, "fastrouter_upgraded_connections"); len(l) != 1 || sampleValue(t, l[0]) != 1 {
-				t.Errorf("open tunnels: %v; want 1", l)
-			}
-			if nn := r.pool(t, c.pool).node(c.node); nn == nil || nn.Inflight != 1 {
-				t.Errorf("node in flight during the websocket: %+v; want 1", nn)
-			}
-			ws.pw.Close()
-			ws.resp.Body.Close()
-			eventually(t, 10*time.Second, "tunnel closed and node released", func() bool {
-				l := metricLines(t, r.router, "fastrouter_upgraded_connections")
-				return len(l) == 1 && sampleValue(t, l[0]) == 0 && r.pool(t, c.pool).node(c.node).Inflight == 0
-			})
-			if l := metricLines(t, r.router, "fastrouter_upgraded_connections_total"); len(l) != 1 || sampleValue(t, l[0]) != float64(i+1) {
-				t.Errorf("tunnels opened: %v; want %d", l, i+1)
-			}
-			if l := metricLines(t, r.router, "fastrouter_requests_total", `pool="`+c.pool+`"`, `code="101"`); len(l) != 1 {
-				t.Errorf("101 not counted: %v", l)
-			}
+			ws.echoAndRelease(t, r.router, c.id, c.pool, c.node, 100, i+1)
 		})
 	}
 }
@@ -487,4 +457,44 @@ func TestWebSocketOverH2Drain(t *testing.T) {
 		l := metricLines(t, r, "fastrouter_drains_total", `result="forced"`)
 		return len(l) == 1 && sampleValue(t, l[0]) == 1
 	})
+}
+
+// echoAndRelease checks an open WebSocket tunnel end to end: 200 without
+// Sec-WebSocket-Accept, three text echoes and one bigKB kB binary echo from
+// the node that answers with prefix id, the tunnel and the node's request
+// counted while it is open, both released once the client closes, and
+// opened tunnels counted in all.
+func (ws *wsOverH2) echoAndRelease(t *testing.T, r *router, id, pool, node string, bigKB, opened int) {
+	t.Helper()
+	if ws.resp.StatusCode != 200 || ws.resp.Header.Get("Sec-Websocket-Accept") != "" {
+		t.Fatalf("extended CONNECT: %d %v; want 200 without Sec-WebSocket-Accept", ws.resp.StatusCode, ws.resp.Header)
+	}
+	for i := range 3 {
+		msg := fmt.Appendf(nil, "hello %d", i)
+		if got, err := ws.echo(t, 1, msg); err != nil || string(got) != id+":"+string(msg) {
+			t.Fatalf("echo %d: %q, %v", i, got, err)
+		}
+	}
+	big := bytes.Repeat([]byte{0, 1, 2, 250, 251}, bigKB*200)
+	if got, err := ws.echo(t, 2, big); err != nil || !bytes.Equal(got, append([]byte(id+":"), big...)) {
+		t.Fatalf("%d kB binary echo: %d bytes, %v", bigKB, len(got), err)
+	}
+	if l := metricLines(t, r, "fastrouter_upgraded_connections"); len(l) != 1 || sampleValue(t, l[0]) != 1 {
+		t.Errorf("open tunnels: %v; want 1", l)
+	}
+	if nn := r.pool(t, pool).node(node); nn == nil || nn.Inflight != 1 {
+		t.Errorf("node in flight during the websocket: %+v; want 1", nn)
+	}
+	ws.pw.Close()
+	ws.resp.Body.Close()
+	eventually(t, 10*time.Second, "tunnel closed and node released", func() bool {
+		l := metricLines(t, r, "fastrouter_upgraded_connections")
+		return len(l) == 1 && sampleValue(t, l[0]) == 0 && r.pool(t, pool).node(node).Inflight == 0
+	})
+	if l := metricLines(t, r, "fastrouter_upgraded_connections_total"); len(l) != 1 || sampleValue(t, l[0]) != float64(opened) {
+		t.Errorf("tunnels opened: %v; want %d", l, opened)
+	}
+	if l := metricLines(t, r, "fastrouter_requests_total", `pool="`+pool+`"`, `code="101"`); len(l) != 1 {
+		t.Errorf("101 not counted: %v", l)
+	}
 }

@@ -11,7 +11,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -83,37 +82,7 @@ func TestWebSocketOverH3(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ws.resp.StatusCode != 200 || ws.resp.Header.Get("Sec-Websocket-Accept") != "" {
-				t.Fatalf("extended CONNECT: %d %v; want 200 without Sec-WebSocket-Accept", ws.resp.StatusCode, ws.resp.Header)
-			}
-			for i := range 3 {
-				msg := fmt.Appendf(nil, "hello %d", i)
-				if got, err := ws.echo(t, 1, msg); err != nil || string(got) != c.id+":"+string(msg) {
-					t.Fatalf("echo %d: %q, %v", i, got, err)
-				}
-			}
-			big := bytes.Repeat([]byte{0, 1, 2, 250, 251}, 100000) // 500 kB binary frame: past the stream window
-			if got, err := ws.echo(t, 2, big); err != nil || !bytes.Equal(got, append([]byte(c.id+":"), big...)) {
-				t.Fatalf("500 kB binary echo: %d bytes, %v", len(got), err)
-			}
-			if l := metricLines(t, r.router, "fastrouter_upgraded_connections"); len(l) != 1 || sampleValue(t, l[0]) != 1 {
-				t.Errorf("open tunnels: %v; want 1", l)
-			}
-			if nn := r.pool(t, c.pool).node(c.node); nn == nil || nn.Inflight != 1 {
-				t.Errorf("node in flight during the websocket: %+v; want 1", nn)
-			}
-			ws.pw.Close()
-			ws.resp.Body.Close()
-			eventually(t, 10*time.Second, "tunnel closed and node released", func() bool {
-				l := metricLines(t, r.router, "fastrouter_upgraded_connections")
-				return len(l) == 1 && sampleValue(t, l[0]) == 0 && r.pool(t, c.pool).node(c.node).Inflight == 0
-			})
-			if l := metricLines(t, r.router, "fastrouter_upgraded_connections_total"); len(l) != 1 || sampleValue(t, l[0]) != float64(i+1) {
-				t.Errorf("tunnels opened: %v; want %d", l, i+1)
-			}
-			if l := metricLines(t, r.router, "fastrouter_requests_total", `pool="`+c.pool+`"`, `code="101"`); len(l) != 1 {
-				t.Errorf("101 not counted: %v", l)
-			}
+			ws.echoAndRelease(t, r.router, c.id, c.pool, c.node, 500, i+1) // 500 kB: past the stream window
 		})
 	}
 	if n := sumOf(t, metricLines(t, r.router, "fastrouter_client_connections", `proto="h3"`)); n != 2 {

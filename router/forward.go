@@ -124,7 +124,7 @@ func (rt *Router) proxy(x *exchange, pool *balancer.Pool, pm *poolMetrics, head 
 			continue
 		}
 		if err != nil {
-			if err != errClientGone && err != errClientBody {
+			if err != errClientGone && err != errClientBody && x.ctx.Err() == nil { // the node's failure, not the client's leaving
 				rt.observeLatency(pool, node, &at, true)
 			}
 			return x.call.fail(err)

@@ -22,13 +22,19 @@
 //     FIFO queue);
 //   - oracle: knows every request's size and every worker's remaining work,
 //     and sends each request, in arrival order, to the worker that finishes
-//     it first (the best FIFO dispatch there is: no request could finish
-//     sooner without delaying an earlier one);
+//     it first. Greedy: each request gets the best it can without delaying
+//     an earlier one, which is not the best p99 (it sends too little to the
+//     slow node to keep the fast nodes' queue short), so it is a strong
+//     reference, not a bound;
 //   - oracle-srpt: an oracle that knows the sizes and may also reorder its
 //     queue, serving the shortest waiting request first whenever a worker
 //     frees (non-FIFO; a router cannot know sizes, this only bounds it).
 //
-// Usage: go run ./fleetsim [-seconds 60] [-seeds 5] [-load 0.8]
+// The only hard bound is the work itself: no policy's p99 is below the
+// p99 of a request's work on a fast node (U(2, 8) ms: 7.94 ms, plus the
+// per-request overhead).
+//
+// Usage: go run ./fleetsim [-harness-mix -rate 2010] [-poisson] [-seconds 60] [-seeds 5] [-load 0.8]
 package main
 
 import (
@@ -187,11 +193,14 @@ func (e *estimate) value(now float64, inflight int) float64 {
 type picker func(now float64, inflight []int, waiting int) int
 
 type capRouter struct {
-	c        config
-	cap      int
-	rng      *rand.Rand
-	inflight []int
-	est      []estimate
+	c config
+	// shareWeight scales a full node's share of the queue in sed's cost
+	// (balancer/latency.go: 1, the M/M/c expectation).
+	shareWeight float64
+	cap         int
+	rng         *rand.Rand
+	inflight    []int
+	est         []estimate
 }
 
 // run simulates a router with an in-flight cap per node and a FIFO queue;
@@ -276,7 +285,7 @@ func (r *capRouter) sedCap(lat func(now float64, n, in int) float64) picker {
 		}
 		share := 0.0
 		if full > 0 {
-			share = float64(waiting) / float64(full)
+			share = r.shareWeight * float64(waiting) / float64(full)
 		}
 		best, bestCost, bestFull := -1, 0.0, false
 		off := r.rng.IntN(len(in))
@@ -505,6 +514,7 @@ func main() {
 	flag.Float64Var(&c.seconds, "seconds", 60, "simulated seconds measured per run (after a 3 s warm-up)")
 	flag.Float64Var(&c.overheadMS, "overhead", 0.28, "ms per request on the worker besides its work (0.28 makes the capacity the harness measured, 2463 req/s)")
 	flag.Float64Var(&c.slowFactor, "slow-factor", 3, "the last node runs this many times slower")
+	shareWeight := flag.Float64("share-weight", 1, "sed: weight of a full node's share of the router's queue in its cost (balancer/latency.go uses 1, the expected wait; more sends to the slow node sooner)")
 	seeds := flag.Int("seeds", 5, "runs per policy, each with its own arrivals")
 	only := flag.String("policies", "", "comma-separated policies to run (default all)")
 	flag.Parse()
@@ -519,7 +529,7 @@ func main() {
 		run  func(reqs []request, rng *rand.Rand) []float64
 	}
 	capped := func(rng *rand.Rand) *capRouter {
-		return &capRouter{c: c, cap: c.workers, rng: rng}
+		return &capRouter{c: c, cap: c.workers, rng: rng, shareWeight: *shareWeight}
 	}
 	policies := []policy{
 		{"jsq", func(reqs []request, rng *rand.Rand) []float64 { return runJSQ(c, reqs, rng) }},

@@ -11,7 +11,7 @@ import (
 )
 
 // allAlgos is every algorithm, in ParseAlgo's order.
-var allAlgos = []Algo{AlgoWRR, AlgoLRC, AlgoWLRC, AlgoIPHash, AlgoP2C, AlgoHash}
+var allAlgos = []Algo{AlgoWRR, AlgoLRC, AlgoWLRC, AlgoIPHash, AlgoP2C, AlgoHash, AlgoSED}
 
 // seqRand is a deterministic Config.Rand (splitmix64 over a counter), safe
 // for concurrent use.

@@ -106,6 +106,7 @@ func (n *Node) revive(now time.Time) {
 	n.unsubscribed.Store(false)
 	n.consecFails.Store(0)
 	n.retryAt.Store(0)
+	n.forgetLatency() // its estimate is from before the drain
 	n.joined.Store(now.UnixNano())
 }
 

@@ -215,6 +215,12 @@ type Node struct {
 	idle  []idleConn
 	nIdle atomic.Int32
 
+	// sed's latency estimate (latency.go): lat is the moving average in
+	// ns, 0 while the node has no sample; latAt the unix ns of its last
+	// sample.
+	lat   atomic.Int64
+	latAt atomic.Int64
+
 	// cw is the smooth-WRR current weight. Guarded by the owning Pool's mu.
 	cw int64
 }
@@ -352,6 +358,7 @@ func (n *Node) ReportSuccess() (recovered bool) {
 	if n.consecFails.Load() != 0 {
 		n.consecFails.Store(0)
 		n.retryAt.Store(0)
+		n.forgetLatency() // its estimate is its failures': sed starts it afresh
 		return n.state.CompareAndSwap(uint32(StateFailed), uint32(StateActive))
 	}
 	return false

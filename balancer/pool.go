@@ -19,12 +19,13 @@ const (
 	AlgoIPHash Algo = "iphash" // rendezvous hashing of the client address
 	AlgoP2C    Algo = "p2c"    // power of two random choices, failure penalty
 	AlgoHash   Algo = "hash"   // rendezvous hashing of a header or cookie, bounded load
+	AlgoSED    Algo = "sed"    // shortest expected delay: measured latency × queue length (latency.go)
 )
 
 // ParseAlgo validates an algorithm name.
 func ParseAlgo(s string) (Algo, error) {
 	switch a := Algo(s); a {
-	case AlgoWRR, AlgoLRC, AlgoWLRC, AlgoIPHash, AlgoP2C, AlgoHash:
+	case AlgoWRR, AlgoLRC, AlgoWLRC, AlgoIPHash, AlgoP2C, AlgoHash, AlgoSED:
 		return a, nil
 	}
 	return "", ErrUnknownAlgo
@@ -39,6 +40,7 @@ const (
 	kindIPHash
 	kindP2C
 	kindHash
+	kindSED
 )
 
 func kindOf(a Algo) algoKind {
@@ -53,13 +55,15 @@ func kindOf(a Algo) algoKind {
 		return kindP2C
 	case AlgoHash:
 		return kindHash
+	case AlgoSED:
+		return kindSED
 	}
 	return kindWRR
 }
 
 // ErrUnknownAlgo is returned by ParseAlgo. A sentinel, because datagrams
 // reach ParseAlgo and a bad one must not cost an allocation.
-var ErrUnknownAlgo = errors.New("balancer: unknown algorithm (want wrr, lrc, wlrc, iphash, p2c or hash)")
+var ErrUnknownAlgo = errors.New("balancer: unknown algorithm (want wrr, lrc, wlrc, iphash, p2c, hash or sed)")
 
 // Pool is the set of nodes serving one routing key.
 //
@@ -185,6 +189,8 @@ func (p *Pool) pick(now int64, tried []*Node, key []byte) (best *Node, busy bool
 			best = p.pickWLRC(nodes, f)
 		case p.kind == kindP2C:
 			best = p.pickP2C(nodes, f)
+		case p.kind == kindSED:
+			best = p.pickSED(nodes, f)
 		case p.kind == kindIPHash && len(key) > 0:
 			best = pickHRW(nodes, f, hashBytes(key))
 		case p.kind == kindHash && len(key) > 0:

@@ -307,6 +307,8 @@ func TestParseAlgo(t *testing.T) {
 		{"iphash", AlgoIPHash, true},
 		{"p2c", AlgoP2C, true},
 		{"hash", AlgoHash, true},
+		{"sed", AlgoSED, true},
+		{"SED", "", false},
 		{"P2C", "", false},
 		{"rr", "", false},
 	}

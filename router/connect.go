@@ -58,6 +58,12 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange,
 		default: // nothing usable (left): what failed so far decides
 			return nil, nil, at.err
 		}
+		if pool.MeasuresLatency() {
+			// sed times pick → response head (balancer/latency.go): from
+			// here, after any wait in the pool's queue, which is not the
+			// node's doing.
+			at.picked = rt.now().UnixNano()
+		}
 		if ferr := x.fit(n); ferr != nil {
 			n.Done()
 			if ferr != errRawToHTTP {
@@ -113,6 +119,9 @@ type attempts struct {
 	buf   [maxAttempts]*balancer.Node
 	tried []*balancer.Node
 	err   error
+	// picked is when the node of the current attempt was picked (unix
+	// ns), set for pools that measure latency only (sed).
+	picked int64
 }
 
 func (at *attempts) init() {
@@ -127,6 +136,7 @@ func (rt *Router) connectFailed(ctx context.Context, pool *balancer.Pool, x *exc
 	if ctx.Err() != nil {
 		return errClientGone // the client left, not the node
 	}
+	n.ObserveLatency(now.UnixNano(), 0, true)
 	if n.ReportFailure(now) {
 		rt.log.Warn("node failed", "pool", pool.Key, "node", n.Address, "reason", "connect", "err", derr)
 	}

@@ -124,12 +124,26 @@ func (rt *Router) proxy(x *exchange, pool *balancer.Pool, pm *poolMetrics, head 
 			continue
 		}
 		if err != nil {
+			if err != errClientGone && err != errClientBody && x.ctx.Err() == nil { // the node's failure, not the client's leaving
+				rt.observeLatency(pool, node, &at, true)
+			}
 			return x.call.fail(err)
 		}
+		rt.observeLatency(pool, node, &at, head.StatusCode() >= 500)
 		rt.observeHead(x, node, start, int64(len(x.buf))+x.req.BodyLen-x.inline)
 		pm.count(head.StatusCode())
 		return pm, up.response(x, head, f), nil
 	}
+}
+
+// observeLatency gives a sed pool's node the time from its pick (at.picked)
+// to now, the response head or the failure (balancer.Node.ObserveLatency).
+func (rt *Router) observeLatency(pool *balancer.Pool, node *balancer.Node, at *attempts, failed bool) {
+	if !pool.MeasuresLatency() {
+		return
+	}
+	now := rt.now().UnixNano()
+	node.ObserveLatency(now, now-at.picked, failed)
 }
 
 // retryable reports whether x may go to another node after its node closed
@@ -165,6 +179,7 @@ func (rt *Router) closedBeforeAnswer(x *exchange, pool *balancer.Pool, node *bal
 		return true
 	}
 	c.pm.backendError(errNodeClosedEarly)
+	rt.observeLatency(pool, node, at, true)
 	at.tried = append(at.tried, node)
 	at.err = errNodeClosedEarly
 	rt.unobserveConnect(x)

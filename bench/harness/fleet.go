@@ -22,8 +22,8 @@ import (
 // real uWSGI nodes (bench/fleet/app.py, a few workers each) whose requests
 // mostly take a few ms, a rare one a few hundred ms, one node 3× slower than
 // the others; open-loop load at a fixed rate near 80% of the fleet's
-// measured capacity. Each peer balances as it does best: fastrouter lrc and
-// p2c with --max-inflight auto, nginx least_conn, uWSGI's http router over
+// measured capacity. Each peer balances as it does best: fastrouter lrc,
+// p2c and sed with --max-inflight auto, nginx least_conn, uWSGI's http router over
 // subscriptions (lrc), HAProxy leastconn with maxconn per server. Then the
 // same with one node killed (kill -9 of its process group) mid-run.
 
@@ -162,6 +162,9 @@ func (h *harness) fleetPeers() []fleetPeer {
 		}},
 		{name: "fastrouter p2c", proto: "uwsgi", subscribe: true, start: func(_ []*fleetNode, sub string) (target, error) {
 			return h.fleetFastrouter(sub, "p2c")
+		}},
+		{name: "fastrouter sed", proto: "uwsgi", subscribe: true, start: func(_ []*fleetNode, sub string) (target, error) {
+			return h.fleetFastrouter(sub, "sed")
 		}},
 	}
 	if _, err := exec.LookPath("nginx"); err == nil {

@@ -98,7 +98,7 @@ func main() {
 	fleetRate := flag.Float64("fleet-rate", 0, "fleet scenario: fixed arrival rate in req/s instead of -fleet-load")
 	fleetDur := flag.Duration("fleet-duration", 30*time.Second, "fleet scenario: measured window of each open-loop run (after a 3 s warm-up)")
 	fleetSlowFrac := flag.Float64("fleet-slow-fraction", 0.0005, "fleet scenario: share of requests that ask for -fleet-slow-ms")
-	fleetPeers := flag.String("fleet-peers", "", "fleet scenario: comma-separated name prefixes of the peers to run (default all: \"fastrouter lrc\", \"fastrouter p2c\", nginx, uwsgi-http, haproxy)")
+	fleetPeers := flag.String("fleet-peers", "", "fleet scenario: comma-separated name prefixes of the peers to run (default all: \"fastrouter lrc\", \"fastrouter p2c\", \"fastrouter sed\", nginx, uwsgi-http, haproxy)")
 	flag.Parse()
 
 	root, err := filepath.Abs("..")

@@ -380,7 +380,7 @@ func (h *harness) writeTargets(b *strings.Builder) {
 		}
 		return nil
 	}
-	for _, algo := range []string{"lrc", "p2c"} {
+	for _, algo := range []string{"lrc", "p2c", "sed"} {
 		f := peer(steady, "fastrouter "+algo)
 		if f == nil {
 			continue

@@ -66,7 +66,7 @@ func TestEveryProblemListed(t *testing.T) {
 		`--pprof: "maybe" is not true or false`,
 		`--queue-timeout needs a value: --queue-timeout D`,
 		`--http "127.0.0.1:99999": port 99999 is out of range (0-65535)`,
-		`--algo: unknown algorithm "rr" (want wrr, lrc, wlrc, iphash, p2c or hash)`,
+		`--algo: unknown algorithm "rr" (want wrr, lrc, wlrc, iphash, p2c, hash or sed)`,
 		`--trusted-proxy "10.0.0.0/33": prefix length out of range (IPv4 0-32, IPv6 0-128)`,
 		`--node-allow "10.0.0.1": not a CIDR: write 10.0.0.1/32 for this one address`,
 	}

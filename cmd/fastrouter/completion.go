@@ -68,7 +68,7 @@ func completionSpecs() []cmdSpec {
 func valueKind(f *flag.Flag) (kind string, choices []string) {
 	switch f.Name {
 	case "algo":
-		return "choice", []string{"wrr", "lrc", "wlrc", "iphash", "p2c", "hash"}
+		return "choice", []string{"wrr", "lrc", "wlrc", "iphash", "p2c", "hash", "sed"}
 	case "log-level":
 		return "choice", []string{"debug", "info", "warn", "error"}
 	}

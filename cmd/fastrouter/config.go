@@ -129,7 +129,7 @@ func newFlagSet(o *options) *flagSet {
 	fs.Int64Var(&o.requestBuffering, "request-buffering", 1<<30, "read request bodies of up to `N` bytes whole before a node is picked (over 1 MiB in a temporary file), so a slow upload holds no node; larger ones stream at the client's pace (0: all stream)")
 
 	fs.section("Nodes and balancing")
-	fs.StringVar(&o.algo, "algo", "wrr", "balancing algorithm `NAME` of new pools: wrr, lrc, wlrc, iphash, p2c or hash")
+	fs.StringVar(&o.algo, "algo", "wrr", "balancing algorithm `NAME` of new pools: wrr, lrc, wlrc, iphash, p2c, hash or sed")
 	fs.StringVar(&o.hashKey, "hash-key", "", "where pools with algorithm hash find their key, `SRC`: header:NAME or cookie:NAME (unset: they balance as wrr)")
 	fs.StringVar(&o.maxInflight, "max-inflight", "0", "cap `N` on requests in flight to each node: a count, auto (the cores the node announced) or 0 (the default: off); more wait in the pool's queue")
 	fs.IntVar(&o.queueSize, "queue-size", balancer.DefaultQueueSize, "`N` requests per pool that may wait for a node under --max-inflight; more get 503 + Retry-After")
@@ -390,7 +390,7 @@ func (o *options) validateListeners(p *problems) {
 // request size limits.
 func (o *options) validateLimits(p *problems) {
 	if _, err := balancer.ParseAlgo(o.algo); err != nil {
-		p.addf("--algo: unknown algorithm %q (want wrr, lrc, wlrc, iphash, p2c or hash)", o.algo)
+		p.addf("--algo: unknown algorithm %q (want wrr, lrc, wlrc, iphash, p2c, hash or sed)", o.algo)
 	}
 	for _, d := range []struct {
 		name string

@@ -213,7 +213,7 @@ func poolPolicy(key string, pc poolConfig, p *problems) (pol balancer.Policy, ch
 	}
 	if pc.Algo != "" {
 		if a, err := balancer.ParseAlgo(pc.Algo); err != nil {
-			p.addf("pools: %s: algo %q: want wrr, lrc, wlrc, iphash, p2c or hash", key, pc.Algo)
+			p.addf("pools: %s: algo %q: want wrr, lrc, wlrc, iphash, p2c, hash or sed", key, pc.Algo)
 		} else {
 			pol.Algo = a
 		}

@@ -4,7 +4,7 @@
 /env, */env  -> JSON of the string vars the app received
 /upload      -> reads the body, returns "<bytes> <sha256>"
 /download    -> ?size=N streams N pattern bytes; &cl=1 sends Content-Length
-/slow        -> ?ms=N sleeps, then "slow node=<NODE_ID>"
+/slow        -> ?ms=N sleeps (times $SLOW_FACTOR, default 1), then "slow node=<NODE_ID>"
 /stream      -> a body without end: "tick\n" every ?ms=N (default 200) for ever
 /status      -> ?code=N answers that status
 /health      -> 500 while the file named by $HEALTH_FAIL_FILE exists, else 200
@@ -28,6 +28,7 @@ import time
 from urllib.parse import parse_qs
 
 NODE = os.environ.get("NODE_ID", "?")
+SLOW_FACTOR = float(os.environ.get("SLOW_FACTOR", "1"))
 CHUNK = bytes(range(256)) * 256  # 64 KiB
 
 
@@ -65,7 +66,7 @@ def application(env, start):
         start("200 OK", headers)
         return pattern(n)
     if path == "/slow":
-        time.sleep(int(q.get("ms", ["1000"])[0]) / 1000.0)
+        time.sleep(int(q.get("ms", ["1000"])[0]) * SLOW_FACTOR / 1000.0)
         start("200 OK", [("Content-Type", "text/plain")])
         return [("slow node=%s" % NODE).encode()]
     if path == "/stream":

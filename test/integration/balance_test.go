@@ -362,3 +362,28 @@ func TestP2CAvoidsDeadNode(t *testing.T) {
 		t.Fatalf("dead node %s: %+v; want state failed with failures", dead, dn)
 	}
 }
+
+// sed measures each node: of two nodes, one five times slower, the slow
+// one gets the probe every new node gets and little else, where lrc would
+// split sequential requests evenly.
+func TestSEDAvoidsSlowNode(t *testing.T) {
+	requireUWSGI(t)
+	t.Parallel()
+	const key = "sed.balance.test"
+	r := startRouter(t, "--algo", "sed", "--max-inflight", "auto")
+	startNode(t, r, key, nodeOpts{id: "a"})
+	startNode(t, r, key, nodeOpts{id: "b", slowFactor: 5})
+	waitForNodes(t, r, key, 2)
+	if p := r.pool(t, key); p.Algo != "sed" {
+		t.Fatalf("pool algo %q; want sed", p.Algo)
+	}
+	c := client()
+	counts := map[string]int{}
+	for i := 0; i < 40; i++ {
+		counts[nodeID(mustSend(t, c, r.http, key, "/slow?ms=10", nil))]++
+	}
+	t.Logf("sed over 40 sequential /slow?ms=10 (node b 5× slower): %v", counts)
+	if counts["a"]+counts["b"] != 40 || counts["b"] == 0 || counts["b"] > 4 {
+		t.Fatalf("sed split %v; want b tried (at least once) and a taking all but a few", counts)
+	}
+}

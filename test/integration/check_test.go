@@ -155,6 +155,7 @@ func TestCompletionScripts(t *testing.T) {
 		{"fastrouter subscribe --ke", "--key"},
 		{"fastrouter completion z", "zsh"},
 		{"fastrouter --algo p", "p2c"},
+		{"fastrouter --algo s", "sed"},
 		{"fastrouter --log-level wa", "warn"},
 		{"fastrouter --config " + filepath.Join(dir, "rou"), filepath.Join(dir, "router.yaml")},
 	} {

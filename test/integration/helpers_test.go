@@ -345,6 +345,7 @@ type nodeOpts struct {
 	bufferSize int    // --buffer-size; default 32768
 	socket     string // explicit --socket; default 127.0.0.1:<free port>
 	healthFail string // /health answers 500 while this file exists
+	slowFactor int    // /slow sleeps this many times its ms; 0 = 1
 }
 
 // startNode starts a uWSGI 2.0 node (master + workers) that subscribes to r
@@ -385,6 +386,9 @@ func startNode(t *testing.T, r *router, key string, o nodeOpts) *node {
 	}
 	if o.healthFail != "" {
 		args = append(args, "--env", "HEALTH_FAIL_FILE="+o.healthFail)
+	}
+	if o.slowFactor > 0 {
+		args = append(args, "--env", "SLOW_FACTOR="+strconv.Itoa(o.slowFactor))
 	}
 	return &node{proc: startProc(t, "uwsgi", args...), addr: o.socket}
 }

@@ -63,6 +63,10 @@ type h2Front struct {
 // handlers a rapid-reset flood can queue before the connection is closed.
 const h2MaxConcurrentStreams = 250
 
+// h2MaxFrameSize is the largest frame payload the router reads: the
+// protocol's initial value (RFC 9113 §4.2).
+const h2MaxFrameSize = 16 << 10
+
 func newH2Front(rt *Router, t *Timeouts, sf *streamFront, conns prometheus.Gauge) *h2Front {
 	f := &h2Front{streamFront: sf, conns: conns}
 	enableExtendedConnect() // WebSockets over h2 (extconnect.go)
@@ -75,6 +79,13 @@ func newH2Front(rt *Router, t *Timeouts, sf *streamFront, conns prometheus.Gauge
 			// x/net reports each protocol error it answers by a fixed name.
 			CountError:           func(t string) { rt.h2Errors.WithLabelValues(t).Inc() },
 			MaxConcurrentStreams: h2MaxConcurrentStreams,
+			// The initial SETTINGS_MAX_FRAME_SIZE (RFC 9113 §6.5.2), not
+			// x/net's 1 MiB: a client that ignores our SETTINGS (or has
+			// not read them yet) may assume no more, and a larger frame
+			// is then a FRAME_SIZE_ERROR it can rely on (§4.2; h2spec
+			// 4.2/1 and 4.2/3, docs/tls.md). Requests are small frames;
+			// upload bodies only need more of them.
+			MaxReadFrameSize: h2MaxFrameSize,
 			// A connection whose writes make no progress for this long is
 			// cut, so a client that stops reading cannot pin buffers.
 			WriteByteTimeout: t.Timeout,

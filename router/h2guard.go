@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -76,6 +77,12 @@ type h2Guard struct {
 	idle    bucket  // budget of frames that carry nothing
 	flood   bool    // a budget ran out: Read returns errFlood from now on
 
+	// remote is the client's address as x/net/http2 gives it every
+	// stream (Request.RemoteAddr, from this connection's RemoteAddr),
+	// parsed once for the connection's streams (h2.go: readRequest);
+	// invalid when it is no IP address and port.
+	remote netip.AddrPort
+
 	mu        sync.Mutex
 	rstEnd    int64         // guarded by mu: connection offset just past the last RST_STREAM received
 	delivered int64         // guarded by mu: bytes handed to x/net, as of its latest Read call
@@ -115,6 +122,9 @@ func newH2Guard(rt *Router, c net.Conn) (net.Conn, *h2Guard) {
 	now := rt.now()
 	g := &h2Guard{Conn: c, rt: rt, buf: *lookAheadPool.Get().(*[]byte), preface: len(h2Preface),
 		resets: bucket{tokens: h2ResetBurst, last: now}, idle: bucket{tokens: h2IdleBurst, last: now}}
+	if c.RemoteAddr() != nil {
+		g.remote, _ = netip.ParseAddrPort(c.RemoteAddr().String())
+	}
 	if tc, ok := c.(connectionStater); ok {
 		return &h2GuardTLS{h2Guard: g, cs: tc}, g
 	}

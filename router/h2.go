@@ -49,6 +49,10 @@ type streamFront struct {
 type h2Front struct {
 	*streamFront
 	conns prometheus.Gauge
+	// writeTimeout: a connection whose writes make no progress for this
+	// long is cut, so a client that stops reading cannot pin buffers
+	// (h2Guard.Write).
+	writeTimeout time.Duration
 
 	// srv is x/net/http2's server, which stays the HTTP/2 implementation:
 	// net/http's own (http.Server with Protocols) serves only connections
@@ -76,7 +80,7 @@ const h2MaxConcurrentStreams = 250
 const h2MaxFrameSize = 16 << 10
 
 func newH2Front(rt *Router, t *Timeouts, sf *streamFront, conns prometheus.Gauge) *h2Front {
-	f := &h2Front{streamFront: sf, conns: conns}
+	f := &h2Front{streamFront: sf, conns: conns, writeTimeout: t.Timeout}
 	enableExtendedConnect() // WebSockets over h2 (extconnect.go)
 	f.base = &http.Server{
 		// http2 advertises and enforces this as SETTINGS_MAX_HEADER_LIST_SIZE.
@@ -94,9 +98,7 @@ func newH2Front(rt *Router, t *Timeouts, sf *streamFront, conns prometheus.Gauge
 			// 4.2/1 and 4.2/3, docs/tls.md). Requests are small frames;
 			// upload bodies only need more of them.
 			MaxReadFrameSize: h2MaxFrameSize,
-			// A connection whose writes make no progress for this long is
-			// cut, so a client that stops reading cannot pin buffers.
-			WriteByteTimeout: t.Timeout,
+			// No WriteByteTimeout: the guard bounds writes (h2Guard.Write).
 			// Flow control windows: what one client can make us buffer.
 			MaxReceiveBufferPerConnection: 1 << 20,
 			MaxReceiveBufferPerStream:     256 << 10,
@@ -126,6 +128,7 @@ func (w debugWriter) Write(p []byte) (int, error) {
 func (f *h2Front) serveConn(c net.Conn) {
 	f.conns.Inc()
 	gc, g := newH2Guard(f.rt, c)
+	g.writeTimeout = f.writeTimeout
 	defer func() {
 		f.conns.Dec()
 		c.Close()

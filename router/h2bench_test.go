@@ -32,7 +32,13 @@ func BenchmarkH2Stream(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c, err := net.Dial("tcp", serveUntilCleanup(b, rt, rt.Serve, "tcp", "bench"))
+	h2BenchStreams(b, serveUntilCleanup(b, rt, rt.Serve, "tcp", "bench"))
+}
+
+// h2BenchStreams times one request stream per iteration on one h2c
+// connection to addr, each read to its END_STREAM.
+func h2BenchStreams(b *testing.B, addr string) {
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		b.Fatal(err)
 	}

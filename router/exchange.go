@@ -38,6 +38,9 @@ type exchange struct {
 	chunks chunked.Reader
 	// client renews the client's deadlines while bodies stream. May be nil.
 	client deadliner
+	// rc is the h2 and h3 fronts' client: the stream's controller, held
+	// here so that it costs no allocation per stream.
+	rc http.ResponseController
 	// isHead: the response to a HEAD request has no body whatever it says.
 	isHead bool
 	// ctx ends with the client's interest in the response (an h2 stream
@@ -104,6 +107,7 @@ func getExchange() *exchange { return exchangePool.Get().(*exchange) }
 func putExchange(x *exchange) {
 	x.req.Reset()
 	x.bodySrc, x.bodyLen, x.client, x.isHead, x.consumed, x.ctx = nil, 0, nil, false, false, context.Background()
+	x.rc = http.ResponseController{}
 	x.chunks = chunked.Reader{} // it holds the client's stream
 	x.upgrade, x.mustSwitch = false, false
 	x.sink, x.rw, x.interims, x.closeClient = nil, nil, 0, false

@@ -7,6 +7,10 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/textproto"
+	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/fastrouter/fastrouter/internal/ascii"
 	"github.com/fastrouter/fastrouter/internal/strict"
@@ -18,7 +22,8 @@ import (
 // streamFront is the request side of the h2 and h3 fronts: a net/http
 // handler that forwards one request stream through the same core as the
 // HTTP/1.1 front. x/net/http2 (h2Front) and quic-go's http3 (h3.go) each
-// call ServeHTTP once per stream. Immutable after creation.
+// call ServeHTTP once per stream. Immutable after creation but for
+// dateCache.
 type streamFront struct {
 	rt          *Router
 	serverPort  []byte
@@ -31,6 +36,9 @@ type streamFront struct {
 	// view is read and before it is routed; its error is answered through
 	// statusOf (h3.go: 0-RTT).
 	admit func(req *http.Request, x *exchange) error
+	// dateCache is the Date field of this second (date), the one field
+	// that changes after creation.
+	dateCache atomic.Pointer[dateValue]
 }
 
 // h2Front serves HTTP/2 connections (TLS with ALPN h2, or h2c with prior
@@ -41,6 +49,10 @@ type streamFront struct {
 type h2Front struct {
 	*streamFront
 	conns prometheus.Gauge
+	// writeTimeout: a connection whose writes make no progress for this
+	// long is cut, so a client that stops reading cannot pin buffers
+	// (h2Guard.Write).
+	writeTimeout time.Duration
 
 	// srv is x/net/http2's server, which stays the HTTP/2 implementation:
 	// net/http's own (http.Server with Protocols) serves only connections
@@ -63,8 +75,12 @@ type h2Front struct {
 // handlers a rapid-reset flood can queue before the connection is closed.
 const h2MaxConcurrentStreams = 250
 
+// h2MaxFrameSize is the largest frame payload the router reads: the
+// protocol's initial value (RFC 9113 §4.2).
+const h2MaxFrameSize = 16 << 10
+
 func newH2Front(rt *Router, t *Timeouts, sf *streamFront, conns prometheus.Gauge) *h2Front {
-	f := &h2Front{streamFront: sf, conns: conns}
+	f := &h2Front{streamFront: sf, conns: conns, writeTimeout: t.Timeout}
 	enableExtendedConnect() // WebSockets over h2 (extconnect.go)
 	f.base = &http.Server{
 		// http2 advertises and enforces this as SETTINGS_MAX_HEADER_LIST_SIZE.
@@ -75,9 +91,14 @@ func newH2Front(rt *Router, t *Timeouts, sf *streamFront, conns prometheus.Gauge
 			// x/net reports each protocol error it answers by a fixed name.
 			CountError:           func(t string) { rt.h2Errors.WithLabelValues(t).Inc() },
 			MaxConcurrentStreams: h2MaxConcurrentStreams,
-			// A connection whose writes make no progress for this long is
-			// cut, so a client that stops reading cannot pin buffers.
-			WriteByteTimeout: t.Timeout,
+			// The initial SETTINGS_MAX_FRAME_SIZE (RFC 9113 §6.5.2), not
+			// x/net's 1 MiB: a client that ignores our SETTINGS (or has
+			// not read them yet) may assume no more, and a larger frame
+			// is then a FRAME_SIZE_ERROR it can rely on (§4.2; h2spec
+			// 4.2/1 and 4.2/3, docs/tls.md). Requests are small frames;
+			// upload bodies only need more of them.
+			MaxReadFrameSize: h2MaxFrameSize,
+			// No WriteByteTimeout: the guard bounds writes (h2Guard.Write).
 			// Flow control windows: what one client can make us buffer.
 			MaxReceiveBufferPerConnection: 1 << 20,
 			MaxReceiveBufferPerStream:     256 << 10,
@@ -107,6 +128,7 @@ func (w debugWriter) Write(p []byte) (int, error) {
 func (f *h2Front) serveConn(c net.Conn) {
 	f.conns.Inc()
 	gc, g := newH2Guard(f.rt, c)
+	g.writeTimeout = f.writeTimeout
 	defer func() {
 		f.conns.Dec()
 		c.Close()
@@ -215,7 +237,9 @@ func (f *streamFront) readRequest(w http.ResponseWriter, req *http.Request, x *e
 	r.Host = x.copyString(req.Host)
 	r.Scheme = f.scheme
 	r.ServerPort = f.serverPort
-	if ap, err := netip.ParseAddrPort(req.RemoteAddr); err == nil {
+	if g := guardOf(req.Context()); g != nil && g.remote.IsValid() {
+		r.Remote = g.remote // req.RemoteAddr, parsed once per connection
+	} else if ap, err := netip.ParseAddrPort(req.RemoteAddr); err == nil {
 		r.Remote = ap
 	}
 	r.Trusted = rt.trusted(r.Remote.Addr())
@@ -246,7 +270,8 @@ func (f *streamFront) readRequest(w http.ResponseWriter, req *http.Request, x *e
 			x.bodyLen = -1
 		}
 	}
-	x.client = http.NewResponseController(w)
+	x.rc = *http.NewResponseController(w)
+	x.client = &x.rc
 	x.sink, x.rw = f, w
 	x.isHead = req.Method == http.MethodHead
 	x.ctx = req.Context()
@@ -286,14 +311,44 @@ func (x *exchange) copyString(s string) []byte {
 
 // writeHead writes the final response head on the stream: the node's
 // headers but the hop-by-hop ones, and its Content-Length when a body of
-// that length follows (or for HEAD).
+// that length follows (or for HEAD). Their names and values are copied
+// into one string and the map's value slices cut from one array: two
+// allocations for the whole head, however many fields (a string and a
+// slice per field otherwise). The names stay as the node spelled them
+// where that is canonical; Header.Add canonicalises the others.
 func (f *streamFront) writeHead(w http.ResponseWriter, x *exchange, head *fasthttp.ResponseHeader, body bool) {
-	hdrs := w.Header()
+	cl := head.ContentLength() > 0 && (body || x.isHead)
+	keep := func(k []byte) bool {
+		return !hopByHop(k) || cl && ascii.EqualFold(k, "content-length")
+	}
+	n, size := 0, 0
 	for k, v := range head.All() {
-		if hopByHop(k) {
+		if keep(k) {
+			n++
+			size += len(k) + len(v)
+		}
+	}
+	// One string for all: a Builder grown to size never moves its bytes,
+	// so what String returns as it fills stays valid and unchanged.
+	var sb strings.Builder
+	sb.Grow(size)
+	vals := make([]string, n)
+	hdrs := w.Header()
+	i := 0
+	for k, v := range head.All() {
+		if !keep(k) {
 			continue
 		}
-		hdrs.Add(string(k), string(v))
+		sb.Write(k)
+		key := sb.String()[sb.Len()-len(k):]
+		sb.Write(v)
+		vals[i] = sb.String()[sb.Len()-len(v):]
+		if ck := textproto.CanonicalMIMEHeaderKey(key); hdrs[ck] == nil {
+			hdrs[ck] = vals[i : i+1 : i+1]
+		} else {
+			hdrs[ck] = append(hdrs[ck], vals[i])
+		}
+		i++
 	}
 	if f.altSvc != nil {
 		hdrs["Alt-Svc"] = f.altSvc // ours, not the node's: the router is the origin's front
@@ -301,10 +356,30 @@ func (f *streamFront) writeHead(w http.ResponseWriter, x *exchange, head *fastht
 	if len(head.ContentType()) == 0 {
 		hdrs["Content-Type"] = nil // net/http's way to say: do not sniff one
 	}
-	if cl := head.ContentLength(); cl > 0 && (body || x.isHead) {
-		hdrs.Set("Content-Length", string(head.Peek("Content-Length")))
+	if _, ok := hdrs["Date"]; !ok {
+		hdrs["Date"] = f.date()
 	}
 	w.WriteHeader(head.StatusCode())
+}
+
+// date is the Date field of a response, as x/net/http2 and quic-go's
+// http3 would add it (RFC 9110 §6.6.1), formatted once a second instead of
+// once a response. Both copy the header map when the head is written, so
+// streams can share the slice.
+func (f *streamFront) date() []string {
+	now := time.Now()
+	if d := f.dateCache.Load(); d != nil && d.sec == now.Unix() {
+		return d.v
+	}
+	d := &dateValue{sec: now.Unix(), v: []string{now.UTC().Format(http.TimeFormat)}}
+	f.dateCache.Store(d)
+	return d.v
+}
+
+// dateValue is a formatted Date field and the second it is of.
+type dateValue struct {
+	sec int64
+	v   []string
 }
 
 // writeBody copies the node's body to the stream; a body of unknown length
@@ -312,7 +387,7 @@ func (f *streamFront) writeHead(w http.ResponseWriter, x *exchange, head *fastht
 // cut short resets the stream, so the client cannot mistake it for a
 // complete response.
 func (f *streamFront) writeBody(w http.ResponseWriter, x *exchange, b *backendBody, pm *poolMetrics, flush bool) {
-	rc := x.client.(*http.ResponseController)
+	rc := &x.rc
 	cb := bufPool.Get().(*[]byte)
 	defer bufPool.Put(cb)
 	for {

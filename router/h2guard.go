@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -76,6 +77,17 @@ type h2Guard struct {
 	idle    bucket  // budget of frames that carry nothing
 	flood   bool    // a budget ran out: Read returns errFlood from now on
 
+	// Owned by x/net's writer (it has one frame write in flight at a
+	// time, each handed over through its serve loop).
+	writeTimeout time.Duration // 0: writes have no deadline
+	wrenew       time.Time     // when the write deadline is next renewed
+
+	// remote is the client's address as x/net/http2 gives it every
+	// stream (Request.RemoteAddr, from this connection's RemoteAddr),
+	// parsed once for the connection's streams (h2.go: readRequest);
+	// invalid when it is no IP address and port.
+	remote netip.AddrPort
+
 	mu        sync.Mutex
 	rstEnd    int64         // guarded by mu: connection offset just past the last RST_STREAM received
 	delivered int64         // guarded by mu: bytes handed to x/net, as of its latest Read call
@@ -115,6 +127,9 @@ func newH2Guard(rt *Router, c net.Conn) (net.Conn, *h2Guard) {
 	now := rt.now()
 	g := &h2Guard{Conn: c, rt: rt, buf: *lookAheadPool.Get().(*[]byte), preface: len(h2Preface),
 		resets: bucket{tokens: h2ResetBurst, last: now}, idle: bucket{tokens: h2IdleBurst, last: now}}
+	if c.RemoteAddr() != nil {
+		g.remote, _ = netip.ParseAddrPort(c.RemoteAddr().String())
+	}
 	if tc, ok := c.(connectionStater); ok {
 		return &h2GuardTLS{h2Guard: g, cs: tc}, g
 	}
@@ -172,6 +187,36 @@ func (g *h2Guard) Read(p []byte) (int, error) {
 	n := copy(p, g.buf[g.r:g.w])
 	g.r += n
 	return n, nil
+}
+
+// Write is x/net's write to the client. A write that makes no progress
+// for writeTimeout fails, as x/net's own Server.WriteByteTimeout would
+// have it; but where x/net sets the connection's deadline before and
+// clears it after every write (writeWithByteTimeout, http2.go: a runtime
+// timer moved twice per flush, one flush per response under load), the
+// guard renews it only once a quarter of writeTimeout has passed, so a
+// stalled write is cut after between ¾ and all of writeTimeout. A write
+// the deadline stops after some progress is retried with a fresh one, as
+// x/net does (over TLS it cannot be: crypto/tls fails the connection).
+func (g *h2Guard) Write(p []byte) (int, error) {
+	if g.writeTimeout <= 0 {
+		return g.Conn.Write(p)
+	}
+	n := 0
+	for {
+		if now := time.Now(); !now.Before(g.wrenew) {
+			if err := g.Conn.SetWriteDeadline(now.Add(g.writeTimeout)); err != nil {
+				return n, err
+			}
+			g.wrenew = now.Add(g.writeTimeout / 4)
+		}
+		m, err := g.Conn.Write(p[n:])
+		n += m
+		if err == nil || m == 0 || !isTimeout(err) {
+			return n, err
+		}
+		g.wrenew = time.Time{}
+	}
 }
 
 // scan follows the frames in b, the next bytes of the connection, and

@@ -428,3 +428,41 @@ func TestH2GuardPartialReset(t *testing.T) {
 		t.Fatal("awaitResets waits for a RST_STREAM that has not arrived whole")
 	}
 }
+
+// TestH2GuardWriteTimeout: a write to a client that reads nothing fails
+// once writeTimeout passes without progress; one the client reads slowly,
+// a byte at a time, goes on as long as each byte comes within it.
+func TestH2GuardWriteTimeout(t *testing.T) {
+	rt := testGuardRouter(t, time.Now)
+	server, client := net.Pipe()
+	defer client.Close()
+	gc, g := newH2Guard(rt, server)
+	defer g.release()
+	g.writeTimeout = 200 * time.Millisecond
+	// Without a deadline the first write would block for ever: end it.
+	cut := time.AfterFunc(5*time.Second, func() { server.Close() })
+	defer cut.Stop()
+
+	start := time.Now()
+	n, err := gc.Write([]byte("stalled"))
+	if n != 0 || !isTimeout(err) {
+		t.Fatalf("write nobody reads: %d, %v; want 0 and a timeout", n, err)
+	}
+	if d := time.Since(start); d < g.writeTimeout*3/4 {
+		t.Fatalf("write nobody reads failed after %s; want at least ¾ of %s", d, g.writeTimeout)
+	}
+
+	go func() {
+		b := make([]byte, 1)
+		for {
+			time.Sleep(g.writeTimeout / 4)
+			if _, err := client.Read(b); err != nil {
+				return
+			}
+		}
+	}()
+	msg := []byte("slow but steady")
+	if n, err := gc.Write(msg); n != len(msg) || err != nil {
+		t.Fatalf("write read a byte at a time: %d, %v; want %d, nil", n, err, len(msg))
+	}
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the integration
 # tests drive (real uWSGI 2.0 with the python3 plugin, nginx, promtool, curl,
-# h2load, openssl, chromium, run headless to check the status page, pebble
+# h2load, openssl, h2spec, chromium, run headless to check the status page, pebble
 # (the ACME tests' CA) and zsh, whose completion script is checked),
 # downloads Go modules, then vets, lints (staticcheck) and runs every test
 # with the race detector.
@@ -34,6 +34,12 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 
 go mod download
+# h2spec (TestH2Spec, HTTP/2 conformance) is a Go tool: installed into Go's
+# bin directory, which the tests find through PATH.
+gobin=$(go env GOBIN)
+[ -n "$gobin" ] || gobin="$(go env GOPATH | cut -d: -f1)/bin"
+export PATH="$gobin:$PATH"
+command -v h2spec >/dev/null 2>&1 || go install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then

@@ -232,12 +232,14 @@ func TestH2HostileFrames(t *testing.T) {
 			},
 		},
 		{
-			// One 4000-byte field into the dynamic table, then 16000
-			// one-byte references to it: 64 MB decoded from 16 KB.
+			// One 4000-byte field into the dynamic table, then 12000
+			// one-byte references to it: 48 MB decoded from 16 KB, in one
+			// HEADERS frame within the 16 KiB SETTINGS_MAX_FRAME_SIZE (a
+			// larger frame is a FRAME_SIZE_ERROR before any decoding).
 			name: "HPACK bomb, dynamic table references", read: true, want: ":status 431", budget: 10 * time.Second,
 			write: func(h *h2Conn, i int) (bool, error) {
 				blk := hdrs(h, append(get, [2]string{"x-bomb", strings.Repeat("b", 4000)})...)
-				for j := 0; j < 16000; j++ {
+				for j := 0; j < 12000; j++ {
 					blk = append(blk, 0x80|62) // indexed: dynamic table entry 1 (x-bomb)
 				}
 				return false, h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: blk, EndStream: true, EndHeaders: true})

@@ -275,6 +275,7 @@ func (l *frontListener) park(p *parkConn) {
 		return
 	}
 	l.parks.Add(1)
+	l.rt.trim.parked()
 	go p.wait()
 }
 

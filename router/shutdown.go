@@ -70,6 +70,7 @@ func (rt *Router) Shutdown(ctx context.Context) error {
 		rt.awaitCut(<-cut)
 	}
 	rt.socks.closeAll()
+	rt.trim.Stop()
 	return errors.Join(errs...)
 }
 

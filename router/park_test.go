@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"io"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -322,4 +323,29 @@ func TestSlowBodiesAcrossPark(t *testing.T) {
 	k.get("HEAD / HTTP/1.1\r\nHost: p.test\r\n\r\n", 0, "")
 	time.Sleep(200 * time.Millisecond)
 	k.get(getP, 1, "")
+}
+
+// Parked connections hold no goroutine each (park_linux.go): with 40
+// more parked, the router runs about as many goroutines as
+// with none.
+func TestParkedConnectionsHoldNoGoroutine(t *testing.T) {
+	if !canPark {
+		t.Skip("connections park on Linux only")
+	}
+	const n = 40
+	ca := newTestCA(t)
+	addr, l, _, _ := parkTLSRouterWith(t, ca, Config{Timeout: time.Minute}) // none expires meanwhile
+	dialTLSKeepAlive(t, addr, ca, nil).get(getP, 1, "hi")                   // starts the parker
+	waitFor(t, "the first connection to park", func() bool { return l.parkedCount() == 1 })
+	base := runtime.NumGoroutine()
+	for range n {
+		dialTLSKeepAlive(t, addr, ca, nil).get(getP, 1, "hi")
+	}
+	waitFor(t, "every connection to park", func() bool { return l.parkedCount() == n+1 })
+	waitFor(t, "the goroutines of the parked connections to end", func() bool {
+		return runtime.NumGoroutine() < base+n/4
+	})
+	if got := l.parkedCount(); got != n+1 {
+		t.Fatalf("%d connections parked; want %d", got, n+1)
+	}
 }

@@ -166,6 +166,9 @@ type Router struct {
 	// trim returns the memory of bursts of parked connections to the OS
 	// (idletrim.go); Shutdown stops it.
 	trim *idleTrim
+	// parker holds the parked HTTP/1.1 connections (park_linux.go);
+	// Shutdown stops it.
+	parker parker
 }
 
 // New validates cfg and returns a Router.

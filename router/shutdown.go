@@ -71,6 +71,7 @@ func (rt *Router) Shutdown(ctx context.Context) error {
 	}
 	rt.socks.closeAll()
 	rt.trim.Stop()
+	rt.parker.stop()
 	return errors.Join(errs...)
 }
 

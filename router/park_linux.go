@@ -34,7 +34,7 @@ type parker struct {
 	done    chan struct{}
 }
 
-// start starts the parker's goroutine if it has not; false (the
+// startLocked starts the parker's goroutine if it has not; false (the
 // connection is to be dropped) once stopped or if epoll failed. Caller
 // holds k.mu.
 func (k *parker) startLocked(rt *Router) bool {
@@ -99,10 +99,26 @@ func (k *parker) run(rt *Router, raw syscall.RawConn) {
 		err = werr
 	}
 	k.mu.Lock()
-	stopped := k.stopped // closed by stop: the end
+	if k.stopped { // closed by stop: the end
+		k.mu.Unlock()
+		return
+	}
+	// epoll failed (it does not, short of a bug): nothing would wake the
+	// parked connections, so close them (their clients reconnect), and
+	// park none from now on.
+	k.stopped = true
+	var left []*parkConn
+	for _, p := range k.m {
+		left = append(left, p)
+	}
+	for _, p := range left {
+		k.removeLocked(p)
+	}
 	k.mu.Unlock()
-	if err != nil && !stopped {
-		rt.log.Error("parking idle connections: epoll_wait", "err", err)
+	_ = k.ep.Close()
+	rt.log.Error("parking idle connections: epoll_wait", "err", err, "closed", len(left))
+	for _, p := range left {
+		p.l.dropParked(p)
 	}
 }
 

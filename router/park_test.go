@@ -349,3 +349,27 @@ func TestParkedConnectionsHoldNoGoroutine(t *testing.T) {
 		t.Fatalf("%d connections parked; want %d", got, n+1)
 	}
 }
+
+// If the parker's epoll instance fails, the connections it holds are
+// closed and counted closed (none is left waiting for nothing), and
+// connections are still served, closed when they would park.
+func TestParkerFailureClosesParked(t *testing.T) {
+	if !canPark {
+		t.Skip("connections park on Linux only")
+	}
+	r, l := parkRouter(t, Config{Timeout: time.Minute})
+	k := dialKeepAlive(t, r.addr)
+	k.get(getP, 1, "hi")
+	waitFor(t, "the connection to park", func() bool { return l.parkedCount() == 1 })
+	r.rt.parker.mu.Lock()
+	ep := r.rt.parker.ep
+	r.rt.parker.mu.Unlock()
+	_ = ep.Close() // what stop does, without stopping: epoll_wait fails
+	k.expectEOF(5 * time.Second)
+	waitFor(t, "the parked connection to be counted closed", func() bool {
+		return r.rt.h1Open.Load() == 0 && l.parkedCount() == 0
+	})
+	k2 := dialKeepAlive(t, r.addr)
+	k2.get(getP, 1, "hi")
+	k2.expectEOF(5 * time.Second) // closed at its park
+}

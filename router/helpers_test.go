@@ -29,7 +29,7 @@ type testRouter struct {
 // startRouter serves a Router of cfg (with an empty table of its own, and
 // short timeouts unless cfg sets them) on a loopback port; the test's
 // cleanup shuts it down.
-func startRouter(t *testing.T, cfg Config) *testRouter {
+func startRouter(t testing.TB, cfg Config) *testRouter {
 	t.Helper()
 	table, err := balancer.New(balancer.Config{})
 	if err != nil {

@@ -24,9 +24,10 @@ import (
 //
 // A connection (clear text or TLS) that stays idle for parkAfter after a
 // response leaves fasthttp: its serve loop ends (buffers and request context go back to
-// fasthttp's pools, its goroutine ends), and a fresh goroutine, whose stack
-// starts small, waits for the socket to become readable. Then
-// the connection is served again, by that goroutine, through ServeConn. A busy
+// fasthttp's pools, its goroutine ends), and the router's parker waits for
+// the socket to become readable, with no goroutine of the connection's own
+// (park_linux.go). Then the connection is served again, on a fresh
+// goroutine, through ServeConn. A busy
 // connection never parks, so the request path costs nothing extra: the only
 // change on it is that the keep-alive read deadline is the earlier of the
 // idle timeout and now+parkAfter.
@@ -41,8 +42,8 @@ import (
 // read and no sniffed bytes are waiting in a wrapper.
 //
 // TLS connections park too, waiting on the socket under the tls.Conn (see
-// tlsParkConn for why nothing it buffers can be stranded); woken, the waiter
-// reads the first byte of plaintext itself, so that a record without a
+// tlsParkConn for why nothing it buffers can be stranded); woken, its
+// goroutine reads the first byte of plaintext itself, so that a record without a
 // request goes back to waiting (awaitTLS). h2 connections are not served by
 // fasthttp.
 
@@ -67,8 +68,9 @@ const (
 // tlsParkConn).
 //
 // Ownership: state and idleDL belong to the goroutine serving the
-// connection (its accept goroutine, or the waiter once parked); fasthttp and
-// the handler run on that goroutine. The rest is immutable.
+// connection (its accept goroutine, or the one resuming it after a park;
+// the parker's lock hands it over); fasthttp and the handler run on that
+// goroutine. The rest is immutable.
 type parkConn struct {
 	net.Conn // the chain: maybe tls.Conn or prefixConn → proxiedConn → limitedConn → socket
 	raw      syscall.RawConn
@@ -76,13 +78,11 @@ type parkConn struct {
 	// under is the chain beneath the TLS layer (Conn in clear text):
 	// closing it cuts the connection at once (closeNow). It is the
 	// connection's key in its listener's connection sets (parkState).
-	under    net.Conn
-	served   net.Conn // what fasthttp serves: p, or for TLS a tlsParkConn of p
-	l        *frontListener
-	front    *h1Front              // counts the connection open until it really closes
-	readable func(fd uintptr) bool // p.peek, made once
-	buf      [1]byte               // peek's
-	// first is the byte of plaintext the waiter read from the TLS layer
+	under  net.Conn
+	served net.Conn // what fasthttp serves: p, or for TLS a tlsParkConn of p
+	l      *frontListener
+	front  *h1Front // counts the connection open until it really closes
+	// first is the byte of plaintext resume read from the TLS layer
 	// to tell a request from a record without one (awaitTLS); fasthttp
 	// gets it first when hasFirst.
 	first    [1]byte
@@ -94,6 +94,24 @@ type parkConn struct {
 	// no-op. Atomic: fasthttp's Shutdown closes idle connections from its
 	// own goroutine.
 	parked atomic.Bool
+
+	// While parked (park_linux.go), guarded by the router's parker.mu:
+	// token is p's key in the parker, parkDL its idle deadline there,
+	// timer (made at the first park) ends it then, inEpoll tells that the
+	// socket is in the parker's epoll instance already.
+	token   uint32
+	parkDL  time.Time
+	timer   *time.Timer
+	inEpoll bool
+}
+
+// parkedKey is p as a member of its listener's parked set, whose Close
+// (closeAll, at shutdown) cuts a parked connection.
+type parkedKey parkConn
+
+func (k *parkedKey) Close() error {
+	(*parkConn)(k).cancelPark()
+	return nil
 }
 
 // newParkConn wraps c, served by front f, when the socket under it can be
@@ -111,7 +129,6 @@ func newParkConn(c net.Conn, l *frontListener, f *h1Front) *parkConn {
 		return nil
 	}
 	p := &parkConn{Conn: c, under: c, raw: raw, l: l, front: f}
-	p.readable = p.peek
 	p.served = p
 	if tc, ok := c.(*tls.Conn); ok {
 		p.tc, p.under = tc, tc.NetConn()
@@ -129,7 +146,7 @@ func newParkConn(c net.Conn, l *frontListener, f *h1Front) *parkConn {
 // plaintext and no complete record (it decrypts a buffered record without
 // touching the socket), so all it may keep across the park is part of a
 // record, and the rest of that record has to arrive on the socket, which
-// wakes the waiter. A read timeout does not break a tls.Conn (net.Error
+// wakes the parker. A read timeout does not break a tls.Conn (net.Error
 // Temporary), unlike a write timeout.
 type tlsParkConn struct{ *parkConn }
 
@@ -213,7 +230,7 @@ func (p *parkConn) SetReadDeadline(t time.Time) error {
 }
 
 func (p *parkConn) Read(b []byte) (int, error) {
-	if p.hasFirst && len(b) > 0 { // read by the waiter (awaitTLS)
+	if p.hasFirst && len(b) > 0 { // read by resume (awaitTLS)
 		p.state, p.hasFirst = parkNone, false
 		b[0] = p.first[0]
 		return 1, nil
@@ -242,7 +259,7 @@ func (p *parkConn) Close() error {
 
 // closed is the ConnState hook's StateClosed (or StateHijacked) for p. It
 // is fasthttp's last touch of the connection, so only now may another
-// goroutine take it: a parked connection goes to a waiter; false means it
+// goroutine take it: a parked connection goes to the parker; false means it
 // really closed (or now belongs to a tunnel) and is no longer tracked.
 func (p *parkConn) closed() (parked bool) {
 	if !p.parked.Load() {
@@ -266,20 +283,30 @@ func (l *frontListener) track(p *parkConn) bool {
 // untrack takes p off the live connections (idempotent).
 func (l *frontListener) untrack(p *parkConn) { l.conns.remove(p.under) }
 
-// park starts p's waiter, or closes p when the listener is shutting down.
+// park hands p to the router's parker (park_linux.go), or closes p when
+// the listener is shutting down.
 func (l *frontListener) park(p *parkConn) {
-	// In the parked set until its waiter lets go: shutdown waits for it.
-	if !l.parked.add(p.under) {
-		p.parked.Store(false)
+	p.parked.Store(false)
+	// In the parked set until it is served again or closed: shutdown
+	// waits for it.
+	if !l.parked.add((*parkedKey)(p)) {
 		p.drop()
 		return
 	}
 	l.parks.Add(1)
-	go p.wait()
+	l.rt.trim.parked()
+	p.wait()
 }
 
-// closeParked closes every parked connection (their waiters wake, account
-// and exit) and parks none from now on. Called at shutdown, after the grace
+// dropParked closes p, parked, and lets go of it.
+func (l *frontListener) dropParked(p *parkConn) {
+	p.drop()
+	l.parked.remove((*parkedKey)(p))
+}
+
+// closeParked closes every parked connection (each is taken off the
+// parker and accounted, or cut under the goroutine resuming it) and parks
+// none from now on. Called at shutdown, after the grace
 // in which idle connections may still bring a request.
 func (l *frontListener) closeParked() { l.parked.closeAll() }
 
@@ -293,44 +320,11 @@ func (l *frontListener) closeConns() {
 	l.conns.closeAll()
 }
 
-// wait runs on a fresh goroutine (small stack) while p is parked: it waits
-// for the client's next request, EOF, an error or fasthttp's idle deadline,
-// then serves the connection again or closes it.
-func (p *parkConn) wait() {
-	p.parked.Store(false)
-	err := p.await()
-	if err != nil { // idle timeout, or closed at shutdown
-		p.drop()
-		p.l.parked.remove(p.under)
-		return
-	}
-	// Served outside the parked set, as from the accept loop (serve.go).
-	p.l.parked.remove(p.under)
-	p.l.serveConn(p)
-}
-
-// await waits until the client sends the start of a request (nil), or
-// EOF, an error or fasthttp's idle deadline (the error).
-func (p *parkConn) await() error {
-	for {
-		err := p.Conn.SetReadDeadline(p.idleDL) // fasthttp's own, in place of ours
-		if err == nil {
-			err = p.raw.Read(p.readable)
-		}
-		if err != nil || p.tc == nil {
-			return err
-		}
-		if again, err := p.awaitTLS(); !again {
-			return err
-		}
-	}
-}
-
 // awaitTLS tells, once bytes have arrived on a parked TLS connection,
 // whether they start a request. A TLS record may carry none: a TLS 1.3
 // KeyUpdate (RFC 8446 §4.6.3), a warning alert or user_canceled, an empty
 // record. crypto/tls handles those inside Read, which returns only with
-// plaintext or an error, so the waiter reads one byte of plaintext itself
+// plaintext or an error, so resume reads one byte of plaintext itself
 // (kept in p.first for fasthttp) within parkAfter: again reports that none
 // came (the records carried no request, or the rest of a record is still
 // on its way; a read timeout does not break a tls.Conn) and the connection
@@ -386,7 +380,7 @@ func (p *parkConn) drop() {
 // park. Both sets are keyed by parkConn.under.
 type parkState struct {
 	conns  connSet      // every live one
-	parked connSet      // those a waiter holds (parked); cut: no more parking
+	parked connSet      // those parked (parkedKey), until served again or closed; cut: no more parking
 	parks  atomic.Int64 // connections parked so far
 }
 

@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"io"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -322,4 +323,53 @@ func TestSlowBodiesAcrossPark(t *testing.T) {
 	k.get("HEAD / HTTP/1.1\r\nHost: p.test\r\n\r\n", 0, "")
 	time.Sleep(200 * time.Millisecond)
 	k.get(getP, 1, "")
+}
+
+// Parked connections hold no goroutine each (park_linux.go): with 40
+// more parked, the router runs about as many goroutines as
+// with none.
+func TestParkedConnectionsHoldNoGoroutine(t *testing.T) {
+	if !canPark {
+		t.Skip("connections park on Linux only")
+	}
+	const n = 40
+	ca := newTestCA(t)
+	addr, l, _, _ := parkTLSRouterWith(t, ca, Config{Timeout: time.Minute}) // none expires meanwhile
+	dialTLSKeepAlive(t, addr, ca, nil).get(getP, 1, "hi")                   // starts the parker
+	waitFor(t, "the first connection to park", func() bool { return l.parkedCount() == 1 })
+	base := runtime.NumGoroutine()
+	for range n {
+		dialTLSKeepAlive(t, addr, ca, nil).get(getP, 1, "hi")
+	}
+	waitFor(t, "every connection to park", func() bool { return l.parkedCount() == n+1 })
+	waitFor(t, "the goroutines of the parked connections to end", func() bool {
+		return runtime.NumGoroutine() < base+n/4
+	})
+	if got := l.parkedCount(); got != n+1 {
+		t.Fatalf("%d connections parked; want %d", got, n+1)
+	}
+}
+
+// If the parker's epoll instance fails, the connections it holds are
+// closed and counted closed (none is left waiting for nothing), and
+// connections are still served, closed when they would park.
+func TestParkerFailureClosesParked(t *testing.T) {
+	if !canPark {
+		t.Skip("connections park on Linux only")
+	}
+	r, l := parkRouter(t, Config{Timeout: time.Minute})
+	k := dialKeepAlive(t, r.addr)
+	k.get(getP, 1, "hi")
+	waitFor(t, "the connection to park", func() bool { return l.parkedCount() == 1 })
+	r.rt.parker.mu.Lock()
+	ep := r.rt.parker.ep
+	r.rt.parker.mu.Unlock()
+	_ = ep.Close() // what stop does, without stopping: epoll_wait fails
+	k.expectEOF(5 * time.Second)
+	waitFor(t, "the parked connection to be counted closed", func() bool {
+		return r.rt.h1Open.Load() == 0 && l.parkedCount() == 0
+	})
+	k2 := dialKeepAlive(t, r.addr)
+	k2.get(getP, 1, "hi")
+	k2.expectEOF(5 * time.Second) // closed at its park
 }

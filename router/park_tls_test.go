@@ -28,7 +28,7 @@ type testCA struct {
 	key  *ecdsa.PrivateKey
 }
 
-func newTestCA(t *testing.T) *testCA {
+func newTestCA(t testing.TB) *testCA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -48,7 +48,7 @@ func newTestCA(t *testing.T) *testCA {
 	return &testCA{cert: cert, key: key}
 }
 
-func (ca *testCA) issue(t *testing.T, cn string, usage x509.ExtKeyUsage) tls.Certificate {
+func (ca *testCA) issue(t testing.TB, cn string, usage x509.ExtKeyUsage) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -66,16 +66,24 @@ func (ca *testCA) issue(t *testing.T, cn string, usage x509.ExtKeyUsage) tls.Cer
 
 // parkTLSRouter serves HTTPS (optional client certificates from ca) in
 // front of one fake node for p.test.
-func parkTLSRouter(t *testing.T, ca *testCA) (addr string, l *frontListener, node *fakeNode, rt *Router) {
+func parkTLSRouter(t testing.TB, ca *testCA) (addr string, l *frontListener, node *fakeNode, rt *Router) {
 	t.Helper()
 	return parkTLSRouterWith(t, ca, Config{})
 }
 
-func parkTLSRouterWith(t *testing.T, ca *testCA, rc Config) (addr string, l *frontListener, node *fakeNode, rt *Router) {
+func parkTLSRouterWith(t testing.TB, ca *testCA, rc Config) (addr string, l *frontListener, node *fakeNode, rt *Router) {
 	t.Helper()
 	node = startFakeNode(t, okReply("hi"))
+	addr, l, rt = tlsRouterTo(t, ca, rc, node.addr())
+	return addr, l, node, rt
+}
+
+// tlsRouterTo serves HTTPS, as parkTLSRouter, in front of the node at
+// nodeAddr for p.test.
+func tlsRouterTo(t testing.TB, ca *testCA, rc Config, nodeAddr string) (addr string, l *frontListener, rt *Router) {
+	t.Helper()
 	r := startRouter(t, rc)
-	r.table.AddStatic("p.test", node.addr(), 1)
+	r.table.AddStatic("p.test", nodeAddr, 1)
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.cert)
 	cfg := &tls.Config{Certificates: []tls.Certificate{ca.issue(t, "p.test", x509.ExtKeyUsageServerAuth)},
@@ -96,7 +104,7 @@ func parkTLSRouterWith(t *testing.T, ca *testCA, rc Config) (addr string, l *fro
 		}
 		return false
 	})
-	return ln.Addr().String(), l, node, r.rt
+	return ln.Addr().String(), l, r.rt
 }
 
 func dialTLSKeepAlive(t *testing.T, addr string, ca *testCA, client *tls.Certificate) *keepAlive {

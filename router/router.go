@@ -163,6 +163,12 @@ type Router struct {
 	// socks are idle uwsgi node sockets for the next dials
 	// (sockpool_linux.go); Shutdown closes them.
 	socks sockPool
+	// trim returns the memory of bursts of parked connections to the OS
+	// (idletrim.go); Shutdown stops it.
+	trim *idleTrim
+	// parker holds the parked HTTP/1.1 connections (park_linux.go);
+	// Shutdown stops it.
+	parker parker
 }
 
 // New validates cfg and returns a Router.
@@ -235,6 +241,7 @@ func New(cfg Config) (*Router, error) {
 		ids:     newIDGen(),
 		alog:    cfg.AccessLog,
 		cutCh:   make(chan struct{}),
+		trim:    newIdleTrim(defaultTrimPolicy),
 	}
 	if rt.headRejects, rt.bodyRejects, rt.connsRefused, err = newSecurityMetrics(cfg.Registerer); err != nil {
 		return nil, fmt.Errorf("router: metrics: %w", err)

@@ -29,8 +29,8 @@ import (
 const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 // frontListener is one --http or --https listener. Its goroutines (accept
-// loop, per-connection split, h2 connections, fasthttp servers, park
-// waiters, tunnels) are tracked by servers and its connection sets;
+// loop, per-connection split, h2 connections, fasthttp servers, resumed
+// parked connections, tunnels) are tracked by servers and its connection sets;
 // Shutdown stops them.
 type frontListener struct {
 	rt          *Router

@@ -70,6 +70,8 @@ func (rt *Router) Shutdown(ctx context.Context) error {
 		rt.awaitCut(<-cut)
 	}
 	rt.socks.closeAll()
+	rt.trim.Stop()
+	rt.parker.stop()
 	return errors.Join(errs...)
 }
 

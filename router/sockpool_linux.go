@@ -212,6 +212,63 @@ type nodeSock struct {
 	sa4 syscall.SockaddrInet4
 	sa6 syscall.SockaddrInet6
 	sun syscall.SockaddrUnix
+
+	// Deadlines, set by the owner only (setReadDeadline, setWriteDeadline,
+	// setDeadline): the read deadline last given to f, and whether f may
+	// hold a write deadline. A pooled socket keeps its read deadline
+	// between uses (recycle).
+	rdl  time.Time
+	wset bool
+}
+
+// lazyDeadlineShift sets how far a new deadline may lie after the one
+// already armed and still be left to it: less than 1/64 of the time it is
+// away. A request renews its node socket's read deadline several times
+// within microseconds (sendAwait, each body read), each a timer update in
+// the runtime's poller under its locks; nginx keeps a timer whose new
+// expiry is within NGX_TIMER_LAZY_DELAY of the old for the same reason
+// (src/event/ngx_event_timer.h, ngx_event_add_timer). An inactivity
+// timeout may so end up to 1/64 early, never late.
+const lazyDeadlineShift = 6
+
+// lazyKeep reports whether a deadline d already armed may stand for a new
+// one t: both set, t not earlier, and t - d below 1/64 of the time until t
+// (so d has not passed either).
+func lazyKeep(d, t time.Time) bool {
+	return !t.IsZero() && !d.IsZero() && !t.Before(d) && t.Sub(d) < time.Until(t)>>lazyDeadlineShift
+}
+
+// setReadDeadline is f.SetReadDeadline(t), unless the deadline armed may
+// stand for t (lazyKeep).
+func (s *nodeSock) setReadDeadline(t time.Time) error {
+	if lazyKeep(s.rdl, t) {
+		return nil
+	}
+	if err := s.f.SetReadDeadline(t); err != nil {
+		return err
+	}
+	s.rdl = t
+	return nil
+}
+
+// setWriteDeadline is f.SetWriteDeadline(t), noting whether one is set.
+func (s *nodeSock) setWriteDeadline(t time.Time) error {
+	s.wset = true // even if it fails: the state of f is then unknown
+	if err := s.f.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	s.wset = !t.IsZero()
+	return nil
+}
+
+// setDeadline is f.SetDeadline(t).
+func (s *nodeSock) setDeadline(t time.Time) error {
+	s.rdl, s.wset = time.Time{}, true
+	if err := s.f.SetDeadline(t); err != nil {
+		return err
+	}
+	s.rdl, s.wset = t, !t.IsZero()
+	return nil
 }
 
 // newNodeSock opens a non-blocking socket of family (one system call:

@@ -36,7 +36,7 @@ const maxAttempts = 4
 // a connect in progress is abandoned, and neither counts against the node
 // (errClientGone).
 func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange, key []byte, at *attempts) (*balancer.Node, net.Conn, error) {
-	for len(at.tried) < maxAttempts {
+	for at.n < maxAttempts {
 		if ctx.Err() != nil {
 			return nil, nil, errClientGone
 		}
@@ -45,7 +45,7 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange,
 		if done == nil {
 			done = rt.cutCh // the others' at the shutdown deadline (shutdown.go)
 		}
-		n, perr := pool.Acquire(now.UnixNano(), at.tried, key, done)
+		n, perr := pool.Acquire(now.UnixNano(), at.tried(), key, done)
 		switch perr {
 		case nil:
 		case balancer.ErrQueueFull, balancer.ErrQueueTimeout:
@@ -69,7 +69,7 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange,
 			if ferr != errRawToHTTP {
 				return nil, nil, ferr
 			}
-			at.tried = append(at.tried, n) // not the node's fault: no failure counted
+			at.add(n) // not the node's fault: no failure counted
 			if at.err == errNoNode {
 				at.err = errRawToHTTP
 			}
@@ -80,7 +80,7 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange,
 			// connect, so the node backs off and the next one is tried.
 			n.Done()
 			n.ReportFailure(now)
-			at.tried = append(at.tried, n)
+			at.add(n)
 			rt.observeTried(x, n)
 			at.err = errSelfLoop
 			rt.log.Warn("node is the router itself: not forwarding (loop)", "pool", pool.Key, "node", n.Address)
@@ -115,18 +115,35 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange,
 // which Acquire passes over, and the error that decides the status when
 // none is left. Owned by the request (proxy), on its stack; init before
 // the first connect.
+//
+// The nodes are counted (n) rather than kept as a slice of buf: a struct
+// holding a slice of its own array escapes to the heap (the compiler
+// cannot prove the slice does not outlive it), one allocation per request.
 type attempts struct {
-	buf   [maxAttempts]*balancer.Node
-	tried []*balancer.Node
-	err   error
+	buf [maxAttempts]*balancer.Node
+	n   int // buf[:n] tried
+	err error
 	// picked is when the node of the current attempt was picked (unix
 	// ns), set for pools that measure latency only (sed).
 	picked int64
 }
 
 func (at *attempts) init() {
-	at.tried = at.buf[:0]
+	at.n = 0
 	at.err = errNoNode
+}
+
+// tried returns the nodes tried so far.
+func (at *attempts) tried() []*balancer.Node { return at.buf[:at.n] }
+
+// add records n as tried. connect stops at maxAttempts, and the one add
+// outside its loop (closedBeforeAnswer) follows a connect that succeeded
+// below it, so buf never overflows; were it full, n would not be recorded.
+func (at *attempts) add(n *balancer.Node) {
+	if at.n < maxAttempts {
+		at.buf[at.n] = n
+		at.n++
+	}
 }
 
 // connectFailed records that dialling n failed with derr (the node backs
@@ -140,7 +157,7 @@ func (rt *Router) connectFailed(ctx context.Context, pool *balancer.Pool, x *exc
 	if n.ReportFailure(now) {
 		rt.log.Warn("node failed", "pool", pool.Key, "node", n.Address, "reason", "connect", "err", derr)
 	}
-	at.tried = append(at.tried, n)
+	at.add(n)
 	rt.observeTried(x, n)
 	if isTimeout(derr) {
 		at.err = errConnectTimeout

@@ -114,7 +114,7 @@ func (s *nodeSock) address(ep balancer.Endpoint) syscall.Sockaddr {
 // until deadline or the end of ctx.
 func (c *backendConn) await(ctx context.Context, deadline time.Time) error {
 	s := c.s
-	if err := s.f.SetWriteDeadline(deadline); err != nil {
+	if err := s.setWriteDeadline(deadline); err != nil {
 		return err
 	}
 	if ctx.Done() != nil {
@@ -135,7 +135,7 @@ func (c *backendConn) await(ctx context.Context, deadline time.Time) error {
 	if err != nil {
 		return err // os.ErrDeadlineExceeded: timeout or the client left
 	}
-	_ = s.f.SetWriteDeadline(time.Time{})
+	_ = s.setWriteDeadline(time.Time{})
 	err, s.rawErr = s.rawErr, nil
 	return err
 }
@@ -172,7 +172,7 @@ func (c *backendConn) sendAwait(p []byte, deadline time.Time) (n int, err error)
 	if err := c.live(); err != nil {
 		return 0, err
 	}
-	if err := s.f.SetReadDeadline(deadline); err != nil {
+	if err := s.setReadDeadline(deadline); err != nil {
 		return 0, err
 	}
 	s.out = p
@@ -332,7 +332,13 @@ func (c *backendConn) recycle() {
 		_ = s.f.Close()
 		return
 	}
-	_ = s.f.SetDeadline(time.Time{})
+	// The read deadline stays: the next use renews it, which is then
+	// mostly no update at all (setReadDeadline); a deadline that passes
+	// while the socket is pooled wakes no one. No write deadline may stay
+	// (await's waits for a connect do not set one first).
+	if s.wset {
+		_ = s.setWriteDeadline(time.Time{})
+	}
 	if !c.pool.put(s) {
 		_ = s.f.Close()
 	}
@@ -348,9 +354,9 @@ func (c *backendConn) Read(p []byte) (int, error)         { return c.s.f.Read(p)
 func (c *backendConn) Write(p []byte) (int, error)        { return c.s.f.Write(p) }
 func (c *backendConn) LocalAddr() net.Addr                { return c.addr }
 func (c *backendConn) RemoteAddr() net.Addr               { return c.addr }
-func (c *backendConn) SetDeadline(t time.Time) error      { return c.s.f.SetDeadline(t) }
-func (c *backendConn) SetReadDeadline(t time.Time) error  { return c.s.f.SetReadDeadline(t) }
-func (c *backendConn) SetWriteDeadline(t time.Time) error { return c.s.f.SetWriteDeadline(t) }
+func (c *backendConn) SetDeadline(t time.Time) error      { return c.s.setDeadline(t) }
+func (c *backendConn) SetReadDeadline(t time.Time) error  { return c.s.setReadDeadline(t) }
+func (c *backendConn) SetWriteDeadline(t time.Time) error { return c.s.setWriteDeadline(t) }
 
 // nodeAddr names a backend connection's node (both ends: the local address
 // is of no use to anyone and would cost a getsockname per dial).

@@ -180,7 +180,7 @@ func (rt *Router) closedBeforeAnswer(x *exchange, pool *balancer.Pool, node *bal
 	}
 	c.pm.backendError(errNodeClosedEarly)
 	rt.observeLatency(pool, node, at, true)
-	at.tried = append(at.tried, node)
+	at.add(node)
 	at.err = errNodeClosedEarly
 	rt.unobserveConnect(x)
 	rt.observeTried(x, node)

@@ -67,7 +67,7 @@ const (
 // parkConn is an HTTP/1.1 connection as fasthttp sees it (for TLS, through
 // tlsParkConn).
 //
-// Ownership: state and idleDL belong to the goroutine serving the
+// Ownership: state, idleDL and wdl belong to the goroutine serving the
 // connection (its accept goroutine, or the one resuming it after a park;
 // the parker's lock hands it over); fasthttp and the handler run on that
 // goroutine. The rest is immutable.
@@ -90,6 +90,7 @@ type parkConn struct {
 
 	state  uint8
 	idleDL time.Time // fasthttp's keep-alive deadline (zero: none)
+	wdl    time.Time // the write deadline armed (SetWriteDeadline; zero: none or unknown)
 	// parked: the serve loop is ending because of a park, so Close is a
 	// no-op. Atomic: fasthttp's Shutdown closes idle connections from its
 	// own goroutine.
@@ -229,6 +230,32 @@ func (p *parkConn) SetReadDeadline(t time.Time) error {
 	return p.Conn.SetReadDeadline(t)
 }
 
+// SetWriteDeadline renews the write deadline lazily (lazyKeep): every
+// response arms it (h1.go) and every read of its body renews it (relay.go).
+// All write deadlines of the connection go through here or SetDeadline,
+// on the goroutine serving it, so p.wdl is the one armed.
+func (p *parkConn) SetWriteDeadline(t time.Time) error {
+	if lazyKeep(p.wdl, t) {
+		return nil
+	}
+	p.wdl = time.Time{} // unknown if the call fails
+	if err := p.Conn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	p.wdl = t
+	return nil
+}
+
+// SetDeadline is the embedded conn's, keeping p.wdl (SetWriteDeadline).
+func (p *parkConn) SetDeadline(t time.Time) error {
+	p.wdl = time.Time{}
+	if err := p.Conn.SetDeadline(t); err != nil {
+		return err
+	}
+	p.wdl = t
+	return nil
+}
+
 func (p *parkConn) Read(b []byte) (int, error) {
 	if p.hasFirst && len(b) > 0 { // read by resume (awaitTLS)
 		p.state, p.hasFirst = parkNone, false
@@ -341,7 +368,7 @@ func (p *parkConn) awaitTLS() (again bool, err error) {
 	_ = p.tc.SetReadDeadline(dl)
 	// A KeyUpdate that asks for ours makes Read write one: a write that
 	// times out would break the connection for good.
-	_ = p.tc.SetWriteDeadline(now.Add(rt.timeouts().Timeout))
+	_ = p.SetWriteDeadline(now.Add(rt.timeouts().Timeout))
 	n, err := p.tc.Read(p.first[:])
 	switch {
 	case n == 1:

@@ -212,6 +212,46 @@ type nodeSock struct {
 	sa4 syscall.SockaddrInet4
 	sa6 syscall.SockaddrInet6
 	sun syscall.SockaddrUnix
+
+	// Deadlines, set by the owner only (setReadDeadline, setWriteDeadline,
+	// setDeadline): the read deadline last given to f, and whether f may
+	// hold a write deadline. A pooled socket keeps its read deadline
+	// between uses (recycle).
+	rdl  time.Time
+	wset bool
+}
+
+// setReadDeadline is f.SetReadDeadline(t), unless the deadline armed may
+// stand for t (lazyKeep).
+func (s *nodeSock) setReadDeadline(t time.Time) error {
+	if lazyKeep(s.rdl, t) {
+		return nil
+	}
+	if err := s.f.SetReadDeadline(t); err != nil {
+		return err
+	}
+	s.rdl = t
+	return nil
+}
+
+// setWriteDeadline is f.SetWriteDeadline(t), noting whether one is set.
+func (s *nodeSock) setWriteDeadline(t time.Time) error {
+	s.wset = true // even if it fails: the state of f is then unknown
+	if err := s.f.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	s.wset = !t.IsZero()
+	return nil
+}
+
+// setDeadline is f.SetDeadline(t).
+func (s *nodeSock) setDeadline(t time.Time) error {
+	s.rdl, s.wset = time.Time{}, true
+	if err := s.f.SetDeadline(t); err != nil {
+		return err
+	}
+	s.rdl, s.wset = t, !t.IsZero()
+	return nil
 }
 
 // newNodeSock opens a non-blocking socket of family (one system call:

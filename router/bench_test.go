@@ -335,3 +335,19 @@ func (b *reframeBody) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// benchRouter is a Router whose pool bench.test has the one node node,
+// with nothing logged and metrics on a registry of its own.
+func benchRouter(b *testing.B, node string) *Router {
+	b.Helper()
+	table, err := balancer.New(balancer.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	table.AddStatic("bench.test", node, 1)
+	rt, err := New(Config{Pools: table, Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return rt
+}

@@ -3,13 +3,10 @@ package router
 import (
 	"bytes"
 	"io"
-	"log/slog"
 	"net"
 	"testing"
 	"time"
 
-	"github.com/fastrouter/fastrouter/balancer"
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -23,15 +20,7 @@ import (
 // Run: go test -run '^$' -bench H2Stream -count 6 ./router/
 func BenchmarkH2Stream(b *testing.B) {
 	node := benchNode(b)
-	table, err := balancer.New(balancer.Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	table.AddStatic("bench.test", node, 1)
-	rt, err := New(Config{Pools: table, Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry()})
-	if err != nil {
-		b.Fatal(err)
-	}
+	rt := benchRouter(b, node)
 	h2BenchStreams(b, serveUntilCleanup(b, rt, rt.Serve, "tcp", "bench"))
 }
 

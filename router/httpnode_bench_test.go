@@ -1,12 +1,9 @@
 package router
 
 import (
-	"log/slog"
 	"testing"
 
-	"github.com/fastrouter/fastrouter/balancer"
 	"github.com/fastrouter/fastrouter/internal/uwsgitest"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // benchHTTPNode is an in-process keep-alive HTTP/1.1 node on TCP that
@@ -21,14 +18,6 @@ func benchHTTPNode(b *testing.B) string {
 // backend connection is reused (keep-alive) instead of dialled per request.
 func BenchmarkProxyHTTPNode(b *testing.B) {
 	node := benchHTTPNode(b)
-	table, err := balancer.New(balancer.Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	table.AddStatic("bench.test", node, 1)
-	rt, err := New(Config{Pools: table, Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry()})
-	if err != nil {
-		b.Fatal(err)
-	}
+	rt := benchRouter(b, node)
 	benchGET(b, rt)
 }

@@ -81,21 +81,30 @@ func pickSWRR(nodes []*Node, f filter, slowStart int64) *Node {
 	return best
 }
 
+// scanStart is where the next rotating scan of n nodes begins: one node
+// further on every pick, so that a scan keeping the first of equals lets
+// idle nodes take turns.
+func (p *Pool) scanStart(n int) int { return int((p.rot.Add(1) - 1) % uint64(n)) }
+
+// rotated is the i-th of nodes counted from start (both below len(nodes)).
+func rotated(nodes []*Node, start, i int) *Node {
+	if j := start + i; j < len(nodes) {
+		return nodes[j]
+	}
+	return nodes[start+i-len(nodes)]
+}
+
 // pickLRC chooses the candidate with the fewest requests in flight. The scan
 // starts one node further on every pick and keeps the first of equals, so
 // idle nodes take turns instead of the first listed taking every request
 // that finds the pool idle. (A node right after a busier one wins ties a
 // little more often; counts converge as soon as requests overlap.)
 func (p *Pool) pickLRC(nodes []*Node, f filter) *Node {
-	start := int((p.rot.Add(1) - 1) % uint64(len(nodes)))
+	start := p.scanStart(len(nodes))
 	var best *Node
 	var bestIn int64
 	for i := range nodes {
-		j := start + i
-		if j >= len(nodes) {
-			j -= len(nodes)
-		}
-		n := nodes[j]
+		n := rotated(nodes, start, i)
 		if !f.quick(n) && !f.ok(n) {
 			continue
 		}

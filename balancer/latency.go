@@ -168,16 +168,12 @@ func (p *Pool) pickSED(nodes []*Node, f filter) *Node {
 		pol := p.policy.Load()
 		canWait = pol != nil && int(waiting) < pol.QueueSize
 	}
-	start := int((p.rot.Add(1) - 1) % uint64(len(nodes)))
+	start := p.scanStart(len(nodes))
 	var pick *Node
 	var pickCost float64
 	pickNew, pickFull := false, false
 	for i := range nodes {
-		j := start + i
-		if j >= len(nodes) {
-			j -= len(nodes)
-		}
-		n := nodes[j]
+		n := rotated(nodes, start, i)
 		if !f.quick(n) && !f.ok(n) {
 			continue
 		}

@@ -33,8 +33,9 @@ type h1Front struct {
 const bodyPrefetch = 16 << 10
 
 // server builds the fasthttp server for one generation of a listener (see
-// frontGen), with the timeouts t.
-func (f *h1Front) server(t *Timeouts) *fasthttp.Server {
+// frontGen), with the timeouts t. ended is called when a connection it got
+// from Serve (one that cannot park: pushH1) ends, closed or hijacked.
+func (f *h1Front) server(t *Timeouts, ended func()) *fasthttp.Server {
 	rt := f.rt
 	return &fasthttp.Server{
 		Handler:      f.handle,
@@ -72,12 +73,16 @@ func (f *h1Front) server(t *Timeouts) *fasthttp.Server {
 			case fasthttp.StateNew: // from Serve only; admitH1 counts its own
 				f.connOpened()
 			case fasthttp.StateClosed:
-				if pc != nil && pc.closed() {
+				if pc == nil {
+					ended()
+				} else if pc.closed() {
 					return // parked: still open (park.go)
 				}
 				f.connClosed()
 			case fasthttp.StateHijacked:
-				if pc != nil {
+				if pc == nil {
+					ended()
+				} else {
 					pc.l.untrack(pc)
 				}
 				f.connClosed()

@@ -382,10 +382,13 @@ func (p *parkConn) awaitTLS() (again bool, err error) {
 	return false, err
 }
 
-// serveConn serves p until it closes or parks, with the current
-// generation's server: after a park, a reload since applies at once.
+// serveConn serves p until it closes, parks or is hijacked, with the
+// current generation's server, held meanwhile: after a park, a reload since
+// applies at once.
 func (l *frontListener) serveConn(p *parkConn) {
-	err := l.gen.Load().h1.ServeConn(p.served)
+	g := l.acquire()
+	defer l.release(g)
+	err := g.h1.ServeConn(p.served)
 	switch {
 	case err == fasthttp.ErrConcurrencyLimit:
 		// Refused before serving: closed without the StateClosed hook.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -49,8 +50,12 @@ type frontListener struct {
 	// older ones keep serving the connections they have until those end.
 	gen atomic.Pointer[frontGen]
 
-	mu   sync.Mutex  // guards gens
-	gens []*frontGen // every generation, for shutdown
+	mu sync.Mutex // guards gens and every generation's users
+	// gens are the generations Shutdown stops: the current one and each
+	// older one still in use (users > 0). A retired generation leaves it
+	// with its last user (release), so a router that reloads often keeps
+	// only the generations that still serve a connection.
+	gens []*frontGen
 
 	servers sync.WaitGroup // fasthttp Serve goroutines
 
@@ -66,12 +71,20 @@ type frontListener struct {
 }
 
 // frontGen is one generation of a listener's protocol servers, built with
-// the timeouts current when it was made. Immutable.
+// the timeouts current when it was made. Immutable but for users.
 type frontGen struct {
 	h1f  *h1Front
 	h1   *fasthttp.Server
 	h1ln *chanListener
 	h2   *h2Front
+	// users counts who may still serve a connection with this
+	// generation (guarded by the listener's mu): an accept goroutine
+	// from split to its end (an h2 connection's whole life), a
+	// connection handed to h1 through h1ln until fasthttp lets go of it
+	// (pushH1), a parkable connection while h1.ServeConn serves it
+	// (serveConn). Only the current generation gains users from none
+	// (acquire), so a retired one with none is done for good.
+	users int
 }
 
 // renew starts a generation with timeouts t for new connections and retires
@@ -85,11 +98,11 @@ func (l *frontListener) renew(t *Timeouts) {
 	}
 	g := &frontGen{
 		h1f:  h1,
-		h1:   h1.server(t),
 		h1ln: newChanListener(l.ln.Addr()),
 		h2: newH2Front(rt, t, &streamFront{rt: rt, serverPort: l.port, scheme: l.scheme, clientCerts: l.clientCerts, altSvc: l.altSvc},
 			rt.metrics.clientConns.WithLabelValues(l.name, "h2")),
 	}
+	g.h1 = h1.server(t, func() { l.release(g) })
 	l.servers.Add(1)
 	go func() {
 		defer l.servers.Done()
@@ -99,12 +112,54 @@ func (l *frontListener) renew(t *Timeouts) {
 	}()
 	l.mu.Lock()
 	l.gens = append(l.gens, g)
+	old := l.gen.Swap(g)
+	if old != nil {
+		l.pruneLocked(old)
+	}
 	l.mu.Unlock()
-	if old := l.gen.Swap(g); old != nil {
+	if old != nil {
 		old.h1ln.Close()
 	}
 }
 
+// acquire returns the current generation, held for the caller until it
+// calls release.
+func (l *frontListener) acquire() *frontGen {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	g := l.gen.Load()
+	g.users++
+	return g
+}
+
+// hold adds a user to g, which the caller holds already (frontGen.users).
+func (l *frontListener) hold(g *frontGen) {
+	l.mu.Lock()
+	g.users++
+	l.mu.Unlock()
+}
+
+// release drops a user of g (acquire, hold); a retired generation left
+// with none leaves gens.
+func (l *frontListener) release(g *frontGen) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	g.users--
+	l.pruneLocked(g)
+}
+
+// pruneLocked takes g off gens when it is retired and has no user left.
+// Caller holds l.mu.
+func (l *frontListener) pruneLocked(g *frontGen) {
+	if g.users > 0 || g == l.gen.Load() {
+		return
+	}
+	l.gens = slices.DeleteFunc(l.gens, func(o *frontGen) bool { return o == g })
+}
+
+// generations returns the generations Shutdown stops (gens). Once the
+// router is closing no generation is made, so none gains a user after
+// this that is not among them.
 func (l *frontListener) generations() []*frontGen {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -209,7 +264,8 @@ func (l *frontListener) acceptLoop() error {
 // returned, counted and tracked, for the caller to serve (serveConn).
 func (l *frontListener) split(c net.Conn) *parkConn {
 	rt := l.rt
-	g := l.gen.Load()
+	g := l.acquire()
+	defer l.release(g)
 	_ = c.SetDeadline(rt.now().Add(rt.timeouts().Header))
 	if rt.cfg.ProxyProtocol { // proxyproto.go
 		var ok bool
@@ -269,13 +325,17 @@ func (l *frontListener) admitH1(g *frontGen, c net.Conn) *parkConn {
 	return p
 }
 
-// pushH1 hands c to the HTTP/1.1 server of generation g, or of the newer
-// generation a reload put in its place meanwhile; it closes c only when the
-// listener is shutting down.
+// pushH1 hands c to the HTTP/1.1 server of generation g, which the caller
+// holds, or of the newer generation a reload put in its place meanwhile; it
+// closes c only when the listener is shutting down. The generation that
+// takes c keeps a user for it until its server lets go of c (h1Front.server).
 func (l *frontListener) pushH1(g *frontGen, c net.Conn) {
+	l.hold(g)
 	for !g.h1ln.push(c) {
-		next := l.gen.Load()
+		next := l.acquire()
+		l.release(g)
 		if next == g {
+			l.release(next)
 			c.Close() // shutdown: no generation will take it
 			return
 		}

@@ -32,7 +32,8 @@ import (
 // are null when the request never got that far. node is the node that
 // served, or, when every connect failed (502, 504), the last node tried;
 // upstream_connect is null then. bytes is the response body sent to the
-// client. Client-controlled strings are escaped; invalid UTF-8 becomes
+// client; for an upgrade, what the tunnel relayed to the client after the
+// switch (tunnel.run), its line written when the tunnel ends. Client-controlled strings are escaped; invalid UTF-8 becomes
 // U+FFFD.
 //
 // The line is written with a fixed encoder rather than log/slog: it

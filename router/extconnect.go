@@ -171,7 +171,7 @@ func (rt *Router) streamTunnel(w http.ResponseWriter, body io.ReadCloser, b *bac
 	rt.metrics.ws.total.Inc()
 	rt.metrics.ws.open.Inc()
 	defer rt.metrics.ws.open.Dec()
-	t.run()
+	b.n = t.run()
 }
 
 // streamEnd is the client side of a tunnel over one h2 or h3 stream, as

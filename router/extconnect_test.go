@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -272,7 +273,8 @@ func TestExtendedConnectWebSocket(t *testing.T) {
 	for _, kind := range []string{"uwsgi", "http"} {
 		t.Run(kind, func(t *testing.T) {
 			n := startWSFake(t, kind == "http", "echo")
-			r := startRouter(t, Config{})
+			logs := &lockedBuffer{}
+			r := startRouter(t, Config{AccessLog: logs})
 			r.table.AddStatic("k.test", n.addr(), 1)
 			tr := h2cExtTransport(r)
 			defer tr.CloseIdleConnections()
@@ -311,6 +313,11 @@ func TestExtendedConnectWebSocket(t *testing.T) {
 			if v := testutil.ToFloat64(r.rt.metrics.ws.open); v != 1 {
 				t.Errorf("open tunnels: %v; want 1", v)
 			}
+			// The tunnel is a stream of the h2 connection counted already.
+			h2c, h1c := r.rt.metrics.clientConns.WithLabelValues("test", "h2"), r.rt.metrics.clientConns.WithLabelValues("test", "http/1.1")
+			if a, b := testutil.ToFloat64(h2c), testutil.ToFloat64(h1c); a != 1 || b != 0 {
+				t.Errorf("client_connections h2 %v, http/1.1 %v with the tunnel open; want 1 and 0", a, b)
+			}
 			s.in.Close() // END_STREAM: the client is done
 			select {
 			case <-n.closed:
@@ -325,6 +332,12 @@ func TestExtendedConnectWebSocket(t *testing.T) {
 			}
 			if v := testutil.ToFloat64(r.rt.metrics.ws.in); v != float64(4+len(big)) {
 				t.Errorf("bytes in: %v; want %d", v, 4+len(big))
+			}
+			// The line counts what the tunnel relayed to the client.
+			want := `,"bytes":` + strconv.Itoa(5+4+len(big)) + `,`
+			waitFor(t, "the tunnel's access-log line", func() bool { return strings.Contains(logs.String(), `"uri":"/ws?x=1"`) })
+			if line := logs.String(); !strings.Contains(line, want) {
+				t.Errorf("access log %q; want %s", line, want)
 			}
 		})
 	}

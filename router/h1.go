@@ -85,7 +85,9 @@ func (f *h1Front) server(t *Timeouts, ended func()) *fasthttp.Server {
 				} else {
 					pc.l.untrack(pc)
 				}
-				f.connClosed()
+				// Still open, and counted in conns, until the hijack
+				// handler is done with it (hijack).
+				f.rt.h1Open.Add(-1)
 			}
 		},
 	}
@@ -101,6 +103,21 @@ func (f *h1Front) connOpened() {
 func (f *h1Front) connClosed() {
 	f.conns.Dec()
 	f.rt.h1Open.Add(-1)
+}
+
+// hijack takes the connection of ctx over for h once the handler returns
+// (fasthttp's Hijack, with no response of fasthttp's own): a tunnel
+// (tunnel.go) or an HTTP/1.0 body streamed until close. The connection
+// stays counted open in conns until h returns and fasthttp closes it. It
+// leaves Router.h1Open at once (ConnState StateHijacked): that counts the
+// connections Shutdown's keep-alive grace waits for, and a hijacked one
+// ends by its owner's rules (tunnel.go), not after a response.
+func (f *h1Front) hijack(ctx *fasthttp.RequestCtx, h func(net.Conn)) {
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(c net.Conn) {
+		defer f.conns.Dec()
+		h(c)
+	})
 }
 
 // fasthttpLogger routes fasthttp's own messages (connection-level errors) to
@@ -277,8 +294,7 @@ func (f *h1Front) streamUntilClose(ctx *fasthttp.RequestCtx, b *backendBody) {
 	ctx.Response.Header.Del("Transfer-Encoding") // a chunked node body is de-chunked (b)
 	ctx.Response.Header.SetContentLength(-2)     // no framing; sets Connection: close
 	head := append([]byte(nil), ctx.Response.Header.Header()...)
-	ctx.HijackSetNoResponse(true)
-	ctx.Hijack(func(c net.Conn) {
+	f.hijack(ctx, func(c net.Conn) {
 		defer b.Close()
 		b.client = c
 		if _, err := c.Write(head); err != nil {

@@ -109,8 +109,7 @@ func (f *h1Front) hijackUpgrade(ctx *fasthttp.RequestCtx, b *backendBody) {
 	rt := f.rt
 	head := append([]byte(nil), ctx.Response.Header.Header()...)
 	raw := ctx.Conn()
-	ctx.HijackSetNoResponse(true)
-	ctx.Hijack(func(c net.Conn) {
+	f.hijack(ctx, func(c net.Conn) {
 		defer b.Close()
 		// The node must get every byte the client sent before it left.
 		if g, ok := b.conn.(interface{ closeGracefully() }); ok {
@@ -128,12 +127,14 @@ func (f *h1Front) hijackUpgrade(ctx *fasthttp.RequestCtx, b *backendBody) {
 		rt.metrics.ws.total.Inc()
 		rt.metrics.ws.open.Inc()
 		defer rt.metrics.ws.open.Dec()
-		t.run()
+		b.n = t.run()
 	})
 }
 
-// run copies both ways until one side ends, then closes both.
-func (t *tunnel) run() {
+// run copies both ways until one side ends, then closes both. It returns
+// the bytes relayed to the client: the "bytes" of the upgrade's access-log
+// line, which the caller's backendBody.Close writes (docs/observability.md).
+func (t *tunnel) run() (toClient int64) {
 	t.last.Store(t.rt.now().UnixNano())
 	done := make(chan struct{})
 	go func() {
@@ -141,15 +142,17 @@ func (t *tunnel) run() {
 		defer t.Close()
 		t.pipe(t.backend, t.client, t.client, t.rt.metrics.ws.in)
 	}()
-	t.pipe(t.client, t.br, t.backend, t.rt.metrics.ws.out)
+	toClient = t.pipe(t.client, t.br, t.backend, t.rt.metrics.ws.out)
 	t.Close()
 	<-done
+	return toClient
 }
 
 // pipe copies src to dst until src ends or the tunnel has been idle both
-// ways for the inactivity timeout. src is t.client or t.br (over
-// t.backend, which is rc); the read deadline goes on rc.
-func (t *tunnel) pipe(dst tunnelEnd, src io.Reader, rc tunnelEnd, n prometheus.Counter) {
+// ways for the inactivity timeout, and returns the bytes written to dst.
+// src is t.client or t.br (over t.backend, which is rc); the read deadline
+// goes on rc.
+func (t *tunnel) pipe(dst tunnelEnd, src io.Reader, rc tunnelEnd, n prometheus.Counter) (written int64) {
 	cb := bufPool.Get().(*[]byte)
 	defer bufPool.Put(cb)
 	buf := *cb
@@ -161,10 +164,12 @@ func (t *tunnel) pipe(dst tunnelEnd, src io.Reader, rc tunnelEnd, n prometheus.C
 			now := t.rt.now()
 			t.last.Store(now.UnixNano())
 			_ = dst.SetWriteDeadline(now.Add(d))
-			if _, werr := dst.Write(buf[:m]); werr != nil {
-				return
+			w, werr := dst.Write(buf[:m])
+			written += int64(w)
+			n.Add(float64(w))
+			if werr != nil {
+				return written
 			}
-			n.Add(float64(m))
 		}
 		if err != nil {
 			// The other direction may have kept the tunnel busy: an idle
@@ -172,7 +177,7 @@ func (t *tunnel) pipe(dst tunnelEnd, src io.Reader, rc tunnelEnd, n prometheus.C
 			if isTimeout(err) && t.rt.now().Sub(time.Unix(0, t.last.Load())) < d {
 				continue
 			}
-			return
+			return written
 		}
 	}
 }

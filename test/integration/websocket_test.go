@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -59,29 +60,38 @@ func echo(t *testing.T, ws *websocket.Conn, msg []byte, binary bool) ([]byte, er
 
 // TestWebSocketEcho: a WebSocket through the router to a real uWSGI
 // websocket app; frames flow both ways, small and large, text and binary;
-// the tunnel is counted and the node's in-flight slot is released when it
-// closes.
+// the tunnel is counted, its client connection stays counted open until it
+// closes, the node's in-flight slot is released then, and its access-log
+// line counts the bytes relayed to the client.
 func TestWebSocketEcho(t *testing.T) {
 	requireUWSGI(t)
-	r := startRouter(t)
+	logPath := filepath.Join(t.TempDir(), "access.log")
+	r := startRouter(t, "--access-log", logPath)
 	n := startNode(t, r, "ws.test", nodeOpts{id: "a"})
 	waitForNodes(t, r, "ws.test", 1)
+	clientConns := `fastrouter_client_connections{listener="` + r.http + `",proto="http/1.1"}`
 
 	ws := dialWS(t, r.http, "ws.test")
+	toClient := 0 // the node's frames: 2 bytes of head (unmasked), 10 past 64 KiB of payload
 	for i := range 5 {
 		msg := []byte(fmt.Sprintf("hello %d", i))
 		got, err := echo(t, ws, msg, false)
 		if err != nil || string(got) != "a:"+string(msg) {
 			t.Fatalf("echo %d: %q, %v; want %q", i, got, err, "a:"+string(msg))
 		}
+		toClient += 2 + len(got)
 	}
 	big := bytes.Repeat([]byte{0, 1, 2, 250, 251}, 20000) // 100 kB binary frame
 	got, err := echo(t, ws, big, true)
 	if err != nil || !bytes.Equal(got, append([]byte("a:"), big...)) {
 		t.Fatalf("100 kB binary echo: %d bytes, %v", len(got), err)
 	}
+	toClient += 10 + len(got)
 	if l := metricLines(t, r, "fastrouter_upgraded_connections"); len(l) != 1 || sampleValue(t, l[0]) != 1 {
 		t.Errorf("open tunnels: %v; want 1", l)
+	}
+	if v := metricValue(t, r, clientConns); v != 1 {
+		t.Errorf("%s = %v with the tunnel open; want 1", clientConns, v)
 	}
 	if p := r.pool(t, "ws.test").node(n.addr); p.Inflight != 1 {
 		t.Errorf("node in flight during the websocket: %d; want 1", p.Inflight)
@@ -100,6 +110,24 @@ func TestWebSocketEcho(t *testing.T) {
 	}
 	if l := metricLines(t, r, "fastrouter_requests_total", `pool="ws.test"`, `code="101"`); len(l) != 1 {
 		t.Errorf("101 not counted: %v", l)
+	}
+	eventually(t, 10*time.Second, clientConns+" back to 0 once the tunnel closed", func() bool {
+		return metricValue(t, r, clientConns) == 0
+	})
+	var line *accessEntry
+	eventually(t, 15*time.Second, "the tunnel's access-log line", func() bool {
+		for _, e := range readAccessLog(t, logPath) {
+			if e.URI == "/ws" {
+				line = &e
+			}
+		}
+		return line != nil
+	})
+	// The frames echoed, and at most the node's answer to the client's
+	// close (a close frame: 2 bytes of head and at most 125 of payload).
+	if line.Status != 101 || line.Bytes < int64(toClient) || line.Bytes > int64(toClient)+127 {
+		t.Errorf("tunnel access-log line: status %d, bytes %d; want 101 and the %d bytes of frames relayed to the client (+ a close frame)",
+			line.Status, line.Bytes, toClient)
 	}
 }
 

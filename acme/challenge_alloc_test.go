@@ -6,6 +6,8 @@ import (
 	"context"
 	"crypto/tls"
 	"testing"
+
+	"github.com/fastrouter/fastrouter/internal/testcert"
 )
 
 // TestHTTPChallengeAllocatesNothing: answering, or not, an HTTP-01 request
@@ -23,9 +25,10 @@ func TestHTTPChallengeAllocatesNothing(t *testing.T) {
 	}); n != 0 {
 		t.Errorf("HTTPChallenge: %v allocs", n)
 	}
-	ca := newTestCA(t)
-	chain, key, leaf := ca.issue(t, "served.test", leafNB(), leafNA(), "")
-	storeCert(t, m, "served.test", chain, key)
+	ca := testcert.NewCA(t, "unit test CA")
+	c := ca.Issue(t, leafSpec("served.test"))
+	leaf := c.Leaf
+	storeCert(t, m, "served.test", c)
 	hello := &tls.ClientHelloInfo{ServerName: "Served.test"}
 	if n := testing.AllocsPerRun(200, func() {
 		if c, _ := m.GetCertificate(hello); c == nil || c.Leaf.SerialNumber.Cmp(leaf.SerialNumber) != 0 {

@@ -2,14 +2,7 @@ package acme
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"log/slog"
-	"math/big"
 	"sort"
 	"strings"
 	"sync"
@@ -17,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/fastrouter/fastrouter/internal/testcert"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -129,57 +123,21 @@ func testManager(t testing.TB, mod func(*Config)) *Manager {
 	return m
 }
 
-// testCA signs test certificates.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-func newTestCA(t testing.TB) *testCA {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "unit test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key}
-}
-
-// issue returns the chain (leaf, CA) and key PEM of a certificate for name
-// valid from nb to na, naming ocspURL as its responder when set.
-func (ca *testCA) issue(t testing.TB, name string, nb, na time.Time, ocspURL string) (chainPEM, keyPEM []byte, leaf *x509.Certificate) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
-		NotBefore: nb, NotAfter: na, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	if ocspURL != "" {
-		tmpl.OCSPServer = []string{ocspURL}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ = x509.ParseCertificate(der)
-	chainPEM = append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})...)
-	kd, _ := x509.MarshalECPrivateKey(key)
-	return chainPEM, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}), leaf
+// leafSpec is a certificate for name as certmagic would store it, valid
+// from leafNB to leafNA.
+func leafSpec(name string) testcert.Spec {
+	return testcert.Spec{CN: name, DNSNames: []string{name}, NotBefore: leafNB(), NotAfter: leafNA()}
 }
 
 // storeCert writes a certificate for name where certmagic would, and
 // reloads it.
-func storeCert(t testing.TB, m *Manager, name string, chainPEM, keyPEM []byte) {
+func storeCert(t testing.TB, m *Manager, name string, c *testcert.Cert) {
 	t.Helper()
 	ctx := context.Background()
-	if err := m.store.fs.Store(ctx, certmagic.StorageKeys.SiteCert(m.iss.key, name), chainPEM); err != nil {
+	if err := m.store.fs.Store(ctx, certmagic.StorageKeys.SiteCert(m.iss.key, name), c.ChainPEM); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.store.fs.Store(ctx, certmagic.StorageKeys.SitePrivateKey(m.iss.key, name), keyPEM); err != nil {
+	if err := m.store.fs.Store(ctx, certmagic.StorageKeys.SitePrivateKey(m.iss.key, name), c.KeyPEM); err != nil {
 		t.Fatal(err)
 	}
 	m.reload(ctx, name)

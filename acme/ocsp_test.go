@@ -9,11 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fastrouter/fastrouter/internal/testcert"
 	"golang.org/x/crypto/ocsp"
 )
 
 // ocspResponder answers for ca with status.
-func ocspResponder(t *testing.T, ca *testCA, status *atomic.Int32) *httptest.Server {
+func ocspResponder(t *testing.T, ca *testcert.CA, status *atomic.Int32) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -22,10 +23,10 @@ func ocspResponder(t *testing.T, ca *testCA, status *atomic.Int32) *httptest.Ser
 			http.Error(w, err.Error(), 400)
 			return
 		}
-		resp, err := ocsp.CreateResponse(ca.cert, ca.cert, ocsp.Response{
+		resp, err := ocsp.CreateResponse(ca.Cert, ca.Cert, ocsp.Response{
 			Status: int(status.Load()), SerialNumber: req.SerialNumber,
 			ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(time.Hour), RevokedAt: time.Now(),
-		}, ca.key)
+		}, ca.Key)
 		if err != nil {
 			http.Error(w, err.Error(), 500)
 			return
@@ -40,13 +41,14 @@ func ocspResponder(t *testing.T, ca *testCA, status *atomic.Int32) *httptest.Ser
 // TestOCSPStapling: the orderer fetches a good response and every handshake
 // carries it; a revoked answer is not stapled and forces a renewal.
 func TestOCSPStapling(t *testing.T) {
-	ca := newTestCA(t)
+	ca := testcert.NewCA(t, "unit test CA")
 	var status atomic.Int32
 	status.Store(int32(ocsp.Good))
 	srv := ocspResponder(t, ca, &status)
 	m := testManager(t, nil)
-	chain, key, _ := ca.issue(t, "ocsp.test", leafNB(), leafNA(), srv.URL)
-	storeCert(t, m, "ocsp.test", chain, key)
+	spec := leafSpec("ocsp.test")
+	spec.OCSPServer = srv.URL
+	storeCert(t, m, "ocsp.test", ca.Issue(t, spec))
 	if m.served().certs["ocsp.test"].stapled {
 		t.Fatal("stapled before any fetch")
 	}
@@ -56,7 +58,7 @@ func TestOCSPStapling(t *testing.T) {
 	if !sc.stapled || len(sc.cert.OCSPStaple) == 0 {
 		t.Fatal("no staple after a good response")
 	}
-	resp, err := ocsp.ParseResponse(sc.cert.OCSPStaple, ca.cert)
+	resp, err := ocsp.ParseResponse(sc.cert.OCSPStaple, ca.Cert)
 	if err != nil || resp.Status != ocsp.Good || resp.SerialNumber.Cmp(sc.cert.Leaf.SerialNumber) != 0 {
 		t.Errorf("staple: %v %+v", err, resp)
 	}
@@ -67,8 +69,7 @@ func TestOCSPStapling(t *testing.T) {
 	}
 
 	// A renewed certificate does not take the old one's staple.
-	chain2, key2, _ := ca.issue(t, "ocsp.test", leafNB(), leafNA(), srv.URL)
-	storeCert(t, m, "ocsp.test", chain2, key2)
+	storeCert(t, m, "ocsp.test", ca.Issue(t, spec))
 	if m.served().certs["ocsp.test"].stapled {
 		t.Error("a new certificate got the old one's staple")
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fastrouter/fastrouter/internal/testcert"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -104,8 +105,9 @@ func TestOnDemandServedWhenReady(t *testing.T) {
 		c.Pools = PoolsFunc(func(k string) bool { return k == "soon.test" })
 		c.OnDemandWait = 10 * time.Second
 	})
-	ca := newTestCA(t)
-	chain, key, leaf := ca.issue(t, "soon.test", leafNB(), leafNA(), "")
+	ca := testcert.NewCA(t, "unit test CA")
+	c := ca.Issue(t, leafSpec("soon.test"))
+	leaf := c.Leaf
 	done := make(chan *tls.Certificate)
 	go func() {
 		c, _ := m.GetCertificate(&tls.ClientHelloInfo{ServerName: "soon.test"})
@@ -118,7 +120,7 @@ func TestOnDemandServedWhenReady(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	storeCert(t, m, "soon.test", chain, key)
+	storeCert(t, m, "soon.test", c)
 	select {
 	case c := <-done:
 		if c == nil || c.Leaf.SerialNumber.Cmp(leaf.SerialNumber) != 0 {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/fastrouter/fastrouter/internal/testcert"
 	acmeproto "github.com/mholt/acmez/v3/acme"
 )
 
@@ -74,9 +75,8 @@ func TestWanted(t *testing.T) {
 	cl.set(wantKey("pool.shop.test", "b"), od, now)
 	cl.set(wantKey("nopool.shop.test", "b"), od, now)
 	cl.set(blobWant+"Bad_Name/b", conf, now)
-	ca := newTestCA(t)
-	chain, key, _ := ca.issue(t, "stored.shop.test", leafNB(), leafNA(), "")
-	storeCert(t, m, "stored.shop.test", chain, key)
+	ca := testcert.NewCA(t, "unit test CA")
+	storeCert(t, m, "stored.shop.test", ca.Issue(t, leafSpec("stored.shop.test")))
 	got := m.wanted(m.ctx)
 	want := map[string]bool{"mine.test": false, "b-domain.test": false, "pool.shop.test": true, "stored.shop.test": true}
 	if !reflect.DeepEqual(got, want) {
@@ -96,9 +96,12 @@ func TestDueAt(t *testing.T) {
 	if got := m.dueAt("none.test", now); !got.Equal(now) {
 		t.Errorf("no certificate: %v", got)
 	}
-	ca := newTestCA(t)
-	chain, key, leaf := ca.issue(t, "has.test", now.Add(-time.Hour), now.Add(2*time.Hour), "")
-	storeCert(t, m, "has.test", chain, key)
+	ca := testcert.NewCA(t, "unit test CA")
+	spec := leafSpec("has.test")
+	spec.NotBefore, spec.NotAfter = now.Add(-time.Hour), now.Add(2*time.Hour)
+	c := ca.Issue(t, spec)
+	leaf := c.Leaf
+	storeCert(t, m, "has.test", c)
 	if got, want := m.dueAt("has.test", now), leaf.NotBefore.Add(2*time.Hour); !got.Equal(want) {
 		t.Errorf("certificate: due %v; want %v", got, want)
 	}

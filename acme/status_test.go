@@ -6,6 +6,8 @@ import (
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/fastrouter/fastrouter/internal/testcert"
 )
 
 // TestCertificates: the admin view lists configured names without a
@@ -13,9 +15,10 @@ import (
 // failures, and on a non-leader the failures the leader shared.
 func TestCertificates(t *testing.T) {
 	m := testManager(t, func(c *Config) { c.Domains = []string{"conf.test", "fail.test"} })
-	ca := newTestCA(t)
-	chain, key, leaf := ca.issue(t, "conf.test", leafNB(), leafNA(), "")
-	storeCert(t, m, "conf.test", chain, key)
+	ca := testcert.NewCA(t, "unit test CA")
+	cert := ca.Issue(t, leafSpec("conf.test"))
+	leaf := cert.Leaf
+	storeCert(t, m, "conf.test", cert)
 	m.record("fail.test", false, false, errors.New("dial tcp: connection refused"), time.Second)
 	got := map[string]Certificate{}
 	for _, c := range m.Certificates() {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fastrouter/fastrouter/internal/testcert"
 )
 
 // fakeChallenges knows one token for one host.
@@ -99,9 +101,9 @@ func TestHTTPChallengeRedirect(t *testing.T) {
 // TestChallengeALPNClosed: a connection that negotiated acme-tls/1 is
 // closed after the handshake, never read as HTTP.
 func TestChallengeALPNClosed(t *testing.T) {
-	ca := newTestCA(t)
+	ca := testcert.NewCA(t, "router test CA")
 	r := startRouter(t, Config{})
-	cert := ca.issue(t, "p.test", x509.ExtKeyUsageServerAuth)
+	cert := ca.Server(t, "p.test").TLS(t)
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1", alpnChallenge}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -109,7 +111,7 @@ func TestChallengeALPNClosed(t *testing.T) {
 	}
 	go r.rt.ServeTLS(ln, "tls-acme", cfg)
 	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
+	pool.AddCert(ca.Cert)
 	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", ln.Addr().String(),
 		&tls.Config{RootCAs: pool, ServerName: "p.test", NextProtos: []string{alpnChallenge}})
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fastrouter/fastrouter/internal/testcert"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
@@ -27,15 +28,15 @@ import (
 type h3Router struct {
 	*testRouter
 	tcp, udp string
-	ca       *testCA
+	ca       *testcert.CA
 }
 
 func startH3Router(t *testing.T, cfg Config) *h3Router {
 	t.Helper()
 	cfg.HTTP3 = true
 	r := startRouter(t, cfg)
-	ca := newTestCA(t)
-	tcfg := &tls.Config{Certificates: []tls.Certificate{ca.issue(t, "h3.test", x509.ExtKeyUsageServerAuth)},
+	ca := testcert.NewCA(t, "router test CA")
+	tcfg := &tls.Config{Certificates: []tls.Certificate{ca.Server(t, "h3.test").TLS(t)},
 		NextProtos: []string{"h2", "http/1.1"}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -79,7 +80,7 @@ func h3FrontOf(rt *Router) *h3Front {
 
 func (r *h3Router) clientTLS() *tls.Config {
 	pool := x509.NewCertPool()
-	pool.AddCert(r.ca.cert)
+	pool.AddCert(r.ca.Cert)
 	return &tls.Config{RootCAs: pool, ServerName: "h3.test", NextProtos: []string{http3.NextProtoH3},
 		ClientSessionCache: tls.NewLRUClientSessionCache(4)}
 }
@@ -465,10 +466,10 @@ func TestH3HeaderLimits(t *testing.T) {
 
 // Without Config.HTTP3 a TLS listener advertises nothing.
 func TestNoAltSvcWithoutHTTP3(t *testing.T) {
-	ca := newTestCA(t)
+	ca := testcert.NewCA(t, "router test CA")
 	addr, _, _, _ := parkTLSRouter(t, ca)
 	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
+	pool.AddCert(ca.Cert)
 	for _, proto := range []string{"http/1.1", "h2"} {
 		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "p.test", NextProtos: []string{proto}},
 			ForceAttemptHTTP2: proto == "h2"}

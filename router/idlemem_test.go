@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fastrouter/fastrouter/internal/testcert"
 )
 
 // idleClientEnv makes the test binary the client process of
@@ -38,7 +40,7 @@ func BenchmarkIdleTLSConnMemory(b *testing.B) {
 	if !canPark {
 		b.Skip("connections park on Linux only (park.go)")
 	}
-	ca := newTestCA(b)
+	ca := testcert.NewCA(b, "router test CA")
 	addr, l, rt := tlsRouterTo(b, ca, Config{Timeout: time.Minute}, benchNode(b))
 	// Two GCs: what fasthttp and crypto/tls pooled (sync.Pool) outlives
 	// one in the pools' victim caches.

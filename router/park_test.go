@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fastrouter/fastrouter/internal/testcert"
 	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
@@ -333,7 +334,7 @@ func TestParkedConnectionsHoldNoGoroutine(t *testing.T) {
 		t.Skip("connections park on Linux only")
 	}
 	const n = 40
-	ca := newTestCA(t)
+	ca := testcert.NewCA(t, "router test CA")
 	addr, l, _, _ := parkTLSRouterWith(t, ca, Config{Timeout: time.Minute}) // none expires meanwhile
 	dialTLSKeepAlive(t, addr, ca, nil).get(getP, 1, "hi")                   // starts the parker
 	waitFor(t, "the first connection to park", func() bool { return l.parkedCount() == 1 })

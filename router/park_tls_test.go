@@ -3,14 +3,9 @@ package router
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os/exec"
@@ -19,59 +14,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fastrouter/fastrouter/internal/testcert"
 	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
-// testCA issues certificates for the TLS park tests.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-func newTestCA(t testing.TB) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "park test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key}
-}
-
-func (ca *testCA) issue(t testing.TB, cn string, usage x509.ExtKeyUsage) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		DNSNames: []string{cn}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
 // parkTLSRouter serves HTTPS (optional client certificates from ca) in
 // front of one fake node for p.test.
-func parkTLSRouter(t testing.TB, ca *testCA) (addr string, l *frontListener, node *fakeNode, rt *Router) {
+func parkTLSRouter(t testing.TB, ca *testcert.CA) (addr string, l *frontListener, node *fakeNode, rt *Router) {
 	t.Helper()
 	return parkTLSRouterWith(t, ca, Config{})
 }
 
-func parkTLSRouterWith(t testing.TB, ca *testCA, rc Config) (addr string, l *frontListener, node *fakeNode, rt *Router) {
+func parkTLSRouterWith(t testing.TB, ca *testcert.CA, rc Config) (addr string, l *frontListener, node *fakeNode, rt *Router) {
 	t.Helper()
 	node = startFakeNode(t, okReply("hi"))
 	addr, l, rt = tlsRouterTo(t, ca, rc, node.addr())
@@ -80,13 +34,13 @@ func parkTLSRouterWith(t testing.TB, ca *testCA, rc Config) (addr string, l *fro
 
 // tlsRouterTo serves HTTPS, as parkTLSRouter, in front of the node at
 // nodeAddr for p.test.
-func tlsRouterTo(t testing.TB, ca *testCA, rc Config, nodeAddr string) (addr string, l *frontListener, rt *Router) {
+func tlsRouterTo(t testing.TB, ca *testcert.CA, rc Config, nodeAddr string) (addr string, l *frontListener, rt *Router) {
 	t.Helper()
 	r := startRouter(t, rc)
 	r.table.AddStatic("p.test", nodeAddr, 1)
 	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
-	cfg := &tls.Config{Certificates: []tls.Certificate{ca.issue(t, "p.test", x509.ExtKeyUsageServerAuth)},
+	pool.AddCert(ca.Cert)
+	cfg := &tls.Config{Certificates: []tls.Certificate{ca.Server(t, "p.test").TLS(t)},
 		NextProtos: []string{"h2", "http/1.1"}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -107,10 +61,10 @@ func tlsRouterTo(t testing.TB, ca *testCA, rc Config, nodeAddr string) (addr str
 	return ln.Addr().String(), l, r.rt
 }
 
-func dialTLSKeepAlive(t *testing.T, addr string, ca *testCA, client *tls.Certificate) *keepAlive {
+func dialTLSKeepAlive(t *testing.T, addr string, ca *testcert.CA, client *tls.Certificate) *keepAlive {
 	t.Helper()
 	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
+	pool.AddCert(ca.Cert)
 	cfg := &tls.Config{RootCAs: pool, ServerName: "p.test", NextProtos: []string{"http/1.1"}}
 	if client != nil {
 		cfg.Certificates = []tls.Certificate{*client}
@@ -127,9 +81,9 @@ func dialTLSKeepAlive(t *testing.T, addr string, ca *testCA, client *tls.Certifi
 // apart, pipelined ones, and still with its client certificate's subject
 // (HTTPS_DN) for the node.
 func TestParkTLSConnection(t *testing.T) {
-	ca := newTestCA(t)
+	ca := testcert.NewCA(t, "router test CA")
 	addr, l, node, rt := parkTLSRouter(t, ca)
-	client := ca.issue(t, "client-1", x509.ExtKeyUsageClientAuth)
+	client := ca.Client(t, "client-1").TLS(t)
 	parkRounds(t, dialTLSKeepAlive(t, addr, ca, &client), l, rt)
 	if v := node.last(); v["HTTPS"] != "on" || v["HTTPS_DN"] != "CN=client-1" {
 		t.Fatalf("after parks the node got HTTPS=%q HTTPS_DN=%q; want on, CN=client-1", v["HTTPS"], v["HTTPS_DN"])
@@ -161,7 +115,7 @@ func (c *splitConn) Write(b []byte) (int, error) {
 // the connection parks with the half held inside the tls.Conn, and the rest
 // of the record, on the socket, wakes it.
 func TestParkTLSPartialRecord(t *testing.T) {
-	ca := newTestCA(t)
+	ca := testcert.NewCA(t, "router test CA")
 	addr, l, _, _ := parkTLSRouter(t, ca)
 	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -169,7 +123,7 @@ func TestParkTLSPartialRecord(t *testing.T) {
 	}
 	sc := &splitConn{Conn: raw, pause: 3 * parkAfter}
 	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
+	pool.AddCert(ca.Cert)
 	tc := tls.Client(sc, &tls.Config{RootCAs: pool, ServerName: "p.test", NextProtos: []string{"http/1.1"}})
 	k := &keepAlive{uwsgitest.NewClient(t, tc), t}
 	k.get(getP, 1, "hi")
@@ -184,7 +138,7 @@ func TestParkTLSPartialRecord(t *testing.T) {
 // Shutdown closes parked TLS connections after its grace, like clear-text
 // ones, and counts them closed.
 func TestShutdownClosesParkedTLS(t *testing.T) {
-	ca := newTestCA(t)
+	ca := testcert.NewCA(t, "router test CA")
 	addr, l, _, rt := parkTLSRouter(t, ca)
 	k := dialTLSKeepAlive(t, addr, ca, nil)
 	k.get(getP, 1, "hi")
@@ -286,7 +240,7 @@ func TestParkTLSKeyUpdate(t *testing.T) {
 	for _, cmd := range []string{"k", "K"} {
 		t.Run(cmd, func(t *testing.T) {
 			t.Parallel()
-			ca := newTestCA(t)
+			ca := testcert.NewCA(t, "router test CA")
 			// Also the TLS handshake's deadline: not too short for a
 			// loaded machine.
 			const header = 2 * time.Second

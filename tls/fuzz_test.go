@@ -4,22 +4,24 @@ import (
 	"bytes"
 	ctls "crypto/tls"
 	"testing"
+
+	"github.com/fastrouter/fastrouter/internal/testcert"
 )
 
 // FuzzLoadPair feeds arbitrary bytes as certificate and key PEM: the result
 // is an error or a usable certificate with its leaf parsed, never a panic.
 func FuzzLoadPair(f *testing.F) {
-	ca := newCA(f, "fuzz CA")
-	good, other := ca.issue(f, "fuzz.test"), ca.issue(f, "other.test")
-	chain := append(bytes.Clone(good.certPEM), ca.pem...)
+	ca := testcert.NewCA(f, "fuzz CA")
+	good, other := ca.Server(f, "fuzz.test"), ca.Server(f, "other.test")
+	chain := append(bytes.Clone(good.CertPEM), ca.PEM...)
 	seeds := [][2][]byte{
-		{good.certPEM, good.keyPEM},
-		{chain, good.keyPEM},
-		{good.certPEM, other.keyPEM},
-		{good.keyPEM, good.certPEM},
-		{good.certPEM[:len(good.certPEM)/2], good.keyPEM},
-		{good.certPEM, good.keyPEM[:len(good.keyPEM)-40]},
-		{[]byte("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"), good.keyPEM},
+		{good.CertPEM, good.KeyPEM},
+		{chain, good.KeyPEM},
+		{good.CertPEM, other.KeyPEM},
+		{good.KeyPEM, good.CertPEM},
+		{good.CertPEM[:len(good.CertPEM)/2], good.KeyPEM},
+		{good.CertPEM, good.KeyPEM[:len(good.KeyPEM)-40]},
+		{[]byte("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"), good.KeyPEM},
 		{[]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), []byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")},
 		{nil, nil},
 		{[]byte("garbage"), []byte{0, 1, 2}},
@@ -45,9 +47,9 @@ func FuzzLoadPair(f *testing.F) {
 // a name equal (case-insensitively) to a loaded one or one label under the
 // wildcard.
 func FuzzLookup(f *testing.F) {
-	ca := newCA(f, "fuzz CA")
-	exact, wild := ca.issue(f, "a.example.com"), ca.issue(f, "*.example.com")
-	ce, cw := exact.tlsCert(f), wild.tlsCert(f)
+	ca := testcert.NewCA(f, "fuzz CA")
+	exact, wild := ca.Server(f, "a.example.com"), ca.Server(f, "*.example.com")
+	ce, cw := exact.TLS(f), wild.TLS(f)
 	snap := &snapshot{
 		exact: map[string]*ctls.Certificate{"a.example.com": &ce},
 		wild:  map[string]*ctls.Certificate{"example.com": &cw},

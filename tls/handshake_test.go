@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fastrouter/fastrouter/internal/testcert"
 )
 
 // handshakeResult is one side's view of a finished (or failed) handshake.
@@ -66,7 +68,7 @@ func handshake(t *testing.T, srv, cli *ctls.Config) (server, client handshakeRes
 
 func (f *fixture) clientConfig(serverName string) *ctls.Config {
 	roots := x509.NewCertPool()
-	roots.AddCert(f.ca.cert)
+	roots.AddCert(f.ca.Cert)
 	return &ctls.Config{RootCAs: roots, ServerName: serverName, NextProtos: []string{"h2", "http/1.1"}}
 }
 
@@ -76,7 +78,7 @@ func TestHandshake(t *testing.T) {
 	srv := s.TLSConfig([]string{"h2", "http/1.1"})
 	tests := []struct {
 		sni     string
-		want    issued
+		want    *testcert.Cert
 		version uint16
 	}{
 		{"a.example.com", f.exact, ctls.VersionTLS13},
@@ -95,8 +97,8 @@ func TestHandshake(t *testing.T) {
 			}
 			// The client verified the chain and the host name; check it got
 			// the certificate we meant, not merely a valid one.
-			if got := client.state.PeerCertificates[0].SerialNumber; got.Cmp(tt.want.leaf.SerialNumber) != 0 {
-				t.Errorf("served %v; want %v", client.state.PeerCertificates[0].DNSNames, tt.want.leaf.DNSNames)
+			if got := client.state.PeerCertificates[0].SerialNumber; got.Cmp(tt.want.Leaf.SerialNumber) != 0 {
+				t.Errorf("served %v; want %v", client.state.PeerCertificates[0].DNSNames, tt.want.Leaf.DNSNames)
 			}
 			if client.state.NegotiatedProtocol != "h2" {
 				t.Errorf("ALPN = %q; want h2", client.state.NegotiatedProtocol)
@@ -146,9 +148,9 @@ func TestHandshakeNoCertificate(t *testing.T) {
 
 func TestClientCA(t *testing.T) {
 	f := newFixture(t)
-	clientCA := newCA(t, "client CA")
+	clientCA := testcert.NewCA(t, "client CA")
 	f.cfg.ClientCAFile = filepath.Join(t.TempDir(), "clients.pem")
-	writeFile(t, f.cfg.ClientCAFile, clientCA.pem)
+	writeFile(t, f.cfg.ClientCAFile, clientCA.PEM)
 	s := mustNew(t, f.cfg)
 	srv := s.TLSConfig([]string{"h2", "http/1.1"})
 	if srv.ClientAuth != ctls.VerifyClientCertIfGiven || srv.ClientCAs == nil {
@@ -157,7 +159,7 @@ func TestClientCA(t *testing.T) {
 
 	t.Run("signed by the CA", func(t *testing.T) {
 		cli := f.clientConfig("a.example.com")
-		cli.Certificates = []ctls.Certificate{clientCA.issueClient(t, "client-1").tlsCert(t)}
+		cli.Certificates = []ctls.Certificate{clientCA.Client(t, "client-1").TLS(t)}
 		server, client := handshake(t, srv, cli)
 		if client.err != nil || server.err != nil {
 			t.Fatalf("handshake: client %v, server %v", client.err, server.err)
@@ -179,7 +181,7 @@ func TestClientCA(t *testing.T) {
 			t.Errorf("%d peer certificates; want none", n)
 		}
 	})
-	foreign := f.ca.issueClient(t, "intruder").tlsCert(t)
+	foreign := f.ca.Client(t, "intruder").TLS(t)
 	t.Run("signed by another CA, not offered", func(t *testing.T) {
 		// The server names its acceptable CAs; a Go client then keeps a
 		// certificate from another CA to itself.

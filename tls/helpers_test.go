@@ -2,13 +2,7 @@ package tls
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	ctls "crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"log/slog"
 	"math/big"
 	"os"
@@ -18,111 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fastrouter/fastrouter/internal/testcert"
 	"github.com/prometheus/client_golang/prometheus"
 )
-
-// testCA issues test certificates.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newCA(t testing.TB, cn string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(t),
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-func serial(t testing.TB) *big.Int {
-	t.Helper()
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-// issued is a leaf certificate with its PEM files.
-type issued struct {
-	certPEM, keyPEM []byte
-	leaf            *x509.Certificate
-}
-
-// issue signs a server certificate for dnsNames (the first is the CN).
-func (ca *testCA) issue(t testing.TB, dnsNames ...string) issued {
-	t.Helper()
-	return ca.sign(t, dnsNames[0], dnsNames, x509.ExtKeyUsageServerAuth)
-}
-
-// issueClient signs a client certificate with common name cn.
-func (ca *testCA) issueClient(t testing.TB, cn string) issued {
-	t.Helper()
-	return ca.sign(t, cn, nil, x509.ExtKeyUsageClientAuth)
-}
-
-func (ca *testCA) sign(t testing.TB, cn string, dnsNames []string, usage x509.ExtKeyUsage) issued {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(t),
-		Subject:      pkix.Name{CommonName: cn},
-		DNSNames:     dnsNames,
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return issued{
-		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		keyPEM:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}),
-		leaf:    leaf,
-	}
-}
-
-func (c issued) tlsCert(t testing.TB) ctls.Certificate {
-	t.Helper()
-	cert, err := ctls.X509KeyPair(c.certPEM, c.keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert
-}
 
 func writeFile(t testing.TB, path string, b []byte) {
 	t.Helper()
@@ -143,18 +35,18 @@ func writeAtomic(t testing.TB, path string, b []byte) {
 }
 
 // writePair writes dir/base.crt and dir/base.key in place.
-func writePair(t testing.TB, dir, base string, c issued) {
+func writePair(t testing.TB, dir, base string, c *testcert.Cert) {
 	t.Helper()
-	writeFile(t, filepath.Join(dir, base+".key"), c.keyPEM)
-	writeFile(t, filepath.Join(dir, base+".crt"), c.certPEM)
+	writeFile(t, filepath.Join(dir, base+".key"), c.KeyPEM)
+	writeFile(t, filepath.Join(dir, base+".crt"), c.CertPEM)
 }
 
 // renamePair writes dir/base.crt and .key the way certbot and Kubernetes do:
 // to a hidden temporary, then renamed over the target (key first).
-func renamePair(t testing.TB, dir, base string, c issued) {
+func renamePair(t testing.TB, dir, base string, c *testcert.Cert) {
 	t.Helper()
-	writeAtomic(t, filepath.Join(dir, base+".key"), c.keyPEM)
-	writeAtomic(t, filepath.Join(dir, base+".crt"), c.certPEM)
+	writeAtomic(t, filepath.Join(dir, base+".key"), c.KeyPEM)
+	writeAtomic(t, filepath.Join(dir, base+".crt"), c.CertPEM)
 }
 
 // logBuf collects log output for assertions.

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fastrouter/fastrouter/internal/testcert"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -32,16 +33,16 @@ func (m *fakeManaged) GetCertificate(hello *ctls.ClientHelloInfo) (*ctls.Certifi
 // unknown.
 func TestManagedPriority(t *testing.T) {
 	f := newFixture(t)
-	acmeA := f.ca.issue(t, "a.example.com") // also in --tls-dir: the file wins
-	acmeC := f.ca.issue(t, "c.example.org") // only from ACME
-	acmeW := f.ca.issue(t, "w.example.com") // the directory's wildcard wins
-	ca, cc, cw := acmeA.tlsCert(t), acmeC.tlsCert(t), acmeW.tlsCert(t)
+	acmeA := f.ca.Server(t, "a.example.com") // also in --tls-dir: the file wins
+	acmeC := f.ca.Server(t, "c.example.org") // only from ACME
+	acmeW := f.ca.Server(t, "w.example.com") // the directory's wildcard wins
+	ca, cc, cw := acmeA.TLS(t), acmeC.TLS(t), acmeW.TLS(t)
 	m := &fakeManaged{certs: map[string]*ctls.Certificate{"a.example.com": &ca, "c.example.org": &cc, "w.example.com": &cw}}
 	f.cfg.Managed = m
 	s := mustNew(t, f.cfg)
 	for _, tt := range []struct {
 		sni  string
-		want issued
+		want *testcert.Cert
 	}{
 		{"a.example.com", f.exact},
 		{"w.example.com", f.wild},
@@ -49,8 +50,8 @@ func TestManagedPriority(t *testing.T) {
 		{"nothing.test", f.def},
 		{"", f.def},
 	} {
-		if got := served(s, tt.sni); got == nil || got.Cmp(tt.want.leaf.SerialNumber) != 0 {
-			t.Errorf("%q: served %v; want %v", tt.sni, got, tt.want.leaf.SerialNumber)
+		if got := served(s, tt.sni); got == nil || got.Cmp(tt.want.Leaf.SerialNumber) != 0 {
+			t.Errorf("%q: served %v; want %v", tt.sni, got, tt.want.Leaf.SerialNumber)
 		}
 	}
 	if got := testutil.ToFloat64(s.m.unknownSNI); got != 1 {
@@ -62,8 +63,8 @@ func TestManagedPriority(t *testing.T) {
 // fails the handshake.
 func TestManagedOnly(t *testing.T) {
 	cfg, _ := testConfig(t)
-	ca := newCA(t, "acme CA")
-	c := ca.issue(t, "only.test").tlsCert(t)
+	ca := testcert.NewCA(t, "acme CA")
+	c := ca.Server(t, "only.test").TLS(t)
 	cfg.Managed = &fakeManaged{certs: map[string]*ctls.Certificate{"only.test": &c}}
 	s := mustNew(t, cfg)
 	if _, err := s.GetCertificate(&ctls.ClientHelloInfo{ServerName: "only.test"}); err != nil {
@@ -79,8 +80,8 @@ func TestManagedOnly(t *testing.T) {
 // is never offered acme-tls/1, and a challenge without a token fails.
 func TestChallengeHandshake(t *testing.T) {
 	f := newFixture(t)
-	chal := f.ca.issue(t, "a.example.com")
-	cc := chal.tlsCert(t)
+	chal := f.ca.Server(t, "a.example.com")
+	cc := chal.TLS(t)
 	m := &fakeManaged{chal: &cc}
 	f.cfg.Managed = m
 	s := mustNew(t, f.cfg)
@@ -95,7 +96,7 @@ func TestChallengeHandshake(t *testing.T) {
 	if client.state.NegotiatedProtocol != ALPNChallenge {
 		t.Errorf("ALPN = %q; want %s", client.state.NegotiatedProtocol, ALPNChallenge)
 	}
-	if got := client.state.PeerCertificates[0].SerialNumber; got.Cmp(chal.leaf.SerialNumber) != 0 {
+	if got := client.state.PeerCertificates[0].SerialNumber; got.Cmp(chal.Leaf.SerialNumber) != 0 {
 		t.Error("the challenge hello got another certificate than the challenge one")
 	}
 
@@ -107,7 +108,7 @@ func TestChallengeHandshake(t *testing.T) {
 	if client.err != nil || client.state.NegotiatedProtocol != "h2" {
 		t.Errorf("mixed ALPN: %v, %q; want h2", client.err, client.state.NegotiatedProtocol)
 	}
-	if got := client.state.PeerCertificates[0].SerialNumber; got.Cmp(f.exact.leaf.SerialNumber) != 0 {
+	if got := client.state.PeerCertificates[0].SerialNumber; got.Cmp(f.exact.Leaf.SerialNumber) != 0 {
 		t.Error("an ordinary client got the challenge certificate")
 	}
 

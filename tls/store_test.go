@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fastrouter/fastrouter/internal/testcert"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -19,20 +20,20 @@ import (
 // fixture is a Dir with an exact, a wildcard and an upper-case-named pair,
 // plus a default pair outside it.
 type fixture struct {
-	ca                      *testCA
+	ca                      *testcert.CA
 	dir                     string
-	def, exact, wild, upper issued
+	def, exact, wild, upper *testcert.Cert
 	cfg                     Config
 	log                     *logBuf
 }
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	f := &fixture{ca: newCA(t, "test CA"), dir: t.TempDir()}
-	f.def = f.ca.issue(t, "default.test")
-	f.exact = f.ca.issue(t, "a.example.com")
-	f.wild = f.ca.issue(t, "*.example.com")
-	f.upper = f.ca.issue(t, "upper.example.org")
+	f := &fixture{ca: testcert.NewCA(t, "test CA"), dir: t.TempDir()}
+	f.def = f.ca.Server(t, "default.test")
+	f.exact = f.ca.Server(t, "a.example.com")
+	f.wild = f.ca.Server(t, "*.example.com")
+	f.upper = f.ca.Server(t, "upper.example.org")
 	writePair(t, f.dir, "a.example.com", f.exact)
 	writePair(t, f.dir, "_wildcard.example.com", f.wild)
 	writePair(t, f.dir, "UPPER.Example.org", f.upper)
@@ -41,8 +42,8 @@ func newFixture(t testing.TB) *fixture {
 	f.cfg.Dir = f.dir
 	f.cfg.CertFile = filepath.Join(defDir, "default.crt")
 	f.cfg.KeyFile = filepath.Join(defDir, "default.key")
-	writeFile(t, f.cfg.CertFile, f.def.certPEM)
-	writeFile(t, f.cfg.KeyFile, f.def.keyPEM)
+	writeFile(t, f.cfg.CertFile, f.def.CertPEM)
+	writeFile(t, f.cfg.KeyFile, f.def.KeyPEM)
 	return f
 }
 
@@ -52,7 +53,7 @@ func TestGetCertificateSelection(t *testing.T) {
 	long := strings.Repeat("a", 250) + ".example.com"
 	tests := []struct {
 		name, sni string
-		want      issued
+		want      *testcert.Cert
 		unknown   bool // counted as an unknown SNI name
 	}{
 		{"exact", "a.example.com", f.exact, false},
@@ -79,8 +80,8 @@ func TestGetCertificateSelection(t *testing.T) {
 			if c.Leaf == nil {
 				t.Fatalf("GetCertificate(%q): Leaf not parsed at load", tt.sni)
 			}
-			if got, want := c.Leaf.SerialNumber, tt.want.leaf.SerialNumber; got.Cmp(want) != 0 {
-				t.Errorf("GetCertificate(%q) = %v (%v); want %v", tt.sni, c.Leaf.DNSNames, got, tt.want.leaf.DNSNames)
+			if got, want := c.Leaf.SerialNumber, tt.want.Leaf.SerialNumber; got.Cmp(want) != 0 {
+				t.Errorf("GetCertificate(%q) = %v (%v); want %v", tt.sni, c.Leaf.DNSNames, got, tt.want.Leaf.DNSNames)
 			}
 		})
 		if tt.unknown {
@@ -100,7 +101,7 @@ func TestGetCertificateSelection(t *testing.T) {
 		t.Errorf("reloads{ok} = %v; want 1 (the load in New)", got)
 	}
 	// A nil hello (never sent by crypto/tls) is served like no SNI.
-	if c, err := s.GetCertificate(nil); err != nil || c.Leaf.SerialNumber.Cmp(f.def.leaf.SerialNumber) != 0 {
+	if c, err := s.GetCertificate(nil); err != nil || c.Leaf.SerialNumber.Cmp(f.def.Leaf.SerialNumber) != 0 {
 		t.Errorf("GetCertificate(nil) = %v, %v; want the default", c, err)
 	}
 }
@@ -114,7 +115,7 @@ func TestNoDefault(t *testing.T) {
 			t.Errorf("GetCertificate(%q) = %v, %v; want nil, ErrNoCertificate", sni, c, err)
 		}
 	}
-	if got := served(s, "a.example.com"); got == nil || got.Cmp(f.exact.leaf.SerialNumber) != 0 {
+	if got := served(s, "a.example.com"); got == nil || got.Cmp(f.exact.Leaf.SerialNumber) != 0 {
 		t.Errorf("a.example.com served %v; want the exact certificate", got)
 	}
 	if got := testutil.ToFloat64(s.m.certs); got != 3 {
@@ -123,19 +124,19 @@ func TestNoDefault(t *testing.T) {
 }
 
 func TestNewErrors(t *testing.T) {
-	ca := newCA(t, "ca")
-	good, other := ca.issue(t, "good.test"), ca.issue(t, "other.test")
+	ca := testcert.NewCA(t, "ca")
+	good, other := ca.Server(t, "good.test"), ca.Server(t, "other.test")
 	dir := t.TempDir()
 	path := func(name string, b []byte) string {
 		p := filepath.Join(dir, name)
 		writeFile(t, p, b)
 		return p
 	}
-	crt, key := path("good.crt", good.certPEM), path("good.key", good.keyPEM)
-	otherKey := path("other.key", other.keyPEM)
+	crt, key := path("good.crt", good.CertPEM), path("good.key", good.KeyPEM)
+	otherKey := path("other.key", other.KeyPEM)
 	garbage := path("garbage.pem", []byte("-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n"))
 	missing := filepath.Join(dir, "missing.crt")
-	huge := path("huge.crt", append(bytes.Repeat([]byte("x"), maxFileBytes), good.certPEM...))
+	huge := path("huge.crt", append(bytes.Repeat([]byte("x"), maxFileBytes), good.CertPEM...))
 	quiet := slog.New(slog.DiscardHandler)
 	tests := []struct {
 		name string
@@ -185,9 +186,9 @@ func TestNewErrors(t *testing.T) {
 func TestBadPairInDirSkippedAtNew(t *testing.T) {
 	f := newFixture(t)
 	writeFile(t, filepath.Join(f.dir, "bad.test.crt"), []byte("garbage"))
-	writeFile(t, filepath.Join(f.dir, "bad.test.key"), f.exact.keyPEM)
-	writeFile(t, filepath.Join(f.dir, "nokey.test.crt"), f.exact.certPEM)
-	writeFile(t, filepath.Join(f.dir, "nocert.test.key"), f.exact.keyPEM)
+	writeFile(t, filepath.Join(f.dir, "bad.test.key"), f.exact.KeyPEM)
+	writeFile(t, filepath.Join(f.dir, "nokey.test.crt"), f.exact.CertPEM)
+	writeFile(t, filepath.Join(f.dir, "nocert.test.key"), f.exact.KeyPEM)
 	writeFile(t, filepath.Join(f.dir, ".hidden.crt"), []byte("ignored"))
 	s := mustNew(t, f.cfg)
 	if got, want := s.Names(), []string{"*.example.com", "a.example.com", "upper.example.org"}; !slices.Equal(got, want) {
@@ -208,7 +209,7 @@ func TestBadPairInDirSkippedAtNew(t *testing.T) {
 
 func TestSANMismatchWarned(t *testing.T) {
 	f := newFixture(t)
-	writePair(t, f.dir, "wrong.test", f.ca.issue(t, "right.test"))
+	writePair(t, f.dir, "wrong.test", f.ca.Server(t, "right.test"))
 	s := mustNew(t, f.cfg)
 	if n := f.log.count("not among the certificate's DNS names", "name=wrong.test"); n != 1 {
 		t.Errorf("%d SAN warnings for wrong.test; want 1\n%s", n, f.log)
@@ -230,7 +231,7 @@ func TestValidityWarned(t *testing.T) {
 		t.Errorf("%d expiry warnings; want 4 (every certificate)\n%s", n, f.log)
 	}
 	// Expired certificates are still served: the operator decides.
-	if served(s, "a.example.com").Cmp(f.exact.leaf.SerialNumber) != 0 {
+	if served(s, "a.example.com").Cmp(f.exact.Leaf.SerialNumber) != 0 {
 		t.Error("expired certificate not served")
 	}
 }
@@ -239,11 +240,11 @@ func TestPollPicksUpNewPair(t *testing.T) {
 	f := newFixture(t)
 	s := mustNew(t, f.cfg)
 	s.Start()
-	c := f.ca.issue(t, "new.example.org")
+	c := f.ca.Server(t, "new.example.org")
 	renamePair(t, f.dir, "new.example.org", c)
 	eventually(t, "new pair served", func() bool {
 		got := served(s, "new.example.org")
-		return got != nil && got.Cmp(c.leaf.SerialNumber) == 0
+		return got != nil && got.Cmp(c.Leaf.SerialNumber) == 0
 	})
 	if !slices.Contains(s.Names(), "new.example.org") {
 		t.Errorf("Names() = %q; want new.example.org listed", s.Names())
@@ -256,10 +257,10 @@ func TestPollPicksUpNewPair(t *testing.T) {
 // replaced checks that a replacement of a.example.com is picked up and that
 // every handshake meanwhile gets the old or the new certificate, never the
 // default: a half-done replacement keeps the previous certificate.
-func replaced(t *testing.T, f *fixture, s *Store, replace func(issued)) {
+func replaced(t *testing.T, f *fixture, s *Store, replace func(*testcert.Cert)) {
 	t.Helper()
-	next := f.ca.issue(t, "a.example.com")
-	oldSN, newSN := f.exact.leaf.SerialNumber, next.leaf.SerialNumber
+	next := f.ca.Server(t, "a.example.com")
+	oldSN, newSN := f.exact.Leaf.SerialNumber, next.Leaf.SerialNumber
 	replace(next)
 	eventually(t, "replacement served", func() bool {
 		got := served(s, "a.example.com")
@@ -277,14 +278,14 @@ func TestPollRenameOver(t *testing.T) {
 	f := newFixture(t)
 	s := mustNew(t, f.cfg)
 	s.Start()
-	replaced(t, f, s, func(c issued) { renamePair(t, f.dir, "a.example.com", c) })
+	replaced(t, f, s, func(c *testcert.Cert) { renamePair(t, f.dir, "a.example.com", c) })
 }
 
 func TestPollRewriteInPlace(t *testing.T) {
 	f := newFixture(t)
 	s := mustNew(t, f.cfg)
 	s.Start()
-	replaced(t, f, s, func(c issued) { writePair(t, f.dir, "a.example.com", c) })
+	replaced(t, f, s, func(c *testcert.Cert) { writePair(t, f.dir, "a.example.com", c) })
 }
 
 func TestPollRemovedPair(t *testing.T) {
@@ -300,7 +301,7 @@ func TestPollRemovedPair(t *testing.T) {
 		return !slices.Contains(s.Names(), "a.example.com")
 	})
 	// a.example.com now falls to the wildcard.
-	if got := served(s, "a.example.com"); got == nil || got.Cmp(f.wild.leaf.SerialNumber) != 0 {
+	if got := served(s, "a.example.com"); got == nil || got.Cmp(f.wild.Leaf.SerialNumber) != 0 {
 		t.Errorf("a.example.com served %v after removal; want the wildcard", got)
 	}
 	if got := testutil.ToFloat64(s.m.certs); got != 3 {
@@ -312,15 +313,15 @@ func TestPollHalfWrittenPair(t *testing.T) {
 	f := newFixture(t)
 	s := mustNew(t, f.cfg)
 	s.Start()
-	c := f.ca.issue(t, "half.test")
+	c := f.ca.Server(t, "half.test")
 	errs := testutil.ToFloat64(s.m.reloadErr)
 	// Each step is one atomic change, so each must give exactly one log
 	// line and one failed reload however many polls see it.
 	// Certificate first, key not yet there.
-	writeAtomic(t, filepath.Join(f.dir, "half.test.crt"), c.certPEM)
+	writeAtomic(t, filepath.Join(f.dir, "half.test.crt"), c.CertPEM)
 	eventually(t, "failed load counted", func() bool { return testutil.ToFloat64(s.m.reloadErr) > errs })
 	// Then half the key.
-	writeAtomic(t, filepath.Join(f.dir, "half.test.key"), c.keyPEM[:len(c.keyPEM)/2])
+	writeAtomic(t, filepath.Join(f.dir, "half.test.key"), c.KeyPEM[:len(c.KeyPEM)/2])
 	eventually(t, "second failed load counted", func() bool { return testutil.ToFloat64(s.m.reloadErr) > errs+1 })
 	waitPolls(t, s, 5)
 	if n := f.log.count("certificate not loaded", "name=half.test"); n != 2 {
@@ -329,12 +330,12 @@ func TestPollHalfWrittenPair(t *testing.T) {
 	if got := testutil.ToFloat64(s.m.reloadErr); got != errs+2 {
 		t.Errorf("reloads{error} = %v; want %v (one per change, not per poll)", got, errs+2)
 	}
-	if served(s, "half.test").Cmp(f.def.leaf.SerialNumber) != 0 || slices.Contains(s.Names(), "half.test") {
+	if served(s, "half.test").Cmp(f.def.Leaf.SerialNumber) != 0 || slices.Contains(s.Names(), "half.test") {
 		t.Fatalf("half-written pair served; Names() = %q", s.Names())
 	}
-	writeAtomic(t, filepath.Join(f.dir, "half.test.key"), c.keyPEM)
+	writeAtomic(t, filepath.Join(f.dir, "half.test.key"), c.KeyPEM)
 	eventually(t, "completed pair served", func() bool {
-		return served(s, "half.test").Cmp(c.leaf.SerialNumber) == 0
+		return served(s, "half.test").Cmp(c.Leaf.SerialNumber) == 0
 	})
 }
 
@@ -343,16 +344,16 @@ func TestBadUpdateKeepsPrevious(t *testing.T) {
 	s := mustNew(t, f.cfg)
 	s.Start()
 	// A certificate for another key: the pair no longer matches.
-	writeAtomic(t, filepath.Join(f.dir, "a.example.com.crt"), f.ca.issue(t, "a.example.com").certPEM)
+	writeAtomic(t, filepath.Join(f.dir, "a.example.com.crt"), f.ca.Server(t, "a.example.com").CertPEM)
 	eventually(t, "mismatch logged", func() bool {
 		return f.log.count("certificate not loaded", "name=a.example.com", "serving_previous=true") == 1
 	})
 	waitPolls(t, s, 3)
-	if got := served(s, "a.example.com"); got.Cmp(f.exact.leaf.SerialNumber) != 0 {
-		t.Errorf("a.example.com served %v; want the previous certificate %v", got, f.exact.leaf.SerialNumber)
+	if got := served(s, "a.example.com"); got.Cmp(f.exact.Leaf.SerialNumber) != 0 {
+		t.Errorf("a.example.com served %v; want the previous certificate %v", got, f.exact.Leaf.SerialNumber)
 	}
 	// Putting the old file back is logged as a recovery, not a replacement.
-	writeAtomic(t, filepath.Join(f.dir, "a.example.com.crt"), f.exact.certPEM)
+	writeAtomic(t, filepath.Join(f.dir, "a.example.com.crt"), f.exact.CertPEM)
 	eventually(t, "recovery logged", func() bool { return f.log.count("valid again", "name=a.example.com") == 1 })
 	if n := f.log.count("certificate replaced"); n != 0 {
 		t.Errorf("restoring the same certificate logged a replacement:\n%s", f.log)
@@ -366,20 +367,20 @@ func TestReloadKeepsOldDefault(t *testing.T) {
 	if err := s.Reload(); err == nil {
 		t.Fatal("Reload with a bad default succeeded; want an error")
 	}
-	if got := served(s, ""); got.Cmp(f.def.leaf.SerialNumber) != 0 {
-		t.Errorf("default after a bad Reload = %v; want the old %v", got, f.def.leaf.SerialNumber)
+	if got := served(s, ""); got.Cmp(f.def.Leaf.SerialNumber) != 0 {
+		t.Errorf("default after a bad Reload = %v; want the old %v", got, f.def.Leaf.SerialNumber)
 	}
 	if got := testutil.ToFloat64(s.m.reloadErr); got != 1 {
 		t.Errorf("reloads{error} = %v; want 1", got)
 	}
-	next := f.ca.issue(t, "default.test")
-	writeFile(t, f.cfg.KeyFile, next.keyPEM)
-	writeFile(t, f.cfg.CertFile, next.certPEM)
+	next := f.ca.Server(t, "default.test")
+	writeFile(t, f.cfg.KeyFile, next.KeyPEM)
+	writeFile(t, f.cfg.CertFile, next.CertPEM)
 	if err := s.Reload(); err != nil {
 		t.Fatalf("Reload: %v", err)
 	}
-	if got := served(s, ""); got.Cmp(next.leaf.SerialNumber) != 0 {
-		t.Errorf("default after Reload = %v; want the new %v", got, next.leaf.SerialNumber)
+	if got := served(s, ""); got.Cmp(next.Leaf.SerialNumber) != 0 {
+		t.Errorf("default after Reload = %v; want the new %v", got, next.Leaf.SerialNumber)
 	}
 	// Reload re-reads unchanged files without logging them again.
 	before := f.log.count("certificate loaded")
@@ -402,7 +403,7 @@ func TestReloadUnreadableDir(t *testing.T) {
 	if err := s.Reload(); err == nil {
 		t.Fatal("Reload with the directory gone succeeded; want an error")
 	}
-	if got := served(s, "a.example.com"); got.Cmp(f.exact.leaf.SerialNumber) != 0 {
+	if got := served(s, "a.example.com"); got.Cmp(f.exact.Leaf.SerialNumber) != 0 {
 		t.Errorf("a.example.com served %v; want its certificate kept while the directory is unreadable", got)
 	}
 }
@@ -411,10 +412,10 @@ func TestPollDefaultReplaced(t *testing.T) {
 	f := newFixture(t)
 	s := mustNew(t, f.cfg)
 	s.Start()
-	next := f.ca.issue(t, "default.test")
+	next := f.ca.Server(t, "default.test")
 	dir := filepath.Dir(f.cfg.CertFile)
 	renamePair(t, dir, "default", next)
-	eventually(t, "new default served", func() bool { return served(s, "").Cmp(next.leaf.SerialNumber) == 0 })
+	eventually(t, "new default served", func() bool { return served(s, "").Cmp(next.Leaf.SerialNumber) == 0 })
 }
 
 func TestStartClose(t *testing.T) {

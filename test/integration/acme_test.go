@@ -3,11 +3,9 @@ package integration
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
@@ -23,6 +21,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fastrouter/fastrouter/internal/testcert"
 )
 
 // Automatic HTTPS against a real ACME CA: Debian's pebble, with
@@ -158,51 +158,18 @@ func countOrders(log []byte, name string) int {
 // throwaway CA; the CA file is what the router gets as --acme-ca-root.
 func writeServerCert(t *testing.T, dir string) (certFile, keyFile, caFile string) {
 	t.Helper()
-	ca, caKey := selfSigned(t, "pebble listener test CA", true, nil, nil)
-	leaf, leafKey := selfSigned(t, "127.0.0.1", false, ca, caKey)
-	certFile, keyFile, caFile = filepath.Join(dir, "srv.pem"), filepath.Join(dir, "srv.key"), filepath.Join(dir, "ca.pem")
-	writePEM(t, certFile, "CERTIFICATE", leaf.Raw)
-	der, _ := x509.MarshalECPrivateKey(leafKey)
-	writePEM(t, keyFile, "EC PRIVATE KEY", der)
-	writePEM(t, caFile, "CERTIFICATE", ca.Raw)
+	ca := testcert.NewCA(t, "pebble listener test CA")
+	certFile, keyFile = ca.Server(t, "127.0.0.1").WriteFiles(t, dir, "srv")
+	caFile = filepath.Join(dir, "ca.pem")
+	writeFileAtomic(t, caFile, ca.PEM)
 	return certFile, keyFile, caFile
 }
 
-// selfSigned makes a CA (isCA; its parent is nil) or a leaf for cn (an IP
-// address or a DNS name) signed by parent.
-func selfSigned(t *testing.T, cn string, isCA bool, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	if isCA {
-		return newTestCA(t, cn)
-	}
-	tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: cn},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	if ip := net.ParseIP(cn); ip != nil {
-		tmpl.IPAddresses = []net.IP{ip}
-	} else {
-		tmpl.DNSNames = []string{cn}
-	}
-	return signCert(t, tmpl, parent, parentKey)
-}
-
-func writePEM(t *testing.T, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// writePair writes a self-signed certificate for name and its key as
-// dir/<name>.crt and .key (--tls-dir, --tls-cert).
+// writeSelfSignedPair writes a certificate for name, from a CA of its own,
+// and its key as dir/<name>.crt and .key (--tls-dir, --tls-cert).
 func writeSelfSignedPair(t *testing.T, dir, name string) (crt, key string) {
 	t.Helper()
-	ca, caKey := selfSigned(t, "file test CA", true, nil, nil)
-	leaf, leafKey := selfSigned(t, name, false, ca, caKey)
-	crt, key = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
-	writePEM(t, crt, "CERTIFICATE", leaf.Raw)
-	der, _ := x509.MarshalECPrivateKey(leafKey)
-	writePEM(t, key, "EC PRIVATE KEY", der)
-	return crt, key
+	return testcert.NewCA(t, "file test CA").Server(t, name).WriteFiles(t, dir, name)
 }
 
 // startRouterAt starts a router with the given --http address (none when

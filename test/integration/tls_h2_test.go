@@ -9,20 +9,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
@@ -41,6 +35,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/fastrouter/fastrouter/internal/testcert"
 	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
@@ -53,109 +48,32 @@ import (
 type testPKI struct {
 	dir, tlsDir string
 	caFile      string
-	ca          *x509.Certificate
-	caKey       *ecdsa.PrivateKey
+	ca          *testcert.CA
 	pool        *x509.CertPool
 }
 
 func newTestPKI(t *testing.T) *testPKI {
 	t.Helper()
 	p := &testPKI{dir: t.TempDir(), tlsDir: t.TempDir()}
-	p.ca, p.caKey = newTestCA(t, "fastrouter test CA")
-	p.pool = x509.NewCertPool()
-	p.pool.AddCert(p.ca)
+	p.ca = testcert.NewCA(t, "fastrouter test CA")
+	p.ca.Org = "fastrouter tests" // what openssl s_client shows of the subject
+	p.pool = p.ca.Pool()
 	p.caFile = filepath.Join(p.dir, "ca.crt")
-	writeFileAtomic(t, p.caFile, pemBlock("CERTIFICATE", p.ca.Raw))
+	writeFileAtomic(t, p.caFile, p.ca.PEM)
 	p.writePair(t, p.dir, "default", "default.test", "default.test")
 	p.writePair(t, p.tlsDir, "sni.test", "sni.test", "sni.test")
 	p.writePair(t, p.tlsDir, "_wildcard.wild.test", "*.wild.test", "*.wild.test")
 	return p
 }
 
-func newTestCA(t *testing.T, cn string) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	return signCert(t, &x509.Certificate{
-		Subject:               pkix.Name{CommonName: cn},
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}, nil, nil)
-}
-
-// signCert gives tmpl a fresh P-256 key, a random serial, the tests'
-// organisation and a validity from an hour ago to a day ahead, and signs
-// it with caKey as ca (nil: self-signed).
-func signCert(t *testing.T, tmpl, ca *x509.Certificate, caKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tmpl.SerialNumber, err = rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127)); err != nil {
-		t.Fatal(err)
-	}
-	tmpl.Subject.Organization = []string{"fastrouter tests"}
-	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour)
-	if ca == nil {
-		ca, caKey = tmpl, key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, key
-}
-
-// issueCert signs a leaf for cn with ca. client: a client certificate
-// (ExtKeyUsageClientAuth) instead of a server one. It returns the PEM
-// certificate, the PEM key and the parsed leaf.
-func issueCert(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, cn string, client bool, dns ...string) ([]byte, []byte, *x509.Certificate) {
-	t.Helper()
-	usage := x509.ExtKeyUsageServerAuth
-	if client {
-		usage = x509.ExtKeyUsageClientAuth
-	}
-	leaf, key := signCert(t, &x509.Certificate{
-		Subject:     pkix.Name{CommonName: cn},
-		DNSNames:    dns,
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{usage},
-	}, ca, caKey)
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pemBlock("CERTIFICATE", leaf.Raw), pemBlock("EC PRIVATE KEY", kder), leaf
-}
-
 // writePair issues a server certificate and writes dir/name.crt and
-// dir/name.key, each through a temporary name and a rename, key first, so
-// a poller never reads half a file.
+// dir/name.key (testcert.Cert.WriteFiles: renamed into place, key first,
+// so a poller never reads half a file).
 func (p *testPKI) writePair(t *testing.T, dir, name, cn string, dns ...string) *x509.Certificate {
 	t.Helper()
-	crt, key, leaf := issueCert(t, p.ca, p.caKey, cn, false, dns...)
-	writeFileAtomic(t, filepath.Join(dir, name+".key"), key)
-	writeFileAtomic(t, filepath.Join(dir, name+".crt"), crt)
-	return leaf
-}
-
-// clientPair issues a client certificate for cn signed by ca.
-func clientPair(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, cn string) (tls.Certificate, []byte, []byte) {
-	t.Helper()
-	crt, key, _ := issueCert(t, ca, caKey, cn, true)
-	pair, err := tls.X509KeyPair(crt, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pair, crt, key
-}
-
-func pemBlock(typ string, der []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+	c := p.ca.Issue(t, testcert.Spec{CN: cn, DNSNames: dns})
+	c.WriteFiles(t, dir, name)
+	return c.Leaf
 }
 
 // writeFileAtomic writes path through a dot-named temporary in the same
@@ -709,9 +627,9 @@ func TestClientCertificate(t *testing.T) {
 	waitForNodes(t, r.router, "default.test", 1)
 	url := "https://default.test:" + r.port + "/env"
 
-	good, goodCrt, goodKey := clientPair(t, p.ca, p.caKey, "client.test")
-	otherCA, otherKey := newTestCA(t, "another CA")
-	bad, _, _ := clientPair(t, otherCA, otherKey, "intruder.test")
+	goodCert := p.ca.Client(t, "client.test")
+	good, goodCrt, goodKey := goodCert.TLS(t), goodCert.CertPEM, goodCert.KeyPEM
+	bad := testcert.NewCA(t, "another CA").Client(t, "intruder.test").TLS(t)
 	// Go's client sends only a certificate issued by a CA the server
 	// names in its CertificateRequest; the callback makes it send the
 	// foreign one anyway, as an attacker would.

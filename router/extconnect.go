@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"sync"
 	"time"
-	_ "unsafe" // go:linkname, enableExtendedConnect
 
 	"github.com/fastrouter/fastrouter/internal/ascii"
 	"github.com/valyala/fasthttp"
@@ -53,8 +52,8 @@ var (
 // extendedConnect returns the :protocol of an extended CONNECT, or "" for
 // any other request. The two stream servers hand it over differently:
 //
-//   - x/net/http2 leaves the pseudo-header in the header map (server.go
-//     newWriterAndRequest): it is removed from there. On another method it
+//   - internal/h2srv leaves the pseudo-header in the header map, as
+//     x/net/http2 does: it is removed from there. On another method it
 //     stays, for the strict field check to refuse (RFC 8441 §4: :protocol
 //     belongs to CONNECT only);
 //   - quic-go's http3 puts it in req.Proto (headers.go requestFromHeaders,
@@ -226,29 +225,4 @@ func (s *streamEnd) SetWriteDeadline(t time.Time) error { return s.rc.SetWriteDe
 func (s *streamEnd) Close() error {
 	s.once.Do(func() { _ = s.body.Close() })
 	return nil
-}
-
-// xnetDisableExtendedConnect is x/net/http2's own switch (http2.go, v0.62):
-// while it is true its server neither advertises
-// SETTINGS_ENABLE_CONNECT_PROTOCOL nor accepts a :protocol pseudo-header
-// (server.go newWriterAndRequest: a stream error). x/net sets it only
-// from GODEBUG=http2xconnect=1, read once at its init, and offers no
-// setting (golang/go#71128 keeps it off by default for servers whose
-// WebSocket code cannot handle it). The router's h2 front can, so it
-// clears the switch itself: pulled by linkname, a rename in a later x/net
-// fails the build instead of silently dropping the feature, and
-// TestExtendedConnectAdvertised checks the SETTINGS frame.
-//
-//go:linkname xnetDisableExtendedConnect golang.org/x/net/http2.disableExtendedConnectProtocol
-var xnetDisableExtendedConnect bool
-
-// xconnectOnce makes the one write of x/net's switch happen before any h2
-// connection is served (every front calls enableExtendedConnect when it is
-// made, before serving): x/net's connections read it without a lock.
-var xconnectOnce sync.Once
-
-// enableExtendedConnect turns x/net/http2's extended CONNECT on for the
-// process (see xnetDisableExtendedConnect).
-func enableExtendedConnect() {
-	xconnectOnce.Do(func() { xnetDisableExtendedConnect = false })
 }

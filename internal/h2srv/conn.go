@@ -80,6 +80,8 @@ type conn struct {
 	recvAvail     int64 // what the client may still send on the connection
 	recvUnsent    int64 // consumed, not yet given back
 	spaceWaiters  int   // streams waiting for out to drain
+	recentResets  [8]uint32 // streams the client reset lately (closedByClientLocked)
+	nextReset     int
 	canonCache    map[string]string
 	lowerCache    map[string]string
 	shutdownAfter bool // set by serve when the writer must stop
@@ -348,7 +350,22 @@ func (c *conn) processReset(f *http2.RSTStreamFrame) error {
 		return nil
 	}
 	st.abortLocked(errStreamReset)
+	st.resetRecv = true
+	c.recentResets[c.nextReset%len(c.recentResets)] = f.StreamID
+	c.nextReset++
 	return nil
+}
+
+// closedByClientLocked reports a stream the client reset lately: a frame
+// on it other than PRIORITY, WINDOW_UPDATE or RST_STREAM is a
+// STREAM_CLOSED error (RFC 9113 §5.1), not a stream ID gone down.
+func (c *conn) closedByClientLocked(id uint32) bool {
+	for _, r := range c.recentResets {
+		if r == id {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *conn) processData(f *http2.DataFrame) error {
@@ -366,10 +383,12 @@ func (c *conn) processData(f *http2.DataFrame) error {
 			return connError{http2.ErrCodeProtocol, "conn_data_idle"}
 		}
 		c.creditLocked(n)
-		if st != nil && st.aborted {
-			return nil // reset already: the client will stop
+		if st != nil && st.aborted && !st.resetRecv {
+			return nil // reset by us already: the client will stop
 		}
-		c.resetLocked(id, http2.ErrCodeStreamClosed, "stream_data_closed")
+		c.srv.countError("stream_data_closed")
+		_ = c.wfr.WriteRSTStream(id, http2.ErrCodeStreamClosed)
+		c.work.Signal()
 		return nil
 	}
 	if n > st.recvAvail {

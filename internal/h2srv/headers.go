@@ -27,6 +27,8 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	defer c.mu.Unlock()
 	if st := c.streams[id]; st != nil {
 		switch {
+		case st.resetRecv:
+			return connError{http2.ErrCodeStreamClosed, "conn_headers_after_reset"}
 		case st.aborted:
 			return nil
 		case st.remoteDone:
@@ -43,6 +45,9 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	if id <= c.maxID {
+		if c.closedByClientLocked(id) {
+			return connError{http2.ErrCodeStreamClosed, "conn_headers_after_reset"}
+		}
 		return connError{http2.ErrCodeProtocol, "conn_stream_id_down"}
 	}
 	c.maxID = id

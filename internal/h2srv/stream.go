@@ -40,6 +40,7 @@ type stream struct {
 
 	// Under c.mu.
 	aborted    bool  // reset (either side) or the connection ended
+	resetRecv  bool  // by the client's RST_STREAM
 	abortErr   error // why
 	remoteDone bool  // END_STREAM received
 	bodyClosed bool  // the handler closed the body

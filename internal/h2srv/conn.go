@@ -38,6 +38,10 @@ const (
 	// creditMin: a WINDOW_UPDATE is sent once this much was consumed, or
 	// the window left is smaller than what was consumed.
 	creditMin = 4 << 10
+	// maxSettings: a SETTINGS frame with more entries is refused; there
+	// are seven settings (RFC 9113 §6.5.2, RFC 8441 §3), and repeating
+	// them over and over only costs the router work.
+	maxSettings = 100
 )
 
 // conn is one served connection. The reading goroutine (serve) owns fr
@@ -269,6 +273,9 @@ func (c *conn) control(write func() error) error {
 func (c *conn) processSettings(f *http2.SettingsFrame) error {
 	if f.IsAck() {
 		return nil
+	}
+	if f.NumSettings() > maxSettings {
+		return connError{http2.ErrCodeProtocol, "conn_settings_too_many"}
 	}
 	if err := f.ForeachSetting(func(st http2.Setting) error { return st.Valid() }); err != nil {
 		var ce http2.ConnectionError
@@ -531,8 +538,15 @@ func (c *conn) end(err error) {
 	if c.goingAway {
 		// Read until the client closes, or linger, so the close does not
 		// turn into a reset that drops the GOAWAY on the way.
-		_ = c.nc.SetReadDeadline(time.Now().Add(linger))
-		_, _ = io.Copy(io.Discard, c.nc)
+		// A reader that fails at once (the caller's flood guard) makes
+		// this a plain wait: the client's writes then stall, not fail.
+		dl := time.Now().Add(linger)
+		_ = c.nc.SetReadDeadline(dl)
+		if _, err := io.Copy(io.Discard, c.nc); err != nil {
+			if d := time.Until(dl); d > 0 {
+				time.Sleep(d)
+			}
+		}
 	}
 	c.mu.Lock()
 	c.closed = true

@@ -119,7 +119,7 @@ func connectionSpecific(name, value string) bool {
 func (c *conn) readRequestLocked(st *stream, f *http2.MetaHeadersFrame) string {
 	var method, path, scheme, authority, protocol, host string
 	h := st.header
-	cookies := 0
+	cookies, clFields := 0, 0
 	cl := int64(-1)
 	for _, hf := range f.Fields {
 		if hf.IsPseudo() {
@@ -153,11 +153,14 @@ func (c *conn) readRequestLocked(st *stream, f *http2.MetaHeadersFrame) string {
 		case "cookie":
 			cookies++
 		case "content-length":
-			n, err := strconv.ParseUint(hf.Value, 10, 63)
-			if err != nil || cl >= 0 && int64(n) != cl {
-				return "stream_bad_content_length"
+			// One that is no number, or two that differ, are left to
+			// the handler's checks: the body is then of unknown length.
+			if n, err := strconv.ParseUint(hf.Value, 10, 63); err == nil && clFields == 0 {
+				cl = int64(n)
+			} else if err != nil || int64(n) != cl {
+				cl = -1
 			}
-			cl = int64(n)
+			clFields++
 		}
 		st.addValue(h, c.canonical(hf.Name), hf.Value)
 	}

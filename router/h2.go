@@ -189,7 +189,7 @@ func (f *streamFront) readRequest(w http.ResponseWriter, req *http.Request, x *e
 	if ext {
 		r.Method = getMethod
 	}
-	// An extended CONNECT's RequestURI is its :path in both x/net/http2
+	// An extended CONNECT's RequestURI is its :path in both internal/h2srv
 	// and quic-go's http3; quic-go's Proto is its :protocol then.
 	r.URI = x.copyString(req.RequestURI)
 	r.Proto = x.copyString(req.Proto)
@@ -324,7 +324,7 @@ func (f *streamFront) writeHead(w http.ResponseWriter, x *exchange, head *fastht
 	w.WriteHeader(head.StatusCode())
 }
 
-// date is the Date field of a response, as x/net/http2 and quic-go's
+// date is the Date field of a response, as internal/h2srv and quic-go's
 // http3 would add it (RFC 9110 §6.6.1), formatted once a second instead of
 // once a response. Both copy the header map when the head is written, so
 // streams can share the slice.
@@ -380,8 +380,8 @@ func (f *streamFront) writeBody(w http.ResponseWriter, x *exchange, b *backendBo
 }
 
 // interim sends a node's interim response on x's stream (response.go) as
-// a 1xx HEADERS frame. x/net/http2 sends the header map as it is at
-// WriteHeader and returns once the frame is written; the map is then
+// a 1xx HEADERS frame. internal/h2srv sends the header map as it is at
+// WriteHeader (the frame is queued before WriteHeader returns); the map is then
 // emptied so the final response carries only its own headers.
 func (f *streamFront) interim(x *exchange, head *fasthttp.ResponseHeader) error {
 	h := x.rw.Header()

@@ -74,7 +74,6 @@ type conn struct {
 	maxID     uint32 // highest client stream ID seen
 	goAwayID  uint32 // when goingAway: streams above it are ignored
 	goingAway bool   // GOAWAY queued
-	sawPeerGo bool   // the client sent GOAWAY
 	lastIdle  time.Time
 	idleTimer *time.Timer
 
@@ -88,7 +87,6 @@ type conn struct {
 	nextReset     int
 	canonCache    map[string]string
 	lowerCache    map[string]string
-	shutdownAfter bool // set by serve when the writer must stop
 }
 
 func newConn(s *Server, ctx context.Context, nc net.Conn) *conn {
@@ -244,10 +242,7 @@ func (c *conn) process(f http2.Frame) error {
 		}
 		return nil
 	case *http2.GoAwayFrame:
-		c.mu.Lock()
-		c.sawPeerGo = true
-		c.mu.Unlock()
-		c.goAway()
+		c.goAway() // the client leaves: no new streams, close once done
 		return nil
 	case *http2.PushPromiseFrame:
 		return connError{http2.ErrCodeProtocol, "conn_push_promise"}
@@ -454,12 +449,15 @@ func (c *conn) creditLocked(n int64) {
 }
 
 // resetLocked sends RST_STREAM with code on stream id and, if it is open,
-// aborts it: its handler's reads and writes fail, its context ends.
+// aborts it: its handler's reads and writes fail, its context ends. name,
+// unless "", is counted (CountError).
 func (c *conn) resetLocked(id uint32, code http2.ErrCode, name string) {
 	if c.closed {
 		return
 	}
-	c.srv.countError(name)
+	if name != "" {
+		c.srv.countError(name)
+	}
 	st := c.streams[id]
 	if st != nil {
 		if st.aborted {
@@ -513,7 +511,6 @@ func (c *conn) idleCheck() {
 		return
 	}
 	c.mu.Unlock()
-	c.srv.countError("conn_idle_timeout")
 	c.goAway()
 }
 

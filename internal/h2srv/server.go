@@ -51,8 +51,11 @@ type Config struct {
 	// or for the connection's buffer to drain: the stream is reset after
 	// it. 0: none.
 	WriteTimeout time.Duration
-	// CountError, when set, is called with a fixed name for each protocol
-	// error answered (errors.go).
+	// CountError, when set, is called with a fixed name for each error
+	// answered: "conn_" and a reason for one that ends the connection
+	// (GOAWAY), "stream_" and a reason for one that resets a stream; for
+	// the errors the Framer finds, the reason is the error code's name
+	// ("conn_PROTOCOL_ERROR", "stream_FLOW_CONTROL_ERROR"…).
 	CountError func(name string)
 }
 

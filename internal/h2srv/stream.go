@@ -173,7 +173,7 @@ func (st *stream) finish(aborted bool) {
 	if !st.aborted && !c.closed {
 		switch {
 		case aborted || !st.endSent:
-			c.resetLocked(st.id, http2.ErrCodeInternal, "stream_handler_abort")
+			c.resetLocked(st.id, http2.ErrCodeInternal, "") // the handler's choice, not an error of the client's
 		case !st.remoteDone:
 			_ = c.wfr.WriteRSTStream(st.id, http2.ErrCodeNo)
 		}

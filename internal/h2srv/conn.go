@@ -77,16 +77,16 @@ type conn struct {
 	lastIdle  time.Time
 	idleTimer *time.Timer
 
-	sendWindow    int64 // the client's connection window
-	peerWindow    int32 // the client's SETTINGS_INITIAL_WINDOW_SIZE
-	peerMaxFrame  uint32
-	recvAvail     int64     // what the client may still send on the connection
-	recvUnsent    int64     // consumed, not yet given back
-	spaceWaiters  int       // streams waiting for out to drain
-	recentResets  [8]uint32 // streams the client reset lately (closedByClientLocked)
-	nextReset     int
-	canonCache    map[string]string
-	lowerCache    map[string]string
+	sendWindow   int64 // the client's connection window
+	peerWindow   int32 // the client's SETTINGS_INITIAL_WINDOW_SIZE
+	peerMaxFrame uint32
+	recvAvail    int64     // what the client may still send on the connection
+	recvUnsent   int64     // consumed, not yet given back
+	spaceWaiters int       // streams waiting for out to drain
+	recentResets [8]uint32 // streams the client reset lately (closedByClientLocked)
+	nextReset    int
+	canonCache   map[string]string
+	lowerCache   map[string]string
 }
 
 func newConn(s *Server, ctx context.Context, nc net.Conn) *conn {

@@ -188,7 +188,11 @@ func (c *conn) readLoop() error {
 			if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
 				return connError{http2.ErrCodeProtocol, "conn_first_not_settings"}
 			}
-			_ = c.nc.SetReadDeadline(time.Time{})
+			c.mu.Lock()
+			if !c.goingAway { // else the deadline is closeIfIdleLocked's
+				_ = c.nc.SetReadDeadline(time.Time{})
+			}
+			c.mu.Unlock()
 			first = false
 		}
 		if err != nil {

@@ -423,8 +423,9 @@ func (w *responseWriter) send(p []byte, end bool) error {
 		if len(c.out) >= outFlush {
 			c.work.Signal()
 		}
-		n := int64(len(p))
-		n = min(n, st.sendWindow, c.sendWindow, int64(c.peerMaxFrame))
+		// A window can be negative (SETTINGS_INITIAL_WINDOW_SIZE lowered,
+		// RFC 9113 §6.9.2); an empty DATA frame needs none.
+		n := max(0, min(int64(len(p)), st.sendWindow, c.sendWindow, int64(c.peerMaxFrame)))
 		if len(p) > 0 && n <= 0 || len(c.out) >= outMax {
 			c.work.Signal()
 			if len(c.out) >= outMax {

@@ -114,7 +114,7 @@ func connectionSpecific(name, value string) bool {
 // fields joined (RFC 9113 §8.2.3), ContentLength from content-length or
 // -1. RequestURI is :path, or :authority for a CONNECT. An extended
 // CONNECT's :protocol (RFC 8441 §4) stays in the header map under
-// ":protocol", as it does in x/net/http2. URL is :path split at "?", not
+// ":protocol" (x/net/http2's server does the same). URL is :path split at "?", not
 // unescaped.
 func (c *conn) readRequestLocked(st *stream, f *http2.MetaHeadersFrame) string {
 	var method, path, scheme, authority, protocol, host string

@@ -85,6 +85,9 @@ func newH2Front(rt *Router, t *Timeouts, sf *streamFront, conns prometheus.Gauge
 		// reset; the guard bounds the socket's writes (h2Guard.Write).
 		WriteTimeout: t.Timeout,
 		CountError:   func(name string) { rt.h2Errors.WithLabelValues(name).Inc() },
+		OnPanic: func(v any, stack []byte) {
+			rt.log.Error("h2 stream handler panicked", "panic", v, "stack", string(stack))
+		},
 	}, sf)
 	return f
 }

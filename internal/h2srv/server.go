@@ -57,6 +57,10 @@ type Config struct {
 	// the errors the Framer finds, the reason is the error code's name
 	// ("conn_PROTOCOL_ERROR", "stream_FLOW_CONTROL_ERROR"…).
 	CountError func(name string)
+	// OnPanic, when set, is called on the handler's goroutine with what a
+	// handler panicked with (other than http.ErrAbortHandler), and its
+	// stack; the stream is reset either way.
+	OnPanic func(v any, stack []byte)
 }
 
 // Server serves HTTP/2 connections with one handler. Safe for concurrent

@@ -282,10 +282,15 @@ func TestServeMalformed(t *testing.T) {
 
 // TestServeAbortHandler: a handler that panics with http.ErrAbortHandler
 // after sending part of its response has its stream reset
-// (INTERNAL_ERROR), so the client cannot take the part for the whole; the
+// (INTERNAL_ERROR), so the client cannot take the part for the whole; so
+// does one that panics with anything else, which OnPanic reports. The
 // connection serves on.
 func TestServeAbortHandler(t *testing.T) {
-	_, addr := serve(t, Config{}, func(w http.ResponseWriter, r *http.Request) {
+	panics := make(chan any, 2)
+	_, addr := serve(t, Config{OnPanic: func(v any, _ []byte) { panics <- v }}, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/bug" {
+			panic("bug")
+		}
 		if r.URL.Path == "/abort" {
 			_, _ = io.WriteString(w, "part")
 			http.NewResponseController(w).Flush()
@@ -298,9 +303,16 @@ func TestServeAbortHandler(t *testing.T) {
 	if _, body, rst := cl.response(1); rst == nil || *rst != http2.ErrCodeInternal {
 		t.Errorf("body %q reset %v; want INTERNAL_ERROR", body, rst)
 	}
-	cl.get(3, "/")
-	if _, body, rst := cl.response(3); rst != nil || body != "ok" {
+	cl.get(3, "/bug")
+	if _, _, rst := cl.response(3); rst == nil || *rst != http2.ErrCodeInternal {
+		t.Errorf("panic: reset %v; want INTERNAL_ERROR", rst)
+	}
+	cl.get(5, "/")
+	if _, body, rst := cl.response(5); rst != nil || body != "ok" {
 		t.Errorf("next stream: %q reset %v", body, rst)
+	}
+	if v := <-panics; v != "bug" || len(panics) > 0 {
+		t.Errorf("OnPanic got %v (and %d more); want bug only, not ErrAbortHandler", v, len(panics))
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -153,6 +154,9 @@ func (st *stream) serve() {
 	defer func() {
 		if r := recover(); r != nil && r != http.ErrAbortHandler {
 			c.srv.countError("stream_handler_panic")
+			if c.srv.cfg.OnPanic != nil {
+				c.srv.cfg.OnPanic(r, debug.Stack())
+			}
 		}
 		st.finish(aborted)
 	}()

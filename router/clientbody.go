@@ -128,9 +128,9 @@ func (rt *Router) readAllLimited(x *exchange, dst []byte, limit int) ([]byte, er
 
 // renewClientRead gives the client's next body read the inactivity
 // timeout. The HTTP/1.1 connection has one from fasthttp already; an h2
-// stream has none (x/net bounds stream reads only by http.Server's
-// ReadTimeout, a total), so a stream that declared a body and never sent
-// it held its handler for as long as the connection lived.
+// stream has none of its own (internal/h2srv bounds a body read only by
+// the deadline set here), so a stream that declared a body and never sent
+// it would hold its handler for as long as the connection lived.
 func (rt *Router) renewClientRead(x *exchange) {
 	if x.client != nil {
 		_ = x.client.SetReadDeadline(rt.now().Add(rt.timeouts().Timeout))

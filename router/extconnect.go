@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"sync"
 	"time"
-	_ "unsafe" // go:linkname, enableExtendedConnect
 
 	"github.com/fastrouter/fastrouter/internal/ascii"
 	"github.com/valyala/fasthttp"
@@ -53,8 +52,8 @@ var (
 // extendedConnect returns the :protocol of an extended CONNECT, or "" for
 // any other request. The two stream servers hand it over differently:
 //
-//   - x/net/http2 leaves the pseudo-header in the header map (server.go
-//     newWriterAndRequest): it is removed from there. On another method it
+//   - internal/h2srv leaves the pseudo-header in the header map: it is
+//     removed from there. On another method it
 //     stays, for the strict field check to refuse (RFC 8441 §4: :protocol
 //     belongs to CONNECT only);
 //   - quic-go's http3 puts it in req.Proto (headers.go requestFromHeaders,
@@ -178,21 +177,21 @@ func (rt *Router) streamTunnel(w http.ResponseWriter, body io.ReadCloser, b *bac
 // the tunnel's pipes use it (tunnelEnd). Reads are on the pipe reading the
 // client, writes on the one writing it; Close may come from anywhere.
 //
-// Deadlines on a stream are not a connection's: x/net/http2's read
-// deadline closes the request body for good when it fires, and its write
-// deadline resets the stream whenever it fires, written or not
-// (server.go onReadTimeout, onWriteTimeout). So a read has no deadline:
-// the pipe reading the node keeps the tunnel's idle clock for both
-// directions (tunnel.pipe) and closes the stream's body when it runs out
-// (x/net: a Read under way returns; quic-go: CancelRead, which does too);
-// a write has one only while it is under way, so a client that grants no
-// flow-control window is cut after the inactivity timeout. A write that
-// failed keeps its expired deadline: quic-go's http3 finishes a stream
-// after its handler returns (server_conn.go handleRequestStream, Finish),
-// which writes what is left of a DATA frame cut short and would block,
-// without a deadline, on a client that grants no window; expired, it
-// fails at once and the stream is reset. (x/net: the stream is gone
-// already.)
+// Deadlines on a stream are not a connection's: quic-go's http3 read
+// deadline may end the request body for good, and a write deadline resets
+// the stream when a write waits past it (internal/h2srv: a write that
+// waits for the client's window or the connection's buffer). So a read
+// has no deadline: the pipe reading the node keeps the tunnel's idle
+// clock for both directions (tunnel.pipe) and closes the stream's body
+// when it runs out (h2srv: a Read under way returns; quic-go: CancelRead,
+// which does too); a write has one only while it is under way, so a
+// client that grants no flow-control window is cut after the inactivity
+// timeout. A write that failed keeps its expired deadline: quic-go's
+// http3 finishes a stream after its handler returns (server_conn.go
+// handleRequestStream, Finish), which writes what is left of a DATA frame
+// cut short and would block, without a deadline, on a client that grants
+// no window; expired, it fails at once and the stream is reset. (h2srv:
+// the stream is reset already.)
 type streamEnd struct {
 	w    http.ResponseWriter
 	rc   *http.ResponseController
@@ -226,29 +225,4 @@ func (s *streamEnd) SetWriteDeadline(t time.Time) error { return s.rc.SetWriteDe
 func (s *streamEnd) Close() error {
 	s.once.Do(func() { _ = s.body.Close() })
 	return nil
-}
-
-// xnetDisableExtendedConnect is x/net/http2's own switch (http2.go, v0.62):
-// while it is true its server neither advertises
-// SETTINGS_ENABLE_CONNECT_PROTOCOL nor accepts a :protocol pseudo-header
-// (server.go newWriterAndRequest: a stream error). x/net sets it only
-// from GODEBUG=http2xconnect=1, read once at its init, and offers no
-// setting (golang/go#71128 keeps it off by default for servers whose
-// WebSocket code cannot handle it). The router's h2 front can, so it
-// clears the switch itself: pulled by linkname, a rename in a later x/net
-// fails the build instead of silently dropping the feature, and
-// TestExtendedConnectAdvertised checks the SETTINGS frame.
-//
-//go:linkname xnetDisableExtendedConnect golang.org/x/net/http2.disableExtendedConnectProtocol
-var xnetDisableExtendedConnect bool
-
-// xconnectOnce makes the one write of x/net's switch happen before any h2
-// connection is served (every front calls enableExtendedConnect when it is
-// made, before serving): x/net's connections read it without a lock.
-var xconnectOnce sync.Once
-
-// enableExtendedConnect turns x/net/http2's extended CONNECT on for the
-// process (see xnetDisableExtendedConnect).
-func enableExtendedConnect() {
-	xconnectOnce.Do(func() { xnetDisableExtendedConnect = false })
 }

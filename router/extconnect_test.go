@@ -236,8 +236,7 @@ func (s *wsStream) readN(t *testing.T, n int) string {
 }
 
 // TestExtendedConnectAdvertised: the h2 front's SETTINGS carry
-// ENABLE_CONNECT_PROTOCOL=1 (RFC 8441 §3), which x/net/http2 sends only
-// when its switch is off (extconnect.go).
+// ENABLE_CONNECT_PROTOCOL=1 (RFC 8441 §3).
 func TestExtendedConnectAdvertised(t *testing.T) {
 	r := startRouter(t, Config{})
 	c, err := net.Dial("tcp", r.addr)
@@ -396,7 +395,7 @@ func TestExtendedConnectRefusals(t *testing.T) {
 
 // TestExtendedConnectRaw: hand-framed streams. :protocol on a GET is a
 // 400 (RFC 8441 §4: CONNECT only), a CONNECT without :protocol stays a
-// 405, and an extended CONNECT without :path is reset by x/net.
+// 405, and an extended CONNECT without :path is reset (internal/h2srv).
 func TestExtendedConnectRaw(t *testing.T) {
 	n := startWSFake(t, false, "echo")
 	r := startRouter(t, Config{})

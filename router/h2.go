@@ -3,7 +3,6 @@ package router
 import (
 	"context"
 	"io"
-	"log"
 	"net"
 	"net/http"
 	"net/netip"
@@ -13,16 +12,16 @@ import (
 	"time"
 
 	"github.com/fastrouter/fastrouter/internal/ascii"
+	"github.com/fastrouter/fastrouter/internal/h2srv"
 	"github.com/fastrouter/fastrouter/internal/strict"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
-	"golang.org/x/net/http2"
 )
 
 // streamFront is the request side of the h2 and h3 fronts: a net/http
 // handler that forwards one request stream through the same core as the
-// HTTP/1.1 front. x/net/http2 (h2Front) and quic-go's http3 (h3.go) each
-// call ServeHTTP once per stream. Immutable after creation but for
+// HTTP/1.1 front. internal/h2srv (h2Front) and quic-go's http3 (h3.go)
+// each call ServeHTTP once per stream. Immutable after creation but for
 // dateCache.
 type streamFront struct {
 	rt          *Router
@@ -42,10 +41,10 @@ type streamFront struct {
 }
 
 // h2Front serves HTTP/2 connections (TLS with ALPN h2, or h2c with prior
-// knowledge) with golang.org/x/net/http2; each stream goes to the
-// streamFront. Immutable after creation. Its connections are in their
-// listener's splitting set for their whole life (serve.go): that is what
-// the shutdown deadline closes.
+// knowledge) with the router's own HTTP/2 server (internal/h2srv); each
+// stream goes to the streamFront. Immutable after creation. Its
+// connections are in their listener's splitting set for their whole life
+// (serve.go): that is what the shutdown deadline closes.
 type h2Front struct {
 	*streamFront
 	conns prometheus.Gauge
@@ -53,26 +52,14 @@ type h2Front struct {
 	// long is cut, so a client that stops reading cannot pin buffers
 	// (h2Guard.Write).
 	writeTimeout time.Duration
-
-	// srv is x/net/http2's server, which stays the HTTP/2 implementation:
-	// net/http's own (http.Server with Protocols) serves only connections
-	// it accepts itself, while the router hands h2 connections over after
-	// its own accept, TLS handshake or h2c sniff, and PROXY header, through
-	// the h2 guard (h2guard.go), with a context per connection. That is
-	// http2.Server.ServeConn, which x/net marks deprecated in favour of
-	// http.Server; each use below says so to staticcheck, line by line.
-	//lint:ignore SA1019 x/net/http2.Server is kept on purpose (see above)
-	srv *http2.Server
-	// base is never served; it carries the HTTP/2 settings (its HTTP2
-	// field, which x/net reads as it would its own), MaxHeaderBytes and the
-	// error log to http2, and its Shutdown is what makes http2 send GOAWAY
-	// on every connection (ConfigureServer registers that hook).
-	base *http.Server
+	// srv serves the connections the router has accepted, through its TLS
+	// handshake or h2c sniff and PROXY header, wrapped in the h2 guard
+	// (h2guard.go), with a context per connection.
+	srv *h2srv.Server
 }
 
-// h2MaxConcurrentStreams bounds the streams (and handler goroutines) one
-// client connection may have open; x/net/http2 also uses it to bound the
-// handlers a rapid-reset flood can queue before the connection is closed.
+// h2MaxConcurrentStreams bounds the streams one client connection may have
+// open; the h2 guard's reset budget is sized from it.
 const h2MaxConcurrentStreams = 250
 
 // h2MaxFrameSize is the largest frame payload the router reads: the
@@ -81,49 +68,32 @@ const h2MaxFrameSize = 16 << 10
 
 func newH2Front(rt *Router, t *Timeouts, sf *streamFront, conns prometheus.Gauge) *h2Front {
 	f := &h2Front{streamFront: sf, conns: conns, writeTimeout: t.Timeout}
-	enableExtendedConnect() // WebSockets over h2 (extconnect.go)
-	f.base = &http.Server{
-		// http2 advertises and enforces this as SETTINGS_MAX_HEADER_LIST_SIZE.
-		MaxHeaderBytes: rt.cfg.MaxHeaderBytes,
-		ErrorLog:       log.New(debugWriter{rt}, "", 0),
-		IdleTimeout:    t.Timeout,
-		HTTP2: &http.HTTP2Config{
-			// x/net reports each protocol error it answers by a fixed name.
-			CountError:           func(t string) { rt.h2Errors.WithLabelValues(t).Inc() },
-			MaxConcurrentStreams: h2MaxConcurrentStreams,
-			// The initial SETTINGS_MAX_FRAME_SIZE (RFC 9113 §6.5.2), not
-			// x/net's 1 MiB: a client that ignores our SETTINGS (or has
-			// not read them yet) may assume no more, and a larger frame
-			// is then a FRAME_SIZE_ERROR it can rely on (§4.2; h2spec
-			// 4.2/1 and 4.2/3, docs/tls.md). Requests are small frames;
-			// upload bodies only need more of them.
-			MaxReadFrameSize: h2MaxFrameSize,
-			// No WriteByteTimeout: the guard bounds writes (h2Guard.Write).
-			// Flow control windows: what one client can make us buffer.
-			MaxReceiveBufferPerConnection: 1 << 20,
-			MaxReceiveBufferPerStream:     256 << 10,
+	f.srv = h2srv.New(h2srv.Config{
+		MaxConcurrentStreams: h2MaxConcurrentStreams,
+		// The initial SETTINGS_MAX_FRAME_SIZE (RFC 9113 §6.5.2): a client
+		// that ignores our SETTINGS (or has not read them yet) may assume
+		// no more, and a larger frame is then a FRAME_SIZE_ERROR it can
+		// rely on (§4.2; h2spec 4.2/1 and 4.2/3, docs/tls.md). Requests
+		// are small frames; upload bodies only need more of them.
+		MaxReadFrameSize:  h2MaxFrameSize,
+		MaxHeaderListSize: uint32(rt.cfg.MaxHeaderBytes),
+		// Flow control windows: what one client can make us buffer.
+		StreamWindow: 256 << 10,
+		ConnWindow:   1 << 20,
+		IdleTimeout:  t.Timeout,
+		// A response that waits this long for the client's window is
+		// reset; the guard bounds the socket's writes (h2Guard.Write).
+		WriteTimeout: t.Timeout,
+		CountError:   func(name string) { rt.h2Errors.WithLabelValues(name).Inc() },
+		OnPanic: func(v any, stack []byte) {
+			rt.log.Error("h2 stream handler panicked", "panic", v, "stack", string(stack))
 		},
-	}
-	//lint:ignore SA1019 x/net/http2.Server is kept on purpose (h2Front.srv)
-	f.srv = new(http2.Server)
-	// ConfigureServer cannot fail here: base has no TLS config to check.
-	// It takes IdleTimeout from base, and registers the GOAWAY hook.
-	//lint:ignore SA1019 the hook and settings of the kept x/net server (h2Front.srv)
-	_ = http2.ConfigureServer(f.base, f.srv)
+	}, sf)
 	return f
 }
 
-// debugWriter sends http2's own log lines (per-connection client errors) to
-// debug level.
-type debugWriter struct{ rt *Router }
-
-func (w debugWriter) Write(p []byte) (int, error) {
-	w.rt.log.Debug("h2 front", "msg", string(p))
-	return len(p), nil
-}
-
-// serveConn serves one HTTP/2 connection until it ends. x/net reads it
-// through an h2Guard (h2guard.go), which its streams find in their
+// serveConn serves one HTTP/2 connection until it ends. The server reads
+// it through an h2Guard (h2guard.go), which its streams find in their
 // requests' context.
 func (f *h2Front) serveConn(c net.Conn) {
 	f.conns.Inc()
@@ -135,17 +105,12 @@ func (f *h2Front) serveConn(c net.Conn) {
 		g.release()
 	}()
 	ctx := context.WithValue(context.Background(), h2GuardKey{}, g)
-	//lint:ignore SA1019 serving an accepted connection is why x/net/http2 is kept (h2Front.srv)
-	f.srv.ServeConn(gc, &http2.ServeConnOpts{Context: ctx, Handler: f, BaseConfig: f.base})
+	f.srv.ServeConn(ctx, gc)
 }
 
 // startShutdown sends GOAWAY on every connection; each closes once its
 // streams finish.
-func (f *h2Front) startShutdown() {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel() // only the hooks matter: base serves no listener of its own
-	_ = f.base.Shutdown(ctx)
-}
+func (f *h2Front) startShutdown() { f.srv.Shutdown() }
 
 // hopByHop reports response headers that must not cross into HTTP/2
 // (RFC 9113 §8.2.2).
@@ -227,7 +192,7 @@ func (f *streamFront) readRequest(w http.ResponseWriter, req *http.Request, x *e
 	if ext {
 		r.Method = getMethod
 	}
-	// An extended CONNECT's RequestURI is its :path in both x/net/http2
+	// An extended CONNECT's RequestURI is its :path in both internal/h2srv
 	// and quic-go's http3; quic-go's Proto is its :protocol then.
 	r.URI = x.copyString(req.RequestURI)
 	r.Proto = x.copyString(req.Proto)
@@ -362,7 +327,7 @@ func (f *streamFront) writeHead(w http.ResponseWriter, x *exchange, head *fastht
 	w.WriteHeader(head.StatusCode())
 }
 
-// date is the Date field of a response, as x/net/http2 and quic-go's
+// date is the Date field of a response, as internal/h2srv and quic-go's
 // http3 would add it (RFC 9110 §6.6.1), formatted once a second instead of
 // once a response. Both copy the header map when the head is written, so
 // streams can share the slice.
@@ -418,8 +383,8 @@ func (f *streamFront) writeBody(w http.ResponseWriter, x *exchange, b *backendBo
 }
 
 // interim sends a node's interim response on x's stream (response.go) as
-// a 1xx HEADERS frame. x/net/http2 sends the header map as it is at
-// WriteHeader and returns once the frame is written; the map is then
+// a 1xx HEADERS frame. internal/h2srv sends the header map as it is at
+// WriteHeader (the frame is queued before WriteHeader returns); the map is then
 // emptied so the final response carries only its own headers.
 func (f *streamFront) interim(x *exchange, head *fasthttp.ResponseHeader) error {
 	h := x.rw.Header()

@@ -12,7 +12,7 @@ import (
 )
 
 // BenchmarkH2Stream: whole HTTP/2 request streams through the h2c front
-// (x/net/http2 and streamFront.ServeHTTP) to an in-process uwsgi node over
+// (internal/h2srv and streamFront.ServeHTTP) to an in-process uwsgi node over
 // a unix socket, one stream per iteration on one connection, each read to
 // its END_STREAM. The client is a bare framer, so the figures are mostly
 // the router's: compare with BenchmarkProxy (HTTP/1.1).

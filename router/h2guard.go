@@ -14,47 +14,46 @@ import (
 )
 
 // HTTP/2 rapid reset (CVE-2023-44487): a client opens a stream and resets
-// it at once, over and over. Every HEADERS frame makes x/net/http2 start a
-// handler; its own guard only closes a connection when more than
-// 4×MaxConcurrentStreams handlers are waiting to start, which never happens
-// when each reset handler ends at once. So 20,000 pairs in 2 s on one
-// connection went through, and the handlers that ran before x/net had
-// processed their stream's RST_STREAM picked a node and dialled it.
+// it at once, over and over. Every HEADERS frame starts a handler; a
+// concurrency limit never stops this, since each reset handler ends at
+// once. Without a guard 20,000 pairs in 2 s on one connection went
+// through, and the handlers that ran before the server had processed their stream's
+// RST_STREAM picked a node and dialled it.
 //
-// h2Guard sits between the client connection and x/net/http2's framer, the
-// only reader of the connection, and reads the frame headers passing by
+// h2Guard sits between the client connection and the h2 server's framer
+// (internal/h2srv), the only reader of the connection, and reads the frame headers passing by
 // (it never changes a byte). It does two things:
 //
 //   - Budgets: each RST_STREAM from the client spends a token of a bucket
 //     that holds h2ResetBurst and refills at h2ResetRate per second; each
 //     frame that carries nothing (see idleFrame: PING, SETTINGS, PRIORITY,
 //     empty DATA or CONTINUATION, small WINDOW_UPDATE, unknown types) one
-//     of another, of h2IdleBurst and h2IdleRate. x/net bounds such frames
-//     only by what it must queue in reply (10,000 control frames) and not
-//     at all when they need no reply or the client reads the replies: 2
-//     million empty DATA frames cost 2.5 s of router CPU in 5 s, 1.4
-//     million padding-only DATA or WINDOW_UPDATE +1 frames 1.4-1.6 s, and
-//     empty CONTINUATION frames kept a header block open without end. When
-//     a bucket is empty the connection is flooding: Read
-//     returns http2.ConnectionError(ErrCodeEnhanceYourCalm), which x/net
-//     answers with GOAWAY ENHANCE_YOUR_CALM and then closes the connection
-//     (its processFrameFromReader treats a ConnectionError from the reader
-//     like one from a frame: server.go, x/net v0.62).
+//     of another, of h2IdleBurst and h2IdleRate. The server bounds such
+//     frames only by what it must queue in reply, and not at all when they
+//     need no reply or the client reads the replies: unguarded, 2 million
+//     empty DATA frames cost 2.5 s of router CPU in 5 s, 1.4 million
+//     padding-only DATA or WINDOW_UPDATE +1 frames 1.4-1.6 s, and empty
+//     CONTINUATION frames kept a header block open without end. When a
+//     bucket is empty the connection is flooding: Read returns
+//     http2.ConnectionError(ErrCodeEnhanceYourCalm), which the Framer
+//     passes on and the server answers with GOAWAY ENHANCE_YOUR_CALM
+//     before it closes the connection (internal/h2srv conn.readLoop).
 //   - Already reset: the guard reads ahead (one socket read fills a 16 KiB
 //     buffer, so a HEADERS frame and the RST_STREAM sent right behind it
 //     arrive together) and records where the last RST_STREAM received
-//     ends. x/net reads the next frame only after it has processed the
-//     previous one (its readFrames waits on a gate), and processing a
-//     RST_STREAM cancels the stream's context. So once x/net has read past
-//     a RST_STREAM, the stream it reset is cancelled. Before picking a node
-//     a handler waits (awaitResets) until x/net has read past every
+//     ends. The server reads the next frame only after it has processed
+//     the previous one (one goroutine reads and processes), and processing
+//     a RST_STREAM cancels the stream's context. So once the server has
+//     read past a RST_STREAM, the stream it reset is cancelled. Before
+//     picking a node a handler waits (awaitResets) until it has read past
+//     every
 //     RST_STREAM the router had received when the handler started; its own
 //     reset, if already received, has then cancelled its context, and
 //     connect refuses a cancelled request before picking (errClientGone).
 //     The wait is for frames already in memory: microseconds, except
 //     during a flood.
 //
-// Read is called by x/net's reading goroutine only; Close by anyone.
+// Read is called by the server's reading goroutine only; Close by anyone.
 type h2Guard struct {
 	net.Conn
 	rt  *Router
@@ -77,12 +76,12 @@ type h2Guard struct {
 	idle    bucket  // budget of frames that carry nothing
 	flood   bool    // a budget ran out: Read returns errFlood from now on
 
-	// Owned by x/net's writer (it has one frame write in flight at a
-	// time, each handed over through its serve loop).
+	// Owned by the server's writer goroutine (one write in flight at a
+	// time).
 	writeTimeout time.Duration // 0: writes have no deadline
 	wrenew       time.Time     // when the write deadline is next renewed
 
-	// remote is the client's address as x/net/http2 gives it every
+	// remote is the client's address as the server gives it every
 	// stream (Request.RemoteAddr, from this connection's RemoteAddr),
 	// parsed once for the connection's streams (h2.go: readRequest);
 	// invalid when it is no IP address and port.
@@ -90,7 +89,7 @@ type h2Guard struct {
 
 	mu        sync.Mutex
 	rstEnd    int64         // guarded by mu: connection offset just past the last RST_STREAM received
-	delivered int64         // guarded by mu: bytes handed to x/net, as of its latest Read call
+	delivered int64         // guarded by mu: bytes handed to the server, as of its latest Read call
 	done      bool          // guarded by mu: flooding or read failed; no wait will end well
 	wake      chan struct{} // guarded by mu: closed when delivered moves or done is set; nil when nobody waits
 }
@@ -114,14 +113,14 @@ const (
 )
 
 // errFlood is what the guard's Read returns once the connection floods:
-// x/net sends GOAWAY with its code and closes.
+// the server sends GOAWAY with its code and closes.
 var errFlood error = http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
 
 var lookAheadPool = sync.Pool{New: func() any { b := make([]byte, h2LookAhead); return &b }}
 
 // newH2Guard wraps c, an HTTP/2 connection whose client preface has not
-// been read yet. A TLS connection keeps its ConnectionState, which x/net
-// needs (it checks the TLS version and fills Request.TLS); a clear-text one
+// been read yet. A TLS connection keeps its ConnectionState, which the
+// server needs (it checks the TLS version and fills Request.TLS); a clear-text one
 // must not have one.
 func newH2Guard(rt *Router, c net.Conn) (net.Conn, *h2Guard) {
 	now := rt.now()
@@ -189,15 +188,14 @@ func (g *h2Guard) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// Write is x/net's write to the client. A write that makes no progress
-// for writeTimeout fails, as x/net's own Server.WriteByteTimeout would
-// have it; but where x/net sets the connection's deadline before and
-// clears it after every write (writeWithByteTimeout, http2.go: a runtime
-// timer moved twice per flush, one flush per response under load), the
-// guard renews it only once a quarter of writeTimeout has passed, so a
-// stalled write is cut after between ¾ and all of writeTimeout. A write
-// the deadline stops after some progress is retried with a fresh one, as
-// x/net does (over TLS it cannot be: crypto/tls fails the connection).
+// Write is the server's write to the client. A write that makes no
+// progress for writeTimeout fails; rather than set the connection's
+// deadline before and clear it after every write (a runtime timer moved
+// twice per write), the guard renews it only once a quarter of
+// writeTimeout has passed, so a stalled write is cut after between ¾ and
+// all of writeTimeout. A write the deadline stops after some progress is
+// retried with a fresh one (over TLS it cannot be: crypto/tls fails the
+// connection).
 func (g *h2Guard) Write(p []byte) (int, error) {
 	if g.writeTimeout <= 0 {
 		return g.Conn.Write(p)
@@ -287,8 +285,8 @@ func (g *h2Guard) frame() string {
 // peekLen is how many payload bytes must be read before the frame is
 // accounted for: a padded DATA frame's pad length and a WINDOW_UPDATE's
 // increment decide whether it carries anything; a RST_STREAM counts once
-// whole. 0 for the rest, and for frames of the wrong size (x/net refuses
-// those).
+// whole. 0 for the rest, and for frames of the wrong size (the Framer
+// refuses those).
 func peekLen(typ http2.FrameType, flags http2.Flags, length int) int {
 	switch {
 	case typ == http2.FrameData && flags&http2.FlagDataPadded != 0 && length >= 1:
@@ -297,7 +295,7 @@ func peekLen(typ http2.FrameType, flags http2.Flags, length int) int {
 		return 4
 	case typ == http2.FrameRSTStream && length == 4:
 		// Not for its content: a reset is "received" once it is whole,
-		// which is when x/net can process it; awaitResets must not wait
+		// which is when the server can process it; awaitResets must not wait
 		// for bytes that have not arrived.
 		return 4
 	}
@@ -307,17 +305,17 @@ func peekLen(typ http2.FrameType, flags http2.Flags, length int) int {
 // h2MinWindowIncrement: a WINDOW_UPDATE that grants less credit counts as
 // a frame that carries nothing. Clients grant credit by the half window
 // or by at least 4 KiB (x/net's transport); a flood of larger increments
-// overflows the 2^31-1 window after at most 2^19 frames, which x/net
+// overflows the 2^31-1 window after at most 2^19 frames, which the server
 // answers with FLOW_CONTROL_ERROR.
 const h2MinWindowIncrement = 4 << 10
 
 // idleFrame reports a frame that asks for work and carries nothing a
 // request needs: a PING or SETTINGS (not an ACK), a PRIORITY (RFC 9113
-// §5.3.2 deprecates them; x/net's default scheduler ignores them), DATA
+// §5.3.2 deprecates them; the server ignores them), DATA
 // without data (padding only, peek[0] its pad length) that does not end
 // its stream, CONTINUATION without a fragment that does not end its block,
 // a WINDOW_UPDATE of less than h2MinWindowIncrement (peek holds it), and
-// frame types x/net ignores (RFC 9113 §5.5). RFC 9113 §10.5 names these
+// frame types the server ignores (RFC 9113 §5.5). RFC 9113 §10.5 names these
 // floods.
 func idleFrame(typ http2.FrameType, flags http2.Flags, length int, peek [4]byte) bool {
 	switch typ {
@@ -375,7 +373,7 @@ func (g *h2Guard) wakeLocked() {
 	}
 }
 
-// awaitResets waits until x/net has processed every RST_STREAM received so
+// awaitResets waits until the server has processed every RST_STREAM received so
 // far (see h2Guard), or ctx ends. It reports false when the request should
 // not go on: ctx ended (the stream was reset), or the connection floods or
 // failed and is being closed.
@@ -410,14 +408,14 @@ func guardOf(ctx context.Context) *h2Guard {
 	return g
 }
 
-// newH2Metrics registers fastrouter_http2_errors_total{type}: the protocol
-// errors x/net/http2 reports through Server.CountError (its own names, a
-// fixed set, e.g. "conn_PROTOCOL_ERROR_..." or "frame_data_stream_0") and
-// the guard's "rapid_reset".
+// newH2Metrics registers fastrouter_http2_errors_total{type}: the errors
+// the h2 server answers, by the fixed names it reports through
+// h2srv.Config.CountError ("conn_…" for a GOAWAY, "stream_…" for a
+// reset), and the guard's "rapid_reset" and "frame_flood".
 func newH2Metrics(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fastrouter_http2_errors_total",
-		Help: "HTTP/2 connection and stream errors the router answered, by type (x/net/http2's names, and rapid_reset for a connection closed for resetting too many streams).",
+		Help: "HTTP/2 connection and stream errors the router answered, by type (conn_* a connection error, stream_* a stream reset, rapid_reset and frame_flood a connection closed by the flood budgets).",
 	}, []string{"type"})
 	return vec, reg.Register(vec)
 }

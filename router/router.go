@@ -6,8 +6,8 @@
 // The forwarding core (forward.go names the request path file by file:
 // route, body, head, pick, round trip, relay) is protocol-neutral; fronts
 // fill a request view and hand the core a place to write the response. The
-// HTTP/1.1 front is valyala/fasthttp, the HTTP/2 front
-// golang.org/x/net/http2; a listener splits connections between them
+// HTTP/1.1 front is valyala/fasthttp, the HTTP/2 front internal/h2srv
+// (on golang.org/x/net/http2's Framer); a listener splits connections between them
 // (serve.go). Each kind of node is an upstream behind one interface
 // (upstream.go); each front tracks its connections in a connSet and has a
 // Shutdown (shutdown.go).

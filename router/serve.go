@@ -19,7 +19,7 @@ import (
 )
 
 // A front listener splits each accepted connection by protocol before any
-// request is parsed: over TLS by the ALPN result (h2 → x/net/http2, anything
+// request is parsed: over TLS by the ALPN result (h2 → internal/h2srv, anything
 // else → fasthttp), in clear text by sniffing the HTTP/2 connection preface
 // (h2c with prior knowledge). Both protocols then meet in forward.
 //

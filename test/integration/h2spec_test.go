@@ -19,16 +19,9 @@ import (
 // Synchronization", case 1), each with why. A listed case that passes fails
 // the test too: the list is kept exact.
 var h2specKnown = map[string]map[string]string{
-	"tls": {
-		"http2/6.5.3/1":   "x/net/http2 refuses a SETTINGS frame that repeats a setting with PROTOCOL_ERROR (processSettings: HasDuplicates, server.go); RFC 9113 §6.5.3 has them applied in order",
-		"http2/8.1.2.2/1": "a connection-specific field (Connection) is answered 400 by x/net/http2 (checkValidHTTP2RequestHeaders); RFC 9113 §8.1.1 lets a server answer a malformed request before it resets the stream, h2spec wants the reset",
-		"http2/8.1.2.2/2": "TE other than trailers: the 400 of 8.1.2.2/1",
-	},
+	"tls": {},
 	"h2c": {
-		"http2/6.5.3/1":   "x/net/http2 refuses a SETTINGS frame that repeats a setting with PROTOCOL_ERROR (processSettings: HasDuplicates, server.go); RFC 9113 §6.5.3 has them applied in order",
-		"http2/8.1.2.2/1": "a connection-specific field (Connection) is answered 400 by x/net/http2 (checkValidHTTP2RequestHeaders); RFC 9113 §8.1.1 lets a server answer a malformed request before it resets the stream, h2spec wants the reset",
-		"http2/8.1.2.2/2": "TE other than trailers: the 400 of 8.1.2.2/1",
-		"http2/3.5/2":     "the clear-text listener serves HTTP/1.1 and h2c: bytes that are not the h2 preface go to the HTTP/1.1 front (serve.go: sniffPreface), which answers 400 instead of closing",
+		"http2/3.5/2": "the clear-text listener serves HTTP/1.1 and h2c: bytes that are not the h2 preface go to the HTTP/1.1 front (serve.go: sniffPreface), which answers 400 instead of closing",
 	},
 }
 

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -100,4 +101,79 @@ func TestUwsgiFrontNotRetried(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A GET whose body the router holds whole (inline with the head, buffered
+// in memory or spilled to a file, de-chunked) goes to another node as a
+// bodiless one does, and that node reads the whole body.
+func TestBufferedBodyRetried(t *testing.T) {
+	buffering := Config{RequestBuffering: 4 << 20}
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		body string
+		// chunked sends body as one chunk instead of with Content-Length.
+		chunked bool
+	}{
+		{"inline", Config{}, "hello", false},
+		{"in memory", buffering, strings.Repeat("m", 100_000), false},
+		{"spilled", buffering, strings.Repeat("0123456789", 200_000), false},
+		{"chunked", Config{}, strings.Repeat("c", 50_000), true},
+	} {
+		for _, proto := range []uwsgitest.Proto{uwsgitest.Uwsgi, uwsgitest.HTTP} {
+			t.Run(tc.name+" "+protoName(proto), func(t *testing.T) {
+				cfg := tc.cfg
+				cfg.TempDir = t.TempDir()
+				p := startEarlyPair(t, cfg, uwsgitest.Reset(), proto)
+				req := "GET / HTTP/1.1\r\nHost: early.test\r\nContent-Length: " + strconv.Itoa(len(tc.body)) + "\r\n\r\n" + tc.body
+				if tc.chunked {
+					req = "GET / HTTP/1.1\r\nHost: early.test\r\nTransfer-Encoding: chunked\r\n\r\n" +
+						strconv.FormatInt(int64(len(tc.body)), 16) + "\r\n" + tc.body + "\r\n0\r\n\r\n"
+				}
+				p.untilBad(t, req, func(i int, resp *http.Response, body string) {
+					if resp.StatusCode != 200 || body != "live" {
+						t.Errorf("request %d: %d %q; want 200 %q", i, resp.StatusCode, body, "live")
+					}
+				})
+				got := p.live.Last()
+				if got == nil {
+					t.Fatal("the live node read no request")
+				}
+				if string(got.Body) != tc.body {
+					t.Errorf("the live node read a body of %d bytes; want the %d sent", len(got.Body), len(tc.body))
+				}
+				if got := p.closedCount(); got != 1 {
+					t.Errorf(`backend_errors_total{reason="closed"} = %v; want 1`, got)
+				}
+			})
+		}
+	}
+}
+
+// A request that is not idempotent goes to another node only when its
+// node surely never got it: a refused connect. Its buffered body is sent
+// whole there.
+func TestBufferedPostRetriedOnConnectFailure(t *testing.T) {
+	body := strings.Repeat("p", 100_000)
+	p := startEarlyPair(t, Config{RequestBuffering: 4 << 20}, uwsgitest.Silent(), uwsgitest.Uwsgi)
+	p.bad.Close() // its port refuses connects from now on
+	for i := 0; i < 4; i++ {
+		resp, got := raw(t, p.r.addr, "POST / HTTP/1.1\r\nHost: early.test\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
+		if resp.StatusCode != 200 || got != "live" {
+			t.Fatalf("request %d: %d %q; want 200 %q", i, resp.StatusCode, got, "live")
+		}
+		if b := p.live.Last().Body; string(b) != body {
+			t.Fatalf("request %d: the live node read %d bytes; want %d", i, len(b), len(body))
+		}
+	}
+	if !p.badFailing(t) {
+		t.Error("the node that refused the connect is not failed")
+	}
+}
+
+func protoName(p uwsgitest.Proto) string {
+	if p == uwsgitest.HTTP {
+		return "http"
+	}
+	return "uwsgi"
 }

@@ -2,6 +2,7 @@ package router
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -143,14 +144,16 @@ func TestClosedBeforeAnswerNoOtherNode(t *testing.T) {
 	}
 }
 
-// A request that is not idempotent, or has a body, is never sent twice: the
-// node may have acted on it.
+// A request that is not idempotent, or whose body streamed from the client
+// (not buffered: Config.RequestBuffering 0 here), is never sent twice: the
+// node may have acted on it, or what it read of the body is gone.
 func TestClosedBeforeAnswerNotRetried(t *testing.T) {
+	streamed := strings.Repeat("s", 2*bodyPrefetch)
 	for _, tc := range []struct{ name, req string }{
 		{"POST", "POST / HTTP/1.1\r\nHost: early.test\r\nContent-Length: 5\r\n\r\nhello"},
 		{"POST empty", "POST / HTTP/1.1\r\nHost: early.test\r\nContent-Length: 0\r\n\r\n"},
 		{"DELETE", "DELETE / HTTP/1.1\r\nHost: early.test\r\n\r\n"},
-		{"GET with body", "GET / HTTP/1.1\r\nHost: early.test\r\nContent-Length: 5\r\n\r\nhello"},
+		{"GET with a streamed body", "GET / HTTP/1.1\r\nHost: early.test\r\nContent-Length: " + strconv.Itoa(len(streamed)) + "\r\n\r\n" + streamed},
 	} {
 		for _, proto := range []uwsgitest.Proto{uwsgitest.Uwsgi, uwsgitest.HTTP} {
 			t.Run(tc.name, func(t *testing.T) {

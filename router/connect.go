@@ -10,8 +10,9 @@ import (
 
 // maxAttempts bounds how many nodes one request tries before giving up
 // (uWSGI tries 3). Connect failures are retried (nothing has been sent), and
-// so is an idempotent request without a body whose node closed the
-// connection before answering (forward.go, retryable).
+// so is an idempotent request whose body, if any, the router holds whole
+// and whose node closed the connection before answering (forward.go,
+// retryable).
 const maxAttempts = 4
 
 // connect picks a node of pool and dials it, retrying on other nodes when a

@@ -43,8 +43,9 @@ var (
 	errLateConnect = errors.New("router: backend connect failed at the first write")
 	// errNodeClosedEarly: the node closed or reset its connection after the
 	// request went out and before any byte of an answer (response.go,
-	// scanHead). proxy sends an idempotent request without a body on to
-	// another node (forward.go, retryable); otherwise it is a 502.
+	// scanHead; upstream_raw.go). proxy sends an idempotent request whose
+	// body can go again on to another node (forward.go, retryable);
+	// otherwise it is a 502.
 	errNodeClosedEarly = errors.New("router: backend closed the connection before answering")
 )
 

@@ -149,13 +149,14 @@ func (rt *Router) observeLatency(pool *balancer.Pool, node *balancer.Node, at *a
 // retryable reports whether x may go to another node after its node closed
 // the connection without answering (errNodeClosedEarly): the method is
 // idempotent (RFC 9110 §9.2.2: GET, HEAD, OPTIONS; nginx's
-// proxy_next_upstream takes the same view), there is no body (nothing of
-// it came from the client, so all of it can go again), and it is not a
+// proxy_next_upstream takes the same view), its body, if any, can be sent
+// again whole (replayable: the router holds all of it), and it is not a
 // protocol switch. readHead has made sure no interim response went to the
 // client. A stall (errBackendTimeout) is never retried: the node may still
-// be working on it.
+// be working on it. Other methods go to another node only when the node
+// surely never got them: a failed connect (connect.go).
 func (x *exchange) retryable() bool {
-	if x.req.BodyLen != 0 || x.bodySrc != nil || x.upgrade || x.mustSwitch {
+	if !x.replayable() || x.upgrade || x.mustSwitch {
 		return false
 	}
 	switch string(x.req.Method) {

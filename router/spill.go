@@ -85,6 +85,21 @@ func (rt *Router) bufferBody(x *exchange, inMemory int) (int64, error) {
 	return n, nil
 }
 
+// replayable reports whether x's request can be sent again whole, because
+// nothing of its body is read from the client while it goes out: it has
+// none, or all of it rides inline in x.buf, or it is buffered in x.body or
+// spilled to x.spill, which sendRest reads from the same place at every
+// send. A body streaming from the client (over Config.RequestBuffering,
+// the uwsgi front's) is not: what a first node took is gone.
+func (x *exchange) replayable() bool {
+	return x.req.BodyLen == x.inline || x.bodySrc == nil || x.spilled()
+}
+
+// spilled reports whether x's body is read from its spill file.
+func (x *exchange) spilled() bool {
+	return x.spill != nil && x.bodySrc == io.Reader(x.spill)
+}
+
 // releaseSpill closes x's spill file, if any.
 func (x *exchange) releaseSpill() {
 	if x.spill != nil {

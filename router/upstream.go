@@ -263,15 +263,21 @@ func (rt *Router) earlyAnswer(x *exchange, head *fasthttp.ResponseHeader, err er
 
 // sendRest streams the part of x's body that did not ride inline with the
 // head (its first x.inline bytes did) and marks the client body consumed.
-// Errors are copyBody's.
+// A buffered body is read from the same place at every send, so a request
+// can go again whole (replayable). Errors are copyBody's, and errSpill.
 func (rt *Router) sendRest(x *exchange, conn net.Conn) error {
 	rest := x.req.BodyLen - x.inline
 	if rest <= 0 {
 		return nil
 	}
 	src := x.bodySrc
-	if src == nil { // buffered in memory (spill.go)
+	switch {
+	case src == nil: // buffered in memory (spill.go)
 		src = bytes.NewReader(x.body[x.inline:])
+	case x.spilled():
+		if _, err := x.spill.Seek(x.inline, io.SeekStart); err != nil {
+			return errSpill
+		}
 	}
 	cb := bufPool.Get().(*[]byte)
 	err := rt.copyBody(conn, src, x.client, rest, *cb)

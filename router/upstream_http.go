@@ -205,22 +205,12 @@ type httpUpstream struct{}
 func (httpUpstream) roundTrip(x *exchange, head *fasthttp.ResponseHeader) (headFlags, error) {
 	rt := x.call.rt
 	hc := x.call.conn.(*httpConn)
-	// A request can go again when nothing of it came from the client
-	// during the first attempt: its body is in memory (or it has none), or
-	// spilled to a file that is read again from the start (spill.go).
-	spilled := x.spill != nil && x.bodySrc == io.Reader(x.spill)
-	replayable := x.req.BodyLen-x.inline == 0 || x.bodySrc == nil || spilled
 	f, stale, err := rt.sendHTTP(x, head)
 	if err == nil {
 		return f, nil
 	}
-	if !stale || !hc.reused || !replayable || x.ctx.Err() != nil {
+	if !stale || !hc.reused || !x.replayable() || x.ctx.Err() != nil {
 		return rt.earlyAnswer(x, head, err) // upstream.go
-	}
-	if spilled {
-		if _, serr := x.spill.Seek(x.inline, io.SeekStart); serr != nil {
-			return 0, errSpill
-		}
 	}
 	// The keep-alive race: the node closed this idle connection as we sent
 	// on it. Once more, on a connection of its own.

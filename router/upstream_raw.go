@@ -10,8 +10,11 @@ import (
 // as the web server in front sent it (under the node's modifiers, x.fit),
 // then exactly CONTENT_LENGTH body bytes from the client connection; the
 // node's response bytes go back as they come, head included, until the
-// node closes. Only the status code is read, to count it. http:// nodes
-// cannot take such a packet (connect skips them, errRawToHTTP).
+// node closes. Only the status code is read, to count it. A node that
+// closes or resets the connection before a byte of the answer is
+// errNodeClosedEarly, which proxy retries under the rules of every front
+// (forward.go, retryable). http:// nodes cannot take such a packet
+// (connect skips them, errRawToHTTP).
 type rawUpstream struct{}
 
 func (rawUpstream) roundTrip(x *exchange, head *fasthttp.ResponseHeader) (headFlags, error) {
@@ -28,6 +31,9 @@ func (rawUpstream) roundTrip(x *exchange, head *fasthttp.ResponseHeader) (headFl
 	if err != nil && len(b) == 0 {
 		if isTimeout(err) {
 			return 0, errBackendTimeout
+		}
+		if closedEarly(err) {
+			return 0, errNodeClosedEarly // not a byte of an answer: proxy may try another node, as for the other fronts
 		}
 		return 0, errBadResponse
 	}

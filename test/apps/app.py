@@ -4,7 +4,8 @@
 /env, */env  -> JSON of the string vars the app received
 /upload      -> reads the body, returns "<bytes> <sha256>"
 /download    -> ?size=N streams N pattern bytes; &cl=1 sends Content-Length
-/slow        -> ?ms=N sleeps (times $SLOW_FACTOR, default 1), then "slow node=<NODE_ID>"
+/slow        -> reads any body, ?ms=N sleeps (times $SLOW_FACTOR, default 1), then "slow node=<NODE_ID>"
+                ("<bytes> bytes, slow node=<NODE_ID>" when a body came)
 /stream      -> a body without end: "tick\n" every ?ms=N (default 200) for ever
 /status      -> ?code=N answers that status
 /health      -> 500 while the file named by $HEALTH_FAIL_FILE exists, else 200
@@ -66,8 +67,11 @@ def application(env, start):
         start("200 OK", headers)
         return pattern(n)
     if path == "/slow":
+        got = len(env["wsgi.input"].read())
         time.sleep(int(q.get("ms", ["1000"])[0]) * SLOW_FACTOR / 1000.0)
         start("200 OK", [("Content-Type", "text/plain")])
+        if got:
+            return [("%d bytes, slow node=%s" % (got, NODE)).encode()]
         return [("slow node=%s" % NODE).encode()]
     if path == "/stream":
         ms = int(q.get("ms", ["200"])[0])

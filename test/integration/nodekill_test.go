@@ -3,11 +3,16 @@ package integration
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
 // TestNodeKilledUnderLoad: one of three real uWSGI nodes is killed with
@@ -100,4 +105,105 @@ func getSlow(c *http.Client, addr, host string) (int, string, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), err
+}
+
+// TestNodeKilledUnderLoadEveryFront: as TestNodeKilledUnderLoad, with the
+// GETs coming through the uwsgi front (as from nginx uwsgi_pass) and, on
+// the HTTP front, with a body the router buffers (over the 16 KiB that go
+// with the head, under --request-buffering). Both go on to another node
+// when the killed one had read them and not answered, or refuses the
+// connect: no GET fails, and the retried body arrives whole.
+func TestNodeKilledUnderLoadEveryFront(t *testing.T) {
+	requireUWSGI(t)
+	uw := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	r := startRouter(t, "--uwsgi", uw)
+	const key = "killfront.test"
+	nodes := []*node{
+		startNode(t, r, key, nodeOpts{id: "a"}),
+		startNode(t, r, key, nodeOpts{id: "b"}),
+		startNode(t, r, key, nodeOpts{id: "c"}),
+	}
+	waitForNodes(t, r, key, 3)
+	eventually(t, 10*time.Second, "every node answering", func() bool {
+		seen := map[string]bool{}
+		c := client()
+		for i := 0; i < 12; i++ {
+			if code, body, err := send(c, r.http, key, "/", nil); err == nil && code == 200 {
+				seen[nodeID(body)] = true
+			}
+		}
+		return len(seen) == 3
+	})
+
+	body := strings.Repeat("b", 20_000)
+	wantBody := regexp.MustCompile(`^20000 bytes, slow node=[abc]$`)
+	wantBare := regexp.MustCompile(`^slow node=[abc]$`)
+	const total, workers, killAt = 800, 8, 150
+	var next, done atomic.Int64
+	var mu sync.Mutex
+	var failures []string
+	fail := func(s string) {
+		mu.Lock()
+		failures = append(failures, s)
+		mu.Unlock()
+	}
+	var wg sync.WaitGroup
+	c := client()
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= total {
+				if w%2 == 0 {
+					if resp, err := uwsgiFrontGet(uw, key, "/slow", "ms=20"); err != nil {
+						fail(fmt.Sprintf("uwsgi front: %v", err))
+					} else if !strings.HasPrefix(resp, "HTTP/1.1 200 ") || !wantBare.MatchString(resp[strings.Index(resp, "\r\n\r\n")+4:]) {
+						fail(fmt.Sprintf("uwsgi front: %q", resp))
+					}
+				} else {
+					req, _ := http.NewRequest("GET", "http://"+r.http+"/slow?ms=20", strings.NewReader(body))
+					req.Host = key
+					resp, err := c.Do(req)
+					if err != nil {
+						fail(fmt.Sprintf("GET with a body: %v", err))
+					} else {
+						b, err := io.ReadAll(resp.Body)
+						resp.Body.Close()
+						if err != nil || resp.StatusCode != 200 || !wantBody.Match(b) {
+							fail(fmt.Sprintf("GET with a body: %d %q %v", resp.StatusCode, b, err))
+						}
+					}
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	eventually(t, 60*time.Second, fmt.Sprintf("%d requests done", killAt), func() bool { return done.Load() >= killAt })
+	nodes[0].kill(t)
+	t.Logf("node a killed after %d requests", done.Load())
+	wg.Wait()
+
+	closed := metricValue(t, r, `fastrouter_backend_errors_total{pool="`+key+`",reason="closed"}`)
+	t.Logf("%d GETs, %d failed; node a closed %v requests without answering", total, len(failures), closed)
+	if len(failures) > 0 {
+		t.Errorf("%d GETs failed: %v", len(failures), failures)
+	}
+}
+
+// uwsgiFrontGet sends a GET of path?query for host to the uwsgi front at
+// addr, as nginx's uwsgi_pass would, and returns the whole answer.
+func uwsgiFrontGet(addr, host, path, query string) (string, error) {
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+	p := uwsgitest.Packet("REQUEST_METHOD", "GET", "REQUEST_URI", path+"?"+query, "PATH_INFO", path,
+		"QUERY_STRING", query, "SERVER_PROTOCOL", "HTTP/1.1", "HTTP_HOST", host, "SERVER_NAME", host)
+	if _, err := conn.Write(p); err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(conn)
+	return string(b), err
 }

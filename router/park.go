@@ -101,6 +101,10 @@ type parkConn struct {
 	// (readDeferred).
 	rdl, next         time.Time
 	rdlKnown, hasNext bool
+	// idle is the keep-alive timeout of the fasthttp server serving p
+	// (set by serveConn): its keep-alive deadline is its reading of the
+	// clock plus idle, so the park deadline needs no reading of its own.
+	idle time.Duration
 	// parked: the serve loop is ending because of a park, so Close is a
 	// no-op. Atomic: fasthttp's Shutdown closes idle connections from its
 	// own goroutine.
@@ -237,7 +241,13 @@ func (p *parkConn) SetReadDeadline(t time.Time) error {
 	}
 	p.idleDL = t
 	p.state = parkIdle
-	if soon := p.l.rt.now().Add(parkAfter); t.IsZero() || soon.Before(t) {
+	var soon time.Time
+	if !t.IsZero() && p.idle > 0 {
+		soon = t.Add(parkAfter - p.idle) // fasthttp's now + parkAfter
+	} else {
+		soon = p.l.rt.now().Add(parkAfter)
+	}
+	if t.IsZero() || soon.Before(t) {
 		t = soon
 	}
 	p.next, p.hasNext = t, true
@@ -454,6 +464,12 @@ func (l *frontListener) serveConn(p *parkConn) {
 	p.forget() // a resume, a park, awaitTLS set deadlines beneath p
 	g := l.acquire()
 	defer l.release(g)
+	// fasthttp's keep-alive wait: IdleTimeout, else ReadTimeout
+	// (fasthttp.Server.idleTimeout).
+	p.idle = g.h1.IdleTimeout
+	if p.idle <= 0 {
+		p.idle = g.h1.ReadTimeout
+	}
 	err := g.h1.ServeConn(p.served)
 	switch {
 	case err == fasthttp.ErrConcurrencyLimit:

@@ -96,10 +96,11 @@ func (rt *Router) observeTried(x *exchange, n *balancer.Node) {
 
 // observeHead records when the response head arrived and counts what was
 // sent to the node (sent bytes: packet and body).
+// x.headAt is the arrival.
 func (rt *Router) observeHead(x *exchange, n *balancer.Node, start time.Time, sent int64) {
 	n.AddTraffic(uint64(max(sent, 0)), 0)
 	if rt.alog != nil {
-		x.obs.header = rt.now().Sub(start)
+		x.obs.header = x.headAt.Sub(start)
 	}
 }
 
@@ -153,7 +154,7 @@ func (rt *Router) logAccess(x *exchange, status int, b *backendBody, bytes int) 
 		b.rec = rec
 		return
 	}
-	rt.finishAccess(rec, int64(bytes))
+	rt.finishAccess(rec, int64(bytes), rt.now())
 }
 
 // logUnparsed logs a request the HTTP/1.1 front could not parse, with what
@@ -176,13 +177,13 @@ func (rt *Router) logUnparsed(ctx *fasthttp.RequestCtx, code int) {
 	rt.logAccess(x, code, nil, len(errorBodies[code]))
 }
 
-// finishAccess completes rec with the body size and the duration, writes
-// it and recycles it.
-func (rt *Router) finishAccess(rec *accessRecord, bytes int64) {
+// finishAccess completes rec with the body size and the duration to end,
+// writes it and recycles it.
+func (rt *Router) finishAccess(rec *accessRecord, bytes int64, end time.Time) {
 	buf := append(rec.buf, `,"bytes":`...)
 	buf = strconv.AppendInt(buf, bytes, 10)
 	buf = append(buf, `,"duration":`...)
-	buf = appendSeconds(buf, rt.now().Sub(rec.began))
+	buf = appendSeconds(buf, end.Sub(rec.began))
 	buf = append(buf, "}\n"...)
 	_, _ = rt.alog.Write(buf)
 	rec.buf = buf[:0]

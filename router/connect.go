@@ -41,7 +41,11 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange,
 		if ctx.Err() != nil {
 			return nil, nil, errClientGone
 		}
-		now := rt.now()
+		now := at.start // the first attempt's: proxy's reading
+		if now.IsZero() {
+			now = rt.now()
+		}
+		at.start = time.Time{}
 		done := ctx.Done() // an h2 stream's wait for a node ends with it (at the shutdown deadline too: its connection is closed)
 		if done == nil {
 			done = rt.cutCh // the others' at the shutdown deadline (shutdown.go)
@@ -127,6 +131,9 @@ type attempts struct {
 	// picked is when the node of the current attempt was picked (unix
 	// ns), set for pools that measure latency only (sed).
 	picked int64
+	// start is proxy's reading of the clock, for the first attempt to
+	// use as its own; zero once used.
+	start time.Time
 }
 
 func (at *attempts) init() {

@@ -1,7 +1,9 @@
 package router
 
 import (
+	"errors"
 	"net"
+	"os"
 	"testing"
 	"time"
 )
@@ -24,7 +26,7 @@ func TestLazyKeep(t *testing.T) {
 		{"a deadline in the past", now.Add(-2 * time.Second), now.Add(-time.Second), false},
 	}
 	for _, c := range cases {
-		if got := lazyKeep(c.d, c.t); got != c.keep {
+		if got := lazyKeep(c.d, c.t, now); got != c.keep {
 			t.Errorf("%s: lazyKeep = %v; want %v", c.name, got, c.keep)
 		}
 	}
@@ -57,4 +59,79 @@ func TestParkConnWriteDeadlineLazy(t *testing.T) {
 			t.Fatalf("deadlines set %v; want %v", dc.set, want)
 		}
 	}
+}
+
+// readDeadlineConn records the read deadlines armed on it; its Read
+// returns data unless timeout is set, then a timeout once.
+type readDeadlineConn struct {
+	net.Conn
+	armed   []time.Time
+	timeout bool
+	reads   int
+}
+
+func (c *readDeadlineConn) SetReadDeadline(t time.Time) error {
+	c.armed = append(c.armed, t)
+	return nil
+}
+
+func (c *readDeadlineConn) Read(b []byte) (int, error) {
+	c.reads++
+	if c.timeout {
+		c.timeout = false
+		return 0, os.ErrDeadlineExceeded
+	}
+	return copy(b, "x"), nil
+}
+
+// TestParkConnReadDeadlineDeferred: a read deadline is armed by the read it
+// is for, one never read under is never armed, and a later one waits until
+// the read under the armed one times out.
+func TestParkConnReadDeadlineDeferred(t *testing.T) {
+	rc := &readDeadlineConn{}
+	p := &parkConn{Conn: rc}
+	base := time.Now()
+	head, body := base.Add(10*time.Second), base.Add(60*time.Second)
+	buf := make([]byte, 8)
+	check := func(step string, want ...time.Time) {
+		t.Helper()
+		if len(rc.armed) != len(want) {
+			t.Fatalf("%s: armed %v; want %v", step, rc.armed, want)
+		}
+		for i := range want {
+			if !rc.armed[i].Equal(want[i]) {
+				t.Fatalf("%s: armed %v; want %v", step, rc.armed, want)
+			}
+		}
+	}
+	_ = p.SetReadDeadline(head)
+	check("set, not read yet")
+	if _, err := p.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	check("first read", head)
+	_ = p.SetReadDeadline(body) // later: the read with bytes waiting goes under head
+	if _, err := p.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	check("later deadline, bytes waiting", head)
+	rc.timeout = true // head passed: body is armed and the read retried
+	if n, err := p.Read(buf); n != 1 || err != nil {
+		t.Fatalf("read after the armed deadline passed = %d, %v; want 1, nil", n, err)
+	}
+	check("later deadline, armed one passed", head, body)
+	early := base.Add(time.Second)
+	_ = p.SetReadDeadline(early) // earlier: armed before the read
+	rc.timeout = true
+	if _, err := p.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read under an earlier deadline = %v; want its timeout", err)
+	}
+	check("earlier deadline", head, body, early)
+	_ = p.SetReadDeadline(body)
+	_ = p.SetReadDeadline(time.Time{}) // never read under: never armed
+	_ = p.SetReadDeadline(early)
+	if _, err := p.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	check("only the last one set", head, body, early)
 }

@@ -167,12 +167,12 @@ func (c *backendConn) finishConnect(ctx context.Context, deadline time.Time) err
 // If n < len(p), err is the write's error, or nil if the socket took only
 // part (the caller writes the rest); else it is the wait's
 // (os.ErrDeadlineExceeded, or the connection closed under it).
-func (c *backendConn) sendAwait(p []byte, deadline time.Time) (n int, err error) {
+func (c *backendConn) sendAwait(p []byte, now, deadline time.Time) (n int, err error) {
 	s := c.s
 	if err := c.live(); err != nil {
 		return 0, err
 	}
-	if err := s.setReadDeadline(deadline); err != nil {
+	if err := s.setReadDeadline(deadline, now); err != nil {
 		return 0, err
 	}
 	s.out = p
@@ -306,8 +306,9 @@ func (c *backendConn) Close() error {
 
 // recycle ends the owner's use of c once its exchange is over: a TCP
 // socket is disconnected (the reset that ends the connection) and goes
-// back to the pool; anything else is closed. A no-op if c was closed.
-func (c *backendConn) recycle() {
+// back to the pool; anything else is closed. A no-op if c was closed. now
+// is the end of the exchange (the pool's idle time starts there).
+func (c *backendConn) recycle(now time.Time) {
 	if !c.end() {
 		return
 	}
@@ -339,7 +340,7 @@ func (c *backendConn) recycle() {
 	if s.wset {
 		_ = s.setWriteDeadline(time.Time{})
 	}
-	if !c.pool.put(s) {
+	if !c.pool.put(s, now) {
 		_ = s.f.Close()
 	}
 }
@@ -350,13 +351,17 @@ func (c *backendConn) recycle() {
 // in the send buffer, which a reset would throw away.
 func (c *backendConn) closeGracefully() { c.graceful.Store(true) }
 
-func (c *backendConn) Read(p []byte) (int, error)         { return c.s.f.Read(p) }
-func (c *backendConn) Write(p []byte) (int, error)        { return c.s.f.Write(p) }
-func (c *backendConn) LocalAddr() net.Addr                { return c.addr }
-func (c *backendConn) RemoteAddr() net.Addr               { return c.addr }
-func (c *backendConn) SetDeadline(t time.Time) error      { return c.s.setDeadline(t) }
-func (c *backendConn) SetReadDeadline(t time.Time) error  { return c.s.setReadDeadline(t) }
-func (c *backendConn) SetWriteDeadline(t time.Time) error { return c.s.setWriteDeadline(t) }
+func (c *backendConn) Read(p []byte) (int, error)        { return c.s.f.Read(p) }
+func (c *backendConn) Write(p []byte) (int, error)       { return c.s.f.Write(p) }
+func (c *backendConn) LocalAddr() net.Addr               { return c.addr }
+func (c *backendConn) RemoteAddr() net.Addr              { return c.addr }
+func (c *backendConn) SetDeadline(t time.Time) error     { return c.s.setDeadline(t) }
+func (c *backendConn) SetReadDeadline(t time.Time) error { return c.s.setReadDeadline(t, time.Now()) }
+
+// renewReadDeadline is SetReadDeadline(t) with t computed from now
+// (readRenewer): the request's own reading of the clock.
+func (c *backendConn) renewReadDeadline(t, now time.Time) error { return c.s.setReadDeadline(t, now) }
+func (c *backendConn) SetWriteDeadline(t time.Time) error       { return c.s.setWriteDeadline(t) }
 
 // nodeAddr names a backend connection's node (both ends: the local address
 // is of no use to anyone and would cost a getsockname per dial).

@@ -293,7 +293,7 @@ func TestSendAwait(t *testing.T) {
 				_, _ = nc.Write(b[:])
 			}()
 			start := time.Now()
-			if n, err := c.sendAwait([]byte("ping"), time.Now().Add(5*time.Second)); n != 4 || err != nil {
+			if n, err := c.sendAwait([]byte("ping"), time.Now(), time.Now().Add(5*time.Second)); n != 4 || err != nil {
 				t.Fatalf("sendAwait = %d, %v", n, err)
 			}
 			if d := time.Since(start); d < 40*time.Millisecond {
@@ -306,7 +306,7 @@ func TestSendAwait(t *testing.T) {
 
 			// Silent: the deadline, reported as a timeout with all written.
 			c, _ = dial()
-			if n, err := c.sendAwait([]byte("ping"), time.Now().Add(50*time.Millisecond)); n != 4 || !isTimeout(err) {
+			if n, err := c.sendAwait([]byte("ping"), time.Now(), time.Now().Add(50*time.Millisecond)); n != 4 || !isTimeout(err) {
 				t.Errorf("silent node: sendAwait = %d, %v; want 4 and a timeout", n, err)
 			}
 
@@ -320,7 +320,7 @@ func TestSendAwait(t *testing.T) {
 				m, _ := io.Copy(io.Discard, io.LimitReader(nc, int64(len(big))))
 				got <- int(m)
 			}()
-			w, err := c.sendAwait(big, time.Now().Add(5*time.Second))
+			w, err := c.sendAwait(big, time.Now(), time.Now().Add(5*time.Second))
 			if w >= len(big) || err != nil {
 				t.Fatalf("big request: sendAwait = %d, %v; want a part and no error", w, err)
 			}
@@ -341,7 +341,7 @@ func TestSendAwait(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 			var werr error
 			for i := 0; i < 3 && werr == nil; i++ { // a unix socket fails at once; TCP after the reset
-				if w, err := c.sendAwait([]byte("ping"), time.Now().Add(time.Second)); w < 4 {
+				if w, err := c.sendAwait([]byte("ping"), time.Now(), time.Now().Add(time.Second)); w < 4 {
 					werr = err
 				}
 			}

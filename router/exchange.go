@@ -80,6 +80,9 @@ type exchange struct {
 	// lateErr is why a lazy dial's handshake failed, with errLateConnect
 	// (upstream_uwsgi.go, proxy).
 	lateErr error
+	// headAt is when the final response head arrived (proxy's one reading
+	// of the clock for it); zero until then.
+	headAt time.Time
 
 	// obs: request id, timings and node for the access log (accesslog.go).
 	obs obsInfo
@@ -111,7 +114,7 @@ func putExchange(x *exchange) {
 	x.chunks = chunked.Reader{} // it holds the client's stream
 	x.upgrade, x.mustSwitch = false, false
 	x.sink, x.rw, x.interims, x.closeClient = nil, nil, 0, false
-	x.call, x.lateErr = nodeCall{}, nil
+	x.call, x.lateErr, x.headAt = nodeCall{}, nil, time.Time{}
 	x.wire, x.headLen, x.inline = wireNone, 0, 0
 	x.releaseSpill()
 	x.obs = obsInfo{}

@@ -1,6 +1,8 @@
 package router
 
 import (
+	"time"
+
 	"github.com/fastrouter/fastrouter/balancer"
 	"github.com/fastrouter/fastrouter/internal/strict"
 	"github.com/fastrouter/fastrouter/internal/uwsgi"
@@ -85,6 +87,7 @@ func (rt *Router) proxy(x *exchange, pool *balancer.Pool, pm *poolMetrics, head 
 	key := rt.affinityKey(x, pool.Algo())
 	var at attempts
 	at.init()
+	at.start = start
 	for {
 		node, conn, err := rt.connect(x.ctx, pool, x, key, &at)
 		if err != nil {
@@ -125,11 +128,14 @@ func (rt *Router) proxy(x *exchange, pool *balancer.Pool, pm *poolMetrics, head 
 		}
 		if err != nil {
 			if err != errClientGone && err != errClientBody && x.ctx.Err() == nil { // the node's failure, not the client's leaving
-				rt.observeLatency(pool, node, &at, true)
+				rt.observeLatency(pool, node, &at, true, rt.now())
 			}
 			return x.call.fail(err)
 		}
-		rt.observeLatency(pool, node, &at, head.StatusCode() >= 500)
+		// The one reading of the clock for the response head: latency,
+		// access log, and the client's write deadline (x.headAt, h1.go).
+		x.headAt = rt.now()
+		rt.observeLatency(pool, node, &at, head.StatusCode() >= 500, x.headAt)
 		rt.observeHead(x, node, start, int64(len(x.buf))+x.req.BodyLen-x.inline)
 		pm.count(head.StatusCode())
 		return pm, up.response(x, head, f), nil
@@ -138,12 +144,12 @@ func (rt *Router) proxy(x *exchange, pool *balancer.Pool, pm *poolMetrics, head 
 
 // observeLatency gives a sed pool's node the time from its pick (at.picked)
 // to now, the response head or the failure (balancer.Node.ObserveLatency).
-func (rt *Router) observeLatency(pool *balancer.Pool, node *balancer.Node, at *attempts, failed bool) {
+func (rt *Router) observeLatency(pool *balancer.Pool, node *balancer.Node, at *attempts, failed bool, now time.Time) {
 	if !pool.MeasuresLatency() {
 		return
 	}
-	now := rt.now().UnixNano()
-	node.ObserveLatency(now, now-at.picked, failed)
+	ns := now.UnixNano()
+	node.ObserveLatency(ns, ns-at.picked, failed)
 }
 
 // retryable reports whether x may go to another node after its node closed
@@ -180,7 +186,7 @@ func (rt *Router) closedBeforeAnswer(x *exchange, pool *balancer.Pool, node *bal
 		return true
 	}
 	c.pm.backendError(errNodeClosedEarly)
-	rt.observeLatency(pool, node, at, true)
+	rt.observeLatency(pool, node, at, true, rt.now())
 	at.add(node)
 	at.err = errNodeClosedEarly
 	rt.unobserveConnect(x)

@@ -184,9 +184,15 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 	// starts writing: a deadline left by a previous response must not fire on
 	// this one, and one armed now could expire while a slow backend thinks.
 	// Body streams renew it on every read.
+	// The response head's arrival (x.headAt) was microseconds ago: it
+	// stands for now.
 	defer func() {
 		if c := ctx.Conn(); c != nil {
-			_ = c.SetWriteDeadline(rt.now().Add(rt.timeouts().Timeout))
+			now := x.headAt
+			if now.IsZero() {
+				now = rt.now()
+			}
+			_ = renewWrite(c, now.Add(rt.timeouts().Timeout), now)
 		}
 	}()
 	if f.scheme == "http" && rt.answerChallenge(ctx) { // acme.go
@@ -278,6 +284,9 @@ func (f *h1Front) respond(ctx *fasthttp.RequestCtx, x *exchange, b *backendBody,
 	}
 	// The head goes first when the body could still fail (partial.go).
 	ctx.Response.ImmediateHeaderFlush = b.flushHeadFirst()
+	// fasthttp reads the body as soon as the handler returns: the first
+	// Read may take the head's reading of the clock (relay.go).
+	b.fresh = x.headAt
 	switch cl := ctx.Response.Header.ContentLength(); {
 	case cl > 0:
 		ctx.SetBodyStream(b, cl)

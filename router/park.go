@@ -91,6 +91,20 @@ type parkConn struct {
 	state  uint8
 	idleDL time.Time // fasthttp's keep-alive deadline (zero: none)
 	wdl    time.Time // the write deadline armed (SetWriteDeadline; zero: none or unknown)
+	// Read deadlines are armed by the Read they are for (SetReadDeadline,
+	// Read): next, when hasNext, is the one set last and not armed yet;
+	// rdl, when rdlKnown, the one armed through p. fasthttp sets three per
+	// request (idle, head, body), each a timer update in the runtime's
+	// poller and two readings of the clock; a GET reads no body, so its
+	// body deadline is never armed, and a read that finds its bytes
+	// already in the socket needs no later deadline than the one armed
+	// (readDeferred).
+	rdl, next         time.Time
+	rdlKnown, hasNext bool
+	// idle is the keep-alive timeout of the fasthttp server serving p
+	// (set by serveConn): its keep-alive deadline is its reading of the
+	// clock plus idle, so the park deadline needs no reading of its own.
+	idle time.Duration
 	// parked: the serve loop is ending because of a park, so Close is a
 	// no-op. Atomic: fasthttp's Shutdown closes idle connections from its
 	// own goroutine.
@@ -217,17 +231,64 @@ func (p *parkConn) replaying() bool {
 // connection at a request boundary (body consumed, no upgrade).
 func (p *parkConn) arm() { p.state = parkArmed }
 
+// SetReadDeadline sets the deadline the next Read arms (p.next). Its error
+// is the arming's, returned by that Read.
 func (p *parkConn) SetReadDeadline(t time.Time) error {
 	if p.state != parkArmed {
 		p.state = parkNone
-		return p.Conn.SetReadDeadline(t)
+		p.next, p.hasNext = t, true
+		return nil
 	}
 	p.idleDL = t
 	p.state = parkIdle
-	if soon := p.l.rt.now().Add(parkAfter); t.IsZero() || soon.Before(t) {
+	var soon time.Time
+	if !t.IsZero() && p.idle > 0 {
+		soon = t.Add(parkAfter - p.idle) // fasthttp's now + parkAfter
+	} else {
+		soon = p.l.rt.now().Add(parkAfter)
+	}
+	if t.IsZero() || soon.Before(t) {
 		t = soon
 	}
-	return p.Conn.SetReadDeadline(t)
+	p.next, p.hasNext = t, true
+	return nil
+}
+
+// armRead arms p.next on the connection.
+func (p *parkConn) armRead() error {
+	p.hasNext, p.rdlKnown = false, false
+	if err := p.Conn.SetReadDeadline(p.next); err != nil {
+		return err
+	}
+	p.rdl, p.rdlKnown = p.next, true
+	return nil
+}
+
+// forget makes p's read deadline state unknown: something beneath p (the
+// parker, awaitTLS, resume) set the deadline directly.
+func (p *parkConn) forget() { p.hasNext, p.rdlKnown = false, false }
+
+// readDeferred reads under the deadline set last. When it is not earlier
+// than the one armed (or is none), the read goes first under the armed
+// one: bytes already in the socket come back before any deadline counts,
+// and only a read that times out arms the deadline it was meant to have
+// and reads again. A timeout does not break the connection (for a
+// tls.Conn, see tlsParkConn), so no byte is lost. An earlier one is armed
+// first: a deadline may come early, never late.
+func (p *parkConn) readDeferred(b []byte) (int, error) {
+	if p.hasNext && !(p.rdlKnown && !p.rdl.IsZero() && (p.next.IsZero() || !p.next.Before(p.rdl))) {
+		if err := p.armRead(); err != nil {
+			return 0, err
+		}
+	}
+	n, err := p.Conn.Read(b)
+	if n == 0 && p.hasNext && errors.Is(err, os.ErrDeadlineExceeded) {
+		if err := p.armRead(); err != nil {
+			return 0, err
+		}
+		return p.Conn.Read(b)
+	}
+	return n, err
 }
 
 // SetWriteDeadline renews the write deadline lazily (lazyKeep): every
@@ -235,7 +296,13 @@ func (p *parkConn) SetReadDeadline(t time.Time) error {
 // All write deadlines of the connection go through here or SetDeadline,
 // on the goroutine serving it, so p.wdl is the one armed.
 func (p *parkConn) SetWriteDeadline(t time.Time) error {
-	if lazyKeep(p.wdl, t) {
+	return p.renewWriteDeadline(t, time.Now())
+}
+
+// renewWriteDeadline is SetWriteDeadline(t) with t computed from now
+// (writeRenewer): the request's own reading of the clock.
+func (p *parkConn) renewWriteDeadline(t, now time.Time) error {
+	if lazyKeep(p.wdl, t, now) {
 		return nil
 	}
 	p.wdl = time.Time{} // unknown if the call fails
@@ -246,13 +313,15 @@ func (p *parkConn) SetWriteDeadline(t time.Time) error {
 	return nil
 }
 
-// SetDeadline is the embedded conn's, keeping p.wdl (SetWriteDeadline).
+// SetDeadline is the embedded conn's, keeping p.wdl (SetWriteDeadline)
+// and p.rdl (SetReadDeadline).
 func (p *parkConn) SetDeadline(t time.Time) error {
 	p.wdl = time.Time{}
+	p.forget()
 	if err := p.Conn.SetDeadline(t); err != nil {
 		return err
 	}
-	p.wdl = t
+	p.wdl, p.rdl, p.rdlKnown = t, t, true
 	return nil
 }
 
@@ -264,9 +333,15 @@ func (p *parkConn) Read(b []byte) (int, error) {
 	}
 	if p.state != parkIdle {
 		p.state = parkNone
-		return p.Conn.Read(b)
+		return p.readDeferred(b)
 	}
+	// The keep-alive wait: its deadline (parkAfter) decides the park.
 	p.state = parkNone
+	if p.hasNext {
+		if err := p.armRead(); err != nil {
+			return 0, err
+		}
+	}
 	n, err := p.Conn.Read(b)
 	if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) && !p.replaying() &&
 		(p.idleDL.IsZero() || p.l.rt.now().Before(p.idleDL)) {
@@ -386,8 +461,15 @@ func (p *parkConn) awaitTLS() (again bool, err error) {
 // current generation's server, held meanwhile: after a park, a reload since
 // applies at once.
 func (l *frontListener) serveConn(p *parkConn) {
+	p.forget() // a resume, a park, awaitTLS set deadlines beneath p
 	g := l.acquire()
 	defer l.release(g)
+	// fasthttp's keep-alive wait: IdleTimeout, else ReadTimeout
+	// (fasthttp.Server.idleTimeout).
+	p.idle = g.h1.IdleTimeout
+	if p.idle <= 0 {
+		p.idle = g.h1.ReadTimeout
+	}
 	err := g.h1.ServeConn(p.served)
 	switch {
 	case err == fasthttp.ErrConcurrencyLimit:

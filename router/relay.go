@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http/httputil"
 	"sync"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -79,6 +80,9 @@ type backendBody struct {
 	eof     bool          // src returned io.EOF (upstream_http.go: a chunked body's end)
 	n       int64         // body bytes read so far
 	rec     *accessRecord // access-log line to finish at Close; nil when none
+	// fresh, when set, is a reading of the clock the first Read may use
+	// as its own: the front sets it when that Read follows at once (h1.go).
+	fresh time.Time
 }
 
 var backendBodyPool = sync.Pool{New: func() any { return new(backendBody) }}
@@ -90,11 +94,15 @@ func (b *backendBody) Read(p []byte) (int, error) {
 	if b.limit > 0 && int64(len(p)) > b.limit {
 		p = p[:b.limit]
 	}
-	now := b.rt.now()
+	now := b.fresh
+	if now.IsZero() {
+		now = b.rt.now()
+	}
+	b.fresh = time.Time{}
 	d := b.rt.timeouts().Timeout
-	_ = b.conn.SetReadDeadline(now.Add(d))
+	_ = renewRead(b.conn, now.Add(d), now)
 	if b.client != nil {
-		_ = b.client.SetWriteDeadline(now.Add(d))
+		_ = renewWrite(b.client, now.Add(d), now)
 	}
 	n, err := b.src.Read(p)
 	b.eof = err == io.EOF
@@ -155,9 +163,9 @@ func (b *backendBody) Close() error {
 	b.settleHTTP() // upstream_http.go: may its connection be reused?
 	b.node.AddTraffic(0, uint64(b.n))
 	rt := b.rt
-	b.release()
+	end := b.release()
 	if b.rec != nil {
-		rt.finishAccess(b.rec, b.n)
+		rt.finishAccess(b.rec, b.n, end)
 	}
 	*b = backendBody{}
 	backendBodyPool.Put(b)

@@ -93,10 +93,10 @@ func (p *sockPool) get(family int) *nodeSock {
 }
 
 // put keeps s, disconnected, for a later dial; false (the caller closes
-// it) when the pool is full or closed.
-func (p *sockPool) put(s *nodeSock) bool {
+// it) when the pool is full or closed. now is when s went idle: the
+// caller's reading of the clock at the end of its request.
+func (p *sockPool) put(s *nodeSock, now time.Time) bool {
 	i := familyIndex(s.family)
-	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed || len(p.free[i]) >= maxPooledSocks {
@@ -222,9 +222,9 @@ type nodeSock struct {
 }
 
 // setReadDeadline is f.SetReadDeadline(t), unless the deadline armed may
-// stand for t (lazyKeep).
-func (s *nodeSock) setReadDeadline(t time.Time) error {
-	if lazyKeep(s.rdl, t) {
+// stand for t (lazyKeep), t computed from now.
+func (s *nodeSock) setReadDeadline(t, now time.Time) error {
+	if lazyKeep(s.rdl, t, now) {
 		return nil
 	}
 	if err := s.f.SetReadDeadline(t); err != nil {

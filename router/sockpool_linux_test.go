@@ -105,7 +105,7 @@ func TestRecycledSocketIsReused(t *testing.T) {
 	}
 	time.Sleep(50 * time.Millisecond) // let the stale bytes arrive
 	s := c1.s
-	c1.recycle()
+	c1.recycle(time.Now())
 	select {
 	case err := <-reset:
 		if !errors.Is(err, syscall.ECONNRESET) {
@@ -146,7 +146,7 @@ func TestLateCloseLeavesReusedSocket(t *testing.T) {
 	})
 	rt, nodes := poolRouter(t, addr)
 	c1 := dialBackend(t, rt, nodes[addr])
-	c1.recycle()
+	c1.recycle(time.Now())
 	c2 := dialBackend(t, rt, nodes[addr])
 	defer c2.Close()
 	if c2.s != c1.s {
@@ -155,10 +155,10 @@ func TestLateCloseLeavesReusedSocket(t *testing.T) {
 	if err := c1.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c1.sendAwait([]byte("ping"), time.Now().Add(time.Second)); !errors.Is(err, os.ErrClosed) {
+	if _, err := c1.sendAwait([]byte("ping"), time.Now(), time.Now().Add(time.Second)); !errors.Is(err, os.ErrClosed) {
 		t.Errorf("sendAwait on the closed connection = %v; want os.ErrClosed", err)
 	}
-	if n, err := c2.sendAwait([]byte("ping"), time.Now().Add(5*time.Second)); n != 4 || err != nil {
+	if n, err := c2.sendAwait([]byte("ping"), time.Now(), time.Now().Add(5*time.Second)); n != 4 || err != nil {
 		t.Fatalf("sendAwait on the new connection = %d, %v", n, err)
 	}
 	var b [4]byte
@@ -183,7 +183,7 @@ func TestCloseCutsAndDrops(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("cut read returned after %v", d)
 	}
-	c.recycle() // the owner's release after the cut: a no-op
+	c.recycle(time.Now()) // the owner's release after the cut: a no-op
 	if got := rt.socks.size(); got != 0 {
 		t.Fatalf("pool holds %d sockets after a cut; want 0", got)
 	}
@@ -196,7 +196,7 @@ func TestShutdownClosesPooledSockets(t *testing.T) {
 	rt, nodes := poolRouter(t, addr)
 	c := dialBackend(t, rt, nodes[addr])
 	s := c.s
-	c.recycle()
+	c.recycle(time.Now())
 	if rt.socks.size() != 1 {
 		t.Fatal("socket not pooled")
 	}
@@ -212,7 +212,7 @@ func TestShutdownClosesPooledSockets(t *testing.T) {
 		t.Error("pooled socket still open after Shutdown")
 	}
 	c = dialBackend(t, rt, nodes[addr])
-	c.recycle()
+	c.recycle(time.Now())
 	if rt.socks.size() != 0 {
 		t.Error("a socket recycled after Shutdown was pooled")
 	}
@@ -243,7 +243,7 @@ func TestReusedSocketsUnderChurn(t *testing.T) {
 					return
 				}
 				bc := c.(*backendConn)
-				if _, err := bc.sendAwait([]byte("ping"), time.Now().Add(5*time.Second)); err != nil {
+				if _, err := bc.sendAwait([]byte("ping"), time.Now(), time.Now().Add(5*time.Second)); err != nil {
 					bc.Close()
 					errs <- err
 					return
@@ -259,7 +259,7 @@ func TestReusedSocketsUnderChurn(t *testing.T) {
 					errs <- errors.New("no EOF after the answer")
 					return
 				}
-				bc.recycle()
+				bc.recycle(time.Now())
 			}
 			errs <- nil
 		}()
@@ -287,7 +287,7 @@ func TestLazyDial(t *testing.T) {
 		t.Fatalf("lazy dial took %v: it waited for the handshake", d)
 	}
 	bc := c.(*backendConn)
-	if n, err := bc.sendAwait([]byte("ping"), time.Now().Add(5*time.Second)); n != 0 || err != errNotConnected {
+	if n, err := bc.sendAwait([]byte("ping"), time.Now(), time.Now().Add(5*time.Second)); n != 0 || err != errNotConnected {
 		t.Fatalf("sendAwait during the handshake = %d, %v; want 0, errNotConnected", n, err)
 	}
 	// The poller refusing the wait before the write (here a deadline
@@ -295,7 +295,7 @@ func TestLazyDial(t *testing.T) {
 	// finishConnect to ask the socket (once it was a "write" of nothing
 	// that the caller then retried as a plain write, failing the request
 	// where another node could have taken it).
-	if n, err := bc.sendAwait([]byte("ping"), time.Now().Add(-time.Second)); n != 0 || err != errNotConnected {
+	if n, err := bc.sendAwait([]byte("ping"), time.Now(), time.Now().Add(-time.Second)); n != 0 || err != errNotConnected {
 		t.Fatalf("sendAwait with a past deadline during the handshake = %d, %v; want 0, errNotConnected", n, err)
 	}
 	if err := bc.finishConnect(context.Background(), time.Now().Add(100*time.Millisecond)); !isTimeout(err) {
@@ -310,14 +310,14 @@ func TestLazyDial(t *testing.T) {
 	}
 	defer c2.Close()
 	bc = c2.(*backendConn)
-	if n, err := bc.sendAwait([]byte("ping"), time.Now().Add(5*time.Second)); n != 0 || err != errNotConnected {
+	if n, err := bc.sendAwait([]byte("ping"), time.Now(), time.Now().Add(5*time.Second)); n != 0 || err != errNotConnected {
 		t.Fatalf("sendAwait during the handshake = %d, %v; want 0, errNotConnected", n, err)
 	}
 	accept()
 	if err := bc.finishConnect(context.Background(), time.Now().Add(10*time.Second)); err != nil {
 		t.Fatalf("finishConnect once the node made room: %v", err)
 	}
-	if n, err := bc.sendAwait([]byte("ping"), time.Now().Add(50*time.Millisecond)); n != 4 || !isTimeout(err) {
+	if n, err := bc.sendAwait([]byte("ping"), time.Now(), time.Now().Add(50*time.Millisecond)); n != 4 || !isTimeout(err) {
 		t.Fatalf("sendAwait after the handshake = %d, %v; want all written and a timeout (the node answers nothing)", n, err)
 	}
 }
@@ -368,8 +368,8 @@ func TestPooledSocketsExpire(t *testing.T) {
 	rt.socks.mu.Unlock()
 	a, b := dialBackend(t, rt, nodes[addr]), dialBackend(t, rt, nodes[addr])
 	sa := a.s
-	a.recycle()
-	b.recycle()
+	a.recycle(time.Now())
+	b.recycle(time.Now())
 	if got := rt.socks.size(); got != 2 {
 		t.Fatalf("pool holds %d sockets; want 2", got)
 	}
@@ -385,7 +385,7 @@ func TestPooledSocketsExpire(t *testing.T) {
 	}
 	// The pool works on after it emptied.
 	c := dialBackend(t, rt, nodes[addr])
-	c.recycle()
+	c.recycle(time.Now())
 	if rt.socks.size() != 1 {
 		t.Fatal("socket not pooled after the pool emptied")
 	}

@@ -164,12 +164,14 @@ func (c *nodeCall) end() {
 // release ends a forwarded request: closes the node connection (uwsgi
 // nodes close after every response anyway; an http node's may go back to
 // its idle list, keepOrClose), releases the node and the reader, and
-// records metrics. c is zero after.
-func (c *nodeCall) release() {
+// records metrics. c is zero after. It returns its reading of the clock,
+// the end of the exchange, for the access log.
+func (c *nodeCall) release() (end time.Time) {
 	rt := c.rt
+	end = rt.now()
 	if c.conn != nil {
 		rt.untrack(c.node, c.conn)
-		rt.keepOrClose(c.conn, c.br, c.node)
+		rt.keepOrClose(c.conn, c.br, c.node, end)
 	}
 	if c.br != nil {
 		c.br.Reset(nil)
@@ -177,8 +179,9 @@ func (c *nodeCall) release() {
 	}
 	c.node.Done()
 	c.pm.inflight.Dec()
-	c.pm.duration.Observe(rt.now().Sub(c.start).Seconds())
+	c.pm.duration.Observe(end.Sub(c.start).Seconds())
 	*c = nodeCall{}
+	return end
 }
 
 // writeFull writes b to c under the inactivity deadline.

@@ -126,15 +126,16 @@ func (rt *Router) dialHTTPFresh(ctx context.Context, n *balancer.Node) (net.Conn
 // recycler is a node connection whose socket outlives it (dial_linux.go's
 // backendConn): recycle ends the exchange's use of it, keeping the socket
 // for another connection when it can.
-type recycler interface{ recycle() }
+type recycler interface{ recycle(now time.Time) }
 
 // keepOrClose ends the use of a backend connection by one request: an http
 // connection whose exchange ended cleanly goes back to its node's idle
 // list, anything else is closed. br is the response reader (nil when none
 // was used); bytes it holds beyond the response make the connection unusable.
-func (rt *Router) keepOrClose(conn net.Conn, br *bufio.Reader, node *balancer.Node) {
+// now is the end of the exchange (its idle time starts there).
+func (rt *Router) keepOrClose(conn net.Conn, br *bufio.Reader, node *balancer.Node, now time.Time) {
 	if r, ok := conn.(recycler); ok { // a uwsgi node's socket goes back to its pool
-		r.recycle()
+		r.recycle(now)
 		return
 	}
 	hc, ok := conn.(*httpConn)
@@ -142,7 +143,6 @@ func (rt *Router) keepOrClose(conn net.Conn, br *bufio.Reader, node *balancer.No
 		conn.Close()
 		return
 	}
-	now := rt.now()
 	hc.settled = time.Time{}
 	if hc.suspect {
 		// Reused only when nothing more arrived now, nor in the settling

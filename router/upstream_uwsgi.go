@@ -23,9 +23,10 @@ var errNotConnected = errors.New("router: backend connection not established yet
 // still empty (dial_linux.go's backendConn).
 type requestSender interface {
 	// sendAwait writes p, then waits until the answer can be read or the
-	// deadline, which also holds for the reads that follow. If n < len(p),
+	// deadline (computed from now), which also holds for the reads that
+	// follow. If n < len(p),
 	// err is the write's (nil: write the rest yourself); else the wait's.
-	sendAwait(p []byte, deadline time.Time) (n int, err error)
+	sendAwait(p []byte, now, deadline time.Time) (n int, err error)
 	// finishConnect waits, until deadline or the end of ctx, for the
 	// handshake of a lazy dial that sendAwait found unfinished
 	// (errNotConnected), or returns the error it ended with.
@@ -40,13 +41,15 @@ func (uwsgiUpstream) roundTrip(x *exchange, head *fasthttp.ResponseHeader) (head
 	if s, ok := c.conn.(requestSender); ok && x.req.BodyLen == x.inline {
 		// The whole request is in packet: write it and wait for the answer
 		// in one step. The read deadline is set for the reads below.
-		n, err := s.sendAwait(packet, rt.now().Add(rt.timeouts().Timeout))
+		now := rt.now()
+		n, err := s.sendAwait(packet, now, now.Add(rt.timeouts().Timeout))
 		if err == errNotConnected { // a lazy dial (connect.go) whose handshake had not finished
-			if cerr := s.finishConnect(x.ctx, rt.now().Add(rt.timeouts().Connect)); cerr != nil {
+			if cerr := s.finishConnect(x.ctx, now.Add(rt.timeouts().Connect)); cerr != nil {
 				x.lateErr = cerr
 				return 0, errLateConnect // proxy tries another node
 			}
-			n, err = s.sendAwait(packet, rt.now().Add(rt.timeouts().Timeout))
+			now = rt.now()
+			n, err = s.sendAwait(packet, now, now.Add(rt.timeouts().Timeout))
 		}
 		switch {
 		case n < len(packet) && err != nil:

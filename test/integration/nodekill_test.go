@@ -26,22 +26,7 @@ func TestNodeKilledUnderLoad(t *testing.T) {
 	requireUWSGI(t)
 	r := startRouter(t)
 	const key = "kill.test"
-	nodes := []*node{
-		startNode(t, r, key, nodeOpts{id: "a"}),
-		startNode(t, r, key, nodeOpts{id: "b"}),
-		startNode(t, r, key, nodeOpts{id: "c"}),
-	}
-	waitForNodes(t, r, key, 3)
-	eventually(t, 10*time.Second, "every node answering", func() bool {
-		seen := map[string]bool{}
-		c := client()
-		for i := 0; i < 12; i++ {
-			if code, body, err := send(c, r.http, key, "/", nil); err == nil && code == 200 {
-				seen[nodeID(body)] = true
-			}
-		}
-		return len(seen) == 3
-	})
+	nodes := startAnsweringNodes(t, r, key)
 
 	const total, workers, killAt = 1200, 8, 200
 	var next, done, failed, truncated atomic.Int64
@@ -118,22 +103,7 @@ func TestNodeKilledUnderLoadEveryFront(t *testing.T) {
 	uw := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	r := startRouter(t, "--uwsgi", uw)
 	const key = "killfront.test"
-	nodes := []*node{
-		startNode(t, r, key, nodeOpts{id: "a"}),
-		startNode(t, r, key, nodeOpts{id: "b"}),
-		startNode(t, r, key, nodeOpts{id: "c"}),
-	}
-	waitForNodes(t, r, key, 3)
-	eventually(t, 10*time.Second, "every node answering", func() bool {
-		seen := map[string]bool{}
-		c := client()
-		for i := 0; i < 12; i++ {
-			if code, body, err := send(c, r.http, key, "/", nil); err == nil && code == 200 {
-				seen[nodeID(body)] = true
-			}
-		}
-		return len(seen) == 3
-	})
+	nodes := startAnsweringNodes(t, r, key)
 
 	body := strings.Repeat("b", 20_000)
 	wantBody := regexp.MustCompile(`^20000 bytes, slow node=[abc]$`)
@@ -206,4 +176,27 @@ func uwsgiFrontGet(addr, host, path, query string) (string, error) {
 	}
 	b, err := io.ReadAll(conn)
 	return string(b), err
+}
+
+// startAnsweringNodes starts three uWSGI nodes a, b and c in pool key and
+// returns once each has answered a request through r.
+func startAnsweringNodes(t *testing.T, r *router, key string) []*node {
+	t.Helper()
+	nodes := []*node{
+		startNode(t, r, key, nodeOpts{id: "a"}),
+		startNode(t, r, key, nodeOpts{id: "b"}),
+		startNode(t, r, key, nodeOpts{id: "c"}),
+	}
+	waitForNodes(t, r, key, 3)
+	eventually(t, 10*time.Second, "every node answering", func() bool {
+		seen := map[string]bool{}
+		c := client()
+		for i := 0; i < 12; i++ {
+			if code, body, err := send(c, r.http, key, "/", nil); err == nil && code == 200 {
+				seen[nodeID(body)] = true
+			}
+		}
+		return len(seen) == 3
+	})
+	return nodes
 }

@@ -197,8 +197,7 @@ func TestRollingDeployUnderLoadLosesNothing(t *testing.T) {
 			return n != nil && n.State == "drained"
 		})
 		t.Logf("node %d drained in %s", i, time.Since(began).Round(time.Millisecond))
-		old.cmd.Process.Signal(syscall.SIGINT) // uWSGI unsubscribes: the drained node is removed
-		old.wait(t, 30*time.Second)
+		old.stop(t) // uWSGI unsubscribes on shutdown
 		nodes[i] = startNode(t, r, "roll.test", nodeOpts{id: fmt.Sprintf("v2-%d", i), socket: old.addr})
 		eventually(t, 10*time.Second, fmt.Sprintf("new node %d active", i), func() bool {
 			n := r.pool(t, "roll.test").node(old.addr)

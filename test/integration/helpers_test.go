@@ -417,6 +417,25 @@ func (n *node) kill(t *testing.T) {
 	})
 }
 
+// stop shuts the node down the way an operator does (SIGINT: uWSGI sends
+// its unsubscribe first, core/master.c kill_them_all), then waits for it to
+// exit. uWSGI can take longer than any sensible wait to bury threaded
+// workers on a loaded machine (its worker mercy is 60 s), and by then the
+// unsubscribe has long been sent, so a node still alive after the grace is
+// SIGKILLed and its socket awaited: callers depend on the unsubscribe and a
+// free socket, not on how uWSGI's master ends.
+func (n *node) stop(t *testing.T) {
+	t.Helper()
+	_ = syscall.Kill(n.pid(), syscall.SIGINT)
+	select {
+	case <-n.done:
+		return
+	case <-time.After(10 * time.Second):
+	}
+	t.Logf("uWSGI node %s still running 10s after SIGINT; SIGKILL", n.addr)
+	n.kill(t)
+}
+
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)

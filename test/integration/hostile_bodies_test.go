@@ -386,7 +386,7 @@ func TestSlowUploadsHoldNoNode(t *testing.T) {
 	r := startRouter(t)
 	startNode(t, r, "slow.test", nodeOpts{id: "s", processes: 1, threads: 4})
 	waitForNodes(t, r, "slow.test", 1)
-	const uploads, fast, trickle = 20, 17000, 6
+	const uploads, fast, trickle = 20, 17000, 10
 	body := strings.Repeat("0123456789", (fast+trickle)/10+1)[:fast+trickle]
 	want := fmt.Sprintf("%d %x", len(body), sha256.Sum256([]byte(body)))
 	results := make(chan string, uploads)
@@ -418,8 +418,11 @@ func TestSlowUploadsHoldNoNode(t *testing.T) {
 	}
 	// While the uploads trickle in, other requests to the node are
 	// answered.
+	// Held workers would keep a GET waiting until the uploads end, 9 s
+	// from now; the client's 6 s gives a loaded machine room (a GET takes
+	// a few milliseconds) and still tells the two apart.
 	time.Sleep(time.Second) // the 20 heads are in
-	cl := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	cl := &http.Client{Timeout: 6 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	var worst time.Duration
 	for range 8 {
 		start := time.Now()

@@ -228,8 +228,7 @@ func TestNodeEventsAndFailedNodeInLogs(t *testing.T) {
 	eventually(t, 5*time.Second, "the join line", func() bool {
 		return strings.Contains(logOf(r.proc), `level=INFO msg="node joined" pool=ev.test node=`+n.addr+` source=datagram`)
 	})
-	syscall.Kill(n.pid(), syscall.SIGINT) // uWSGI unsubscribes on shutdown
-	n.wait(t, 30*time.Second)             // uWSGI buries its workers slowly on a loaded machine
+	n.stop(t) // uWSGI unsubscribes on shutdown
 	eventually(t, 10*time.Second, "the leave line", func() bool {
 		return strings.Contains(logOf(r.proc), `level=INFO msg="node left" pool=ev.test node=`+n.addr+` source=datagram reason=unsubscribe`)
 	})

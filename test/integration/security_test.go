@@ -200,8 +200,7 @@ func TestSignedSubscriptionsFromUWSGI(t *testing.T) {
 	// The node leaves with a signed unsubscribe; its last subscribe,
 	// replayed, does not bring it back.
 	replaySub := capture.last(false)
-	_ = syscall.Kill(n.pid(), syscall.SIGINT)
-	n.wait(t, 15*time.Second)
+	n.stop(t) // uWSGI unsubscribes on shutdown
 	waitForNodes(t, r, key, 0)
 	before := denied(t, r, "replay")
 	sendUDP(t, r.sub, replaySub)

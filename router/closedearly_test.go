@@ -62,8 +62,11 @@ func (p *earlyPair) untilBad(t *testing.T, req string, check func(i int, resp *h
 	return 0
 }
 
-func (p *earlyPair) closedCount() float64 {
-	return testutil.ToFloat64(p.r.rt.metrics.backendErrs.WithLabelValues(p.host, "closed"))
+func (p *earlyPair) closedCount() float64 { return p.errCount("closed") }
+
+// errCount is backend_errors_total{pool=p.host, reason}.
+func (p *earlyPair) errCount(reason string) float64 {
+	return testutil.ToFloat64(p.r.rt.metrics.backendErrs.WithLabelValues(p.host, reason))
 }
 
 func (p *earlyPair) badFailing(t *testing.T) bool {

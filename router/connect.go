@@ -36,7 +36,7 @@ const maxAttempts = 4
 // one pass context.Background()): once it ends no new connect is attempted,
 // a connect in progress is abandoned, and neither counts against the node
 // (errClientGone).
-func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange, key []byte, at *attempts) (*balancer.Node, net.Conn, error) {
+func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, pm *poolMetrics, x *exchange, key []byte, at *attempts) (*balancer.Node, net.Conn, error) {
 	for at.n < maxAttempts {
 		if ctx.Err() != nil {
 			return nil, nil, errClientGone
@@ -88,6 +88,7 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange,
 			at.add(n)
 			rt.observeTried(x, n)
 			at.err = errSelfLoop
+			pm.backendError(errSelfLoop)
 			rt.log.Warn("node is the router itself: not forwarding (loop)", "pool", pool.Key, "node", n.Address)
 			continue
 		}
@@ -109,7 +110,7 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, x *exchange,
 			return n, c, nil
 		}
 		n.Done()
-		if err := rt.connectFailed(ctx, pool, x, n, derr, now, at); err != nil {
+		if err := rt.connectFailed(ctx, pool, pm, x, n, derr, now, at); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -155,9 +156,10 @@ func (at *attempts) add(n *balancer.Node) {
 }
 
 // connectFailed records that dialling n failed with derr (the node backs
-// off, the access log names it) and returns errClientGone when the client
-// left, not the node, or nil to try another node.
-func (rt *Router) connectFailed(ctx context.Context, pool *balancer.Pool, x *exchange, n *balancer.Node, derr error, now time.Time, at *attempts) error {
+// off, the access log names it, backend_errors_total counts it, also when
+// another node then takes the request) and returns errClientGone when the
+// client left, not the node, or nil to try another node.
+func (rt *Router) connectFailed(ctx context.Context, pool *balancer.Pool, pm *poolMetrics, x *exchange, n *balancer.Node, derr error, now time.Time, at *attempts) error {
 	if ctx.Err() != nil {
 		return errClientGone // the client left, not the node
 	}
@@ -172,6 +174,7 @@ func (rt *Router) connectFailed(ctx context.Context, pool *balancer.Pool, x *exc
 	} else {
 		at.err = errAllFailed
 	}
+	pm.backendError(at.err)
 	rt.log.Debug("backend connect failed", "pool", pool.Key, "node", n.Address, "err", derr)
 	return nil
 }

@@ -89,7 +89,7 @@ func (rt *Router) proxy(x *exchange, pool *balancer.Pool, pm *poolMetrics, head 
 	at.init()
 	at.start = start
 	for {
-		node, conn, err := rt.connect(x.ctx, pool, x, key, &at)
+		node, conn, err := rt.connect(x.ctx, pool, pm, x, key, &at)
 		if err != nil {
 			pm.inflight.Dec()
 			switch err {
@@ -97,6 +97,7 @@ func (rt *Router) proxy(x *exchange, pool *balancer.Pool, pm *poolMetrics, head 
 			case errQueueFull, errQueueTimeout:
 				pm.overloaded(err)
 			case errNodeClosedEarly: // counted by closedBeforeAnswer
+			case errAllFailed, errConnectTimeout, errSelfLoop: // counted per attempt (connect)
 			default:
 				pm.backendError(err)
 			}
@@ -114,7 +115,7 @@ func (rt *Router) proxy(x *exchange, pool *balancer.Pool, pm *poolMetrics, head 
 			x.lateErr = nil
 			x.call.abandon()
 			rt.unobserveConnect(x)
-			if err := rt.connectFailed(x.ctx, pool, x, node, cause, rt.now(), &at); err != nil {
+			if err := rt.connectFailed(x.ctx, pool, pm, x, node, cause, rt.now(), &at); err != nil {
 				pm.inflight.Dec()
 				return rt.failed(pm, err)
 			}

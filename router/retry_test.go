@@ -53,12 +53,16 @@ func TestUwsgiFrontRetried(t *testing.T) {
 						t.Fatalf("request %d: %q; want the live node's 200", i, got)
 					}
 				}
-				// A refused connect fails the node (and is not an error
-				// of the request, which another node served); a close
-				// before the answer is counted and fails nothing.
+				// A refused connect fails the node and is counted,
+				// though another node served the request (the node
+				// backs off, so later requests skip it); a close before
+				// the answer is counted and fails nothing.
 				if tc.bad == nil {
 					if !p.badFailing(t) {
 						t.Error("the node that refused the connect is not failed")
+					}
+					if got := p.errCount("connect"); got < 1 {
+						t.Errorf(`backend_errors_total{reason="connect"} = %v; want at least 1`, got)
 					}
 					return
 				}

@@ -19,7 +19,8 @@ type Policy struct {
 	Algo Algo
 	// MaxInflight caps the requests in flight to each node: 0 = no cap,
 	// LimitAuto = the cores the node announced (uWSGI sends processes ×
-	// threads, i.e. its workers; a node that announced none is not capped).
+	// threads, i.e. its workers) plus a quarter, at least one (autoCap); a
+	// node that announced none is not capped.
 	// A request that finds every candidate at its cap waits in the pool's
 	// queue instead of piling into uWSGI's listen queue, where it would wait
 	// anyway but invisibly, unboundedly, and behind a worker that may be
@@ -33,8 +34,27 @@ type Policy struct {
 	QueueTimeout time.Duration
 }
 
-// LimitAuto as Policy.MaxInflight caps each node at the cores it announced.
+// LimitAuto as Policy.MaxInflight caps each node at autoCap of the cores
+// it announced.
 const LimitAuto = -1
+
+// autoCap is a node's cap under LimitAuto: its cores, plus a quarter of
+// them (at least one) waiting in its own listen queue.
+//
+// Why not the cores alone: a worker that finishes a request frees its slot
+// only when the router has read the response; the router then wakes a
+// queued request, connects and sends it, and the node accepts it. The
+// worker idles through that round trip (a few hundred microseconds, far
+// more on a busy machine), so a pool capped at exactly its workers serves
+// measurably less than its workers could: in the fleet benchmark
+// (docs/benchmarks.md) a pool at 80% of its measured capacity queued
+// without bound. A request waiting in the node's listen queue is accepted
+// the moment a worker is free. The headroom stays small so that little
+// waits behind a stuck worker, which is what the cap is for.
+func autoCap(cores uint64) int64 {
+	c := int64(min(cores, 1<<20))
+	return c + max(1, (c+3)/4)
+}
 
 // Queue defaults, applied when a pool has a cap but no queue settings.
 // The queue takes over what uWSGI's listen queues would hold (100 per node
@@ -268,7 +288,7 @@ func capOK(n *Node, limit int64) bool {
 		return true
 	case limit == LimitAuto:
 		c := n.cores.Load()
-		return c == 0 || n.inflight.Load() < int64(min(c, 1<<20))
+		return c == 0 || n.inflight.Load() < autoCap(c)
 	default:
 		return n.inflight.Load() < limit
 	}
@@ -284,7 +304,7 @@ func acquireCapped(n *Node, limit int64) bool {
 			n.inflight.Add(1)
 			return true
 		}
-		lim = int64(min(c, 1<<20))
+		lim = autoCap(c)
 	}
 	for {
 		cur := n.inflight.Load()

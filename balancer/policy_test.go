@@ -126,13 +126,14 @@ func TestCapAutoUsesCores(t *testing.T) {
 	if _, err := tb.Drain("auto.test", addr(1), time.Minute, true); err != nil {
 		t.Fatal(err)
 	}
-	for i := range 3 {
+	// auto = the 3 cores plus one waiting in the node's listen queue.
+	for i := range 4 {
 		if _, err := p.Acquire(now, nil, nil, nil); err != nil {
 			t.Fatalf("acquire %d: %v", i, err)
 		}
 	}
 	if _, err := p.Acquire(now, nil, nil, nil); !errors.Is(err, ErrQueueTimeout) {
-		t.Fatalf("fourth acquire on a 3-core node: %v, want queue timeout", err)
+		t.Fatalf("fifth acquire on a 3-core node: %v, want queue timeout", err)
 	}
 	if _, err := tb.Undrain("auto.test", addr(1)); err != nil {
 		t.Fatal(err)

@@ -131,7 +131,7 @@ func newFlagSet(o *options) *flagSet {
 	fs.section("Nodes and balancing")
 	fs.StringVar(&o.algo, "algo", "wrr", "balancing algorithm `NAME` of new pools: wrr, lrc, wlrc, iphash, p2c, hash or sed")
 	fs.StringVar(&o.hashKey, "hash-key", "", "where pools with algorithm hash find their key, `SRC`: header:NAME or cookie:NAME (unset: they balance as wrr)")
-	fs.StringVar(&o.maxInflight, "max-inflight", "0", "cap `N` on requests in flight to each node: a count, auto (the cores the node announced) or 0 (the default: off); more wait in the pool's queue")
+	fs.StringVar(&o.maxInflight, "max-inflight", "0", "cap `N` on requests in flight to each node: a count, auto (the cores the node announced plus a quarter, at least 1) or 0 (the default: off); more wait in the pool's queue")
 	fs.IntVar(&o.queueSize, "queue-size", balancer.DefaultQueueSize, "`N` requests per pool that may wait for a node under --max-inflight; more get 503 + Retry-After")
 	fs.DurationVar(&o.queueTimeout, "queue-timeout", balancer.DefaultQueueTimeout, "longest wait `D` for a node under --max-inflight before 503 + Retry-After")
 	fs.DurationVar(&o.tolerance, "subscription-tolerance", 30*time.Second, "remove a node that has not re-announced for `D`")

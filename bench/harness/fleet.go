@@ -475,7 +475,7 @@ func (h *harness) fleetUwsgiHTTP(_ []*fleetNode, sub string) (target, error) {
 
 // fleetHAProxy starts HAProxy with leastconn over the nodes' --http-socket,
 // at most as many connections per node as it has workers (the rest wait in
-// HAProxy's queue, as fastrouter's --max-inflight auto), TCP health checks,
+// HAProxy's queue, as in fastrouter's with --max-inflight auto), TCP health checks,
 // and a retry on another node after a failed connect; a node whose connect
 // fails is marked down at once (observe layer4), or leastconn would keep
 // picking the dead node, emptiest of all, until the checks caught up.

@@ -221,39 +221,55 @@ var (
 // (bounded by Policy.QueueSize and QueueTimeout) until a request to one of
 // them ends, then picks again; done (may be nil) abandons the wait.
 //
-// Waiters are woken roughly in arrival order (Go's channel receive queue is
-// FIFO) but a request arriving just as a slot frees may take it first;
-// every wake-up picks afresh, so the algorithm still decides which node.
-// Only the waiting path allocates (its timer).
+// Waiters are served in arrival order: a request that finds others waiting
+// (and room behind them) queues rather than taking the next free slot, and
+// wake-ups reach the waiters in the order they blocked (Go's channel
+// receive queue is FIFO). Were arrivals allowed to take a slot that frees
+// while a woken waiter is still being scheduled, they would, nearly always
+// under load: the queue would serve last-come first and its oldest waiters
+// would wait on until their timeout. Every wake-up picks afresh, so the
+// algorithm still decides which node. Only the waiting path allocates (its
+// timer).
 func (p *Pool) Acquire(now int64, tried []*Node, key []byte, done <-chan struct{}) (*Node, error) {
-	n, busy := p.pick(now, tried, key)
-	if n != nil {
-		return n, nil
-	}
-	if !busy {
-		return nil, ErrNoUsableNode
-	}
 	pol := p.policy.Load()
-	if pol == nil || pol.QueueSize <= 0 {
-		return nil, ErrQueueFull
-	}
-	if int(p.waiting.Add(1)) > pol.QueueSize {
-		p.waiting.Add(-1)
-		return nil, ErrQueueFull
-	}
-	defer p.waiting.Add(-1)
-	timer := time.NewTimer(pol.QueueTimeout)
-	defer timer.Stop()
-	for {
-		// Registered in waiting before this pick, so a request ending
-		// after the pick sees a waiter and signals: no lost wake-up.
-		n, busy := p.pick(p.now().UnixNano(), tried, key)
+	noQueue := pol == nil || pol.QueueSize <= 0
+	// With the queue full there is no place behind the others: a free
+	// node (one sed would rather wait on, say) beats a 503.
+	if w := p.waiting.Load(); noQueue || w == 0 || int(w) >= pol.QueueSize {
+		n, busy := p.pick(now, tried, key)
 		if n != nil {
 			return n, nil
 		}
 		if !busy {
 			return nil, ErrNoUsableNode
 		}
+		if noQueue {
+			return nil, ErrQueueFull
+		}
+	}
+	w := int(p.waiting.Add(1))
+	if w > pol.QueueSize {
+		p.waiting.Add(-1)
+		return nil, ErrQueueFull
+	}
+	defer p.waiting.Add(-1)
+	timer := time.NewTimer(pol.QueueTimeout)
+	defer timer.Stop()
+	// Alone in the queue, it picks at once; behind others, it waits for a
+	// wake-up first. Registered in waiting before any pick, so a request
+	// ending after the pick sees a waiter and signals: no lost wake-up.
+	wait := w > 1
+	for {
+		if !wait {
+			n, busy := p.pick(p.now().UnixNano(), tried, key)
+			if n != nil {
+				return n, nil
+			}
+			if !busy {
+				return nil, ErrNoUsableNode
+			}
+		}
+		wait = false
 		select {
 		case <-p.wake:
 		case <-timer.C:

@@ -285,3 +285,33 @@ func TestHealthDownSkipsNode(t *testing.T) {
 		t.Fatalf("all down: %v", err)
 	}
 }
+
+// A request that finds others waiting queues behind them even when a slot
+// is free at that moment (one freed for a waiter not yet scheduled): taking
+// it would serve the queue last-come first. With the queue full it takes
+// the slot, rather than a 503.
+func TestAcquireDoesNotPassWaiters(t *testing.T) {
+	tb, _ := newTable(t, Config{Policy: Policy{MaxInflight: 1, QueueSize: 3, QueueTimeout: 30 * time.Millisecond}})
+	if _, err := tb.Announce(&Announce{Key: []byte("fifo.test"), Address: []byte(addr(0))}); err != nil {
+		t.Fatal(err)
+	}
+	p := tb.Pool("fifo.test")
+	now := tb.Now().UnixNano()
+	p.waiting.Add(1) // a waiter woken for the free slot, not yet running
+	if n, err := p.Acquire(now, nil, nil, nil); !errors.Is(err, ErrQueueTimeout) {
+		t.Fatalf("arrival behind a waiter: %v, %v; want it to wait (queue timeout), not take the slot", n, err)
+	}
+	p.waiting.Add(2) // the queue is full
+	n, err := p.Acquire(now, nil, nil, nil)
+	if err != nil {
+		t.Fatalf("arrival with the queue full: %v; want the free node", err)
+	}
+	n.Done()
+	p.waiting.Add(-3)
+	// Alone, a request takes the free node at once.
+	if n, err := p.Acquire(now, nil, nil, nil); err != nil {
+		t.Fatalf("alone: %v", err)
+	} else {
+		n.Done()
+	}
+}

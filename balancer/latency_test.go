@@ -234,11 +234,22 @@ func TestSEDWaitsForFasterFullNode(t *testing.T) {
 	p.waiting.Add(20)
 	pol := *p.policy.Load()
 	pol.QueueSize = 100
+	pol.QueueTimeout = 100 * time.Millisecond
 	p.setPolicy(pol)
 	n, busy := p.pick(now, nil, nil)
-	p.waiting.Add(-20)
 	if n != slow {
 		t.Fatalf("with 20 waiting: %v (busy %v), want the slow node", n, busy)
+	}
+	n.Done()
+	// An arrival weighs the same (Acquire does not queue it unasked
+	// behind the waiters, as it would in a pool of another algorithm).
+	for len(p.wake) > 0 {
+		<-p.wake // no wake-up pending: a queued arrival would time out
+	}
+	n, err = p.Acquire(now, nil, nil, nil)
+	p.waiting.Add(-20)
+	if err != nil || n != slow {
+		t.Fatalf("Acquire with 20 waiting: %v %v, want the slow node", n, err)
 	}
 	n.Done()
 	for range 3 {

@@ -221,10 +221,10 @@ var (
 // (bounded by Policy.QueueSize and QueueTimeout) until a request to one of
 // them ends, then picks again; done (may be nil) abandons the wait.
 //
-// Waiters are served in arrival order: a request that finds others waiting
-// (and room behind them) queues rather than taking the next free slot, and
-// wake-ups reach the waiters in the order they blocked (Go's channel
-// receive queue is FIFO). Were arrivals allowed to take a slot that frees
+// Waiters are served in arrival order (sed's pools excepted, below): a
+// request that finds others waiting (and room behind them) queues rather
+// than taking the next free slot, and wake-ups reach the waiters in the
+// order they blocked (Go's channel receive queue is FIFO). Were arrivals allowed to take a slot that frees
 // while a woken waiter is still being scheduled, they would, nearly always
 // under load: the queue would serve last-come first and its oldest waiters
 // would wait on until their timeout. Every wake-up picks afresh, so the
@@ -234,8 +234,12 @@ func (p *Pool) Acquire(now int64, tried []*Node, key []byte, done <-chan struct{
 	pol := p.policy.Load()
 	noQueue := pol == nil || pol.QueueSize <= 0
 	// With the queue full there is no place behind the others: a free
-	// node (one sed would rather wait on, say) beats a 503.
-	if w := p.waiting.Load(); noQueue || w == 0 || int(w) >= pol.QueueSize {
+	// node beats a 503. sed's arrivals always pick: its pick weighs the
+	// queue's length against a free slower node (latency.go), and a
+	// woken waiter only ever sees the slot that just freed, so were
+	// arrivals to queue unasked the slower nodes would get nothing and
+	// the queue would grow without bound.
+	if w := p.waiting.Load(); noQueue || w == 0 || int(w) >= pol.QueueSize || p.kind == kindSED {
 		n, busy := p.pick(now, tried, key)
 		if n != nil {
 			return n, nil

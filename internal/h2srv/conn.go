@@ -201,6 +201,14 @@ func (c *conn) readLoop() error {
 			switch {
 			case errors.As(err, &se):
 				c.mu.Lock()
+				if se.StreamID > c.maxID && se.Cause == nil {
+					// A frame the Framer refused without decoding it (a
+					// WINDOW_UPDATE of 0, a HEADERS frame padded past its
+					// end) on an idle stream: a connection error (RFC 9113
+					// §5.1, §6.2).
+					c.mu.Unlock()
+					return connError{http2.ErrCodeProtocol, "conn_stream_error_idle"}
+				}
 				if se.StreamID%2 == 1 && se.StreamID > c.maxID && f == nil {
 					c.maxID = se.StreamID // a header block refused: the stream is closed, not idle
 				}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"testing"
@@ -37,9 +38,23 @@ func serve(t *testing.T, cfg Config, h http.HandlerFunc) (*Server, string) {
 	t.Cleanup(func() {
 		ln.Close()
 		s.Shutdown()
-		wg.Wait()
+		waitFor(t, &wg, 10*time.Second, "the server's connections to end")
 	})
 	return s, ln.Addr().String()
+}
+
+// waitFor waits for wg, at most d: a handler or a connection that does not
+// end is a failure of the test, with the goroutines' stacks, not a hang.
+func waitFor(t *testing.T, wg *sync.WaitGroup, d time.Duration, what string) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		buf := make([]byte, 1<<20)
+		t.Errorf("waited %v for %s; goroutines:\n%s", d, what, buf[:runtime.Stack(buf, true)])
+	}
 }
 
 // client is a bare framer on a connection to the server.

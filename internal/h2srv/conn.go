@@ -54,6 +54,7 @@ type conn struct {
 	remote string
 	tls    *tls.ConnectionState
 	fr     *http2.Framer // reading; serve's goroutine only
+	br     blockReader   // what fr reads from; serve's goroutine only
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex
@@ -101,7 +102,11 @@ func newConn(s *Server, ctx context.Context, nc net.Conn) *conn {
 		c.tls = &cs
 	}
 	c.work.L, c.drained.L = &c.mu, &c.mu
-	c.fr = http2.NewFramer(nil, nc)
+	// Twice the list, as the Framer allows a block's encoded bytes
+	// (which can be longer than the fields, RFC 7541 §5.2), and 16 frames
+	// at least.
+	c.br = blockReader{r: nc, budget: 2*int64(s.cfg.MaxHeaderListSize) + 16*blockFrameMin}
+	c.fr = http2.NewFramer(nil, &c.br)
 	c.fr.SetMaxReadFrameSize(s.cfg.MaxReadFrameSize)
 	c.fr.MaxHeaderListSize = s.cfg.MaxHeaderListSize
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
@@ -219,6 +224,8 @@ func (c *conn) readLoop() error {
 				return connError{http2.ErrCode(ce), "conn_" + codeName(http2.ErrCode(ce))}
 			case errors.Is(err, http2.ErrFrameTooLarge):
 				return connError{http2.ErrCodeFrameSize, "conn_frame_too_large"}
+			case errors.Is(err, errBlockTooLong):
+				return connError{http2.ErrCodeEnhanceYourCalm, "conn_header_block_too_long"}
 			}
 			return err
 		}

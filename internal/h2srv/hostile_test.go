@@ -1,11 +1,16 @@
 package h2srv
 
 import (
+	"bytes"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // wantGoAway fails unless the connection ends with a GOAWAY of code.
@@ -162,4 +167,92 @@ func TestServeWindowUpdateRules(t *testing.T) {
 			t.Errorf("CountError(%q): %d; want %d", name, got, want)
 		}
 	}
+}
+
+// TestServeContinuationFlood: a header block that does not end is cut
+// once its frames pass twice MaxHeaderListSize (each frame counted as at
+// least blockFrameMin bytes): GOAWAY ENHANCE_YOUR_CALM, whether the
+// CONTINUATION frames carry fragments that decode to nothing (HPACK table
+// size updates, RFC 7541 §6.3) or nothing at all. A block split into many
+// small frames within that is served.
+func TestServeContinuationFlood(t *testing.T) {
+	var errs errorCounts
+	const limit = 16 << 10
+	_, addr := serve(t, Config{MaxHeaderListSize: limit, CountError: errs.count}, func(w http.ResponseWriter, r *http.Request) {})
+	hdr := []string{":method", "GET", ":scheme", "http", ":authority", "a.test", ":path", "/"}
+	for _, tc := range []struct {
+		name string
+		frag []byte
+	}{
+		{"table size updates", bytes.Repeat([]byte{0x20}, 16000)},
+		{"empty", nil},
+	} {
+		cl := dial(t, addr)
+		cl.hb.Reset()
+		for i := 0; i < len(hdr); i += 2 {
+			_ = cl.enc.WriteField(hpack.HeaderField{Name: hdr[i], Value: hdr[i+1]})
+		}
+		first := cl.hb.Bytes()
+		if tc.frag != nil {
+			first = tc.frag // size updates are allowed only before the first field
+		}
+		if err := cl.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: first, EndStream: true}); err != nil {
+			t.Fatal(err)
+		}
+		ga := make(chan *http2.GoAwayFrame, 1)
+		go func() { ga <- cl.goAway() }()
+		var got *http2.GoAwayFrame
+		sent, frames := 0, 0
+	flood:
+		for ; frames < 1<<20 && sent < 64<<20; frames++ {
+			select {
+			case got = <-ga:
+				break flood
+			default:
+			}
+			if err := cl.fr.WriteContinuation(1, false, tc.frag); err != nil {
+				break // the server closed
+			}
+			sent += 9 + len(tc.frag)
+		}
+		if got == nil {
+			select {
+			case got = <-ga:
+			case <-time.After(5 * time.Second):
+			}
+		}
+		if got == nil || got.ErrCode != http2.ErrCodeEnhanceYourCalm {
+			t.Errorf("CONTINUATION flood, %s: %s after %d frames, %d bytes; want GOAWAY ENHANCE_YOUR_CALM", tc.name, goAwayCode(got), frames, sent)
+		}
+		cl.c.Close()
+	}
+	if n := errs.get("conn_header_block_too_long"); n != 2 {
+		t.Errorf("CountError(conn_header_block_too_long): %d; want 2", n)
+	}
+
+	// 8 KiB of fields in 40 frames: within the budget.
+	cl := dial(t, addr)
+	cl.hb.Reset()
+	for i := 0; i < len(hdr); i += 2 {
+		_ = cl.enc.WriteField(hpack.HeaderField{Name: hdr[i], Value: hdr[i+1]})
+	}
+	for i := 0; i < 40; i++ {
+		_ = cl.enc.WriteField(hpack.HeaderField{Name: "x-f" + strconv.Itoa(i), Value: strings.Repeat("v", 200)})
+	}
+	block := cl.hb.Bytes()
+	step := len(block)/40 + 1
+	_ = cl.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block[:step], EndStream: true})
+	for block = block[step:]; len(block) > 0; {
+		frag := block[:min(step, len(block))]
+		block = block[len(frag):]
+		_ = cl.fr.WriteContinuation(1, len(block) == 0, frag)
+	}
+	cl.wantOK("a block in 40 frames", 1, 0)
+}
+
+func goAwayCode(ga *http2.GoAwayFrame) string {
+	if ga == nil {
+		return "no GOAWAY"
+	}
+	return "GOAWAY " + ga.ErrCode.String()
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -55,6 +56,7 @@ type conn struct {
 	tls    *tls.ConnectionState
 	fr     *http2.Framer // reading; serve's goroutine only
 	br     blockReader   // what fr reads from; serve's goroutine only
+	wrenew time.Time     // when the write deadline is next renewed; the writer's only (write)
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex
@@ -597,7 +599,7 @@ func (c *conn) writeLoop() {
 		c.out = c.spare[:0]
 		c.writing = true
 		c.mu.Unlock()
-		_, err := c.nc.Write(buf)
+		err := c.write(buf)
 		c.mu.Lock()
 		c.writing = false
 		if cap(buf) <= 2*outMax {
@@ -620,6 +622,37 @@ func (c *conn) writeLoop() {
 				}
 			}
 		}
+	}
+}
+
+// write writes p to the socket. With a WriteTimeout, a write that makes
+// no progress for that long fails, and the connection with it: a client
+// that reads nothing holds the writer, and what is queued, no longer.
+// Rather than set the deadline before and clear it after every write (a
+// runtime timer moved twice per write), write renews it once a quarter of
+// WriteTimeout has passed, so a stalled write is cut after between ¾ and
+// all of it. A write the deadline stops after some progress goes on with
+// a fresh one (over TLS it cannot: crypto/tls fails the connection).
+// Writer's goroutine only.
+func (c *conn) write(p []byte) error {
+	wt := c.srv.cfg.WriteTimeout
+	if wt <= 0 {
+		_, err := c.nc.Write(p)
+		return err
+	}
+	for {
+		if now := time.Now(); !now.Before(c.wrenew) {
+			if err := c.nc.SetWriteDeadline(now.Add(wt)); err != nil {
+				return err
+			}
+			c.wrenew = now.Add(wt / 4)
+		}
+		n, err := c.nc.Write(p)
+		p = p[n:]
+		if err == nil || n == 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return err
+		}
+		c.wrenew = time.Time{}
 	}
 }
 

@@ -2,7 +2,11 @@ package h2srv
 
 import (
 	"bytes"
+	"errors"
+	"net"
 	"net/http"
+	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -255,4 +259,132 @@ func goAwayCode(ga *http2.GoAwayFrame) string {
 		return "no GOAWAY"
 	}
 	return "GOAWAY " + ga.ErrCode.String()
+}
+
+// live is the count of goroutines but the Server's idle workers, which
+// stay for workerIdle after their stream.
+func live(s *Server) int { return runtime.NumGoroutine() - int(s.workers.n.Load()) }
+
+// served is the count of connections s is serving, and the most output
+// one of them has queued.
+func served(s *Server) (conns, queued int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.mu.Lock()
+		queued = max(queued, len(c.out))
+		c.mu.Unlock()
+	}
+	return len(s.conns), queued
+}
+
+// watch samples s every few milliseconds until it serves no connection
+// or d passes; it returns how long that took and the most output queued.
+func watch(t *testing.T, s *Server, d time.Duration) (took time.Duration, peak int) {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < d {
+		n, q := served(s)
+		peak = max(peak, q)
+		if n == 0 && time.Since(start) > 0 {
+			return time.Since(start), peak
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return time.Since(start), peak
+}
+
+// settle waits, at most d, for the goroutines (idle workers aside) to be
+// back to base.
+func settle(t *testing.T, s *Server, base int, d time.Duration, what string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for live(s) > base {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Errorf("%s: %d goroutines after %v; want %d:\n%s", what, live(s), d, base, buf[:runtime.Stack(buf, true)])
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// opened waits until s serves n connections.
+func opened(t *testing.T, s *Server, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if c, _ := served(s); c == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server does not serve %d connections", n)
+		}
+	}
+}
+
+// TestServeClientNeverReads: a client that opens streams with large
+// responses, and windows to take them whole, and then reads nothing,
+// makes the server queue at most outMax (and a write) of response data;
+// the writer's socket write fails once WriteTimeout passes without
+// progress, which ends the connection, and the goroutines return.
+func TestServeClientNeverReads(t *testing.T) {
+	const wt = 300 * time.Millisecond
+	s, addr := serve(t, Config{WriteTimeout: wt}, func(w http.ResponseWriter, r *http.Request) {
+		chunk := make([]byte, 16<<10)
+		for i := 0; i < 256; i++ { // 4 MiB
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	base := live(s)
+	cl := dial(t, addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: maxWindow})
+	_ = cl.fr.WriteWindowUpdate(0, maxWindow-initialWindow)
+	for i := 0; i < 8; i++ {
+		cl.get(uint32(2*i+1), "/")
+	}
+	opened(t, s, 1)
+	took, peak := watch(t, s, 10*time.Second)
+	t.Logf("connection ended after %v; at most %d bytes queued", took, peak)
+	if took > wt+linger+time.Second {
+		t.Errorf("the connection of a client that reads nothing lasted %v; want about WriteTimeout (%v)", took, wt)
+	}
+	if peak > outMax+64<<10 {
+		t.Errorf("%d bytes queued for a client that reads nothing; want at most %d", peak, outMax+64<<10)
+	}
+	settle(t, s, base, 5*time.Second, "after the connection ended")
+}
+
+// TestConnWriteTimeout: a socket write nobody reads fails once
+// WriteTimeout passes without progress; one the client reads slowly, a
+// byte at a time, goes on as long as each byte comes within it.
+func TestConnWriteTimeout(t *testing.T) {
+	server, client := net.Pipe()
+	defer client.Close()
+	const wt = 200 * time.Millisecond
+	c := &conn{srv: &Server{cfg: Config{WriteTimeout: wt}}, nc: server}
+	// Without a deadline the first write would block for ever: end it.
+	cut := time.AfterFunc(5*time.Second, func() { server.Close() })
+	defer cut.Stop()
+
+	start := time.Now()
+	if err := c.write([]byte("stalled")); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("write nobody reads: %v; want a timeout", err)
+	}
+	if d := time.Since(start); d < wt*3/4 {
+		t.Fatalf("write nobody reads failed after %s; want at least ¾ of %s", d, wt)
+	}
+
+	go func() {
+		b := make([]byte, 1)
+		for {
+			time.Sleep(wt / 4)
+			if _, err := client.Read(b); err != nil {
+				return
+			}
+		}
+	}()
+	if err := c.write([]byte("slow but steady")); err != nil {
+		t.Fatalf("write read a byte at a time: %v; want nil", err)
+	}
 }

@@ -26,9 +26,8 @@ const (
 	// outMax: past this much queued, response DATA waits for the writer
 	// (a client that does not read cannot make the router buffer more).
 	outMax = 256 << 10
-	// outCtrlMax: past this much queued, a frame the reader must answer
-	// (SETTINGS and PING acknowledgements, resets) ends the connection:
-	// the client sends faster than it reads.
+	// outCtrlMax: past this much queued after a frame was processed, the
+	// connection ends (backlogged): the client sends faster than it reads.
 	outCtrlMax = 1 << 20
 	// linger is how long a closing connection keeps reading (and
 	// discarding) after its last frame, so the client gets the GOAWAY
@@ -189,6 +188,9 @@ func (c *conn) readPreface() bool {
 func (c *conn) readLoop() error {
 	first := true
 	for {
+		if c.backlogged() { // after the previous frame, whatever it was
+			return connError{http2.ErrCodeEnhanceYourCalm, "conn_control_backlog"}
+		}
 		f, err := c.fr.ReadFrame()
 		if first && err == nil {
 			// The preface's SETTINGS must come first (RFC 9113 §3.4).
@@ -237,6 +239,17 @@ func (c *conn) readLoop() error {
 	}
 }
 
+// backlogged reports a client that sends faster than it reads: past
+// outCtrlMax queued, the answers the reader queues (SETTINGS and PING
+// acknowledgements, RST_STREAM for frames on closed streams,
+// WINDOW_UPDATE) would pile up without bound. Response data waits below
+// outMax, so it cannot cause this alone.
+func (c *conn) backlogged() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.out) > outCtrlMax
+}
+
 func (c *conn) process(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.MetaHeadersFrame:
@@ -249,7 +262,11 @@ func (c *conn) process(f http2.Frame) error {
 		if f.IsAck() {
 			return nil
 		}
-		return c.control(func() error { return c.wfr.WritePing(true, f.Data) })
+		c.mu.Lock()
+		_ = c.wfr.WritePing(true, f.Data)
+		c.work.Signal()
+		c.mu.Unlock()
+		return nil
 	case *http2.WindowUpdateFrame:
 		return c.processWindowUpdate(f)
 	case *http2.RSTStreamFrame:
@@ -271,19 +288,6 @@ func (c *conn) process(f http2.Frame) error {
 		return connError{http2.ErrCodeProtocol, "conn_continuation"}
 	}
 	return nil // unknown frame types are ignored (RFC 9113 §5.5)
-}
-
-// control queues a frame the reader answers with; a client that makes
-// these pile up unread ends the connection.
-func (c *conn) control(write func() error) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.out) > outCtrlMax {
-		return connError{http2.ErrCodeEnhanceYourCalm, "conn_control_backlog"}
-	}
-	_ = write()
-	c.work.Signal()
-	return nil
 }
 
 func (c *conn) processSettings(f *http2.SettingsFrame) error {
@@ -324,9 +328,6 @@ func (c *conn) processSettings(f *http2.SettingsFrame) error {
 	})
 	if err != nil {
 		return err
-	}
-	if len(c.out) > outCtrlMax {
-		return connError{http2.ErrCodeEnhanceYourCalm, "conn_control_backlog"}
 	}
 	_ = c.wfr.WriteSettingsAck()
 	c.work.Signal()

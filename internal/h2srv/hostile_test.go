@@ -1,8 +1,10 @@
 package h2srv
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -291,6 +293,8 @@ func watch(t *testing.T, s *Server, d time.Duration) (took time.Duration, peak i
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+	buf := make([]byte, 1<<20)
+	t.Errorf("the server still serves a connection after %v:\n%s", d, buf[:runtime.Stack(buf, true)])
 	return time.Since(start), peak
 }
 
@@ -387,4 +391,141 @@ func TestConnWriteTimeout(t *testing.T) {
 	if err := c.write([]byte("slow but steady")); err != nil {
 		t.Fatalf("write read a byte at a time: %v; want nil", err)
 	}
+}
+
+// TestServeBodyReadAfterReset: once the client resets a stream, the
+// handler's body Read fails at once: a Read waiting for data wakes, a
+// later one does not return data that came before the reset.
+func TestServeBodyReadAfterReset(t *testing.T) {
+	type result struct {
+		n   int
+		err error
+	}
+	got := make(chan result, 1)
+	started := make(chan struct{}, 1)
+	_, addr := serve(t, Config{}, func(w http.ResponseWriter, r *http.Request) {
+		b := make([]byte, 3)
+		if _, err := io.ReadFull(r.Body, b); err != nil {
+			got <- result{0, err}
+			return
+		}
+		started <- struct{}{}
+		if r.URL.Path == "/after" {
+			<-r.Context().Done()
+		}
+		n, err := r.Body.Read(b)
+		got <- result{n, err}
+	})
+	cl := dial(t, addr)
+	for i, path := range []string{"/waiting", "/after"} {
+		id := uint32(2*i + 1)
+		cl.headers(id, false, ":method", "POST", ":scheme", "http", ":authority", "a.test", ":path", path)
+		_ = cl.fr.WriteData(id, false, []byte("abc"))
+		select {
+		case <-started:
+		case r := <-got:
+			t.Fatalf("%s: the first read: %v", path, r.err)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: the handler did not read the first DATA", path)
+		}
+		if path == "/after" {
+			_ = cl.fr.WriteData(id, false, []byte("def")) // buffered when the reset comes
+		} else {
+			time.Sleep(50 * time.Millisecond) // the Read waits
+		}
+		_ = cl.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+		select {
+		case r := <-got:
+			if r.err == nil || r.n > 0 {
+				t.Errorf("%s: Read after the reset: %d, %v; want 0 and an error", path, r.n, r.err)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("%s: Read did not return within 2 s of the reset", path)
+		}
+	}
+}
+
+// flood is a client that sends one frame over and over and reads
+// nothing.
+type flood struct {
+	name  string
+	setup func(cl *client) // before the flood, reading what it needs
+	frame func(fr *http2.Framer) error
+}
+
+// run sends f's frames, buffered, until a write fails (the server
+// closed) or 10 million are out.
+func (f flood) run(cl *client) (frames int, err error) {
+	bw := bufio.NewWriterSize(cl.c, 64<<10)
+	fr := http2.NewFramer(bw, nil)
+	fr.AllowIllegalWrites = true
+	for ; frames < 10<<20; frames++ {
+		if err = f.frame(fr); err == nil && frames%4096 == 4095 {
+			err = bw.Flush()
+		}
+		if err != nil {
+			return frames, err
+		}
+	}
+	return frames, nil
+}
+
+// TestServeControlFloods: a client that reads nothing while it sends
+// frames the reader must answer (SETTINGS and PING acknowledgements,
+// RST_STREAM for frames on closed streams) makes the server queue at most
+// outCtrlMax and a frame's answer: then GOAWAY ENHANCE_YOUR_CALM, counted
+// as conn_control_backlog, and the connection closes (or WriteTimeout
+// closes it first); the goroutines return. (Frames that need no answer, such as PRIORITY, RST_STREAM and
+// empty DATA on an open stream, queue nothing; the router's flood guard
+// bounds them by count.)
+func TestServeControlFloods(t *testing.T) {
+	var errs errorCounts
+	// WriteTimeout and IdleTimeout end a connection whose flood the
+	// backlog does not catch: with the client's receive buffer full, TCP
+	// drops the segments that carry the server's acknowledgements of its
+	// data, so the client's sending may stall too.
+	s, addr := serve(t, Config{WriteTimeout: 3 * time.Second, IdleTimeout: 5 * time.Second, CountError: errs.count},
+		func(w http.ResponseWriter, r *http.Request) {})
+	closed := func(cl *client) {
+		cl.get(1, "/")
+		cl.wantOK("stream 1", 1, 0)
+	}
+	floods := []flood{
+		{"SETTINGS", nil, func(fr *http2.Framer) error { return fr.WriteSettings() }},
+		{"PING", nil, func(fr *http2.Framer) error { return fr.WritePing(false, [8]byte{}) }},
+		{"empty DATA with END_STREAM on a closed stream", closed, func(fr *http2.Framer) error { return fr.WriteData(1, true, nil) }},
+		{"WINDOW_UPDATE 0 on a closed stream", closed, func(fr *http2.Framer) error { return fr.WriteWindowUpdate(1, 0) }},
+		{"PRIORITY on itself", closed, func(fr *http2.Framer) error {
+			return fr.WritePriority(1, http2.PriorityParam{StreamDep: 1, Weight: 1})
+		}},
+	}
+	// All at once, each on its connection: the server serves them as it
+	// would, and the test takes the time of one.
+	base := live(s)
+	clients := make([]*client, len(floods))
+	for i, f := range floods {
+		clients[i] = dial(t, addr)
+		if f.setup != nil {
+			f.setup(clients[i])
+		}
+	}
+	opened(t, s, len(floods))
+	var wg sync.WaitGroup
+	for i, f := range floods {
+		wg.Go(func() {
+			frames, err := f.run(clients[i])
+			t.Logf("%s flood: %d frames sent, then %v", f.name, frames, err)
+		})
+	}
+	took, peak := watch(t, s, 15*time.Second)
+	for _, cl := range clients {
+		cl.c.Close()
+	}
+	waitFor(t, &wg, 5*time.Second, "the flooding clients")
+	t.Logf("connections ended after %v, at most %d bytes queued on one; %d of %d ended by the backlog",
+		took.Round(time.Millisecond), peak, errs.get("conn_control_backlog"), len(floods))
+	if peak > outCtrlMax+64<<10 {
+		t.Errorf("%d bytes queued; want at most %d", peak, outCtrlMax+64<<10)
+	}
+	settle(t, s, base, 5*time.Second, "after the floods")
 }

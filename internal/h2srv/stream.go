@@ -3,6 +3,8 @@ package h2srv
 import (
 	"context"
 	"errors"
+	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -48,8 +50,9 @@ type stream struct {
 	tooLarge   bool  // header list over MaxHeaderListSize: answered 431
 	rbuf       []byte
 	roff       int
-	rerr       error // what a read returns once rbuf is empty
-	declared   int64 // content-length, or -1
+	rerr       error       // what a read returns once rbuf is empty
+	trailer    http.Header // the declared trailers received; the handler's Read moves them to req.Trailer
+	declared   int64       // content-length, or -1
 	received   int64
 	recvAvail  int64 // the client's window on this stream
 	recvUnsent int64
@@ -242,6 +245,10 @@ func (b requestBody) Read(p []byte) (int, error) {
 		case st.bodyClosed:
 			return 0, errBodyClosed
 		case st.rerr != nil:
+			if st.rerr == io.EOF && st.trailer != nil {
+				maps.Copy(st.base.Trailer, st.trailer) // req.Trailer is the same map
+				st.trailer = nil
+			}
 			return 0, st.rerr
 		case len(p) == 0:
 			return 0, nil

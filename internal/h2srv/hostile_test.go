@@ -529,3 +529,60 @@ func TestServeControlFloods(t *testing.T) {
 	}
 	settle(t, s, base, 5*time.Second, "after the floods")
 }
+
+// TestServeRapidReset: HEADERS and RST_STREAM pairs (CVE-2023-44487) run
+// no more handlers at once than MaxConcurrentStreams: a stream the client
+// reset counts until its handler returns, even one that does not watch
+// its context; the streams beyond are refused. (The router's guard also
+// budgets the resets, router/h2guard.go.)
+func TestServeRapidReset(t *testing.T) {
+	var errs errorCounts
+	var mu sync.Mutex
+	running, most := 0, 0
+	_, addr := serve(t, Config{MaxConcurrentStreams: 10, CountError: errs.count}, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		running++
+		most = max(most, running)
+		mu.Unlock()
+		time.Sleep(20 * time.Millisecond) // a node being dialled, the reset unseen
+		mu.Lock()
+		running--
+		mu.Unlock()
+	})
+	cl := dial(t, addr)
+	bw := bufio.NewWriter(cl.c)
+	fr := http2.NewFramer(bw, nil)
+	const pairs = 2000
+	for i := range pairs {
+		id := uint32(2*i + 1)
+		cl.hb.Reset()
+		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "a.test"}, {":path", "/"}} {
+			_ = cl.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: cl.hb.Bytes(), EndStream: true, EndHeaders: true})
+		_ = fr.WriteRSTStream(id, http2.ErrCodeCancel)
+	}
+	// The PING's ack comes once every pair before it was processed.
+	_ = fr.WritePing(false, [8]byte{7})
+	if err := bw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := cl.fr.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, ok := f.(*http2.PingFrame); ok && p.IsAck() {
+			break
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if most > 10 {
+		t.Errorf("%d handlers at once; want at most MaxConcurrentStreams (10)", most)
+	}
+	if errs.get("stream_over_max_streams") == 0 {
+		t.Error("no stream refused; want those beyond the 10 running")
+	}
+	t.Logf("%d pairs: at most %d handlers at once, %d streams refused", pairs, most, errs.get("stream_over_max_streams"))
+}

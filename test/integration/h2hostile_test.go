@@ -426,6 +426,12 @@ func TestH2HostileFrames(t *testing.T) {
 			t.Errorf("%s: RSS grew by %d MiB; want it bounded", a.name, res.rssPeak>>20)
 		}
 	}
+	// The cuts are counted by their reason.
+	for _, typ := range []string{"conn_header_block_too_long", "conn_control_backlog"} {
+		if v := metricValue(t, r, `fastrouter_http2_errors_total{type="`+typ+`"}`); v < 1 {
+			t.Errorf(`fastrouter_http2_errors_total{type=%q} = %v; want at least 1`, typ, v)
+		}
+	}
 	// Nothing is left behind: every connection's goroutines end.
 	g := settleGoroutines(t, r, base, 2, "all the attacks")
 	t.Logf("goroutines: %d before the attacks, %d after", base, g)

@@ -82,12 +82,12 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	return nil
 }
 
-// keepTrailersLocked keeps the trailers of st the request declared (in
-// its Trailer field) for the handler, which finds them in req.Trailer once
-// its body Read returns io.EOF (requestBody.Read): as net/http's HTTP/2
-// server does, the handler's goroutine copies them, so a handler that
-// looks at req.Trailer early races with nothing. Without a declaration
-// they are dropped unchecked; with one, a field that may not be a trailer
+// keepTrailersLocked keeps the trailers of st for its handler, which
+// finds those the request declared (in its Trailer field) in req.Trailer
+// once its body Read returns io.EOF (requestBody.Read): as net/http's
+// HTTP/2 server does, the handler's goroutine copies them, so the reader
+// never touches the map the handler has. Without a declaration they are
+// dropped unchecked; with one, a field that may not be a trailer
 // (httpguts.ValidTrailerHeader) makes them malformed: false.
 func (c *conn) keepTrailersLocked(st *stream, fs []hpack.HeaderField) bool {
 	if st.base.Trailer == nil {
@@ -97,9 +97,6 @@ func (c *conn) keepTrailersLocked(st *stream, fs []hpack.HeaderField) bool {
 		k := c.canonical(hf.Name)
 		if !httpguts.ValidTrailerHeader(k) {
 			return false
-		}
-		if _, ok := st.base.Trailer[k]; !ok {
-			continue
 		}
 		if st.trailer == nil {
 			st.trailer = make(http.Header)

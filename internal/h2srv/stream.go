@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -51,7 +50,7 @@ type stream struct {
 	rbuf       []byte
 	roff       int
 	rerr       error       // what a read returns once rbuf is empty
-	trailer    http.Header // the declared trailers received; the handler's Read moves them to req.Trailer
+	trailer    http.Header // the trailers received, when some were declared; the handler's Read copies them (copyTrailers)
 	declared   int64       // content-length, or -1
 	received   int64
 	recvAvail  int64 // the client's window on this stream
@@ -246,8 +245,7 @@ func (b requestBody) Read(p []byte) (int, error) {
 			return 0, errBodyClosed
 		case st.rerr != nil:
 			if st.rerr == io.EOF && st.trailer != nil {
-				maps.Copy(st.base.Trailer, st.trailer) // req.Trailer is the same map
-				st.trailer = nil
+				st.copyTrailers()
 			}
 			return 0, st.rerr
 		case len(p) == 0:
@@ -257,6 +255,18 @@ func (b requestBody) Read(p []byte) (int, error) {
 			return 0, err
 		}
 	}
+}
+
+// copyTrailers puts the trailers received that the request declared in
+// req.Trailer (st.base's map: req is a shallow copy of st.base); on the
+// handler's goroutine.
+func (st *stream) copyTrailers() {
+	for k, vs := range st.trailer {
+		if _, ok := st.base.Trailer[k]; ok {
+			st.base.Trailer[k] = vs
+		}
+	}
+	st.trailer = nil
 }
 
 // Close ends the handler's reading: a Read under way returns, what comes

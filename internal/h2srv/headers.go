@@ -268,7 +268,7 @@ func setURL(u *url.URL, path string) {
 	p, q, found := strings.Cut(path, "?")
 	*u = url.URL{Path: p, RawQuery: q, ForceQuery: found && q == ""}
 	for i := 0; i < len(p); i++ {
-		if !pathByte[p[i]] {
+		if !plainPathByte(p[i]) {
 			if pu, err := url.ParseRequestURI(path); err == nil {
 				*u = *pu
 			}
@@ -277,15 +277,20 @@ func setURL(u *url.URL, path string) {
 	}
 }
 
-// pathByte: the bytes a path keeps as they are, unescaped and escaped
-// (url.shouldEscape in encodePath mode says no); '%' is not one.
-var pathByte = func() (t [256]bool) {
-	for c := range 256 {
-		t[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
-			strings.IndexByte("-_.~$&+,/:;=@", byte(c)) >= 0
+// plainPathByte reports a byte a path keeps as it is, unescaped and
+// escaped (net/url escapes it in no path: RFC 3986 §2.3 and §3.3); '%' is
+// not one.
+func plainPathByte(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
 	}
-	return t
-}()
+	switch c {
+	case '-', '_', '.', '~', '$', '&', '+', ',', '/', ':', ';', '=', '@':
+		return true
+	}
+	return false
+}
 
 // addValue adds v under key k to h; values come from one backing array
 // per stream.

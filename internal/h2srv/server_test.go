@@ -525,3 +525,25 @@ func TestServeURL(t *testing.T) {
 		}
 	}
 }
+
+// TestSetURL: every byte, alone in a path and escaped, gives the URL
+// url.ParseRequestURI gives.
+func TestSetURL(t *testing.T) {
+	for c := range 256 {
+		for _, path := range []string{"/a" + string(rune(c)) + "b?q", "/%" + strconv.FormatInt(int64(c), 16)} {
+			if c >= 0x80 {
+				path = "/a" + string([]byte{byte(c)})
+			}
+			var u url.URL
+			setURL(&u, path)
+			want, err := url.ParseRequestURI(path)
+			if err != nil {
+				p, q, _ := strings.Cut(path, "?")
+				want = &url.URL{Path: p, RawQuery: q}
+			}
+			if u != *want {
+				t.Errorf("%q: %#v; want %#v", path, u, *want)
+			}
+		}
+	}
+}

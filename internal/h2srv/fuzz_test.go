@@ -64,7 +64,7 @@ func FuzzServeConn(f *testing.F) {
 		_ = fr.WritePriority(5, http2.PriorityParam{StreamDep: 5})
 		_ = fr.WritePing(false, [8]byte{1})
 		_ = fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}, http2.Setting{ID: http2.SettingMaxFrameSize, Val: 1 << 14})
-		fuzzHeaders(fr, enc, hb, 7, false, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/")
+		fuzzHeaders(fr, enc, hb, 7, false, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/a%20b?", "trailer", "x-trailer")
 		fuzzHeaders(fr, enc, hb, 7, true, "x-trailer", "1")
 		_ = fr.WriteGoAway(7, http2.ErrCodeNo, nil)
 	}))

@@ -48,10 +48,6 @@ type streamFront struct {
 type h2Front struct {
 	*streamFront
 	conns prometheus.Gauge
-	// writeTimeout: a connection whose writes make no progress for this
-	// long is cut, so a client that stops reading cannot pin buffers
-	// (h2Guard.Write).
-	writeTimeout time.Duration
 	// srv serves the connections the router has accepted, through its TLS
 	// handshake or h2c sniff and PROXY header, wrapped in the h2 guard
 	// (h2guard.go), with a context per connection.
@@ -67,7 +63,7 @@ const h2MaxConcurrentStreams = 250
 const h2MaxFrameSize = 16 << 10
 
 func newH2Front(rt *Router, t *Timeouts, sf *streamFront, conns prometheus.Gauge) *h2Front {
-	f := &h2Front{streamFront: sf, conns: conns, writeTimeout: t.Timeout}
+	f := &h2Front{streamFront: sf, conns: conns}
 	f.srv = h2srv.New(h2srv.Config{
 		MaxConcurrentStreams: h2MaxConcurrentStreams,
 		// The initial SETTINGS_MAX_FRAME_SIZE (RFC 9113 §6.5.2): a client
@@ -82,7 +78,9 @@ func newH2Front(rt *Router, t *Timeouts, sf *streamFront, conns prometheus.Gauge
 		ConnWindow:   1 << 20,
 		IdleTimeout:  t.Timeout,
 		// A response that waits this long for the client's window is
-		// reset; the guard bounds the socket's writes (h2Guard.Write).
+		// reset, and a socket write that makes no progress for this long
+		// ends the connection: a client that stops reading pins no
+		// buffers.
 		WriteTimeout: t.Timeout,
 		CountError:   func(name string) { rt.h2Errors.WithLabelValues(name).Inc() },
 		OnPanic: func(v any, stack []byte) {
@@ -98,7 +96,6 @@ func newH2Front(rt *Router, t *Timeouts, sf *streamFront, conns prometheus.Gauge
 func (f *h2Front) serveConn(c net.Conn) {
 	f.conns.Inc()
 	gc, g := newH2Guard(f.rt, c)
-	g.writeTimeout = f.writeTimeout
 	defer func() {
 		f.conns.Dec()
 		c.Close()

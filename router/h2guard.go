@@ -76,11 +76,6 @@ type h2Guard struct {
 	idle    bucket  // budget of frames that carry nothing
 	flood   bool    // a budget ran out: Read returns errFlood from now on
 
-	// Owned by the server's writer goroutine (one write in flight at a
-	// time).
-	writeTimeout time.Duration // 0: writes have no deadline
-	wrenew       time.Time     // when the write deadline is next renewed
-
 	// remote is the client's address as the server gives it every
 	// stream (Request.RemoteAddr, from this connection's RemoteAddr),
 	// parsed once for the connection's streams (h2.go: readRequest);
@@ -186,35 +181,6 @@ func (g *h2Guard) Read(p []byte) (int, error) {
 	n := copy(p, g.buf[g.r:g.w])
 	g.r += n
 	return n, nil
-}
-
-// Write is the server's write to the client. A write that makes no
-// progress for writeTimeout fails; rather than set the connection's
-// deadline before and clear it after every write (a runtime timer moved
-// twice per write), the guard renews it only once a quarter of
-// writeTimeout has passed, so a stalled write is cut after between ¾ and
-// all of writeTimeout. A write the deadline stops after some progress is
-// retried with a fresh one (over TLS it cannot be: crypto/tls fails the
-// connection).
-func (g *h2Guard) Write(p []byte) (int, error) {
-	if g.writeTimeout <= 0 {
-		return g.Conn.Write(p)
-	}
-	n := 0
-	for {
-		if now := time.Now(); !now.Before(g.wrenew) {
-			if err := g.Conn.SetWriteDeadline(now.Add(g.writeTimeout)); err != nil {
-				return n, err
-			}
-			g.wrenew = now.Add(g.writeTimeout / 4)
-		}
-		m, err := g.Conn.Write(p[n:])
-		n += m
-		if err == nil || m == 0 || !isTimeout(err) {
-			return n, err
-		}
-		g.wrenew = time.Time{}
-	}
 }
 
 // scan follows the frames in b, the next bytes of the connection, and

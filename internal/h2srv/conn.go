@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -25,9 +26,8 @@ const (
 	// outMax: past this much queued, response DATA waits for the writer
 	// (a client that does not read cannot make the router buffer more).
 	outMax = 256 << 10
-	// outCtrlMax: past this much queued, a frame the reader must answer
-	// (SETTINGS and PING acknowledgements, resets) ends the connection:
-	// the client sends faster than it reads.
+	// outCtrlMax: past this much queued after a frame was processed, the
+	// connection ends (backlogged): the client sends faster than it reads.
 	outCtrlMax = 1 << 20
 	// linger is how long a closing connection keeps reading (and
 	// discarding) after its last frame, so the client gets the GOAWAY
@@ -54,6 +54,8 @@ type conn struct {
 	remote string
 	tls    *tls.ConnectionState
 	fr     *http2.Framer // reading; serve's goroutine only
+	br     blockReader   // what fr reads from; serve's goroutine only
+	wrenew time.Time     // when the write deadline is next renewed; the writer's only (write)
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex
@@ -101,7 +103,11 @@ func newConn(s *Server, ctx context.Context, nc net.Conn) *conn {
 		c.tls = &cs
 	}
 	c.work.L, c.drained.L = &c.mu, &c.mu
-	c.fr = http2.NewFramer(nil, nc)
+	// Twice the list, as the Framer allows a block's encoded bytes
+	// (which can be longer than the fields, RFC 7541 §5.2), and 16 frames
+	// at least.
+	c.br = blockReader{r: nc, budget: 2*int64(s.cfg.MaxHeaderListSize) + 16*blockFrameMin}
+	c.fr = http2.NewFramer(nil, &c.br)
 	c.fr.SetMaxReadFrameSize(s.cfg.MaxReadFrameSize)
 	c.fr.MaxHeaderListSize = s.cfg.MaxHeaderListSize
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
@@ -182,6 +188,9 @@ func (c *conn) readPreface() bool {
 func (c *conn) readLoop() error {
 	first := true
 	for {
+		if c.backlogged() { // after the previous frame, whatever it was
+			return connError{http2.ErrCodeEnhanceYourCalm, "conn_control_backlog"}
+		}
 		f, err := c.fr.ReadFrame()
 		if first && err == nil {
 			// The preface's SETTINGS must come first (RFC 9113 §3.4).
@@ -201,6 +210,14 @@ func (c *conn) readLoop() error {
 			switch {
 			case errors.As(err, &se):
 				c.mu.Lock()
+				if se.StreamID > c.maxID && se.Cause == nil {
+					// A frame the Framer refused without decoding it (a
+					// WINDOW_UPDATE of 0, a HEADERS frame padded past its
+					// end) on an idle stream: a connection error (RFC 9113
+					// §5.1, §6.2).
+					c.mu.Unlock()
+					return connError{http2.ErrCodeProtocol, "conn_stream_error_idle"}
+				}
 				if se.StreamID%2 == 1 && se.StreamID > c.maxID && f == nil {
 					c.maxID = se.StreamID // a header block refused: the stream is closed, not idle
 				}
@@ -211,6 +228,8 @@ func (c *conn) readLoop() error {
 				return connError{http2.ErrCode(ce), "conn_" + codeName(http2.ErrCode(ce))}
 			case errors.Is(err, http2.ErrFrameTooLarge):
 				return connError{http2.ErrCodeFrameSize, "conn_frame_too_large"}
+			case errors.Is(err, errBlockTooLong):
+				return connError{http2.ErrCodeEnhanceYourCalm, "conn_header_block_too_long"}
 			}
 			return err
 		}
@@ -218,6 +237,17 @@ func (c *conn) readLoop() error {
 			return err
 		}
 	}
+}
+
+// backlogged reports a client that sends faster than it reads: past
+// outCtrlMax queued, the answers the reader queues (SETTINGS and PING
+// acknowledgements, RST_STREAM for frames on closed streams,
+// WINDOW_UPDATE) would pile up without bound. Response data waits below
+// outMax, so it cannot cause this alone.
+func (c *conn) backlogged() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.out) > outCtrlMax
 }
 
 func (c *conn) process(f http2.Frame) error {
@@ -232,7 +262,11 @@ func (c *conn) process(f http2.Frame) error {
 		if f.IsAck() {
 			return nil
 		}
-		return c.control(func() error { return c.wfr.WritePing(true, f.Data) })
+		c.mu.Lock()
+		_ = c.wfr.WritePing(true, f.Data)
+		c.work.Signal()
+		c.mu.Unlock()
+		return nil
 	case *http2.WindowUpdateFrame:
 		return c.processWindowUpdate(f)
 	case *http2.RSTStreamFrame:
@@ -254,19 +288,6 @@ func (c *conn) process(f http2.Frame) error {
 		return connError{http2.ErrCodeProtocol, "conn_continuation"}
 	}
 	return nil // unknown frame types are ignored (RFC 9113 §5.5)
-}
-
-// control queues a frame the reader answers with; a client that makes
-// these pile up unread ends the connection.
-func (c *conn) control(write func() error) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.out) > outCtrlMax {
-		return connError{http2.ErrCodeEnhanceYourCalm, "conn_control_backlog"}
-	}
-	_ = write()
-	c.work.Signal()
-	return nil
 }
 
 func (c *conn) processSettings(f *http2.SettingsFrame) error {
@@ -307,9 +328,6 @@ func (c *conn) processSettings(f *http2.SettingsFrame) error {
 	})
 	if err != nil {
 		return err
-	}
-	if len(c.out) > outCtrlMax {
-		return connError{http2.ErrCodeEnhanceYourCalm, "conn_control_backlog"}
 	}
 	_ = c.wfr.WriteSettingsAck()
 	c.work.Signal()
@@ -582,7 +600,7 @@ func (c *conn) writeLoop() {
 		c.out = c.spare[:0]
 		c.writing = true
 		c.mu.Unlock()
-		_, err := c.nc.Write(buf)
+		err := c.write(buf)
 		c.mu.Lock()
 		c.writing = false
 		if cap(buf) <= 2*outMax {
@@ -605,6 +623,37 @@ func (c *conn) writeLoop() {
 				}
 			}
 		}
+	}
+}
+
+// write writes p to the socket. With a WriteTimeout, a write that makes
+// no progress for that long fails, and the connection with it: a client
+// that reads nothing holds the writer, and what is queued, no longer.
+// Rather than set the deadline before and clear it after every write (a
+// runtime timer moved twice per write), write renews it once a quarter of
+// WriteTimeout has passed, so a stalled write is cut after between ¾ and
+// all of it. A write the deadline stops after some progress goes on with
+// a fresh one (over TLS it cannot: crypto/tls fails the connection).
+// Writer's goroutine only.
+func (c *conn) write(p []byte) error {
+	wt := c.srv.cfg.WriteTimeout
+	if wt <= 0 {
+		_, err := c.nc.Write(p)
+		return err
+	}
+	for {
+		if now := time.Now(); !now.Before(c.wrenew) {
+			if err := c.nc.SetWriteDeadline(now.Add(wt)); err != nil {
+				return err
+			}
+			c.wrenew = now.Add(wt / 4)
+		}
+		n, err := c.nc.Write(p)
+		p = p[n:]
+		if err == nil || n == 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return err
+		}
+		c.wrenew = time.Time{}
 	}
 }
 

@@ -64,7 +64,7 @@ func FuzzServeConn(f *testing.F) {
 		_ = fr.WritePriority(5, http2.PriorityParam{StreamDep: 5})
 		_ = fr.WritePing(false, [8]byte{1})
 		_ = fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}, http2.Setting{ID: http2.SettingMaxFrameSize, Val: 1 << 14})
-		fuzzHeaders(fr, enc, hb, 7, false, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/")
+		fuzzHeaders(fr, enc, hb, 7, false, ":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/a%20b?", "trailer", "x-trailer")
 		fuzzHeaders(fr, enc, hb, 7, true, "x-trailer", "1")
 		_ = fr.WriteGoAway(7, http2.ErrCodeNo, nil)
 	}))
@@ -87,6 +87,60 @@ func FuzzServeConn(f *testing.F) {
 		case <-done:
 		case <-time.After(10 * time.Second):
 			t.Fatal("ServeConn did not return after the input ended")
+		}
+	})
+}
+
+// chunkReader hands out src in reads of at most n bytes.
+type chunkReader struct {
+	src []byte
+	n   int
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if len(r.src) == 0 {
+		return 0, io.EOF
+	}
+	k := copy(p[:min(len(p), r.n)], r.src)
+	r.src = r.src[k:]
+	return k, nil
+}
+
+// FuzzBlockReader: blockReader passes the bytes through unchanged up to a
+// header block over its budget, and where it stops does not depend on how
+// the bytes arrive.
+func FuzzBlockReader(f *testing.F) {
+	f.Add([]byte{}, uint8(1), uint16(100))
+	f.Add(fuzzFrames(func(fr *http2.Framer, enc *hpack.Encoder, hb *bytes.Buffer) {
+		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0x82}})
+		for range 20 {
+			_ = fr.WriteContinuation(1, false, nil)
+		}
+		_ = fr.WriteContinuation(1, true, []byte{0x84})
+		_ = fr.WriteData(1, true, make([]byte, 3000))
+	}), uint8(7), uint16(16))
+	f.Add(fuzzFrames(func(fr *http2.Framer, enc *hpack.Encoder, hb *bytes.Buffer) {
+		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: bytes.Repeat([]byte{0x20}, 3000)})
+		_ = fr.WriteContinuation(1, false, bytes.Repeat([]byte{0x20}, 3000))
+		_ = fr.WriteContinuation(1, true, nil)
+	}), uint8(3), uint16(5))
+	f.Fuzz(func(t *testing.T, src []byte, chunk uint8, budget uint16) {
+		run := func(n int) ([]byte, error) {
+			b := &blockReader{r: &chunkReader{src: src, n: n}, budget: int64(budget) << 10}
+			var got bytes.Buffer
+			_, err := io.Copy(&got, b)
+			return got.Bytes(), err
+		}
+		whole, werr := run(len(src) + 1)
+		part, perr := run(1 + int(chunk))
+		if (werr == nil) != (perr == nil) {
+			t.Fatalf("read whole: %v; in chunks of %d: %v", werr, 1+int(chunk), perr)
+		}
+		if werr == nil && (!bytes.Equal(whole, src) || !bytes.Equal(part, src)) {
+			t.Fatalf("passed %d and %d bytes of %d", len(whole), len(part), len(src))
+		}
+		if werr != nil && (werr != errBlockTooLong || !bytes.HasPrefix(src, whole) || !bytes.HasPrefix(src, part)) {
+			t.Fatalf("stopped with %v after %d and %d bytes that are not the input's", werr, len(whole), len(part))
 		}
 	})
 }

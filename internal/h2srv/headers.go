@@ -36,11 +36,10 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 			return nil
 		case !f.StreamEnded():
 			return connError{http2.ErrCodeProtocol, "conn_trailers_no_end_stream"}
-		case len(f.PseudoFields()) > 0 || !validTrailers(f.RegularFields()):
+		case len(f.PseudoFields()) > 0 || !validTrailers(f.RegularFields()) || !c.keepTrailersLocked(st, f.RegularFields()):
 			c.resetLocked(id, http2.ErrCodeProtocol, "stream_bad_trailers")
 			return nil
 		}
-		// Trailers are checked and dropped: the handler's request has none.
 		c.endRemoteLocked(st)
 		return nil
 	}
@@ -83,6 +82,51 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	return nil
 }
 
+// keepTrailersLocked keeps the trailers of st for its handler, which
+// finds those the request declared (in its Trailer field) in req.Trailer
+// once its body Read returns io.EOF (requestBody.Read): as net/http's
+// HTTP/2 server does, the handler's goroutine copies them, so the reader
+// never touches the map the handler has. Without a declaration they are
+// dropped unchecked; with one, a field that may not be a trailer
+// (httpguts.ValidTrailerHeader) makes them malformed: false.
+func (c *conn) keepTrailersLocked(st *stream, fs []hpack.HeaderField) bool {
+	if st.base.Trailer == nil {
+		return true
+	}
+	for _, hf := range fs {
+		k := c.canonical(hf.Name)
+		if !httpguts.ValidTrailerHeader(k) {
+			return false
+		}
+		if st.trailer == nil {
+			st.trailer = make(http.Header)
+		}
+		st.trailer[k] = append(st.trailer[k], hf.Value)
+	}
+	return true
+}
+
+// declaredTrailers is req.Trailer as net/http makes it from the Trailer
+// field's values: the names declared, canonical, without values; nil
+// when none (Transfer-Encoding, Trailer and Content-Length do not count).
+// The Trailer field stays in the header map.
+func declaredTrailers(vs []string) http.Header {
+	var tr http.Header
+	for _, v := range vs {
+		for k := range strings.SplitSeq(v, ",") {
+			switch k = textproto.CanonicalMIMEHeaderKey(textproto.TrimString(k)); k {
+			case "Transfer-Encoding", "Trailer", "Content-Length", "":
+				continue
+			}
+			if tr == nil {
+				tr = make(http.Header)
+			}
+			tr[k] = nil
+		}
+	}
+	return tr
+}
+
 // validTrailers: no connection-specific fields in the trailers either.
 func validTrailers(fs []hpack.HeaderField) bool {
 	for _, hf := range fs {
@@ -114,8 +158,9 @@ func connectionSpecific(name, value string) bool {
 // fields joined (RFC 9113 §8.2.3), ContentLength from content-length or
 // -1. RequestURI is :path, or :authority for a CONNECT. An extended
 // CONNECT's :protocol (RFC 8441 §4) stays in the header map under
-// ":protocol" (x/net/http2's server does the same). URL is :path split at "?", not
-// unescaped.
+// ":protocol" (x/net/http2's server does the same). URL is :path parsed
+// (setURL), with Scheme and Host from :scheme and :authority. Trailer is
+// what the Trailer field declares.
 func (c *conn) readRequestLocked(st *stream, f *http2.MetaHeadersFrame) string {
 	var method, path, scheme, authority, protocol, host string
 	h := st.header
@@ -190,14 +235,15 @@ func (c *conn) readRequestLocked(st *stream, f *http2.MetaHeadersFrame) string {
 	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
 	r.Host = authority
 	r.Header = h
+	r.Trailer = declaredTrailers(h["Trailer"])
 	r.RemoteAddr = c.remote
 	r.TLS = c.tls
 	r.RequestURI = path
 	if method == http.MethodConnect && protocol == "" {
 		r.RequestURI = authority
 	}
-	p, q, _ := strings.Cut(path, "?")
-	st.url = url.URL{Scheme: scheme, Host: authority, Path: p, RawQuery: q}
+	setURL(&st.url, path)
+	st.url.Scheme, st.url.Host = scheme, authority
 	r.URL = &st.url
 	switch {
 	case f.StreamEnded():
@@ -210,6 +256,40 @@ func (c *conn) readRequestLocked(st *stream, f *http2.MetaHeadersFrame) string {
 	}
 	st.declared = cl
 	return ""
+}
+
+// setURL sets u from :path as url.ParseRequestURI (net/http's server)
+// would: Path unescaped, RawPath when the path's escaping is not the one
+// url.URL.EscapedPath would make, RawQuery, ForceQuery. A path of
+// characters that need no escaping costs no allocation. One that
+// ParseRequestURI refuses (a bad %-escape, a control character) is kept
+// as it came in Path, for the handler to judge (RequestURI has it too).
+func setURL(u *url.URL, path string) {
+	p, q, found := strings.Cut(path, "?")
+	*u = url.URL{Path: p, RawQuery: q, ForceQuery: found && q == ""}
+	for i := 0; i < len(p); i++ {
+		if !plainPathByte(p[i]) {
+			if pu, err := url.ParseRequestURI(path); err == nil {
+				*u = *pu
+			}
+			return
+		}
+	}
+}
+
+// plainPathByte reports a byte a path keeps as it is, unescaped and
+// escaped (net/url escapes it in no path: RFC 3986 §2.3 and §3.3); '%' is
+// not one.
+func plainPathByte(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	switch c {
+	case '-', '_', '.', '~', '$', '&', '+', ',', '/', ':', ';', '=', '@':
+		return true
+	}
+	return false
 }
 
 // addValue adds v under key k to h; values come from one backing array

@@ -49,7 +49,9 @@ type Config struct {
 	// WriteTimeout bounds a response write that waits, without a write
 	// deadline of the handler's own, for the client's flow-control window
 	// or for the connection's buffer to drain: the stream is reset after
-	// it. 0: none.
+	// it. It also bounds the connection's socket writes: one that makes no
+	// progress for this long ends the connection, so a client that reads
+	// nothing holds it, and what it has queued, no longer. 0: none.
 	WriteTimeout time.Duration
 	// CountError, when set, is called with a fixed name for each error
 	// answered: "conn_" and a reason for one that ends the connection

@@ -6,7 +6,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -37,9 +40,23 @@ func serve(t *testing.T, cfg Config, h http.HandlerFunc) (*Server, string) {
 	t.Cleanup(func() {
 		ln.Close()
 		s.Shutdown()
-		wg.Wait()
+		waitFor(t, &wg, 10*time.Second, "the server's connections to end")
 	})
 	return s, ln.Addr().String()
+}
+
+// waitFor waits for wg, at most d: a handler or a connection that does not
+// end is a failure of the test, with the goroutines' stacks, not a hang.
+func waitFor(t *testing.T, wg *sync.WaitGroup, d time.Duration, what string) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		buf := make([]byte, 1<<20)
+		t.Errorf("waited %v for %s; goroutines:\n%s", d, what, buf[:runtime.Stack(buf, true)])
+	}
 }
 
 // client is a bare framer on a connection to the server.
@@ -444,6 +461,89 @@ func TestServeConcurrencyLimit(t *testing.T) {
 			open--
 		case *http2.RSTStreamFrame, *http2.GoAwayFrame:
 			t.Fatalf("%v", f)
+		}
+	}
+}
+
+// TestServeTrailers: request trailers the Trailer field declared are in
+// req.Trailer once the body has been read to its end, as net/http puts
+// them; undeclared ones are dropped; a declared one that may not be a
+// trailer (httpguts.ValidTrailerHeader) resets the stream.
+func TestServeTrailers(t *testing.T) {
+	_, addr := serve(t, Config{}, func(w http.ResponseWriter, r *http.Request) {
+		before := len(r.Trailer)
+		body, err := io.ReadAll(r.Body)
+		_, _ = io.WriteString(w, strconv.Itoa(before)+" "+string(body)+" "+strconv.FormatBool(err == nil)+
+			" x-a="+strings.Join(r.Trailer["X-A"], ",")+" x-b="+strings.Join(r.Trailer["X-B"], ",")+" n="+strconv.Itoa(len(r.Trailer)))
+	})
+	cl := dial(t, addr)
+	post := []string{":method", "POST", ":scheme", "http", ":authority", "a.test", ":path", "/"}
+	cl.headers(1, false, append(post, "trailer", "X-A, x-b")...)
+	_ = cl.fr.WriteData(1, false, []byte("body"))
+	cl.headers(1, true, "x-a", "1", "x-a", "2", "x-c", "3")
+	if _, body, rst := cl.response(1); rst != nil || body != "2 body true x-a=1,2 x-b= n=2" {
+		t.Errorf("declared trailers: %q reset %v; want %q", body, rst, "2 body true x-a=1,2 x-b= n=2")
+	}
+	cl.headers(3, false, post...)
+	cl.headers(3, true, "x-a", "1")
+	if _, body, rst := cl.response(3); rst != nil || body != "0  true x-a= x-b= n=0" {
+		t.Errorf("undeclared trailers: %q reset %v", body, rst)
+	}
+	cl.headers(5, false, append(post, "trailer", "content-length")...)
+	cl.headers(5, true, "content-length", "0")
+	if _, body, rst := cl.response(5); rst != nil || body != "0  true x-a= x-b= n=0" {
+		t.Errorf("a declared content-length trailer: %q reset %v; want it ignored", body, rst)
+	}
+	cl.headers(7, false, append(post, "trailer", "x-a")...)
+	cl.headers(7, true, "x-a", "1", "host", "b.test")
+	if _, _, rst := cl.response(7); rst == nil || *rst != http2.ErrCodeProtocol {
+		t.Errorf("a Host trailer: reset %v; want PROTOCOL_ERROR", rst)
+	}
+}
+
+// TestServeURL: req.URL is :path as net/http's url.ParseRequestURI makes
+// it (Path unescaped, RawPath when the escaping is not the default one,
+// RawQuery, ForceQuery); a :path it refuses keeps Path as sent.
+func TestServeURL(t *testing.T) {
+	_, addr := serve(t, Config{}, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.URL.Path+"|"+r.URL.RawPath+"|"+r.URL.RawQuery+"|"+strconv.FormatBool(r.URL.ForceQuery)+"|"+r.RequestURI)
+	})
+	cl := dial(t, addr)
+	for i, path := range []string{"/a/b;c=d,e:f@g$h&i+j=k", "/a%20b/c%2Fd?x=%20", "/a(b)", "/q?", "*", "/%zz", "/a%41"} {
+		id := uint32(2*i + 1)
+		cl.get(id, path)
+		_, body, rst := cl.response(id)
+		want := "?"
+		if u, err := url.ParseRequestURI(path); err == nil {
+			want = u.Path + "|" + u.RawPath + "|" + u.RawQuery + "|" + strconv.FormatBool(u.ForceQuery) + "|" + path
+		} else {
+			p, q, _ := strings.Cut(path, "?")
+			want = p + "||" + q + "|false|" + path
+		}
+		if rst != nil || body != want {
+			t.Errorf("%s: %q reset %v; want %q", path, body, rst, want)
+		}
+	}
+}
+
+// TestSetURL: every byte, alone in a path and escaped, gives the URL
+// url.ParseRequestURI gives.
+func TestSetURL(t *testing.T) {
+	for c := range 256 {
+		for _, path := range []string{"/a" + string(rune(c)) + "b?q", "/%" + strconv.FormatInt(int64(c), 16)} {
+			if c >= 0x80 {
+				path = "/a" + string([]byte{byte(c)})
+			}
+			var u url.URL
+			setURL(&u, path)
+			want, err := url.ParseRequestURI(path)
+			if err != nil {
+				p, q, _ := strings.Cut(path, "?")
+				want = &url.URL{Path: p, RawQuery: q}
+			}
+			if u != *want {
+				t.Errorf("%q: %#v; want %#v", path, u, *want)
+			}
 		}
 	}
 }

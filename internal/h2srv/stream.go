@@ -3,6 +3,7 @@ package h2srv
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -48,8 +49,9 @@ type stream struct {
 	tooLarge   bool  // header list over MaxHeaderListSize: answered 431
 	rbuf       []byte
 	roff       int
-	rerr       error // what a read returns once rbuf is empty
-	declared   int64 // content-length, or -1
+	rerr       error       // what a read returns once rbuf is empty
+	trailer    http.Header // the trailers received, when some were declared; the handler's Read copies them (copyTrailers)
+	declared   int64       // content-length, or -1
 	received   int64
 	recvAvail  int64 // the client's window on this stream
 	recvUnsent int64
@@ -242,6 +244,9 @@ func (b requestBody) Read(p []byte) (int, error) {
 		case st.bodyClosed:
 			return 0, errBodyClosed
 		case st.rerr != nil:
+			if st.rerr == io.EOF && st.trailer != nil {
+				st.copyTrailers()
+			}
 			return 0, st.rerr
 		case len(p) == 0:
 			return 0, nil
@@ -250,6 +255,18 @@ func (b requestBody) Read(p []byte) (int, error) {
 			return 0, err
 		}
 	}
+}
+
+// copyTrailers puts the trailers received that the request declared in
+// req.Trailer (st.base's map: req is a shallow copy of st.base); on the
+// handler's goroutine.
+func (st *stream) copyTrailers() {
+	for k, vs := range st.trailer {
+		if _, ok := st.base.Trailer[k]; ok {
+			st.base.Trailer[k] = vs
+		}
+	}
+	st.trailer = nil
 }
 
 // Close ends the handler's reading: a Read under way returns, what comes

@@ -232,6 +232,31 @@ func TestH2HostileFrames(t *testing.T) {
 			},
 		},
 		{
+			// HPACK table size updates decode to nothing, so the fields
+			// never pass --max-header-bytes: the block's bytes are bounded
+			// instead (twice the limit).
+			name: "CONTINUATION flood, table size updates", read: true, want: "GOAWAY ENHANCE_YOUR_CALM", budget: 10 * time.Second,
+			write: func(h *h2Conn, i int) (bool, error) {
+				frag := bytes.Repeat([]byte{0x20}, 16000)
+				if i == 0 {
+					return true, h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: frag})
+				}
+				return i < 100000, h.fr.WriteContinuation(1, false, frag)
+			},
+		},
+		{
+			// One answered GET, then empty DATA frames with END_STREAM on
+			// its stream, each answered RST_STREAM STREAM_CLOSED, which the
+			// client never reads.
+			name: "RST_STREAM answers, never reading", read: false, want: "closed", budget: 10 * time.Second,
+			write: func(h *h2Conn, i int) (bool, error) {
+				if i == 0 {
+					return true, h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hdrs(h, get...), EndStream: true, EndHeaders: true})
+				}
+				return i < 4000000, h.fr.WriteData(1, true, nil)
+			},
+		},
+		{
 			// One 4000-byte field into the dynamic table, then 12000
 			// one-byte references to it: 48 MB decoded from 16 KB, in one
 			// HEADERS frame within the 16 KiB SETTINGS_MAX_FRAME_SIZE (a
@@ -399,6 +424,12 @@ func TestH2HostileFrames(t *testing.T) {
 		}
 		if res.rssPeak > 64<<20 {
 			t.Errorf("%s: RSS grew by %d MiB; want it bounded", a.name, res.rssPeak>>20)
+		}
+	}
+	// The cuts are counted by their reason.
+	for _, typ := range []string{"conn_header_block_too_long", "conn_control_backlog"} {
+		if v := metricValue(t, r, `fastrouter_http2_errors_total{type="`+typ+`"}`); v < 1 {
+			t.Errorf(`fastrouter_http2_errors_total{type=%q} = %v; want at least 1`, typ, v)
 		}
 	}
 	// Nothing is left behind: every connection's goroutines end.

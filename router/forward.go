@@ -185,15 +185,22 @@ func (rt *Router) closedBeforeAnswer(x *exchange, pool *balancer.Pool, node *bal
 	if c.unwatch() || x.ctx.Err() != nil {
 		return true
 	}
-	c.pm.backendError(errNodeClosedEarly)
+	rt.noteClosedEarly(x, c.pm, pool, node, at)
+	c.abandon() // closes, releases the node; the request stays in flight
+	return false
+}
+
+// noteClosedEarly counts and records that node closed x's connection
+// before answering, for the caller to release it and pick another
+// (closedBeforeAnswer; the HTTP/1.1 event loop, h1loop_linux.go).
+func (rt *Router) noteClosedEarly(x *exchange, pm *poolMetrics, pool *balancer.Pool, node *balancer.Node, at *attempts) {
+	pm.backendError(errNodeClosedEarly)
 	rt.observeLatency(pool, node, at, true, rt.now())
 	at.add(node)
 	at.err = errNodeClosedEarly
 	rt.unobserveConnect(x)
 	rt.observeTried(x, node)
 	rt.log.Debug("backend closed before answering: trying another node", "pool", pool.Key, "node", node.Address)
-	c.abandon() // closes, releases the node; the request stays in flight
-	return false
 }
 
 // failed counts err's status for pm (and a refused body's reason) and

@@ -232,31 +232,38 @@ func (l *frontListener) acceptLoop() error {
 			}
 			return err
 		}
-		if l.limit != nil {
-			lc, ok := l.limit.admit(c)
-			if !ok {
-				l.rt.connsRefused.WithLabelValues(l.name).Inc()
-				l.limit.refuse(c, l.tls != nil, l.rt.now())
-				continue
-			}
-			c = lc
-		}
-		if !l.splitting.add(c) {
-			c.Close() // past the shutdown deadline
-			continue
-		}
-		go func() {
-			p := l.split(c)
-			// An HTTP/1.1 connection that can park is served here, outside
-			// the splitting set: fasthttp's Shutdown waits for it, and one
-			// whose response outlives Shutdown's context is closed
-			// (shutdown.go) and ends then.
-			l.splitting.remove(c)
-			if p != nil {
-				l.serveConn(p)
-			}
-		}()
+		l.accepted(c)
 	}
+}
+
+// accepted starts serving c, a connection the accept loop took, or one the
+// HTTP/1.1 event loop hands over with the bytes it read (h1loop_linux.go):
+// --max-conns, then the split on a goroutine of its own.
+func (l *frontListener) accepted(c net.Conn) {
+	if l.limit != nil {
+		lc, ok := l.limit.admit(c)
+		if !ok {
+			l.rt.connsRefused.WithLabelValues(l.name).Inc()
+			l.limit.refuse(c, l.tls != nil, l.rt.now())
+			return
+		}
+		c = lc
+	}
+	if !l.splitting.add(c) {
+		c.Close() // past the shutdown deadline
+		return
+	}
+	go func() {
+		p := l.split(c)
+		// An HTTP/1.1 connection that can park is served here, outside
+		// the splitting set: fasthttp's Shutdown waits for it, and one
+		// whose response outlives Shutdown's context is closed
+		// (shutdown.go) and ends then.
+		l.splitting.remove(c)
+		if p != nil {
+			l.serveConn(p)
+		}
+	}()
 }
 
 // split finishes the TLS handshake or sniffs for the h2c preface, then hands

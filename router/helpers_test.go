@@ -10,6 +10,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"os"
 	"net/http"
 	"path/filepath"
 	"sync"
@@ -41,6 +42,11 @@ func startRouter(t testing.TB, cfg Config) *testRouter {
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 5 * time.Second
+	}
+	// FASTROUTER_TEST_H1LOOP=1 runs every test of the package on the
+	// HTTP/1.1 event loop (h1loop_linux.go), which must pass them all.
+	if os.Getenv("FASTROUTER_TEST_H1LOOP") == "1" {
+		cfg.H1EventLoop = true
 	}
 	rt, err := New(cfg)
 	if err != nil {

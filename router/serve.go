@@ -68,6 +68,10 @@ type frontListener struct {
 	tunnels connSet
 
 	parkState // HTTP/1.1 connections, and those parked outside fasthttp (park.go)
+
+	// loops serve the listener instead of the accept loop
+	// (Config.H1EventLoop); nil without.
+	loops *loopFront
 }
 
 // frontGen is one generation of a listener's protocol servers, built with
@@ -206,10 +210,18 @@ func (rt *Router) serve(ln net.Listener, name string, cfg *tls.Config) error {
 		return nil
 	}
 	l.renew(rt.timeouts()) // under rt.mu: SetTimeouts cannot interleave
+	if cfg == nil && rt.cfg.H1EventLoop && !rt.cfg.ProxyProtocol && l.limit == nil {
+		l.loops = l.startLoops() // h1loop_linux.go
+	}
 	rt.fronts = append(rt.fronts, l)
 	rt.mu.Unlock()
 
-	err := l.acceptLoop()
+	var err error
+	if l.loops != nil {
+		l.loops.wait() // until Shutdown
+	} else {
+		err = l.acceptLoop()
+	}
 	l.gen.Load().h1ln.Close()
 	l.servers.Wait()
 	if rt.shuttingDown() {
@@ -442,6 +454,7 @@ func (l *chanListener) Addr() net.Addr { return l.addr }
 // then the rest are closed.
 func (l *frontListener) Shutdown(ctx context.Context) error {
 	l.ln.Close()
+	l.loops.stopAccepting()
 	gens := l.generations()
 	for _, g := range gens {
 		g.h2.startShutdown()
@@ -454,6 +467,7 @@ func (l *frontListener) Shutdown(ctx context.Context) error {
 	}
 	// The deadline is reported once, below.
 	wg.Go(func() { _ = l.tunnels.shutdown(ctx) })
+	wg.Go(func() { l.loops.shutdown(ctx) })
 	l.closeParked()
 	done := make(chan struct{})
 	go func() {

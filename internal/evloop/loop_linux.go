@@ -116,6 +116,16 @@ func (l *Loop) Remove(fd int) error {
 	return unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 }
 
+// Forget unregisters fd without a system call, for a caller that closes
+// it right after: closing the last descriptor of a file takes it out of
+// the epoll set. A descriptor duplicated (dup, net.FileConn) stays in the
+// set: Remove it instead. Loop goroutine only.
+func (l *Loop) Forget(fd int) {
+	if fd >= 0 && fd < len(l.regs) {
+		l.regs[fd] = reg{}
+	}
+}
+
 // Registered reports whether fd is registered. Loop goroutine only.
 func (l *Loop) Registered(fd int) bool {
 	return fd >= 0 && fd < len(l.regs) && l.regs[fd].h != nil

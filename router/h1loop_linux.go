@@ -53,9 +53,12 @@ import (
 type loopFront struct {
 	l       *frontListener
 	workers []*loopWorker
-	open    atomic.Int64  // connections the loops serve
-	stopped chan struct{} // closed by stopAccepting
-	once    sync.Once
+	open    atomic.Int64 // connections the loops serve
+	// served and handed count the requests the loops answered and the
+	// connections they handed to the goroutine path (tests read them).
+	served, handed atomic.Int64
+	stopped        chan struct{} // closed by stopAccepting
+	once           sync.Once
 }
 
 // loopWorker is one loop and the connections it owns. Every field but
@@ -68,8 +71,8 @@ type loopWorker struct {
 	conns map[*loopConn]struct{}
 	// Parsing: a head is read through a bufio.Reader over the bytes
 	// already in hand (fasthttp's parsers take one).
-	rd  bytes.Reader
-	br  *bufio.Reader
+	rd      bytes.Reader
+	br      *bufio.Reader
 	errHead fasthttp.ResponseHeader // error pages' head
 	// free lists of buffers (loop goroutine only: no locks)
 	ins, bufs [][]byte
@@ -305,6 +308,7 @@ type loopConn struct {
 	// readable: the client socket may hold bytes not read yet (an
 	// edge-triggered descriptor tells only of new ones).
 	readable bool
+	ended    bool   // the client closed its side (or failed): read to the end
 	in       []byte // the request bytes read and not yet served; nil when none
 	n        int
 	headLen  int // the head of the request in flight, at the start of in
@@ -339,6 +343,7 @@ type loopConn struct {
 	got      int64 // body bytes from the node
 	rec      *accessRecord
 	bReadble bool // the node socket may hold bytes not read yet
+	bEnded   bool // the node closed (or failed) its side: read to the end
 }
 
 // Event takes the events of the client's descriptor, or of the node's.
@@ -353,6 +358,9 @@ func (c *loopConn) Event(fd int, ev uint32) {
 	}
 	if ev&(evloop.In|evloop.RDHup|evloop.Hup|evloop.Err) != 0 {
 		c.readable = true
+	}
+	if ev&(evloop.RDHup|evloop.Hup|evloop.Err) != 0 {
+		c.ended = true
 	}
 	if ev&evloop.Out != 0 && c.off < len(c.out) {
 		c.flush()
@@ -422,7 +430,7 @@ func (c *loopConn) readHead() {
 			c.armIdle(w.rt.timeouts().Header)
 		}
 		c.n += m
-		c.readable = c.n == len(c.in) // a short read drained the socket
+		c.readable = c.n == len(c.in) || c.ended // a short read drained the socket, unless its end is pending
 	}
 }
 
@@ -500,7 +508,8 @@ func (c *loopConn) serve(end int) {
 
 // simpleRequest reports a request head the loop takes (see the top).
 func simpleRequest(rt *Router, h *fasthttp.RequestHeader) bool {
-	if !h.IsHTTP11() || h.ContentLength() != 0 || len(h.Peek("Transfer-Encoding")) > 0 ||
+	// fasthttp says -2 (identity) for a request without Content-Length.
+	if cl := h.ContentLength(); !h.IsHTTP11() || cl != 0 && cl != -2 || len(h.Peek("Transfer-Encoding")) > 0 ||
 		len(h.Peek("Expect")) > 0 || len(h.Peek("Upgrade")) > 0 || bytes.Equal(h.Method(), []byte("PRI")) {
 		return false
 	}
@@ -514,6 +523,7 @@ func simpleRequest(rt *Router, h *fasthttp.RequestHeader) bool {
 // the goroutine path. Nothing of the current request was written.
 func (c *loopConn) fallback() {
 	w := c.w
+	w.lf.handed.Add(1)
 	pre := c.in[:c.n]
 	fd := c.fd
 	_ = w.loop.Remove(fd)
@@ -630,7 +640,7 @@ func (c *loopConn) dial(sa unix.Sockaddr) bool {
 		return false
 	}
 	c.bfd = fd
-	c.bReadble = false
+	c.bReadble, c.bEnded = false, false
 	if err := c.w.loop.Add(fd, evloop.In|evloop.Out|evloop.RDHup|unix.EPOLLET, c); err != nil {
 		c.closeNode(false)
 		c.nodeFailed(err)
@@ -665,6 +675,9 @@ func (c *loopConn) connectFailed(err error) {
 func (c *loopConn) nodeEvent(ev uint32) {
 	if ev&(evloop.In|evloop.RDHup|evloop.Hup|evloop.Err) != 0 {
 		c.bReadble = true
+	}
+	if ev&(evloop.RDHup|evloop.Hup|evloop.Err) != 0 {
+		c.bEnded = true // read on to the end: no event will say it again
 	}
 	switch c.state {
 	case lcConnect, lcSend:
@@ -741,7 +754,7 @@ func (c *loopConn) readNode() {
 			c.bReadble = false
 			return
 		}
-		c.bReadble = m == len(b)
+		c.bReadble = m == len(b) || c.bEnded // a short read drained the socket, unless its end is pending
 		c.w.loop.Reset(&c.timer, c.w.loop.Now().Add(c.w.rt.timeouts().Timeout), c.expire)
 		if c.state == lcWait {
 			c.gotHead(m, err)
@@ -984,6 +997,7 @@ func (c *loopConn) closeNode(reset bool) {
 // finish ends the exchange on the client side: the rest of the response
 // goes out, then the next request.
 func (c *loopConn) finish() {
+	c.w.lf.served.Add(1)
 	c.consumeHead()
 	c.endExchange()
 	c.state = lcHead
@@ -1051,6 +1065,7 @@ func (c *loopConn) errorAnswer(err error) {
 		c.close()
 		return
 	}
+	c.w.lf.served.Add(1)
 	c.errorPage(code, code == 400 || code == 413 || code == 431)
 }
 

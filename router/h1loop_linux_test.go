@@ -23,21 +23,34 @@ func startLoopRouter(t *testing.T, cfg Config) *testRouter {
 	return r
 }
 
-// loopServed reports whether r's listener is served by loops.
-func loopServed(t *testing.T, r *testRouter) {
+// loopCounts returns how many requests r's loops answered and how many
+// connections they handed to the goroutine path.
+func loopCounts(t *testing.T, r *testRouter) (served, handed int64) {
 	t.Helper()
 	r.rt.mu.Lock()
 	defer r.rt.mu.Unlock()
 	for _, f := range r.rt.fronts {
-		if l, ok := f.(*frontListener); ok && l.loops == nil {
-			t.Fatal("the listener is not served by the event loop")
+		if l, ok := f.(*frontListener); ok {
+			if l.loops == nil {
+				t.Fatal("the listener is not served by the event loop")
+			}
+			served += l.loops.served.Load()
+			handed += l.loops.handed.Load()
 		}
+	}
+	return served, handed
+}
+
+// wantCounts checks loopCounts.
+func wantCounts(t *testing.T, r *testRouter, served, handed int64) {
+	t.Helper()
+	if s, h := loopCounts(t, r); s != served || h != handed {
+		t.Fatalf("the loop served %d requests and handed over %d connections, want %d and %d", s, h, served, handed)
 	}
 }
 
 func TestH1LoopSimpleGet(t *testing.T) {
 	r := startLoopRouter(t, Config{})
-	loopServed(t, r)
 	n := startFakeNode(t, okReply("hello"))
 	r.table.AddStatic("example.com", n.addr(), 1)
 	resp, body := raw(t, r.addr, "GET /x?y=1 HTTP/1.1\r\nHost: example.com\r\n\r\n")
@@ -48,6 +61,7 @@ func TestH1LoopSimpleGet(t *testing.T) {
 	if v["PATH_INFO"] != "/x" || v["QUERY_STRING"] != "y=1" || v["HTTP_HOST"] != "example.com" {
 		t.Fatalf("vars %v", v)
 	}
+	wantCounts(t, r, 1, 0)
 }
 
 // Keep-alive and pipelining: three requests in one write, three answers in
@@ -72,6 +86,7 @@ func TestH1LoopKeepAlivePipelined(t *testing.T) {
 	if resp.StatusCode != 200 || body != "/d" {
 		t.Fatalf("after the pipeline: %d %q", resp.StatusCode, body)
 	}
+	wantCounts(t, r, 4, 0)
 }
 
 func TestH1LoopHeadAndReframing(t *testing.T) {
@@ -101,6 +116,7 @@ func TestH1LoopHeadAndReframing(t *testing.T) {
 	if resp.StatusCode != 200 || len(body) != 70000 {
 		t.Fatalf("after HEAD: %d %d", resp.StatusCode, len(body))
 	}
+	wantCounts(t, r, 3, 0)
 }
 
 // Each excluded case goes to the goroutine path with its bytes intact.
@@ -149,6 +165,19 @@ func TestH1LoopFallbacks(t *testing.T) {
 	if resp.StatusCode != 404 {
 		t.Fatalf("no pool: %d, want 404", resp.StatusCode)
 	}
+	wantCounts(t, r, 0, 7)
+	// After requests the loop took, one it does not: the connection goes
+	// over with the pipelined body request intact.
+	k := uwsgitest.Dial(t, r.addr)
+	defer k.Close()
+	k.Send("GET / HTTP/1.1\r\nHost: example.com\r\n\r\nPOST / HTTP/1.1\r\nHost: example.com\r\nContent-Length: 4\r\n\r\nbody")
+	for _, want := range []string{"GET HTTP/1.1 ", "POST HTTP/1.1 body"} {
+		resp, body, err := k.Next("GET")
+		if err != nil || resp.StatusCode != 200 || body != want {
+			t.Fatalf("want %q: %v %v %q", want, err, resp, body)
+		}
+	}
+	wantCounts(t, r, 1, 8)
 }
 
 // A refused node is retried on another; when all refuse, 502.
@@ -169,6 +198,7 @@ func TestH1LoopRetryThen502(t *testing.T) {
 	if resp.StatusCode != 502 || body != string(errorBodies[502]) {
 		t.Fatalf("every node refusing: %d %q", resp.StatusCode, body)
 	}
+	wantCounts(t, r, 5, 0)
 }
 
 func closedPort(t *testing.T) string {
@@ -194,6 +224,7 @@ func TestH1LoopBackendTimeout504(t *testing.T) {
 	if d := time.Since(start); d < 250*time.Millisecond || d > 3*time.Second {
 		t.Fatalf("504 after %v", d)
 	}
+	wantCounts(t, r, 1, 0)
 }
 
 // A client that leaves mid-response, and one that reads slowly: the body
@@ -237,5 +268,7 @@ func TestH1LoopClientGoneAndSlowClient(t *testing.T) {
 	if resp2.StatusCode != 200 || len(body) != len(big) {
 		t.Fatalf("after: %d %d", resp2.StatusCode, len(body))
 	}
+	wantCounts(t, r, 2, 0) // the first client's never finished
+	c2.Close()
 	waitFor(t, "loop connections closed", func() bool { return r.rt.h1Open.Load() == 0 })
 }

@@ -74,6 +74,7 @@ type loopWorker struct {
 	rd      bytes.Reader
 	br      *bufio.Reader
 	errHead fasthttp.ResponseHeader // error pages' head
+	hbuf    []byte                  // appendHead's
 	// free lists of buffers (loop goroutine only: no locks)
 	ins, bufs [][]byte
 	closing   bool // shutdown: accept no more, close each connection when idle
@@ -254,6 +255,13 @@ func (w *loopWorker) closeAll() {
 	for c := range w.conns {
 		c.abort(errShutdownCut)
 	}
+}
+
+// appendHead appends the formatted head h to dst (fasthttp's AppendBytes
+// writes from the start of its buffer).
+func (w *loopWorker) appendHead(dst []byte, h *fasthttp.ResponseHeader) []byte {
+	w.hbuf = h.AppendBytes(w.hbuf[:0])
+	return append(dst, w.hbuf...)
 }
 
 func (w *loopWorker) getIn() []byte {
@@ -863,7 +871,10 @@ func (c *loopConn) respond(body []byte) {
 		h.SetConnectionClose()
 		c.lastOut = true
 	}
-	c.out = h.AppendBytes(c.w.getBuf())
+	if c.out == nil {
+		c.out = c.w.getBuf()
+	}
+	c.out = c.w.appendHead(c.out, h) // after any interim response still unwritten
 	if !hasBody {
 		c.endNode(true)
 		c.finish()
@@ -933,7 +944,9 @@ func (c *loopConn) flush() {
 	switch c.state {
 	case lcBody:
 		c.readNode()
-	case lcHead: // the response is out
+	case lcHead: // the response is out: an idle connection holds no buffer
+		c.w.putBuf(c.out)
+		c.out = nil
 		if c.lastOut {
 			c.close()
 			return
@@ -1083,7 +1096,7 @@ func (c *loopConn) errorPage(code int, last bool) {
 	if c.out == nil {
 		c.out = c.w.getBuf()
 	}
-	c.out = h.AppendBytes(c.out)
+	c.out = c.w.appendHead(c.out, h)
 	c.out = append(c.out, body...)
 	c.state = lcHead
 	if code == 408 {

@@ -783,7 +783,7 @@ const maxNodeHead = 16 << 10
 func (c *loopConn) gotHead(m int, err error) {
 	rt, x := c.w.rt, c.x
 	if m == 0 || err != nil {
-		if len(c.rbuf) == 0 && (err == nil || err == unix.ECONNRESET) {
+		if len(c.rbuf) == 0 && x.interims == 0 && (err == nil || err == unix.ECONNRESET) {
 			c.closedEarly()
 			return
 		}

@@ -55,6 +55,15 @@ func startRouter(t testing.TB, cfg Config) *testRouter {
 	return &testRouter{addr: serveUntilCleanup(t, rt, rt.Serve, "tcp", "test"), table: table, rt: rt}
 }
 
+// goroutinePathOnly skips a test of what only the goroutine path does when
+// FASTROUTER_TEST_H1LOOP runs the package on the event loop.
+func goroutinePathOnly(t *testing.T) {
+	t.Helper()
+	if os.Getenv("FASTROUTER_TEST_H1LOOP") == "1" {
+		t.Skip("tests the goroutine path (FASTROUTER_TEST_H1LOOP=1)")
+	}
+}
+
 // startUwsgiFront serves r's uwsgi front on a loopback port and returns its
 // address.
 func startUwsgiFront(t *testing.T, r *testRouter) string {

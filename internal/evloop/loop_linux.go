@@ -4,9 +4,11 @@ package evloop
 
 import (
 	"errors"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -49,6 +51,13 @@ type Loop struct {
 	timers timerHeap
 	now    int64 // the clock read after the last epoll_wait, unix ns
 
+	// Parked mode: epf holds epfd in the runtime's poller.
+	epf    *os.File
+	rc     syscall.RawConn
+	ask    func(uintptr) bool
+	got    int   // ask's result: events in l.events
+	gotErr error // … or epoll_wait's error
+
 	mu      sync.Mutex // guards tasks and stopped
 	tasks   []func()
 	spare   []func() // the task slice being run, reused: no allocation per wake-up
@@ -57,8 +66,29 @@ type Loop struct {
 	done    chan struct{}
 }
 
-// New makes a loop and starts its goroutine.
-func New() (*Loop, error) {
+// New makes a loop and starts its goroutine: NewLoop with Parked.
+func New() (*Loop, error) { return NewLoop(Parked) }
+
+// Mode is how a loop waits for events.
+type Mode uint8
+
+const (
+	// Locked: the loop's goroutine is locked to its OS thread
+	// (runtime.LockOSThread) and blocks in epoll_wait. Each wait longer
+	// than the scheduler's sysmon tick hands the goroutine's P to another
+	// thread, and the wake-up takes it back: about one context switch per
+	// wake-up more than Parked under light or shared load.
+	Locked Mode = iota
+	// Parked: the loop asks epoll_wait without blocking and, when nothing
+	// is ready, parks its goroutine on the runtime's poller until its
+	// epoll descriptor is readable (or the next timer is due): a goroutine
+	// switch rather than a thread's sleep and wake-up, and the runtime's
+	// one netpoll thread waits for every loop.
+	Parked
+)
+
+// NewLoop makes a loop that waits as mode says and starts its goroutine.
+func NewLoop(mode Mode) (*Loop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, err
@@ -76,6 +106,24 @@ func New() (*Loop, error) {
 	}
 	l := &Loop{epfd: epfd, wakefd: wfd, events: make([]unix.EpollEvent, 256), done: make(chan struct{})}
 	l.now = time.Now().UnixNano()
+	if mode == Parked {
+		// The runtime's poller takes only a non-blocking descriptor; an
+		// epoll descriptor is readable while events are ready.
+		if err := unix.SetNonblock(epfd, true); err != nil {
+			unix.Close(wfd)
+			unix.Close(epfd)
+			return nil, err
+		}
+		l.epf = os.NewFile(uintptr(epfd), "epoll")
+		rc, err := l.epf.SyscallConn()
+		if err != nil {
+			l.epf.Close()
+			unix.Close(wfd)
+			return nil, err
+		}
+		l.rc = rc
+		l.ask = l.poll // one func value: no allocation per wait
+	}
 	go l.run()
 	return l, nil
 }
@@ -182,17 +230,20 @@ func (l *Loop) Done() <-chan struct{} { return l.done }
 
 // run is the loop's goroutine: wait, dispatch, timers, tasks, until Close.
 func (l *Loop) run() {
-	runtime.LockOSThread()
+	if l.epf == nil {
+		runtime.LockOSThread()
+	}
 	defer func() {
 		unix.Close(l.wakefd)
-		unix.Close(l.epfd)
+		if l.epf != nil {
+			l.epf.Close()
+		} else {
+			unix.Close(l.epfd)
+		}
 		close(l.done)
 	}()
 	for {
-		// epoll_wait through unix.EpollWait is Syscall6, not RawSyscall:
-		// the goroutine is in a system call while it waits, so the GC can
-		// stop the world without waiting for an event.
-		n, err := unix.EpollWait(l.epfd, l.events, l.timeout())
+		n, err := l.wait()
 		l.now = time.Now().UnixNano()
 		if err != nil && err != unix.EINTR {
 			panic("evloop: epoll_wait: " + err.Error()) // EBADF/EFAULT/EINVAL: a bug here
@@ -205,6 +256,43 @@ func (l *Loop) run() {
 			return
 		}
 	}
+}
+
+// wait returns the next batch of events. Locked: epoll_wait through
+// unix.EpollWait, which is Syscall6, not RawSyscall: the goroutine is in a
+// system call while it waits, so the GC can stop the world without waiting
+// for an event. Parked: see Parked.
+func (l *Loop) wait() (int, error) {
+	if l.epf == nil {
+		return unix.EpollWait(l.epfd, l.events, l.timeout())
+	}
+	ms := l.timeout()
+	if ms == 0 {
+		return unix.EpollWait(l.epfd, l.events, 0)
+	}
+	dl := time.Time{}
+	if ms > 0 {
+		dl = time.Now().Add(time.Duration(ms) * time.Millisecond)
+	}
+	_ = l.epf.SetReadDeadline(dl)
+	l.got, l.gotErr = 0, nil
+	if err := l.rc.Read(l.ask); err != nil {
+		return 0, nil // the deadline: the timers are due
+	}
+	return l.got, l.gotErr
+}
+
+// poll is Parked's RawConn.Read callback: done when events are ready (or
+// epoll_wait failed), else the runtime parks the goroutine until epfd is
+// readable. Asking epoll itself on every call makes the wait safe against
+// the readiness the poller resets before its first call.
+func (l *Loop) poll(uintptr) bool {
+	n, err := unix.EpollWait(l.epfd, l.events, 0)
+	if err == unix.EINTR {
+		return false
+	}
+	l.got, l.gotErr = n, err
+	return n > 0 || err != nil
 }
 
 // dispatch hands one event to its registration, unless it is stale.

@@ -10,9 +10,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// testMode is the mode newLoop makes; TestLockedMode runs the others in
+// the Locked one.
+var testMode = Parked
+
 func newLoop(t *testing.T) *Loop {
 	t.Helper()
-	l, err := New()
+	l, err := NewLoop(testMode)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,5 +373,20 @@ func BenchmarkSubmit(b *testing.B) {
 	for b.Loop() {
 		_ = l.Submit(f)
 		<-done
+	}
+}
+
+// Every test above, in the Locked mode.
+func TestLockedMode(t *testing.T) {
+	if testMode == Locked {
+		return
+	}
+	testMode = Locked
+	defer func() { testMode = Parked }()
+	for name, f := range map[string]func(*testing.T){
+		"timers": TestTimersFireInOrder, "not early": TestTimerNotEarly, "rearm": TestTimerRearmsItself,
+		"readiness": TestReadiness, "stale": TestStaleEventAfterCloseAndReuse,
+	} {
+		t.Run(name, f)
 	}
 }

@@ -763,7 +763,12 @@ func (c *loopConn) readNode() {
 			return
 		}
 		c.bReadble = m == len(b) || c.bEnded // a short read drained the socket, unless its end is pending
-		c.w.loop.Reset(&c.timer, c.w.loop.Now().Add(c.w.rt.timeouts().Timeout), c.expire)
+		if c.state == lcBody {
+			// Inactivity: every read renews it. The head's deadline is
+			// set once (send), as on the goroutine path: a trickled head
+			// is a 504.
+			c.w.loop.Reset(&c.timer, c.w.loop.Now().Add(c.w.rt.timeouts().Timeout), c.expire)
+		}
 		if c.state == lcWait {
 			c.gotHead(m, err)
 			continue

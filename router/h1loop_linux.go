@@ -241,10 +241,13 @@ func addrPort(sa unix.Sockaddr) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// closeIdle closes the connections that wait for a request (shutdown).
+// closeIdle closes the keep-alive connections that wait for their next
+// request (shutdown). One that has not sent its first request is left to
+// its header timeout or the shutdown deadline, as the goroutine path's
+// split leaves it.
 func (w *loopWorker) closeIdle() {
 	for c := range w.conns {
-		if c.state == lcHead && c.n == 0 && c.off == len(c.out) {
+		if c.answered && c.state == lcHead && c.n == 0 && c.off == len(c.out) {
 			c.close()
 		}
 	}
@@ -330,6 +333,8 @@ type loopConn struct {
 	off      int
 	// lastOut: close the connection once out is written.
 	lastOut bool
+	// answered: a response went out on the connection (closeIdle).
+	answered bool
 
 	// The node side of the exchange in flight.
 	bfd      int
@@ -1019,6 +1024,7 @@ func (c *loopConn) finish() {
 	c.consumeHead()
 	c.endExchange()
 	c.state = lcHead
+	c.answered = true
 	c.flush()
 }
 
@@ -1104,6 +1110,7 @@ func (c *loopConn) errorPage(code int, last bool) {
 	c.out = c.w.appendHead(c.out, h)
 	c.out = append(c.out, body...)
 	c.state = lcHead
+	c.answered = true
 	if code == 408 {
 		c.n = 0
 	}

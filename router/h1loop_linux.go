@@ -23,7 +23,8 @@ import (
 )
 
 // The HTTP/1.1 event loop (Config.H1EventLoop): for a clear-text --http
-// listener, GOMAXPROCS loops (internal/evloop, one locked OS thread each)
+// listener, GOMAXPROCS loops (internal/evloop, Parked mode: measured, a
+// thread locked per loop costs a context switch per wake-up more)
 // take the listener's connections and serve the simple request to a uwsgi
 // node from start to end without a goroutine switch: read and parse the
 // head (fasthttp's RequestHeader), route, encode, pick, a non-blocking

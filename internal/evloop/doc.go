@@ -1,5 +1,6 @@
-// Package evloop is an event loop on epoll: one goroutine locked to its OS
-// thread waits on an epoll descriptor and runs every ready descriptor's
+// Package evloop is an event loop on epoll: one goroutine waits on an epoll
+// descriptor (parked on the runtime's poller, or locked to its OS thread in
+// epoll_wait: Mode) and runs every ready descriptor's
 // handler to completion, then the timers that are due, without a goroutine
 // switch between them. It is nginx's worker model (one thread per core, each
 // ready event handled in place), for the paths where goroutine-per-connection

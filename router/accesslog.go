@@ -137,8 +137,23 @@ func (rt *Router) logResponse(x *exchange, b *backendBody, err error, head *fast
 // logAccess formats x's line with status; with b, the line is completed
 // and written by b.Close, else now with bytes.
 func (rt *Router) logAccess(x *exchange, status int, b *backendBody, bytes int) {
-	if rt.alog == nil {
+	rec := rt.startAccess(x, status)
+	if rec == nil {
 		return
+	}
+	if b != nil {
+		b.rec = rec
+		return
+	}
+	rt.finishAccess(rec, int64(bytes), rt.now())
+}
+
+// startAccess formats x's line with status up to its size and duration,
+// for finishAccess to complete (logAccess; the HTTP/1.1 event loop, which
+// streams the body itself). nil without an access log.
+func (rt *Router) startAccess(x *exchange, status int) *accessRecord {
+	if rt.alog == nil {
+		return nil
 	}
 	if x.obs.id == nil { // failed before forward: still give it an id
 		rt.ids.next(&x.obs.idBuf)
@@ -150,11 +165,7 @@ func (rt *Router) logAccess(x *exchange, status int, b *backendBody, bytes int) 
 	rec := recordPool.Get().(*accessRecord)
 	rec.began = x.obs.began
 	rec.buf = appendAccessHead(rec.buf[:0], x, status)
-	if b != nil {
-		b.rec = rec
-		return
-	}
-	rt.finishAccess(rec, int64(bytes), rt.now())
+	return rec
 }
 
 // logUnparsed logs a request the HTTP/1.1 front could not parse, with what

@@ -118,10 +118,13 @@ func BenchmarkProxy(b *testing.B) {
 		name      string
 		metrics   bool
 		accessLog bool
+		loop      bool // Config.H1EventLoop (h1loop_linux.go)
 	}{
-		{"metrics=on", true, false},
-		{"metrics=off", false, false},
-		{"metrics=on,accesslog=on", true, true},
+		{"metrics=on", true, false, false},
+		{"metrics=off", false, false, false},
+		{"metrics=on,accesslog=on", true, true, false},
+		{"metrics=on,eventloop=on", true, false, true},
+		{"metrics=on,accesslog=on,eventloop=on", true, true, true},
 	} {
 		b.Run(v.name, func(b *testing.B) {
 			table, err := balancer.New(balancer.Config{})
@@ -129,7 +132,7 @@ func BenchmarkProxy(b *testing.B) {
 				b.Fatal(err)
 			}
 			table.AddStatic("bench.test", node, 1)
-			cfg := Config{Pools: table, Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry()}
+			cfg := Config{Pools: table, Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry(), H1EventLoop: v.loop}
 			if v.accessLog {
 				cfg.AccessLog = io.Discard
 			}

@@ -38,59 +38,12 @@ const maxAttempts = 4
 // (errClientGone).
 func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, pm *poolMetrics, x *exchange, key []byte, at *attempts) (*balancer.Node, net.Conn, error) {
 	for at.n < maxAttempts {
-		if ctx.Err() != nil {
-			return nil, nil, errClientGone
+		n, now, err := rt.pickNode(ctx, pool, pm, x, key, at)
+		if err != nil {
+			return nil, nil, err
 		}
-		now := at.start // the first attempt's: proxy's reading
-		if now.IsZero() {
-			now = rt.now()
-		}
-		at.start = time.Time{}
-		done := ctx.Done() // an h2 stream's wait for a node ends with it (at the shutdown deadline too: its connection is closed)
-		if done == nil {
-			done = rt.cutCh // the others' at the shutdown deadline (shutdown.go)
-		}
-		n, perr := pool.Acquire(now.UnixNano(), at.tried(), key, done)
-		switch perr {
-		case nil:
-		case balancer.ErrQueueFull, balancer.ErrQueueTimeout:
-			return nil, nil, overload(perr)
-		case balancer.ErrCanceled:
-			if ctx.Err() == nil { // not the client: the shutdown deadline
-				return nil, nil, errShutdownCut
-			}
-			return nil, nil, errClientGone
-		default: // nothing usable (left): what failed so far decides
-			return nil, nil, at.err
-		}
-		if pool.MeasuresLatency() {
-			// sed times pick → response head (balancer/latency.go): from
-			// here, after any wait in the pool's queue, which is not the
-			// node's doing.
-			at.picked = rt.now().UnixNano()
-		}
-		if ferr := x.fit(n); ferr != nil {
-			n.Done()
-			if ferr != errRawToHTTP {
-				return nil, nil, ferr
-			}
-			at.add(n) // not the node's fault: no failure counted
-			if at.err == errNoNode {
-				at.err = errRawToHTTP
-			}
-			continue
-		}
-		if rt.isSelf(n) {
-			// Never dialled: a loop (loop.go). Failed like a refused
-			// connect, so the node backs off and the next one is tried.
-			n.Done()
-			n.ReportFailure(now)
-			at.add(n)
-			rt.observeTried(x, n)
-			at.err = errSelfLoop
-			pm.backendError(errSelfLoop)
-			rt.log.Warn("node is the router itself: not forwarding (loop)", "pool", pool.Key, "node", n.Address)
-			continue
+		if n == nil {
+			continue // passed over (not the node's fault, or a loop): the next one
 		}
 		// A healthy uwsgi node whose request goes in one write is dialled
 		// lazily: the write tells whether the handshake finished
@@ -115,6 +68,71 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, pm *poolMetr
 		}
 	}
 	return nil, nil, at.err
+}
+
+// pickNode is one attempt's pick for connect, and for the HTTP/1.1 event
+// loop (h1loop_linux.go), which dials without blocking: a node of pool that
+// x fits (x.fit), held in flight, and the attempt's reading of the clock.
+// A nil node with a nil error means the one picked was passed over (at
+// records it) and the caller picks again; an error ends the request
+// (connect's errors).
+func (rt *Router) pickNode(ctx context.Context, pool *balancer.Pool, pm *poolMetrics, x *exchange, key []byte, at *attempts) (*balancer.Node, time.Time, error) {
+	var now time.Time
+	if ctx.Err() != nil {
+		return nil, now, errClientGone
+	}
+	now = at.start // the first attempt's: proxy's reading
+	if now.IsZero() {
+		now = rt.now()
+	}
+	at.start = time.Time{}
+	done := ctx.Done() // an h2 stream's wait for a node ends with it (at the shutdown deadline too: its connection is closed)
+	if done == nil {
+		done = rt.cutCh // the others' at the shutdown deadline (shutdown.go)
+	}
+	n, perr := pool.Acquire(now.UnixNano(), at.tried(), key, done)
+	switch perr {
+	case nil:
+	case balancer.ErrQueueFull, balancer.ErrQueueTimeout:
+		return nil, now, overload(perr)
+	case balancer.ErrCanceled:
+		if ctx.Err() == nil { // not the client: the shutdown deadline
+			return nil, now, errShutdownCut
+		}
+		return nil, now, errClientGone
+	default: // nothing usable (left): what failed so far decides
+		return nil, now, at.err
+	}
+	if pool.MeasuresLatency() {
+		// sed times pick → response head (balancer/latency.go): from
+		// here, after any wait in the pool's queue, which is not the
+		// node's doing.
+		at.picked = rt.now().UnixNano()
+	}
+	if ferr := x.fit(n); ferr != nil {
+		n.Done()
+		if ferr != errRawToHTTP {
+			return nil, now, ferr
+		}
+		at.add(n) // not the node's fault: no failure counted
+		if at.err == errNoNode {
+			at.err = errRawToHTTP
+		}
+		return nil, now, nil
+	}
+	if rt.isSelf(n) {
+		// Never dialled: a loop (loop.go). Failed like a refused
+		// connect, so the node backs off and the next one is tried.
+		n.Done()
+		n.ReportFailure(now)
+		at.add(n)
+		rt.observeTried(x, n)
+		at.err = errSelfLoop
+		pm.backendError(errSelfLoop)
+		rt.log.Warn("node is the router itself: not forwarding (loop)", "pool", pool.Key, "node", n.Address)
+		return nil, now, nil
+	}
+	return n, now, nil
 }
 
 // attempts is what one request's connects have tried so far: the nodes,

@@ -92,15 +92,7 @@ func (rt *Router) proxy(x *exchange, pool *balancer.Pool, pm *poolMetrics, head 
 		node, conn, err := rt.connect(x.ctx, pool, pm, x, key, &at)
 		if err != nil {
 			pm.inflight.Dec()
-			switch err {
-			case errClientGone, errVarsTooLarge, errShutdownCut:
-			case errQueueFull, errQueueTimeout:
-				pm.overloaded(err)
-			case errNodeClosedEarly: // counted by closedBeforeAnswer
-			case errAllFailed, errConnectTimeout, errSelfLoop: // counted per attempt (connect)
-			default:
-				pm.backendError(err)
-			}
+			pm.connectError(err)
 			return rt.failed(pm, err)
 		}
 		rt.observeConnect(x, node, start)
@@ -186,15 +178,22 @@ func (rt *Router) closedBeforeAnswer(x *exchange, pool *balancer.Pool, node *bal
 	if c.unwatch() || x.ctx.Err() != nil {
 		return true
 	}
-	c.pm.backendError(errNodeClosedEarly)
+	rt.noteClosedEarly(x, c.pm, pool, node, at)
+	c.abandon() // closes, releases the node; the request stays in flight
+	return false
+}
+
+// noteClosedEarly counts and records that node closed x's connection
+// before answering, for the caller to release it and pick another
+// (closedBeforeAnswer; the HTTP/1.1 event loop, h1loop_linux.go).
+func (rt *Router) noteClosedEarly(x *exchange, pm *poolMetrics, pool *balancer.Pool, node *balancer.Node, at *attempts) {
+	pm.backendError(errNodeClosedEarly)
 	rt.observeLatency(pool, node, at, true, rt.now())
 	at.add(node)
 	at.err = errNodeClosedEarly
 	rt.unobserveConnect(x)
 	rt.observeTried(x, node)
 	rt.log.Debug("backend closed before answering: trying another node", "pool", pool.Key, "node", node.Address)
-	c.abandon() // closes, releases the node; the request stays in flight
-	return false
 }
 
 // failed counts err's status for pm (and a refused body's reason) and
@@ -203,4 +202,19 @@ func (rt *Router) failed(pm *poolMetrics, err error) (*poolMetrics, *backendBody
 	pm.count(statusOf(err))
 	rt.countBodyReject(err) // strict.go
 	return pm, nil, err
+}
+
+// connectError counts err, which ended a request before a node held it
+// (connect's errors), where it belongs: the overload counters, or
+// backend_errors_total unless its attempts counted it already.
+func (pm *poolMetrics) connectError(err error) {
+	switch err {
+	case errClientGone, errVarsTooLarge, errShutdownCut:
+	case errQueueFull, errQueueTimeout:
+		pm.overloaded(err)
+	case errNodeClosedEarly: // counted by closedBeforeAnswer
+	case errAllFailed, errConnectTimeout, errSelfLoop: // counted per attempt (connect)
+	default:
+		pm.backendError(err)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 
 	"github.com/fastrouter/fastrouter/internal/strict"
 	"github.com/prometheus/client_golang/prometheus"
@@ -213,23 +214,15 @@ func (f *h1Front) handle(ctx *fasthttp.RequestCtx) {
 // stream and what the core must know of the connection.
 func (f *h1Front) readRequest(ctx *fasthttp.RequestCtx, x *exchange) strict.Reject {
 	rt := f.rt
-	r := &x.req
 	h := &ctx.Request.Header
-	r.Method = h.Method()
-	r.URI = h.RequestURI()
-	r.Proto = h.Protocol()
-	r.Host = h.Host()
-	r.Scheme = f.scheme
-	r.ServerPort = f.serverPort
+	var remote netip.AddrPort
 	if ta, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
-		r.Remote = ta.AddrPort()
+		remote = ta.AddrPort()
 	}
-	r.Trusted = rt.trusted(r.Remote.Addr())
-	r.ContentType = h.ContentType()
 	if f.clientCerts {
-		r.ClientDN = clientDN(ctx.Conn(), x)
+		x.req.ClientDN = clientDN(ctx.Conn(), x)
 	}
-	if why := parseHead(h, x, rt.cfg.MaxHeaderCount); why != strict.None {
+	if why := f.fillRequest(x, h, remote); why != strict.None {
 		return why
 	}
 	switch cl := h.ContentLength(); {
@@ -242,13 +235,32 @@ func (f *h1Front) readRequest(ctx *fasthttp.RequestCtx, x *exchange) strict.Reje
 	if c := ctx.Conn(); c != nil {
 		x.client = c
 	}
-	x.isHead = ctx.IsHead()
-	x.upgrade = isUpgrade(h)
 	x.consumed = x.bodySrc == nil
 	if h.IsHTTP11() {
 		x.sink = f // an HTTP/1.0 client never gets an interim response
 	}
 	return strict.None
+}
+
+// fillRequest fills x's request view from the parsed head h of a request
+// from remote and checks the raw head under the strict rules (strict.go):
+// what readRequest and the HTTP/1.1 event loop (h1loop_linux.go) share.
+// The body and the client are the caller's.
+func (f *h1Front) fillRequest(x *exchange, h *fasthttp.RequestHeader, remote netip.AddrPort) strict.Reject {
+	rt := f.rt
+	r := &x.req
+	r.Method = h.Method()
+	r.URI = h.RequestURI()
+	r.Proto = h.Protocol()
+	r.Host = h.Host()
+	r.Scheme = f.scheme
+	r.ServerPort = f.serverPort
+	r.Remote = remote
+	r.Trusted = rt.trusted(remote.Addr())
+	r.ContentType = h.ContentType()
+	x.isHead = h.IsHead()
+	x.upgrade = isUpgrade(h)
+	return parseHead(h, x, rt.cfg.MaxHeaderCount)
 }
 
 // respond hands fasthttp what forward returned for x: an error page, a
@@ -337,12 +349,18 @@ func (f *h1Front) interim(x *exchange, head *fasthttp.ResponseHeader) error {
 
 func writeError(ctx *fasthttp.RequestCtx, code int) {
 	ctx.Response.Reset()
-	ctx.SetStatusCode(code)
-	ctx.Response.Header.SetContentTypeBytes(textPlain)
-	if code == 503 {
-		ctx.Response.Header.SetBytesKV(retryAfter, one)
-	}
+	errorHeader(&ctx.Response.Header, code)
 	ctx.SetBody(errorBodies[code])
+}
+
+// errorHeader sets the head of the error page for code (errorBodies), but
+// its length: writeError and the HTTP/1.1 event loop share it.
+func errorHeader(h *fasthttp.ResponseHeader, code int) {
+	h.SetStatusCode(code)
+	h.SetContentTypeBytes(textPlain)
+	if code == 503 {
+		h.SetBytesKV(retryAfter, one)
+	}
 }
 
 var (

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -42,11 +43,25 @@ func startRouter(t testing.TB, cfg Config) *testRouter {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 5 * time.Second
 	}
+	// FASTROUTER_TEST_H1LOOP=1 runs every test of the package on the
+	// HTTP/1.1 event loop (h1loop_linux.go), which must pass them all.
+	if os.Getenv("FASTROUTER_TEST_H1LOOP") == "1" {
+		cfg.H1EventLoop = true
+	}
 	rt, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &testRouter{addr: serveUntilCleanup(t, rt, rt.Serve, "tcp", "test"), table: table, rt: rt}
+}
+
+// goroutinePathOnly skips a test of what only the goroutine path does when
+// FASTROUTER_TEST_H1LOOP runs the package on the event loop.
+func goroutinePathOnly(t *testing.T) {
+	t.Helper()
+	if os.Getenv("FASTROUTER_TEST_H1LOOP") == "1" {
+		t.Skip("tests the goroutine path (FASTROUTER_TEST_H1LOOP=1)")
+	}
 }
 
 // startUwsgiFront serves r's uwsgi front on a loopback port and returns its

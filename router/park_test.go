@@ -37,6 +37,7 @@ const getP = "GET / HTTP/1.1\r\nHost: p.test\r\n\r\n"
 // served again, on the same connection, when its next request comes; it
 // stays counted open throughout.
 func TestParkIdleConnection(t *testing.T) {
+	goroutinePathOnly(t) // parking is the goroutine path's: the event loop's idle connections have no goroutine
 	r, l := parkRouter(t, Config{})
 	parkRounds(t, dialKeepAlive(t, r.addr), l, r.rt)
 }
@@ -107,6 +108,7 @@ func TestBusyConnectionDoesNotPark(t *testing.T) {
 // The idle timeout (--timeout) still ends a parked connection, and the
 // connection is then counted closed.
 func TestParkedConnectionIdleTimeout(t *testing.T) {
+	goroutinePathOnly(t) // parking is the goroutine path's: the event loop's idle connections have no goroutine
 	r, l := parkRouter(t, Config{Timeout: 700 * time.Millisecond})
 	k := dialKeepAlive(t, r.addr)
 	start := time.Now()
@@ -124,6 +126,7 @@ func TestParkedConnectionIdleTimeout(t *testing.T) {
 // Shutdown closes parked connections after its grace and returns; it does
 // not wait for their idle timeout.
 func TestShutdownClosesParked(t *testing.T) {
+	goroutinePathOnly(t) // parking is the goroutine path's: the event loop's idle connections have no goroutine
 	r, l := parkRouter(t, Config{Timeout: time.Minute})
 	k := dialKeepAlive(t, r.addr)
 	k.get(getP, 1, "hi")
@@ -162,6 +165,7 @@ func TestParkUnderProxyAndLimit(t *testing.T) {
 // Many connections park and wake concurrently, requests arriving around the
 // park boundary included; none is lost.
 func TestParkManyConnections(t *testing.T) {
+	goroutinePathOnly(t) // parking is the goroutine path's: the event loop's idle connections have no goroutine
 	r, l := parkRouter(t, Config{})
 	const n = 40
 	ks := make([]*keepAlive, n)
@@ -212,6 +216,7 @@ func TestParkManyConnections(t *testing.T) {
 // A reload (SetTimeouts) while a connection is parked: its next request is
 // served by the newest generation's server, on the same connection.
 func TestParkedConnectionAfterReload(t *testing.T) {
+	goroutinePathOnly(t) // parking is the goroutine path's: the event loop's idle connections have no goroutine
 	r, l := parkRouter(t, Config{})
 	k := dialKeepAlive(t, r.addr)
 	k.get(getP, 1, "hi")
@@ -355,6 +360,7 @@ func TestParkedConnectionsHoldNoGoroutine(t *testing.T) {
 // closed and counted closed (none is left waiting for nothing), and
 // connections are still served, closed when they would park.
 func TestParkerFailureClosesParked(t *testing.T) {
+	goroutinePathOnly(t) // parking is the goroutine path's: the event loop's idle connections have no goroutine
 	if !canPark {
 		t.Skip("connections park on Linux only")
 	}

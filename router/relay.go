@@ -21,23 +21,30 @@ import (
 // saw). A known length is read exactly; a chunked body is de-chunked (the
 // front re-frames it); anything else runs to the node's close.
 func relay(x *exchange, head *fasthttp.ResponseHeader, f headFlags) *backendBody {
-	head.ResetConnectionClose()
-	if f&hfHop != 0 {
-		stripHopByHop(head)
-	}
-	code, cl := head.StatusCode(), head.ContentLength()
-	if x.isHead || code < 200 || code == 204 || code == 304 || cl == 0 {
+	if !relayHead(x, head, f) {
 		x.call.end()
 		return nil
 	}
 	b := newBackendBody(&x.call, x.client)
-	switch {
+	switch cl := head.ContentLength(); {
 	case cl > 0:
 		b.limit = int64(cl)
 	case cl == -1: // chunked from the backend: de-chunk; the front re-frames
 		b.src = httputil.NewChunkedReader(b.br)
 	}
 	return b
+}
+
+// relayHead removes from the final head the headers of the hop to the node
+// (relay) and reports whether a body follows it. relay and the HTTP/1.1
+// event loop (h1loop_linux.go) share it.
+func relayHead(x *exchange, head *fasthttp.ResponseHeader, f headFlags) (body bool) {
+	head.ResetConnectionClose()
+	if f&hfHop != 0 {
+		stripHopByHop(head)
+	}
+	code, cl := head.StatusCode(), head.ContentLength()
+	return !(x.isHead || code < 200 || code == 204 || code == 304 || cl == 0)
 }
 
 // upgradeBody hands x's front the node's side of a 101 (asked for:

@@ -95,32 +95,45 @@ func (rt *Router) readHead(x *exchange, conn net.Conn, br *bufio.Reader, head *f
 			}
 			return 0, err
 		}
-		code := head.StatusCode()
-		switch {
-		case code >= 200 && code < 300 && x.mustSwitch:
-			head.Reset()
-			return 0, errBadResponse
-		case code >= 200:
-			head.SetProtocol(nil) // the router's own version goes out (RFC 9110 §6.2): HTTP/1.1
-			return f, nil
-		case code == 101:
-			if x.upgrade {
-				head.SetProtocol(nil)
-				return f, nil
-			}
-			head.Reset()
-			return 0, errBadResponse
-		case x.interims == maxInterim:
-			head.Reset()
-			return 0, errBadResponse
-		}
-		x.interims++
-		if err := rt.relayInterim(x, head, f); err != nil {
-			head.Reset()
-			return 0, err
+		final, err := rt.takeHead(x, head, f)
+		if final || err != nil {
+			return f, err
 		}
 		_ = conn.SetReadDeadline(rt.now().Add(rt.timeouts().Timeout))
 	}
+}
+
+// takeHead applies the rules above to one complete head the node sent,
+// parsed into head with f what scanHead (headScan) saw: final reports the
+// answer, ready for relay (or a tunnel); otherwise an interim response was
+// relayed or dropped and the next head follows. On an error head is reset.
+// readHead and the HTTP/1.1 event loop (h1loop_linux.go) share it.
+func (rt *Router) takeHead(x *exchange, head *fasthttp.ResponseHeader, f headFlags) (final bool, err error) {
+	code := head.StatusCode()
+	switch {
+	case code >= 200 && code < 300 && x.mustSwitch:
+		head.Reset()
+		return false, errBadResponse
+	case code >= 200:
+		head.SetProtocol(nil) // the router's own version goes out (RFC 9110 §6.2): HTTP/1.1
+		return true, nil
+	case code == 101:
+		if x.upgrade {
+			head.SetProtocol(nil)
+			return true, nil
+		}
+		head.Reset()
+		return false, errBadResponse
+	case x.interims == maxInterim:
+		head.Reset()
+		return false, errBadResponse
+	}
+	x.interims++
+	if err := rt.relayInterim(x, head, f); err != nil {
+		head.Reset()
+		return false, err
+	}
+	return false, nil
 }
 
 // relayInterim hands the interim response in head to x's front, unless it

@@ -68,6 +68,10 @@ type frontListener struct {
 	tunnels connSet
 
 	parkState // HTTP/1.1 connections, and those parked outside fasthttp (park.go)
+
+	// loops serve the listener instead of the accept loop
+	// (Config.H1EventLoop); nil without.
+	loops *loopFront
 }
 
 // frontGen is one generation of a listener's protocol servers, built with
@@ -206,10 +210,18 @@ func (rt *Router) serve(ln net.Listener, name string, cfg *tls.Config) error {
 		return nil
 	}
 	l.renew(rt.timeouts()) // under rt.mu: SetTimeouts cannot interleave
+	if cfg == nil && rt.cfg.H1EventLoop && !rt.cfg.ProxyProtocol && l.limit == nil {
+		l.loops = l.startLoops() // h1loop_linux.go
+	}
 	rt.fronts = append(rt.fronts, l)
 	rt.mu.Unlock()
 
-	err := l.acceptLoop()
+	var err error
+	if l.loops != nil {
+		l.loops.wait() // until Shutdown
+	} else {
+		err = l.acceptLoop()
+	}
 	l.gen.Load().h1ln.Close()
 	l.servers.Wait()
 	if rt.shuttingDown() {
@@ -232,31 +244,38 @@ func (l *frontListener) acceptLoop() error {
 			}
 			return err
 		}
-		if l.limit != nil {
-			lc, ok := l.limit.admit(c)
-			if !ok {
-				l.rt.connsRefused.WithLabelValues(l.name).Inc()
-				l.limit.refuse(c, l.tls != nil, l.rt.now())
-				continue
-			}
-			c = lc
-		}
-		if !l.splitting.add(c) {
-			c.Close() // past the shutdown deadline
-			continue
-		}
-		go func() {
-			p := l.split(c)
-			// An HTTP/1.1 connection that can park is served here, outside
-			// the splitting set: fasthttp's Shutdown waits for it, and one
-			// whose response outlives Shutdown's context is closed
-			// (shutdown.go) and ends then.
-			l.splitting.remove(c)
-			if p != nil {
-				l.serveConn(p)
-			}
-		}()
+		l.accepted(c)
 	}
+}
+
+// accepted starts serving c, a connection the accept loop took, or one the
+// HTTP/1.1 event loop hands over with the bytes it read (h1loop_linux.go):
+// --max-conns, then the split on a goroutine of its own.
+func (l *frontListener) accepted(c net.Conn) {
+	if l.limit != nil {
+		lc, ok := l.limit.admit(c)
+		if !ok {
+			l.rt.connsRefused.WithLabelValues(l.name).Inc()
+			l.limit.refuse(c, l.tls != nil, l.rt.now())
+			return
+		}
+		c = lc
+	}
+	if !l.splitting.add(c) {
+		c.Close() // past the shutdown deadline
+		return
+	}
+	go func() {
+		p := l.split(c)
+		// An HTTP/1.1 connection that can park is served here, outside
+		// the splitting set: fasthttp's Shutdown waits for it, and one
+		// whose response outlives Shutdown's context is closed
+		// (shutdown.go) and ends then.
+		l.splitting.remove(c)
+		if p != nil {
+			l.serveConn(p)
+		}
+	}()
 }
 
 // split finishes the TLS handshake or sniffs for the h2c preface, then hands
@@ -435,6 +454,7 @@ func (l *chanListener) Addr() net.Addr { return l.addr }
 // then the rest are closed.
 func (l *frontListener) Shutdown(ctx context.Context) error {
 	l.ln.Close()
+	l.loops.stopAccepting()
 	gens := l.generations()
 	for _, g := range gens {
 		g.h2.startShutdown()
@@ -447,6 +467,7 @@ func (l *frontListener) Shutdown(ctx context.Context) error {
 	}
 	// The deadline is reported once, below.
 	wg.Go(func() { _ = l.tunnels.shutdown(ctx) })
+	wg.Go(func() { l.loops.shutdown(ctx) })
 	l.closeParked()
 	done := make(chan struct{})
 	go func() {

@@ -90,8 +90,8 @@ func main() {
 	pools := flag.Int("pools", 100000, "pools in the large-table scenario")
 	idle := flag.Int("idle", 5000, "connections in the idle scenario")
 	out := flag.String("out", "results", "directory for results.md and rps.png")
-	variants := flag.String("variants", "", "space-separated NAME=VALUE environment settings; each adds a fastrouter run with it\n"+
-		"to the h1-512, h1-64k, unix and idle scenarios (e.g. \"GOMAXPROCS=4\")")
+	variants := flag.String("variants", "", "space-separated NAME=VALUE environment settings or --flags; each adds a fastrouter run with it\n"+
+		"to the h1-512, h1-512-pinned, h1-64k, unix and idle scenarios (e.g. \"GOMAXPROCS=4\" or \"--h1-event-loop\")")
 	fleetNodes := flag.Int("fleet-nodes", 4, "fleet scenario: uWSGI nodes (the last one is the slow one)")
 	fleetWorkers := flag.Int("fleet-workers", 4, "fleet scenario: worker processes per node")
 	fleetLoad := flag.Float64("fleet-load", 0.8, "fleet scenario: arrival rate as a fraction of the fleet's measured capacity")
@@ -260,21 +260,46 @@ func (h *harness) withVariants(node string, fr target) ([]target, error) {
 }
 
 // variant starts fastrouter like router, with one more environment setting
-// (NAME=VALUE); its row is named "fastrouter NAME=VALUE".
+// (NAME=VALUE) or flag (--name or --name=value); its row is named
+// "fastrouter NAME=VALUE" or "fastrouter --name".
 func (h *harness) variant(node, env string) (target, error) {
-	if !strings.Contains(env, "=") {
-		return target{}, fmt.Errorf("-variants: %q is not NAME=VALUE", env)
+	env, flags, err := variantArgs(env)
+	if err != nil {
+		return target{}, err
 	}
 	http, admin := h.port(), h.port()
-	p, err := h.start("fastrouter-"+strings.ReplaceAll(env, "/", "_"), "/usr/bin/env", env, h.bin.router, "--http", http, "--admin", admin,
-		"--subscription-server", h.port(), "--to", "bench.test="+node, "--log-level", "warn")
+	args := append([]string{env, h.bin.router, "--http", http, "--admin", admin,
+		"--subscription-server", h.port(), "--to", "bench.test=" + node, "--log-level", "warn"}, flags...)
+	name := strings.Join(append([]string{env}, flags...), " ")
+	p, err := h.start("fastrouter-"+strings.NewReplacer("/", "_", " ", "_").Replace(name), "/usr/bin/env", args...)
 	if err != nil {
 		return target{}, err
 	}
 	if err := waitListen(admin, 10*time.Second); err != nil {
 		return target{}, err
 	}
-	return target{name: "fastrouter " + env, url: "http://" + http + "/", pid: p.cmd.Process.Pid}, nil
+	return target{name: "fastrouter " + variantName(env, flags), url: "http://" + http + "/", pid: p.cmd.Process.Pid}, nil
+}
+
+// variantArgs splits a -variants entry into the environment setting env
+// runs the router with (a no-op one for a flag) and the router's extra
+// flags.
+func variantArgs(v string) (env string, flags []string, err error) {
+	if strings.HasPrefix(v, "--") {
+		return "FASTROUTER_VARIANT=1", []string{v}, nil
+	}
+	if !strings.Contains(v, "=") {
+		return "", nil, fmt.Errorf("-variants: %q is neither NAME=VALUE nor --flag", v)
+	}
+	return v, nil, nil
+}
+
+// variantName is a variant's row name.
+func variantName(env string, flags []string) string {
+	if len(flags) > 0 {
+		return strings.Join(flags, " ")
+	}
+	return env
 }
 
 // nginx starts nginx with uwsgi_pass to node, plain or TLS (+h2), with a

@@ -63,6 +63,13 @@ func (h *harness) pinned(ctx context.Context) error {
 		return err
 	}
 	targets := []target{fr}
+	for _, v := range h.variants {
+		t, err := h.pinnedRouter(node, v)
+		if err != nil {
+			return err
+		}
+		targets = append(targets, t)
+	}
 	if t, ok, err := h.nginxOn(node, false, "1", routerCPU); err != nil {
 		return err
 	} else if ok {
@@ -98,18 +105,31 @@ func (h *harness) pinned(ctx context.Context) error {
 	return nil
 }
 
-// pinnedRouter starts fastrouter on routerCPU with GOMAXPROCS=1.
-func (h *harness) pinnedRouter(node string) (target, error) {
+// pinnedRouter starts fastrouter on routerCPU with GOMAXPROCS=1, and with
+// a -variants setting when variant is not "".
+func (h *harness) pinnedRouter(node string, variant ...string) (target, error) {
 	http, admin := h.port(), h.port()
-	p, err := h.startOn("fastrouter", routerCPU, []string{"GOMAXPROCS=1"}, h.bin.router, "--http", http, "--admin", admin,
-		"--subscription-server", h.port(), "--to", "bench.test="+node, "--log-level", "warn")
+	env := []string{"GOMAXPROCS=1"}
+	var flags []string
+	name := "fastrouter"
+	if len(variant) > 0 {
+		e, f, err := variantArgs(variant[0])
+		if err != nil {
+			return target{}, err
+		}
+		env, flags = append(env, e), f
+		name += " " + variantName(e, f)
+	}
+	args := append([]string{"--http", http, "--admin", admin,
+		"--subscription-server", h.port(), "--to", "bench.test=" + node, "--log-level", "warn"}, flags...)
+	p, err := h.startOn(strings.NewReplacer(" ", "_", "/", "_").Replace(name), routerCPU, env, h.bin.router, args...)
 	if err != nil {
 		return target{}, err
 	}
 	if err := waitListen(admin, 10*time.Second); err != nil {
 		return target{}, err
 	}
-	return target{name: "fastrouter", url: "http://" + http + "/", pid: p.cmd.Process.Pid}, nil
+	return target{name: name, url: "http://" + http + "/", pid: p.cmd.Process.Pid}, nil
 }
 
 // pinnedSample is one run against one router.

@@ -255,6 +255,7 @@ func (a *app) buildRouter() error {
 		MaxConns:         o.maxConns,
 		TrustedProxies:   o.trusted(),
 		ProxyProtocol:    o.proxyProtocol,
+		H1EventLoop:      o.h1EventLoop,
 		HTTP3:            o.http3,
 		HTTP3EarlyData:   o.http3EarlyData,
 		Challenges:       a.acme.challenges(),

@@ -236,6 +236,11 @@ func startRouter(t *testing.T, extra ...string) *router {
 		sub:   fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t)),
 	}
 	args := append([]string{"--http", r.http, "--admin", r.admin, "--subscription-server", r.sub, "--log-level", "debug"}, extra...)
+	// FASTROUTER_TEST_H1LOOP=1 runs the routers with the HTTP/1.1 event
+	// loop on (--h1-event-loop).
+	if os.Getenv("FASTROUTER_TEST_H1LOOP") == "1" {
+		args = append(args, "--h1-event-loop")
+	}
 	r.proc = startProc(t, binary, args...)
 	eventually(t, 5*time.Second, "router /healthz", func() bool {
 		resp, err := http.Get("http://" + r.admin + "/healthz")

@@ -1,0 +1,1136 @@
+//go:build linux
+
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/internal/evloop"
+	"github.com/fastrouter/fastrouter/internal/strict"
+	"github.com/valyala/fasthttp"
+	"golang.org/x/sys/unix"
+)
+
+// The HTTP/1.1 event loop (Config.H1EventLoop): for a clear-text --http
+// listener, GOMAXPROCS loops (internal/evloop, Parked mode: measured, a
+// thread locked per loop costs a context switch per wake-up more)
+// take the listener's connections and serve the simple request to a uwsgi
+// node from start to end without a goroutine switch: read and parse the
+// head (fasthttp's RequestHeader), route, encode, pick, a non-blocking
+// connect, the packet, the node's head (headScan, takeHead, relayHead: the
+// rules of response.go and relay.go), the body relayed with back-pressure.
+//
+// Every loop watches a duplicate of the listener's socket with
+// EPOLLEXCLUSIVE: one accept queue, and the kernel wakes one loop per
+// connection. (The listener is the one the caller passed in, which may come
+// from a reload or socket activation: SO_REUSEPORT sockets of the router's
+// own could not share its address.)
+//
+// What the loop does not take goes to the goroutine path before the loop
+// has written a byte to the client or the node: the descriptor and the
+// bytes already read become a net.Conn (prefixConn) that the listener
+// serves as if its accept loop had taken it (frontListener.accepted). Taken:
+// HTTP/1.1 requests without a body (no Content-Length > 0, no
+// Transfer-Encoding), Upgrade or Expect, that pass the strict rules, route to
+// a pool without --max-inflight, whose picked node is a uwsgi node (TCP or
+// unix), not an ACME challenge. Not taken: HTTP/1.0, bodies, upgrades,
+// h2c, heads the fasthttp path answers with an error (bad, too large),
+// http:// nodes.
+//
+// Loops start only without --max-conns and --proxy-protocol (serve).
+
+// loopFront is a listener's loops. Owned by the frontListener.
+type loopFront struct {
+	l       *frontListener
+	workers []*loopWorker
+	open    atomic.Int64 // connections the loops serve
+	// served and handed count the requests the loops answered and the
+	// connections they handed to the goroutine path (tests read them).
+	served, handed atomic.Int64
+	stopped        chan struct{} // closed by stopAccepting
+	once           sync.Once
+}
+
+// loopWorker is one loop and the connections it owns. Every field but
+// loop is the loop goroutine's.
+type loopWorker struct {
+	lf    *loopFront
+	rt    *Router
+	loop  *evloop.Loop
+	lnfd  int
+	conns map[*loopConn]struct{}
+	// Parsing: a head is read through a bufio.Reader over the bytes
+	// already in hand (fasthttp's parsers take one).
+	rd      bytes.Reader
+	br      *bufio.Reader
+	errHead fasthttp.ResponseHeader // error pages' head
+	hbuf    []byte                  // appendHead's
+	// free lists of buffers (loop goroutine only: no locks)
+	ins, bufs [][]byte
+	closing   bool // shutdown: accept no more, close each connection when idle
+}
+
+// startLoops starts the loops on l's listener when it is a TCP one; nil
+// otherwise (the accept loop serves it).
+func (l *frontListener) startLoops() *loopFront {
+	tl, ok := l.ln.(*net.TCPListener)
+	if !ok {
+		return nil
+	}
+	rc, err := tl.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	lf := &loopFront{l: l, stopped: make(chan struct{})}
+	for range runtime.GOMAXPROCS(0) {
+		w, err := lf.newWorker(rc)
+		if err != nil {
+			l.rt.log.Warn("http event loop not started", "listener", l.name, "err", err)
+			lf.stopAccepting()
+			lf.closeLoops()
+			return nil
+		}
+		lf.workers = append(lf.workers, w)
+	}
+	return lf
+}
+
+func (lf *loopFront) newWorker(rc interface {
+	Control(func(uintptr)) error
+}) (*loopWorker, error) {
+	rt := lf.l.rt
+	var fd int
+	var derr error
+	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, derr
+	}
+	lp, err := evloop.New()
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	w := &loopWorker{lf: lf, rt: rt, loop: lp, lnfd: fd, conns: make(map[*loopConn]struct{}),
+		br: bufio.NewReaderSize(nil, rt.cfg.MaxHeaderBytes+16)}
+	errc := make(chan error, 1)
+	if err := lp.Submit(func() { errc <- lp.Add(fd, evloop.In|unix.EPOLLEXCLUSIVE, w) }); err != nil {
+		errc <- err
+	}
+	if err := <-errc; err != nil {
+		lp.Close()
+		unix.Close(fd)
+		return nil, err
+	}
+	return w, nil
+}
+
+// wait blocks until the loops stop accepting (Shutdown).
+func (lf *loopFront) wait() { <-lf.stopped }
+
+// stopAccepting closes every loop's listening descriptor: the listener's
+// socket closes with the last of them.
+func (lf *loopFront) stopAccepting() {
+	if lf == nil {
+		return
+	}
+	lf.once.Do(func() {
+		for _, w := range lf.workers {
+			done := make(chan struct{})
+			if w.loop.Submit(func() {
+				_ = w.loop.Remove(w.lnfd)
+				unix.Close(w.lnfd)
+				w.closing = true
+				close(done)
+			}) == nil {
+				<-done
+			}
+		}
+		close(lf.stopped)
+	})
+}
+
+// shutdown closes the loops' idle connections and lets those with a
+// request in flight finish it (draining makes it their last); at ctx's
+// end the rest are cut. Then the loops stop.
+func (lf *loopFront) shutdown(ctx context.Context) {
+	if lf == nil {
+		return
+	}
+	lf.stopAccepting()
+	for _, w := range lf.workers {
+		_ = w.loop.Submit(w.closeIdle)
+	}
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for lf.open.Load() > 0 {
+		select {
+		case <-t.C:
+			continue
+		case <-ctx.Done():
+		}
+		break
+	}
+	for _, w := range lf.workers {
+		_ = w.loop.Submit(w.closeAll)
+	}
+	lf.closeLoops()
+}
+
+func (lf *loopFront) closeLoops() {
+	for _, w := range lf.workers {
+		w.loop.Close()
+	}
+}
+
+// Event is the listening socket's: accept what is waiting.
+func (w *loopWorker) Event(fd int, _ uint32) {
+	for range 64 { // then let the other descriptors have their turn
+		nfd, sa, err := evloop.Accept(fd)
+		if err != nil {
+			if err != unix.EAGAIN {
+				w.rt.log.Warn("accept failed", "listener", w.lf.l.name, "err", err)
+			}
+			return
+		}
+		w.admit(nfd, sa)
+	}
+}
+
+// admit starts serving an accepted connection.
+func (w *loopWorker) admit(fd int, sa unix.Sockaddr) {
+	if w.closing {
+		unix.Close(fd)
+		return
+	}
+	// Without it a response's second write (a chunk after the head) would
+	// wait for the client's delayed ACK; Go's accept sets it too.
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	c := &loopConn{w: w, fd: fd, bfd: -1, remote: addrPort(sa), h1f: w.lf.l.gen.Load().h1f}
+	c.expire = c.expired // one func value: arming the timer allocates nothing
+	if err := w.loop.Add(fd, evloop.In|evloop.Out|evloop.RDHup|unix.EPOLLET, c); err != nil {
+		unix.Close(fd)
+		return
+	}
+	w.conns[c] = struct{}{}
+	w.lf.open.Add(1)
+	c.h1f.connOpened()
+	c.readable = true // the request may be there already
+	c.armIdle(w.rt.timeouts().Header)
+	c.readHead()
+}
+
+func addrPort(sa unix.Sockaddr) netip.AddrPort {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// closeIdle closes the keep-alive connections that wait for their next
+// request (shutdown). One that has not sent its first request is left to
+// its header timeout or the shutdown deadline, as the goroutine path's
+// split leaves it.
+func (w *loopWorker) closeIdle() {
+	for c := range w.conns {
+		if c.answered && c.state == lcHead && c.n == 0 && c.off == len(c.out) {
+			c.close()
+		}
+	}
+}
+
+// closeAll cuts every connection (the shutdown deadline).
+func (w *loopWorker) closeAll() {
+	for c := range w.conns {
+		c.abort(errShutdownCut)
+	}
+}
+
+// appendHead appends the formatted head h to dst (fasthttp's AppendBytes
+// writes from the start of its buffer).
+func (w *loopWorker) appendHead(dst []byte, h *fasthttp.ResponseHeader) []byte {
+	w.hbuf = h.AppendBytes(w.hbuf[:0])
+	return append(dst, w.hbuf...)
+}
+
+func (w *loopWorker) getIn() []byte {
+	if k := len(w.ins); k > 0 {
+		b := w.ins[k-1]
+		w.ins = w.ins[:k-1]
+		return b
+	}
+	return make([]byte, w.rt.cfg.MaxHeaderBytes)
+}
+
+func (w *loopWorker) putIn(b []byte) {
+	if len(w.ins) < 64 {
+		w.ins = append(w.ins, b[:cap(b)])
+	}
+}
+
+func (w *loopWorker) getBuf() []byte {
+	if k := len(w.bufs); k > 0 {
+		b := w.bufs[k-1]
+		w.bufs = w.bufs[:k-1]
+		return b[:0]
+	}
+	return make([]byte, 0, 40<<10)
+}
+
+func (w *loopWorker) putBuf(b []byte) {
+	if b != nil && cap(b) <= 256<<10 && len(w.bufs) < 128 {
+		w.bufs = append(w.bufs, b[:0])
+	}
+}
+
+// loopConn states.
+const (
+	lcHead    = iota // reading a request head (idle between requests)
+	lcConnect        // the node's connect in progress
+	lcSend           // the packet partly written
+	lcWait           // reading the node's response head
+	lcBody           // relaying the body
+	lcClosed
+)
+
+// loopConn is one client connection a loop serves, and the exchange in
+// flight on it. Loop goroutine only.
+type loopConn struct {
+	w      *loopWorker
+	h1f    *h1Front
+	fd     int
+	remote netip.AddrPort
+	state  int
+	timer  evloop.Timer
+	// readable: the client socket may hold bytes not read yet (an
+	// edge-triggered descriptor tells only of new ones).
+	readable bool
+	ended    bool   // the client closed its side (or failed): read to the end
+	in       []byte // the request bytes read and not yet served; nil when none
+	n        int
+	headLen  int // the head of the request in flight, at the start of in
+	expire   func()
+	sa4      unix.SockaddrInet4 // the node's address, filled per dial
+	sa6      unix.SockaddrInet6
+	saun     unix.SockaddrUnix
+	req      fasthttp.RequestHeader
+	x        *exchange
+	out      []byte // client bytes to write, from off
+	off      int
+	// lastOut: close the connection once out is written.
+	lastOut bool
+	// answered: a response went out on the connection (closeIdle).
+	answered bool
+
+	// The node side of the exchange in flight.
+	bfd      int
+	bfam     int
+	pool     *balancer.Pool
+	pm       *poolMetrics
+	node     *balancer.Node
+	nodeNow  time.Time // the attempt's clock reading (connectFailed)
+	at       attempts
+	key      []byte
+	start    time.Time
+	sent     int // packet bytes written
+	rbuf     []byte
+	scan     headScan
+	flags    headFlags
+	head     fasthttp.ResponseHeader
+	left     int64 // body bytes still to come (Content-Length), -1 until the node closes
+	chunk    bool  // frame the body in chunks for the client
+	got      int64 // body bytes from the node
+	rec      *accessRecord
+	bReadble bool // the node socket may hold bytes not read yet
+	bEnded   bool // the node closed (or failed) its side: read to the end
+}
+
+// Event takes the events of the client's descriptor, or of the node's.
+func (c *loopConn) Event(fd int, ev uint32) {
+	if fd == c.bfd {
+		c.nodeEvent(ev)
+		return
+	}
+	if ev&(evloop.Err|evloop.Hup) != 0 && c.state != lcHead {
+		c.abort(errClientGone)
+		return
+	}
+	if ev&(evloop.In|evloop.RDHup|evloop.Hup|evloop.Err) != 0 {
+		c.readable = true
+	}
+	if ev&(evloop.RDHup|evloop.Hup|evloop.Err) != 0 {
+		c.ended = true
+	}
+	if ev&evloop.Out != 0 && c.off < len(c.out) {
+		c.flush()
+		return
+	}
+	if c.state == lcHead {
+		c.readHead()
+	}
+}
+
+// armIdle sets the connection's deadline d from now.
+func (c *loopConn) armIdle(d time.Duration) {
+	c.w.loop.Reset(&c.timer, c.w.loop.Now().Add(d), c.expire)
+}
+
+// expired is the connection's deadline: the state says which.
+func (c *loopConn) expired() {
+	switch c.state {
+	case lcHead:
+		if c.n > 0 { // a head started and not finished: as fasthttp answers it
+			c.errorPage(408, true)
+			return
+		}
+		c.close()
+	case lcConnect:
+		c.connectFailed(os.ErrDeadlineExceeded)
+	case lcSend, lcWait:
+		c.fail(errBackendTimeout)
+	case lcBody:
+		c.abort(errBackendTimeout)
+	}
+}
+
+// readHead reads until a whole request head is in hand and serves it.
+func (c *loopConn) readHead() {
+	w := c.w
+	for c.state == lcHead {
+		if end := headEnd(c.in[:c.n]); end > 0 {
+			c.serve(end)
+			continue
+		}
+		if !c.readable {
+			return
+		}
+		if c.in == nil {
+			c.in = w.getIn()
+		}
+		if c.n == len(c.in) {
+			c.fallback() // too large for the loop: the fasthttp path answers 431
+			return
+		}
+		m, err := evloop.Read(c.fd, c.in[c.n:])
+		if err == unix.EAGAIN {
+			c.readable = false
+			c.releaseIn()
+			return
+		}
+		if err != nil || m == 0 {
+			if c.n > 0 && err == nil {
+				c.fallback() // a request ended by the client's close: fasthttp's rules
+				return
+			}
+			c.close()
+			return
+		}
+		if c.n == 0 {
+			c.armIdle(w.rt.timeouts().Header)
+		}
+		c.n += m
+		c.readable = c.n == len(c.in) || c.ended // a short read drained the socket, unless its end is pending
+	}
+}
+
+// releaseIn gives the input buffer back while it holds nothing.
+func (c *loopConn) releaseIn() {
+	if c.n == 0 && c.in != nil {
+		c.w.putIn(c.in)
+		c.in = nil
+	}
+}
+
+// headEnd returns the length of the request head at the start of b
+// (through its empty line), or 0 when it is not complete yet.
+func headEnd(b []byte) int {
+	for i := 0; ; {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return 0
+		}
+		i += j + 1
+		switch {
+		case i < len(b) && b[i] == '\n':
+			return i + 1
+		case i+1 < len(b) && b[i] == '\r' && b[i+1] == '\n':
+			return i + 2
+		}
+	}
+}
+
+// serve takes the request whose head is c.in[:end], or hands the
+// connection over to the goroutine path.
+func (c *loopConn) serve(end int) {
+	w, rt := c.w, c.w.rt
+	c.req.Reset()
+	c.req.DisableNormalizing()
+	w.rd.Reset(c.in[:end])
+	w.br.Reset(&w.rd)
+	if err := c.req.Read(w.br); err != nil || !simpleRequest(rt, &c.req) {
+		c.fallback()
+		return
+	}
+	x := getExchange()
+	if c.h1f.fillRequest(x, &c.req, c.remote) != strict.None {
+		putExchange(x)
+		c.fallback()
+		return
+	}
+	x.sink = c
+	rt.observe(x)
+	pool, err := rt.route(x)
+	if err != nil || pool.Policy().MaxInflight > 0 || guessWire(pool) != wireUwsgi {
+		putExchange(x)
+		c.fallback()
+		return
+	}
+	x.wire = wireNone
+	if x.encode(wireUwsgi) != nil {
+		putExchange(x)
+		c.fallback()
+		return
+	}
+	// Taken. The head's bytes stay until the exchange ends (consumeHead):
+	// a fallback before anything is written hands them over.
+	c.headLen = end
+	c.x, c.pool = x, pool
+	c.pm = rt.poolMetrics(x, pool)
+	c.pm.inflight.Inc()
+	c.start = rt.now()
+	c.key = rt.affinityKey(x, pool.Algo())
+	c.at.init()
+	c.at.start = c.start
+	c.state = lcConnect
+	c.pick()
+}
+
+// simpleRequest reports a request head the loop takes (see the top).
+func simpleRequest(rt *Router, h *fasthttp.RequestHeader) bool {
+	// fasthttp says -2 (identity) for a request without Content-Length.
+	if cl := h.ContentLength(); !h.IsHTTP11() || cl != 0 && cl != -2 || len(h.Peek("Transfer-Encoding")) > 0 ||
+		len(h.Peek("Expect")) > 0 || len(h.Peek("Upgrade")) > 0 || bytes.Equal(h.Method(), []byte("PRI")) {
+		return false
+	}
+	if rt.cfg.Challenges != nil && bytes.HasPrefix(h.RequestURI(), acmePrefix) {
+		return false
+	}
+	return true
+}
+
+// fallback hands the connection, with the bytes read and not served, to
+// the goroutine path. Nothing of the current request was written.
+func (c *loopConn) fallback() {
+	w := c.w
+	w.lf.handed.Add(1)
+	pre := c.in[:c.n]
+	fd := c.fd
+	_ = w.loop.Remove(fd)
+	c.detach()
+	f := os.NewFile(uintptr(fd), "")
+	nc, err := net.FileConn(f) // a duplicate in the runtime poller
+	f.Close()
+	var pc net.Conn
+	if err == nil {
+		pc = newPrefixConn(nc, pre)
+	}
+	c.releaseBuffers()
+	if err != nil {
+		w.rt.log.Warn("http event loop: handing a connection over failed", "err", err)
+		return
+	}
+	w.lf.l.accepted(pc)
+}
+
+// detach forgets the connection in the loop's books: it is closed or
+// handed over.
+func (c *loopConn) detach() {
+	w := c.w
+	w.loop.Stop(&c.timer)
+	delete(w.conns, c)
+	w.lf.open.Add(-1)
+	c.h1f.connClosed()
+	c.state = lcClosed
+}
+
+func (c *loopConn) releaseBuffers() {
+	if c.in != nil {
+		c.w.putIn(c.in)
+		c.in, c.n = nil, 0
+	}
+	c.w.putBuf(c.out)
+	c.out, c.off = nil, 0
+}
+
+// close closes the client connection; no exchange is in flight.
+func (c *loopConn) close() {
+	if c.state == lcClosed {
+		return
+	}
+	c.w.loop.Forget(c.fd)
+	unix.Close(c.fd) // the last reference: it leaves the epoll set
+	c.detach()
+	c.releaseBuffers()
+}
+
+// pick picks a node and dials it without blocking, trying others as
+// connect does.
+func (c *loopConn) pick() {
+	rt, x := c.w.rt, c.x
+	for c.at.n < maxAttempts {
+		n, now, err := rt.pickNode(context.Background(), c.pool, c.pm, x, c.key, &c.at)
+		if err != nil {
+			c.failBeforeNode(err)
+			return
+		}
+		if n == nil {
+			continue
+		}
+		fam, sa := c.nodeSockaddr(n)
+		if sa == nil { // an http:// node, an IPv6 zone: the goroutine path
+			n.Done()
+			c.pm.inflight.Dec()
+			c.endExchange()
+			c.fallback()
+			return
+		}
+		c.node, c.nodeNow, c.bfam = n, now, fam
+		if c.dial(sa) {
+			return
+		}
+	}
+	c.failBeforeNode(c.at.err)
+}
+
+// nodeSockaddr fills the socket address of a uwsgi node in c; nil for a
+// node the loop does not dial.
+func (c *loopConn) nodeSockaddr(n *balancer.Node) (int, unix.Sockaddr) {
+	ep := n.Endpoint
+	switch {
+	case ep.Network == balancer.NetUnix:
+		c.saun.Name = ep.Dial
+		return unix.AF_UNIX, &c.saun
+	case ep.Network == balancer.NetHTTP:
+		return 0, nil
+	case ep.AddrPort.Addr().Is4():
+		c.sa4.Port, c.sa4.Addr = int(ep.AddrPort.Port()), ep.AddrPort.Addr().As4()
+		return unix.AF_INET, &c.sa4
+	case ep.AddrPort.Addr().Zone() == "":
+		c.sa6.Port, c.sa6.Addr = int(ep.AddrPort.Port()), ep.AddrPort.Addr().As16()
+		return unix.AF_INET6, &c.sa6
+	}
+	return 0, nil
+}
+
+// dial opens the node's socket and starts the connect; false when it
+// failed at once and pick should go on.
+func (c *loopConn) dial(sa unix.Sockaddr) bool {
+	fd, err := unix.Socket(c.bfam, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		c.nodeFailed(err)
+		return false
+	}
+	err = unix.Connect(fd, sa)
+	switch err {
+	case nil, unix.EINPROGRESS, unix.EINTR:
+	default:
+		unix.Close(fd)
+		c.nodeFailed(os.NewSyscallError("connect", err))
+		return false
+	}
+	c.bfd = fd
+	c.bReadble, c.bEnded = false, false
+	if err := c.w.loop.Add(fd, evloop.In|evloop.Out|evloop.RDHup|unix.EPOLLET, c); err != nil {
+		c.closeNode(false)
+		c.nodeFailed(err)
+		return false
+	}
+	c.sent = 0
+	c.state = lcConnect
+	c.w.loop.Reset(&c.timer, c.w.loop.Now().Add(c.w.rt.timeouts().Connect), c.expire)
+	// Write at once: a connect still in progress says so (EAGAIN), and on
+	// loopback the handshake is over already.
+	c.send()
+	return true
+}
+
+// nodeFailed records a failed connect to c.node and releases it.
+func (c *loopConn) nodeFailed(err error) {
+	n := c.node
+	c.node = nil
+	n.Done()
+	_ = c.w.rt.connectFailed(context.Background(), c.pool, c.pm, c.x, n, err, c.nodeNow, &c.at)
+}
+
+// connectFailed is a connect that failed after dial returned: try another
+// node.
+func (c *loopConn) connectFailed(err error) {
+	c.closeNode(false)
+	c.nodeFailed(err)
+	c.pick()
+}
+
+// nodeEvent takes the events of the node's descriptor.
+func (c *loopConn) nodeEvent(ev uint32) {
+	if ev&(evloop.In|evloop.RDHup|evloop.Hup|evloop.Err) != 0 {
+		c.bReadble = true
+	}
+	if ev&(evloop.RDHup|evloop.Hup|evloop.Err) != 0 {
+		c.bEnded = true // read on to the end: no event will say it again
+	}
+	switch c.state {
+	case lcConnect, lcSend:
+		if ev&evloop.Err != 0 && c.state == lcConnect {
+			v, _ := unix.GetsockoptInt(c.bfd, unix.SOL_SOCKET, unix.SO_ERROR)
+			c.connectFailed(os.NewSyscallError("connect", unix.Errno(v)))
+			return
+		}
+		if ev&(evloop.Out|evloop.Err|evloop.Hup) != 0 {
+			c.send()
+		}
+	case lcWait, lcBody:
+		if c.bReadble {
+			c.readNode()
+		}
+	}
+}
+
+// send writes the packet; the first write also tells whether the connect
+// finished.
+func (c *loopConn) send() {
+	rt := c.w.rt
+	p := c.x.buf
+	m, err := evloop.Write(c.bfd, p[c.sent:])
+	c.sent += m
+	if err == unix.EAGAIN {
+		return // connect in progress or a full socket: Out follows
+	}
+	if err != nil {
+		if c.state == lcConnect { // the handshake failed
+			c.connectFailed(os.NewSyscallError("connect", err))
+			return
+		}
+		c.fail(errBackendWrite)
+		return
+	}
+	if c.state == lcConnect {
+		if c.node.ReportSuccess() {
+			rt.log.Warn("node recovered", "pool", c.pool.Key, "node", c.node.Address, "reason", "connect")
+		}
+		rt.observeConnect(c.x, c.node, c.start)
+		c.state = lcSend
+		c.w.loop.Reset(&c.timer, c.w.loop.Now().Add(rt.timeouts().Timeout), c.expire)
+	}
+	if c.sent < len(p) {
+		return
+	}
+	c.state = lcWait
+	c.rbuf = c.w.getBuf()
+	c.scan = headScan{}
+	c.w.loop.Reset(&c.timer, c.w.loop.Now().Add(rt.timeouts().Timeout), c.expire)
+	if c.bReadble {
+		c.readNode()
+	}
+}
+
+// readNode reads what the node sent: its head, then its body, while the
+// client takes it.
+func (c *loopConn) readNode() {
+	for c.bReadble && c.off == len(c.out) && (c.state == lcWait || c.state == lcBody) {
+		b := c.rbuf[len(c.rbuf):maxNodeHead] // a head within the 16 KiB scanHead allows
+		if c.state == lcBody {
+			b = c.rbuf[:cap(c.rbuf)]
+			if c.left > 0 && int64(len(b)) > c.left {
+				b = b[:c.left]
+			}
+		}
+		if len(b) == 0 {
+			c.fail(errBadResponse) // the head does not fit: as scanHead says
+			return
+		}
+		m, err := evloop.Read(c.bfd, b)
+		if err == unix.EAGAIN {
+			c.bReadble = false
+			return
+		}
+		c.bReadble = m == len(b) || c.bEnded // a short read drained the socket, unless its end is pending
+		if c.state == lcBody {
+			// Inactivity: every read renews it. The head's deadline is
+			// set once (send), as on the goroutine path: a trickled head
+			// is a 504.
+			c.w.loop.Reset(&c.timer, c.w.loop.Now().Add(c.w.rt.timeouts().Timeout), c.expire)
+		}
+		if c.state == lcWait {
+			c.gotHead(m, err)
+			continue
+		}
+		if err != nil && m == 0 {
+			c.lastOut = true // reset mid-body: no clean end for the client
+		}
+		c.gotBody(b[:m], m == 0 || err != nil)
+	}
+}
+
+// maxNodeHead bounds a node's response head, as readerPool's buffer does
+// on the goroutine path.
+const maxNodeHead = 16 << 10
+
+// gotHead takes m more bytes of the node's head (err: its read ended).
+func (c *loopConn) gotHead(m int, err error) {
+	rt, x := c.w.rt, c.x
+	if m == 0 || err != nil {
+		if len(c.rbuf) == 0 && x.interims == 0 && (err == nil || err == unix.ECONNRESET) {
+			c.closedEarly()
+			return
+		}
+		c.fail(errBadResponse)
+		return
+	}
+	c.rbuf = c.rbuf[:len(c.rbuf)+m]
+	for {
+		done, ok := c.scan.feed(c.rbuf)
+		if !ok {
+			c.fail(errBadResponse)
+			return
+		}
+		if !done {
+			return
+		}
+		end := c.scan.off
+		c.head.Reset()
+		c.head.DisableNormalizing()
+		c.head.SetNoDefaultContentType(true)
+		c.w.rd.Reset(c.rbuf[:end])
+		c.w.br.Reset(&c.w.rd)
+		if err := c.head.Read(c.w.br); err != nil {
+			c.fail(errBadResponse)
+			return
+		}
+		f, err := checkFraming(&c.head, c.scan.flags)
+		if err == nil {
+			var final bool
+			if final, err = rt.takeHead(x, &c.head, f); err == nil && !final {
+				c.rbuf = c.rbuf[:copy(c.rbuf, c.rbuf[end:])]
+				c.scan = headScan{}
+				continue
+			}
+		}
+		if err != nil {
+			c.fail(err)
+			return
+		}
+		c.flags = f
+		c.respond(c.rbuf[end:])
+		return
+	}
+}
+
+// closedEarly: the node closed before a byte of an answer.
+func (c *loopConn) closedEarly() {
+	if !c.x.retryable() {
+		c.fail(errNodeClosedEarly)
+		return
+	}
+	c.w.rt.noteClosedEarly(c.x, c.pm, c.pool, c.node, &c.at)
+	c.closeNode(false)
+	c.node.Done()
+	c.node = nil
+	c.w.putBuf(c.rbuf)
+	c.rbuf = nil
+	c.pick()
+}
+
+// respond writes the final head for the client and what of the body came
+// with it (proxy, uwsgiUpstream.response, h1Front.respond).
+func (c *loopConn) respond(body []byte) {
+	rt, x, h := c.w.rt, c.x, &c.head
+	x.headAt = rt.now()
+	code := h.StatusCode()
+	rt.observeLatency(c.pool, c.node, &c.at, code >= 500, x.headAt)
+	rt.observeHead(x, c.node, c.start, int64(len(x.buf)))
+	c.pm.count(code)
+	x.closeClient = c.flags&hfClose != 0
+	hasBody := relayHead(x, h, c.flags)
+	c.rec = rt.startAccess(x, code)
+	cl := h.ContentLength()
+	switch {
+	case !hasBody:
+	case cl > 0:
+		c.left = int64(cl)
+	case cl == -1: // chunked by the node: relayed as it is, until its close
+		c.left, c.lastOut = -1, true
+	default: // until the node's close: chunked for the client
+		c.left, c.chunk = -1, true
+		h.SetContentLength(-1)
+	}
+	if x.closeClient || rt.draining.Load() {
+		h.SetConnectionClose()
+		c.lastOut = true
+	}
+	if c.out == nil {
+		c.out = c.w.getBuf()
+	}
+	c.out = c.w.appendHead(c.out, h) // after any interim response still unwritten
+	if !hasBody {
+		c.endNode(true)
+		c.finish()
+		return
+	}
+	c.state = lcBody
+	c.rbuf = c.rbuf[:0] // body still reads its bytes: gotBody copies them first
+	c.gotBody(body, false)
+}
+
+// gotBody relays body bytes b of the node; end: the node closed.
+func (c *loopConn) gotBody(b []byte, end bool) {
+	if c.left > 0 && int64(len(b)) > c.left {
+		b = b[:c.left] // what a node sends past its Content-Length is not the body
+	}
+	if len(b) > 0 {
+		c.got += int64(len(b))
+		if c.chunk {
+			c.out = strconv.AppendInt(c.out, int64(len(b)), 16)
+			c.out = append(c.out, "\r\n"...)
+			c.out = append(c.out, b...)
+			c.out = append(c.out, "\r\n"...)
+		} else {
+			c.out = append(c.out, b...)
+		}
+		if c.left > 0 {
+			c.left -= int64(len(b))
+		}
+	}
+	switch {
+	case c.left == 0: // Content-Length reached
+		c.endNode(false)
+		c.finish()
+		return
+	case end && c.left > 0: // closed before its Content-Length: the client's framing is broken
+		c.lastOut = true
+		c.endNode(true)
+		c.finish()
+		return
+	case end:
+		if c.chunk && !c.lastOut {
+			c.out = append(c.out, "0\r\n\r\n"...)
+		}
+		c.endNode(true)
+		c.finish()
+		return
+	}
+	c.flush()
+}
+
+// flush writes out to the client; a full socket waits for Out, the node
+// unread meanwhile (back-pressure).
+func (c *loopConn) flush() {
+	if c.off < len(c.out) {
+		m, err := evloop.Write(c.fd, c.out[c.off:])
+		c.off += m
+		if err == unix.EAGAIN {
+			c.w.loop.Reset(&c.timer, c.w.loop.Now().Add(c.w.rt.timeouts().Timeout), c.expire)
+			return
+		}
+		if err != nil {
+			c.abort(errClientGone)
+			return
+		}
+	}
+	c.out, c.off = c.out[:0], 0
+	switch c.state {
+	case lcBody:
+		c.readNode()
+	case lcHead: // the response is out: an idle connection holds no buffer
+		c.w.putBuf(c.out)
+		c.out = nil
+		if c.lastOut {
+			c.close()
+			return
+		}
+		c.armIdle(c.w.rt.timeouts().Timeout)
+		c.readHead()
+	}
+}
+
+// interim writes an interim response to the client (response.go).
+func (c *loopConn) interim(_ *exchange, head *fasthttp.ResponseHeader) error {
+	if c.out == nil {
+		c.out = c.w.getBuf()
+	}
+	c.out = appendInterim(c.out, head)
+	m, err := evloop.Write(c.fd, c.out[c.off:])
+	c.off += m
+	if err != nil && err != unix.EAGAIN {
+		return errClientGone
+	}
+	if c.off == len(c.out) {
+		c.out, c.off = c.out[:0], 0
+	}
+	return nil
+}
+
+// endNode ends the node's side of a response: the connection closed (with
+// a reset when the node had not closed it: nothing more is read), the node
+// released, the request's metrics recorded.
+func (c *loopConn) endNode(nodeClosed bool) {
+	rt := c.w.rt
+	c.closeNode(!nodeClosed)
+	c.node.AddTraffic(0, uint64(c.got))
+	c.node.Done()
+	c.node = nil
+	end := rt.now()
+	c.pm.inflight.Dec()
+	c.pm.duration.Observe(end.Sub(c.start).Seconds())
+	if c.rec != nil {
+		rt.finishAccess(c.rec, c.got, end)
+		c.rec = nil
+	}
+}
+
+// closeNode closes the node's socket; reset: abort it (SO_LINGER 0), so
+// neither side keeps it in TIME_WAIT.
+func (c *loopConn) closeNode(reset bool) {
+	if c.bfd < 0 {
+		return
+	}
+	c.w.loop.Forget(c.bfd)
+	if reset && c.bfam != unix.AF_UNIX {
+		_ = unix.SetsockoptLinger(c.bfd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
+	}
+	unix.Close(c.bfd)
+	c.bfd = -1
+	c.w.putBuf(c.rbuf)
+	c.rbuf = nil
+}
+
+// finish ends the exchange on the client side: the rest of the response
+// goes out, then the next request.
+func (c *loopConn) finish() {
+	c.w.lf.served.Add(1)
+	c.consumeHead()
+	c.endExchange()
+	c.state = lcHead
+	c.answered = true
+	c.flush()
+}
+
+// consumeHead drops the served request's head from in, keeping what was
+// pipelined after it.
+func (c *loopConn) consumeHead() {
+	if c.headLen > 0 {
+		c.n = copy(c.in, c.in[c.headLen:c.n])
+		c.headLen = 0
+	}
+}
+
+// endExchange recycles the exchange's state.
+func (c *loopConn) endExchange() {
+	if c.x != nil {
+		putExchange(c.x)
+		c.x = nil
+	}
+	c.pool, c.pm, c.key, c.left, c.chunk, c.got, c.flags = nil, nil, nil, 0, false, 0, 0
+}
+
+// failBeforeNode ends the request with err before a node held it (proxy's
+// accounting of connect's errors).
+func (c *loopConn) failBeforeNode(err error) {
+	pm := c.pm
+	pm.inflight.Dec()
+	pm.connectError(err)
+	c.w.rt.failed(pm, err)
+	c.errorAnswer(err)
+}
+
+// fail ends the request with err while a node holds it (nodeCall.fail).
+func (c *loopConn) fail(err error) {
+	rt := c.w.rt
+	if err != errClientGone {
+		rt.observeLatency(c.pool, c.node, &c.at, true, rt.now())
+	}
+	pm := c.pm
+	c.rec = nil
+	c.endNode(true)
+	if err != errClientGone {
+		pm.backendError(err)
+	}
+	rt.failed(pm, err)
+	c.errorAnswer(err)
+}
+
+// errorAnswer logs the failed request and answers it with its error page.
+func (c *loopConn) errorAnswer(err error) {
+	c.w.rt.logResponse(c.x, nil, err, nil)
+	code := statusOf(err)
+	c.consumeHead()
+	c.endExchange()
+	if err == errClientGone {
+		c.close()
+		return
+	}
+	c.w.lf.served.Add(1)
+	c.errorPage(code, code == 400 || code == 413 || code == 431)
+}
+
+// errorPage answers with the error page for code (writeError's).
+func (c *loopConn) errorPage(code int, last bool) {
+	h := &c.w.errHead
+	h.Reset()
+	errorHeader(h, code)
+	body := errorBodies[code]
+	h.SetContentLength(len(body))
+	if last || c.w.rt.draining.Load() {
+		h.SetConnectionClose()
+		c.lastOut = true
+	}
+	if c.out == nil {
+		c.out = c.w.getBuf()
+	}
+	c.out = c.w.appendHead(c.out, h)
+	c.out = append(c.out, body...)
+	c.state = lcHead
+	c.answered = true
+	if code == 408 {
+		c.n = 0
+	}
+	c.flush()
+}
+
+// abort cuts the connection with the exchange in flight, if any (client
+// gone, a stalled body, the shutdown deadline).
+func (c *loopConn) abort(err error) {
+	if c.state == lcClosed {
+		return
+	}
+	if c.node != nil {
+		if c.state == lcBody {
+			c.endNode(false)
+		} else {
+			c.pm.inflight.Dec()
+			c.closeNode(true)
+			c.node.Done()
+			c.node = nil
+			c.w.rt.failed(c.pm, err)
+			c.w.rt.logResponse(c.x, nil, err, nil)
+		}
+	} else if c.x != nil && c.pm != nil {
+		c.pm.inflight.Dec()
+	}
+	c.endExchange()
+	c.close()
+}

@@ -58,6 +58,7 @@ type loopFront struct {
 	// served and handed count the requests the loops answered and the
 	// connections they handed to the goroutine path (tests read them).
 	served, handed atomic.Int64
+	opened         atomic.Int64 // node sockets the loops opened (tests read it)
 	stopped        chan struct{} // closed by stopAccepting
 	once           sync.Once
 }
@@ -78,7 +79,8 @@ type loopWorker struct {
 	hbuf    []byte                  // appendHead's
 	// free lists of buffers (loop goroutine only: no locks)
 	ins, bufs [][]byte
-	closing   bool // shutdown: accept no more, close each connection when idle
+	socks     loopSocks // node sockets (h1loopsock_linux.go)
+	closing   bool      // shutdown: accept no more, close each connection when idle
 }
 
 // startLoops starts the loops on l's listener when it is a TCP one; nil
@@ -125,6 +127,7 @@ func (lf *loopFront) newWorker(rc interface {
 	}
 	w := &loopWorker{lf: lf, rt: rt, loop: lp, lnfd: fd, conns: make(map[*loopConn]struct{}),
 		br: bufio.NewReaderSize(nil, rt.cfg.MaxHeaderBytes+16)}
+	w.socks.sweepF = w.sweepSocks
 	errc := make(chan error, 1)
 	if err := lp.Submit(func() { errc <- lp.Add(fd, evloop.In|unix.EPOLLEXCLUSIVE, w) }); err != nil {
 		errc <- err
@@ -198,30 +201,30 @@ func (lf *loopFront) closeLoops() {
 // Event is the listening socket's: accept what is waiting.
 func (w *loopWorker) Event(fd int, _ uint32) {
 	for range 64 { // then let the other descriptors have their turn
-		nfd, sa, err := evloop.Accept(fd)
+		nfd, peer, err := evloop.Accept(fd)
 		if err != nil {
 			if err != unix.EAGAIN {
 				w.rt.log.Warn("accept failed", "listener", w.lf.l.name, "err", err)
 			}
 			return
 		}
-		w.admit(nfd, sa)
+		w.admit(nfd, peer)
 	}
 }
 
 // admit starts serving an accepted connection.
-func (w *loopWorker) admit(fd int, sa unix.Sockaddr) {
+func (w *loopWorker) admit(fd int, peer netip.AddrPort) {
 	if w.closing {
-		unix.Close(fd)
+		evloop.Close(fd)
 		return
 	}
 	// Without it a response's second write (a chunk after the head) would
 	// wait for the client's delayed ACK; Go's accept sets it too.
-	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	c := &loopConn{w: w, fd: fd, bfd: -1, remote: addrPort(sa), h1f: w.lf.l.gen.Load().h1f}
+	_ = evloop.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	c := &loopConn{w: w, fd: fd, bfd: -1, remote: peer, h1f: w.lf.l.gen.Load().h1f}
 	c.expire = c.expired // one func value: arming the timer allocates nothing
 	if err := w.loop.Add(fd, evloop.In|evloop.Out|evloop.RDHup|unix.EPOLLET, c); err != nil {
-		unix.Close(fd)
+		evloop.Close(fd)
 		return
 	}
 	w.conns[c] = struct{}{}
@@ -230,16 +233,6 @@ func (w *loopWorker) admit(fd int, sa unix.Sockaddr) {
 	c.readable = true // the request may be there already
 	c.armIdle(w.rt.timeouts().Header)
 	c.readHead()
-}
-
-func addrPort(sa unix.Sockaddr) netip.AddrPort {
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
-	}
-	return netip.AddrPort{}
 }
 
 // closeIdle closes the keep-alive connections that wait for their next
@@ -254,11 +247,13 @@ func (w *loopWorker) closeIdle() {
 	}
 }
 
-// closeAll cuts every connection (the shutdown deadline).
+// closeAll cuts every connection (the shutdown deadline) and closes the
+// pooled node sockets.
 func (w *loopWorker) closeAll() {
 	for c := range w.conns {
 		c.abort(errShutdownCut)
 	}
+	w.closeSocks()
 }
 
 // appendHead appends the formatted head h to dst (fasthttp's AppendBytes
@@ -325,9 +320,7 @@ type loopConn struct {
 	n        int
 	headLen  int // the head of the request in flight, at the start of in
 	expire   func()
-	sa4      unix.SockaddrInet4 // the node's address, filled per dial
-	sa6      unix.SockaddrInet6
-	saun     unix.SockaddrUnix
+	nsa      evloop.Sockaddr // the node's address, filled per dial
 	req      fasthttp.RequestHeader
 	x        *exchange
 	out      []byte // client bytes to write, from off
@@ -338,8 +331,8 @@ type loopConn struct {
 	answered bool
 
 	// The node side of the exchange in flight.
-	bfd      int
-	bfam     int
+	bs       *loopSock // the node's socket; nil when none
+	bfd      int       // bs's descriptor; -1 when none
 	pool     *balancer.Pool
 	pm       *poolMetrics
 	node     *balancer.Node
@@ -360,12 +353,9 @@ type loopConn struct {
 	bEnded   bool // the node closed (or failed) its side: read to the end
 }
 
-// Event takes the events of the client's descriptor, or of the node's.
-func (c *loopConn) Event(fd int, ev uint32) {
-	if fd == c.bfd {
-		c.nodeEvent(ev)
-		return
-	}
+// Event takes the events of the client's descriptor (the node's come
+// through its loopSock).
+func (c *loopConn) Event(_ int, ev uint32) {
 	if ev&(evloop.Err|evloop.Hup) != 0 && c.state != lcHead {
 		c.abort(errClientGone)
 		return
@@ -583,7 +573,7 @@ func (c *loopConn) close() {
 		return
 	}
 	c.w.loop.Forget(c.fd)
-	unix.Close(c.fd) // the last reference: it leaves the epoll set
+	evloop.Close(c.fd) // the last reference: it leaves the epoll set
 	c.detach()
 	c.releaseBuffers()
 }
@@ -601,65 +591,52 @@ func (c *loopConn) pick() {
 		if n == nil {
 			continue
 		}
-		fam, sa := c.nodeSockaddr(n)
-		if sa == nil { // an http:// node, an IPv6 zone: the goroutine path
+		if !c.nodeSockaddr(n) { // an http:// node, an IPv6 zone: the goroutine path
 			n.Done()
 			c.pm.inflight.Dec()
 			c.endExchange()
 			c.fallback()
 			return
 		}
-		c.node, c.nodeNow, c.bfam = n, now, fam
-		if c.dial(sa) {
+		c.node, c.nodeNow = n, now
+		if c.dial() {
 			return
 		}
 	}
 	c.failBeforeNode(c.at.err)
 }
 
-// nodeSockaddr fills the socket address of a uwsgi node in c; nil for a
-// node the loop does not dial.
-func (c *loopConn) nodeSockaddr(n *balancer.Node) (int, unix.Sockaddr) {
+// nodeSockaddr fills the socket address of a uwsgi node in c.nsa; false
+// for a node the loop does not dial.
+func (c *loopConn) nodeSockaddr(n *balancer.Node) bool {
 	ep := n.Endpoint
 	switch {
 	case ep.Network == balancer.NetUnix:
-		c.saun.Name = ep.Dial
-		return unix.AF_UNIX, &c.saun
-	case ep.Network == balancer.NetHTTP:
-		return 0, nil
-	case ep.AddrPort.Addr().Is4():
-		c.sa4.Port, c.sa4.Addr = int(ep.AddrPort.Port()), ep.AddrPort.Addr().As4()
-		return unix.AF_INET, &c.sa4
-	case ep.AddrPort.Addr().Zone() == "":
-		c.sa6.Port, c.sa6.Addr = int(ep.AddrPort.Port()), ep.AddrPort.Addr().As16()
-		return unix.AF_INET6, &c.sa6
+		return c.nsa.SetUnix(ep.Dial)
+	case ep.Network == balancer.NetHTTP, ep.AddrPort.Addr().Zone() != "":
+		return false
 	}
-	return 0, nil
+	c.nsa.SetAddrPort(ep.AddrPort)
+	return true
 }
 
 // dial opens the node's socket and starts the connect; false when it
 // failed at once and pick should go on.
-func (c *loopConn) dial(sa unix.Sockaddr) bool {
-	fd, err := unix.Socket(c.bfam, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+func (c *loopConn) dial() bool {
+	s, err := c.w.takeSock(c.nsa.Family(), c)
 	if err != nil {
-		c.nodeFailed(err)
+		c.nodeFailed(os.NewSyscallError("socket", err))
 		return false
 	}
-	err = unix.Connect(fd, sa)
-	switch err {
+	c.bs, c.bfd = s, s.fd
+	switch err := evloop.Connect(s.fd, &c.nsa); err {
 	case nil, unix.EINPROGRESS, unix.EINTR:
 	default:
-		unix.Close(fd)
+		c.closeNode()
 		c.nodeFailed(os.NewSyscallError("connect", err))
 		return false
 	}
-	c.bfd = fd
 	c.bReadble, c.bEnded = false, false
-	if err := c.w.loop.Add(fd, evloop.In|evloop.Out|evloop.RDHup|unix.EPOLLET, c); err != nil {
-		c.closeNode(false)
-		c.nodeFailed(err)
-		return false
-	}
 	c.sent = 0
 	c.state = lcConnect
 	c.w.loop.Reset(&c.timer, c.w.loop.Now().Add(c.w.rt.timeouts().Connect), c.expire)
@@ -680,7 +657,7 @@ func (c *loopConn) nodeFailed(err error) {
 // connectFailed is a connect that failed after dial returned: try another
 // node.
 func (c *loopConn) connectFailed(err error) {
-	c.closeNode(false)
+	c.closeNode()
 	c.nodeFailed(err)
 	c.pick()
 }
@@ -696,8 +673,7 @@ func (c *loopConn) nodeEvent(ev uint32) {
 	switch c.state {
 	case lcConnect, lcSend:
 		if ev&evloop.Err != 0 && c.state == lcConnect {
-			v, _ := unix.GetsockoptInt(c.bfd, unix.SOL_SOCKET, unix.SO_ERROR)
-			c.connectFailed(os.NewSyscallError("connect", unix.Errno(v)))
+			c.connectFailed(os.NewSyscallError("connect", evloop.SocketError(c.bfd)))
 			return
 		}
 		if ev&(evloop.Out|evloop.Err|evloop.Hup) != 0 {
@@ -847,7 +823,7 @@ func (c *loopConn) closedEarly() {
 		return
 	}
 	c.w.rt.noteClosedEarly(c.x, c.pm, c.pool, c.node, &c.at)
-	c.closeNode(false)
+	c.closeNode()
 	c.node.Done()
 	c.node = nil
 	c.w.putBuf(c.rbuf)
@@ -887,7 +863,7 @@ func (c *loopConn) respond(body []byte) {
 	}
 	c.out = c.w.appendHead(c.out, h) // after any interim response still unwritten
 	if !hasBody {
-		c.endNode(true)
+		c.endNode()
 		c.finish()
 		return
 	}
@@ -917,19 +893,19 @@ func (c *loopConn) gotBody(b []byte, end bool) {
 	}
 	switch {
 	case c.left == 0: // Content-Length reached
-		c.endNode(false)
+		c.endNode()
 		c.finish()
 		return
 	case end && c.left > 0: // closed before its Content-Length: the client's framing is broken
 		c.lastOut = true
-		c.endNode(true)
+		c.endNode()
 		c.finish()
 		return
 	case end:
 		if c.chunk && !c.lastOut {
 			c.out = append(c.out, "0\r\n\r\n"...)
 		}
-		c.endNode(true)
+		c.endNode()
 		c.finish()
 		return
 	}
@@ -984,12 +960,12 @@ func (c *loopConn) interim(_ *exchange, head *fasthttp.ResponseHeader) error {
 	return nil
 }
 
-// endNode ends the node's side of a response: the connection closed (with
-// a reset when the node had not closed it: nothing more is read), the node
-// released, the request's metrics recorded.
-func (c *loopConn) endNode(nodeClosed bool) {
+// endNode ends the node's side of a response: the connection reset
+// (closeNode: nothing more is read), the node released, the request's
+// metrics recorded.
+func (c *loopConn) endNode() {
 	rt := c.w.rt
-	c.closeNode(!nodeClosed)
+	c.closeNode()
 	c.node.AddTraffic(0, uint64(c.got))
 	c.node.Done()
 	c.node = nil
@@ -1002,18 +978,14 @@ func (c *loopConn) endNode(nodeClosed bool) {
 	}
 }
 
-// closeNode closes the node's socket; reset: abort it (SO_LINGER 0), so
-// neither side keeps it in TIME_WAIT.
-func (c *loopConn) closeNode(reset bool) {
-	if c.bfd < 0 {
+// closeNode ends the use of the node's socket: a TCP one is reset (no
+// TIME_WAIT on either side) and pooled (putSock).
+func (c *loopConn) closeNode() {
+	if c.bs == nil {
 		return
 	}
-	c.w.loop.Forget(c.bfd)
-	if reset && c.bfam != unix.AF_UNIX {
-		_ = unix.SetsockoptLinger(c.bfd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
-	}
-	unix.Close(c.bfd)
-	c.bfd = -1
+	c.w.putSock(c.bs)
+	c.bs, c.bfd = nil, -1
 	c.w.putBuf(c.rbuf)
 	c.rbuf = nil
 }
@@ -1065,7 +1037,7 @@ func (c *loopConn) fail(err error) {
 	}
 	pm := c.pm
 	c.rec = nil
-	c.endNode(true)
+	c.endNode()
 	if err != errClientGone {
 		pm.backendError(err)
 	}
@@ -1119,10 +1091,10 @@ func (c *loopConn) abort(err error) {
 	}
 	if c.node != nil {
 		if c.state == lcBody {
-			c.endNode(false)
+			c.endNode()
 		} else {
 			c.pm.inflight.Dec()
-			c.closeNode(true)
+			c.closeNode()
 			c.node.Done()
 			c.node = nil
 			c.w.rt.failed(c.pm, err)

@@ -272,3 +272,63 @@ func TestH1LoopClientGoneAndSlowClient(t *testing.T) {
 	c2.Close()
 	waitFor(t, "loop connections closed", func() bool { return r.rt.h1Open.Load() == 0 })
 }
+
+// pooledSocks is how many idle node sockets r's loops hold.
+func pooledSocks(t *testing.T, r *testRouter) int {
+	t.Helper()
+	r.rt.mu.Lock()
+	defer r.rt.mu.Unlock()
+	n := 0
+	for _, f := range r.rt.fronts {
+		l, ok := f.(*frontListener)
+		if !ok || l.loops == nil {
+			continue
+		}
+		for _, w := range l.loops.workers {
+			got := make(chan int, 1)
+			if w.loop.Submit(func() { got <- len(w.socks.free[0]) + len(w.socks.free[1]) }) != nil {
+				t.Fatal("loop closed")
+			}
+			n += <-got
+		}
+	}
+	return n
+}
+
+// A TCP node socket serves one exchange after another (disconnected and
+// pooled in between), the node sees each request on a connection of its
+// own, and a socket left idle closes.
+func TestH1LoopReusesNodeSockets(t *testing.T) {
+	r := startLoopRouter(t, Config{})
+	n := startFakeNode(t, func(v map[string]string, _ []byte) string {
+		b := v["PATH_INFO"]
+		return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
+	})
+	r.table.AddStatic("example.com", n.addr(), 1)
+	c := uwsgitest.Dial(t, r.addr)
+	defer c.Close()
+	const reqs = 20
+	for i := range reqs {
+		want := fmt.Sprintf("/r%d", i)
+		resp, body := c.Do("GET " + want + " HTTP/1.1\r\nHost: example.com\r\n\r\n")
+		if resp.StatusCode != 200 || body != want {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	wantCounts(t, r, reqs, 0)
+	var opened int64
+	r.rt.mu.Lock()
+	for _, f := range r.rt.fronts {
+		if l, ok := f.(*frontListener); ok {
+			opened += l.loops.opened.Load()
+		}
+	}
+	r.rt.mu.Unlock()
+	if opened != 1 {
+		t.Fatalf("%d node sockets opened for %d requests in a row, want 1", opened, reqs)
+	}
+	if k := pooledSocks(t, r); k != 1 {
+		t.Fatalf("%d sockets pooled, want 1", k)
+	}
+	waitFor(t, "the idle socket closed", func() bool { return pooledSocks(t, r) == 0 })
+}

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -49,7 +50,8 @@ type Loop struct {
 	gen    uint32 // last registration generation handed out
 	events []unix.EpollEvent
 	timers timerHeap
-	now    int64 // the clock read after the last epoll_wait, unix ns
+	now    int64  // the clock read after the last epoll_wait, unix ns
+	batch  uint64 // epoll_wait calls so far (Batch)
 
 	// Parked mode: epf holds epfd in the runtime's poller.
 	epf    *os.File
@@ -138,7 +140,7 @@ func (l *Loop) Add(fd int, events uint32, h Handler) error {
 	}
 	l.gen++
 	ev := unix.EpollEvent{Events: events, Fd: int32(fd), Pad: int32(l.gen)}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+	if err := epollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		return err
 	}
 	l.regs[fd] = reg{h: h, gen: l.gen}
@@ -151,7 +153,7 @@ func (l *Loop) Modify(fd int, events uint32) error {
 		return unix.ENOENT
 	}
 	ev := unix.EpollEvent{Events: events, Fd: int32(fd), Pad: int32(l.regs[fd].gen)}
-	return unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, fd, &ev)
+	return epollCtl(l.epfd, unix.EPOLL_CTL_MOD, fd, &ev)
 }
 
 // Remove unregisters fd; events of it still queued are dropped. The caller
@@ -161,7 +163,7 @@ func (l *Loop) Remove(fd int) error {
 		return unix.ENOENT
 	}
 	l.regs[fd] = reg{}
-	return unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	return epollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 }
 
 // Forget unregisters fd without a system call, for a caller that closes
@@ -182,6 +184,12 @@ func (l *Loop) Registered(fd int) bool {
 // Now is the loop's clock: read once after each epoll_wait, so every
 // handler of a batch sees the same time. Loop goroutine only.
 func (l *Loop) Now() time.Time { return time.Unix(0, l.now) }
+
+// Batch numbers the loop's rounds: it changes with every epoll_wait, so
+// a handler that reuses a registered descriptor for something new can tell
+// the events of its old use, queued in the current batch, from the new
+// one's, which come in a later batch. Loop goroutine only.
+func (l *Loop) Batch() uint64 { return l.batch }
 
 // NowNano is Now in unix nanoseconds.
 func (l *Loop) NowNano() int64 { return l.now }
@@ -244,6 +252,7 @@ func (l *Loop) run() {
 	}()
 	for {
 		n, err := l.wait()
+		l.batch++
 		l.now = time.Now().UnixNano()
 		if err != nil && err != unix.EINTR {
 			panic("evloop: epoll_wait: " + err.Error()) // EBADF/EFAULT/EINVAL: a bug here
@@ -268,7 +277,7 @@ func (l *Loop) wait() (int, error) {
 	}
 	ms := l.timeout()
 	if ms == 0 {
-		return unix.EpollWait(l.epfd, l.events, 0)
+		return l.ready()
 	}
 	dl := time.Time{}
 	if ms > 0 {
@@ -287,7 +296,7 @@ func (l *Loop) wait() (int, error) {
 // readable. Asking epoll itself on every call makes the wait safe against
 // the readiness the poller resets before its first call.
 func (l *Loop) poll(uintptr) bool {
-	n, err := unix.EpollWait(l.epfd, l.events, 0)
+	n, err := l.ready()
 	if err == unix.EINTR {
 		return false
 	}
@@ -295,12 +304,29 @@ func (l *Loop) poll(uintptr) bool {
 	return n > 0 || err != nil
 }
 
+// ready is epoll_wait without blocking, a raw call (io_linux.go).
+func (l *Loop) ready() (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])),
+		uintptr(len(l.events)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// epollCtl is epoll_ctl, a raw call (io_linux.go).
+func epollCtl(epfd, op, fd int, ev *unix.EpollEvent) error {
+	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(epfd), uintptr(op), uintptr(fd),
+		uintptr(unsafe.Pointer(ev)), 0, 0)
+	return errno(e)
+}
+
 // dispatch hands one event to its registration, unless it is stale.
 func (l *Loop) dispatch(ev *unix.EpollEvent) {
 	fd := int(ev.Fd)
 	if fd == l.wakefd {
 		var b [8]byte
-		_, _ = unix.Read(l.wakefd, b[:])
+		_, _ = Read(l.wakefd, b[:])
 		l.woken.Store(false)
 		return
 	}

@@ -3,6 +3,8 @@
 package evloop
 
 import (
+	"net/netip"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -388,5 +390,111 @@ func TestLockedMode(t *testing.T) {
 		"readiness": TestReadiness, "stale": TestStaleEventAfterCloseAndReuse,
 	} {
 		t.Run(name, f)
+	}
+}
+
+// The raw calls: a non-blocking connect to a listener, the peer address
+// Accept returns, a disconnect and a second connect on the same socket,
+// and a unix socket address.
+func TestRawConnectDisconnectAccept(t *testing.T) {
+	lfd, err := Listen(unix.AF_INET, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(lfd)
+	got, _ := unix.Getsockname(lfd)
+	var sa Sockaddr
+	sa.SetAddrPort(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(got.(*unix.SockaddrInet4).Port)))
+	if sa.Family() != unix.AF_INET {
+		t.Fatalf("family %d", sa.Family())
+	}
+	fd, err := Socket(unix.AF_INET)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Close(fd)
+	for round := range 2 {
+		if err := Connect(fd, &sa); err != nil && err != unix.EINPROGRESS {
+			t.Fatalf("round %d: connect: %v", round, err)
+		}
+		nfd, peer := acceptWithin(t, lfd)
+		if err := SocketError(fd); err != nil {
+			// The disconnect's reset is the socket's error until the
+			// next connect clears it.
+			t.Fatalf("round %d: SO_ERROR once connected: %v", round, err)
+		}
+		local, _ := unix.Getsockname(fd)
+		l4 := local.(*unix.SockaddrInet4)
+		if want := netip.AddrPortFrom(netip.AddrFrom4(l4.Addr), uint16(l4.Port)); peer != want {
+			t.Fatalf("round %d: Accept's peer %v, want %v", round, peer, want)
+		}
+		if _, err := Write(fd, []byte("x")); err != nil {
+			t.Fatalf("round %d: write: %v", round, err)
+		}
+		if err := Disconnect(fd); err != nil {
+			t.Fatalf("round %d: disconnect: %v", round, err)
+		}
+		// The peer sees a reset, not an end of stream.
+		var b [4]byte
+		for {
+			n, err := Read(nfd, b[:])
+			if err == unix.EAGAIN {
+				time.Sleep(time.Millisecond)
+				continue
+			}
+			if err != unix.ECONNRESET && !(err == nil && n == 1) {
+				t.Fatalf("round %d: after the disconnect the peer read %d, %v; want ECONNRESET", round, n, err)
+			}
+			if err == unix.ECONNRESET {
+				break
+			}
+		}
+		Close(nfd)
+	}
+
+	path := t.TempDir() + "/s"
+	ufd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(ufd)
+	if err := unix.Bind(ufd, &unix.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(ufd, 4); err != nil {
+		t.Fatal(err)
+	}
+	var us Sockaddr
+	if !us.SetUnix(path) || us.Family() != unix.AF_UNIX {
+		t.Fatal("SetUnix refused a short path")
+	}
+	if us.SetUnix(strings.Repeat("x", 200)) {
+		t.Fatal("SetUnix took a path longer than sun_path")
+	}
+	us.SetUnix(path)
+	cfd, err := Socket(unix.AF_UNIX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Close(cfd)
+	if err := Connect(cfd, &us); err != nil && err != unix.EINPROGRESS {
+		t.Fatalf("unix connect: %v", err)
+	}
+	nfd, _ := acceptWithin(t, ufd)
+	Close(nfd)
+}
+
+func acceptWithin(t *testing.T, lfd int) (int, netip.AddrPort) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		nfd, peer, err := Accept(lfd)
+		if err == nil {
+			return nfd, peer
+		}
+		if err != unix.EAGAIN || time.Now().After(deadline) {
+			t.Fatalf("accept: %v", err)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

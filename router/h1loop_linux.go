@@ -58,7 +58,7 @@ type loopFront struct {
 	// served and handed count the requests the loops answered and the
 	// connections they handed to the goroutine path (tests read them).
 	served, handed atomic.Int64
-	opened         atomic.Int64 // node sockets the loops opened (tests read it)
+	opened         atomic.Int64  // node sockets the loops opened (tests read it)
 	stopped        chan struct{} // closed by stopAccepting
 	once           sync.Once
 }

@@ -332,3 +332,24 @@ func TestH1LoopReusesNodeSockets(t *testing.T) {
 	}
 	waitFor(t, "the idle socket closed", func() bool { return pooledSocks(t, r) == 0 })
 }
+
+// FuzzHeadEnd checks the loop's end-of-head scan against the plain rule: the
+// head ends after the first line feed that closes an empty line (a bare LF
+// or CR LF after the previous line's LF).
+func FuzzHeadEnd(f *testing.F) {
+	for _, s := range []string{"GET / HTTP/1.1\r\nHost: a\r\n\r\n", "GET / HTTP/1.1\n\n", "\r\n\r\n", "\n\n", "\r\n", "a\n\rb\n\n", "GET / HTTP/1.1\r\nHost: a\r\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		want := 0
+		for k := 1; k < len(b); k++ {
+			if b[k] == '\n' && (b[k-1] == '\n' || k >= 2 && b[k-1] == '\r' && b[k-2] == '\n') {
+				want = k + 1
+				break
+			}
+		}
+		if got := headEnd(b); got != want {
+			t.Fatalf("headEnd(%q) = %d; want %d", b, got, want)
+		}
+	})
+}

@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"io"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -367,10 +368,16 @@ func TestParkerFailureClosesParked(t *testing.T) {
 	r, l := parkRouter(t, Config{Timeout: time.Minute})
 	k := dialKeepAlive(t, r.addr)
 	k.get(getP, 1, "hi")
-	waitFor(t, "the connection to park", func() bool { return l.parkedCount() == 1 })
-	r.rt.parker.mu.Lock()
-	ep := r.rt.parker.ep
-	r.rt.parker.mu.Unlock()
+	// Counted parked before it reaches the parker, which starts (makes its
+	// epoll) on the first park: wait for it to be on the parker.
+	var ep *os.File
+	waitFor(t, "the connection to be on the parker", func() bool {
+		k := &r.rt.parker
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		ep = k.ep
+		return l.parkedCount() == 1 && len(k.m) == 1
+	})
 	_ = ep.Close() // what stop does, without stopping: epoll_wait fails
 	k.expectEOF(5 * time.Second)
 	waitFor(t, "the parked connection to be counted closed", func() bool {

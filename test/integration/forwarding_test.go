@@ -141,11 +141,16 @@ func TestPausedNodeDrainsAndReturns(t *testing.T) {
 			syscall.Kill(n.pid(), syscall.SIGTSTP)
 		}
 	})
-	c := client()
-	eventually(t, time.Second, "new requests to stop reaching the paused node", func() bool {
-		code, _ := get(t, c, r.http, "pause.test", "/")
-		return code == 404 || code == 503
+	// The unsubscribe datagram may land after a request sent at once, which
+	// the paused node would hold: wait for the router to have let go of it.
+	eventually(t, 3*time.Second, "the paused node to leave the pool or drain", func() bool {
+		nd := r.pool(t, "pause.test").node(n.addr)
+		return nd == nil || nd.State == "draining" || nd.State == "drained"
 	})
+	c := client()
+	if code, body := get(t, c, r.http, "pause.test", "/"); code != 404 && code != 503 {
+		t.Fatalf("new request after the unsubscribe: %d %q; want 404 or 503", code, body)
+	}
 	select {
 	case res := <-done:
 		if res.err != nil || res.code != 200 || res.body != "slow node=p" {

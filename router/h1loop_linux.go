@@ -222,6 +222,7 @@ func (w *loopWorker) admit(fd int, peer netip.AddrPort) {
 	// wait for the client's delayed ACK; Go's accept sets it too.
 	_ = evloop.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	c := &loopConn{w: w, fd: fd, bfd: -1, remote: peer, h1f: w.lf.l.gen.Load().h1f}
+	c.cut.c = c
 	c.expire = c.expired // one func value: arming the timer allocates nothing
 	if err := w.loop.Add(fd, evloop.In|evloop.Out|evloop.RDHup|unix.EPOLLET, c); err != nil {
 		evloop.Close(fd)
@@ -351,6 +352,56 @@ type loopConn struct {
 	rec      *accessRecord
 	bReadble bool // the node socket may hold bytes not read yet
 	bEnded   bool // the node closed (or failed) its side: read to the end
+	// cut stands for the node socket in the drain and shutdown books
+	// (rt.track) while tracked, the node it is registered with, is set.
+	cut     loopCut
+	tracked *balancer.Node
+}
+
+// loopCut is what a loopConn registers, for the exchange in flight, with
+// its node (a drain's deadline) and the router (the shutdown deadline), as
+// the goroutine path registers its node connection (connect.go). The loop
+// goroutine owns the socket, so Close, which any goroutine may call, does
+// not close it: it submits the cut to the loop. The value lives in its
+// loopConn, so tracking allocates nothing.
+type loopCut struct {
+	c *loopConn // set at admit
+	// gen counts the exchanges that let go of their node (closeNode): a
+	// cut submitted for one exchange does nothing to a later one. Written
+	// by the loop goroutine, read by Close.
+	gen atomic.Uint64
+}
+
+// Close cuts the exchange in flight now (cutNode), on the loop's
+// goroutine. It returns before the cut is made. A Close that races with the
+// exchange's end (the drain's snapshot taken just before) may cut the
+// connection's next exchange: on a drain that one goes to another node, at
+// the shutdown deadline everything is cut anyway.
+func (k *loopCut) Close() error {
+	gen, c := k.gen.Load(), k.c
+	_ = c.w.loop.Submit(func() {
+		if k.gen.Load() == gen && c.tracked != nil {
+			c.cutNode()
+		}
+	})
+	return nil
+}
+
+// cutNode ends the exchange in flight as the goroutine path's does when its
+// node connection is closed under it (a drain's deadline, the shutdown
+// deadline): a 502 before the node's head; after it, the body cut short
+// and then the connection closed (what was relayed still goes out).
+func (c *loopConn) cutNode() {
+	switch c.state {
+	case lcConnect, lcSend:
+		c.fail(errBackendWrite)
+	case lcWait:
+		c.fail(errBadResponse)
+	case lcBody:
+		c.lastOut = true
+		c.endNode()
+		c.finish()
+	}
 }
 
 // Event takes the events of the client's descriptor (the node's come
@@ -636,6 +687,15 @@ func (c *loopConn) dial() bool {
 		c.nodeFailed(os.NewSyscallError("connect", err))
 		return false
 	}
+	// A drain or the shutdown deadline may need to cut it (connect.go).
+	if !c.w.rt.track(c.node, &c.cut) {
+		c.closeNode()
+		c.node.Done()
+		c.node = nil
+		c.failBeforeNode(errShutdownCut)
+		return true
+	}
+	c.tracked = c.node
 	c.bReadble, c.bEnded = false, false
 	c.sent = 0
 	c.state = lcConnect
@@ -983,6 +1043,11 @@ func (c *loopConn) endNode() {
 func (c *loopConn) closeNode() {
 	if c.bs == nil {
 		return
+	}
+	if c.tracked != nil {
+		c.w.rt.untrack(c.tracked, &c.cut)
+		c.tracked = nil
+		c.cut.gen.Add(1)
 	}
 	c.w.putSock(c.bs)
 	c.bs, c.bfd = nil, -1

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fastrouter/fastrouter/balancer"
 	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
@@ -352,4 +353,74 @@ func FuzzHeadEnd(f *testing.F) {
 			t.Fatalf("headEnd(%q) = %d; want %d", b, got, want)
 		}
 	})
+}
+
+// setLoop turns the event loop on or off in cfg (a test comparing both
+// paths).
+func setLoop(cfg *Config, on bool) { cfg.H1EventLoop = on }
+
+// A drain's deadline cuts the node connection of a request in flight on
+// the event loop as on the goroutine path, and the client sees the same:
+// a 502 while the node has not answered, a body cut short (chunked without
+// its last chunk) and the connection closed once it streams. The drain
+// counts the connection as forced.
+func TestH1LoopDrainDeadlineCutsNode(t *testing.T) {
+	for _, loop := range []bool{true, false} {
+		for _, stream := range []bool{false, true} {
+			t.Run(fmt.Sprintf("loop=%v/stream=%v", loop, stream), func(t *testing.T) {
+				cfg := Config{Timeout: 30 * time.Second}
+				setLoop(&cfg, loop)
+				r := startRouter(t, cfg)
+				node := startHeldNode(t, stream)
+				r.table.AddStatic("held.test", node.Addr(), 1)
+				c := uwsgitest.Dial(t, r.addr)
+				defer c.Close()
+				c.Send("GET / HTTP/1.1\r\nHost: held.test\r\n\r\n")
+				waitFor(t, "the node to have the request", func() bool { return node.Served() == 1 })
+				if n := r.rt.backends.size(); n != 1 {
+					t.Fatalf("node connections tracked: %d; want 1", n)
+				}
+				if _, err := r.table.Drain("held.test", node.Addr(), time.Millisecond, true); err != nil {
+					t.Fatal(err)
+				}
+				var ev balancer.DrainEvent
+				waitFor(t, "the drain to end", func() bool {
+					evs := r.table.Tick()
+					if len(evs) == 1 {
+						ev = evs[0]
+					}
+					return len(evs) == 1
+				})
+				if !ev.Forced || ev.Info.Forced != 1 {
+					t.Fatalf("drain event %+v; want forced, one connection closed", ev)
+				}
+				_ = c.Conn().SetReadDeadline(time.Now().Add(5 * time.Second))
+				resp, err := http.ReadResponse(c.Reader(), nil)
+				if err != nil {
+					t.Fatalf("client: %v", err)
+				}
+				body, err := io.ReadAll(resp.Body)
+				switch {
+				case !stream && (resp.StatusCode != 502 || err != nil || string(body) != string(errorBodies[502])):
+					t.Fatalf("held node cut: %d %q %v; want the 502 page", resp.StatusCode, body, err)
+				case stream && (resp.StatusCode != 200 || err != io.ErrUnexpectedEOF || len(body) == 0):
+					t.Fatalf("streaming node cut: %d, %d bytes, %v; want 200 and a body cut short", resp.StatusCode, len(body), err)
+				}
+				if stream {
+					if rest, err := io.ReadAll(c.Reader()); len(rest) != 0 || err != nil {
+						t.Fatalf("after the cut body: %q %v; want the connection closed", rest, err)
+					}
+				}
+				waitFor(t, "the node's connection to close", func() bool { return node.Open() == 0 })
+				if n := r.rt.backends.size(); n != 0 {
+					t.Fatalf("node connections tracked after the cut: %d", n)
+				}
+				if loop {
+					if s, _ := loopCounts(t, r); s != 1 {
+						t.Fatalf("the loop served %d requests; want 1", s)
+					}
+				}
+			})
+		}
+	}
 }

@@ -3,7 +3,7 @@ package router
 import (
 	"context"
 	"errors"
-	"net"
+	"io"
 	"sync"
 	"time"
 
@@ -151,7 +151,9 @@ const cutGrace = 500 * time.Millisecond
 // track registers c, a node connection of an exchange in flight to n, with
 // n (drain deadlines) and with the router (the shutdown deadline). False
 // past the shutdown deadline: nothing is registered and the caller closes c.
-func (rt *Router) track(n *balancer.Node, c net.Conn) bool {
+// c is the net.Conn on the goroutine path, and on the HTTP/1.1 event loop a
+// loopCut, whose Close asks the loop that owns the socket to cut it.
+func (rt *Router) track(n *balancer.Node, c io.Closer) bool {
 	if !rt.backends.add(c) {
 		return false
 	}
@@ -160,7 +162,7 @@ func (rt *Router) track(n *balancer.Node, c net.Conn) bool {
 }
 
 // untrack forgets a connection registered by track.
-func (rt *Router) untrack(n *balancer.Node, c net.Conn) {
+func (rt *Router) untrack(n *balancer.Node, c io.Closer) {
 	n.Untrack(c)
 	rt.backends.remove(c)
 }

@@ -30,7 +30,6 @@ func startHeldNode(t *testing.T, stream bool) *uwsgitest.Node {
 // (a hijacked connection no front tracks). Shutdown returns once every one
 // is released, within cutGrace of its deadline.
 func TestShutdownDeadlineCutsNodeConnections(t *testing.T) {
-	goroutinePathOnly(t) // the event loop does not track its node connections one by one (docs/architecture.md)
 	silent, streamer := startHeldNode(t, false), startHeldNode(t, true)
 	r := startRouter(t, Config{Timeout: 30 * time.Second})
 	r.table.AddStatic("silent.test", silent.Addr(), 1)

@@ -29,7 +29,10 @@ import (
 // node from start to end without a goroutine switch: read and parse the
 // head (fasthttp's RequestHeader), route, encode, pick, a non-blocking
 // connect, the packet, the node's head (headScan, takeHead, relayHead: the
-// rules of response.go and relay.go), the body relayed with back-pressure.
+// rules of response.go and relay.go), the body relayed with back-pressure
+// (a chunked one de-chunked by dechunker, which refuses what relay's
+// decoder refuses, and chunked again), and the node socket registered for
+// drain and shutdown deadlines (loopCut) as connect registers its own.
 //
 // Every loop watches a duplicate of the listener's socket with
 // EPOLLEXCLUSIVE: one accept queue, and the kernel wakes one loop per
@@ -348,6 +351,8 @@ type loopConn struct {
 	head     fasthttp.ResponseHeader
 	left     int64 // body bytes still to come (Content-Length), -1 until the node closes
 	chunk    bool  // frame the body in chunks for the client
+	dechunk  bool  // the node chunked it: dc decodes it first
+	dc       dechunker
 	got      int64 // body bytes from the node
 	rec      *accessRecord
 	bReadble bool // the node socket may hold bytes not read yet
@@ -908,8 +913,9 @@ func (c *loopConn) respond(body []byte) {
 	case !hasBody:
 	case cl > 0:
 		c.left = int64(cl)
-	case cl == -1: // chunked by the node: relayed as it is, until its close
-		c.left, c.lastOut = -1, true
+	case cl == -1: // chunked by the node: de-chunked and chunked again, as relay does
+		c.left, c.chunk, c.dechunk = -1, true, true
+		c.dc = dechunker{}
 	default: // until the node's close: chunked for the client
 		c.left, c.chunk = -1, true
 		h.SetContentLength(-1)
@@ -934,6 +940,18 @@ func (c *loopConn) respond(body []byte) {
 
 // gotBody relays body bytes b of the node; end: the node closed.
 func (c *loopConn) gotBody(b []byte, end bool) {
+	last := false // the node's last chunk
+	if c.dechunk {
+		n, done, err := c.dc.feed(b)
+		b, last = b[:n], done
+		if err != nil || end && !done {
+			// Refused or cut short: as on the goroutine path (partial.go),
+			// the data so far goes out, then the connection closes
+			// without the last chunk, and nothing else the node sent
+			// reaches the client.
+			end, c.lastOut = true, true
+		}
+	}
 	if c.left > 0 && int64(len(b)) > c.left {
 		b = b[:c.left] // what a node sends past its Content-Length is not the body
 	}
@@ -953,6 +971,11 @@ func (c *loopConn) gotBody(b []byte, end bool) {
 	}
 	switch {
 	case c.left == 0: // Content-Length reached
+		c.endNode()
+		c.finish()
+		return
+	case last: // what follows the last chunk (trailers) is dropped, as relay's decoder leaves it unread
+		c.out = append(c.out, "0\r\n\r\n"...)
 		c.endNode()
 		c.finish()
 		return
@@ -1081,7 +1104,7 @@ func (c *loopConn) endExchange() {
 		putExchange(c.x)
 		c.x = nil
 	}
-	c.pool, c.pm, c.key, c.left, c.chunk, c.got, c.flags = nil, nil, nil, 0, false, 0, 0
+	c.pool, c.pm, c.key, c.left, c.chunk, c.dechunk, c.got, c.flags = nil, nil, nil, 0, false, false, 0, 0
 }
 
 // failBeforeNode ends the request with err before a node held it (proxy's

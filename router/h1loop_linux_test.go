@@ -424,3 +424,65 @@ func TestH1LoopDrainDeadlineCutsNode(t *testing.T) {
 		}
 	}
 }
+
+// A node's chunked body reaches the client the same on the event loop as
+// on the goroutine path (relay.go): de-chunked and chunked again, its
+// trailers dropped, complete at the node's last chunk even when the node
+// keeps its connection open, the client's connection kept alive after it;
+// cut short (no last chunk) and the connection closed when the node closes
+// early or breaks the framing, so that nothing the node sends after the
+// break, nor after its last chunk, can pass for the answer to the client's
+// next request.
+func TestH1LoopChunkedNodeBodies(t *testing.T) {
+	const head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+	const forged = "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"
+	for _, c := range []struct {
+		name     string
+		node     uwsgitest.Handler
+		body     string
+		complete bool
+	}{
+		{"well-formed", uwsgitest.Reply(head + "5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n"), "hello world", true},
+		{"trailers", uwsgitest.Reply(head + "5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n"), "hello", true},
+		{"kept open", uwsgitest.Partial(head + "5\r\nhello\r\n0\r\n\r\n"), "hello", true},
+		{"bytes after the last chunk", uwsgitest.Reply(head + "5\r\nhello\r\n0\r\n\r\n" + forged), "hello", true},
+		{"truncated", uwsgitest.Reply(head + "5\r\nhello\r\n6\r\n wo"), "hello wo", false},
+		{"malformed", uwsgitest.Reply(head + "5\r\nhelloXX0\r\n\r\n" + forged), "hello", false},
+		{"bad size", uwsgitest.Reply(head + "5\r\nhello\r\nzz\r\n" + forged), "hello", false},
+	} {
+		for _, loop := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/loop=%v", c.name, loop), func(t *testing.T) {
+				cfg := Config{Timeout: 30 * time.Second}
+				setLoop(&cfg, loop)
+				r := startRouter(t, cfg)
+				r.table.AddStatic("chunked.test", uwsgitest.NewNode(t, c.node).Addr(), 1)
+				r.table.AddStatic("ok.test", startFakeNode(t, okReply("ok")).addr(), 1)
+				cl := uwsgitest.Dial(t, r.addr)
+				defer cl.Close()
+				_ = cl.Conn().SetReadDeadline(time.Now().Add(10 * time.Second))
+				cl.Send("GET / HTTP/1.1\r\nHost: chunked.test\r\n\r\n")
+				resp, err := http.ReadResponse(cl.Reader(), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := io.ReadAll(resp.Body)
+				if resp.StatusCode != 200 || string(got) != c.body || (err == nil) != c.complete || len(resp.Trailer) != 0 {
+					t.Fatalf("%d %q %v (trailers %v); want 200 %q, complete %v", resp.StatusCode, got, err, resp.Trailer, c.body, c.complete)
+				}
+				if !c.complete {
+					if rest, err := io.ReadAll(cl.Reader()); len(rest) != 0 || err != nil {
+						t.Fatalf("after the cut body: %q %v; want the connection closed", rest, err)
+					}
+					return
+				}
+				resp2, body2 := cl.Do("GET / HTTP/1.1\r\nHost: ok.test\r\n\r\n")
+				if resp2.StatusCode != 200 || body2 != "ok" {
+					t.Fatalf("the next request on the connection: %d %q; want 200 \"ok\"", resp2.StatusCode, body2)
+				}
+				if loop {
+					wantCounts(t, r, 2, 0)
+				}
+			})
+		}
+	}
+}

@@ -49,11 +49,11 @@ func TestDechunker(t *testing.T) {
 		{"0000000000000003\r\nabc\r\n0\r\n", "abc", true},
 		{"00000000000000003\r\nabc\r\n0\r\n", "", false}, // 17 digits
 		{"5\r\nhel", "hel", false},                       // truncated
-		{"5\r\nhelloXX0\r\n\r\n", "hello", false},         // no CRLF after the data
-		{"5\nhello\r\n0\r\n\r\n", "", false},              // bare LF
-		{"5\r\rhello\r\n0\r\n\r\n", "", false},            // stray CR
-		{" 5\r\nhello\r\n0\r\n\r\n", "", false},           // leading space
-		{"5 ;x\r\nhello\r\n0\r\n\r\n", "", false},         // space before the extension
+		{"5\r\nhelloXX0\r\n\r\n", "hello", false},        // no CRLF after the data
+		{"5\nhello\r\n0\r\n\r\n", "", false},             // bare LF
+		{"5\r\rhello\r\n0\r\n\r\n", "", false},           // stray CR
+		{" 5\r\nhello\r\n0\r\n\r\n", "", false},          // leading space
+		{"5 ;x\r\nhello\r\n0\r\n\r\n", "", false},        // space before the extension
 		{"5 5\r\nhello\r\n0\r\n\r\n", "", false},
 		{";x\r\nhello\r\n0\r\n\r\n", "", false},
 		{"\r\n", "", false},

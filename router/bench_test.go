@@ -118,7 +118,7 @@ func BenchmarkProxy(b *testing.B) {
 		name      string
 		metrics   bool
 		accessLog bool
-		loop      bool // Config.H1EventLoop (h1loop_linux.go)
+		loop      bool // the HTTP/1.1 event loop (h1loop_linux.go), else Config.DisableH1EventLoop
 	}{
 		{"metrics=on", true, false, false},
 		{"metrics=off", false, false, false},
@@ -132,7 +132,7 @@ func BenchmarkProxy(b *testing.B) {
 				b.Fatal(err)
 			}
 			table.AddStatic("bench.test", node, 1)
-			cfg := Config{Pools: table, Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry(), H1EventLoop: v.loop}
+			cfg := Config{Pools: table, Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry(), DisableH1EventLoop: !v.loop}
 			if v.accessLog {
 				cfg.AccessLog = io.Discard
 			}

@@ -22,7 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The HTTP/1.1 event loop (Config.H1EventLoop): for a clear-text --http
+// The HTTP/1.1 event loop (on unless Config.DisableH1EventLoop): for a clear-text --http
 // listener, GOMAXPROCS loops (internal/evloop, Parked mode: measured, a
 // thread locked per loop costs a context switch per wake-up more)
 // take the listener's connections and serve the simple request to a uwsgi

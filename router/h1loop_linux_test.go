@@ -16,12 +16,12 @@ import (
 	"github.com/fastrouter/fastrouter/internal/uwsgitest"
 )
 
-// startLoopRouter is startRouter with the event loop on.
+// startLoopRouter is startRouter with the event loop on, whatever
+// FASTROUTER_TEST_H1LOOP says.
 func startLoopRouter(t *testing.T, cfg Config) *testRouter {
 	t.Helper()
-	cfg.H1EventLoop = true
-	r := startRouter(t, cfg)
-	return r
+	cfg.DisableH1EventLoop = false
+	return startRouterAsIs(t, cfg)
 }
 
 // loopCounts returns how many requests r's loops answered and how many
@@ -357,7 +357,7 @@ func FuzzHeadEnd(f *testing.F) {
 
 // setLoop turns the event loop on or off in cfg (a test comparing both
 // paths).
-func setLoop(cfg *Config, on bool) { cfg.H1EventLoop = on }
+func setLoop(cfg *Config, on bool) { cfg.DisableH1EventLoop = !on }
 
 // A drain's deadline cuts the node connection of a request in flight on
 // the event loop as on the goroutine path, and the client sees the same:
@@ -370,7 +370,7 @@ func TestH1LoopDrainDeadlineCutsNode(t *testing.T) {
 			t.Run(fmt.Sprintf("loop=%v/stream=%v", loop, stream), func(t *testing.T) {
 				cfg := Config{Timeout: 30 * time.Second}
 				setLoop(&cfg, loop)
-				r := startRouter(t, cfg)
+				r := startRouterAsIs(t, cfg)
 				node := startHeldNode(t, stream)
 				r.table.AddStatic("held.test", node.Addr(), 1)
 				c := uwsgitest.Dial(t, r.addr)
@@ -454,7 +454,7 @@ func TestH1LoopChunkedNodeBodies(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/loop=%v", c.name, loop), func(t *testing.T) {
 				cfg := Config{Timeout: 30 * time.Second}
 				setLoop(&cfg, loop)
-				r := startRouter(t, cfg)
+				r := startRouterAsIs(t, cfg)
 				r.table.AddStatic("chunked.test", uwsgitest.NewNode(t, c.node).Addr(), 1)
 				r.table.AddStatic("ok.test", startFakeNode(t, okReply("ok")).addr(), 1)
 				cl := uwsgitest.Dial(t, r.addr)

@@ -32,6 +32,19 @@ type testRouter struct {
 // cleanup shuts it down.
 func startRouter(t testing.TB, cfg Config) *testRouter {
 	t.Helper()
+	// The HTTP/1.1 event loop (h1loop_linux.go) is the default;
+	// FASTROUTER_TEST_H1LOOP=0 runs every test of the package on the
+	// goroutine path instead, which must pass them all too.
+	if os.Getenv("FASTROUTER_TEST_H1LOOP") == "0" {
+		cfg.DisableH1EventLoop = true
+	}
+	return startRouterAsIs(t, cfg)
+}
+
+// startRouterAsIs is startRouter on the path cfg chooses, whatever
+// FASTROUTER_TEST_H1LOOP says (a test of one path, or comparing both).
+func startRouterAsIs(t testing.TB, cfg Config) *testRouter {
+	t.Helper()
 	table, err := balancer.New(balancer.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -43,11 +56,6 @@ func startRouter(t testing.TB, cfg Config) *testRouter {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 5 * time.Second
 	}
-	// FASTROUTER_TEST_H1LOOP=1 runs every test of the package on the
-	// HTTP/1.1 event loop (h1loop_linux.go), which must pass them all.
-	if os.Getenv("FASTROUTER_TEST_H1LOOP") == "1" {
-		cfg.H1EventLoop = true
-	}
 	rt, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -55,14 +63,6 @@ func startRouter(t testing.TB, cfg Config) *testRouter {
 	return &testRouter{addr: serveUntilCleanup(t, rt, rt.Serve, "tcp", "test"), table: table, rt: rt}
 }
 
-// goroutinePathOnly skips a test of what only the goroutine path does when
-// FASTROUTER_TEST_H1LOOP runs the package on the event loop.
-func goroutinePathOnly(t *testing.T) {
-	t.Helper()
-	if os.Getenv("FASTROUTER_TEST_H1LOOP") == "1" {
-		t.Skip("tests the goroutine path (FASTROUTER_TEST_H1LOOP=1)")
-	}
-}
 
 // startUwsgiFront serves r's uwsgi front on a loopback port and returns its
 // address.

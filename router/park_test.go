@@ -17,6 +17,9 @@ import (
 func parkRouter(t *testing.T, cfg Config) (*testRouter, *frontListener) {
 	t.Helper()
 	n := startFakeNode(t, okReply("hi"))
+	// Parking is the goroutine path's: the event loop's idle connections
+	// have no goroutine to park.
+	cfg.DisableH1EventLoop = true
 	r := startRouter(t, cfg)
 	r.table.AddStatic("p.test", n.addr(), 1)
 	var l *frontListener
@@ -38,7 +41,6 @@ const getP = "GET / HTTP/1.1\r\nHost: p.test\r\n\r\n"
 // served again, on the same connection, when its next request comes; it
 // stays counted open throughout.
 func TestParkIdleConnection(t *testing.T) {
-	goroutinePathOnly(t) // parking is the goroutine path's: the event loop's idle connections have no goroutine
 	r, l := parkRouter(t, Config{})
 	parkRounds(t, dialKeepAlive(t, r.addr), l, r.rt)
 }
@@ -109,7 +111,6 @@ func TestBusyConnectionDoesNotPark(t *testing.T) {
 // The idle timeout (--timeout) still ends a parked connection, and the
 // connection is then counted closed.
 func TestParkedConnectionIdleTimeout(t *testing.T) {
-	goroutinePathOnly(t) // parking is the goroutine path's: the event loop's idle connections have no goroutine
 	r, l := parkRouter(t, Config{Timeout: 700 * time.Millisecond})
 	k := dialKeepAlive(t, r.addr)
 	start := time.Now()
@@ -127,7 +128,6 @@ func TestParkedConnectionIdleTimeout(t *testing.T) {
 // Shutdown closes parked connections after its grace and returns; it does
 // not wait for their idle timeout.
 func TestShutdownClosesParked(t *testing.T) {
-	goroutinePathOnly(t) // parking is the goroutine path's: the event loop's idle connections have no goroutine
 	r, l := parkRouter(t, Config{Timeout: time.Minute})
 	k := dialKeepAlive(t, r.addr)
 	k.get(getP, 1, "hi")
@@ -166,7 +166,6 @@ func TestParkUnderProxyAndLimit(t *testing.T) {
 // Many connections park and wake concurrently, requests arriving around the
 // park boundary included; none is lost.
 func TestParkManyConnections(t *testing.T) {
-	goroutinePathOnly(t) // parking is the goroutine path's: the event loop's idle connections have no goroutine
 	r, l := parkRouter(t, Config{})
 	const n = 40
 	ks := make([]*keepAlive, n)
@@ -217,7 +216,6 @@ func TestParkManyConnections(t *testing.T) {
 // A reload (SetTimeouts) while a connection is parked: its next request is
 // served by the newest generation's server, on the same connection.
 func TestParkedConnectionAfterReload(t *testing.T) {
-	goroutinePathOnly(t) // parking is the goroutine path's: the event loop's idle connections have no goroutine
 	r, l := parkRouter(t, Config{})
 	k := dialKeepAlive(t, r.addr)
 	k.get(getP, 1, "hi")
@@ -361,7 +359,6 @@ func TestParkedConnectionsHoldNoGoroutine(t *testing.T) {
 // closed and counted closed (none is left waiting for nothing), and
 // connections are still served, closed when they would park.
 func TestParkerFailureClosesParked(t *testing.T) {
-	goroutinePathOnly(t) // parking is the goroutine path's: the event loop's idle connections have no goroutine
 	if !canPark {
 		t.Skip("connections park on Linux only")
 	}

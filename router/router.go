@@ -83,11 +83,12 @@ type Config struct {
 	// protocol v1 or v2 header (optional per connection) that sets the
 	// client address; see proxyproto.go.
 	ProxyProtocol bool
-	// H1EventLoop serves the clear-text --http listeners' simple HTTP/1.1
-	// requests to uwsgi nodes on an event loop per core
-	// (h1loop_linux.go); the rest go the goroutine path. Linux only; not
-	// with ProxyProtocol or MaxConns.
-	H1EventLoop bool
+	// DisableH1EventLoop serves every request of the clear-text --http
+	// listeners on the goroutine path. Without it (the default), on Linux
+	// and without ProxyProtocol or MaxConns, their simple HTTP/1.1 requests
+	// to uwsgi nodes are served on an event loop per core (h1loop_linux.go)
+	// and the rest go the goroutine path; elsewhere it changes nothing.
+	DisableH1EventLoop bool
 	// HTTP3: the --https listeners' addresses also serve HTTP/3
 	// (ServeHTTP3, h3.go), and their TCP responses say so with Alt-Svc.
 	HTTP3 bool

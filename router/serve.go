@@ -69,8 +69,8 @@ type frontListener struct {
 
 	parkState // HTTP/1.1 connections, and those parked outside fasthttp (park.go)
 
-	// loops serve the listener instead of the accept loop
-	// (Config.H1EventLoop); nil without.
+	// loops serve the listener instead of the accept loop (the
+	// HTTP/1.1 event loop, unless Config.DisableH1EventLoop); nil without.
 	loops *loopFront
 }
 
@@ -210,7 +210,7 @@ func (rt *Router) serve(ln net.Listener, name string, cfg *tls.Config) error {
 		return nil
 	}
 	l.renew(rt.timeouts()) // under rt.mu: SetTimeouts cannot interleave
-	if cfg == nil && rt.cfg.H1EventLoop && !rt.cfg.ProxyProtocol && l.limit == nil {
+	if cfg == nil && !rt.cfg.DisableH1EventLoop && !rt.cfg.ProxyProtocol && l.limit == nil {
 		l.loops = l.startLoops() // h1loop_linux.go
 	}
 	rt.fronts = append(rt.fronts, l)

@@ -236,10 +236,10 @@ func startRouter(t *testing.T, extra ...string) *router {
 		sub:   fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t)),
 	}
 	args := append([]string{"--http", r.http, "--admin", r.admin, "--subscription-server", r.sub, "--log-level", "debug"}, extra...)
-	// FASTROUTER_TEST_H1LOOP=1 runs the routers with the HTTP/1.1 event
-	// loop on (--h1-event-loop).
-	if os.Getenv("FASTROUTER_TEST_H1LOOP") == "1" {
-		args = append(args, "--h1-event-loop")
+	// The HTTP/1.1 event loop is on by default; FASTROUTER_TEST_H1LOOP=0
+	// runs the routers on the goroutine path (--h1-event-loop=false).
+	if os.Getenv("FASTROUTER_TEST_H1LOOP") == "0" {
+		args = append(args, "--h1-event-loop=false")
 	}
 	r.proc = startProc(t, binary, args...)
 	eventually(t, 5*time.Second, "router /healthz", func() bool {

@@ -118,7 +118,7 @@ func newFlagSet(o *options) *flagSet {
 	fs.StringVar(&o.admin, "admin", "127.0.0.1:9191", "admin API, /metrics and /healthz listener `ADDR`; off loopback it needs --admin-token-file or --admin-insecure")
 	fs.IntVar(&o.maxConns, "max-conns", 0, "at most `N` open client connections per listener; a new one beyond gets 503 and is closed (default 0: no limit)")
 	fs.BoolVar(&o.proxyProtocol, "proxy-protocol", false, "connections from --trusted-proxy peers to --http/--https may start with a PROXY v1/v2 header that sets the client address")
-	fs.BoolVar(&o.h1EventLoop, "h1-event-loop", true, "serve --http listeners' simple HTTP/1.1 requests (no body, no upgrade) to uwsgi nodes on one epoll event loop per core; everything else takes the usual path (Linux; not with --max-conns or --proxy-protocol). --h1-event-loop=false serves every request on the usual path")
+	fs.BoolVar(&o.h1EventLoop, "h1-event-loop", true, "serve --http listeners' simple HTTP/1.1 requests (no body, no upgrade) to uwsgi nodes on one epoll event loop per core, everything else on the usual path (default true, on Linux without --max-conns or --proxy-protocol; --h1-event-loop=false serves every request on the usual path)")
 
 	fs.section("Routing")
 	fs.Var(&listFlag{vals: &o.to}, "to", "static node `KEY=NODEADDR` that never expires (repeatable)")

@@ -94,3 +94,31 @@ func leaksGo(s string) bool {
 	}
 	return false
 }
+
+// The HTTP/1.1 event loop is on by default; the flag and the config file
+// key turn it off, and the flag wins over the file.
+func TestH1EventLoopDefaultAndOff(t *testing.T) {
+	dir := t.TempDir()
+	off := filepath.Join(dir, "off.yaml")
+	on := filepath.Join(dir, "on.yaml")
+	os.WriteFile(off, []byte("h1-event-loop: false\n"), 0o644)
+	os.WriteFile(on, []byte("h1-event-loop: true\n"), 0o644)
+	for _, c := range []struct {
+		args []string
+		want bool
+	}{
+		{nil, true},
+		{[]string{"--h1-event-loop=false"}, false},
+		{[]string{"--config", off}, false},
+		{[]string{"--config", on, "--h1-event-loop=false"}, false},
+		{[]string{"--config", off, "--h1-event-loop"}, true},
+	} {
+		o, _, err := parseArgs(c.args)
+		if err != nil {
+			t.Fatalf("%q: %v", c.args, err)
+		}
+		if o.h1EventLoop != c.want {
+			t.Errorf("%q: event loop %v; want %v", c.args, o.h1EventLoop, c.want)
+		}
+	}
+}

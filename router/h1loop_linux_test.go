@@ -486,3 +486,12 @@ func TestH1LoopChunkedNodeBodies(t *testing.T) {
 		}
 	}
 }
+
+// The event loop reads the router's clock three times per request: the
+// request's start (which the first connect attempt shares), the response
+// head, the end; its keep-alive wait takes the loop's own clock.
+func TestH1LoopClockReadsPerRequest(t *testing.T) {
+	if got, want := clockReadsPerRequest(t, Config{}), 3.0; got != want {
+		t.Errorf("%.2f readings of the clock per request; want %v", got, want)
+	}
+}

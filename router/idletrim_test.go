@@ -128,7 +128,9 @@ func TestIdleTrimStopsOnShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, err := New(Config{Pools: table, ConnectTimeout: time.Second, Timeout: 5 * time.Second})
+	// Parking is the goroutine path's: the event loop's idle connections
+	// have no goroutine to park.
+	rt, err := New(Config{Pools: table, ConnectTimeout: time.Second, Timeout: 5 * time.Second, DisableH1EventLoop: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,7 +63,6 @@ func startRouterAsIs(t testing.TB, cfg Config) *testRouter {
 	return &testRouter{addr: serveUntilCleanup(t, rt, rt.Serve, "tcp", "test"), table: table, rt: rt}
 }
 
-
 // startUwsgiFront serves r's uwsgi front on a loopback port and returns its
 // address.
 func startUwsgiFront(t *testing.T, r *testRouter) string {

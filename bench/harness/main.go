@@ -91,7 +91,7 @@ func main() {
 	idle := flag.Int("idle", 5000, "connections in the idle scenario")
 	out := flag.String("out", "results", "directory for results.md and rps.png")
 	variants := flag.String("variants", "", "space-separated NAME=VALUE environment settings or --flags; each adds a fastrouter run with it\n"+
-		"to the h1-512, h1-512-pinned, h1-64k, unix and idle scenarios (e.g. \"GOMAXPROCS=4\" or \"--h1-event-loop\")")
+		"to the h1-512, h1-512-pinned, h1-64k, unix and idle scenarios (e.g. \"GOMAXPROCS=4\" or \"--h1-event-loop=false\")")
 	fleetNodes := flag.Int("fleet-nodes", 4, "fleet scenario: uWSGI nodes (the last one is the slow one)")
 	fleetWorkers := flag.Int("fleet-workers", 4, "fleet scenario: worker processes per node")
 	fleetLoad := flag.Float64("fleet-load", 0.8, "fleet scenario: arrival rate as a fraction of the fleet's measured capacity")

@@ -46,10 +46,10 @@ import (
 // serves as if its accept loop had taken it (frontListener.accepted). Taken:
 // HTTP/1.1 requests without a body (no Content-Length > 0, no
 // Transfer-Encoding), Upgrade or Expect, that pass the strict rules, route to
-// a pool without --max-inflight, whose picked node is a uwsgi node (TCP or
-// unix), not an ACME challenge. Not taken: HTTP/1.0, bodies, upgrades,
-// h2c, heads the fasthttp path answers with an error (bad, too large),
-// http:// nodes.
+// a pool without --max-inflight (a count or auto) whose nodes are all uwsgi
+// nodes (TCP or unix), not an ACME challenge. Not taken: HTTP/1.0, bodies,
+// upgrades, h2c, heads the fasthttp path answers with an error (bad, too
+// large), pools with http:// nodes.
 //
 // Loops start only without --max-conns and --proxy-protocol (serve).
 
@@ -333,6 +333,9 @@ type loopConn struct {
 	lastOut bool
 	// answered: a response went out on the connection (closeIdle).
 	answered bool
+	// closeReq: the request in flight said "Connection: close"; its
+	// response says so too and is the connection's last, as fasthttp's.
+	closeReq bool
 
 	// The node side of the exchange in flight.
 	bs       *loopSock // the node's socket; nil when none
@@ -532,6 +535,7 @@ func (c *loopConn) serve(end int) {
 		c.fallback()
 		return
 	}
+	c.closeReq = c.req.ConnectionClose()
 	x := getExchange()
 	if c.h1f.fillRequest(x, &c.req, c.remote) != strict.None {
 		putExchange(x)
@@ -541,7 +545,9 @@ func (c *loopConn) serve(end int) {
 	x.sink = c
 	rt.observe(x)
 	pool, err := rt.route(x)
-	if err != nil || pool.Policy().MaxInflight > 0 || guessWire(pool) != wireUwsgi {
+	// A capped pool (a count or auto) may make a pick wait in its queue,
+	// which would block the loop.
+	if err != nil || pool.Policy().MaxInflight != 0 || !loopNodesOnly(pool) {
 		putExchange(x)
 		c.fallback()
 		return
@@ -660,6 +666,20 @@ func (c *loopConn) pick() {
 		}
 	}
 	c.failBeforeNode(c.at.err)
+}
+
+// loopNodesOnly reports a pool whose every node is one the loop dials
+// (nodeSockaddr). A pool with others is the goroutine path's whole: handing
+// over a request whose pick was such a node would have the goroutine path
+// pick again, and a weighted round robin would then pass that node over
+// every time. O(nodes), as a pick is.
+func loopNodesOnly(pool *balancer.Pool) bool {
+	for _, n := range pool.Nodes() {
+		if ep := n.Endpoint; ep.Network == balancer.NetHTTP || ep.Network != balancer.NetUnix && ep.AddrPort.Addr().Zone() != "" {
+			return false
+		}
+	}
+	return true
 }
 
 // nodeSockaddr fills the socket address of a uwsgi node in c.nsa; false
@@ -920,7 +940,7 @@ func (c *loopConn) respond(body []byte) {
 		c.left, c.chunk = -1, true
 		h.SetContentLength(-1)
 	}
-	if x.closeClient || rt.draining.Load() {
+	if x.closeClient || c.closeReq || rt.draining.Load() {
 		h.SetConnectionClose()
 		c.lastOut = true
 	}
@@ -1154,7 +1174,7 @@ func (c *loopConn) errorPage(code int, last bool) {
 	errorHeader(h, code)
 	body := errorBodies[code]
 	h.SetContentLength(len(body))
-	if last || c.w.rt.draining.Load() {
+	if last || c.closeReq || c.w.rt.draining.Load() {
 		h.SetConnectionClose()
 		c.lastOut = true
 	}

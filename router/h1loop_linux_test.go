@@ -495,3 +495,70 @@ func TestH1LoopClockReadsPerRequest(t *testing.T) {
 		t.Errorf("%.2f readings of the clock per request; want %v", got, want)
 	}
 }
+
+// A request that says "Connection: close" gets a response that says so,
+// and the connection closes after it, on both paths; the same for its
+// error page.
+func TestH1LoopRequestConnectionClose(t *testing.T) {
+	for _, loop := range []bool{true, false} {
+		for _, host := range []string{"ok.test", "none.test"} {
+			t.Run(fmt.Sprintf("loop=%v/%s", loop, host), func(t *testing.T) {
+				var cfg Config
+				setLoop(&cfg, loop)
+				r := startRouterAsIs(t, cfg)
+				r.table.AddStatic("ok.test", startFakeNode(t, okReply("ok")).addr(), 1)
+				r.table.AddStatic("none.test", closedPort(t), 1)
+				c := uwsgitest.Dial(t, r.addr)
+				defer c.Close()
+				_ = c.Conn().SetReadDeadline(time.Now().Add(10 * time.Second))
+				resp, _ := c.Do("GET / HTTP/1.1\r\nHost: " + host + "\r\nConnection: close\r\n\r\n")
+				if !resp.Close {
+					t.Fatalf("%d without Connection: close (%v)", resp.StatusCode, resp.Header)
+				}
+				if rest, err := io.ReadAll(c.Reader()); len(rest) != 0 || err != nil {
+					t.Fatalf("after the response: %q %v; want the connection closed", rest, err)
+				}
+				if loop {
+					wantCounts(t, r, 1, 0)
+				}
+			})
+		}
+	}
+}
+
+// Pools the loop leaves to the goroutine path whole: one with an in-flight
+// cap, auto as well as a count (a pick may wait in its queue, which would
+// block the loop), and one with an http:// node beside its uwsgi ones
+// (handing over only the requests picked for the http node would have the
+// goroutine path pick again, and a round robin would never reach that
+// node): both of its nodes serve.
+func TestH1LoopLeavesCappedAndMixedPools(t *testing.T) {
+	r := startLoopRouter(t, Config{})
+	if err := r.table.SetPolicies(balancer.Policy{}, map[string]balancer.Policy{
+		"auto.test": {MaxInflight: balancer.LimitAuto}, "two.test": {MaxInflight: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	u := startFakeNode(t, okReply("uwsgi"))
+	h := uwsgitest.NewNode(t, uwsgitest.Reply("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nhttp"), uwsgitest.WithProto(uwsgitest.HTTP))
+	r.table.AddStatic("auto.test", u.addr(), 1)
+	r.table.AddStatic("two.test", u.addr(), 1)
+	r.table.AddStatic("mixed.test", u.addr(), 1)
+	r.table.AddStatic("mixed.test", "http://"+h.Addr(), 1)
+	for _, host := range []string{"auto.test", "two.test"} {
+		if resp, body := raw(t, r.addr, "GET / HTTP/1.1\r\nHost: "+host+"\r\n\r\n"); resp.StatusCode != 200 || body != "uwsgi" {
+			t.Fatalf("%s: %d %q", host, resp.StatusCode, body)
+		}
+	}
+	got := map[string]int{}
+	for range 4 {
+		resp, body := raw(t, r.addr, "GET / HTTP/1.1\r\nHost: mixed.test\r\n\r\n")
+		if resp.StatusCode != 200 {
+			t.Fatalf("mixed.test: %d %q", resp.StatusCode, body)
+		}
+		got[body]++
+	}
+	if got["uwsgi"] != 2 || got["http"] != 2 {
+		t.Fatalf("mixed pool answers %v; want two from each node", got)
+	}
+	wantCounts(t, r, 0, 6)
+}

@@ -331,6 +331,10 @@ type loopConn struct {
 	off      int
 	// lastOut: close the connection once out is written.
 	lastOut bool
+	// broken: the node's body ended without its framing's end (a reset,
+	// a bad or missing chunk): the client's chunked copy gets no last
+	// chunk either, and the connection closes.
+	broken bool
 	// answered: a response went out on the connection (closeIdle).
 	answered bool
 	// closeReq: the request in flight said "Connection: close"; its
@@ -841,7 +845,7 @@ func (c *loopConn) readNode() {
 			continue
 		}
 		if err != nil && m == 0 {
-			c.lastOut = true // reset mid-body: no clean end for the client
+			c.lastOut, c.broken = true, true // reset mid-body: no clean end for the client
 		}
 		c.gotBody(b[:m], m == 0 || err != nil)
 	}
@@ -969,7 +973,7 @@ func (c *loopConn) gotBody(b []byte, end bool) {
 			// the data so far goes out, then the connection closes
 			// without the last chunk, and nothing else the node sent
 			// reaches the client.
-			end, c.lastOut = true, true
+			end, c.lastOut, c.broken = true, true, true
 		}
 	}
 	if c.left > 0 && int64(len(b)) > c.left {
@@ -1005,7 +1009,7 @@ func (c *loopConn) gotBody(b []byte, end bool) {
 		c.finish()
 		return
 	case end:
-		if c.chunk && !c.lastOut {
+		if c.chunk && !c.broken {
 			c.out = append(c.out, "0\r\n\r\n"...)
 		}
 		c.endNode()
@@ -1124,7 +1128,7 @@ func (c *loopConn) endExchange() {
 		putExchange(c.x)
 		c.x = nil
 	}
-	c.pool, c.pm, c.key, c.left, c.chunk, c.dechunk, c.got, c.flags = nil, nil, nil, 0, false, false, 0, 0
+	c.pool, c.pm, c.key, c.left, c.chunk, c.dechunk, c.broken, c.got, c.flags = nil, nil, nil, 0, false, false, false, 0, 0
 }
 
 // failBeforeNode ends the request with err before a node held it (proxy's

@@ -498,24 +498,41 @@ func TestH1LoopClockReadsPerRequest(t *testing.T) {
 
 // A request that says "Connection: close" gets a response that says so,
 // and the connection closes after it, on both paths; the same for its
-// error page.
+// error page, and for a node's "Connection: close". A body the node ends
+// by closing reaches the client whole (chunked, with its last chunk) on
+// such a last response too.
 func TestH1LoopRequestConnectionClose(t *testing.T) {
-	for _, loop := range []bool{true, false} {
-		for _, host := range []string{"ok.test", "none.test"} {
-			t.Run(fmt.Sprintf("loop=%v/%s", loop, host), func(t *testing.T) {
+	for _, c := range []struct {
+		host, hdr, body string
+		code            int
+	}{
+		{"ok.test", "Connection: close\r\n", "ok", 200},
+		{"none.test", "Connection: close\r\n", string(errorBodies[502]), 502},
+		{"untilclose.test", "Connection: close\r\n", "until close", 200},
+		{"nodeclose.test", "", "node closes", 200},
+	} {
+		for _, loop := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/loop=%v", c.host, loop), func(t *testing.T) {
 				var cfg Config
 				setLoop(&cfg, loop)
 				r := startRouterAsIs(t, cfg)
 				r.table.AddStatic("ok.test", startFakeNode(t, okReply("ok")).addr(), 1)
 				r.table.AddStatic("none.test", closedPort(t), 1)
-				c := uwsgitest.Dial(t, r.addr)
-				defer c.Close()
-				_ = c.Conn().SetReadDeadline(time.Now().Add(10 * time.Second))
-				resp, _ := c.Do("GET / HTTP/1.1\r\nHost: " + host + "\r\nConnection: close\r\n\r\n")
-				if !resp.Close {
-					t.Fatalf("%d without Connection: close (%v)", resp.StatusCode, resp.Header)
+				r.table.AddStatic("untilclose.test", uwsgitest.NewNode(t, uwsgitest.Reply("HTTP/1.1 200 OK\r\n\r\nuntil close")).Addr(), 1)
+				r.table.AddStatic("nodeclose.test", uwsgitest.NewNode(t, uwsgitest.Reply("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nnode closes")).Addr(), 1)
+				cl := uwsgitest.Dial(t, r.addr)
+				defer cl.Close()
+				_ = cl.Conn().SetReadDeadline(time.Now().Add(10 * time.Second))
+				cl.Send("GET / HTTP/1.1\r\nHost: " + c.host + "\r\n" + c.hdr + "\r\n")
+				resp, err := http.ReadResponse(cl.Reader(), nil)
+				if err != nil {
+					t.Fatal(err)
 				}
-				if rest, err := io.ReadAll(c.Reader()); len(rest) != 0 || err != nil {
+				body, err := io.ReadAll(resp.Body)
+				if resp.StatusCode != c.code || string(body) != c.body || err != nil || !resp.Close {
+					t.Fatalf("%d %q %v, close %v; want %d %q, whole, and Connection: close", resp.StatusCode, body, err, resp.Close, c.code, c.body)
+				}
+				if rest, err := io.ReadAll(cl.Reader()); len(rest) != 0 || err != nil {
 					t.Fatalf("after the response: %q %v; want the connection closed", rest, err)
 				}
 				if loop {

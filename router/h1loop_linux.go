@@ -386,17 +386,34 @@ type loopCut struct {
 
 // Close cuts the exchange in flight now (cutNode), on the loop's
 // goroutine. It returns before the cut is made. A Close that races with the
-// exchange's end (the drain's snapshot taken just before) may cut the
-// connection's next exchange: on a drain that one goes to another node, at
-// the shutdown deadline everything is cut anyway.
+// exchange's end (the drain's snapshot taken just before) finds the
+// connection's next exchange, which it cuts only when that one's node is
+// draining too or the shutdown deadline has passed (mayCut).
 func (k *loopCut) Close() error {
 	gen, c := k.gen.Load(), k.c
 	_ = c.w.loop.Submit(func() {
-		if k.gen.Load() == gen && c.tracked != nil {
-			c.cutNode()
+		if k.gen.Load() != gen || c.tracked == nil || !c.w.rt.mayCut(c.tracked) {
+			return
 		}
+		c.cutNode()
 	})
 	return nil
+}
+
+// mayCut tells whether a cut may end an exchange with n: n is draining or
+// the shutdown deadline has passed. A cut that raced with the end of the
+// exchange it was meant for finds the connection's next one, which may be
+// to a node that is not draining; that one is let be.
+func (rt *Router) mayCut(n *balancer.Node) bool {
+	if !n.Drain().Started.IsZero() {
+		return true
+	}
+	select {
+	case <-rt.cutCh:
+		return true
+	default:
+		return false
+	}
 }
 
 // cutNode ends the exchange in flight as the goroutine path's does when its

@@ -86,7 +86,10 @@ const (
 	// is ready, parks its goroutine on the runtime's poller until its
 	// epoll descriptor is readable (or the next timer is due): a goroutine
 	// switch rather than a thread's sleep and wake-up, and the runtime's
-	// one netpoll thread waits for every loop.
+	// one netpoll thread waits for every loop. But the poller runs only
+	// when a P is out of work (or from sysmon, every 10 ms at most): with
+	// several loops busy, the events of one that parked wait until another
+	// parks, so several busy loops are better Locked.
 	Parked
 )
 

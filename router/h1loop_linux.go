@@ -256,7 +256,11 @@ const acceptTurn = 16
 // the listener ready (level-triggered): this loop or another takes it in
 // its next round.
 func (w *loopWorker) Event(fd int, _ uint32) {
-	for w.accepted < acceptTurn {
+	turn := acceptTurn
+	if !w.requeue {
+		turn = 64 // one loop: no one to share with; then the other descriptors' turn
+	}
+	for w.accepted < turn {
 		nfd, peer, err := evloop.Accept(fd)
 		if err != nil {
 			if err != unix.EAGAIN {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -578,4 +579,39 @@ func TestH1LoopLeavesCappedAndMixedPools(t *testing.T) {
 		t.Fatalf("mixed pool answers %v; want two from each node", got)
 	}
 	wantCounts(t, r, 0, 6)
+}
+
+// The loops share the connections evenly: one at a time, each served and
+// kept open, sixteen connections end on two loops within two of each
+// other (the kernel alone wakes the same loop for every one of them).
+func TestH1LoopSpreadsConnections(t *testing.T) {
+	// The loops are counted when the listener starts: two of them.
+	prev := runtime.GOMAXPROCS(2)
+	t.Cleanup(func() { runtime.GOMAXPROCS(prev) })
+	r := startLoopRouter(t, Config{})
+	n := startFakeNode(t, okReply("hi"))
+	r.table.AddStatic("example.com", n.addr(), 1)
+	for range 16 {
+		c := uwsgitest.Dial(t, r.addr)
+		defer c.Close()
+		c.Send("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+		if resp, body, err := c.Next("GET"); err != nil || resp.StatusCode != 200 || body != "hi" {
+			t.Fatalf("got %v %q %v", resp, body, err)
+		}
+	}
+	r.rt.mu.Lock()
+	defer r.rt.mu.Unlock()
+	for _, f := range r.rt.fronts {
+		l, ok := f.(*frontListener)
+		if !ok {
+			continue
+		}
+		if len(l.loops.workers) != 2 {
+			t.Fatalf("%d loops, want 2", len(l.loops.workers))
+		}
+		a, b := l.loops.workers[0].load.Load(), l.loops.workers[1].load.Load()
+		if a+b != 16 || a-b > 2 || b-a > 2 {
+			t.Fatalf("the loops serve %d and %d connections, want 16 within two of each other", a, b)
+		}
+	}
 }

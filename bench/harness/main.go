@@ -53,6 +53,7 @@ type harness struct {
 	ports          int      // next port to hand out
 	backendPID     int      // the current scenario's uwsgi node, for the CPU breakdown
 	variants       []string // -variants: extra fastrouter runs, each with one environment setting
+	baseline       string   // -baseline-router: a second fastrouter binary each variant also runs on
 	pinnedRows     []pinnedRow
 	fleet          fleetConfig
 	fleetRuns      []fleetRun
@@ -92,6 +93,8 @@ func main() {
 	out := flag.String("out", "results", "directory for results.md and rps.png")
 	variants := flag.String("variants", "", "space-separated NAME=VALUE environment settings or --flags; each adds a fastrouter run with it\n"+
 		"to the h1-512, h1-512-pinned, h1-64k, unix and idle scenarios (e.g. \"GOMAXPROCS=4\" or \"--h1-event-loop=false\")")
+	baseline := flag.String("baseline-router", "", "a second fastrouter binary (say, built from the commit before a change): each -variants entry\n"+
+		"also runs on it, in the same alternated rounds, as a row suffixed \" [baseline]\"")
 	fleetNodes := flag.Int("fleet-nodes", 4, "fleet scenario: uWSGI nodes (the last one is the slow one)")
 	fleetWorkers := flag.Int("fleet-workers", 4, "fleet scenario: worker processes per node")
 	fleetLoad := flag.Float64("fleet-load", 0.8, "fleet scenario: arrival rate as a fraction of the fleet's measured capacity")
@@ -115,7 +118,7 @@ func main() {
 	}
 	raiseNoFile()
 	h := &harness{root: root, out: *out, rounds: *rounds, dur: *dur, conns: *conns, ports: 23000,
-		variants: strings.Fields(*variants)}
+		variants: strings.Fields(*variants), baseline: *baseline}
 	h.fleet = fleetConfig{nodes: max(2, *fleetNodes), workers: max(1, *fleetWorkers), slowFactor: 3, load: *fleetLoad, rate: *fleetRate,
 		warmup: 3 * time.Second, dur: *fleetDur,
 		mix: requestMix{minMS: 2, maxMS: 8, slowFrac: *fleetSlowFrac, slowMS: 300, seed: 2026}}
@@ -250,27 +253,42 @@ func (h *harness) router(node string, extra ...string) (target, string, error) {
 func (h *harness) withVariants(node string, fr target) ([]target, error) {
 	targets := []target{fr}
 	for _, env := range h.variants {
-		t, err := h.variant(node, env)
-		if err != nil {
-			return nil, err
+		for _, b := range h.variantBins() {
+			t, err := h.variant(node, env, b)
+			if err != nil {
+				return nil, err
+			}
+			targets = append(targets, t)
 		}
-		targets = append(targets, t)
 	}
 	return targets, nil
+}
+
+// variantBin is a fastrouter binary variants run on and its rows' suffix.
+type variantBin struct{ path, suffix string }
+
+// variantBins is the binary built from the tree and, with
+// -baseline-router, the baseline one.
+func (h *harness) variantBins() []variantBin {
+	bins := []variantBin{{path: h.bin.router}}
+	if h.baseline != "" {
+		bins = append(bins, variantBin{path: h.baseline, suffix: " [baseline]"})
+	}
+	return bins
 }
 
 // variant starts fastrouter like router, with one more environment setting
 // (NAME=VALUE) or flag (--name or --name=value); its row is named
 // "fastrouter NAME=VALUE" or "fastrouter --name".
-func (h *harness) variant(node, env string) (target, error) {
+func (h *harness) variant(node, env string, bin variantBin) (target, error) {
 	env, flags, err := variantArgs(env)
 	if err != nil {
 		return target{}, err
 	}
 	http, admin := h.port(), h.port()
-	args := append([]string{env, h.bin.router, "--http", http, "--admin", admin,
+	args := append([]string{env, bin.path, "--http", http, "--admin", admin,
 		"--subscription-server", h.port(), "--to", "bench.test=" + node, "--log-level", "warn"}, flags...)
-	name := strings.Join(append([]string{env}, flags...), " ")
+	name := strings.Join(append([]string{env}, flags...), " ") + bin.suffix
 	p, err := h.start("fastrouter-"+strings.NewReplacer("/", "_", " ", "_").Replace(name), "/usr/bin/env", args...)
 	if err != nil {
 		return target{}, err
@@ -278,7 +296,7 @@ func (h *harness) variant(node, env string) (target, error) {
 	if err := waitListen(admin, 10*time.Second); err != nil {
 		return target{}, err
 	}
-	return target{name: "fastrouter " + variantName(env, flags), url: "http://" + http + "/", pid: p.cmd.Process.Pid}, nil
+	return target{name: "fastrouter " + variantName(env, flags) + bin.suffix, url: "http://" + http + "/", pid: p.cmd.Process.Pid}, nil
 }
 
 // variantArgs splits a -variants entry into the environment setting env

@@ -58,17 +58,19 @@ func (h *harness) pinned(ctx context.Context) error {
 	if err := waitListen(node, 10*time.Second); err != nil {
 		return err
 	}
-	fr, err := h.pinnedRouter(node)
+	fr, err := h.pinnedRouter(node, variantBin{path: h.bin.router})
 	if err != nil {
 		return err
 	}
 	targets := []target{fr}
 	for _, v := range h.variants {
-		t, err := h.pinnedRouter(node, v)
-		if err != nil {
-			return err
+		for _, b := range h.variantBins() {
+			t, err := h.pinnedRouter(node, b, v)
+			if err != nil {
+				return err
+			}
+			targets = append(targets, t)
 		}
-		targets = append(targets, t)
 	}
 	if t, ok, err := h.nginxOn(node, false, "1", routerCPU); err != nil {
 		return err
@@ -107,7 +109,7 @@ func (h *harness) pinned(ctx context.Context) error {
 
 // pinnedRouter starts fastrouter on routerCPU with GOMAXPROCS=1, and with
 // a -variants setting when variant is not "".
-func (h *harness) pinnedRouter(node string, variant ...string) (target, error) {
+func (h *harness) pinnedRouter(node string, bin variantBin, variant ...string) (target, error) {
 	http, admin := h.port(), h.port()
 	env := []string{"GOMAXPROCS=1"}
 	var flags []string
@@ -118,11 +120,11 @@ func (h *harness) pinnedRouter(node string, variant ...string) (target, error) {
 			return target{}, err
 		}
 		env, flags = append(env, e), f
-		name += " " + variantName(e, f)
+		name += " " + variantName(e, f) + bin.suffix
 	}
 	args := append([]string{"--http", http, "--admin", admin,
 		"--subscription-server", h.port(), "--to", "bench.test=" + node, "--log-level", "warn"}, flags...)
-	p, err := h.startOn(strings.NewReplacer(" ", "_", "/", "_").Replace(name), routerCPU, env, h.bin.router, args...)
+	p, err := h.startOn(strings.NewReplacer(" ", "_", "/", "_").Replace(name), routerCPU, env, bin.path, args...)
 	if err != nil {
 		return target{}, err
 	}

@@ -38,8 +38,9 @@ type Handler interface {
 // the same epoll_wait batch before a handler closed the descriptor and a
 // later one (accept, connect) reused its number.
 type reg struct {
-	h   Handler
-	gen uint32
+	h      Handler
+	gen    uint32
+	events uint32 // as registered (Requeue)
 }
 
 // Loop is one event loop. See the package comment for its concurrency rules.
@@ -85,7 +86,10 @@ const (
 	// is ready, parks its goroutine on the runtime's poller until its
 	// epoll descriptor is readable (or the next timer is due): a goroutine
 	// switch rather than a thread's sleep and wake-up, and the runtime's
-	// one netpoll thread waits for every loop.
+	// one netpoll thread waits for every loop. But the poller runs only
+	// when a P is out of work (or from sysmon, every 10 ms at most): with
+	// several loops busy, the events of one that parked wait until another
+	// parks, so several busy loops are better Locked.
 	Parked
 )
 
@@ -143,7 +147,7 @@ func (l *Loop) Add(fd int, events uint32, h Handler) error {
 	if err := epollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		return err
 	}
-	l.regs[fd] = reg{h: h, gen: l.gen}
+	l.regs[fd] = reg{h: h, gen: l.gen, events: events}
 	return nil
 }
 
@@ -153,7 +157,38 @@ func (l *Loop) Modify(fd int, events uint32) error {
 		return unix.ENOENT
 	}
 	ev := unix.EpollEvent{Events: events, Fd: int32(fd), Pad: int32(l.regs[fd].gen)}
-	return epollCtl(l.epfd, unix.EPOLL_CTL_MOD, fd, &ev)
+	if err := epollCtl(l.epfd, unix.EPOLL_CTL_MOD, fd, &ev); err != nil {
+		return err
+	}
+	l.regs[fd].events = events
+	return nil
+}
+
+// Requeue registers fd again, as it is (events, handler, the events
+// already queued for it): for a descriptor several loops watch with
+// EPOLLEXCLUSIVE. Linux wakes the first exclusive waiter on the file's
+// wait queue that wants the event, so the loop that registered first
+// takes every wake-up, and with it (a listener) nearly every connection;
+// taking the registration out and adding it again puts this loop last in
+// that queue and lets the others have the next ones. (nginx does the same
+// every 16 accepts: ngx_reorder_accept_events.) epoll_ctl(EPOLL_CTL_MOD)
+// cannot do it: it refuses EPOLLEXCLUSIVE. A level-triggered descriptor
+// still ready when it is added back is ready again at once: nothing is
+// lost in between. Loop goroutine only.
+func (l *Loop) Requeue(fd int) error {
+	if fd < 0 || fd >= len(l.regs) || l.regs[fd].h == nil {
+		return unix.ENOENT
+	}
+	r := l.regs[fd]
+	if err := epollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil); err != nil {
+		return err
+	}
+	ev := unix.EpollEvent{Events: r.events, Fd: int32(fd), Pad: int32(r.gen)}
+	if err := epollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		l.regs[fd] = reg{}
+		return err
+	}
+	return nil
 }
 
 // Remove unregisters fd; events of it still queued are dropped. The caller

@@ -498,3 +498,49 @@ func acceptWithin(t *testing.T, lfd int) (int, netip.AddrPort) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// Requeue keeps an EPOLLEXCLUSIVE registration (which EPOLL_CTL_MOD
+// refuses) with its handler, and a descriptor ready when it is requeued
+// is reported after.
+func TestRequeueKeepsRegistrationAndReadiness(t *testing.T) {
+	l := newLoop(t)
+	a, b := socketpair(t)
+	defer unix.Close(a)
+	defer unix.Close(b)
+	got := make(chan string, 4)
+	h := funcHandler(func(fd int, _ uint32) {
+		var buf [16]byte
+		if n, err := Read(fd, buf[:]); err == nil && n > 0 {
+			got <- string(buf[:n])
+		}
+	})
+	on(t, l, func() {
+		if err := l.Add(a, In|unix.EPOLLEXCLUSIVE, h); err != nil {
+			t.Error(err)
+		}
+		if err := l.Modify(a, In|unix.EPOLLEXCLUSIVE); err == nil {
+			t.Error("EPOLL_CTL_MOD took an exclusive registration: Requeue is not needed")
+		}
+		if _, err := Write(b, []byte("ready")); err != nil {
+			t.Error(err)
+		}
+		if err := l.Requeue(a); err != nil {
+			t.Error(err)
+		}
+		if !l.Registered(a) {
+			t.Error("not registered after Requeue")
+		}
+		if err := l.Requeue(b); err != unix.ENOENT {
+			t.Errorf("Requeue of an unregistered descriptor: %v, want ENOENT", err)
+		}
+	})
+	select {
+	case s := <-got:
+		if s != "ready" {
+			t.Fatalf("read %q", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the readiness from before Requeue was lost")
+	}
+	on(t, l, func() { _ = l.Remove(a) })
+}

@@ -87,8 +87,14 @@ type loopWorker struct {
 	requeue   bool      // other loops share the listener (Event); set before the loop runs
 	// load is the connections the loop serves and those handed to it not
 	// yet admitted (place): other loops read it, any loop adds to it.
-	load    atomic.Int64
-	closing bool // shutdown: accept no more, close each connection when idle
+	load atomic.Int64
+	// cut is set at the shutdown deadline (closeAll): a connection another
+	// loop accepted and handed over after it is closed, not served. One
+	// handed over after the loop stopped accepting is served as any
+	// accepted one is, its response the last (draining): closing it
+	// unanswered would fail a request the client had sent.
+	cut     bool
+	closing bool // shutdown: accept no more, pool no node socket
 }
 
 // startLoops starts the loops on l's listener when it is a TCP one; nil
@@ -311,7 +317,7 @@ func (w *loopWorker) place(fd int, peer netip.AddrPort) {
 
 // admit starts serving an accepted connection, counted in w.load already.
 func (w *loopWorker) admit(fd int, peer netip.AddrPort) {
-	if w.closing {
+	if w.cut {
 		w.load.Add(-1)
 		evloop.Close(fd)
 		return
@@ -350,6 +356,7 @@ func (w *loopWorker) closeIdle() {
 // closeAll cuts every connection (the shutdown deadline) and closes the
 // pooled node sockets.
 func (w *loopWorker) closeAll() {
+	w.cut = true
 	for c := range w.conns {
 		c.abort(errShutdownCut)
 	}

@@ -1,6 +1,10 @@
 package router
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/fastrouter/fastrouter/internal/chunked"
+)
 
 // dechunker decodes a node's chunked response body as it arrives, for the
 // HTTP/1.1 event loop (h1loop_linux.go), which reads without blocking and
@@ -115,7 +119,7 @@ func (d *dechunker) lineByte(c byte) error {
 	if d.state == dcExt {
 		return nil
 	}
-	switch v := unhexByte(c); {
+	switch v := chunked.Unhex(c); {
 	case c == ';':
 		if d.digits == 0 || d.ws { // Go trims the line's end only: "5 ;x" is refused
 			return errBadChunk
@@ -151,17 +155,4 @@ func (d *dechunker) lineEnd() error {
 	}
 	d.left, d.state = d.size, dcData
 	return nil
-}
-
-// unhexByte is c's value as a hex digit, or -1.
-func unhexByte(c byte) int {
-	switch {
-	case '0' <= c && c <= '9':
-		return int(c - '0')
-	case 'a' <= c && c <= 'f':
-		return int(c-'a') + 10
-	case 'A' <= c && c <= 'F':
-		return int(c-'A') + 10
-	}
-	return -1
 }

@@ -170,7 +170,7 @@ func (r *Reader) sizeLine() (size int64, n int, err error) {
 	c, err := r.lineByte(&n)
 	digits := 0
 	for ; err == nil; c, err = r.lineByte(&n) {
-		v := unhex(c)
+		v := Unhex(c)
 		if v < 0 {
 			break
 		}
@@ -337,8 +337,9 @@ func (r *Reader) byte() (byte, error) {
 	return 0, errNoProgress
 }
 
-// unhex is c's value as a hex digit, or -1.
-func unhex(c byte) int {
+// Unhex is c's value as a hex digit, or -1 (a chunk-size digit, RFC 9112
+// section 7.1; the router's decoder of node bodies uses it too).
+func Unhex(c byte) int {
 	switch {
 	case '0' <= c && c <= '9':
 		return int(c - '0')

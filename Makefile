@@ -32,11 +32,11 @@ bench-compare:
 FUZZTIME ?= 1m
 FUZZ_TARGETS = internal/ascii:FuzzFold internal/uwsgi:FuzzNextVar internal/uwsgi:FuzzVars internal/uwsgi:FuzzParseSubscription internal/uwsgi:FuzzAppendVars \
 	subscription:FuzzApply subauth:FuzzAdmit subauth:FuzzAdmitRelayed internal/strict:FuzzCheckHead internal/strict:FuzzCheckPseudo internal/strict:FuzzFieldCheck \
-	router:FuzzH2Guard router:FuzzBackendResponse router:FuzzScanHead router:FuzzDechunker \
+	router:FuzzH2Guard router:FuzzBackendResponse router:FuzzScanHead \
 	router:FuzzCookieValue internal/proxyproto:FuzzParse router:FuzzParseUwsgiFront router:FuzzRequestID \
 	router:FuzzAppendJSONString cmd/fastrouter:FuzzConfigFile cmd/fastrouter:FuzzParseArgs balancer:FuzzLookup balancer:FuzzParseEndpoint tls:FuzzLoadPair tls:FuzzLookup \
 	health:FuzzParseStatusLine cluster:FuzzDecodeMessage cluster:FuzzDecodeRawState cluster:FuzzDecodeState cluster:FuzzDecodeBlob \
-	acme:FuzzValidKey acme:FuzzParseChallenge acme:FuzzParsePeerRecords internal/chunked:FuzzReader
+	acme:FuzzValidKey acme:FuzzParseChallenge acme:FuzzParsePeerRecords internal/chunked:FuzzReader internal/chunked:FuzzDecoder
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; echo "== $$pkg $$name ($(FUZZTIME))"; \

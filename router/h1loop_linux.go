@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fastrouter/fastrouter/balancer"
+	"github.com/fastrouter/fastrouter/internal/chunked"
 	"github.com/fastrouter/fastrouter/internal/evloop"
 	"github.com/fastrouter/fastrouter/internal/strict"
 	"github.com/valyala/fasthttp"
@@ -30,7 +31,7 @@ import (
 // head (fasthttp's RequestHeader), route, encode, pick, a non-blocking
 // connect, the packet, the node's head (headScan, takeHead, relayHead: the
 // rules of response.go and relay.go), the body relayed with back-pressure
-// (a chunked one de-chunked by dechunker, which refuses what relay's
+// (a chunked one de-chunked by chunked.Decoder, which refuses what relay's
 // decoder refuses, and chunked again), and the node socket registered for
 // drain and shutdown deadlines (loopCut) as connect registers its own.
 //
@@ -462,7 +463,7 @@ type loopConn struct {
 	left     int64 // body bytes still to come (Content-Length), -1 until the node closes
 	chunk    bool  // frame the body in chunks for the client
 	dechunk  bool  // the node chunked it: dc decodes it first
-	dc       dechunker
+	dc       chunked.Decoder
 	got      int64 // body bytes from the node
 	rec      *accessRecord
 	bReadble bool // the node socket may hold bytes not read yet
@@ -1060,7 +1061,7 @@ func (c *loopConn) respond(body []byte) {
 		c.left = int64(cl)
 	case cl == -1: // chunked by the node: de-chunked and chunked again, as relay does
 		c.left, c.chunk, c.dechunk = -1, true, true
-		c.dc = dechunker{}
+		c.dc = chunked.Decoder{}
 	default: // until the node's close: chunked for the client
 		c.left, c.chunk = -1, true
 		h.SetContentLength(-1)
@@ -1087,7 +1088,7 @@ func (c *loopConn) respond(body []byte) {
 func (c *loopConn) gotBody(b []byte, end bool) {
 	last := false // the node's last chunk
 	if c.dechunk {
-		n, done, err := c.dc.feed(b)
+		n, done, err := c.dc.Feed(b)
 		b, last = b[:n], done
 		if err != nil || end && !done {
 			// Refused or cut short: as on the goroutine path (partial.go),

@@ -1,8 +1,9 @@
-// Package chunked decodes the chunked transfer coding of an HTTP/1.1
-// request body (RFC 9112 §7.1) with bounds on everything that is not data,
-// reading exactly the bytes of the body from its source and never one
-// more, so that the request after it on a kept-alive connection is left
-// where it starts.
+// Package chunked decodes the chunked transfer coding (RFC 9112 §7.1).
+// Reader decodes an HTTP/1.1 request body with bounds on everything that is
+// not data, reading exactly the bytes of the body from its source and never
+// one more, so that the request after it on a kept-alive connection is left
+// where it starts. Decoder (decoder.go) decodes a node's response body fed
+// to it in pieces, with Go's net/http rules.
 //
 // Wire layout, and what Reader allows of it:
 //

@@ -1,4 +1,4 @@
-package router
+package chunked
 
 import (
 	"bufio"
@@ -9,15 +9,15 @@ import (
 	"testing"
 )
 
-// dechunkAll feeds body to a dechunker in pieces of at most step bytes
+// dechunkAll feeds body to a Decoder in pieces of at most step bytes
 // (every split point is one the loop may see) and returns the data, and
 // whether the body ended (done) or was refused (bad).
 func dechunkAll(body []byte, step int) (data []byte, done, bad bool) {
-	var d dechunker
+	var d Decoder
 	buf := append([]byte(nil), body...)
 	for i := 0; i < len(buf); i += step {
 		piece := buf[i:min(i+step, len(buf))]
-		n, fin, err := d.feed(piece)
+		n, fin, err := d.Feed(piece)
 		data = append(data, piece[:n]...)
 		if err != nil {
 			return data, false, true
@@ -37,7 +37,7 @@ func goDechunk(body []byte) (data []byte, done bool) {
 	return data, err == nil
 }
 
-func TestDechunker(t *testing.T) {
+func TestDecoder(t *testing.T) {
 	for _, c := range []struct {
 		in   string
 		data string
@@ -75,9 +75,9 @@ func TestDechunker(t *testing.T) {
 	}
 }
 
-// FuzzDechunker: the loop's decoder gives the goroutine path's data and
+// FuzzDecoder: the loop's decoder gives the goroutine path's data and
 // end for any body, however the reads split it.
-func FuzzDechunker(f *testing.F) {
+func FuzzDecoder(f *testing.F) {
 	for _, s := range []string{"5\r\nhello\r\n0\r\n\r\n", "3;a=b\r\nabc\r\n0\r\n", "zz\r\nhi\r\n", "5 \r\nhello\r\n0\r\n", "1\r\nx\r\n1\r\ny"} {
 		f.Add([]byte(s), uint8(1))
 	}

@@ -1,15 +1,10 @@
-package router
+package chunked
 
-import (
-	"errors"
-
-	"github.com/fastrouter/fastrouter/internal/chunked"
-)
-
-// dechunker decodes a node's chunked response body as it arrives, for the
-// HTTP/1.1 event loop (h1loop_linux.go), which reads without blocking and
-// so cannot pull from an io.Reader. It accepts and refuses exactly what the
-// goroutine path's decoder does (relay.go: httputil.NewChunkedReader, Go's
+// Decoder decodes a node's chunked response body as it arrives, for the
+// router's HTTP/1.1 event loop (router/h1loop_linux.go), which reads
+// without blocking and so cannot pull from an io.Reader as Reader does. It
+// accepts and refuses exactly what the router's goroutine path does with a
+// response body (router/relay.go: httputil.NewChunkedReader, Go's
 // net/http/internal/chunked.go), so a client sees the same body from both:
 //
 //   - a chunk-size line ends with CRLF, and holds no other CR or LF; with
@@ -24,7 +19,7 @@ import (
 //     final CRLF) is not read.
 //
 // Owned by one loopConn; the zero value is ready for a body.
-type dechunker struct {
+type Decoder struct {
 	state  int
 	line   int    // bytes of the size line so far, its CRLF excluded
 	digits int    // hex digits of the size
@@ -34,7 +29,7 @@ type dechunker struct {
 	excess int64  // Go's overhead count
 }
 
-// dechunker states.
+// Decoder states.
 const (
 	dcSize   = iota // the size, then spaces and tabs
 	dcExt           // after ';': anything but CR and LF
@@ -45,17 +40,14 @@ const (
 	dcDone          // the last chunk was read
 )
 
-// errBadChunk is a chunked body the goroutine path's decoder refuses too.
-var errBadChunk = errors.New("router: malformed chunked body from the node")
-
 // maxChunkLine is Go's bound on a chunk-size line (maxLineLength): its
 // content, without the CRLF, must be shorter.
 const maxChunkLine = 4096
 
-// feed decodes b in place: the body's data, moved to the start of b, is
+// Feed decodes b in place: the body's data, moved to the start of b, is
 // b[:n]. done: the last chunk was read (what of b follows it is not the
 // body's). An error is sticky to the caller: the body cannot go on.
-func (d *dechunker) feed(b []byte) (n int, done bool, err error) {
+func (d *Decoder) Feed(b []byte) (n int, done bool, err error) {
 	for i := 0; i < len(b); {
 		if d.state == dcData {
 			k := len(b) - i
@@ -81,57 +73,57 @@ func (d *dechunker) feed(b []byte) (n int, done bool, err error) {
 }
 
 // framing takes one byte that is not a chunk's data.
-func (d *dechunker) framing(c byte) error {
+func (d *Decoder) framing(c byte) error {
 	switch d.state {
 	case dcSize, dcExt:
 		return d.lineByte(c)
 	case dcLineLF:
 		if c != '\n' {
-			return errBadChunk
+			return ErrSyntax
 		}
 		return d.lineEnd()
 	case dcDataCR:
 		if c != '\r' {
-			return errBadChunk
+			return ErrSyntax
 		}
 		d.state = dcDataLF
 	case dcDataLF:
 		if c != '\n' {
-			return errBadChunk
+			return ErrSyntax
 		}
-		*d = dechunker{excess: d.excess} // the next size line
+		*d = Decoder{excess: d.excess} // the next size line
 	}
 	return nil
 }
 
 // lineByte takes one byte of a size line before its CR.
-func (d *dechunker) lineByte(c byte) error {
+func (d *Decoder) lineByte(c byte) error {
 	if c == '\r' {
 		d.state = dcLineLF
 		return nil
 	}
 	if c == '\n' { // a bare LF
-		return errBadChunk
+		return ErrSyntax
 	}
 	if d.line++; d.line >= maxChunkLine {
-		return errBadChunk
+		return ErrSyntax
 	}
 	if d.state == dcExt {
 		return nil
 	}
-	switch v := chunked.Unhex(c); {
+	switch v := Unhex(c); {
 	case c == ';':
 		if d.digits == 0 || d.ws { // Go trims the line's end only: "5 ;x" is refused
-			return errBadChunk
+			return ErrSyntax
 		}
 		d.state = dcExt
 	case c == ' ' || c == '\t':
 		d.ws = true
 	case v < 0 || d.ws:
-		return errBadChunk
+		return ErrSyntax
 	default:
 		if d.digits++; d.digits > 16 {
-			return errBadChunk
+			return ErrSyntax
 		}
 		d.size = d.size<<4 | uint64(v)
 	}
@@ -139,15 +131,15 @@ func (d *dechunker) lineByte(c byte) error {
 }
 
 // lineEnd ends a size line (its CRLF read): Go's checks, in its order.
-func (d *dechunker) lineEnd() error {
+func (d *Decoder) lineEnd() error {
 	if d.digits == 0 {
-		return errBadChunk
+		return ErrSyntax
 	}
 	d.excess += int64(d.line) + 2
 	d.excess -= 16 + 2*int64(d.size) // int64 wraps as Go's does for absurd sizes
 	d.excess = max(d.excess, 0)
 	if d.excess > 16<<10 {
-		return errBadChunk
+		return ErrSyntax
 	}
 	if d.size == 0 {
 		d.state = dcDone

@@ -24,7 +24,7 @@ import (
 )
 
 // The HTTP/1.1 event loop (on unless Config.DisableH1EventLoop): for a
-// clear-text --http listener, GOMAXPROCS loops (internal/evloop; Parked
+// clear-text --http listener, Config.H1Loops loops (internal/evloop; Parked
 // mode for one loop, Locked for several: loopMode)
 // take the listener's connections and serve the simple request to a uwsgi
 // node from start to end without a goroutine switch: read and parse the
@@ -110,7 +110,10 @@ func (l *frontListener) startLoops() *loopFront {
 		return nil
 	}
 	lf := &loopFront{l: l, stopped: make(chan struct{})}
-	n := runtime.GOMAXPROCS(0)
+	n := l.rt.cfg.H1Loops
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
 	for range n {
 		w, err := lf.newWorker(rc, n > 1)
 		if err != nil {

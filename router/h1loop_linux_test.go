@@ -585,10 +585,7 @@ func TestH1LoopLeavesCappedAndMixedPools(t *testing.T) {
 // kept open, sixteen connections end on two loops within two of each
 // other (the kernel alone wakes the same loop for every one of them).
 func TestH1LoopSpreadsConnections(t *testing.T) {
-	// The loops are counted when the listener starts: two of them.
-	prev := runtime.GOMAXPROCS(2)
-	t.Cleanup(func() { runtime.GOMAXPROCS(prev) })
-	r := startLoopRouter(t, Config{})
+	r := startLoopRouter(t, Config{H1Loops: 2})
 	n := startFakeNode(t, okReply("hi"))
 	r.table.AddStatic("example.com", n.addr(), 1)
 	for range 16 {
@@ -613,5 +610,23 @@ func TestH1LoopSpreadsConnections(t *testing.T) {
 		if a+b != 16 || a-b > 2 || b-a > 2 {
 			t.Fatalf("the loops serve %d and %d connections, want 16 within two of each other", a, b)
 		}
+	}
+}
+
+// Config.H1Loops sets the loops per listener whatever GOMAXPROCS is;
+// 0 is GOMAXPROCS, a negative count is refused.
+func TestH1LoopCount(t *testing.T) {
+	for _, c := range []struct{ set, want int }{{3, 3}, {0, runtime.GOMAXPROCS(0)}} {
+		r := startLoopRouter(t, Config{H1Loops: c.set})
+		r.rt.mu.Lock()
+		for _, f := range r.rt.fronts {
+			if l, ok := f.(*frontListener); ok && len(l.loops.workers) != c.want {
+				t.Errorf("H1Loops %d: %d loops, want %d", c.set, len(l.loops.workers), c.want)
+			}
+		}
+		r.rt.mu.Unlock()
+	}
+	if _, err := New(Config{Pools: emptyPools{}, H1Loops: -1}); err == nil {
+		t.Fatal("H1Loops -1 accepted")
 	}
 }

@@ -89,6 +89,15 @@ type Config struct {
 	// to uwsgi nodes are served on an event loop per core (h1loop_linux.go)
 	// and the rest go the goroutine path; elsewhere it changes nothing.
 	DisableH1EventLoop bool
+	// H1Loops is the number of event loops per --http listener; 0 is
+	// GOMAXPROCS. Several loops wait for events in epoll_wait, each
+	// holding its P while it does: with no P idle, the scheduler's sysmon
+	// takes a waiting loop's P and wakes a thread to look for work on it
+	// (runtime/proc.go, retake and handoffp), a futex wake and two context
+	// switches per wait, and sysmon itself then polls every 20 µs. One P
+	// more than loops keeps one idle, and retake leaves a waiting loop
+	// alone (fastrouter's serve sets GOMAXPROCS to H1Loops + 1).
+	H1Loops int
 	// HTTP3: the --https listeners' addresses also serve HTTP/3
 	// (ServeHTTP3, h3.go), and their TCP responses say so with Alt-Svc.
 	HTTP3 bool
@@ -205,6 +214,9 @@ func New(cfg Config) (*Router, error) {
 	}
 	if cfg.MaxConns < 0 {
 		return nil, fmt.Errorf("router: negative MaxConns %d", cfg.MaxConns)
+	}
+	if cfg.H1Loops < 0 {
+		return nil, fmt.Errorf("router: negative H1Loops %d", cfg.H1Loops)
 	}
 	if cfg.MaxBufferedBody == 0 {
 		cfg.MaxBufferedBody = 8 << 20

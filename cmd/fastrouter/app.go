@@ -46,8 +46,10 @@ import (
 // Owned by the goroutine that runs serve. The components run goroutines
 // of their own; the serve goroutines of the listeners belong to serving.
 type app struct {
-	o   *options // as started; a reload changes only shutdownTimeout and shutdownDelay
-	log *slog.Logger
+	o *options // as started; a reload changes only shutdownTimeout and shutdownDelay
+	// h1Loops is router.Config.H1Loops (0: GOMAXPROCS), set before build.
+	h1Loops int
+	log     *slog.Logger
 	// flushLog, if set, writes the log's counts of rate-limited lines
 	// (internal/lograte); start runs it every few seconds.
 	flushLog func()
@@ -256,6 +258,7 @@ func (a *app) buildRouter() error {
 		TrustedProxies:     o.trusted(),
 		ProxyProtocol:      o.proxyProtocol,
 		DisableH1EventLoop: !o.h1EventLoop,
+		H1Loops:            a.h1Loops,
 		HTTP3:              o.http3,
 		HTTP3EarlyData:     o.http3EarlyData,
 		Challenges:         a.acme.challenges(),

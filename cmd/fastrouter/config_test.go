@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -119,6 +120,28 @@ func TestH1EventLoopDefaultAndOff(t *testing.T) {
 		}
 		if o.h1EventLoop != c.want {
 			t.Errorf("%q: event loop %v; want %v", c.args, o.h1EventLoop, c.want)
+		}
+	}
+}
+
+// With several event loops the router runs one P more than loops (spareP);
+// with the loop off, or one loop, GOMAXPROCS stays as it is.
+func TestSpareP(t *testing.T) {
+	prev := runtime.GOMAXPROCS(2)
+	defer runtime.GOMAXPROCS(prev)
+	for _, c := range []struct {
+		loop      bool
+		procs     int
+		wantProcs int
+	}{{true, 2, 3}, {false, 2, 2}, {true, 1, 1}} {
+		runtime.GOMAXPROCS(c.procs)
+		want := c.procs
+		if runtime.GOOS != "linux" {
+			c.wantProcs = c.procs
+		}
+		if n := spareP(&options{h1EventLoop: c.loop}); n != want || runtime.GOMAXPROCS(0) != c.wantProcs {
+			t.Errorf("loop %v, GOMAXPROCS %d: %d loops and GOMAXPROCS %d, want %d and %d",
+				c.loop, c.procs, n, runtime.GOMAXPROCS(0), want, c.wantProcs)
 		}
 	}
 }

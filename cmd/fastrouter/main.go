@@ -177,6 +177,8 @@ func runServe(args []string, o *options, stderr io.Writer) int {
 	sig := signals{hup: hup, usr2: usr2, reload: reload}
 	a := newApp(o, log, level, up)
 	a.flushLog = limited.Flush
+	a.h1Loops = spareP(o)
+	defer runtime.GOMAXPROCS(a.h1Loops)
 	err = serve(ctx, a, sig)
 	limited.Flush()
 	var cerr configError
@@ -189,6 +191,18 @@ func runServe(args []string, o *options, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// spareP gives the scheduler one P more than the HTTP/1.1 event loops
+// when there are several (router.Config.H1Loops says why) and returns the
+// number of loops: GOMAXPROCS as it was. The caller restores GOMAXPROCS to
+// it when the router has stopped.
+func spareP(o *options) int {
+	n := runtime.GOMAXPROCS(0)
+	if o.h1EventLoop && n > 1 && runtime.GOOS == "linux" {
+		runtime.GOMAXPROCS(n + 1)
+	}
+	return n
 }
 
 // configError is a configuration that parsed but that a component refused

@@ -20,7 +20,8 @@ import (
 // which does the handshake and wakes the node) has its P retaken and
 // handed to another thread (retake, handoffp). A raw call is invisible to
 // sysmon: to the scheduler the loop's goroutine is running Go code. The
-// one call that blocks, Locked mode's epoll_wait, stays a runtime one.
+// one call that blocks, Locked mode's epoll_wait once a raw one found
+// nothing ready, stays a runtime one.
 
 // errno converts a raw call's error number; nil for 0, and the common
 // values without an allocation (unix.Errno boxes them itself).

@@ -302,12 +302,17 @@ func (l *Loop) run() {
 	}
 }
 
-// wait returns the next batch of events. Locked: epoll_wait through
-// unix.EpollWait, which is Syscall6, not RawSyscall: the goroutine is in a
-// system call while it waits, so the GC can stop the world without waiting
-// for an event. Parked: see Parked.
+// wait returns the next batch of events. Locked: a raw epoll_wait that
+// does not block (ready) first, which a busy loop's batch nearly always
+// comes from, invisible to the scheduler's sysmon (io_linux.go); when
+// nothing is ready, epoll_wait through unix.EpollWait, which is Syscall6,
+// not RawSyscall: the goroutine is in a system call while it waits, so the
+// GC can stop the world without waiting for an event. Parked: see Parked.
 func (l *Loop) wait() (int, error) {
 	if l.epf == nil {
+		if n, err := l.ready(); n > 0 || err != nil {
+			return n, err
+		}
 		return unix.EpollWait(l.epfd, l.events, l.timeout())
 	}
 	ms := l.timeout()

@@ -214,6 +214,9 @@ var (
 	ErrQueueTimeout = errors.New("balancer: timed out waiting for a node under its in-flight cap")
 	// ErrCanceled: done closed while the request waited.
 	ErrCanceled = errors.New("balancer: wait canceled")
+	// ErrWouldWait (TryAcquire only): the request would wait in the
+	// pool's queue.
+	ErrWouldWait = errors.New("balancer: the request would wait in the pool's queue")
 )
 
 // Acquire is PickKey under the pool's overload policy. Without a cap it is
@@ -231,6 +234,17 @@ var (
 // algorithm still decides which node. Only the waiting path allocates (its
 // timer).
 func (p *Pool) Acquire(now int64, tried []*Node, key []byte, done <-chan struct{}) (*Node, error) {
+	n, err := p.TryAcquire(now, tried, key)
+	if err != ErrWouldWait {
+		return n, err
+	}
+	return p.wait(tried, key, done)
+}
+
+// TryAcquire is Acquire for a caller that must not block (the HTTP/1.1
+// event loop): ErrWouldWait where Acquire would wait in the queue, and the
+// caller then calls Acquire where it may block. Never allocates.
+func (p *Pool) TryAcquire(now int64, tried []*Node, key []byte) (*Node, error) {
 	pol := p.policy.Load()
 	noQueue := pol == nil || pol.QueueSize <= 0
 	// With the queue full there is no place behind the others: a free
@@ -239,7 +253,8 @@ func (p *Pool) Acquire(now int64, tried []*Node, key []byte, done <-chan struct{
 	// woken waiter only ever sees the slot that just freed, so were
 	// arrivals to queue unasked the slower nodes would get nothing and
 	// the queue would grow without bound.
-	if w := p.waiting.Load(); noQueue || w == 0 || int(w) >= pol.QueueSize || p.kind == kindSED {
+	w := p.waiting.Load()
+	if noQueue || w == 0 || int(w) >= pol.QueueSize || p.kind == kindSED {
 		n, busy := p.pick(now, tried, key)
 		if n != nil {
 			return n, nil
@@ -250,6 +265,18 @@ func (p *Pool) Acquire(now int64, tried []*Node, key []byte, done <-chan struct{
 		if noQueue {
 			return nil, ErrQueueFull
 		}
+	}
+	if int(p.waiting.Load()) >= pol.QueueSize {
+		return nil, ErrQueueFull
+	}
+	return nil, ErrWouldWait
+}
+
+// wait is Acquire's wait in the queue.
+func (p *Pool) wait(tried []*Node, key []byte, done <-chan struct{}) (*Node, error) {
+	pol := p.policy.Load()
+	if pol == nil || pol.QueueSize <= 0 { // a reload took the queue away since TryAcquire
+		return p.TryAcquire(p.now().UnixNano(), tried, key)
 	}
 	w := int(p.waiting.Add(1))
 	if w > pol.QueueSize {

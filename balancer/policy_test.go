@@ -315,3 +315,40 @@ func TestAcquireDoesNotPassWaiters(t *testing.T) {
 		n.Done()
 	}
 }
+
+// TryAcquire answers at once: a node where one is under its cap, and
+// ErrWouldWait where Acquire would queue (every node at its cap, or others
+// waiting), ErrQueueFull where the queue has no room; it never allocates.
+func TestTryAcquire(t *testing.T) {
+	tb, p := capTable(t, AlgoLRC, Policy{MaxInflight: 1, QueueSize: 2, QueueTimeout: time.Hour})
+	now := tb.Now().UnixNano()
+	a, errA := p.TryAcquire(now, nil, nil)
+	b, errB := p.TryAcquire(now, nil, nil)
+	if errA != nil || errB != nil || a == b {
+		t.Fatalf("first two: %v %v, %v %v", a, errA, b, errB)
+	}
+	if n, err := p.TryAcquire(now, nil, nil); !errors.Is(err, ErrWouldWait) {
+		t.Fatalf("both at their cap: %v %v, want ErrWouldWait", n, err)
+	}
+	a.Done()
+	p.waiting.Add(1) // a waiter woken for the free slot, not yet running
+	if n, err := p.TryAcquire(now, nil, nil); !errors.Is(err, ErrWouldWait) {
+		t.Fatalf("behind a waiter: %v %v, want ErrWouldWait", n, err)
+	}
+	p.waiting.Add(1) // the queue is full: the free node beats a 503
+	if n, err := p.TryAcquire(now, nil, nil); err != nil || n != a {
+		t.Fatalf("queue full with a free node: %v %v, want %v", n, err, a)
+	}
+	if n, err := p.TryAcquire(now, nil, nil); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("queue full, nodes at their cap: %v %v, want ErrQueueFull", n, err)
+	}
+	p.waiting.Add(-2)
+	a.Done()
+	if allocs := testing.AllocsPerRun(100, func() {
+		n, _ := p.TryAcquire(now, nil, nil)
+		n.Done()
+	}); allocs != 0 {
+		t.Errorf("TryAcquire allocates %v times", allocs)
+	}
+	b.Done()
+}

@@ -70,38 +70,42 @@ func (rt *Router) connect(ctx context.Context, pool *balancer.Pool, pm *poolMetr
 	return nil, nil, at.err
 }
 
-// pickNode is one attempt's pick for connect, and for the HTTP/1.1 event
-// loop (h1loop_linux.go), which dials without blocking: a node of pool that
-// x fits (x.fit), held in flight, and the attempt's reading of the clock.
-// A nil node with a nil error means the one picked was passed over (at
-// records it) and the caller picks again; an error ends the request
-// (connect's errors).
+// pickNode is one attempt's pick for connect: a node of pool that x fits
+// (x.fit), held in flight, and the attempt's reading of the clock. A nil
+// node with a nil error means the one picked was passed over (at records
+// it) and the caller picks again; an error ends the request (connect's
+// errors). It may wait in the pool's queue (balancer.Pool.Acquire).
 func (rt *Router) pickNode(ctx context.Context, pool *balancer.Pool, pm *poolMetrics, x *exchange, key []byte, at *attempts) (*balancer.Node, time.Time, error) {
-	var now time.Time
 	if ctx.Err() != nil {
-		return nil, now, errClientGone
+		return nil, time.Time{}, errClientGone
 	}
-	now = at.start // the first attempt's: proxy's reading
-	if now.IsZero() {
-		now = rt.now()
-	}
-	at.start = time.Time{}
+	now := at.clock(rt)
 	done := ctx.Done() // an h2 stream's wait for a node ends with it (at the shutdown deadline too: its connection is closed)
 	if done == nil {
 		done = rt.cutCh // the others' at the shutdown deadline (shutdown.go)
 	}
 	n, perr := pool.Acquire(now.UnixNano(), at.tried(), key, done)
+	n, err := rt.acquired(ctx, pool, pm, x, n, perr, now, at)
+	return n, now, err
+}
+
+// acquired goes on from Acquire's answer (n, perr) as pickNode says: for
+// pickNode, and for the HTTP/1.1 event loop (h1loop_linux.go), which
+// acquires without blocking (TryAcquire) and, when the request would wait,
+// waits in a goroutine of its own. ctx is the request's (ErrCanceled: the
+// shutdown deadline unless ctx has ended).
+func (rt *Router) acquired(ctx context.Context, pool *balancer.Pool, pm *poolMetrics, x *exchange, n *balancer.Node, perr error, now time.Time, at *attempts) (*balancer.Node, error) {
 	switch perr {
 	case nil:
 	case balancer.ErrQueueFull, balancer.ErrQueueTimeout:
-		return nil, now, overload(perr)
+		return nil, overload(perr)
 	case balancer.ErrCanceled:
 		if ctx.Err() == nil { // not the client: the shutdown deadline
-			return nil, now, errShutdownCut
+			return nil, errShutdownCut
 		}
-		return nil, now, errClientGone
+		return nil, errClientGone
 	default: // nothing usable (left): what failed so far decides
-		return nil, now, at.err
+		return nil, at.err
 	}
 	if pool.MeasuresLatency() {
 		// sed times pick → response head (balancer/latency.go): from
@@ -112,13 +116,13 @@ func (rt *Router) pickNode(ctx context.Context, pool *balancer.Pool, pm *poolMet
 	if ferr := x.fit(n); ferr != nil {
 		n.Done()
 		if ferr != errRawToHTTP {
-			return nil, now, ferr
+			return nil, ferr
 		}
 		at.add(n) // not the node's fault: no failure counted
 		if at.err == errNoNode {
 			at.err = errRawToHTTP
 		}
-		return nil, now, nil
+		return nil, nil
 	}
 	if rt.isSelf(n) {
 		// Never dialled: a loop (loop.go). Failed like a refused
@@ -130,9 +134,9 @@ func (rt *Router) pickNode(ctx context.Context, pool *balancer.Pool, pm *poolMet
 		at.err = errSelfLoop
 		pm.backendError(errSelfLoop)
 		rt.log.Warn("node is the router itself: not forwarding (loop)", "pool", pool.Key, "node", n.Address)
-		return nil, now, nil
+		return nil, nil
 	}
-	return n, now, nil
+	return n, nil
 }
 
 // attempts is what one request's connects have tried so far: the nodes,
@@ -153,6 +157,17 @@ type attempts struct {
 	// start is proxy's reading of the clock, for the first attempt to
 	// use as its own; zero once used.
 	start time.Time
+}
+
+// clock is the attempt's reading of the clock: proxy's for the first
+// attempt (start, used up here), a fresh one for the others.
+func (at *attempts) clock(rt *Router) time.Time {
+	now := at.start
+	if now.IsZero() {
+		now = rt.now()
+	}
+	at.start = time.Time{}
+	return now
 }
 
 func (at *attempts) init() {

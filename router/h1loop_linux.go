@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -407,6 +408,7 @@ func (w *loopWorker) putBuf(b []byte) {
 // loopConn states.
 const (
 	lcHead    = iota // reading a request head (idle between requests)
+	lcQueued         // waiting in a capped pool's queue for a node (queue)
 	lcConnect        // the node's connect in progress
 	lcSend           // the packet partly written
 	lcWait           // reading the node's response head
@@ -673,9 +675,7 @@ func (c *loopConn) serve(end int) {
 	x.sink = c
 	rt.observe(x)
 	pool, err := rt.route(x)
-	// A capped pool (a count or auto) may make a pick wait in its queue,
-	// which would block the loop.
-	if err != nil || pool.Policy().MaxInflight != 0 || !loopNodesOnly(pool) {
+	if err != nil || !loopNodesOnly(pool) {
 		putExchange(x)
 		c.fallback()
 		return
@@ -770,31 +770,81 @@ func (c *loopConn) close() {
 }
 
 // pick picks a node and dials it without blocking, trying others as
-// connect does.
+// connect does. Where the pick would wait in a capped pool's queue, the
+// wait is queue's.
 func (c *loopConn) pick() {
-	rt, x := c.w.rt, c.x
 	for c.at.n < maxAttempts {
-		n, now, err := rt.pickNode(context.Background(), c.pool, c.pm, x, c.key, &c.at)
-		if err != nil {
-			c.failBeforeNode(err)
+		now := c.at.clock(c.w.rt)
+		n, perr := c.pool.TryAcquire(now.UnixNano(), c.at.tried(), c.key)
+		if perr == balancer.ErrWouldWait {
+			c.queue(now)
 			return
 		}
-		if n == nil {
-			continue
-		}
-		if !c.nodeSockaddr(n) { // an http:// node, an IPv6 zone: the goroutine path
-			n.Done()
-			c.pm.inflight.Dec()
-			c.endExchange()
-			c.fallback()
-			return
-		}
-		c.node, c.nodeNow = n, now
-		if c.dial() {
+		if !c.take(n, perr, now) {
 			return
 		}
 	}
 	c.failBeforeNode(c.at.err)
+}
+
+// take goes on with Acquire's answer (n, perr), as connect does with
+// pickNode's: it dials the node, or ends the request, or hands the
+// connection over; true when pick should try another node instead.
+func (c *loopConn) take(n *balancer.Node, perr error, now time.Time) bool {
+	n, err := c.w.rt.acquired(context.Background(), c.pool, c.pm, c.x, n, perr, now, &c.at)
+	if err != nil {
+		c.failBeforeNode(err)
+		return false
+	}
+	if n == nil {
+		return true
+	}
+	if !c.nodeSockaddr(n) { // an http:// node, an IPv6 zone: the goroutine path
+		n.Done()
+		c.pm.inflight.Dec()
+		c.endExchange()
+		c.fallback()
+		return false
+	}
+	c.node, c.nodeNow = n, now
+	return !c.dial()
+}
+
+// queue waits for a node of a capped pool whose every candidate is at its
+// cap (or whose queue has others waiting): a goroutine waits in the pool's
+// queue (Acquire, in arrival order with the goroutine path's waiters, up
+// to --queue-timeout or the shutdown deadline) and submits the answer to
+// the loop (dequeued), which meanwhile serves its other connections. Only
+// this path allocates: the goroutine, and copies of what it reads, as the
+// connection may be cut while it waits.
+func (c *loopConn) queue(now time.Time) {
+	c.state = lcQueued
+	c.w.loop.Stop(&c.timer)
+	lp, pool, cut := c.w.loop, c.pool, c.w.rt.cutCh
+	tried := slices.Clone(c.at.tried())
+	key := bytes.Clone(c.key)
+	go func() {
+		n, perr := pool.Acquire(now.UnixNano(), tried, key, cut)
+		if lp.Submit(func() { c.dequeued(n, perr, now) }) != nil && n != nil {
+			n.Done() // the loop has stopped
+		}
+	}()
+}
+
+// dequeued is queue's answer, on the loop's goroutine. A connection cut
+// while it waited (closed: abort accounted for the request) lets the node
+// go.
+func (c *loopConn) dequeued(n *balancer.Node, perr error, now time.Time) {
+	if c.state != lcQueued {
+		if n != nil {
+			n.Done()
+		}
+		return
+	}
+	c.state = lcConnect
+	if c.take(n, perr, now) {
+		c.pick()
+	}
 }
 
 // loopNodesOnly reports a pool whose every node is one the loop dials
@@ -1339,6 +1389,10 @@ func (c *loopConn) abort(err error) {
 		}
 	} else if c.x != nil && c.pm != nil {
 		c.pm.inflight.Dec()
+		if c.state == lcQueued {
+			c.w.rt.failed(c.pm, err)
+			c.w.rt.logResponse(c.x, nil, err, nil)
+		}
 	}
 	c.endExchange()
 	c.close()

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/fastrouter/fastrouter/balancer"
@@ -544,13 +545,12 @@ func TestH1LoopRequestConnectionClose(t *testing.T) {
 	}
 }
 
-// Pools the loop leaves to the goroutine path whole: one with an in-flight
-// cap, auto as well as a count (a pick may wait in its queue, which would
-// block the loop), and one with an http:// node beside its uwsgi ones
-// (handing over only the requests picked for the http node would have the
-// goroutine path pick again, and a round robin would never reach that
-// node): both of its nodes serve.
-func TestH1LoopLeavesCappedAndMixedPools(t *testing.T) {
+// The loop serves pools with an in-flight cap, auto as well as a count, and
+// leaves to the goroutine path whole a pool with an http:// node beside its
+// uwsgi ones (handing over only the requests picked for the http node
+// would have the goroutine path pick again, and a round robin would never
+// reach that node): both of its nodes serve.
+func TestH1LoopCappedAndMixedPools(t *testing.T) {
 	r := startLoopRouter(t, Config{})
 	if err := r.table.SetPolicies(balancer.Policy{}, map[string]balancer.Policy{
 		"auto.test": {MaxInflight: balancer.LimitAuto}, "two.test": {MaxInflight: 2}}); err != nil {
@@ -578,7 +578,136 @@ func TestH1LoopLeavesCappedAndMixedPools(t *testing.T) {
 	if got["uwsgi"] != 2 || got["http"] != 2 {
 		t.Fatalf("mixed pool answers %v; want two from each node", got)
 	}
-	wantCounts(t, r, 0, 6)
+	wantCounts(t, r, 2, 4)
+}
+
+// capQueueRouter is a loop router with pool cap.test capped at one request
+// in flight (queue of queue, timing out after wait) on a node that holds
+// each request until release gets a value, and pool free.test, uncapped,
+// on another node.
+func capQueueRouter(t *testing.T, queue int, wait time.Duration) (r *testRouter, node *fakeNode, release chan struct{}) {
+	t.Helper()
+	r = startLoopRouter(t, Config{})
+	if err := r.table.SetPolicies(balancer.Policy{}, map[string]balancer.Policy{
+		"cap.test": {MaxInflight: 1, QueueSize: queue, QueueTimeout: wait}}); err != nil {
+		t.Fatal(err)
+	}
+	release = make(chan struct{}, 16)
+	node = startFakeNode(t, func(map[string]string, []byte) string {
+		select {
+		case <-release:
+		case <-time.After(10 * time.Second):
+		}
+		return "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nheld"
+	})
+	r.table.AddStatic("cap.test", node.addr(), 1)
+	r.table.AddStatic("free.test", startFakeNode(t, okReply("free")).addr(), 1)
+	return r, node, release
+}
+
+// get sends one GET for host on a connection of its own and returns its
+// answer on the channel.
+func get(t *testing.T, addr, host string) <-chan string {
+	ch := make(chan string, 1)
+	go func() {
+		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		if err != nil {
+			ch <- err.Error()
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(readerAfterWrite(c, "GET / HTTP/1.1\r\nHost: "+host+"\r\n\r\n")), nil)
+		if err != nil {
+			ch <- err.Error()
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		ch <- fmt.Sprintf("%d %s %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}()
+	return ch
+}
+
+// readerAfterWrite writes req to c and returns c to read the answer from
+// (an error to write reads as an error).
+func readerAfterWrite(c net.Conn, req string) io.Reader {
+	if _, err := c.Write([]byte(req)); err != nil {
+		return iotest.ErrReader(err)
+	}
+	return c
+}
+
+// A request that finds a capped pool's node at its cap waits in the pool's
+// queue, on the loop, which serves its other connections meanwhile, and is
+// served when the node's request ends; with the queue full the next one
+// gets 503 with Retry-After. Every request is the loop's.
+func TestH1LoopQueuesAtCap(t *testing.T) {
+	r, node, release := capQueueRouter(t, 1, 10*time.Second)
+	first := get(t, r.addr, "cap.test")
+	waitFor(t, "the first request at the node", func() bool { return node.Accepted() == 1 })
+	second := get(t, r.addr, "cap.test")
+	pool := r.table.Pool("cap.test")
+	waitFor(t, "the second request queued", func() bool { return pool.Waiting() == 1 })
+	if got := <-get(t, r.addr, "cap.test"); got != "503 1 "+string(errorBodies[503]) {
+		t.Errorf("queue full: %q, want 503 with Retry-After", got)
+	}
+	if got := <-get(t, r.addr, "free.test"); got != "200  free" {
+		t.Errorf("another pool while one waits: %q", got)
+	}
+	release <- struct{}{}
+	release <- struct{}{}
+	for _, ch := range []<-chan string{first, second} {
+		if got := <-ch; got != "200  held" {
+			t.Errorf("capped request: %q", got)
+		}
+	}
+	wantCounts(t, r, 4, 0)
+	if n := pool.Nodes()[0]; n.Inflight() != 0 || pool.Waiting() != 0 {
+		t.Errorf("after: %d in flight, %d waiting", n.Inflight(), pool.Waiting())
+	}
+}
+
+// A queued request whose wait ends (--queue-timeout) gets 503; one whose
+// client goes away while it waits lets its place go, and the node it would
+// have been given comes back: nothing stays in flight.
+func TestH1LoopQueueTimeoutAndClientGone(t *testing.T) {
+	r, node, release := capQueueRouter(t, 4, 150*time.Millisecond)
+	first := get(t, r.addr, "cap.test")
+	waitFor(t, "the first request at the node", func() bool { return node.Accepted() == 1 })
+	if got := <-get(t, r.addr, "cap.test"); got != "503 1 "+string(errorBodies[503]) {
+		t.Errorf("queue timeout: %q, want 503 with Retry-After", got)
+	}
+	pool := r.table.Pool("cap.test")
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: cap.test\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the request queued", func() bool { return pool.Waiting() == 1 })
+	c.(*net.TCPConn).SetLinger(0)
+	c.Close() // a reset: the loop sees the client gone
+	release <- struct{}{}
+	if got := <-first; got != "200  held" {
+		t.Errorf("first: %q", got)
+	}
+	n := pool.Nodes()[0]
+	waitFor(t, "nothing in flight or waiting", func() bool { return n.Inflight() == 0 && pool.Waiting() == 0 })
+	waitFor(t, "the loop's connections closed", func() bool { return loopOpen(r) == 0 })
+}
+
+// loopOpen is the connections r's loops serve.
+func loopOpen(r *testRouter) int64 {
+	r.rt.mu.Lock()
+	defer r.rt.mu.Unlock()
+	var n int64
+	for _, f := range r.rt.fronts {
+		if l, ok := f.(*frontListener); ok && l.loops != nil {
+			n += l.loops.open.Load()
+		}
+	}
+	return n
 }
 
 // The loops share the connections evenly: one at a time, each served and

@@ -48,8 +48,9 @@ import (
 // serves as if its accept loop had taken it (frontListener.accepted). Taken:
 // HTTP/1.1 requests without a body (no Content-Length > 0, no
 // Transfer-Encoding), Upgrade or Expect, that pass the strict rules, route to
-// a pool without --max-inflight (a count or auto) whose nodes are all uwsgi
-// nodes (TCP or unix), not an ACME challenge. Not taken: HTTP/1.0, bodies,
+// a pool whose nodes are all uwsgi nodes (TCP or unix), not an ACME
+// challenge; in a capped pool (--max-inflight) a request that has to wait
+// for a node waits in a goroutine of its own (queue). Not taken: HTTP/1.0, bodies,
 // upgrades, h2c, heads the fasthttp path answers with an error (bad, too
 // large), pools with http:// nodes.
 //

@@ -91,7 +91,7 @@ func TestClosedBeforeAnswerRetried(t *testing.T) {
 		{"http close", uwsgitest.Silent(), uwsgitest.HTTP},
 		{"http reset", uwsgitest.Reset(), uwsgitest.HTTP},
 	} {
-		for _, method := range []string{"GET", "HEAD", "OPTIONS"} {
+		for _, method := range []string{"GET", "HEAD", "OPTIONS", "PUT", "DELETE"} {
 			t.Run(tc.name+" "+method, func(t *testing.T) {
 				p := startEarlyPair(t, Config{}, tc.h, tc.proto)
 				req := method + " / HTTP/1.1\r\nHost: early.test\r\n\r\n"
@@ -155,7 +155,7 @@ func TestClosedBeforeAnswerNotRetried(t *testing.T) {
 	for _, tc := range []struct{ name, req string }{
 		{"POST", "POST / HTTP/1.1\r\nHost: early.test\r\nContent-Length: 5\r\n\r\nhello"},
 		{"POST empty", "POST / HTTP/1.1\r\nHost: early.test\r\nContent-Length: 0\r\n\r\n"},
-		{"DELETE", "DELETE / HTTP/1.1\r\nHost: early.test\r\n\r\n"},
+		{"PATCH", "PATCH / HTTP/1.1\r\nHost: early.test\r\nContent-Length: 5\r\n\r\nhello"},
 		{"GET with a streamed body", "GET / HTTP/1.1\r\nHost: early.test\r\nContent-Length: " + strconv.Itoa(len(streamed)) + "\r\n\r\n" + streamed},
 	} {
 		for _, proto := range []uwsgitest.Proto{uwsgitest.Uwsgi, uwsgitest.HTTP} {

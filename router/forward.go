@@ -147,8 +147,9 @@ func (rt *Router) observeLatency(pool *balancer.Pool, node *balancer.Node, at *a
 
 // retryable reports whether x may go to another node after its node closed
 // the connection without answering (errNodeClosedEarly): the method is
-// idempotent (RFC 9110 §9.2.2: GET, HEAD, OPTIONS; nginx's
-// proxy_next_upstream takes the same view), its body, if any, can be sent
+// idempotent (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE;
+// nginx's proxy_next_upstream and HAProxy's retry-on take the same view:
+// POST and PATCH are not), its body, if any, can be sent
 // again whole (replayable: the router holds all of it), and it is not a
 // protocol switch. readHead has made sure no interim response went to the
 // client. A stall (errBackendTimeout) is never retried: the node may still
@@ -159,7 +160,7 @@ func (x *exchange) retryable() bool {
 		return false
 	}
 	switch string(x.req.Method) {
-	case "GET", "HEAD", "OPTIONS":
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
 		return true
 	}
 	return false

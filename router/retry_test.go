@@ -36,7 +36,7 @@ func TestUwsgiFrontRetried(t *testing.T) {
 		{"close", uwsgitest.Silent()},
 		{"reset", uwsgitest.Reset()},
 	} {
-		for _, method := range []string{"GET", "HEAD", "OPTIONS"} {
+		for _, method := range []string{"GET", "HEAD", "OPTIONS", "PUT", "DELETE"} {
 			t.Run(tc.name+" "+method, func(t *testing.T) {
 				bad := tc.bad
 				if bad == nil {
@@ -84,7 +84,7 @@ func TestUwsgiFrontNotRetried(t *testing.T) {
 		name, method, body string
 	}{
 		{"POST", "POST", "hello"},
-		{"DELETE", "DELETE", ""},
+		{"PATCH", "PATCH", ""},
 		{"GET with a streamed body", "GET", "hello"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
